@@ -1,0 +1,63 @@
+//! One request, start to finish: a new scope, one call, then save, or
+//! discard when the service answered with an error. The CLI and (later) the
+//! HTTP server both go through here, so they apply the same rule.
+
+use serde::Serialize;
+use wasmtime::component::Val;
+
+use crate::command::Command;
+use crate::host::Host;
+use crate::scope::{SaveReport, ScopeError};
+use crate::state::ScopeId;
+
+/// How a scope ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum Ending {
+    /// Its queue was applied.
+    Saved(SaveReport),
+    /// Its queue was thrown away, unapplied.
+    Discarded {
+        /// Why.
+        reason: String,
+        /// What had been queued.
+        commands: Vec<Command>,
+    },
+}
+
+/// What one call did.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    /// The scope it ran in.
+    pub scope: ScopeId,
+    /// What the function returned.
+    pub results: Vec<Val>,
+    /// Whether the queue was applied.
+    pub ending: Ending,
+}
+
+/// Splits `service.function` at the first dot (service names have none).
+pub fn parse_target(target: &str) -> Result<(&str, &str), String> {
+    match target.split_once('.') {
+        Some((s, f)) if !s.is_empty() && !f.is_empty() => Ok((s, f)),
+        _ => Err(format!("{target:?} is not SERVICE.FUNCTION (for example orders.place)")),
+    }
+}
+
+/// Runs `service.function(args)` in a fresh scope. The queue is saved when
+/// the call returns normally, and discarded when the function's result is a
+/// WIT `result` holding `err`: a service that refuses a request must not
+/// leave half of it applied.
+pub fn run(host: &Host, service: &str, function: &str, args: &[Val]) -> Result<CallReport, ScopeError> {
+    let mut scope = host.scope();
+    let id = scope.id();
+    let results = scope.call(service, function, args)?;
+    if let Some(Val::Result(Err(_))) = results.first() {
+        let commands = scope.pending().to_vec();
+        tracing::info!(scope = %id, service, "{service}.{function} returned an error; discarding {} queued command(s)", commands.len());
+        let reason = format!("{service}.{function} returned an error");
+        return Ok(CallReport { scope: id, results, ending: Ending::Discarded { reason, commands } });
+    }
+    let report = scope.save()?;
+    Ok(CallReport { scope: id, results, ending: Ending::Saved(report) })
+}

@@ -1,0 +1,363 @@
+//! The `sql` channel kind on SQLite: reads, transactions for save, and
+//! migrations. Connections are pooled per channel and reused across scopes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ToSql};
+
+use super::{Channel, ChannelError, Transaction};
+use crate::bindings::{Row, Rows, Value};
+use crate::command::{Operation, Outcome};
+
+/// How long a connection waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections kept per channel.
+const POOL_SIZE: usize = 8;
+/// The table that records which migrations a database has had.
+const MIGRATIONS_TABLE: &str = "sluice_migrations";
+
+/// A SQLite database file used as a `sql` channel.
+pub struct SqliteChannel {
+    path: PathBuf,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteChannel {
+    /// Opens (creating if needed) the database named by a `sqlite://PATH` url.
+    pub fn open(url: &str) -> Result<Self, ChannelError> {
+        let path = url.strip_prefix("sqlite://").ok_or_else(|| {
+            ChannelError::Invalid(format!(
+                "url {url:?} is not supported; use sqlite://PATH (e.g. sqlite://data/app.db)"
+            ))
+        })?;
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                ChannelError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let channel = SqliteChannel { path, pool: Arc::default() };
+        // Open one connection now, so a bad path fails at start-up, not on
+        // the first request; it also switches the file to WAL once.
+        let conn = channel.connect()?;
+        conn.pragma_update(None, "journal_mode", "wal").map_err(unavailable)?;
+        give_back(&channel.pool, conn);
+        Ok(channel)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(&self) -> Result<Connection, ChannelError> {
+        let conn = Connection::open(&self.path).map_err(|e| {
+            ChannelError::Unavailable(format!("cannot open {}: {e}", self.path.display()))
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+        conn.pragma_update(None, "foreign_keys", "on").map_err(unavailable)?;
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection, ChannelError> {
+        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => self.connect(),
+        }
+    }
+
+    /// Applies each `(name, sql)` migration that this database has not had
+    /// yet, in the order given, each in its own transaction together with its
+    /// record in `sluice_migrations`. Returns each name with `true` when it
+    /// was applied now and `false` when it had been applied before.
+    fn apply_migrations(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        let mut conn = self.take()?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
+                name TEXT PRIMARY KEY,
+                applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            )"
+        ))
+        .map_err(unavailable)?;
+        let mut report = Vec::new();
+        for (name, sql) in migrations {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let done: bool = tx
+                .query_row(
+                    &format!("SELECT EXISTS (SELECT 1 FROM {MIGRATIONS_TABLE} WHERE name = ?1)"),
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            if !done {
+                tx.execute_batch(sql)
+                    .map_err(|e| ChannelError::Invalid(format!("migration {name}: {e}")))?;
+                tx.execute(&format!("INSERT INTO {MIGRATIONS_TABLE} (name) VALUES (?1)"), [name])
+                    .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+            }
+            report.push((name.clone(), !done));
+        }
+        give_back(&self.pool, conn);
+        Ok(report)
+    }
+}
+
+impl Channel for SqliteChannel {
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, ChannelError> {
+        let conn = self.take()?;
+        let rows = read(&conn, sql, params);
+        give_back(&self.pool, conn);
+        rows
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        let conn = self.take()?;
+        // IMMEDIATE takes the write lock now, so a save never fails halfway
+        // through because another writer got there first.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+        Ok(Box::new(SqliteTransaction { conn: Some(conn), pool: Arc::clone(&self.pool) }))
+    }
+
+    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        self.apply_migrations(migrations)
+    }
+}
+
+fn read(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, ChannelError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(invalid)?;
+    if !stmt.readonly() {
+        return Err(ChannelError::Invalid(
+            "a read must not write; queue writes with `to` so they apply at save".into(),
+        ));
+    }
+    check_param_count(stmt.parameter_count(), params.len())?;
+    let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+    let width = columns.len();
+    let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(unavailable)?;
+    let mut values = Vec::new();
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        let mut out = Vec::with_capacity(width);
+        for i in 0..width {
+            out.push(from_sql(row.get_ref(i).map_err(unavailable)?));
+        }
+        values.push(out);
+    }
+    Ok(Rows { columns, values })
+}
+
+struct SqliteTransaction {
+    conn: Option<Connection>,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl Transaction for SqliteTransaction {
+    fn apply(&mut self, op: &Operation) -> Result<Outcome, ChannelError> {
+        let conn = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        let (sql, params) = statement(op);
+        let mut stmt = conn.prepare_cached(&sql).map_err(invalid)?;
+        check_param_count(stmt.parameter_count(), params.len())?;
+        let affected = stmt.execute(rusqlite::params_from_iter(params)).map_err(unavailable)?;
+        Ok(match op {
+            Operation::Insert { .. } => Outcome::Inserted(conn.last_insert_rowid()),
+            _ => Outcome::Affected(affected as u64),
+        })
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
+        let conn = self
+            .conn
+            .take()
+            .ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                give_back(&self.pool, conn);
+                Ok(())
+            }
+            // A failed COMMIT leaves the transaction open: roll it back and
+            // drop the connection rather than pool it.
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(unavailable(e))
+            }
+        }
+    }
+}
+
+impl Drop for SqliteTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if conn.execute_batch("ROLLBACK").is_ok() {
+                give_back(&self.pool, conn);
+            }
+        }
+    }
+}
+
+/// The SQL text and parameters that apply `op`. Identifiers are quoted, and
+/// every value is bound as a parameter, never spliced into the text.
+fn statement(op: &Operation) -> (String, Vec<&Value>) {
+    match op {
+        Operation::Insert { table, row } => {
+            let marks: Vec<String> = (1..=row.values.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                quote(table),
+                row.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+                marks.join(", ")
+            );
+            (sql, row.values.iter().collect())
+        }
+        Operation::Update { table, key, changes } => {
+            let mut params: Vec<&Value> = Vec::new();
+            let set: Vec<String> = changes
+                .columns
+                .iter()
+                .zip(&changes.values)
+                .map(|(c, v)| {
+                    params.push(v);
+                    format!("{} = ?{}", quote(c), params.len())
+                })
+                .collect();
+            let filter = where_clause(key, &mut params);
+            (format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", ")), params)
+        }
+        Operation::Delete { table, key } => {
+            let mut params = Vec::new();
+            let filter = where_clause(key, &mut params);
+            (format!("DELETE FROM {} WHERE {filter}", quote(table)), params)
+        }
+        Operation::Execute { sql, params } => (sql.clone(), params.iter().collect()),
+    }
+}
+
+fn where_clause<'a>(key: &'a Row, params: &mut Vec<&'a Value>) -> String {
+    key.columns
+        .iter()
+        .zip(&key.values)
+        .map(|(c, v)| match v {
+            Value::Null => format!("{} IS NULL", quote(c)),
+            v => {
+                params.push(v);
+                format!("{} = ?{}", quote(c), params.len())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Quotes an SQL identifier: `a"b` becomes `"a""b"`.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn check_param_count(expected: usize, given: usize) -> Result<(), ChannelError> {
+    if expected != given {
+        return Err(ChannelError::Invalid(format!(
+            "the statement takes {expected} parameter(s) but {given} were given"
+        )));
+    }
+    Ok(())
+}
+
+fn give_back(pool: &Mutex<Vec<Connection>>, conn: Connection) {
+    if let Ok(mut pool) = pool.lock() {
+        if pool.len() < POOL_SIZE {
+            pool.push(conn);
+        }
+    }
+}
+
+fn invalid(e: rusqlite::Error) -> ChannelError {
+    ChannelError::Invalid(e.to_string())
+}
+
+fn unavailable(e: rusqlite::Error) -> ChannelError {
+    ChannelError::Unavailable(e.to_string())
+}
+
+fn from_sql(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Value::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pairs: &[(&str, Value)]) -> Row {
+        Row {
+            columns: pairs.iter().map(|(c, _)| c.to_string()).collect(),
+            values: pairs.iter().map(|(_, v)| v.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn statements_quote_identifiers_and_bind_values() {
+        let op = Operation::Update {
+            table: "we\"ird".into(),
+            key: row(&[("id", Value::Integer(1)), ("gone", Value::Null)]),
+            changes: row(&[("name", Value::Text("x'; DROP TABLE t; --".into()))]),
+        };
+        let (sql, params) = statement(&op);
+        assert_eq!(sql, r#"UPDATE "we""ird" SET "name" = ?1 WHERE "id" = ?2 AND "gone" IS NULL"#);
+        assert_eq!(params.len(), 2);
+    }
+
+    #[test]
+    fn transaction_rolls_back_when_dropped() -> Result<(), ChannelError> {
+        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let channel = SqliteChannel::open(&url)?;
+        let exec = |sql: &str| Operation::Execute { sql: sql.into(), params: vec![] };
+        let mut tx = channel.begin()?;
+        tx.apply(&exec("CREATE TABLE t (a INTEGER)"))?;
+        tx.commit()?;
+        let mut tx = channel.begin()?;
+        assert_eq!(
+            tx.apply(&Operation::Insert { table: "t".into(), row: row(&[("a", Value::Integer(7))]) })?,
+            Outcome::Inserted(1)
+        );
+        drop(tx);
+        assert!(channel.query("SELECT a FROM t", &[])?.values.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn reads_refuse_writes_and_wrong_parameter_counts() -> Result<(), ChannelError> {
+        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        assert!(matches!(channel.query("CREATE TABLE x (a)", &[]), Err(ChannelError::Invalid(_))));
+        assert!(matches!(channel.query("SELECT ?1", &[]), Err(ChannelError::Invalid(_))));
+        let rows = channel.query("SELECT ?1 AS a", &[Value::Integer(3)])?;
+        assert_eq!(rows.columns, vec!["a".to_string()]);
+        assert_eq!(rows.values, vec![vec![Value::Integer(3)]]);
+        Ok(())
+    }
+}

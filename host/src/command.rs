@@ -1,0 +1,194 @@
+//! Commands: the writes a scope queues through `to`, as plain data.
+//!
+//! A command is built and checked once, when the guest queues it (`Operation::check`),
+//! and applied once, at save, by the channel it names. Because commands are
+//! data they can be listed, printed, compared and replayed.
+
+use serde::Serialize;
+
+use crate::bindings::{Row, Value};
+
+/// One queued write and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Command {
+    /// The handle returned to the guest; unique within its scope.
+    pub ticket: u64,
+    /// The service that queued it.
+    pub service: String,
+    /// The channel it is applied to.
+    pub channel: String,
+    /// What it does.
+    pub op: Operation,
+}
+
+/// What a command does to its channel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Operation {
+    /// Insert one row.
+    Insert {
+        /// The table.
+        table: String,
+        /// The row's columns and values.
+        row: Row,
+    },
+    /// Set `changes` on the rows that match `key`.
+    Update {
+        /// The table.
+        table: String,
+        /// Columns that must all equal their values.
+        key: Row,
+        /// Columns to set.
+        changes: Row,
+    },
+    /// Delete the rows that match `key`.
+    Delete {
+        /// The table.
+        table: String,
+        /// Columns that must all equal their values.
+        key: Row,
+    },
+    /// Run one SQL statement as written.
+    Execute {
+        /// The statement.
+        sql: String,
+        /// Values bound to its parameters, in order.
+        params: Vec<Value>,
+    },
+}
+
+/// The result of applying one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The number of rows the command changed.
+    Affected(u64),
+    /// The row id of the row an insert created.
+    Inserted(i64),
+}
+
+impl Operation {
+    /// Checks what can be checked without a database. The error text becomes
+    /// the guest's `error::invalid`.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Operation::Insert { table, row } => {
+                check_table(table)?;
+                check_row("row", row)
+            }
+            Operation::Update { table, key, changes } => {
+                check_table(table)?;
+                check_row("key", key)?;
+                check_row("changes", changes)
+            }
+            Operation::Delete { table, key } => {
+                check_table(table)?;
+                check_row("key", key)
+            }
+            Operation::Execute { sql, .. } => {
+                if sql.trim().is_empty() {
+                    return Err("sql is empty".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A one-line summary for people: `insert into orders (customer, total)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Operation::Insert { table, row } => {
+                format!("insert into {table} ({})", row.columns.join(", "))
+            }
+            Operation::Update { table, key, changes } => format!(
+                "update {table} set {} where {}",
+                changes.columns.join(", "),
+                key.columns.join(", ")
+            ),
+            Operation::Delete { table, key } => {
+                format!("delete from {table} where {}", key.columns.join(", "))
+            }
+            Operation::Execute { sql, params } => {
+                let sql: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+                format!("execute `{sql}` with {} param(s)", params.len())
+            }
+        }
+    }
+}
+
+impl Command {
+    /// `#ticket service on channel: summary`, the form used in errors and logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "#{} {} on {}: {}",
+            self.ticket,
+            self.service,
+            self.channel,
+            self.op.describe()
+        )
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Affected(n) => write!(f, "{n} row(s) affected"),
+            Outcome::Inserted(id) => write!(f, "inserted row {id}"),
+        }
+    }
+}
+
+fn check_table(table: &str) -> Result<(), String> {
+    if table.trim().is_empty() {
+        return Err("table name is empty".into());
+    }
+    Ok(())
+}
+
+fn check_row(what: &str, row: &Row) -> Result<(), String> {
+    if row.columns.len() != row.values.len() {
+        return Err(format!(
+            "{what} has {} column(s) but {} value(s)",
+            row.columns.len(),
+            row.values.len()
+        ));
+    }
+    if row.columns.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if let Some(c) = row.columns.iter().find(|c| c.trim().is_empty()) {
+        return Err(format!("{what} has an empty column name {c:?}"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = row.columns.iter().find(|c| !seen.insert(c.as_str())) {
+        return Err(format!("{what} names column {dup:?} twice"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cols: &[&str], n: usize) -> Row {
+        Row {
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            values: vec![Value::Null; n],
+        }
+    }
+
+    #[test]
+    fn check_refuses_malformed_rows() {
+        let insert = |r| Operation::Insert { table: "t".into(), row: r };
+        assert!(insert(row(&["a", "b"], 2)).check().is_ok());
+        assert_eq!(insert(row(&["a"], 2)).check(), Err("row has 1 column(s) but 2 value(s)".into()));
+        assert_eq!(insert(row(&[], 0)).check(), Err("row is empty".into()));
+        assert_eq!(insert(row(&["a", "a"], 2)).check(), Err("row names column \"a\" twice".into()));
+        let no_table = Operation::Delete { table: " ".into(), key: row(&["id"], 1) };
+        assert_eq!(no_table.check(), Err("table name is empty".into()));
+        let no_key = Operation::Update { table: "t".into(), key: row(&[], 0), changes: row(&["a"], 1) };
+        assert_eq!(no_key.check(), Err("key is empty".into()));
+        let no_sql = Operation::Execute { sql: "  ".into(), params: vec![] };
+        assert_eq!(no_sql.check(), Err("sql is empty".into()));
+    }
+}

@@ -1,0 +1,104 @@
+//! The operator's configuration, `sluice.toml`: which channels exist and how
+//! to reach them. With no file, one embedded SQLite channel is used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The name of the channel every host has when no configuration names any.
+pub const DEFAULT_CHANNEL: &str = "main";
+
+/// The parsed `sluice.toml`.
+///
+/// ```toml
+/// [channels.main]
+/// kind = "sql"
+/// url = "sqlite://data/app.db"   # relative to this file's directory
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Channels by name.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+/// How to reach one channel; `kind` selects the variant.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ChannelConfig {
+    /// A SQL database. Only `sqlite://PATH` is supported so far.
+    Sql {
+        /// Where the database is, e.g. `sqlite://data/app.db`.
+        url: String,
+    },
+}
+
+impl Config {
+    /// The configuration used when there is no file: channel `main` is the
+    /// SQLite file `main.db` in `data_dir`.
+    pub fn embedded(data_dir: &Path) -> Config {
+        let url = format!("sqlite://{}", data_dir.join("main.db").display());
+        Config {
+            channels: BTreeMap::from([(DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url })]),
+        }
+    }
+
+    /// Reads `path`. Relative SQLite paths are taken relative to the file's
+    /// directory, so the host can be started from anywhere.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses configuration text, resolving relative paths against `base`.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Config> {
+        let mut config: Config = toml::from_str(text)?;
+        if config.channels.is_empty() {
+            anyhow::bail!("no channels: add a [channels.NAME] table with kind and url");
+        }
+        for channel in config.channels.values_mut() {
+            let ChannelConfig::Sql { url } = channel;
+            if let Some(rest) = url.strip_prefix("sqlite://") {
+                let file = PathBuf::from(rest);
+                if file.is_relative() {
+                    *url = format!("sqlite://{}", base.join(file).display());
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_channels_and_resolves_relative_paths() -> anyhow::Result<()> {
+        let config = Config::parse(
+            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://data/app.db\"\n",
+            Path::new("/srv/app"),
+        )?;
+        assert_eq!(
+            config.channels.get("main"),
+            Some(&ChannelConfig::Sql { url: "sqlite:///srv/app/data/app.db".into() })
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_unknown_kinds_and_fields() {
+        let err = |t: &str| match Config::parse(t, Path::new(".")) {
+            Ok(_) => "parsed".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err("[channels.main]\nkind = \"kv\"\nurl = \"x\"\n").contains("unknown variant `kv`"));
+        assert!(err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n").contains("unknown field `pool`"));
+        assert!(err("").contains("no channels"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Host implementations of the `sluice:service` interfaces, one file each.
+
+mod from;
+mod to;
+mod types;

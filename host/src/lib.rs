@@ -1,0 +1,39 @@
+//! Sluice host: runs WebAssembly component services in scopes and applies
+//! the commands they queue only when a scope is saved.
+//!
+//! The modules, in the order a request meets them:
+//!
+//! - [`config`]: `sluice.toml`, the operator's channels.
+//! - [`runtime`]: once per host: the engine, the linker, the epoch ticker,
+//!   the compilation cache.
+//! - [`registry`]: once per service: discovery, compile, `InstancePre`, exports.
+//! - [`host`]: the runtime, channels and registry of one process together.
+//! - [`scope`]: once per unit of work: the store, lazy instances, the queue,
+//!   save.
+//! - [`call`]: one request: a scope, one call, save or discard.
+//! - [`state`]: what a scope's store holds and the views host functions get.
+//! - [`interfaces`]: the host side of `from`, `to` and `types`.
+//! - [`command`]: queued commands as data, checked when queued.
+//! - [`channels`]: channel kinds behind one trait; `sql` on SQLite.
+//! - [`values`]: JSON to component values and back, by WIT type.
+//! - [`signature`]: functions shown to people.
+//! - [`bindings`]: the one `bindgen!` call.
+
+pub mod bindings;
+pub mod call;
+pub mod channels;
+pub mod command;
+pub mod config;
+pub mod host;
+mod interfaces;
+pub mod registry;
+pub mod runtime;
+pub mod scope;
+pub mod signature;
+pub mod state;
+pub mod values;
+
+pub use call::{CallReport, Ending};
+pub use host::{Host, HostOptions};
+pub use registry::Registry;
+pub use scope::{SaveReport, Scope, ScopeError};

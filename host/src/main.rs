@@ -1,0 +1,219 @@
+//! `sluice`: the command line. It parses, runs one library call and prints;
+//! everything else lives in the `sluice_host` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use sluice_host::call::{self, Ending};
+use sluice_host::registry::Service;
+use sluice_host::{Host, HostOptions, signature, values};
+use tracing_subscriber::EnvFilter;
+
+/// Run WebAssembly component services; apply their queued commands only when
+/// a scope is saved.
+#[derive(Parser)]
+#[command(name = "sluice", version)]
+struct Cli {
+    /// Directory of service components (`NAME.wasm`).
+    #[arg(long, global = true, default_value = "services", env = "SLUICE_SERVICES")]
+    services: PathBuf,
+    /// Channel configuration; without it one SQLite file in the data dir is used.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the embedded database and the compilation cache live.
+    #[arg(long, global = true, default_value = "data", env = "SLUICE_DATA")]
+    data_dir: PathBuf,
+    /// Where compiled components are cached [default: DATA_DIR/cache].
+    #[arg(long, global = true, env = "SLUICE_CACHE")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one scope: call SERVICE.FUNCTION, then save (or discard if it
+    /// returns an error) and print the result and the applied commands.
+    Call {
+        /// The function, as SERVICE.FUNCTION (e.g. orders.place).
+        target: String,
+        /// One argument per parameter, as JSON; string and enum parameters
+        /// also take plain text (ann is the same as "ann").
+        args: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the services, their exported functions and their types.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the `*.sql` files in DIR, in name order, each once, to a channel.
+    Migrate {
+        /// Directory of migration scripts.
+        dir: PathBuf,
+        /// The channel to migrate.
+        #[arg(long, default_value = "main")]
+        channel: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("error")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut options = HostOptions::new(&cli.services);
+    options.config = cli.config;
+    options.data_dir = cli.data_dir;
+    options.runtime.cache_dir = cli.cache_dir;
+    let host = Host::open(&options)?;
+    for failure in host.registry.failures() {
+        eprintln!("warning: skipped {}", failure.error);
+    }
+    match cli.command {
+        Command::Call { target, args, json } => call(&host, &target, &args, json),
+        Command::List { json } => {
+            list(&host, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
+    }
+}
+
+fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let (service, function) = call::parse_target(target).map_err(anyhow::Error::msg)?;
+    let func = host.registry.service(service)?.function(function)?;
+    if args.len() != func.params.len() {
+        anyhow::bail!(
+            "{service}.{} takes {} argument(s) ({}), got {}",
+            func.name,
+            func.params.len(),
+            signature::params(func),
+            args.len()
+        );
+    }
+    let mut vals = Vec::with_capacity(args.len());
+    for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
+        let val = values::from_arg(ty, arg, name).map_err(|e| {
+            anyhow::anyhow!("{service}.{}: argument {} ({name}: {}): {}", func.name, i + 1, values::type_name(ty), e.message)
+        })?;
+        vals.push(val);
+    }
+    let report = call::run(host, service, function, &vals)?;
+    let result = match report.results.as_slice() {
+        [] => serde_json::Value::Null,
+        [one] => values::to_json(one),
+        many => serde_json::Value::Array(many.iter().map(values::to_json).collect()),
+    };
+    if json {
+        let out = json!({ "scope": report.scope, "result": result, "ending": report.ending });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("result: {result}");
+        match &report.ending {
+            Ending::Saved(saved) => {
+                println!("saved {}: {} command(s) applied", saved.scope, saved.applied.len());
+                for a in &saved.applied {
+                    println!("  {} -> {}", a.command.describe(), a.outcome);
+                }
+            }
+            Ending::Discarded { reason, commands } => {
+                println!("discarded {}: {reason}; {} queued command(s) not applied", report.scope, commands.len());
+                for c in commands {
+                    println!("  {}", c.describe());
+                }
+            }
+        }
+    }
+    Ok(match report.ending {
+        Ending::Saved(_) => ExitCode::SUCCESS,
+        // The service refused the request: a distinct code scripts can test.
+        Ending::Discarded { .. } => ExitCode::from(2),
+    })
+}
+
+fn list(host: &Host, json: bool) {
+    if json {
+        let services: Vec<_> = host.registry.services().map(|s| service_json(s)).collect();
+        let failures: Vec<_> = host
+            .registry
+            .failures()
+            .iter()
+            .map(|f| json!({ "path": f.path, "error": f.error.to_string() }))
+            .collect();
+        println!("{:#}", json!({ "services": services, "failures": failures }));
+        return;
+    }
+    for svc in host.registry.services() {
+        println!("{}  ({})", svc.name, svc.path.display());
+        let mut interface = None;
+        for f in &svc.functions {
+            if f.interface != interface {
+                interface = f.interface.clone();
+                println!("  {}", interface.as_deref().unwrap_or("(world)"));
+            }
+            println!("    {}", signature::signature(f));
+        }
+    }
+    if host.registry.services().next().is_none() {
+        println!("no services in {}", host.registry.dir().display());
+    }
+}
+
+fn service_json(svc: &Service) -> serde_json::Value {
+    let functions: Vec<_> = svc
+        .functions
+        .iter()
+        .map(|f| {
+            json!({
+                "interface": f.interface,
+                "name": f.name,
+                "params": f.params.iter().map(|(n, t)| json!({ "name": n, "type": values::type_name(t) })).collect::<Vec<_>>(),
+                "results": f.results.iter().map(values::type_name).collect::<Vec<_>>(),
+                "signature": signature::signature(f),
+            })
+        })
+        .collect();
+    json!({ "name": svc.name, "path": svc.path, "code": svc.code, "functions": functions })
+}
+
+fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode> {
+    let target = host
+        .channels
+        .get(channel)
+        .with_context(|| format!("no channel {channel:?}; the host has: {}", host.channels.names().collect::<Vec<_>>().join(", ")))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read migrations directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    let mut scripts = Vec::new();
+    for file in &files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        scripts.push((name, sql));
+    }
+    let report = target.migrate(&scripts).with_context(|| format!("channel {channel}"))?;
+    for (name, applied) in report {
+        println!("{} {name}", if applied { "applied" } else { "already applied" });
+    }
+    Ok(ExitCode::SUCCESS)
+}

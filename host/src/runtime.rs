@@ -1,0 +1,208 @@
+//! The once-per-host part: one wasmtime `Engine` (pooling allocator,
+//! copy-on-write memory images, epoch interruption driven by one ticker
+//! thread), one `Linker` with everything a service may import, and the
+//! compilation cache that lets a restart skip Cranelift.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasData, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings;
+use crate::state::{ScopeState, ServiceView};
+
+/// How often the ticker advances the engine's epoch. Deadlines are counted in
+/// these ticks, so this is also the granularity of every timeout.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Host-wide settings that shape the engine.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Where compiled components are kept between runs; `None` compiles every
+    /// start.
+    pub cache_dir: Option<PathBuf>,
+    /// How long one call into a service may run before it is interrupted.
+    pub call_timeout: Duration,
+    /// How many component instances may be alive at once across all scopes.
+    pub max_instances: u32,
+    /// The most linear memory one instance may have.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            cache_dir: None,
+            call_timeout: Duration::from_secs(10),
+            max_instances: 256,
+            max_memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// How a component's machine code was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodeSource {
+    /// Compiled by Cranelift during this load.
+    Compiled,
+    /// Read back from the compilation cache.
+    Cached,
+}
+
+/// The engine, the linker and the cache, shared by every service and scope.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<ScopeState>,
+    options: RuntimeOptions,
+    // Held for its Drop, which stops the thread.
+    _ticker: Ticker,
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(options.max_instances)
+            .total_core_instances(options.max_instances * 4)
+            .total_memories(options.max_instances * 2)
+            .total_tables(options.max_instances * 4)
+            .max_memory_size(options.max_memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(|e| anyhow::Error::from(e).context("cannot create the wasmtime engine"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow::Error::from(e).context("cannot link WASI"))?;
+        bindings::Imports::add_to_linker::<ScopeState, Sluice>(&mut linker, ScopeState::service_view)
+            .map_err(|e| anyhow::Error::from(e).context("cannot link sluice:service"))?;
+
+        if let Some(dir) = &options.cache_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
+        }
+        let ticker = Ticker::start(engine.clone())?;
+        Ok(Arc::new(Runtime { engine, linker, options, _ticker: ticker }))
+    }
+
+    /// The engine every component is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The settings this runtime was built with.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<ScopeState> {
+        &self.linker
+    }
+
+    /// The deadline for one call, in epoch ticks.
+    pub(crate) fn call_deadline_ticks(&self) -> u64 {
+        let ticks = self.options.call_timeout.as_millis() / EPOCH_TICK.as_millis().max(1);
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Compiles `bytes`, or loads the result of an earlier compile of the same
+    /// bytes by the same engine configuration from the cache.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<(Component, CodeSource)> {
+        let Some(dir) = &self.options.cache_dir else {
+            return Ok((Component::new(&self.engine, bytes)?, CodeSource::Compiled));
+        };
+        let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        if cached.exists() {
+            match load_cached(&self.engine, &cached) {
+                Ok(component) => return Ok((component, CodeSource::Cached)),
+                Err(e) => tracing::warn!(file = %cached.display(), "ignoring unusable cache entry: {e}"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Err(e) = store_cached(&component, &cached) {
+            tracing::warn!(file = %cached.display(), "cannot write compilation cache: {e:#}");
+        }
+        Ok((component, CodeSource::Compiled))
+    }
+
+    /// A key that changes when the component or anything about the engine
+    /// that affects its machine code changes (wasmtime version, settings).
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        let mut sha = Sha256::new();
+        sha.update(engine_hash.finish().to_le_bytes());
+        sha.update(bytes);
+        sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[expect(unsafe_code, reason = "deserializing machine code is unsafe by nature")]
+fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the file is one this host wrote with `Component::serialize` into
+    // its own cache directory, named by the hash of its source and of the
+    // engine settings; wasmtime also checks its header and version.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    // Write then rename, so a crash or a concurrent host never leaves a
+    // half-written entry under the final name.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    Ok(())
+}
+
+/// Marker for the `sluice:service` host functions' view of the store.
+struct Sluice;
+
+impl HasData for Sluice {
+    type Data<'a> = ServiceView<'a>;
+}
+
+/// The one thread per engine that advances its epoch every [`EPOCH_TICK`].
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> anyhow::Result<Ticker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .context("cannot start the epoch ticker thread")?;
+        Ok(Ticker { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

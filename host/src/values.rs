@@ -1,0 +1,375 @@
+//! JSON to component values and back, directed by the function's WIT types.
+//!
+//! The mapping (also in `docs/values.md`): records are objects keyed by WIT
+//! field names; lists and tuples are arrays; enums are strings; variants are
+//! `{"case": payload}` (`{"case": null}` or `"case"` without a payload);
+//! options are `null` or the value; results are `{"ok": v}` or `{"err": e}`;
+//! flags are arrays of names; `char` is a one-character string.
+
+use serde_json::{Map, Value as Json};
+use wasmtime::component::Val;
+use wasmtime::component::types::Type;
+
+/// A JSON value that does not fit the WIT type it is meant for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ValueError {
+    /// Where in the JSON the problem is, e.g. `$.lines[2].quantity`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Converts `json` into a value of type `ty`. `path` names `json` in errors.
+pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> {
+    let fail = |message: String| ValueError { path: path.to_string(), message };
+    let expected = || fail(format!("expected {}, got {}", type_name(ty), describe(json)));
+    Ok(match ty {
+        Type::Bool => Val::Bool(json.as_bool().ok_or_else(expected)?),
+        Type::S8 => Val::S8(int(json, path, ty)?),
+        Type::U8 => Val::U8(int(json, path, ty)?),
+        Type::S16 => Val::S16(int(json, path, ty)?),
+        Type::U16 => Val::U16(int(json, path, ty)?),
+        Type::S32 => Val::S32(int(json, path, ty)?),
+        Type::U32 => Val::U32(int(json, path, ty)?),
+        Type::S64 => Val::S64(int(json, path, ty)?),
+        Type::U64 => Val::U64(int(json, path, ty)?),
+        #[expect(clippy::cast_possible_truncation, reason = "f32 arguments are rounded, as in WAVE")]
+        Type::Float32 => Val::Float32(json.as_f64().ok_or_else(expected)? as f32),
+        Type::Float64 => Val::Float64(json.as_f64().ok_or_else(expected)?),
+        Type::Char => {
+            let s = json.as_str().ok_or_else(expected)?;
+            let mut chars = s.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Val::Char(c),
+                _ => return Err(fail(format!("expected exactly one character, got {s:?}"))),
+            }
+        }
+        Type::String => Val::String(json.as_str().ok_or_else(expected)?.to_string()),
+        Type::List(list) => {
+            let items = json.as_array().ok_or_else(expected)?;
+            let inner = list.ty();
+            Val::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| from_json(&inner, v, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Type::Tuple(tuple) => {
+            let items = json.as_array().ok_or_else(expected)?;
+            let types: Vec<Type> = tuple.types().collect();
+            if items.len() != types.len() {
+                return Err(fail(format!("expected {} items, got {}", types.len(), items.len())));
+            }
+            Val::Tuple(
+                types
+                    .iter()
+                    .zip(items)
+                    .enumerate()
+                    .map(|(i, (t, v))| from_json(t, v, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Type::Record(record) => {
+            let object = json.as_object().ok_or_else(expected)?;
+            let mut fields = Vec::new();
+            for field in record.fields() {
+                let at = format!("{path}.{}", field.name);
+                let value = match (object.get(field.name), &field.ty) {
+                    (Some(v), t) => from_json(t, v, &at)?,
+                    // An absent optional field is `none`, as in most JSON APIs.
+                    (None, Type::Option(_)) => Val::Option(None),
+                    (None, t) => {
+                        return Err(ValueError { path: at, message: format!("missing field of type {}", type_name(t)) });
+                    }
+                };
+                fields.push((field.name.to_string(), value));
+            }
+            if let Some(extra) = object.keys().find(|k| !fields.iter().any(|(n, _)| n == *k)) {
+                return Err(ValueError { path: format!("{path}.{extra}"), message: format!("unknown field; {} has no field {extra:?}", type_name(ty)) });
+            }
+            Val::Record(fields)
+        }
+        Type::Variant(variant) => {
+            let (case, payload) = single_key(json).ok_or_else(expected)?;
+            let Some(found) = variant.cases().find(|c| c.name == case) else {
+                return Err(fail(format!("unknown case {case:?}; expected one of {}", type_name(ty))));
+            };
+            let at = format!("{path}.{case}");
+            let payload = match (&found.ty, payload) {
+                (Some(t), Some(v)) => Some(Box::new(from_json(t, v, &at)?)),
+                (Some(t), None) => return Err(ValueError { path: at, message: format!("case {case} needs a payload of type {}", type_name(t)) }),
+                (None, None | Some(Json::Null)) => None,
+                (None, Some(v)) => return Err(ValueError { path: at, message: format!("case {case} has no payload, got {}", describe(v)) }),
+            };
+            Val::Variant(case.to_string(), payload)
+        }
+        Type::Enum(e) => {
+            let name = json.as_str().ok_or_else(expected)?;
+            if !e.names().any(|n| n == name) {
+                return Err(fail(format!("unknown case {name:?}; expected one of {}", type_name(ty))));
+            }
+            Val::Enum(name.to_string())
+        }
+        Type::Option(option) => match json {
+            Json::Null => Val::Option(None),
+            v => Val::Option(Some(Box::new(from_json(&option.ty(), v, path)?))),
+        },
+        Type::Result(result) => {
+            let (case, payload) = single_key(json).ok_or_else(expected)?;
+            let at = format!("{path}.{case}");
+            let convert = |t: Option<Type>| -> Result<Option<Box<Val>>, ValueError> {
+                match (t, payload) {
+                    (Some(t), Some(v)) => Ok(Some(Box::new(from_json(&t, v, &at)?))),
+                    (Some(t), None) => Err(ValueError { path: at.clone(), message: format!("needs a value of type {}", type_name(&t)) }),
+                    (None, None | Some(Json::Null)) => Ok(None),
+                    (None, Some(v)) => Err(ValueError { path: at.clone(), message: format!("takes no value, got {}", describe(v)) }),
+                }
+            };
+            match case {
+                "ok" => Val::Result(Ok(convert(result.ok())?)),
+                "err" => Val::Result(Err(convert(result.err())?)),
+                _ => return Err(expected()),
+            }
+        }
+        Type::Flags(flags) => {
+            let items = json.as_array().ok_or_else(expected)?;
+            let mut set = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let name = item.as_str().filter(|n| flags.names().any(|f| f == *n)).ok_or_else(|| ValueError {
+                    path: format!("{path}[{i}]"),
+                    message: format!("expected a flag of {}, got {}", type_name(ty), describe(item)),
+                })?;
+                set.push(name.to_string());
+            }
+            Val::Flags(set)
+        }
+        other => return Err(fail(format!("values of type {} cannot be given as JSON", type_name(other)))),
+    })
+}
+
+/// Converts a component value to JSON. Floats that JSON cannot hold (NaN,
+/// infinities) become `null`.
+pub fn to_json(val: &Val) -> Json {
+    let boxed = |v: &Option<Box<Val>>| v.as_deref().map_or(Json::Null, to_json);
+    match val {
+        Val::Bool(b) => Json::Bool(*b),
+        Val::S8(n) => Json::from(*n),
+        Val::U8(n) => Json::from(*n),
+        Val::S16(n) => Json::from(*n),
+        Val::U16(n) => Json::from(*n),
+        Val::S32(n) => Json::from(*n),
+        Val::U32(n) => Json::from(*n),
+        Val::S64(n) => Json::from(*n),
+        Val::U64(n) => Json::from(*n),
+        Val::Float32(f) => Json::from(f64::from(*f)),
+        Val::Float64(f) => Json::from(*f),
+        Val::Char(c) => Json::String(c.to_string()),
+        Val::String(s) => Json::String(s.clone()),
+        Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
+            Json::Array(items.iter().map(to_json).collect())
+        }
+        Val::Record(fields) => Json::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Val::Variant(case, payload) => Json::Object(Map::from_iter([(case.clone(), boxed(payload))])),
+        Val::Enum(case) => Json::String(case.clone()),
+        Val::Option(v) => boxed(v),
+        Val::Result(Ok(v)) => Json::Object(Map::from_iter([("ok".to_string(), boxed(v))])),
+        Val::Result(Err(v)) => Json::Object(Map::from_iter([("err".to_string(), boxed(v))])),
+        Val::Flags(names) => Json::Array(names.iter().cloned().map(Json::String).collect()),
+        Val::Map(pairs) => Json::Array(pairs.iter().map(|(k, v)| Json::Array(vec![to_json(k), to_json(v)])).collect()),
+        Val::Resource(_) | Val::Future(_) | Val::Stream(_) | Val::ErrorContext(_) => {
+            Json::String("<handle>".to_string())
+        }
+    }
+}
+
+/// Reads one command-line argument as a value of `ty`: JSON, except that a
+/// string, char or enum parameter also takes its text unquoted (`ann` as
+/// well as `"ann"`).
+pub fn from_arg(ty: &Type, text: &str, path: &str) -> Result<Val, ValueError> {
+    let parsed = serde_json::from_str::<Json>(text);
+    if matches!(ty, Type::String | Type::Char | Type::Enum(_)) {
+        let json = match parsed {
+            Ok(quoted @ Json::String(_)) => quoted,
+            _ => Json::String(text.to_string()),
+        };
+        return from_json(ty, &json, path);
+    }
+    match parsed {
+        Ok(json) => from_json(ty, &json, path),
+        Err(e) => Err(ValueError {
+            path: path.to_string(),
+            message: format!("expected {} as JSON, but {text:?} is not JSON ({e})", type_name(ty)),
+        }),
+    }
+}
+
+/// Checks that `val` has type `ty`, so a wrongly typed argument is reported
+/// as such (naming the path) instead of failing inside the call.
+pub fn check(ty: &Type, val: &Val, path: &str) -> Result<(), ValueError> {
+    let wrong = || ValueError { path: path.to_string(), message: format!("expected {}, got {}", type_name(ty), val_kind(val)) };
+    let all = |items: &[Val], types: &mut dyn Iterator<Item = Type>| -> Result<(), ValueError> {
+        for (i, item) in items.iter().enumerate() {
+            let t = types.next().ok_or_else(wrong)?;
+            check(&t, item, &format!("{path}[{i}]"))?;
+        }
+        if types.next().is_some() { Err(wrong()) } else { Ok(()) }
+    };
+    let payload = |t: Option<Type>, v: &Option<Box<Val>>, at: String| match (t, v) {
+        (Some(t), Some(v)) => check(&t, v, &at),
+        (None, None) => Ok(()),
+        _ => Err(wrong()),
+    };
+    match (ty, val) {
+        (Type::Bool, Val::Bool(_))
+        | (Type::S8, Val::S8(_))
+        | (Type::U8, Val::U8(_))
+        | (Type::S16, Val::S16(_))
+        | (Type::U16, Val::U16(_))
+        | (Type::S32, Val::S32(_))
+        | (Type::U32, Val::U32(_))
+        | (Type::S64, Val::S64(_))
+        | (Type::U64, Val::U64(_))
+        | (Type::Float32, Val::Float32(_))
+        | (Type::Float64, Val::Float64(_))
+        | (Type::Char, Val::Char(_))
+        | (Type::String, Val::String(_)) => Ok(()),
+        (Type::List(l), Val::List(items)) => {
+            let inner = l.ty();
+            items.iter().enumerate().try_for_each(|(i, v)| check(&inner, v, &format!("{path}[{i}]")))
+        }
+        (Type::Tuple(t), Val::Tuple(items)) => all(items, &mut t.types()),
+        (Type::Record(r), Val::Record(fields)) => {
+            if fields.len() != r.fields().len() {
+                return Err(wrong());
+            }
+            for (field, (name, v)) in r.fields().zip(fields) {
+                if field.name != name {
+                    return Err(ValueError { path: format!("{path}.{name}"), message: format!("expected field {}", field.name) });
+                }
+                check(&field.ty, v, &format!("{path}.{name}"))?;
+            }
+            Ok(())
+        }
+        (Type::Variant(v), Val::Variant(case, value)) => {
+            let found = v.cases().find(|c| c.name == case).ok_or_else(wrong)?;
+            payload(found.ty, value, format!("{path}.{case}"))
+        }
+        (Type::Enum(e), Val::Enum(case)) if e.names().any(|n| n == case) => Ok(()),
+        (Type::Option(_), Val::Option(None)) => Ok(()),
+        (Type::Option(o), Val::Option(Some(v))) => check(&o.ty(), v, path),
+        (Type::Result(r), Val::Result(Ok(v))) => payload(r.ok(), v, format!("{path}.ok")),
+        (Type::Result(r), Val::Result(Err(v))) => payload(r.err(), v, format!("{path}.err")),
+        (Type::Flags(f), Val::Flags(names)) if names.iter().all(|n| f.names().any(|f| f == n)) => Ok(()),
+        _ => Err(wrong()),
+    }
+}
+
+fn val_kind(val: &Val) -> &'static str {
+    match val {
+        Val::Bool(_) => "a bool",
+        Val::S8(_) | Val::U8(_) | Val::S16(_) | Val::U16(_) | Val::S32(_) | Val::U32(_) | Val::S64(_) | Val::U64(_) => {
+            "an integer of another width"
+        }
+        Val::Float32(_) | Val::Float64(_) => "a float",
+        Val::Char(_) => "a char",
+        Val::String(_) => "a string",
+        Val::List(_) | Val::FixedLengthList(_) => "a list",
+        Val::Map(_) => "a map",
+        Val::Record(_) => "a record",
+        Val::Tuple(_) => "a tuple",
+        Val::Variant(..) => "a variant",
+        Val::Enum(_) => "an enum",
+        Val::Option(_) => "an option",
+        Val::Result(_) => "a result",
+        Val::Flags(_) => "flags",
+        Val::Resource(_) | Val::Future(_) | Val::Stream(_) | Val::ErrorContext(_) => "a handle",
+    }
+}
+
+/// The WIT spelling of a type, with records, variants, enums and flags
+/// written out structurally since components do not carry type names.
+pub fn type_name(ty: &Type) -> String {
+    match ty {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(l) => format!("list<{}>", type_name(&l.ty())),
+        Type::FixedLengthList(l) => format!("list<{}, {}>", type_name(&l.ty()), l.len()),
+        Type::Map(m) => format!("map<{}, {}>", type_name(&m.key()), type_name(&m.value())),
+        Type::Tuple(t) => format!("tuple<{}>", t.types().map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")),
+        Type::Record(r) => format!(
+            "record {{ {} }}",
+            r.fields().map(|f| format!("{}: {}", f.name, type_name(&f.ty))).collect::<Vec<_>>().join(", ")
+        ),
+        Type::Variant(v) => format!(
+            "variant {{ {} }}",
+            v.cases()
+                .map(|c| match &c.ty {
+                    Some(t) => format!("{}({})", c.name, type_name(t)),
+                    None => c.name.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Type::Enum(e) => format!("enum {{ {} }}", e.names().collect::<Vec<_>>().join(", ")),
+        Type::Flags(f) => format!("flags {{ {} }}", f.names().collect::<Vec<_>>().join(", ")),
+        Type::Option(o) => format!("option<{}>", type_name(&o.ty())),
+        Type::Result(r) => match (r.ok(), r.err()) {
+            (None, None) => "result".into(),
+            (Some(ok), None) => format!("result<{}>", type_name(&ok)),
+            (None, Some(err)) => format!("result<_, {}>", type_name(&err)),
+            (Some(ok), Some(err)) => format!("result<{}, {}>", type_name(&ok), type_name(&err)),
+        },
+        Type::Own(_) => "own<resource>".into(),
+        Type::Borrow(_) => "borrow<resource>".into(),
+        Type::Future(_) => "future".into(),
+        Type::Stream(_) => "stream".into(),
+        Type::ErrorContext => "error-context".into(),
+    }
+}
+
+fn int<T: TryFrom<i64> + TryFrom<u64>>(json: &Json, path: &str, ty: &Type) -> Result<T, ValueError> {
+    let fail = |message: String| ValueError { path: path.to_string(), message };
+    let converted = match json {
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => T::try_from(i).ok(),
+            (None, Some(u)) => T::try_from(u).ok(),
+            _ => return Err(fail(format!("expected {}, got the non-integer {n}", type_name(ty)))),
+        },
+        other => return Err(fail(format!("expected {}, got {}", type_name(ty), describe(other)))),
+    };
+    converted.ok_or_else(|| fail(format!("{json} is out of range for {}", type_name(ty))))
+}
+
+/// `{"key": value}` with exactly one key, or a bare `"key"` (no payload).
+fn single_key(json: &Json) -> Option<(&str, Option<&Json>)> {
+    match json {
+        Json::String(s) => Some((s, None)),
+        Json::Object(o) if o.len() == 1 => o.iter().next().map(|(k, v)| (k.as_str(), Some(v))),
+        _ => None,
+    }
+}
+
+fn describe(json: &Json) -> String {
+    match json {
+        Json::Null => "null".into(),
+        Json::Bool(b) => format!("the boolean {b}"),
+        Json::Number(n) => format!("the number {n}"),
+        Json::String(s) => format!("the string {s:?}"),
+        Json::Array(a) => format!("an array of {}", a.len()),
+        Json::Object(_) => "an object".into(),
+    }
+}

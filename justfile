@@ -1,0 +1,51 @@
+# Sluice: the only entry points. `just run` and `just test` do all set-up.
+
+target := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
+# Every guest component, built by `just guests`; the tests read them here.
+components := target / "components"
+# The example services, served by `just run`.
+examples := "orders products"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build every guest component and copy the examples into services/.
+guests:
+    scripts/build-guests {{components}}
+    mkdir -p services
+    for s in {{examples}}; do cp {{components}}/$s.wasm services/; done
+
+# Build the host.
+build:
+    cargo build -p sluice-host
+
+# Build everything, create the example schema in a fresh data/example, and
+# run the example scenario through the CLI.
+run: build guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    sluice() { echo "\$ sluice $*" >&2; {{target}}/debug/sluice --data-dir data/example "$@"; }
+    rm -f data/example/main.db data/example/main.db-wal data/example/main.db-shm
+    sluice list
+    sluice migrate examples/schema
+    sluice call products.add widget 250
+    sluice call products.add gadget 1200
+    sluice call products.list
+    sluice call orders.place ann 1 3
+    sluice call orders.do-clearing 1
+    echo "# clearing it again is refused by the service, so nothing is applied:" >&2
+    sluice call orders.do-clearing 1 || echo "(exit $?: the service returned an error)" >&2
+
+# Build what the tests need and run every test: host, guests' own unit
+# tests, end to end.
+test: guests
+    SLUICE_COMPONENTS={{components}} cargo test --workspace
+    cd guests && cargo test --target-dir {{target}}/guests-native
+
+# Formatting and clippy, warnings as errors, for the host and the guests.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cd guests && cargo fmt --all --check
+    cd guests && cargo clippy --target wasm32-wasip2 --target-dir {{target}}/guests -- -D warnings

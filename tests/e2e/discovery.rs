@@ -1,0 +1,86 @@
+//! Discovery: what a services directory with good and bad files turns into.
+
+use sluice_host::registry::LoadError;
+use sluice_host::runtime::CodeSource;
+
+use crate::support::Fixture;
+
+/// Garbage, a truncated component and a core module are each skipped with
+/// an error naming the file and the cause; the good services still load.
+#[test]
+fn bad_files_are_reported_and_skipped() {
+    let f = Fixture::new(&["orders", "products"]);
+    let orders = std::fs::read(f.services().join("orders.wasm")).expect("read");
+    f.write_service("garbage.wasm", b"this is not wasm");
+    f.write_service("truncated.wasm", &orders[..orders.len() / 3]);
+    f.write_service("core.wasm", b"\0asm\x01\0\0\0");
+    f.write_service("Bad Name.wasm", &orders);
+    f.write_service("notes.txt", b"ignored: not a .wasm file");
+
+    let host = f.host();
+    let loaded: Vec<&str> = host.registry.services().map(|s| s.name.as_str()).collect();
+    assert_eq!(loaded, ["orders", "products"]);
+
+    let failures = host.registry.failures();
+    let find = |file: &str| {
+        failures
+            .iter()
+            .find(|fl| fl.path.file_name().is_some_and(|n| n == file))
+            .map(|fl| (&fl.error, fl.error.to_string()))
+            .unwrap_or_else(|| panic!("no failure for {file}: {failures:?}"))
+    };
+    let (e, msg) = find("garbage.wasm");
+    assert!(matches!(e, LoadError::NotWasm { .. }), "{msg}");
+    assert!(msg.starts_with("garbage: ") && msg.contains("not a WebAssembly file"), "{msg}");
+    let (e, msg) = find("truncated.wasm");
+    assert!(matches!(e, LoadError::Invalid { .. }), "{msg}");
+    assert!(msg.starts_with("truncated: ") && msg.contains("unexpected end-of-file"), "{msg}");
+    let (e, msg) = find("core.wasm");
+    assert!(matches!(e, LoadError::CoreModule { .. }), "{msg}");
+    assert!(msg.contains("core WebAssembly module, not a component"), "{msg}");
+    let (e, msg) = find("Bad Name.wasm");
+    assert!(matches!(e, LoadError::BadName { .. }), "{msg}");
+    assert_eq!(failures.len(), 4, "the .txt file is not a service");
+
+    // The good services work next to the bad files.
+    let mut scope = host.scope();
+    scope.call("products", "list", &[]).expect("products still callable");
+}
+
+/// Each service is compiled once: a second host over the same files reads
+/// the compiled code from the cache instead of running Cranelift again.
+#[test]
+fn restart_reuses_compiled_code() {
+    let f = Fixture::new(&["probe"]);
+    let mut options = f.options();
+    options.runtime.cache_dir = Some(f.dir.path().join("own-cache"));
+    let first = sluice_host::Host::open(&options).expect("first start");
+    assert_eq!(first.registry.service("probe").expect("probe").code, CodeSource::Compiled);
+    drop(first);
+    let second = sluice_host::Host::open(&options).expect("second start");
+    assert_eq!(second.registry.service("probe").expect("probe").code, CodeSource::Cached);
+
+    // A corrupt cache entry is recompiled, not fatal.
+    for entry in std::fs::read_dir(f.dir.path().join("own-cache")).expect("cache dir") {
+        std::fs::write(entry.expect("entry").path(), b"corrupt").expect("corrupt the cache");
+    }
+    let third = sluice_host::Host::open(&options).expect("third start");
+    assert_eq!(third.registry.service("probe").expect("probe").code, CodeSource::Compiled);
+    let mut scope = third.scope();
+    scope.call("probe", "add", &[wasmtime::component::Val::S32(2), wasmtime::component::Val::S32(2)]).expect("works");
+}
+
+/// Exported functions are read from the component's own type information.
+#[test]
+fn exports_come_from_the_component_types() {
+    let f = Fixture::new(&["orders"]);
+    let host = f.host();
+    let orders = host.registry.service("orders").expect("orders");
+    let names: Vec<String> = orders.functions.iter().map(|f| f.qualified_name()).collect();
+    assert_eq!(names, ["acme:orders/api@0.1.0#place", "acme:orders/api@0.1.0#do-clearing"]);
+    let place = orders.function("place").expect("place");
+    assert_eq!(
+        sluice_host::signature::params(place),
+        "customer: string, product-id: s64, quantity: u32"
+    );
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: components built from `guests/` by `just guests`, real
+//! SQLite files in temp dirs, the library and the real `sluice` binary.
+
+mod cli;
+mod discovery;
+mod save;
+mod support;
+mod values;
+mod wit;
