@@ -40,7 +40,9 @@ pub struct CallReport {
 pub fn parse_target(target: &str) -> Result<(&str, &str), String> {
     match target.split_once('.') {
         Some((s, f)) if !s.is_empty() && !f.is_empty() => Ok((s, f)),
-        _ => Err(format!("{target:?} is not SERVICE.FUNCTION (for example orders.place)")),
+        _ => Err(format!(
+            "{target:?} is not SERVICE.FUNCTION (for example orders.place)"
+        )),
     }
 }
 
@@ -48,7 +50,12 @@ pub fn parse_target(target: &str) -> Result<(&str, &str), String> {
 /// the call returns normally, and discarded when the function's result is a
 /// WIT `result` holding `err`: a service that refuses a request must not
 /// leave half of it applied.
-pub fn run(host: &Host, service: &str, function: &str, args: &[Val]) -> Result<CallReport, ScopeError> {
+pub fn run(
+    host: &Host,
+    service: &str,
+    function: &str,
+    args: &[Val],
+) -> Result<CallReport, ScopeError> {
     let mut scope = host.scope();
     let id = scope.id();
     let results = scope.call(service, function, args)?;
@@ -56,8 +63,16 @@ pub fn run(host: &Host, service: &str, function: &str, args: &[Val]) -> Result<C
         let commands = scope.pending().to_vec();
         tracing::info!(scope = %id, service, "{service}.{function} returned an error; discarding {} queued command(s)", commands.len());
         let reason = format!("{service}.{function} returned an error");
-        return Ok(CallReport { scope: id, results, ending: Ending::Discarded { reason, commands } });
+        return Ok(CallReport {
+            scope: id,
+            results,
+            ending: Ending::Discarded { reason, commands },
+        });
     }
     let report = scope.save()?;
-    Ok(CallReport { scope: id, results, ending: Ending::Saved(report) })
+    Ok(CallReport {
+        scope: id,
+        results,
+        ending: Ending::Saved(report),
+    })
 }

@@ -76,7 +76,11 @@ impl Operation {
                 check_table(table)?;
                 check_row("row", row)
             }
-            Operation::Update { table, key, changes } => {
+            Operation::Update {
+                table,
+                key,
+                changes,
+            } => {
                 check_table(table)?;
                 check_row("key", key)?;
                 check_row("changes", changes)
@@ -100,7 +104,11 @@ impl Operation {
             Operation::Insert { table, row } => {
                 format!("insert into {table} ({})", row.columns.join(", "))
             }
-            Operation::Update { table, key, changes } => format!(
+            Operation::Update {
+                table,
+                key,
+                changes,
+            } => format!(
                 "update {table} set {} where {}",
                 changes.columns.join(", "),
                 key.columns.join(", ")
@@ -179,16 +187,35 @@ mod tests {
 
     #[test]
     fn check_refuses_malformed_rows() {
-        let insert = |r| Operation::Insert { table: "t".into(), row: r };
+        let insert = |r| Operation::Insert {
+            table: "t".into(),
+            row: r,
+        };
         assert!(insert(row(&["a", "b"], 2)).check().is_ok());
-        assert_eq!(insert(row(&["a"], 2)).check(), Err("row has 1 column(s) but 2 value(s)".into()));
+        assert_eq!(
+            insert(row(&["a"], 2)).check(),
+            Err("row has 1 column(s) but 2 value(s)".into())
+        );
         assert_eq!(insert(row(&[], 0)).check(), Err("row is empty".into()));
-        assert_eq!(insert(row(&["a", "a"], 2)).check(), Err("row names column \"a\" twice".into()));
-        let no_table = Operation::Delete { table: " ".into(), key: row(&["id"], 1) };
+        assert_eq!(
+            insert(row(&["a", "a"], 2)).check(),
+            Err("row names column \"a\" twice".into())
+        );
+        let no_table = Operation::Delete {
+            table: " ".into(),
+            key: row(&["id"], 1),
+        };
         assert_eq!(no_table.check(), Err("table name is empty".into()));
-        let no_key = Operation::Update { table: "t".into(), key: row(&[], 0), changes: row(&["a"], 1) };
+        let no_key = Operation::Update {
+            table: "t".into(),
+            key: row(&[], 0),
+            changes: row(&["a"], 1),
+        };
         assert_eq!(no_key.check(), Err("key is empty".into()));
-        let no_sql = Operation::Execute { sql: "  ".into(), params: vec![] };
+        let no_sql = Operation::Execute {
+            sql: "  ".into(),
+            params: vec![],
+        };
         assert_eq!(no_sql.check(), Err("sql is empty".into()));
     }
 }

@@ -86,7 +86,9 @@ mod tests {
         )?;
         assert_eq!(
             config.channels.get("main"),
-            Some(&ChannelConfig::Sql { url: "sqlite:///srv/app/data/app.db".into() })
+            Some(&ChannelConfig::Sql {
+                url: "sqlite:///srv/app/data/app.db".into()
+            })
         );
         Ok(())
     }
@@ -97,8 +99,13 @@ mod tests {
             Ok(_) => "parsed".to_string(),
             Err(e) => format!("{e:#}"),
         };
-        assert!(err("[channels.main]\nkind = \"kv\"\nurl = \"x\"\n").contains("unknown variant `kv`"));
-        assert!(err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n").contains("unknown field `pool`"));
+        assert!(
+            err("[channels.main]\nkind = \"kv\"\nurl = \"x\"\n").contains("unknown variant `kv`")
+        );
+        assert!(
+            err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n")
+                .contains("unknown field `pool`")
+        );
         assert!(err("").contains("no channels"));
     }
 }

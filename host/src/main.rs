@@ -18,7 +18,12 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "sluice", version)]
 struct Cli {
     /// Directory of service components (`NAME.wasm`).
-    #[arg(long, global = true, default_value = "services", env = "SLUICE_SERVICES")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "services",
+        env = "SLUICE_SERVICES"
+    )]
     services: PathBuf,
     /// Channel configuration; without it one SQLite file in the data dir is used.
     #[arg(long, global = true, env = "SLUICE_CONFIG")]
@@ -42,6 +47,7 @@ enum Command {
         target: String,
         /// One argument per parameter, as JSON; string and enum parameters
         /// also take plain text (ann is the same as "ann").
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -65,7 +71,9 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("error")))
+        .with_env_filter(
+            EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("error")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -112,7 +120,20 @@ fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Resul
     let mut vals = Vec::with_capacity(args.len());
     for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
         let val = values::from_arg(ty, arg, name).map_err(|e| {
-            anyhow::anyhow!("{service}.{}: argument {} ({name}: {}): {}", func.name, i + 1, values::type_name(ty), e.message)
+            // The path starts at the parameter; only name it when the problem
+            // is deeper inside the value.
+            let at = if e.path == *name {
+                String::new()
+            } else {
+                format!("{}: ", e.path)
+            };
+            anyhow::anyhow!(
+                "{service}.{}: argument {} ({name}: {}): {at}{}",
+                func.name,
+                i + 1,
+                values::type_name(ty),
+                e.message
+            )
         })?;
         vals.push(val);
     }
@@ -129,13 +150,21 @@ fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Resul
         println!("result: {result}");
         match &report.ending {
             Ending::Saved(saved) => {
-                println!("saved {}: {} command(s) applied", saved.scope, saved.applied.len());
+                println!(
+                    "saved {}: {} command(s) applied",
+                    saved.scope,
+                    saved.applied.len()
+                );
                 for a in &saved.applied {
                     println!("  {} -> {}", a.command.describe(), a.outcome);
                 }
             }
             Ending::Discarded { reason, commands } => {
-                println!("discarded {}: {reason}; {} queued command(s) not applied", report.scope, commands.len());
+                println!(
+                    "discarded {}: {reason}; {} queued command(s) not applied",
+                    report.scope,
+                    commands.len()
+                );
                 for c in commands {
                     println!("  {}", c.describe());
                 }
@@ -158,7 +187,10 @@ fn list(host: &Host, json: bool) {
             .iter()
             .map(|f| json!({ "path": f.path, "error": f.error.to_string() }))
             .collect();
-        println!("{:#}", json!({ "services": services, "failures": failures }));
+        println!(
+            "{:#}",
+            json!({ "services": services, "failures": failures })
+        );
         return;
     }
     for svc in host.registry.services() {
@@ -195,10 +227,12 @@ fn service_json(svc: &Service) -> serde_json::Value {
 }
 
 fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode> {
-    let target = host
-        .channels
-        .get(channel)
-        .with_context(|| format!("no channel {channel:?}; the host has: {}", host.channels.names().collect::<Vec<_>>().join(", ")))?;
+    let target = host.channels.get(channel).with_context(|| {
+        format!(
+            "no channel {channel:?}; the host has: {}",
+            host.channels.names().collect::<Vec<_>>().join(", ")
+        )
+    })?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read migrations directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -207,13 +241,26 @@ fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode
     files.sort();
     let mut scripts = Vec::new();
     for file in &files {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sql = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
         scripts.push((name, sql));
     }
-    let report = target.migrate(&scripts).with_context(|| format!("channel {channel}"))?;
+    let report = target
+        .migrate(&scripts)
+        .with_context(|| format!("channel {channel}"))?;
     for (name, applied) in report {
-        println!("{} {name}", if applied { "applied" } else { "already applied" });
+        println!(
+            "{} {name}",
+            if applied {
+                "applied"
+            } else {
+                "already applied"
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

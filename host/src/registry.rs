@@ -215,7 +215,12 @@ impl Registry {
                 }
             }
         }
-        Ok(Registry { runtime, dir: dir.to_path_buf(), services, failures })
+        Ok(Registry {
+            runtime,
+            dir: dir.to_path_buf(),
+            services,
+            failures,
+        })
     }
 
     /// The runtime the services were compiled for.
@@ -240,17 +245,22 @@ impl Registry {
 
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Result<&Arc<Service>, LookupError> {
-        self.services.get(name).ok_or_else(|| LookupError::UnknownService {
-            service: name.to_string(),
-            known: join(self.services.keys().cloned()),
-        })
+        self.services
+            .get(name)
+            .ok_or_else(|| LookupError::UnknownService {
+                service: name.to_string(),
+                known: join(self.services.keys().cloned()),
+            })
     }
 }
 
 /// Loads one component file.
 pub fn load(runtime: &Runtime, path: &Path) -> Result<Service, LoadError> {
     let name = service_name(path)?;
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     check_header(&name, path, &bytes)?;
     let (component, code) = runtime.compile(&bytes).map_err(|e| LoadError::Invalid {
         service: name.clone(),
@@ -260,17 +270,31 @@ pub fn load(runtime: &Runtime, path: &Path) -> Result<Service, LoadError> {
     let pre = runtime
         .linker()
         .instantiate_pre(&component)
-        .map_err(|e| LoadError::Link { service: name.clone(), reason: chain(&e) })?;
+        .map_err(|e| LoadError::Link {
+            service: name.clone(),
+            reason: chain(&e),
+        })?;
     let functions = exported_functions(runtime, &component);
-    Ok(Service { name, path: path.to_path_buf(), code, functions, pre })
+    Ok(Service {
+        name,
+        path: path.to_path_buf(),
+        code,
+        functions,
+        pre,
+    })
 }
 
 /// The service name of a component file: its stem, which must be usable in
 /// `service.function` (no dots, no spaces).
 fn service_name(path: &Path) -> Result<String, LoadError> {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     let ok = !stem.is_empty()
-        && stem.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !ok {
         return Err(LoadError::BadName {
             path: path.to_path_buf(),
@@ -286,12 +310,18 @@ fn service_name(path: &Path) -> Result<String, LoadError> {
 /// before handing the bytes to the compiler, for a clearer error.
 fn check_header(service: &str, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if !bytes.starts_with(b"\0asm") {
-        return Err(LoadError::NotWasm { service: service.to_string(), path: path.to_path_buf() });
+        return Err(LoadError::NotWasm {
+            service: service.to_string(),
+            path: path.to_path_buf(),
+        });
     }
     // Bytes 4..8 are the version and layer: layer 0 is a core module, layer 1
     // a component.
     if bytes.get(6..8) == Some(&[0, 0]) {
-        return Err(LoadError::CoreModule { service: service.to_string(), path: path.to_path_buf() });
+        return Err(LoadError::CoreModule {
+            service: service.to_string(),
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -308,12 +338,14 @@ fn exported_functions(runtime: &Runtime, component: &Component) -> Vec<Function>
                 }
             }
             ComponentItem::ComponentInstance(instance) => {
-                let Some(iface) = component.get_export_index(None, export) else { continue };
+                let Some(iface) = component.get_export_index(None, export) else {
+                    continue;
+                };
                 for (name, item) in instance.exports(engine) {
-                    if let ComponentItem::ComponentFunc(func) = item.ty {
-                        if let Some(index) = component.get_export_index(Some(&iface), name) {
-                            functions.push(function(Some(export), name, &func, index));
-                        }
+                    if let ComponentItem::ComponentFunc(func) = item.ty
+                        && let Some(index) = component.get_export_index(Some(&iface), name)
+                    {
+                        functions.push(function(Some(export), name, &func, index));
                     }
                 }
             }
@@ -340,10 +372,17 @@ fn function(
 
 /// An error and its causes on one line.
 pub(crate) fn chain(e: &wasmtime::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn join(items: impl Iterator<Item = String>) -> String {
     let all: Vec<String> = items.collect();
-    if all.is_empty() { "(none)".to_string() } else { all.join(", ") }
+    if all.is_empty() {
+        "(none)".to_string()
+    } else {
+        all.join(", ")
+    }
 }

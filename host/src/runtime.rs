@@ -82,20 +82,29 @@ impl Runtime {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config).map_err(|e| anyhow::Error::from(e).context("cannot create the wasmtime engine"))?;
+        let engine = Engine::new(&config)
+            .map_err(|e| anyhow::Error::from(e).context("cannot create the wasmtime engine"))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::Error::from(e).context("cannot link WASI"))?;
-        bindings::Imports::add_to_linker::<ScopeState, Sluice>(&mut linker, ScopeState::service_view)
-            .map_err(|e| anyhow::Error::from(e).context("cannot link sluice:service"))?;
+        bindings::Imports::add_to_linker::<ScopeState, Sluice>(
+            &mut linker,
+            ScopeState::service_view,
+        )
+        .map_err(|e| anyhow::Error::from(e).context("cannot link sluice:service"))?;
 
         if let Some(dir) = &options.cache_dir {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
         }
         let ticker = Ticker::start(engine.clone())?;
-        Ok(Arc::new(Runtime { engine, linker, options, _ticker: ticker }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            options,
+            _ticker: ticker,
+        }))
     }
 
     /// The engine every component is compiled for.
@@ -128,7 +137,9 @@ impl Runtime {
         if cached.exists() {
             match load_cached(&self.engine, &cached) {
                 Ok(component) => return Ok((component, CodeSource::Cached)),
-                Err(e) => tracing::warn!(file = %cached.display(), "ignoring unusable cache entry: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %cached.display(), "ignoring unusable cache entry: {e}")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)?;
@@ -142,7 +153,9 @@ impl Runtime {
     /// that affects its machine code changes (wasmtime version, settings).
     fn cache_key(&self, bytes: &[u8]) -> String {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
         let mut sha = Sha256::new();
         sha.update(engine_hash.finish().to_le_bytes());
         sha.update(bytes);
@@ -152,10 +165,14 @@ impl Runtime {
 
 #[expect(unsafe_code, reason = "deserializing machine code is unsafe by nature")]
 fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // Read into memory rather than `deserialize_file`, which maps the file:
+    // a cache file truncated or rewritten in place while mapped would crash
+    // the host with SIGBUS.
+    let bytes = std::fs::read(path)?;
     // SAFETY: the file is one this host wrote with `Component::serialize` into
     // its own cache directory, named by the hash of its source and of the
     // engine settings; wasmtime also checks its header and version.
-    unsafe { Component::deserialize_file(engine, path) }
+    unsafe { Component::deserialize(engine, &bytes) }
 }
 
 fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
@@ -194,7 +211,10 @@ impl Ticker {
                 }
             })
             .context("cannot start the epoch ticker thread")?;
-        Ok(Ticker { stop, thread: Some(thread) })
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

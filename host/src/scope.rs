@@ -121,7 +121,11 @@ impl Scope {
     /// instantiated until the first call to a service.
     pub fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> Scope {
         let store = Store::new(registry.runtime().engine(), ScopeState::new(channels));
-        Scope { store, registry, failed: None }
+        Scope {
+            store,
+            registry,
+            failed: None,
+        }
     }
 
     /// This scope's id.
@@ -141,7 +145,12 @@ impl Scope {
 
     /// Calls `service.function` with `args`, instantiating the service in
     /// this scope first if this is its first use.
-    pub fn call(&mut self, service: &str, function: &str, args: &[Val]) -> Result<Vec<Val>, ScopeError> {
+    pub fn call(
+        &mut self,
+        service: &str,
+        function: &str,
+        args: &[Val],
+    ) -> Result<Vec<Val>, ScopeError> {
         self.check_usable()?;
         let svc = Arc::clone(self.registry.service(service)?);
         let func = svc.function(function)?.clone();
@@ -167,7 +176,7 @@ impl Scope {
         let deadline = self.registry.runtime().call_deadline_ticks();
         self.store.set_epoch_deadline(deadline);
         let instance = self.instance(&svc)?;
-        let Some(callee) = instance.get_func(&mut self.store, &func.index) else {
+        let Some(callee) = instance.get_func(&mut self.store, func.index) else {
             return Err(LookupError::UnknownFunction {
                 service: svc.name.clone(),
                 function: func.name.clone(),
@@ -186,7 +195,11 @@ impl Scope {
                 let reason = self.trap_reason(&e);
                 tracing::warn!(scope = %self.id(), service = %svc.name, "{}.{} trapped: {}", svc.name, func.name, chain(&e));
                 self.failed = Some(format!("{}.{} trapped", svc.name, func.name));
-                Err(ScopeError::Trap { service: svc.name.clone(), function: func.name, reason })
+                Err(ScopeError::Trap {
+                    service: svc.name.clone(),
+                    function: func.name,
+                    reason,
+                })
             }
         }
     }
@@ -221,7 +234,9 @@ impl Scope {
                 })?;
                 open.insert(command.channel.clone(), tx);
             }
-            let Some(tx) = open.get_mut(&command.channel) else { continue };
+            let Some(tx) = open.get_mut(&command.channel) else {
+                continue;
+            };
             // Dropping `open` on this early return rolls every channel back.
             let outcome = tx.apply(&command.op).map_err(|e| fail(e.to_string()))?;
             applied.push(Applied { command, outcome });
@@ -247,7 +262,10 @@ impl Scope {
 
     fn check_usable(&self) -> Result<(), ScopeError> {
         match &self.failed {
-            Some(reason) => Err(ScopeError::Discarded { scope: self.id(), reason: reason.clone() }),
+            Some(reason) => Err(ScopeError::Discarded {
+                scope: self.id(),
+                reason: reason.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -262,10 +280,16 @@ impl Scope {
         self.store.data_mut().stack.pop();
         let instance = created.map_err(|e| {
             self.failed = Some(format!("{} failed to instantiate", svc.name));
-            ScopeError::Instantiate { service: svc.name.clone(), reason: self.trap_reason(&e) }
+            ScopeError::Instantiate {
+                service: svc.name.clone(),
+                reason: self.trap_reason(&e),
+            }
         })?;
         tracing::debug!(scope = %self.id(), service = %svc.name, "instantiated");
-        self.store.data_mut().instances.insert(svc.name.clone(), instance);
+        self.store
+            .data_mut()
+            .instances
+            .insert(svc.name.clone(), instance);
         Ok(instance)
     }
 
@@ -328,7 +352,10 @@ mod tests {
     #[test]
     fn last_words_keep_the_panic_and_drop_the_backtrace_hint() {
         let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:9:9:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
-        assert_eq!(last_words(stderr), "thread '<unnamed>' panicked at src/lib.rs:9:9: | boom");
+        assert_eq!(
+            last_words(stderr),
+            "thread '<unnamed>' panicked at src/lib.rs:9:9: | boom"
+        );
         assert_eq!(last_words(""), "");
     }
 }

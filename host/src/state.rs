@@ -57,7 +57,10 @@ impl ScopeState {
         let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
         // No preopened directories, no environment, no arguments, no
         // network: a guest gets clocks, random and captured stdio only.
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         ScopeState {
             id: ScopeId::next(),
             channels,
@@ -85,7 +88,10 @@ impl ScopeState {
 
 impl WasiView for ScopeState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

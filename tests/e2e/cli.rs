@@ -13,13 +13,22 @@ fn list_shows_functions_and_types() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("orders  ("), "{stdout}");
     assert!(stdout.contains("  acme:orders/api@0.1.0\n"), "{stdout}");
-    assert!(stdout.contains("    do-clearing(order-id: s64) -> result<_, variant { empty-customer,"), "{stdout}");
-    assert!(stdout.contains("    add(name: string, price-cents: s64) -> result<_, variant {"), "{stdout}");
+    assert!(
+        stdout.contains("    do-clearing(order-id: s64) -> result<_, variant { empty-customer,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    add(name: string, price-cents: s64) -> result<_, variant {"),
+        "{stdout}"
+    );
 
     let out = f.sluice(&["list", "--json"]);
     let json: Json = serde_json::from_slice(&out.stdout).expect("list --json is JSON");
     assert_eq!(json["services"][0]["name"], "orders");
-    assert_eq!(json["services"][0]["functions"][0]["params"][2]["type"], "u32");
+    assert_eq!(
+        json["services"][0]["functions"][0]["params"][2]["type"],
+        "u32"
+    );
 }
 
 /// `sluice call` runs one scope, saves it, and prints the result and the
@@ -31,16 +40,27 @@ fn call_prints_result_and_applied_commands() {
     let out = f.sluice(&["call", "products.add", "widget", "250"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("result: {\"ok\":null}\nsaved scope-"), "{stdout}");
+    assert!(
+        stdout.starts_with("result: {\"ok\":null}\nsaved scope-"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 command(s) applied"), "{stdout}");
-    assert!(stdout.contains("#1 products on main: insert into products (name, price_cents) -> inserted row 1"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "#1 products on main: insert into products (name, price_cents) -> inserted row 1"
+        ),
+        "{stdout}"
+    );
 
     let out = f.sluice(&["call", "--json", "orders.place", "\"ann\"", "1", "4"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: Json = serde_json::from_slice(&out.stdout).expect("call --json is JSON");
     assert_eq!(json["result"]["ok"]["total-cents"], 1000);
     assert_eq!(json["ending"]["status"], "saved");
-    assert_eq!(json["ending"]["applied"][0]["command"]["op"]["table"], "orders");
+    assert_eq!(
+        json["ending"]["applied"][0]["command"]["op"]["table"],
+        "orders"
+    );
     assert_eq!(json["ending"]["applied"][0]["outcome"]["inserted"], 1);
     assert_eq!(f.count("orders"), 1);
 }
@@ -55,8 +75,14 @@ fn call_with_service_error_applies_nothing() {
     let out = f.sluice(&["call", "orders.do-clearing", "7"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("result: {\"err\":{\"unknown-order\":7}}"), "{stdout}");
-    assert!(stdout.contains("returned an error; 0 queued command(s) not applied"), "{stdout}");
+    assert!(
+        stdout.contains("result: {\"err\":{\"unknown-order\":7}}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("returned an error; 0 queued command(s) not applied"),
+        "{stdout}"
+    );
     assert_eq!(f.dump(), before);
 }
 
@@ -67,9 +93,18 @@ fn call_errors_are_clear() {
     let f = Fixture::new(&["orders", "products"]);
     f.migrate();
     let cases: &[(&[&str], &str)] = &[
-        (&["call", "orders.nope"], "error: service orders has no function \"nope\"; it exports: place, do-clearing"),
-        (&["call", "nobody.place"], "error: no service \"nobody\"; loaded services: orders, products"),
-        (&["call", "orders"], "error: \"orders\" is not SERVICE.FUNCTION (for example orders.place)"),
+        (
+            &["call", "orders.nope"],
+            "error: service orders has no function \"nope\"; it exports: place, do-clearing",
+        ),
+        (
+            &["call", "nobody.place"],
+            "error: no service \"nobody\"; loaded services: orders, products",
+        ),
+        (
+            &["call", "orders"],
+            "error: \"orders\" is not SERVICE.FUNCTION (for example orders.place)",
+        ),
         (
             &["call", "orders.place", "ann", "1"],
             "error: orders.place takes 3 argument(s) (customer: string, product-id: s64, quantity: u32), got 2",
@@ -91,8 +126,14 @@ fn call_errors_are_clear() {
         let out = f.sluice(args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.starts_with(expected), "{args:?}:\n got: {stderr}\nwant: {expected}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+        assert!(
+            stderr.starts_with(expected),
+            "{args:?}:\n got: {stderr}\nwant: {expected}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
     }
 }
 
@@ -104,7 +145,11 @@ fn bad_component_does_not_stop_the_cli() {
     f.write_service("broken.wasm", b"\0asm\x0d\0\x01\0garbage");
     let out = f.sluice(&["call", "products.list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("warning: skipped broken: "), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning: skipped broken: "),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).starts_with("result: {\"ok\":[]}"));
 }
 
@@ -116,7 +161,10 @@ fn migrate_is_idempotent() {
     let schema = crate::support::repo().join("examples/schema");
     let out = f.sluice(&["migrate", &schema.to_string_lossy()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "already applied 0001_products.sql\nalready applied 0002_orders.sql\n");
+    assert_eq!(
+        text(&out.stdout),
+        "already applied 0001_products.sql\nalready applied 0002_orders.sql\n"
+    );
     assert_eq!(f.count("sluice_migrations"), 2);
 }
 
@@ -127,6 +175,11 @@ fn call_reports_traps() {
     let out = f.sluice(&["call", "probe.fail", "it broke"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.starts_with("error: probe.fail trapped: wasm trap: wasm `unreachable` instruction executed"), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "error: probe.fail trapped: wasm trap: wasm `unreachable` instruction executed"
+        ),
+        "{stderr}"
+    );
     assert!(stderr.contains("it broke"), "{stderr}");
 }

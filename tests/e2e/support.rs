@@ -11,12 +11,14 @@ use tempfile::TempDir;
 
 /// Where `just guests` put every built component.
 pub fn components() -> PathBuf {
-    let dir = std::env::var_os("SLUICE_COMPONENTS").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target"));
-        target.join("components")
-    });
+    let dir = std::env::var_os("SLUICE_COMPONENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo().join("target"));
+            target.join("components")
+        });
     assert!(
         dir.join("probe.wasm").exists(),
         "no guest components in {}: run `just guests` (or `just test`, which does)",
@@ -89,7 +91,11 @@ impl Fixture {
     /// Creates the example tables, as `just run` does.
     pub fn migrate(&self) {
         let out = self.sluice(&["migrate", &repo().join("examples/schema").to_string_lossy()]);
-        assert!(out.status.success(), "migrate failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            text(&out.stderr)
+        );
     }
 
     pub fn db(&self) -> Connection {
@@ -107,11 +113,14 @@ impl Fixture {
         let mut out = String::new();
         for table in tables {
             out.push_str(&format!("== {table}\n"));
-            let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid")).expect("select");
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
+                .expect("select");
             let width = stmt.column_count();
             let rows: Vec<String> = stmt
                 .query_map([], |r| {
-                    let cells: rusqlite::Result<Vec<rusqlite::types::Value>> = (0..width).map(|i| r.get(i)).collect();
+                    let cells: rusqlite::Result<Vec<rusqlite::types::Value>> =
+                        (0..width).map(|i| r.get(i)).collect();
                     Ok(format!("{:?}", cells?))
                 })
                 .and_then(|rows| rows.collect())
@@ -124,7 +133,9 @@ impl Fixture {
 
     /// Counts the rows of a table.
     pub fn count(&self, table: &str) -> i64 {
-        self.db().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+        self.db()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
     }
 
     /// Runs the real `sluice` binary against this fixture.

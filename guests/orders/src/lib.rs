@@ -52,7 +52,10 @@ impl Guest for Component {
         if found.is_empty() {
             return Err(OrderError::UnknownOrder(order_id));
         }
-        let status = found.get(0, "status").and_then(Value::as_text).unwrap_or("");
+        let status = found
+            .get(0, "status")
+            .and_then(Value::as_text)
+            .unwrap_or("");
         if status != "placed" {
             return Err(OrderError::NotPlaced(status.to_string()));
         }
@@ -107,9 +110,18 @@ mod tests {
 
     #[test]
     fn rejects_empty_customer_and_bad_quantities() {
-        assert!(matches!(check_order(" ", 1), Err(OrderError::EmptyCustomer)));
-        assert!(matches!(check_order("ann", 0), Err(OrderError::InvalidQuantity(0))));
-        assert!(matches!(check_order("ann", 1001), Err(OrderError::InvalidQuantity(1001))));
+        assert!(matches!(
+            check_order(" ", 1),
+            Err(OrderError::EmptyCustomer)
+        ));
+        assert!(matches!(
+            check_order("ann", 0),
+            Err(OrderError::InvalidQuantity(0))
+        ));
+        assert!(matches!(
+            check_order("ann", 1001),
+            Err(OrderError::InvalidQuantity(1001))
+        ));
         assert!(check_order("ann", 1000).is_ok());
     }
 }

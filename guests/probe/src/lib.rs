@@ -26,10 +26,18 @@ struct Component;
 
 impl Guest for Component {
     fn execute_all(channel: String, statements: Vec<String>) -> Result<Vec<u64>, Error> {
-        statements.iter().map(|sql| to::execute(&channel, sql, &[])).collect()
+        statements
+            .iter()
+            .map(|sql| to::execute(&channel, sql, &[]))
+            .collect()
     }
 
-    fn insert(channel: String, table: String, columns: Vec<String>, values: Vec<Value>) -> Result<u64, Error> {
+    fn insert(
+        channel: String,
+        table: String,
+        columns: Vec<String>,
+        values: Vec<Value>,
+    ) -> Result<u64, Error> {
         to::insert(&channel, &table, &Row { columns, values })
     }
 

@@ -41,7 +41,8 @@ pub trait Channel: Send + Sync {
     /// Applies each `(name, script)` migration this channel has not had yet,
     /// in order, each atomically, and records it. Returns each name with
     /// `true` when it was applied now and `false` when it was applied before.
-    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError>;
+    fn migrate(&self, migrations: &[(String, String)])
+    -> Result<Vec<(String, bool)>, ChannelError>;
 }
 
 /// One open transaction on a channel. Dropping it without [`commit`] rolls

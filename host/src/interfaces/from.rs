@@ -6,11 +6,18 @@ use crate::channels::ChannelError;
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
-    fn query(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, Error>> {
+    fn query(
+        &mut self,
+        channel: String,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, Error>> {
         let Some(target) = self.channels.get(&channel) else {
             return Ok(Err(unknown_channel(self, &channel)));
         };
-        let rows = target.query(&sql, &params).map_err(|e| guest_error(self.service, &channel, e));
+        let rows = target
+            .query(&sql, &params)
+            .map_err(|e| guest_error(self.service, &channel, e));
         Ok(rows)
     }
 }

@@ -7,19 +7,47 @@ use crate::command::Operation;
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
-    fn insert(&mut self, channel: String, table: String, row: Row) -> wasmtime::Result<Result<u64, Error>> {
+    fn insert(
+        &mut self,
+        channel: String,
+        table: String,
+        row: Row,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         Ok(self.enqueue(&channel, Operation::Insert { table, row }))
     }
 
-    fn update(&mut self, channel: String, table: String, key: Row, changes: Row) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(self.enqueue(&channel, Operation::Update { table, key, changes }))
+    fn update(
+        &mut self,
+        channel: String,
+        table: String,
+        key: Row,
+        changes: Row,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        Ok(self.enqueue(
+            &channel,
+            Operation::Update {
+                table,
+                key,
+                changes,
+            },
+        ))
     }
 
-    fn delete(&mut self, channel: String, table: String, key: Row) -> wasmtime::Result<Result<u64, Error>> {
+    fn delete(
+        &mut self,
+        channel: String,
+        table: String,
+        key: Row,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         Ok(self.enqueue(&channel, Operation::Delete { table, key }))
     }
 
-    fn execute(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
+    fn execute(
+        &mut self,
+        channel: String,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         Ok(self.enqueue(&channel, Operation::Execute { sql, params }))
     }
 }
@@ -31,7 +59,8 @@ impl ServiceView<'_> {
         if self.channels.get(channel).is_none() {
             return Err(unknown_channel(self, channel));
         }
-        op.check().map_err(|m| Error::Invalid(format!("{}: {m}", self.service)))?;
+        op.check()
+            .map_err(|m| Error::Invalid(format!("{}: {m}", self.service)))?;
         let ticket = self.queue.push(self.service, channel, op);
         Ok(ticket)
     }
