@@ -4,7 +4,7 @@ target := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target"
 # Every guest component, built by `just guests`; the tests read them here.
 components := target / "components"
 # The example services, served by `just run`.
-examples := "orders products"
+examples := "orders products inventory"
 
 # List the recipes.
 default:
@@ -32,7 +32,12 @@ run: build guests
     sluice call products.add widget 250
     sluice call products.add gadget 1200
     sluice call products.list
+    sluice call inventory.restock 1 10
+    echo "# a dry run: every save round runs, then everything is rolled back:" >&2
+    sluice call --dry-run orders.place ann 1 3
+    echo "# orders calls inventory in the same scope; on-save queues round 2:" >&2
     sluice call orders.place ann 1 3
+    sluice call orders.place bob 1 30 || echo "(exit $?: the service returned an error)" >&2
     sluice call orders.do-clearing 1
     echo "# clearing it again is refused by the service, so nothing is applied:" >&2
     sluice call orders.do-clearing 1 || echo "(exit $?: the service returned an error)" >&2

@@ -1,6 +1,6 @@
-//! One request, start to finish: a new scope, one call, then save, or
-//! discard when the service answered with an error. The CLI and (later) the
-//! HTTP server both go through here, so they apply the same rule.
+//! One request, start to finish: a new scope, one call, then save (or dry
+//! run), or discard when the service answered with an error. The CLI and
+//! (later) the HTTP server both go through here, so they apply the same rule.
 
 use serde::Serialize;
 use wasmtime::component::Val;
@@ -16,6 +16,9 @@ use crate::state::ScopeId;
 pub enum Ending {
     /// Its queue was applied.
     Saved(SaveReport),
+    /// Its queue was applied in rounds and rolled back: the report is what a
+    /// save would have done.
+    DryRun(SaveReport),
     /// Its queue was thrown away, unapplied.
     Discarded {
         /// Why.
@@ -40,22 +43,24 @@ pub struct CallReport {
 pub fn parse_target(target: &str) -> Result<(&str, &str), String> {
     match target.split_once('.') {
         Some((s, f)) if !s.is_empty() && !f.is_empty() => Ok((s, f)),
-        _ => Err(format!(
-            "{target:?} is not SERVICE.FUNCTION (for example orders.place)"
-        )),
+        _ => Err(format!("{target:?} is not SERVICE.FUNCTION (for example orders.place)")),
     }
 }
 
-/// Runs `service.function(args)` in a fresh scope. The queue is saved when
-/// the call returns normally, and discarded when the function's result is a
-/// WIT `result` holding `err`: a service that refuses a request must not
-/// leave half of it applied.
-pub fn run(
-    host: &Host,
-    service: &str,
-    function: &str,
-    args: &[Val],
-) -> Result<CallReport, ScopeError> {
+/// What to do with the queue after a successful call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Apply it.
+    Save,
+    /// Run the save and roll it back ([`crate::Scope::dry_run`]).
+    DryRun,
+}
+
+/// Runs `service.function(args)` in a fresh scope. The queue is saved (or
+/// dry-run) when the call returns normally, and discarded when the
+/// function's result is a WIT `result` holding `err`: a service that refuses
+/// a request must not leave half of it applied.
+pub fn run(host: &Host, service: &str, function: &str, args: &[Val], mode: Mode) -> Result<CallReport, ScopeError> {
     let mut scope = host.scope();
     let id = scope.id();
     let results = scope.call(service, function, args)?;
@@ -63,16 +68,11 @@ pub fn run(
         let commands = scope.pending().to_vec();
         tracing::info!(scope = %id, service, "{service}.{function} returned an error; discarding {} queued command(s)", commands.len());
         let reason = format!("{service}.{function} returned an error");
-        return Ok(CallReport {
-            scope: id,
-            results,
-            ending: Ending::Discarded { reason, commands },
-        });
+        return Ok(CallReport { scope: id, results, ending: Ending::Discarded { reason, commands } });
     }
-    let report = scope.save()?;
-    Ok(CallReport {
-        scope: id,
-        results,
-        ending: Ending::Saved(report),
-    })
+    let ending = match mode {
+        Mode::Save => Ending::Saved(scope.save()?),
+        Mode::DryRun => Ending::DryRun(scope.dry_run()?),
+    };
+    Ok(CallReport { scope: id, results, ending })
 }

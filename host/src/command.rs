@@ -7,14 +7,20 @@
 use serde::Serialize;
 
 use crate::bindings::{Row, Value};
+use crate::state::ScopeId;
 
 /// One queued write and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Command {
+    /// The scope that queued it.
+    pub scope: ScopeId,
     /// The handle returned to the guest; unique within its scope.
     pub ticket: u64,
     /// The service that queued it.
     pub service: String,
+    /// The calls that led to it, outermost first:
+    /// `["orders.place", "inventory.reserve"]`.
+    pub chain: Vec<String>,
     /// The channel it is applied to.
     pub channel: String,
     /// What it does.
@@ -76,11 +82,7 @@ impl Operation {
                 check_table(table)?;
                 check_row("row", row)
             }
-            Operation::Update {
-                table,
-                key,
-                changes,
-            } => {
+            Operation::Update { table, key, changes } => {
                 check_table(table)?;
                 check_row("key", key)?;
                 check_row("changes", changes)
@@ -104,15 +106,9 @@ impl Operation {
             Operation::Insert { table, row } => {
                 format!("insert into {table} ({})", row.columns.join(", "))
             }
-            Operation::Update {
-                table,
-                key,
-                changes,
-            } => format!(
-                "update {table} set {} where {}",
-                changes.columns.join(", "),
-                key.columns.join(", ")
-            ),
+            Operation::Update { table, key, changes } => {
+                format!("update {table} set {} where {}", changes.columns.join(", "), key.columns.join(", "))
+            }
             Operation::Delete { table, key } => {
                 format!("delete from {table} where {}", key.columns.join(", "))
             }
@@ -125,15 +121,10 @@ impl Operation {
 }
 
 impl Command {
-    /// `#ticket service on channel: summary`, the form used in errors and logs.
+    /// `#ticket chain on channel: summary`, the form used in errors and
+    /// logs: `#2 orders.place → inventory.reserve on main: execute …`.
     pub fn describe(&self) -> String {
-        format!(
-            "#{} {} on {}: {}",
-            self.ticket,
-            self.service,
-            self.channel,
-            self.op.describe()
-        )
+        format!("#{} {} on {}: {}", self.ticket, self.chain.join(" → "), self.channel, self.op.describe())
     }
 }
 
@@ -155,11 +146,7 @@ fn check_table(table: &str) -> Result<(), String> {
 
 fn check_row(what: &str, row: &Row) -> Result<(), String> {
     if row.columns.len() != row.values.len() {
-        return Err(format!(
-            "{what} has {} column(s) but {} value(s)",
-            row.columns.len(),
-            row.values.len()
-        ));
+        return Err(format!("{what} has {} column(s) but {} value(s)", row.columns.len(), row.values.len()));
     }
     if row.columns.is_empty() {
         return Err(format!("{what} is empty"));
@@ -179,43 +166,21 @@ mod tests {
     use super::*;
 
     fn row(cols: &[&str], n: usize) -> Row {
-        Row {
-            columns: cols.iter().map(|c| c.to_string()).collect(),
-            values: vec![Value::Null; n],
-        }
+        Row { columns: cols.iter().map(|c| c.to_string()).collect(), values: vec![Value::Null; n] }
     }
 
     #[test]
     fn check_refuses_malformed_rows() {
-        let insert = |r| Operation::Insert {
-            table: "t".into(),
-            row: r,
-        };
+        let insert = |r| Operation::Insert { table: "t".into(), row: r };
         assert!(insert(row(&["a", "b"], 2)).check().is_ok());
-        assert_eq!(
-            insert(row(&["a"], 2)).check(),
-            Err("row has 1 column(s) but 2 value(s)".into())
-        );
+        assert_eq!(insert(row(&["a"], 2)).check(), Err("row has 1 column(s) but 2 value(s)".into()));
         assert_eq!(insert(row(&[], 0)).check(), Err("row is empty".into()));
-        assert_eq!(
-            insert(row(&["a", "a"], 2)).check(),
-            Err("row names column \"a\" twice".into())
-        );
-        let no_table = Operation::Delete {
-            table: " ".into(),
-            key: row(&["id"], 1),
-        };
+        assert_eq!(insert(row(&["a", "a"], 2)).check(), Err("row names column \"a\" twice".into()));
+        let no_table = Operation::Delete { table: " ".into(), key: row(&["id"], 1) };
         assert_eq!(no_table.check(), Err("table name is empty".into()));
-        let no_key = Operation::Update {
-            table: "t".into(),
-            key: row(&[], 0),
-            changes: row(&["a"], 1),
-        };
+        let no_key = Operation::Update { table: "t".into(), key: row(&[], 0), changes: row(&["a"], 1) };
         assert_eq!(no_key.check(), Err("key is empty".into()));
-        let no_sql = Operation::Execute {
-            sql: "  ".into(),
-            params: vec![],
-        };
+        let no_sql = Operation::Execute { sql: "  ".into(), params: vec![] };
         assert_eq!(no_sql.check(), Err("sql is empty".into()));
     }
 }

@@ -41,16 +41,13 @@ impl Config {
     /// SQLite file `main.db` in `data_dir`.
     pub fn embedded(data_dir: &Path) -> Config {
         let url = format!("sqlite://{}", data_dir.join("main.db").display());
-        Config {
-            channels: BTreeMap::from([(DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url })]),
-        }
+        Config { channels: BTreeMap::from([(DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url })]) }
     }
 
     /// Reads `path`. Relative SQLite paths are taken relative to the file's
     /// directory, so the host can be started from anywhere.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).with_context(|| format!("config {}", path.display()))
     }
@@ -80,15 +77,11 @@ mod tests {
 
     #[test]
     fn parses_channels_and_resolves_relative_paths() -> anyhow::Result<()> {
-        let config = Config::parse(
-            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://data/app.db\"\n",
-            Path::new("/srv/app"),
-        )?;
+        let config =
+            Config::parse("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://data/app.db\"\n", Path::new("/srv/app"))?;
         assert_eq!(
             config.channels.get("main"),
-            Some(&ChannelConfig::Sql {
-                url: "sqlite:///srv/app/data/app.db".into()
-            })
+            Some(&ChannelConfig::Sql { url: "sqlite:///srv/app/data/app.db".into() })
         );
         Ok(())
     }
@@ -99,13 +92,8 @@ mod tests {
             Ok(_) => "parsed".to_string(),
             Err(e) => format!("{e:#}"),
         };
-        assert!(
-            err("[channels.main]\nkind = \"kv\"\nurl = \"x\"\n").contains("unknown variant `kv`")
-        );
-        assert!(
-            err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n")
-                .contains("unknown field `pool`")
-        );
+        assert!(err("[channels.main]\nkind = \"kv\"\nurl = \"x\"\n").contains("unknown variant `kv`"));
+        assert!(err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n").contains("unknown field `pool`"));
         assert!(err("").contains("no channels"));
     }
 }

@@ -58,16 +58,9 @@ impl Host {
             runtime_options.cache_dir = Some(options.data_dir.join("cache"));
         }
         let runtime = Runtime::new(runtime_options)?;
-        let registry = Registry::discover(runtime, &options.services).with_context(|| {
-            format!(
-                "cannot read services directory {}",
-                options.services.display()
-            )
-        })?;
-        Ok(Host {
-            registry: Arc::new(registry),
-            channels,
-        })
+        let registry = Registry::discover(runtime, &options.services)
+            .with_context(|| format!("cannot read services directory {}", options.services.display()))?;
+        Ok(Host { registry: Arc::new(registry), channels })
     }
 
     /// Starts a new scope over the current services.

@@ -9,7 +9,10 @@
 //! - [`registry`]: once per service: discovery, compile, `InstancePre`, exports.
 //! - [`host`]: the runtime, channels and registry of one process together.
 //! - [`scope`]: once per unit of work: the store, lazy instances, the queue,
-//!   save.
+//!   save rounds, dry run, hooks.
+//! - [`invoke`]: the one way into a guest: instances, call stack, cycles.
+//! - [`linking`]: service-to-service imports resolved at discovery and
+//!   forwarded within the scope.
 //! - [`call`]: one request: a scope, one call, save or discard.
 //! - [`state`]: what a scope's store holds and the views host functions get.
 //! - [`interfaces`]: the host side of `from`, `to` and `types`.
@@ -26,6 +29,8 @@ pub mod command;
 pub mod config;
 pub mod host;
 mod interfaces;
+pub mod invoke;
+mod linking;
 pub mod registry;
 pub mod runtime;
 pub mod scope;
@@ -36,4 +41,4 @@ pub mod values;
 pub use call::{CallReport, Ending};
 pub use host::{Host, HostOptions};
 pub use registry::Registry;
-pub use scope::{SaveReport, Scope, ScopeError};
+pub use scope::{Applied, SaveReport, Scope, ScopeError, Transcript};

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use sluice_host::call::{self, Ending};
+use sluice_host::call::{self, Ending, Mode};
 use sluice_host::registry::Service;
+use sluice_host::scope::SaveReport;
 use sluice_host::{Host, HostOptions, signature, values};
 use tracing_subscriber::EnvFilter;
 
@@ -18,12 +19,7 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "sluice", version)]
 struct Cli {
     /// Directory of service components (`NAME.wasm`).
-    #[arg(
-        long,
-        global = true,
-        default_value = "services",
-        env = "SLUICE_SERVICES"
-    )]
+    #[arg(long, global = true, default_value = "services", env = "SLUICE_SERVICES")]
     services: PathBuf,
     /// Channel configuration; without it one SQLite file in the data dir is used.
     #[arg(long, global = true, env = "SLUICE_CONFIG")]
@@ -52,6 +48,10 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Run the save, every round of it, then roll it back and print what
+        /// it would have applied.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the services, their exported functions and their types.
     List {
@@ -71,9 +71,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("error")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("error")))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -96,7 +94,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("warning: skipped {}", failure.error);
     }
     match cli.command {
-        Command::Call { target, args, json } => call(&host, &target, &args, json),
+        Command::Call { target, args, json, dry_run } => {
+            let mode = if dry_run { Mode::DryRun } else { Mode::Save };
+            call(&host, &target, &args, json, mode)
+        }
         Command::List { json } => {
             list(&host, json);
             Ok(ExitCode::SUCCESS)
@@ -105,7 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Result<ExitCode> {
+fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> anyhow::Result<ExitCode> {
     let (service, function) = call::parse_target(target).map_err(anyhow::Error::msg)?;
     let func = host.registry.service(service)?.function(function)?;
     if args.len() != func.params.len() {
@@ -122,11 +123,7 @@ fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Resul
         let val = values::from_arg(ty, arg, name).map_err(|e| {
             // The path starts at the parameter; only name it when the problem
             // is deeper inside the value.
-            let at = if e.path == *name {
-                String::new()
-            } else {
-                format!("{}: ", e.path)
-            };
+            let at = if e.path == *name { String::new() } else { format!("{}: ", e.path) };
             anyhow::anyhow!(
                 "{service}.{}: argument {} ({name}: {}): {at}{}",
                 func.name,
@@ -137,7 +134,7 @@ fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Resul
         })?;
         vals.push(val);
     }
-    let report = call::run(host, service, function, &vals)?;
+    let report = call::run(host, service, function, &vals, mode)?;
     let result = match report.results.as_slice() {
         [] => serde_json::Value::Null,
         [one] => values::to_json(one),
@@ -150,18 +147,17 @@ fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Resul
         println!("result: {result}");
         match &report.ending {
             Ending::Saved(saved) => {
-                println!(
-                    "saved {}: {} command(s) applied",
-                    saved.scope,
-                    saved.applied.len()
-                );
-                for a in &saved.applied {
-                    println!("  {} -> {}", a.command.describe(), a.outcome);
+                print_applied(&format!("saved {}", saved.scope), "", saved);
+                for failure in &saved.after_commit {
+                    println!("warning: {failure}");
                 }
+            }
+            Ending::DryRun(plan) => {
+                print_applied(&format!("dry run of {}", plan.scope), "; rolled back, nothing was applied", plan);
             }
             Ending::Discarded { reason, commands } => {
                 println!(
-                    "discarded {}: {reason}; {} queued command(s) not applied",
+                    "discarded {}: {reason}; nothing was applied ({} command(s) were queued)",
                     report.scope,
                     commands.len()
                 );
@@ -172,29 +168,34 @@ fn call(host: &Host, target: &str, args: &[String], json: bool) -> anyhow::Resul
         }
     }
     Ok(match report.ending {
-        Ending::Saved(_) => ExitCode::SUCCESS,
+        Ending::Saved(_) | Ending::DryRun(_) => ExitCode::SUCCESS,
         // The service refused the request: a distinct code scripts can test.
         Ending::Discarded { .. } => ExitCode::from(2),
     })
 }
 
+/// `saved scope-3: 3 command(s) applied in 2 round(s)`, then one line per
+/// command with its round, provenance and outcome.
+fn print_applied(what: &str, note: &str, report: &SaveReport) {
+    println!("{what}: {} command(s) applied in {} round(s){note}", report.applied.len(), report.rounds);
+    for a in &report.applied {
+        println!("  round {}: {} -> {}", a.round, a.command.describe(), a.outcome);
+    }
+}
+
 fn list(host: &Host, json: bool) {
     if json {
         let services: Vec<_> = host.registry.services().map(|s| service_json(s)).collect();
-        let failures: Vec<_> = host
-            .registry
-            .failures()
-            .iter()
-            .map(|f| json!({ "path": f.path, "error": f.error.to_string() }))
-            .collect();
-        println!(
-            "{:#}",
-            json!({ "services": services, "failures": failures })
-        );
+        let failures: Vec<_> =
+            host.registry.failures().iter().map(|f| json!({ "path": f.path, "error": f.error.to_string() })).collect();
+        println!("{:#}", json!({ "services": services, "failures": failures }));
         return;
     }
     for svc in host.registry.services() {
         println!("{}  ({})", svc.name, svc.path.display());
+        for (interface, exporter) in &svc.calls {
+            println!("  calls {exporter} through {interface}");
+        }
         let mut interface = None;
         for f in &svc.functions {
             if f.interface != interface {
@@ -223,15 +224,19 @@ fn service_json(svc: &Service) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "name": svc.name, "path": svc.path, "code": svc.code, "functions": functions })
+    let calls: Vec<_> = svc.calls.iter().map(|(i, e)| json!({ "interface": i, "service": e })).collect();
+    let h = &svc.hooks;
+    let hooks: Vec<&str> =
+        [("init", h.init), ("on-save", h.on_save), ("on-finally", h.on_finally), ("dispose", h.dispose)]
+            .into_iter()
+            .filter_map(|(n, i)| i.map(|_| n))
+            .collect();
+    json!({ "name": svc.name, "path": svc.path, "code": svc.code, "functions": functions, "calls": calls, "hooks": hooks })
 }
 
 fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode> {
     let target = host.channels.get(channel).with_context(|| {
-        format!(
-            "no channel {channel:?}; the host has: {}",
-            host.channels.names().collect::<Vec<_>>().join(", ")
-        )
+        format!("no channel {channel:?}; the host has: {}", host.channels.names().collect::<Vec<_>>().join(", "))
     })?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read migrations directory {}", dir.display()))?
@@ -241,26 +246,13 @@ fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode
     files.sort();
     let mut scripts = Vec::new();
     for file in &files {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let sql = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
         scripts.push((name, sql));
     }
-    let report = target
-        .migrate(&scripts)
-        .with_context(|| format!("channel {channel}"))?;
+    let report = target.migrate(&scripts).with_context(|| format!("channel {channel}"))?;
     for (name, applied) in report {
-        println!(
-            "{} {name}",
-            if applied {
-                "applied"
-            } else {
-                "already applied"
-            }
-        );
+        println!("{} {name}", if applied { "applied" } else { "already applied" });
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! Discovery: every `*.wasm` in the services directory becomes a [`Service`],
-//! compiled once (or read from the cache) and pre-linked into an
-//! `InstancePre`, so a scope only has to instantiate it.
+//! compiled once (or read from the cache), linked against the host and the
+//! other services it imports ([`crate::linking`]) and pre-instantiated into
+//! an `InstancePre`, so a scope only has to instantiate it.
 //!
 //! A file that fails to load is reported with its reason and skipped; the
 //! other services still load.
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use wasmtime::component::types::{ComponentItem, Type};
+use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
 use crate::runtime::{CodeSource, Runtime};
@@ -71,6 +72,72 @@ pub enum LoadError {
         /// What is missing or mismatched.
         reason: String,
     },
+    /// The component imports a service interface no loaded service exports.
+    #[error("{service}: imports {interface}, but no loaded service exports it")]
+    NoExporter {
+        /// The importing service.
+        service: String,
+        /// The interface it imports.
+        interface: String,
+    },
+    /// More than one service exports the interface a component imports.
+    #[error(
+        "{service}: imports {interface}, which more than one service exports ({exporters}); \
+         keep one"
+    )]
+    ManyExporters {
+        /// The importing service.
+        service: String,
+        /// The interface it imports.
+        interface: String,
+        /// The services that export it, comma separated.
+        exporters: String,
+    },
+    /// The service that exports an imported interface failed to load.
+    #[error("{service}: imports {interface} from {exporter}, which failed to load")]
+    ExporterFailed {
+        /// The importing service.
+        service: String,
+        /// The interface it imports.
+        interface: String,
+        /// The exporter that failed.
+        exporter: String,
+    },
+    /// The exporter's functions do not match what the importer expects.
+    #[error("{service}: imports {interface}, but {exporter} exports it differently: {reason}")]
+    Mismatch {
+        /// The importing service.
+        service: String,
+        /// The interface.
+        interface: String,
+        /// The exporting service.
+        exporter: String,
+        /// Which function differs and how.
+        reason: String,
+    },
+}
+
+/// The interface a service exports to receive the scope's hooks.
+pub const LIFECYCLE: &str = "sluice:service/lifecycle@0.1.0";
+
+/// The export indices of the lifecycle hooks a service exports.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// `init`, after instantiation.
+    pub init: Option<ComponentExportIndex>,
+    /// `on-save`, once per save round with outcomes.
+    pub on_save: Option<ComponentExportIndex>,
+    /// `on-finally`, after commit.
+    pub on_finally: Option<ComponentExportIndex>,
+    /// `dispose`, when the scope ends.
+    pub dispose: Option<ComponentExportIndex>,
+}
+
+/// One interface a component imports from another service.
+#[derive(Debug, Clone)]
+pub(crate) struct Import {
+    pub interface: String,
+    pub functions: Vec<(String, ComponentFunc)>,
 }
 
 /// One exported function of a service.
@@ -107,9 +174,26 @@ pub struct Service {
     pub path: PathBuf,
     /// Whether this load compiled the component or read it from the cache.
     pub code: CodeSource,
-    /// Every exported function, in export order.
+    /// Every exported function, in export order (the lifecycle hooks are in
+    /// [`Service::hooks`], not here).
     pub functions: Vec<Function>,
+    /// The lifecycle hooks it exports.
+    pub hooks: Hooks,
+    /// The interfaces it imports from other services, with the exporter:
+    /// `("acme:inventory/stock@0.1.0", "inventory")`.
+    pub calls: Vec<(String, String)>,
     pub(crate) pre: InstancePre<ScopeState>,
+}
+
+/// A component compiled and described, before it is linked.
+pub(crate) struct Compiled {
+    pub name: String,
+    pub path: PathBuf,
+    pub code: CodeSource,
+    pub component: Component,
+    pub functions: Vec<Function>,
+    pub hooks: Hooks,
+    pub imports: Vec<Import>,
 }
 
 /// Why a function could not be found on a service.
@@ -201,26 +285,25 @@ impl Registry {
             }
         }
         paths.sort();
-        let mut services = BTreeMap::new();
+        let mut compiled = Vec::new();
         let mut failures = Vec::new();
         for path in paths {
-            match load(&runtime, &path) {
-                Ok(service) => {
-                    tracing::info!(service = %service.name, code = ?service.code, "loaded {}", path.display());
-                    services.insert(service.name.clone(), Arc::new(service));
-                }
-                Err(error) => {
-                    tracing::warn!("skipped: {error}");
-                    failures.push(LoadFailure { path, error });
-                }
+            match compile(&runtime, &path) {
+                Ok(c) => compiled.push(c),
+                Err(error) => failures.push(LoadFailure { path, error }),
             }
         }
-        Ok(Registry {
-            runtime,
-            dir: dir.to_path_buf(),
-            services,
-            failures,
-        })
+        let (linked, link_failures) = crate::linking::link(&runtime, compiled);
+        failures.extend(link_failures);
+        for failure in &failures {
+            tracing::warn!("skipped: {}", failure.error);
+        }
+        let mut services = BTreeMap::new();
+        for service in linked {
+            tracing::info!(service = %service.name, code = ?service.code, "loaded {}", service.path.display());
+            services.insert(service.name.clone(), Arc::new(service));
+        }
+        Ok(Registry { runtime, dir: dir.to_path_buf(), services, failures })
     }
 
     /// The runtime the services were compiled for.
@@ -245,62 +328,40 @@ impl Registry {
 
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Result<&Arc<Service>, LookupError> {
-        self.services
-            .get(name)
-            .ok_or_else(|| LookupError::UnknownService {
-                service: name.to_string(),
-                known: join(self.services.keys().cloned()),
-            })
+        self.services.get(name).ok_or_else(|| LookupError::UnknownService {
+            service: name.to_string(),
+            known: join(self.services.keys().cloned()),
+        })
     }
 }
 
-/// Loads one component file.
-pub fn load(runtime: &Runtime, path: &Path) -> Result<Service, LoadError> {
+/// Reads, checks and compiles one component file, and describes its
+/// exports, hooks and service imports. Linking comes later, once every file
+/// is compiled, because imports are resolved against the other services.
+pub(crate) fn compile(runtime: &Runtime, path: &Path) -> Result<Compiled, LoadError> {
     let name = service_name(path)?;
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     check_header(&name, path, &bytes)?;
     let (component, code) = runtime.compile(&bytes).map_err(|e| LoadError::Invalid {
         service: name.clone(),
         path: path.to_path_buf(),
         reason: chain(&e),
     })?;
-    let pre = runtime
-        .linker()
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::Link {
-            service: name.clone(),
-            reason: chain(&e),
-        })?;
-    let functions = exported_functions(runtime, &component);
-    Ok(Service {
-        name,
-        path: path.to_path_buf(),
-        code,
-        functions,
-        pre,
-    })
+    let (functions, hooks) = exports(runtime, &component);
+    let imports = service_imports(runtime, &component);
+    Ok(Compiled { name, path: path.to_path_buf(), code, component, functions, hooks, imports })
 }
 
 /// The service name of a component file: its stem, which must be usable in
 /// `service.function` (no dots, no spaces).
 fn service_name(path: &Path) -> Result<String, LoadError> {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    let ok = !stem.is_empty()
-        && stem
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let ok =
+        !stem.is_empty() && stem.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !ok {
         return Err(LoadError::BadName {
             path: path.to_path_buf(),
-            reason: format!(
-                "{stem:?} is not a service name: use lowercase letters, digits, '-' and '_'"
-            ),
+            reason: format!("{stem:?} is not a service name: use lowercase letters, digits, '-' and '_'"),
         });
     }
     Ok(stem.to_string())
@@ -310,26 +371,22 @@ fn service_name(path: &Path) -> Result<String, LoadError> {
 /// before handing the bytes to the compiler, for a clearer error.
 fn check_header(service: &str, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     if !bytes.starts_with(b"\0asm") {
-        return Err(LoadError::NotWasm {
-            service: service.to_string(),
-            path: path.to_path_buf(),
-        });
+        return Err(LoadError::NotWasm { service: service.to_string(), path: path.to_path_buf() });
     }
     // Bytes 4..8 are the version and layer: layer 0 is a core module, layer 1
     // a component.
     if bytes.get(6..8) == Some(&[0, 0]) {
-        return Err(LoadError::CoreModule {
-            service: service.to_string(),
-            path: path.to_path_buf(),
-        });
+        return Err(LoadError::CoreModule { service: service.to_string(), path: path.to_path_buf() });
     }
     Ok(())
 }
 
-fn exported_functions(runtime: &Runtime, component: &Component) -> Vec<Function> {
+/// The business functions and the lifecycle hooks a component exports.
+fn exports(runtime: &Runtime, component: &Component) -> (Vec<Function>, Hooks) {
     let engine = runtime.engine();
     let ty = component.component_type();
     let mut functions = Vec::new();
+    let mut hooks = Hooks::default();
     for (export, item) in ty.exports(engine) {
         match item.ty {
             ComponentItem::ComponentFunc(func) => {
@@ -338,21 +395,57 @@ fn exported_functions(runtime: &Runtime, component: &Component) -> Vec<Function>
                 }
             }
             ComponentItem::ComponentInstance(instance) => {
-                let Some(iface) = component.get_export_index(None, export) else {
-                    continue;
-                };
+                let Some(iface) = component.get_export_index(None, export) else { continue };
                 for (name, item) in instance.exports(engine) {
-                    if let ComponentItem::ComponentFunc(func) = item.ty
-                        && let Some(index) = component.get_export_index(Some(&iface), name)
-                    {
+                    let ComponentItem::ComponentFunc(func) = item.ty else { continue };
+                    let Some(index) = component.get_export_index(Some(&iface), name) else {
+                        continue;
+                    };
+                    if export != LIFECYCLE {
                         functions.push(function(Some(export), name, &func, index));
+                        continue;
+                    }
+                    match name {
+                        "init" => hooks.init = Some(index),
+                        "on-save" => hooks.on_save = Some(index),
+                        "on-finally" => hooks.on_finally = Some(index),
+                        "dispose" => hooks.dispose = Some(index),
+                        _ => {}
                     }
                 }
             }
             _ => {}
         }
     }
-    functions
+    (functions, hooks)
+}
+
+/// Whether the host itself provides an import (WASI and `sluice:service`);
+/// every other interface import is another service's export.
+pub(crate) fn host_provided(name: &str) -> bool {
+    name.starts_with("wasi:") || name.starts_with("sluice:service/")
+}
+
+/// The interfaces a component imports from other services.
+fn service_imports(runtime: &Runtime, component: &Component) -> Vec<Import> {
+    let engine = runtime.engine();
+    let mut imports = Vec::new();
+    for (name, item) in component.component_type().imports(engine) {
+        if host_provided(name) {
+            continue;
+        }
+        if let ComponentItem::ComponentInstance(instance) = item.ty {
+            let functions = instance
+                .exports(engine)
+                .filter_map(|(f, item)| match item.ty {
+                    ComponentItem::ComponentFunc(func) => Some((f.to_string(), func)),
+                    _ => None,
+                })
+                .collect();
+            imports.push(Import { interface: name.to_string(), functions });
+        }
+    }
+    imports
 }
 
 fn function(
@@ -372,17 +465,10 @@ fn function(
 
 /// An error and its causes on one line.
 pub(crate) fn chain(e: &wasmtime::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
 }
 
-fn join(items: impl Iterator<Item = String>) -> String {
+pub(crate) fn join(items: impl Iterator<Item = String>) -> String {
     let all: Vec<String> = items.collect();
-    if all.is_empty() {
-        "(none)".to_string()
-    } else {
-        all.join(", ")
-    }
+    if all.is_empty() { "(none)".to_string() } else { all.join(", ") }
 }

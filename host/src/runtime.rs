@@ -34,6 +34,8 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// The most linear memory one instance may have.
     pub max_memory_bytes: usize,
+    /// The most save rounds one save may take before it fails.
+    pub max_save_rounds: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -43,6 +45,7 @@ impl Default for RuntimeOptions {
             call_timeout: Duration::from_secs(10),
             max_instances: 256,
             max_memory_bytes: 256 << 20,
+            max_save_rounds: 8,
         }
     }
 }
@@ -82,29 +85,20 @@ impl Runtime {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config)
-            .map_err(|e| anyhow::Error::from(e).context("cannot create the wasmtime engine"))?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::Error::from(e).context("cannot create the wasmtime engine"))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::Error::from(e).context("cannot link WASI"))?;
-        bindings::Imports::add_to_linker::<ScopeState, Sluice>(
-            &mut linker,
-            ScopeState::service_view,
-        )
-        .map_err(|e| anyhow::Error::from(e).context("cannot link sluice:service"))?;
+        bindings::Imports::add_to_linker::<ScopeState, Sluice>(&mut linker, ScopeState::service_view)
+            .map_err(|e| anyhow::Error::from(e).context("cannot link sluice:service"))?;
 
         if let Some(dir) = &options.cache_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create cache dir {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create cache dir {}", dir.display()))?;
         }
         let ticker = Ticker::start(engine.clone())?;
-        Ok(Arc::new(Runtime {
-            engine,
-            linker,
-            options,
-            _ticker: ticker,
-        }))
+        Ok(Arc::new(Runtime { engine, linker, options, _ticker: ticker }))
     }
 
     /// The engine every component is compiled for.
@@ -153,9 +147,7 @@ impl Runtime {
     /// that affects its machine code changes (wasmtime version, settings).
     fn cache_key(&self, bytes: &[u8]) -> String {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine_hash);
+        self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
         let mut sha = Sha256::new();
         sha.update(engine_hash.finish().to_le_bytes());
         sha.update(bytes);
@@ -211,10 +203,7 @@ impl Ticker {
                 }
             })
             .context("cannot start the epoch ticker thread")?;
-        Ok(Ticker {
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Ticker { stop, thread: Some(thread) })
     }
 }
 

@@ -5,11 +5,7 @@ use crate::values::type_name;
 
 /// The parameter list: `customer: string, quantity: u32`.
 pub fn params(f: &Function) -> String {
-    f.params
-        .iter()
-        .map(|(n, t)| format!("{n}: {}", type_name(t)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    f.params.iter().map(|(n, t)| format!("{n}: {}", type_name(t))).collect::<Vec<_>>().join(", ")
 }
 
 /// The whole signature: `name(params) -> result`.

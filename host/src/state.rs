@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::Serialize;
 use wasmtime::component::{Instance, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::channels::Channels;
 use crate::command::{Command, Operation};
+use crate::registry::Registry;
 
 /// How much a scope's guests may print to stdout and to stderr each.
 const OUTPUT_CAP: usize = 64 << 10;
@@ -18,13 +20,17 @@ const OUTPUT_CAP: usize = 64 << 10;
 /// The store data of one scope.
 pub struct ScopeState {
     pub(crate) id: ScopeId,
+    pub(crate) registry: Arc<Registry>,
     pub(crate) channels: Arc<Channels>,
     pub(crate) queue: Queue,
     /// Service instances of this scope, created on first use.
     pub(crate) instances: HashMap<String, Instance>,
-    /// The services currently executing, outermost first. The last one is
-    /// the caller of any host function.
-    pub(crate) stack: Vec<String>,
+    /// Instantiated services in the order they were instantiated; hooks run
+    /// in this order.
+    pub(crate) order: Vec<String>,
+    /// The calls currently executing, outermost first. The last one made any
+    /// host call in progress.
+    pub(crate) frames: Vec<Frame>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) stdout: MemoryOutputPipe,
@@ -35,7 +41,7 @@ pub struct ScopeState {
 }
 
 /// A scope's id, unique within the host process; it tags logs and commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct ScopeId(pub u64);
 
 impl std::fmt::Display for ScopeId {
@@ -51,22 +57,41 @@ impl ScopeId {
     }
 }
 
+/// One call on the scope's stack: `orders.place`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The service being called.
+    pub service: String,
+    /// The function (or hook) being called.
+    pub function: String,
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.service, self.function)
+    }
+}
+
+/// Frames as people read them: `orders.place → inventory.reserve`.
+pub fn chain(frames: &[Frame]) -> String {
+    frames.iter().map(Frame::to_string).collect::<Vec<_>>().join(" → ")
+}
+
 impl ScopeState {
-    pub(crate) fn new(channels: Arc<Channels>) -> ScopeState {
+    pub(crate) fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> ScopeState {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
         // No preopened directories, no environment, no arguments, no
         // network: a guest gets clocks, random and captured stdio only.
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
         ScopeState {
             id: ScopeId::next(),
+            registry,
             channels,
             queue: Queue::default(),
             instances: HashMap::new(),
-            stack: Vec::new(),
+            order: Vec::new(),
+            frames: Vec::new(),
             wasi,
             table: ResourceTable::new(),
             stdout,
@@ -78,53 +103,63 @@ impl ScopeState {
 
     /// The view `from` and `to` work through.
     pub(crate) fn service_view(&mut self) -> ServiceView<'_> {
-        ServiceView {
-            service: self.stack.last().map_or("", String::as_str),
-            channels: &self.channels,
-            queue: &mut self.queue,
-        }
+        ServiceView { scope: self.id, frames: &self.frames, channels: &self.channels, queue: &mut self.queue }
     }
 }
 
 impl WasiView for ScopeState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-/// What the `from` and `to` host functions may touch: the calling service's
-/// name, the channels, and the queue.
+/// What the `from` and `to` host functions may touch: who is calling, the
+/// channels, and the queue.
 pub struct ServiceView<'a> {
-    /// The service whose code made the host call.
-    pub service: &'a str,
+    /// The scope.
+    pub scope: ScopeId,
+    /// The call stack; the last frame is the caller of the host function.
+    pub frames: &'a [Frame],
     /// The host's channels.
     pub channels: &'a Channels,
     /// The scope's command queue.
     pub queue: &'a mut Queue,
 }
 
-/// The commands a scope has queued, in order.
+impl ServiceView<'_> {
+    /// The service whose code made the host call.
+    pub fn service(&self) -> &str {
+        self.frames.last().map_or("", |f| f.service.as_str())
+    }
+}
+
+/// The commands a scope has queued and not yet applied, in order.
 #[derive(Debug, Default)]
 pub struct Queue {
     commands: Vec<Command>,
     next_ticket: u64,
+    /// Why nothing more may be queued, once the scope is saved or ending.
+    closed: Option<&'static str>,
 }
 
 impl Queue {
-    /// Appends a command and returns its ticket.
-    pub fn push(&mut self, service: &str, channel: &str, op: Operation) -> u64 {
+    /// Appends a command queued by the innermost of `frames` and returns its
+    /// ticket; refuses when the queue is closed.
+    pub fn push(&mut self, scope: ScopeId, frames: &[Frame], channel: &str, op: Operation) -> Result<u64, String> {
+        if let Some(why) = self.closed {
+            return Err(why.to_string());
+        }
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         self.commands.push(Command {
+            scope,
             ticket,
-            service: service.to_string(),
+            service: frames.last().map(|f| f.service.clone()).unwrap_or_default(),
+            chain: frames.iter().map(Frame::to_string).collect(),
             channel: channel.to_string(),
             op,
         });
-        ticket
+        Ok(ticket)
     }
 
     /// The queued commands, oldest first.
@@ -135,5 +170,10 @@ impl Queue {
     /// Removes and returns every queued command.
     pub fn take(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
+    }
+
+    /// Refuses every later command with `why`.
+    pub(crate) fn close(&mut self, why: &'static str) {
+        self.closed = Some(why);
     }
 }

@@ -22,17 +22,8 @@ pub struct ValueError {
 
 /// Converts `json` into a value of type `ty`. `path` names `json` in errors.
 pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> {
-    let fail = |message: String| ValueError {
-        path: path.to_string(),
-        message,
-    };
-    let expected = || {
-        fail(format!(
-            "expected {}, got {}",
-            type_name(ty),
-            describe(json)
-        ))
-    };
+    let fail = |message: String| ValueError { path: path.to_string(), message };
+    let expected = || fail(format!("expected {}, got {}", type_name(ty), describe(json)));
     Ok(match ty {
         Type::Bool => Val::Bool(json.as_bool().ok_or_else(expected)?),
         Type::S8 => Val::S8(int(json, path, ty)?),
@@ -43,10 +34,7 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
         Type::U32 => Val::U32(int(json, path, ty)?),
         Type::S64 => Val::S64(int(json, path, ty)?),
         Type::U64 => Val::U64(int(json, path, ty)?),
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "f32 arguments are rounded, as in WAVE"
-        )]
+        #[expect(clippy::cast_possible_truncation, reason = "f32 arguments are rounded, as in WAVE")]
         Type::Float32 => Val::Float32(json.as_f64().ok_or_else(expected)? as f32),
         Type::Float64 => Val::Float64(json.as_f64().ok_or_else(expected)?),
         Type::Char => {
@@ -73,11 +61,7 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
             let items = json.as_array().ok_or_else(expected)?;
             let types: Vec<Type> = tuple.types().collect();
             if items.len() != types.len() {
-                return Err(fail(format!(
-                    "expected {} items, got {}",
-                    types.len(),
-                    items.len()
-                )));
+                return Err(fail(format!("expected {} items, got {}", types.len(), items.len())));
             }
             Val::Tuple(
                 types
@@ -117,10 +101,7 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
         Type::Variant(variant) => {
             let (case, payload) = single_key(json).ok_or_else(expected)?;
             let Some(found) = variant.cases().find(|c| c.name == case) else {
-                return Err(fail(format!(
-                    "unknown case {case:?}; expected one of {}",
-                    type_name(ty)
-                )));
+                return Err(fail(format!("unknown case {case:?}; expected one of {}", type_name(ty))));
             };
             let at = format!("{path}.{case}");
             let payload = match (&found.ty, payload) {
@@ -144,10 +125,7 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
         Type::Enum(e) => {
             let name = json.as_str().ok_or_else(expected)?;
             if !e.names().any(|n| n == name) {
-                return Err(fail(format!(
-                    "unknown case {name:?}; expected one of {}",
-                    type_name(ty)
-                )));
+                return Err(fail(format!("unknown case {name:?}; expected one of {}", type_name(ty))));
             }
             Val::Enum(name.to_string())
         }
@@ -166,10 +144,9 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
                         message: format!("needs a value of type {}", type_name(&t)),
                     }),
                     (None, None | Some(Json::Null)) => Ok(None),
-                    (None, Some(v)) => Err(ValueError {
-                        path: at.clone(),
-                        message: format!("takes no value, got {}", describe(v)),
-                    }),
+                    (None, Some(v)) => {
+                        Err(ValueError { path: at.clone(), message: format!("takes no value, got {}", describe(v)) })
+                    }
                 }
             };
             match case {
@@ -182,26 +159,16 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
             let items = json.as_array().ok_or_else(expected)?;
             let mut set = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                let name = item
-                    .as_str()
-                    .filter(|n| flags.names().any(|f| f == *n))
-                    .ok_or_else(|| ValueError {
-                        path: format!("{path}[{i}]"),
-                        message: format!(
-                            "expected a flag of {}, got {}",
-                            type_name(ty),
-                            describe(item)
-                        ),
-                    })?;
+                let name = item.as_str().filter(|n| flags.names().any(|f| f == *n)).ok_or_else(|| ValueError {
+                    path: format!("{path}[{i}]"),
+                    message: format!("expected a flag of {}, got {}", type_name(ty), describe(item)),
+                })?;
                 set.push(name.to_string());
             }
             Val::Flags(set)
         }
         other => {
-            return Err(fail(format!(
-                "values of type {} cannot be given as JSON",
-                type_name(other)
-            )));
+            return Err(fail(format!("values of type {} cannot be given as JSON", type_name(other))));
         }
     })
 }
@@ -227,26 +194,14 @@ pub fn to_json(val: &Val) -> Json {
         Val::List(items) | Val::Tuple(items) | Val::FixedLengthList(items) => {
             Json::Array(items.iter().map(to_json).collect())
         }
-        Val::Record(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), to_json(v)))
-                .collect(),
-        ),
-        Val::Variant(case, payload) => {
-            Json::Object(Map::from_iter([(case.clone(), boxed(payload))]))
-        }
+        Val::Record(fields) => Json::Object(fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Val::Variant(case, payload) => Json::Object(Map::from_iter([(case.clone(), boxed(payload))])),
         Val::Enum(case) => Json::String(case.clone()),
         Val::Option(v) => boxed(v),
         Val::Result(Ok(v)) => Json::Object(Map::from_iter([("ok".to_string(), boxed(v))])),
         Val::Result(Err(v)) => Json::Object(Map::from_iter([("err".to_string(), boxed(v))])),
         Val::Flags(names) => Json::Array(names.iter().cloned().map(Json::String).collect()),
-        Val::Map(pairs) => Json::Array(
-            pairs
-                .iter()
-                .map(|(k, v)| Json::Array(vec![to_json(k), to_json(v)]))
-                .collect(),
-        ),
+        Val::Map(pairs) => Json::Array(pairs.iter().map(|(k, v)| Json::Array(vec![to_json(k), to_json(v)])).collect()),
         Val::Resource(_) | Val::Future(_) | Val::Stream(_) | Val::ErrorContext(_) => {
             Json::String("<handle>".to_string())
         }
@@ -269,10 +224,7 @@ pub fn from_arg(ty: &Type, text: &str, path: &str) -> Result<Val, ValueError> {
         Ok(json) => from_json(ty, &json, path),
         Err(e) => Err(ValueError {
             path: path.to_string(),
-            message: format!(
-                "expected {} as JSON, but {text:?} is not JSON ({e})",
-                type_name(ty)
-            ),
+            message: format!("expected {} as JSON, but {text:?} is not JSON ({e})", type_name(ty)),
         }),
     }
 }
@@ -280,20 +232,14 @@ pub fn from_arg(ty: &Type, text: &str, path: &str) -> Result<Val, ValueError> {
 /// Checks that `val` has type `ty`, so a wrongly typed argument is reported
 /// as such (naming the path) instead of failing inside the call.
 pub fn check(ty: &Type, val: &Val, path: &str) -> Result<(), ValueError> {
-    let wrong = || ValueError {
-        path: path.to_string(),
-        message: format!("expected {}, got {}", type_name(ty), val_kind(val)),
-    };
+    let wrong =
+        || ValueError { path: path.to_string(), message: format!("expected {}, got {}", type_name(ty), val_kind(val)) };
     let all = |items: &[Val], types: &mut dyn Iterator<Item = Type>| -> Result<(), ValueError> {
         for (i, item) in items.iter().enumerate() {
             let t = types.next().ok_or_else(wrong)?;
             check(&t, item, &format!("{path}[{i}]"))?;
         }
-        if types.next().is_some() {
-            Err(wrong())
-        } else {
-            Ok(())
-        }
+        if types.next().is_some() { Err(wrong()) } else { Ok(()) }
     };
     let payload = |t: Option<Type>, v: &Option<Box<Val>>, at: String| match (t, v) {
         (Some(t), Some(v)) => check(&t, v, &at),
@@ -316,10 +262,7 @@ pub fn check(ty: &Type, val: &Val, path: &str) -> Result<(), ValueError> {
         | (Type::String, Val::String(_)) => Ok(()),
         (Type::List(l), Val::List(items)) => {
             let inner = l.ty();
-            items
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, v)| check(&inner, v, &format!("{path}[{i}]")))
+            items.iter().enumerate().try_for_each(|(i, v)| check(&inner, v, &format!("{path}[{i}]")))
         }
         (Type::Tuple(t), Val::Tuple(items)) => all(items, &mut t.types()),
         (Type::Record(r), Val::Record(fields)) => {
@@ -346,9 +289,7 @@ pub fn check(ty: &Type, val: &Val, path: &str) -> Result<(), ValueError> {
         (Type::Option(o), Val::Option(Some(v))) => check(&o.ty(), v, path),
         (Type::Result(r), Val::Result(Ok(v))) => payload(r.ok(), v, format!("{path}.ok")),
         (Type::Result(r), Val::Result(Err(v))) => payload(r.err(), v, format!("{path}.err")),
-        (Type::Flags(f), Val::Flags(names)) if names.iter().all(|n| f.names().any(|f| f == n)) => {
-            Ok(())
-        }
+        (Type::Flags(f), Val::Flags(names)) if names.iter().all(|n| f.names().any(|f| f == n)) => Ok(()),
         _ => Err(wrong()),
     }
 }
@@ -356,14 +297,9 @@ pub fn check(ty: &Type, val: &Val, path: &str) -> Result<(), ValueError> {
 fn val_kind(val: &Val) -> &'static str {
     match val {
         Val::Bool(_) => "a bool",
-        Val::S8(_)
-        | Val::U8(_)
-        | Val::S16(_)
-        | Val::U16(_)
-        | Val::S32(_)
-        | Val::U32(_)
-        | Val::S64(_)
-        | Val::U64(_) => "an integer of another width",
+        Val::S8(_) | Val::U8(_) | Val::S16(_) | Val::U16(_) | Val::S32(_) | Val::U32(_) | Val::S64(_) | Val::U64(_) => {
+            "an integer of another width"
+        }
         Val::Float32(_) | Val::Float64(_) => "a float",
         Val::Char(_) => "a char",
         Val::String(_) => "a string",
@@ -400,19 +336,10 @@ pub fn type_name(ty: &Type) -> String {
         Type::List(l) => format!("list<{}>", type_name(&l.ty())),
         Type::FixedLengthList(l) => format!("list<{}, {}>", type_name(&l.ty()), l.len()),
         Type::Map(m) => format!("map<{}, {}>", type_name(&m.key()), type_name(&m.value())),
-        Type::Tuple(t) => format!(
-            "tuple<{}>",
-            t.types()
-                .map(|t| type_name(&t))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Type::Tuple(t) => format!("tuple<{}>", t.types().map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")),
         Type::Record(r) => format!(
             "record {{ {} }}",
-            r.fields()
-                .map(|f| format!("{}: {}", f.name, type_name(&f.ty)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            r.fields().map(|f| format!("{}: {}", f.name, type_name(&f.ty))).collect::<Vec<_>>().join(", ")
         ),
         Type::Variant(v) => format!(
             "variant {{ {} }}",
@@ -441,32 +368,18 @@ pub fn type_name(ty: &Type) -> String {
     }
 }
 
-fn int<T: TryFrom<i64> + TryFrom<u64>>(
-    json: &Json,
-    path: &str,
-    ty: &Type,
-) -> Result<T, ValueError> {
-    let fail = |message: String| ValueError {
-        path: path.to_string(),
-        message,
-    };
+fn int<T: TryFrom<i64> + TryFrom<u64>>(json: &Json, path: &str, ty: &Type) -> Result<T, ValueError> {
+    let fail = |message: String| ValueError { path: path.to_string(), message };
     let converted = match json {
         Json::Number(n) => match (n.as_i64(), n.as_u64()) {
             (Some(i), _) => T::try_from(i).ok(),
             (None, Some(u)) => T::try_from(u).ok(),
             _ => {
-                return Err(fail(format!(
-                    "expected {}, got the non-integer {n}",
-                    type_name(ty)
-                )));
+                return Err(fail(format!("expected {}, got the non-integer {n}", type_name(ty))));
             }
         },
         other => {
-            return Err(fail(format!(
-                "expected {}, got {}",
-                type_name(ty),
-                describe(other)
-            )));
+            return Err(fail(format!("expected {}, got {}", type_name(ty), describe(other))));
         }
     };
     converted.ok_or_else(|| fail(format!("{json} is out of range for {}", type_name(ty))))

@@ -7,61 +7,54 @@ use crate::support::{Fixture, text};
 /// `sluice list` shows each service, its functions and their types.
 #[test]
 fn list_shows_functions_and_types() {
-    let f = Fixture::new(&["orders", "products"]);
+    let f = Fixture::new(&["orders", "products", "inventory"]);
     let out = f.sluice(&["list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("orders  ("), "{stdout}");
     assert!(stdout.contains("  acme:orders/api@0.1.0\n"), "{stdout}");
-    assert!(
-        stdout.contains("    do-clearing(order-id: s64) -> result<_, variant { empty-customer,"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("    add(name: string, price-cents: s64) -> result<_, variant {"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("    do-clearing(order-id: s64) -> result<_, variant { empty-customer,"), "{stdout}");
+    assert!(stdout.contains("    add(name: string, price-cents: s64) -> result<_, variant {"), "{stdout}");
 
     let out = f.sluice(&["list", "--json"]);
     let json: Json = serde_json::from_slice(&out.stdout).expect("list --json is JSON");
-    assert_eq!(json["services"][0]["name"], "orders");
-    assert_eq!(
-        json["services"][0]["functions"][0]["params"][2]["type"],
-        "u32"
-    );
+    let orders = &json["services"][1];
+    assert_eq!(orders["name"], "orders");
+    assert_eq!(orders["functions"][0]["params"][2]["type"], "u32");
+    assert_eq!(orders["calls"][0]["service"], "inventory");
+    assert_eq!(orders["hooks"], serde_json::json!(["init", "on-save", "on-finally", "dispose"]));
+    assert!(stdout.contains("  calls inventory through acme:inventory/stock@0.1.0\n"), "{stdout}");
 }
 
 /// `sluice call` runs one scope, saves it, and prints the result and the
 /// commands it applied; the database has them.
 #[test]
 fn call_prints_result_and_applied_commands() {
-    let f = Fixture::new(&["orders", "products"]);
+    let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let out = f.sluice(&["call", "products.add", "widget", "250"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("result: {\"ok\":null}\nsaved scope-"), "{stdout}");
+    assert!(stdout.contains("1 command(s) applied in 1 round(s)"), "{stdout}");
     assert!(
-        stdout.starts_with("result: {\"ok\":null}\nsaved scope-"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("1 command(s) applied"), "{stdout}");
-    assert!(
-        stdout.contains(
-            "#1 products on main: insert into products (name, price_cents) -> inserted row 1"
-        ),
+        stdout
+            .contains("  round 1: #1 products.add on main: insert into products (name, price_cents) -> inserted row 1"),
         "{stdout}"
     );
 
+    assert!(f.sluice(&["call", "inventory.restock", "1", "4"]).status.success());
     let out = f.sluice(&["call", "--json", "orders.place", "\"ann\"", "1", "4"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: Json = serde_json::from_slice(&out.stdout).expect("call --json is JSON");
     assert_eq!(json["result"]["ok"]["total-cents"], 1000);
     assert_eq!(json["ending"]["status"], "saved");
+    assert_eq!(json["ending"]["applied"][1]["command"]["op"]["table"], "orders");
+    assert_eq!(json["ending"]["applied"][1]["outcome"]["inserted"], 1);
     assert_eq!(
-        json["ending"]["applied"][0]["command"]["op"]["table"],
-        "orders"
+        json["ending"]["applied"][0]["command"]["chain"],
+        serde_json::json!(["orders.place", "inventory.reserve"])
     );
-    assert_eq!(json["ending"]["applied"][0]["outcome"]["inserted"], 1);
     assert_eq!(f.count("orders"), 1);
 }
 
@@ -69,20 +62,14 @@ fn call_prints_result_and_applied_commands() {
 /// exit code is 2.
 #[test]
 fn call_with_service_error_applies_nothing() {
-    let f = Fixture::new(&["orders", "products"]);
+    let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let before = f.dump();
     let out = f.sluice(&["call", "orders.do-clearing", "7"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("result: {\"err\":{\"unknown-order\":7}}"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("returned an error; 0 queued command(s) not applied"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("result: {\"err\":{\"unknown-order\":7}}"), "{stdout}");
+    assert!(stdout.contains("returned an error; nothing was applied (0 command(s) were queued)"), "{stdout}");
     assert_eq!(f.dump(), before);
 }
 
@@ -90,21 +77,12 @@ fn call_with_service_error_applies_nothing() {
 /// stderr and exit code 1; never a panic or a backtrace.
 #[test]
 fn call_errors_are_clear() {
-    let f = Fixture::new(&["orders", "products"]);
+    let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["call", "orders.nope"],
-            "error: service orders has no function \"nope\"; it exports: place, do-clearing",
-        ),
-        (
-            &["call", "nobody.place"],
-            "error: no service \"nobody\"; loaded services: orders, products",
-        ),
-        (
-            &["call", "orders"],
-            "error: \"orders\" is not SERVICE.FUNCTION (for example orders.place)",
-        ),
+        (&["call", "orders.nope"], "error: service orders has no function \"nope\"; it exports: place, do-clearing"),
+        (&["call", "nobody.place"], "error: no service \"nobody\"; loaded services: inventory, orders, products"),
+        (&["call", "orders"], "error: \"orders\" is not SERVICE.FUNCTION (for example orders.place)"),
         (
             &["call", "orders.place", "ann", "1"],
             "error: orders.place takes 3 argument(s) (customer: string, product-id: s64, quantity: u32), got 2",
@@ -126,14 +104,8 @@ fn call_errors_are_clear() {
         let out = f.sluice(args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with(expected),
-            "{args:?}:\n got: {stderr}\nwant: {expected}"
-        );
-        assert!(
-            !stderr.contains("panicked") && !stderr.contains("backtrace"),
-            "{stderr}"
-        );
+        assert!(stderr.starts_with(expected), "{args:?}:\n got: {stderr}\nwant: {expected}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
     }
 }
 
@@ -145,11 +117,7 @@ fn bad_component_does_not_stop_the_cli() {
     f.write_service("broken.wasm", b"\0asm\x0d\0\x01\0garbage");
     let out = f.sluice(&["call", "products.list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("warning: skipped broken: "),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("warning: skipped broken: "), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("result: {\"ok\":[]}"));
 }
 
@@ -163,9 +131,9 @@ fn migrate_is_idempotent() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "already applied 0001_products.sql\nalready applied 0002_orders.sql\n"
+        "already applied 0001_products.sql\nalready applied 0002_orders.sql\nalready applied 0003_inventory.sql\n"
     );
-    assert_eq!(f.count("sluice_migrations"), 2);
+    assert_eq!(f.count("sluice_migrations"), 3);
 }
 
 /// A trap is reported with the service, the function and the panic message.
@@ -176,9 +144,7 @@ fn call_reports_traps() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.starts_with(
-            "error: probe.fail trapped: wasm trap: wasm `unreachable` instruction executed"
-        ),
+        stderr.starts_with("error: probe.fail failed: wasm trap: wasm `unreachable` instruction executed"),
         "{stderr}"
     );
     assert!(stderr.contains("it broke"), "{stderr}");

@@ -9,7 +9,7 @@ use crate::support::Fixture;
 /// an error naming the file and the cause; the good services still load.
 #[test]
 fn bad_files_are_reported_and_skipped() {
-    let f = Fixture::new(&["orders", "products"]);
+    let f = Fixture::new(&["orders", "products", "inventory"]);
     let orders = std::fs::read(f.services().join("orders.wasm")).expect("read");
     f.write_service("garbage.wasm", b"this is not wasm");
     f.write_service("truncated.wasm", &orders[..orders.len() / 3]);
@@ -19,7 +19,7 @@ fn bad_files_are_reported_and_skipped() {
 
     let host = f.host();
     let loaded: Vec<&str> = host.registry.services().map(|s| s.name.as_str()).collect();
-    assert_eq!(loaded, ["orders", "products"]);
+    assert_eq!(loaded, ["inventory", "orders", "products"]);
 
     let failures = host.registry.failures();
     let find = |file: &str| {
@@ -31,31 +31,20 @@ fn bad_files_are_reported_and_skipped() {
     };
     let (e, msg) = find("garbage.wasm");
     assert!(matches!(e, LoadError::NotWasm { .. }), "{msg}");
-    assert!(
-        msg.starts_with("garbage: ") && msg.contains("not a WebAssembly file"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("garbage: ") && msg.contains("not a WebAssembly file"), "{msg}");
     let (e, msg) = find("truncated.wasm");
     assert!(matches!(e, LoadError::Invalid { .. }), "{msg}");
-    assert!(
-        msg.starts_with("truncated: ") && msg.contains("is not a valid component: failed to parse"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("truncated: ") && msg.contains("is not a valid component: failed to parse"), "{msg}");
     let (e, msg) = find("core.wasm");
     assert!(matches!(e, LoadError::CoreModule { .. }), "{msg}");
-    assert!(
-        msg.contains("core WebAssembly module, not a component"),
-        "{msg}"
-    );
+    assert!(msg.contains("core WebAssembly module, not a component"), "{msg}");
     let (e, msg) = find("Bad Name.wasm");
     assert!(matches!(e, LoadError::BadName { .. }), "{msg}");
     assert_eq!(failures.len(), 4, "the .txt file is not a service");
 
     // The good services work next to the bad files.
     let mut scope = host.scope();
-    scope
-        .call("products", "list", &[])
-        .expect("products still callable");
+    scope.call("products", "list", &[]).expect("products still callable");
 }
 
 /// Each service is compiled once: a second host over the same files reads
@@ -66,16 +55,10 @@ fn restart_reuses_compiled_code() {
     let mut options = f.options();
     options.runtime.cache_dir = Some(f.dir.path().join("own-cache"));
     let first = sluice_host::Host::open(&options).expect("first start");
-    assert_eq!(
-        first.registry.service("probe").expect("probe").code,
-        CodeSource::Compiled
-    );
+    assert_eq!(first.registry.service("probe").expect("probe").code, CodeSource::Compiled);
     drop(first);
     let second = sluice_host::Host::open(&options).expect("second start");
-    assert_eq!(
-        second.registry.service("probe").expect("probe").code,
-        CodeSource::Cached
-    );
+    assert_eq!(second.registry.service("probe").expect("probe").code, CodeSource::Cached);
     // Rewriting a cache entry in place under a running host must not crash
     // it: cached code is read into memory, not mapped from the file.
 
@@ -85,54 +68,24 @@ fn restart_reuses_compiled_code() {
     }
     let mut scope = second.scope();
     scope
-        .call(
-            "probe",
-            "add",
-            &[
-                wasmtime::component::Val::S32(1),
-                wasmtime::component::Val::S32(1),
-            ],
-        )
+        .call("probe", "add", &[wasmtime::component::Val::S32(1), wasmtime::component::Val::S32(1)])
         .expect("still runs");
     let third = sluice_host::Host::open(&options).expect("third start");
-    assert_eq!(
-        third.registry.service("probe").expect("probe").code,
-        CodeSource::Compiled
-    );
+    assert_eq!(third.registry.service("probe").expect("probe").code, CodeSource::Compiled);
     let mut scope = third.scope();
-    scope
-        .call(
-            "probe",
-            "add",
-            &[
-                wasmtime::component::Val::S32(2),
-                wasmtime::component::Val::S32(2),
-            ],
-        )
-        .expect("works");
+    scope.call("probe", "add", &[wasmtime::component::Val::S32(2), wasmtime::component::Val::S32(2)]).expect("works");
 }
 
 /// Exported functions are read from the component's own type information.
 #[test]
 fn exports_come_from_the_component_types() {
-    let f = Fixture::new(&["orders"]);
+    let f = Fixture::new(&["orders", "inventory"]);
     let host = f.host();
     let orders = host.registry.service("orders").expect("orders");
-    let names: Vec<String> = orders
-        .functions
-        .iter()
-        .map(|f| f.qualified_name())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "acme:orders/api@0.1.0#place",
-            "acme:orders/api@0.1.0#do-clearing"
-        ]
-    );
+    let names: Vec<String> = orders.functions.iter().map(|f| f.qualified_name()).collect();
+    assert_eq!(names, ["acme:orders/api@0.1.0#place", "acme:orders/api@0.1.0#do-clearing"], "hooks are not functions");
+    assert!(orders.hooks.on_save.is_some() && orders.hooks.init.is_some());
+    assert_eq!(orders.calls, [("acme:inventory/stock@0.1.0".to_string(), "inventory".to_string())]);
     let place = orders.function("place").expect("place");
-    assert_eq!(
-        sluice_host::signature::params(place),
-        "customer: string, product-id: s64, quantity: u32"
-    );
+    assert_eq!(sluice_host::signature::params(place), "customer: string, product-id: s64, quantity: u32");
 }

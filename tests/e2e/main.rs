@@ -5,5 +5,6 @@ mod cli;
 mod discovery;
 mod save;
 mod support;
+mod unit_of_work;
 mod values;
 mod wit;

@@ -2,7 +2,7 @@
 //! rollback and discard, checked against the real SQLite file.
 
 use serde_json::json;
-use sluice_host::call::{self, Ending};
+use sluice_host::call::{self, Ending, Mode};
 use sluice_host::command::{Operation, Outcome};
 use sluice_host::{ScopeError, values};
 use wasmtime::component::Val;
@@ -21,46 +21,28 @@ fn strings(items: &[&str]) -> Val {
 /// commands, which a read of the database then shows.
 #[test]
 fn example_scenario_applies_commands_at_save() {
-    let f = Fixture::new(&["orders", "products"]);
+    let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let host = f.host();
 
-    let added =
-        call::run(&host, "products", "add", &[s("widget"), Val::S64(250)]).expect("add runs");
-    let Ending::Saved(saved) = &added.ending else {
-        panic!("add was not saved: {:?}", added.ending)
-    };
+    let added = call::run(&host, "products", "add", &[s("widget"), Val::S64(250)], Mode::Save).expect("add runs");
+    let Ending::Saved(saved) = &added.ending else { panic!("add was not saved: {:?}", added.ending) };
     assert_eq!(saved.applied.len(), 1);
     assert_eq!(saved.applied[0].outcome, Outcome::Inserted(1));
     assert_eq!(saved.applied[0].command.service, "products");
 
-    let placed = call::run(
-        &host,
-        "orders",
-        "place",
-        &[s("ann"), Val::S64(1), Val::U32(3)],
-    )
-    .expect("place runs");
-    assert_eq!(
-        values::to_json(&placed.results[0]),
-        json!({"ok": {"total-cents": 750}})
-    );
-    let cleared = call::run(&host, "orders", "do-clearing", &[Val::S64(1)]).expect("clearing runs");
-    let Ending::Saved(saved) = &cleared.ending else {
-        panic!("clearing was not saved")
-    };
-    assert_eq!(saved.applied.len(), 2, "an update and an insert");
+    call::run(&host, "inventory", "restock", &[Val::S64(1), Val::U32(5)], Mode::Save).expect("restock runs");
+    let placed =
+        call::run(&host, "orders", "place", &[s("ann"), Val::S64(1), Val::U32(3)], Mode::Save).expect("place runs");
+    assert_eq!(values::to_json(&placed.results[0]), json!({"ok": {"total-cents": 750}}));
+    let cleared = call::run(&host, "orders", "do-clearing", &[Val::S64(1)], Mode::Save).expect("clearing runs");
+    let Ending::Saved(saved) = &cleared.ending else { panic!("clearing was not saved") };
+    assert_eq!(saved.applied.len(), 3, "an update and two inserts");
     assert_eq!(saved.applied[0].outcome, Outcome::Affected(1));
 
-    let status: String = f
-        .db()
-        .query_row("SELECT status FROM orders WHERE id = 1", [], |r| r.get(0))
-        .expect("order");
+    let status: String = f.db().query_row("SELECT status FROM orders WHERE id = 1", [], |r| r.get(0)).expect("order");
     assert_eq!(status, "cleared");
-    let amount: i64 = f
-        .db()
-        .query_row("SELECT amount_cents FROM clearings", [], |r| r.get(0))
-        .expect("clearing");
+    let amount: i64 = f.db().query_row("SELECT amount_cents FROM clearings", [], |r| r.get(0)).expect("clearing");
     assert_eq!(amount, 750);
 }
 
@@ -76,29 +58,15 @@ fn commands_apply_only_at_save() {
         .call(
             "probe",
             "execute-all",
-            &[
-                s("main"),
-                strings(&["INSERT INTO products (name, price_cents) VALUES ('a', 1)"]),
-            ],
+            &[s("main"), strings(&["INSERT INTO products (name, price_cents) VALUES ('a', 1)"])],
         )
         .expect("queue");
     assert_eq!(scope.pending().len(), 1);
     assert!(matches!(&scope.pending()[0].op, Operation::Execute { .. }));
     let read = scope
-        .call(
-            "probe",
-            "query",
-            &[
-                s("main"),
-                s("SELECT count(*) AS n FROM products"),
-                Val::List(vec![]),
-            ],
-        )
+        .call("probe", "query", &[s("main"), s("SELECT count(*) AS n FROM products"), Val::List(vec![])])
         .expect("read");
-    assert_eq!(
-        values::to_json(&read[0])["ok"]["values"],
-        json!([[{"integer": 0}]])
-    );
+    assert_eq!(values::to_json(&read[0])["ok"]["values"], json!([[{"integer": 0}]]));
     assert_eq!(f.count("products"), 0, "nothing applied before save");
     let report = scope.save().expect("save");
     assert_eq!(report.applied.len(), 1);
@@ -119,29 +87,19 @@ fn failing_command_rolls_back_the_whole_queue() {
         "INSERT INTO products (name, price_cents) VALUES ('bad', -5)",
         "INSERT INTO products (name, price_cents) VALUES ('third', 3)",
     ]);
-    scope
-        .call("probe", "execute-all", &[s("main"), statements])
-        .expect("queue");
-    let err = scope
-        .save()
-        .expect_err("the CHECK constraint fails the save");
-    let ScopeError::Command {
-        position,
-        total,
-        ref service,
-        ref reason,
-        ..
-    } = err
-    else {
+    scope.call("probe", "execute-all", &[s("main"), statements]).expect("queue");
+    let err = scope.save().expect_err("the CHECK constraint fails the save");
+    let ScopeError::Command { round, position, ref service, ref reason, .. } = err else {
         panic!("wrong error: {err}")
     };
-    assert_eq!((position, total, service.as_str()), (2, 3, "probe"));
+    assert_eq!((round, position, service.as_str()), (1, 2, "probe"));
     assert!(reason.contains("CHECK constraint failed"), "{reason}");
     let message = err.to_string();
     assert!(
-        message.contains("command 2 of 3") && message.contains("nothing was applied"),
+        message.starts_with("save failed in round 1 at command 2 (#2 probe.execute-all on main: execute `INSERT INTO products (name, price_cents) VALUES ('bad', -5)`"),
         "{message}"
     );
+    assert!(message.ends_with("nothing was applied"), "{message}");
     assert_eq!(f.dump(), before, "the database is unchanged");
 }
 
@@ -154,9 +112,7 @@ fn dropped_scope_applies_nothing() {
     let before = f.dump();
     {
         let mut scope = host.scope();
-        scope
-            .call("products", "add", &[s("widget"), Val::S64(250)])
-            .expect("add");
+        scope.call("products", "add", &[s("widget"), Val::S64(250)]).expect("add");
         assert_eq!(scope.pending().len(), 1);
     }
     assert_eq!(f.dump(), before);
@@ -166,27 +122,15 @@ fn dropped_scope_applies_nothing() {
 /// its validation error comes back as a value.
 #[test]
 fn service_error_discards_the_queue() {
-    let f = Fixture::new(&["orders", "products"]);
+    let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let host = f.host();
     let before = f.dump();
-    let report = call::run(
-        &host,
-        "orders",
-        "place",
-        &[s("ann"), Val::S64(42), Val::U32(1)],
-    )
-    .expect("runs");
-    assert_eq!(
-        values::to_json(&report.results[0]),
-        json!({"err": {"unknown-product": 42}})
-    );
+    let report = call::run(&host, "orders", "place", &[s("ann"), Val::S64(42), Val::U32(1)], Mode::Save).expect("runs");
+    assert_eq!(values::to_json(&report.results[0]), json!({"err": {"unknown-product": 42}}));
     assert!(matches!(report.ending, Ending::Discarded { .. }));
-    let report = call::run(&host, "products", "add", &[s(""), Val::S64(1)]).expect("runs");
-    assert_eq!(
-        values::to_json(&report.results[0]),
-        json!({"err": {"invalid-name": ""}})
-    );
+    let report = call::run(&host, "products", "add", &[s(""), Val::S64(1)], Mode::Save).expect("runs");
+    assert_eq!(values::to_json(&report.results[0]), json!({"err": {"invalid-name": ""}}));
     assert_eq!(f.dump(), before);
 }
 
@@ -197,19 +141,10 @@ fn one_instance_per_scope() {
     let f = Fixture::new(&["probe"]);
     let host = f.host();
     let mut scope = host.scope();
-    assert_eq!(
-        scope.call("probe", "counter", &[]).expect("call"),
-        vec![Val::U32(1)]
-    );
-    assert_eq!(
-        scope.call("probe", "counter", &[]).expect("call"),
-        vec![Val::U32(2)]
-    );
+    assert_eq!(scope.call("probe", "counter", &[]).expect("call"), vec![Val::U32(1)]);
+    assert_eq!(scope.call("probe", "counter", &[]).expect("call"), vec![Val::U32(2)]);
     let mut other = host.scope();
-    assert_eq!(
-        other.call("probe", "counter", &[]).expect("call"),
-        vec![Val::U32(1)]
-    );
+    assert_eq!(other.call("probe", "counter", &[]).expect("call"), vec![Val::U32(1)]);
     assert_ne!(scope.id(), other.id());
 }
 
@@ -226,33 +161,19 @@ fn trap_discards_the_scope_and_the_host_goes_on() {
         .call(
             "probe",
             "execute-all",
-            &[
-                s("main"),
-                strings(&["INSERT INTO products (name, price_cents) VALUES ('x', 1)"]),
-            ],
+            &[s("main"), strings(&["INSERT INTO products (name, price_cents) VALUES ('x', 1)"])],
         )
         .expect("queue");
-    let err = scope
-        .call("probe", "fail", &[s("boom")])
-        .expect_err("traps");
+    let err = scope.call("probe", "fail", &[s("boom")]).expect_err("traps");
     let message = err.to_string();
-    assert!(message.starts_with("probe.fail trapped:"), "{message}");
-    assert!(
-        message.contains("boom"),
-        "the panic message is shown: {message}"
-    );
-    let again = scope
-        .call("probe", "add", &[Val::S32(1), Val::S32(2)])
-        .expect_err("discarded");
+    assert!(message.starts_with("probe.fail failed: wasm trap: wasm `unreachable`"), "{message}");
+    assert!(message.contains("boom"), "the panic message is shown: {message}");
+    let again = scope.call("probe", "add", &[Val::S32(1), Val::S32(2)]).expect_err("discarded");
     assert!(matches!(again, ScopeError::Discarded { .. }), "{again}");
     assert!(matches!(scope.save(), Err(ScopeError::Discarded { .. })));
     assert_eq!(f.dump(), before);
     let mut next = host.scope();
-    assert_eq!(
-        next.call("probe", "add", &[Val::S32(1), Val::S32(2)])
-            .expect("next scope"),
-        vec![Val::S32(3)]
-    );
+    assert_eq!(next.call("probe", "add", &[Val::S32(1), Val::S32(2)]).expect("next scope"), vec![Val::S32(3)]);
 }
 
 /// Bad channels and malformed commands come back to the guest as WIT errors
@@ -263,42 +184,18 @@ fn refused_commands_are_error_values() {
     f.migrate();
     let host = f.host();
     let mut scope = host.scope();
-    let out = scope
-        .call("probe", "execute-all", &[s("nope"), strings(&["SELECT 1"])])
-        .expect("call");
+    let out = scope.call("probe", "execute-all", &[s("nope"), strings(&["SELECT 1"])]).expect("call");
     let err = values::to_json(&out[0]);
     assert!(
-        err["err"]["unknown-channel"]
-            .as_str()
-            .is_some_and(|m| m.contains("no channel \"nope\"") && m.contains("main")),
+        err["err"]["unknown-channel"].as_str().is_some_and(|m| m.contains("no channel \"nope\"") && m.contains("main")),
         "{err}"
     );
     let insert = scope
-        .call(
-            "probe",
-            "insert",
-            &[
-                s("main"),
-                s("products"),
-                strings(&["name", "price_cents"]),
-                Val::List(vec![]),
-            ],
-        )
+        .call("probe", "insert", &[s("main"), s("products"), strings(&["name", "price_cents"]), Val::List(vec![])])
         .expect("call");
     let err = values::to_json(&insert[0]);
-    assert!(
-        err["err"]["invalid"]
-            .as_str()
-            .is_some_and(|m| m.contains("2 column(s) but 0 value(s)")),
-        "{err}"
-    );
-    let write = scope
-        .call(
-            "probe",
-            "query",
-            &[s("main"), s("DELETE FROM products"), Val::List(vec![])],
-        )
-        .expect("call");
+    assert!(err["err"]["invalid"].as_str().is_some_and(|m| m.contains("2 column(s) but 0 value(s)")), "{err}");
+    let write = scope.call("probe", "query", &[s("main"), s("DELETE FROM products"), Val::List(vec![])]).expect("call");
     assert!(values::to_json(&write[0])["err"]["invalid"].is_string());
     assert!(scope.pending().is_empty());
 }
@@ -310,23 +207,11 @@ fn lookup_and_arity_errors() {
     let f = Fixture::new(&["probe"]);
     let host = f.host();
     let mut scope = host.scope();
-    let e = scope
-        .call("nope", "add", &[])
-        .expect_err("unknown service")
-        .to_string();
+    let e = scope.call("nope", "add", &[]).expect_err("unknown service").to_string();
     assert_eq!(e, "no service \"nope\"; loaded services: probe");
-    let e = scope
-        .call("probe", "nope", &[])
-        .expect_err("unknown function")
-        .to_string();
-    assert!(
-        e.starts_with("service probe has no function \"nope\"; it exports: execute-all"),
-        "{e}"
-    );
-    let e = scope
-        .call("probe", "add", &[Val::S32(1)])
-        .expect_err("arity")
-        .to_string();
+    let e = scope.call("probe", "nope", &[]).expect_err("unknown function").to_string();
+    assert!(e.starts_with("service probe has no function \"nope\"; it exports: execute-all"), "{e}");
+    let e = scope.call("probe", "add", &[Val::S32(1)]).expect_err("arity").to_string();
     assert_eq!(e, "probe.add: takes 2 argument(s) (a: s32, b: s32), got 1");
 }
 
@@ -337,17 +222,7 @@ fn wrongly_typed_values_are_argument_errors() {
     let f = Fixture::new(&["probe"]);
     let host = f.host();
     let mut scope = host.scope();
-    let e = scope
-        .call("probe", "add", &[s("one"), Val::S32(2)])
-        .expect_err("wrong type");
-    assert_eq!(
-        e.to_string(),
-        "probe.add: argument a: expected s32, got a string"
-    );
-    assert_eq!(
-        scope
-            .call("probe", "add", &[Val::S32(1), Val::S32(2)])
-            .expect("still usable"),
-        vec![Val::S32(3)]
-    );
+    let e = scope.call("probe", "add", &[s("one"), Val::S32(2)]).expect_err("wrong type");
+    assert_eq!(e.to_string(), "probe.add: argument a: expected s32, got a string");
+    assert_eq!(scope.call("probe", "add", &[Val::S32(1), Val::S32(2)]).expect("still usable"), vec![Val::S32(3)]);
 }

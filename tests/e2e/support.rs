@@ -11,14 +11,10 @@ use tempfile::TempDir;
 
 /// Where `just guests` put every built component.
 pub fn components() -> PathBuf {
-    let dir = std::env::var_os("SLUICE_COMPONENTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo().join("target"));
-            target.join("components")
-        });
+    let dir = std::env::var_os("SLUICE_COMPONENTS").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
+        target.join("components")
+    });
     assert!(
         dir.join("probe.wasm").exists(),
         "no guest components in {}: run `just guests` (or `just test`, which does)",
@@ -77,10 +73,8 @@ impl Fixture {
         options.data_dir = self.data();
         // Tests share one compilation cache so each component compiles once
         // per test run, not once per test.
-        options.runtime = RuntimeOptions {
-            cache_dir: Some(components().join("../test-cache")),
-            ..RuntimeOptions::default()
-        };
+        options.runtime =
+            RuntimeOptions { cache_dir: Some(components().join("../test-cache")), ..RuntimeOptions::default() };
         options
     }
 
@@ -91,11 +85,7 @@ impl Fixture {
     /// Creates the example tables, as `just run` does.
     pub fn migrate(&self) {
         let out = self.sluice(&["migrate", &repo().join("examples/schema").to_string_lossy()]);
-        assert!(
-            out.status.success(),
-            "migrate failed: {}",
-            text(&out.stderr)
-        );
+        assert!(out.status.success(), "migrate failed: {}", text(&out.stderr));
     }
 
     pub fn db(&self) -> Connection {
@@ -113,14 +103,11 @@ impl Fixture {
         let mut out = String::new();
         for table in tables {
             out.push_str(&format!("== {table}\n"));
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
-                .expect("select");
+            let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid")).expect("select");
             let width = stmt.column_count();
             let rows: Vec<String> = stmt
                 .query_map([], |r| {
-                    let cells: rusqlite::Result<Vec<rusqlite::types::Value>> =
-                        (0..width).map(|i| r.get(i)).collect();
+                    let cells: rusqlite::Result<Vec<rusqlite::types::Value>> = (0..width).map(|i| r.get(i)).collect();
                     Ok(format!("{:?}", cells?))
                 })
                 .and_then(|rows| rows.collect())
@@ -133,9 +120,7 @@ impl Fixture {
 
     /// Counts the rows of a table.
     pub fn count(&self, table: &str) -> i64 {
-        self.db()
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .expect("count")
+        self.db().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).expect("count")
     }
 
     /// Runs the real `sluice` binary against this fixture.

@@ -7,9 +7,7 @@ use wit_parser::Resolve;
 #[test]
 fn package_parses_and_everything_is_documented() {
     let mut resolve = Resolve::default();
-    let (pkg, _) = resolve
-        .push_dir(crate::support::repo().join("wit"))
-        .expect("wit/ parses");
+    let (pkg, _) = resolve.push_dir(crate::support::repo().join("wit")).expect("wit/ parses");
     let package = &resolve.packages[pkg];
     assert_eq!(package.name.to_string(), "sluice:service@0.1.0");
     assert!(package.worlds.contains_key("imports"));
@@ -49,10 +47,7 @@ fn package_parses_and_everything_is_documented() {
                         .map(|x| format!("{iname}.{tname}.{}", x.name)),
                 ),
                 wit_parser::TypeDefKind::Variant(v) => missing.extend(
-                    v.cases
-                        .iter()
-                        .filter(|x| x.docs.contents.is_none())
-                        .map(|x| format!("{iname}.{tname}.{}", x.name)),
+                    v.cases.iter().filter(|x| x.docs.contents.is_none()).map(|x| format!("{iname}.{tname}.{}", x.name)),
                 ),
                 _ => {}
             }

@@ -1,24 +1,39 @@
 //! Example service `orders`: places orders and clears them (the Tecture
 //! "do clearing" example). Reads go through `from`, writes are queued through
-//! `to` and applied only when the host saves the scope.
+//! `to` and applied only when the host saves the scope. Placing an order
+//! calls the `inventory` service in the same scope, and `on-save` turns the
+//! new order's id into its `placed` event in a second save round.
 
 wit_bindgen::generate!({
-    path: ["../../wit", "wit"],
+    path: ["../../wit", "../inventory/wit", "wit"],
     world: "acme:orders/orders",
     with: {
         "sluice:service/types@0.1.0": sluice_guest::types,
         "sluice:service/from@0.1.0": sluice_guest::from,
         "sluice:service/to@0.1.0": sluice_guest::to,
     },
+    generate_all,
 });
 
+use std::cell::RefCell;
+
+use acme::inventory::stock::{self, StockError};
 use exports::acme::orders::api::{Guest, OrderError, Placed};
-use sluice_guest::{from, row, to, types::Value};
+use exports::sluice::service::lifecycle;
+use sluice_guest::{
+    from, row, to,
+    types::{Outcome, Value},
+};
 
 /// The channel the examples keep their tables in.
 const CHANNEL: &str = "main";
 /// The largest quantity one order may ask for.
 const MAX_QUANTITY: u32 = 1000;
+
+thread_local! {
+    /// Tickets of order inserts queued in this scope, waiting for their ids.
+    static PLACED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
 
 struct Component;
 
@@ -27,7 +42,12 @@ impl Guest for Component {
         check_order(&customer, quantity)?;
         let price = product_price(product_id)?;
         let total_cents = price * i64::from(quantity);
-        to::insert(
+        stock::reserve(product_id, quantity).map_err(|e| match e {
+            StockError::Insufficient(on_hand) => OrderError::OutOfStock(on_hand),
+            StockError::InvalidQuantity(q) => OrderError::InvalidQuantity(q),
+            StockError::Store(e) => OrderError::Store(e),
+        })?;
+        let ticket = to::insert(
             CHANNEL,
             "orders",
             &row(&[
@@ -39,23 +59,17 @@ impl Guest for Component {
             ]),
         )
         .map_err(OrderError::Store)?;
+        PLACED.with(|p| p.borrow_mut().push(ticket));
         Ok(Placed { total_cents })
     }
 
     fn do_clearing(order_id: i64) -> Result<(), OrderError> {
-        let found = from::query(
-            CHANNEL,
-            "SELECT status, total_cents FROM orders WHERE id = ?1",
-            &[order_id.into()],
-        )
-        .map_err(OrderError::Store)?;
+        let found = from::query(CHANNEL, "SELECT status, total_cents FROM orders WHERE id = ?1", &[order_id.into()])
+            .map_err(OrderError::Store)?;
         if found.is_empty() {
             return Err(OrderError::UnknownOrder(order_id));
         }
-        let status = found
-            .get(0, "status")
-            .and_then(Value::as_text)
-            .unwrap_or("");
+        let status = found.get(0, "status").and_then(Value::as_text).unwrap_or("");
         if status != "placed" {
             return Err(OrderError::NotPlaced(status.to_string()));
         }
@@ -68,14 +82,38 @@ impl Guest for Component {
             &[order_id.into()],
         )
         .map_err(OrderError::Store)?;
-        to::insert(
-            CHANNEL,
-            "clearings",
-            &row(&[("order_id", order_id.into()), ("amount_cents", amount)]),
-        )
-        .map_err(OrderError::Store)?;
+        to::insert(CHANNEL, "clearings", &row(&[("order_id", order_id.into()), ("amount_cents", amount)]))
+            .map_err(OrderError::Store)?;
+        queue_event(order_id, "cleared").map_err(OrderError::Store)?;
         Ok(())
     }
+}
+
+impl lifecycle::Guest for Component {
+    fn init() {}
+
+    /// The order's id exists only once its insert is applied: record the
+    /// `placed` event now, in the next round of the same save.
+    fn on_save(outcomes: Vec<(u64, Outcome)>) {
+        let placed = PLACED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        for (ticket, outcome) in outcomes {
+            if let (true, Outcome::Inserted(order_id)) = (placed.contains(&ticket), outcome) {
+                // A refusal here can only be a host misconfiguration (no
+                // channel); trapping makes the whole save fail visibly.
+                if let Err(e) = queue_event(order_id, "placed") {
+                    panic!("cannot queue the placed event of order {order_id}: {e:?}");
+                }
+            }
+        }
+    }
+
+    fn on_finally() {}
+
+    fn dispose() {}
+}
+
+fn queue_event(order_id: i64, event: &str) -> Result<u64, sluice_guest::types::Error> {
+    to::insert(CHANNEL, "order_events", &row(&[("order_id", order_id.into()), ("event", event.into())]))
 }
 
 /// The checks that need no database.
@@ -90,16 +128,9 @@ fn check_order(customer: &str, quantity: u32) -> Result<(), OrderError> {
 }
 
 fn product_price(product_id: i64) -> Result<i64, OrderError> {
-    let found = from::query(
-        CHANNEL,
-        "SELECT price_cents FROM products WHERE id = ?1",
-        &[product_id.into()],
-    )
-    .map_err(OrderError::Store)?;
-    found
-        .get(0, "price_cents")
-        .and_then(Value::as_integer)
-        .ok_or(OrderError::UnknownProduct(product_id))
+    let found = from::query(CHANNEL, "SELECT price_cents FROM products WHERE id = ?1", &[product_id.into()])
+        .map_err(OrderError::Store)?;
+    found.get(0, "price_cents").and_then(Value::as_integer).ok_or(OrderError::UnknownProduct(product_id))
 }
 
 export!(Component);
@@ -110,18 +141,9 @@ mod tests {
 
     #[test]
     fn rejects_empty_customer_and_bad_quantities() {
-        assert!(matches!(
-            check_order(" ", 1),
-            Err(OrderError::EmptyCustomer)
-        ));
-        assert!(matches!(
-            check_order("ann", 0),
-            Err(OrderError::InvalidQuantity(0))
-        ));
-        assert!(matches!(
-            check_order("ann", 1001),
-            Err(OrderError::InvalidQuantity(1001))
-        ));
+        assert!(matches!(check_order(" ", 1), Err(OrderError::EmptyCustomer)));
+        assert!(matches!(check_order("ann", 0), Err(OrderError::InvalidQuantity(0))));
+        assert!(matches!(check_order("ann", 1001), Err(OrderError::InvalidQuantity(1001))));
         assert!(check_order("ann", 1000).is_ok());
     }
 }

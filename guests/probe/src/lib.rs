@@ -9,15 +9,26 @@ wit_bindgen::generate!({
         "sluice:service/from@0.1.0": sluice_guest::from,
         "sluice:service/to@0.1.0": sluice_guest::to,
     },
+    generate_all,
 });
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use exports::sluice::service::lifecycle;
 use exports::test::probe::api::{Guest, Sample};
 use sluice_guest::{
     from, to,
-    types::{Error, Row, Rows, Value},
+    types::{Error, Outcome, Row, Rows, Value},
 };
+
+thread_local! {
+    /// What the hooks do; see `set-mode` in the WIT.
+    static MODE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Save rounds this instance has seen in `on-save`.
+static ROUNDS: AtomicU32 = AtomicU32::new(0);
 
 /// Calls of `counter` in this instance; a new instance starts at zero.
 static CALLS: AtomicU32 = AtomicU32::new(0);
@@ -26,18 +37,10 @@ struct Component;
 
 impl Guest for Component {
     fn execute_all(channel: String, statements: Vec<String>) -> Result<Vec<u64>, Error> {
-        statements
-            .iter()
-            .map(|sql| to::execute(&channel, sql, &[]))
-            .collect()
+        statements.iter().map(|sql| to::execute(&channel, sql, &[])).collect()
     }
 
-    fn insert(
-        channel: String,
-        table: String,
-        columns: Vec<String>,
-        values: Vec<Value>,
-    ) -> Result<u64, Error> {
+    fn insert(channel: String, table: String, columns: Vec<String>, values: Vec<Value>) -> Result<u64, Error> {
         to::insert(&channel, &table, &Row { columns, values })
     }
 
@@ -59,6 +62,70 @@ impl Guest for Component {
 
     fn fail(message: String) {
         panic!("{message}");
+    }
+
+    fn note(text: String) {
+        println!("call note {text}");
+    }
+
+    fn set_mode(mode: String) {
+        MODE.with(|m| *m.borrow_mut() = mode);
+    }
+}
+
+impl lifecycle::Guest for Component {
+    fn init() {
+        println!("hook init");
+    }
+
+    fn on_save(outcomes: Vec<(u64, Outcome)>) {
+        let round = ROUNDS.fetch_add(1, Ordering::Relaxed) + 1;
+        let seen: Vec<String> = outcomes.iter().map(|(t, o)| format!("{t}:{o:?}")).collect();
+        println!("hook on-save {}", seen.join(" "));
+        let insert = |name: &str, price: i64| {
+            to::execute(
+                "main",
+                "INSERT INTO products (name, price_cents) VALUES (?1, ?2)",
+                &[name.into(), price.into()],
+            )
+        };
+        match mode().as_str() {
+            "requeue" => {
+                insert(&format!("round-{round}"), 1).expect("requeue");
+            }
+            "fail-round-3" if round == 1 => {
+                insert("from-round-1", 1).expect("queue");
+            }
+            "fail-round-3" if round == 2 => {
+                insert("bad-from-round-2", -1).expect("queue");
+            }
+            "trap-on-save" => panic!("on-save refuses"),
+            _ => {}
+        }
+    }
+
+    fn on_finally() {
+        println!("hook on-finally");
+        try_late("on-finally");
+    }
+
+    fn dispose() {
+        println!("hook dispose");
+        try_late("dispose");
+    }
+}
+
+fn mode() -> String {
+    MODE.with(|m| m.borrow().clone())
+}
+
+/// In `queue-late` mode, tries to queue after the save and prints the answer.
+fn try_late(hook: &str) {
+    if mode() == "queue-late" {
+        match to::execute("main", "DELETE FROM products", &[]) {
+            Ok(ticket) => println!("{hook} queued ticket {ticket}"),
+            Err(e) => println!("{hook} refused: {e:?}"),
+        }
     }
 }
 

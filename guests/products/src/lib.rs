@@ -21,46 +21,24 @@ struct Component;
 impl Guest for Component {
     fn add(name: String, price_cents: i64) -> Result<(), ProductError> {
         let name = check_product(&name, price_cents)?;
-        let taken = from::query(
-            CHANNEL,
-            "SELECT 1 FROM products WHERE name = ?1",
-            &[name.into()],
-        )
-        .map_err(ProductError::Store)?;
+        let taken = from::query(CHANNEL, "SELECT 1 FROM products WHERE name = ?1", &[name.into()])
+            .map_err(ProductError::Store)?;
         if !taken.is_empty() {
             return Err(ProductError::DuplicateName(name.to_string()));
         }
-        to::insert(
-            CHANNEL,
-            "products",
-            &row(&[("name", name.into()), ("price_cents", price_cents.into())]),
-        )
-        .map_err(ProductError::Store)?;
+        to::insert(CHANNEL, "products", &row(&[("name", name.into()), ("price_cents", price_cents.into())]))
+            .map_err(ProductError::Store)?;
         Ok(())
     }
 
     fn list() -> Result<Vec<Product>, ProductError> {
-        let rows = from::query(
-            CHANNEL,
-            "SELECT id, name, price_cents FROM products ORDER BY id",
-            &[],
-        )
-        .map_err(ProductError::Store)?;
+        let rows = from::query(CHANNEL, "SELECT id, name, price_cents FROM products ORDER BY id", &[])
+            .map_err(ProductError::Store)?;
         Ok((0..rows.len())
             .map(|i| Product {
-                id: rows
-                    .get(i, "id")
-                    .and_then(Value::as_integer)
-                    .unwrap_or_default(),
-                name: rows
-                    .get(i, "name")
-                    .and_then(Value::as_text)
-                    .unwrap_or_default()
-                    .to_string(),
-                price_cents: rows
-                    .get(i, "price_cents")
-                    .and_then(Value::as_integer)
-                    .unwrap_or_default(),
+                id: rows.get(i, "id").and_then(Value::as_integer).unwrap_or_default(),
+                name: rows.get(i, "name").and_then(Value::as_text).unwrap_or_default().to_string(),
+                price_cents: rows.get(i, "price_cents").and_then(Value::as_integer).unwrap_or_default(),
             })
             .collect())
     }
@@ -86,18 +64,9 @@ mod tests {
 
     #[test]
     fn validates_name_and_price() {
-        assert!(matches!(
-            check_product("", 1),
-            Err(ProductError::InvalidName(_))
-        ));
-        assert!(matches!(
-            check_product(&"x".repeat(101), 1),
-            Err(ProductError::InvalidName(_))
-        ));
-        assert!(matches!(
-            check_product("widget", 0),
-            Err(ProductError::InvalidPrice(0))
-        ));
+        assert!(matches!(check_product("", 1), Err(ProductError::InvalidName(_))));
+        assert!(matches!(check_product(&"x".repeat(101), 1), Err(ProductError::InvalidName(_))));
+        assert!(matches!(check_product("widget", 0), Err(ProductError::InvalidPrice(0))));
         assert_eq!(check_product("  widget ", 250).ok(), Some("widget"));
     }
 }

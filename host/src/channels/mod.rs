@@ -41,8 +41,7 @@ pub trait Channel: Send + Sync {
     /// Applies each `(name, script)` migration this channel has not had yet,
     /// in order, each atomically, and records it. Returns each name with
     /// `true` when it was applied now and `false` when it was applied before.
-    fn migrate(&self, migrations: &[(String, String)])
-    -> Result<Vec<(String, bool)>, ChannelError>;
+    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError>;
 }
 
 /// One open transaction on a channel. Dropping it without [`commit`] rolls
@@ -69,10 +68,9 @@ impl Channels {
         let mut by_name = BTreeMap::new();
         for (name, channel) in &config.channels {
             let opened: Arc<dyn Channel> = match channel {
-                ChannelConfig::Sql { url } => Arc::new(
-                    sql::SqliteChannel::open(url)
-                        .map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?,
-                ),
+                ChannelConfig::Sql { url } => {
+                    Arc::new(sql::SqliteChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
+                }
             };
             by_name.insert(name.clone(), opened);
         }

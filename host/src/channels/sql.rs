@@ -35,19 +35,14 @@ impl SqliteChannel {
         })?;
         let path = PathBuf::from(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                ChannelError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ChannelError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let channel = SqliteChannel {
-            path,
-            pool: Arc::default(),
-        };
+        let channel = SqliteChannel { path, pool: Arc::default() };
         // Open one connection now, so a bad path fails at start-up, not on
         // the first request; it also switches the file to WAL once.
         let conn = channel.connect()?;
-        conn.pragma_update(None, "journal_mode", "wal")
-            .map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "wal").map_err(unavailable)?;
         give_back(&channel.pool, conn);
         Ok(channel)
     }
@@ -58,12 +53,10 @@ impl SqliteChannel {
     }
 
     fn connect(&self) -> Result<Connection, ChannelError> {
-        let conn = Connection::open(&self.path).map_err(|e| {
-            ChannelError::Unavailable(format!("cannot open {}: {e}", self.path.display()))
-        })?;
+        let conn = Connection::open(&self.path)
+            .map_err(|e| ChannelError::Unavailable(format!("cannot open {}: {e}", self.path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
-        conn.pragma_update(None, "foreign_keys", "on")
-            .map_err(unavailable)?;
+        conn.pragma_update(None, "foreign_keys", "on").map_err(unavailable)?;
         Ok(conn)
     }
 
@@ -79,10 +72,7 @@ impl SqliteChannel {
     /// yet, in the order given, each in its own transaction together with its
     /// record in `sluice_migrations`. Returns each name with `true` when it
     /// was applied now and `false` when it had been applied before.
-    fn apply_migrations(
-        &self,
-        migrations: &[(String, String)],
-    ) -> Result<Vec<(String, bool)>, ChannelError> {
+    fn apply_migrations(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
         let mut conn = self.take()?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
@@ -93,24 +83,16 @@ impl SqliteChannel {
         .map_err(unavailable)?;
         let mut report = Vec::new();
         for (name, sql) in migrations {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
             let done: bool = tx
-                .query_row(
-                    &format!("SELECT EXISTS (SELECT 1 FROM {MIGRATIONS_TABLE} WHERE name = ?1)"),
-                    [name],
-                    |r| r.get(0),
-                )
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {MIGRATIONS_TABLE} WHERE name = ?1)"), [name], |r| {
+                    r.get(0)
+                })
                 .map_err(unavailable)?;
             if !done {
-                tx.execute_batch(sql)
-                    .map_err(|e| ChannelError::Invalid(format!("migration {name}: {e}")))?;
-                tx.execute(
-                    &format!("INSERT INTO {MIGRATIONS_TABLE} (name) VALUES (?1)"),
-                    [name],
-                )
-                .map_err(unavailable)?;
+                tx.execute_batch(sql).map_err(|e| ChannelError::Invalid(format!("migration {name}: {e}")))?;
+                tx.execute(&format!("INSERT INTO {MIGRATIONS_TABLE} (name) VALUES (?1)"), [name])
+                    .map_err(unavailable)?;
                 tx.commit().map_err(unavailable)?;
             }
             report.push((name.clone(), !done));
@@ -133,16 +115,10 @@ impl Channel for SqliteChannel {
         // IMMEDIATE takes the write lock now, so a save never fails halfway
         // through because another writer got there first.
         conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
-        Ok(Box::new(SqliteTransaction {
-            conn: Some(conn),
-            pool: Arc::clone(&self.pool),
-        }))
+        Ok(Box::new(SqliteTransaction { conn: Some(conn), pool: Arc::clone(&self.pool) }))
     }
 
-    fn migrate(
-        &self,
-        migrations: &[(String, String)],
-    ) -> Result<Vec<(String, bool)>, ChannelError> {
+    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
         self.apply_migrations(migrations)
     }
 }
@@ -157,9 +133,7 @@ fn read(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, ChannelE
     check_param_count(stmt.parameter_count(), params.len())?;
     let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
     let width = columns.len();
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params))
-        .map_err(unavailable)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(unavailable)?;
     let mut values = Vec::new();
     while let Some(row) = rows.next().map_err(unavailable)? {
         let mut out = Vec::with_capacity(width);
@@ -178,16 +152,12 @@ struct SqliteTransaction {
 
 impl Transaction for SqliteTransaction {
     fn apply(&mut self, op: &Operation) -> Result<Outcome, ChannelError> {
-        let conn = self
-            .conn
-            .as_ref()
-            .ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        let conn =
+            self.conn.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         let (sql, params) = statement(op);
         let mut stmt = conn.prepare_cached(&sql).map_err(invalid)?;
         check_param_count(stmt.parameter_count(), params.len())?;
-        let affected = stmt
-            .execute(rusqlite::params_from_iter(params))
-            .map_err(unavailable)?;
+        let affected = stmt.execute(rusqlite::params_from_iter(params)).map_err(unavailable)?;
         Ok(match op {
             Operation::Insert { .. } => Outcome::Inserted(conn.last_insert_rowid()),
             _ => Outcome::Affected(affected as u64),
@@ -195,10 +165,7 @@ impl Transaction for SqliteTransaction {
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
-        let conn = self
-            .conn
-            .take()
-            .ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        let conn = self.conn.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         match conn.execute_batch("COMMIT") {
             Ok(()) => {
                 give_back(&self.pool, conn);
@@ -233,20 +200,12 @@ fn statement(op: &Operation) -> (String, Vec<&Value>) {
             let sql = format!(
                 "INSERT INTO {} ({}) VALUES ({})",
                 quote(table),
-                row.columns
-                    .iter()
-                    .map(|c| quote(c))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                row.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
                 marks.join(", ")
             );
             (sql, row.values.iter().collect())
         }
-        Operation::Update {
-            table,
-            key,
-            changes,
-        } => {
+        Operation::Update { table, key, changes } => {
             let mut params: Vec<&Value> = Vec::new();
             let set: Vec<String> = changes
                 .columns
@@ -258,22 +217,12 @@ fn statement(op: &Operation) -> (String, Vec<&Value>) {
                 })
                 .collect();
             let filter = where_clause(key, &mut params);
-            (
-                format!(
-                    "UPDATE {} SET {} WHERE {filter}",
-                    quote(table),
-                    set.join(", ")
-                ),
-                params,
-            )
+            (format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", ")), params)
         }
         Operation::Delete { table, key } => {
             let mut params = Vec::new();
             let filter = where_clause(key, &mut params);
-            (
-                format!("DELETE FROM {} WHERE {filter}", quote(table)),
-                params,
-            )
+            (format!("DELETE FROM {} WHERE {filter}", quote(table)), params)
         }
         Operation::Execute { sql, params } => (sql.clone(), params.iter().collect()),
     }
@@ -365,10 +314,7 @@ mod tests {
             changes: row(&[("name", Value::Text("x'; DROP TABLE t; --".into()))]),
         };
         let (sql, params) = statement(&op);
-        assert_eq!(
-            sql,
-            r#"UPDATE "we""ird" SET "name" = ?1 WHERE "id" = ?2 AND "gone" IS NULL"#
-        );
+        assert_eq!(sql, r#"UPDATE "we""ird" SET "name" = ?1 WHERE "id" = ?2 AND "gone" IS NULL"#);
         assert_eq!(params.len(), 2);
     }
 
@@ -377,19 +323,13 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let channel = SqliteChannel::open(&url)?;
-        let exec = |sql: &str| Operation::Execute {
-            sql: sql.into(),
-            params: vec![],
-        };
+        let exec = |sql: &str| Operation::Execute { sql: sql.into(), params: vec![] };
         let mut tx = channel.begin()?;
         tx.apply(&exec("CREATE TABLE t (a INTEGER)"))?;
         tx.commit()?;
         let mut tx = channel.begin()?;
         assert_eq!(
-            tx.apply(&Operation::Insert {
-                table: "t".into(),
-                row: row(&[("a", Value::Integer(7))])
-            })?,
+            tx.apply(&Operation::Insert { table: "t".into(), row: row(&[("a", Value::Integer(7))]) })?,
             Outcome::Inserted(1)
         );
         drop(tx);
@@ -400,16 +340,9 @@ mod tests {
     #[test]
     fn reads_refuse_writes_and_wrong_parameter_counts() -> Result<(), ChannelError> {
         let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        let channel =
-            SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
-        assert!(matches!(
-            channel.query("CREATE TABLE x (a)", &[]),
-            Err(ChannelError::Invalid(_))
-        ));
-        assert!(matches!(
-            channel.query("SELECT ?1", &[]),
-            Err(ChannelError::Invalid(_))
-        ));
+        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        assert!(matches!(channel.query("CREATE TABLE x (a)", &[]), Err(ChannelError::Invalid(_))));
+        assert!(matches!(channel.query("SELECT ?1", &[]), Err(ChannelError::Invalid(_))));
         let rows = channel.query("SELECT ?1 AS a", &[Value::Integer(3)])?;
         assert_eq!(rows.columns, vec!["a".to_string()]);
         assert_eq!(rows.values, vec![vec![Value::Integer(3)]]);

@@ -6,18 +6,11 @@ use crate::channels::ChannelError;
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
-    fn query(
-        &mut self,
-        channel: String,
-        sql: String,
-        params: Vec<Value>,
-    ) -> wasmtime::Result<Result<Rows, Error>> {
+    fn query(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, Error>> {
         let Some(target) = self.channels.get(&channel) else {
             return Ok(Err(unknown_channel(self, &channel)));
         };
-        let rows = target
-            .query(&sql, &params)
-            .map_err(|e| guest_error(self.service, &channel, e));
+        let rows = target.query(&sql, &params).map_err(|e| guest_error(self.service(), &channel, e));
         Ok(rows)
     }
 }
@@ -25,11 +18,7 @@ impl Host for ServiceView<'_> {
 /// The `unknown-channel` error, listing the channels that do exist.
 pub(super) fn unknown_channel(view: &ServiceView<'_>, channel: &str) -> Error {
     let known: Vec<&str> = view.channels.names().collect();
-    Error::UnknownChannel(format!(
-        "{}: no channel {channel:?}; the host has: {}",
-        view.service,
-        known.join(", ")
-    ))
+    Error::UnknownChannel(format!("{}: no channel {channel:?}; the host has: {}", view.service(), known.join(", ")))
 }
 
 /// Turns a channel's refusal into the WIT error the guest sees.

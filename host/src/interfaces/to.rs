@@ -7,12 +7,7 @@ use crate::command::Operation;
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
-    fn insert(
-        &mut self,
-        channel: String,
-        table: String,
-        row: Row,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+    fn insert(&mut self, channel: String, table: String, row: Row) -> wasmtime::Result<Result<u64, Error>> {
         Ok(self.enqueue(&channel, Operation::Insert { table, row }))
     }
 
@@ -23,31 +18,14 @@ impl Host for ServiceView<'_> {
         key: Row,
         changes: Row,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(self.enqueue(
-            &channel,
-            Operation::Update {
-                table,
-                key,
-                changes,
-            },
-        ))
+        Ok(self.enqueue(&channel, Operation::Update { table, key, changes }))
     }
 
-    fn delete(
-        &mut self,
-        channel: String,
-        table: String,
-        key: Row,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+    fn delete(&mut self, channel: String, table: String, key: Row) -> wasmtime::Result<Result<u64, Error>> {
         Ok(self.enqueue(&channel, Operation::Delete { table, key }))
     }
 
-    fn execute(
-        &mut self,
-        channel: String,
-        sql: String,
-        params: Vec<Value>,
-    ) -> wasmtime::Result<Result<u64, Error>> {
+    fn execute(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
         Ok(self.enqueue(&channel, Operation::Execute { sql, params }))
     }
 }
@@ -59,9 +37,8 @@ impl ServiceView<'_> {
         if self.channels.get(channel).is_none() {
             return Err(unknown_channel(self, channel));
         }
-        op.check()
-            .map_err(|m| Error::Invalid(format!("{}: {m}", self.service)))?;
-        let ticket = self.queue.push(self.service, channel, op);
-        Ok(ticket)
+        let service = self.service().to_string();
+        op.check().map_err(|m| Error::Invalid(format!("{service}: {m}")))?;
+        self.queue.push(self.scope, self.frames, channel, op).map_err(|why| Error::Invalid(format!("{service}: {why}")))
     }
 }

@@ -1,0 +1,81 @@
+//! Example service `inventory`: stock levels. `orders` imports its `stock`
+//! interface and calls `reserve` inside the same scope, so the reservation
+//! and the order are saved together or not at all.
+
+wit_bindgen::generate!({
+    path: ["../../wit", "wit"],
+    world: "acme:inventory/inventory",
+    with: {
+        "sluice:service/types@0.1.0": sluice_guest::types,
+        "sluice:service/from@0.1.0": sluice_guest::from,
+        "sluice:service/to@0.1.0": sluice_guest::to,
+    },
+});
+
+use exports::acme::inventory::stock::{Guest, StockError};
+use sluice_guest::{from, to, types::Value};
+
+const CHANNEL: &str = "main";
+
+struct Component;
+
+impl Guest for Component {
+    fn reserve(product_id: i64, quantity: u32) -> Result<(), StockError> {
+        check_quantity(quantity)?;
+        let on_hand = on_hand(product_id)?;
+        if on_hand < i64::from(quantity) {
+            return Err(StockError::Insufficient(on_hand));
+        }
+        // The guard keeps stock from going negative if another scope
+        // reserved the same units since the read above.
+        to::execute(
+            CHANNEL,
+            "UPDATE stock SET on_hand = on_hand - ?2 WHERE product_id = ?1 AND on_hand >= ?2",
+            &[product_id.into(), i64::from(quantity).into()],
+        )
+        .map_err(StockError::Store)?;
+        Ok(())
+    }
+
+    fn restock(product_id: i64, quantity: u32) -> Result<(), StockError> {
+        check_quantity(quantity)?;
+        to::execute(
+            CHANNEL,
+            "INSERT INTO stock (product_id, on_hand) VALUES (?1, ?2)
+             ON CONFLICT (product_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
+            &[product_id.into(), i64::from(quantity).into()],
+        )
+        .map_err(StockError::Store)?;
+        Ok(())
+    }
+
+    fn level(product_id: i64) -> Result<i64, StockError> {
+        on_hand(product_id)
+    }
+}
+
+fn check_quantity(quantity: u32) -> Result<(), StockError> {
+    if quantity == 0 {
+        return Err(StockError::InvalidQuantity(quantity));
+    }
+    Ok(())
+}
+
+fn on_hand(product_id: i64) -> Result<i64, StockError> {
+    let rows = from::query(CHANNEL, "SELECT on_hand FROM stock WHERE product_id = ?1", &[product_id.into()])
+        .map_err(StockError::Store)?;
+    Ok(rows.get(0, "on_hand").and_then(Value::as_integer).unwrap_or(0))
+}
+
+export!(Component);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_quantity_is_refused() {
+        assert!(matches!(check_quantity(0), Err(StockError::InvalidQuantity(0))));
+        assert!(check_quantity(1).is_ok());
+    }
+}

@@ -1,0 +1,87 @@
+//! The one way into a guest, shared by a scope's own calls, calls one
+//! service makes to another (forwarded by the linker), and lifecycle hooks:
+//! find or create the instance, refuse re-entry, keep the call stack.
+
+use std::sync::Arc;
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{ComponentExportIndex, Instance, Val};
+
+use crate::registry::Service;
+use crate::state::{Frame, ScopeState, chain};
+
+/// A call that would re-enter a service already on the stack. The component
+/// model forbids re-entering an instance, so the host refuses it by name.
+#[derive(Debug, thiserror::Error)]
+#[error("call cycle: {chain} would re-enter {service}, which is already running")]
+pub struct CallCycle {
+    /// The stack, with the refused call last.
+    pub chain: String,
+    /// The service that would be re-entered.
+    pub service: String,
+}
+
+/// The export a guest call goes to.
+pub(crate) struct Target<'a> {
+    pub service: &'a Arc<Service>,
+    pub function: &'a str,
+    pub index: ComponentExportIndex,
+}
+
+/// Calls `target` with `args` inside this store, instantiating its service
+/// first if this scope has not used it yet.
+pub(crate) fn call(
+    store: &mut StoreContextMut<'_, ScopeState>,
+    target: Target<'_>,
+    args: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let frame = Frame { service: target.service.name.clone(), function: target.function.to_string() };
+    if store.data().frames.iter().any(|f| f.service == frame.service) {
+        let mut frames = store.data().frames.clone();
+        frames.push(frame);
+        return Err(wasmtime::Error::new(CallCycle { chain: chain(&frames), service: target.service.name.clone() }));
+    }
+    let instance = instance(store, target.service)?;
+    let func = instance.get_func(&mut *store, target.index).ok_or_else(|| {
+        wasmtime::Error::msg(format!("{}: the instance has no export {}", frame.service, frame.function))
+    })?;
+    store.data_mut().frames.push(frame);
+    let outcome = func.call(&mut *store, args, results);
+    store.data_mut().frames.pop();
+    outcome
+}
+
+/// The service's instance in this scope. On first use it is instantiated
+/// and, when it exports `lifecycle.init`, initialized.
+pub(crate) fn instance(
+    store: &mut StoreContextMut<'_, ScopeState>,
+    service: &Arc<Service>,
+) -> wasmtime::Result<Instance> {
+    if let Some(instance) = store.data().instances.get(&service.name) {
+        return Ok(*instance);
+    }
+    store.data_mut().frames.push(Frame { service: service.name.clone(), function: "instantiate".into() });
+    let created = service.pre.instantiate(&mut *store);
+    store.data_mut().frames.pop();
+    let instance = created?;
+    let state = store.data_mut();
+    state.instances.insert(service.name.clone(), instance);
+    state.order.push(service.name.clone());
+    tracing::debug!(scope = %state.id, service = %service.name, "instantiated");
+    if let Some(index) = service.hooks.init {
+        call(store, Target { service, function: "init", index }, &[], &mut [])?;
+    }
+    Ok(instance)
+}
+
+/// Calls a lifecycle hook of a service that is already instantiated.
+pub(crate) fn hook(
+    store: &mut StoreContextMut<'_, ScopeState>,
+    service: &Arc<Service>,
+    hook: &str,
+    index: ComponentExportIndex,
+    args: &[Val],
+) -> wasmtime::Result<()> {
+    call(store, Target { service, function: hook, index }, args, &mut [])
+}

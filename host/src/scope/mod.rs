@@ -1,0 +1,338 @@
+//! The unit of work: one `Store`, services instantiated lazily on first use,
+//! one command queue, and a save that applies the queue all-or-nothing.
+//!
+//! Lifecycle: [`Scope::new`] once per unit of work → [`Scope::call`] any
+//! number of times → [`Scope::save`] or [`Scope::dry_run`] once → drop (or
+//! [`Scope::end`]), which calls the services' `dispose` hooks. A failure
+//! (trap, deadline, call cycle) discards the scope: nothing is applied and it
+//! accepts no more calls.
+
+mod save;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use wasmtime::component::Val;
+use wasmtime::{AsContextMut, Store, Trap};
+
+use crate::channels::Channels;
+use crate::command::{Command, Outcome};
+use crate::invoke::{self, Target};
+use crate::registry::{LookupError, Registry, chain};
+use crate::state::{ScopeId, ScopeState};
+
+/// Why a call or a save failed. Every variant names the service (or the
+/// command and the calls that queued it) and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    /// The service or function does not exist.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The arguments do not fit the function's parameters.
+    #[error("{service}.{function}: {message}")]
+    Arguments {
+        /// The service.
+        service: String,
+        /// The function.
+        function: String,
+        /// What is wrong, naming the parameter.
+        message: String,
+    },
+    /// The guest trapped, ran past its deadline, made a call cycle, or could
+    /// not be instantiated; the scope is discarded.
+    #[error("{service}.{function} failed: {reason}")]
+    Failed {
+        /// The service called from the host (for a nested call, the outer one;
+        /// the reason names the inner call).
+        service: String,
+        /// The function or hook that was called.
+        function: String,
+        /// The cause, and the guest's last words on stderr when it left any.
+        reason: String,
+    },
+    /// The scope failed earlier, so nothing more may run in it or be saved.
+    #[error("{scope} is discarded after an earlier failure ({reason}); nothing was applied")]
+    Discarded {
+        /// The scope.
+        scope: ScopeId,
+        /// The earlier failure.
+        reason: String,
+    },
+    /// The scope was already saved or dry-run; a scope settles once.
+    #[error("{scope} is already {stage}; start a new scope")]
+    Settled {
+        /// The scope.
+        scope: ScopeId,
+        /// `saved` or `dry-run`.
+        stage: &'static str,
+    },
+    /// A command failed at save; every round of every channel was rolled back.
+    #[error("save failed in round {round} at command {position} ({command}): {reason}; nothing was applied")]
+    Command {
+        /// The save round (1 for the commands queued by calls).
+        round: usize,
+        /// The command's 1-based position among all commands of the save.
+        position: usize,
+        /// The command, described with the calls that queued it.
+        command: String,
+        /// The service that queued it.
+        service: String,
+        /// What the channel said.
+        reason: String,
+    },
+    /// `on-save` hooks kept queueing past the round limit.
+    #[error("save did not settle within {limit} rounds: {services} still queueing; nothing was applied")]
+    TooManyRounds {
+        /// The limit.
+        limit: usize,
+        /// The services that queued in the last round, comma separated.
+        services: String,
+    },
+    /// A channel could not begin or commit its transaction.
+    #[error("save failed: channel {channel}: {reason}; {applied}")]
+    Channel {
+        /// The channel.
+        channel: String,
+        /// What the channel said.
+        reason: String,
+        /// What was applied anyway: nothing, or the channels that had already
+        /// committed when a later channel's commit failed.
+        applied: String,
+    },
+}
+
+/// One command as it was applied at save.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// The save round that applied it.
+    pub round: usize,
+    /// The command.
+    pub command: Command,
+    /// What applying it did.
+    pub outcome: Outcome,
+}
+
+/// The result of a save or a dry run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaveReport {
+    /// The scope.
+    pub scope: ScopeId,
+    /// True when everything was rolled back after the last round.
+    pub dry_run: bool,
+    /// How many rounds ran.
+    pub rounds: usize,
+    /// Every command, in the order applied.
+    pub applied: Vec<Applied>,
+    /// Hooks that failed after the commit (`on-finally`); the data is
+    /// committed regardless.
+    pub after_commit: Vec<String>,
+}
+
+/// What the scope's guests printed, returned by [`Scope::end`].
+#[derive(Debug, Clone, Default)]
+pub struct Transcript {
+    /// Everything written to stdout, in order.
+    pub stdout: String,
+    /// Everything written to stderr, in order.
+    pub stderr: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Stage {
+    Open,
+    Settled(&'static str),
+    Failed(String),
+    Ended,
+}
+
+/// One unit of work. See the module docs for its lifecycle.
+pub struct Scope {
+    store: Store<ScopeState>,
+    stage: Stage,
+}
+
+impl Scope {
+    /// Starts an empty scope over a registry snapshot. Cheap: nothing is
+    /// instantiated until the first call to a service.
+    pub fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> Scope {
+        let engine = registry.runtime().engine().clone();
+        let store = Store::new(&engine, ScopeState::new(registry, channels));
+        Scope { store, stage: Stage::Open }
+    }
+
+    /// This scope's id.
+    pub fn id(&self) -> ScopeId {
+        self.store.data().id
+    }
+
+    /// The registry this scope runs against.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.store.data().registry
+    }
+
+    /// The commands queued and not yet applied, in the order save would
+    /// apply them (the commands of later rounds do not exist yet; see
+    /// [`Scope::dry_run`]).
+    pub fn pending(&self) -> &[Command] {
+        self.store.data().queue.commands()
+    }
+
+    /// The services instantiated in this scope, in order.
+    pub fn instantiated(&self) -> &[String] {
+        &self.store.data().order
+    }
+
+    /// Calls `service.function` with `args`, instantiating the service in
+    /// this scope first if this is its first use.
+    pub fn call(&mut self, service: &str, function: &str, args: &[Val]) -> Result<Vec<Val>, ScopeError> {
+        self.check_open()?;
+        let registry = Arc::clone(self.registry());
+        let svc = registry.service(service)?;
+        let func = svc.function(function)?;
+        let failure =
+            |message: String| ScopeError::Arguments { service: svc.name.clone(), function: func.name.clone(), message };
+        if args.len() != func.params.len() {
+            return Err(failure(format!(
+                "takes {} argument(s) ({}), got {}",
+                func.params.len(),
+                crate::signature::params(func),
+                args.len()
+            )));
+        }
+        for (arg, (name, ty)) in args.iter().zip(&func.params) {
+            crate::values::check(ty, arg, name).map_err(|e| failure(format!("argument {e}")))?;
+        }
+        let mut results = vec![Val::Bool(false); func.results.len()];
+        self.arm_deadline();
+        let target = Target { service: svc, function: &func.name, index: func.index };
+        let outcome = invoke::call(&mut self.store.as_context_mut(), target, args, &mut results);
+        self.log_guest_output(&svc.name);
+        match outcome {
+            Ok(()) => Ok(results),
+            Err(e) => Err(self.fail(&svc.name, &func.name, &e)),
+        }
+    }
+
+    /// Ends the scope now: calls `dispose` on every service that exports it
+    /// (unless the scope failed) and returns what the guests printed.
+    /// Dropping a scope does the same, without the transcript.
+    pub fn end(mut self) -> Transcript {
+        self.dispose();
+        let state = self.store.data();
+        Transcript {
+            stdout: String::from_utf8_lossy(&state.stdout.contents()).into_owned(),
+            stderr: String::from_utf8_lossy(&state.stderr.contents()).into_owned(),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), ScopeError> {
+        match &self.stage {
+            Stage::Open => Ok(()),
+            Stage::Settled(stage) => Err(ScopeError::Settled { scope: self.id(), stage }),
+            Stage::Failed(reason) => Err(ScopeError::Discarded { scope: self.id(), reason: reason.clone() }),
+            Stage::Ended => Err(ScopeError::Settled { scope: self.id(), stage: "ended" }),
+        }
+    }
+
+    /// Every entry into the guests gets the full call deadline.
+    fn arm_deadline(&mut self) {
+        let ticks = self.registry().runtime().call_deadline_ticks();
+        self.store.set_epoch_deadline(ticks);
+    }
+
+    /// Marks the scope failed and builds the error for `service.function`.
+    fn fail(&mut self, service: &str, function: &str, e: &wasmtime::Error) -> ScopeError {
+        let reason = self.reason(e);
+        tracing::warn!(scope = %self.id(), service, "{service}.{function} failed: {}", chain(e));
+        self.stage = Stage::Failed(format!("{service}.{function} failed"));
+        ScopeError::Failed { service: service.to_string(), function: function.to_string(), reason }
+    }
+
+    /// A short reason for a failed entry into a guest: the trap or error,
+    /// plus the last lines the guest wrote to stderr (a Rust panic message).
+    fn reason(&self, e: &wasmtime::Error) -> String {
+        let mut reason = match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                format!("interrupted after the call deadline of {:?}", self.registry().runtime().options().call_timeout)
+            }
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        let stderr = self.store.data().stderr.contents();
+        let said = last_words(&String::from_utf8_lossy(&stderr));
+        if !said.is_empty() {
+            reason.push_str(&format!(" (guest stderr: {said})"));
+        }
+        reason
+    }
+
+    /// Calls `dispose` on every instantiated service that exports it, in
+    /// instantiation order, once. Skipped after a failure: a trapped
+    /// instance cannot be entered again.
+    fn dispose(&mut self) {
+        if matches!(self.stage, Stage::Failed(_) | Stage::Ended) {
+            return;
+        }
+        self.stage = Stage::Ended;
+        self.store.data_mut().queue.close("the scope is ending; commands queued in dispose are not applied");
+        let registry = Arc::clone(self.registry());
+        for name in self.store.data().order.clone() {
+            let Ok(service) = registry.service(&name) else { continue };
+            let Some(index) = service.hooks.dispose else { continue };
+            self.arm_deadline();
+            if let Err(e) = invoke::hook(&mut self.store.as_context_mut(), service, "dispose", index, &[]) {
+                tracing::warn!(scope = %self.id(), service = %name, "{name}.dispose failed: {}", self.reason(&e));
+            }
+            self.log_guest_output(&name);
+        }
+    }
+
+    /// Sends what the guests printed since the last look to the host log,
+    /// tagged with the scope and the service that was called.
+    fn log_guest_output(&mut self, service: &str) {
+        let scope = self.id();
+        let state = self.store.data_mut();
+        for (stream, pipe, seen) in
+            [("stdout", &state.stdout, &mut state.stdout_seen), ("stderr", &state.stderr, &mut state.stderr_seen)]
+        {
+            let bytes = pipe.contents();
+            if bytes.len() > *seen {
+                for line in String::from_utf8_lossy(&bytes[*seen..]).lines() {
+                    tracing::info!(target: "guest", scope = %scope, service, stream, "{line}");
+                }
+                *seen = bytes.len();
+            }
+        }
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        self.dispose();
+    }
+}
+
+/// The last few meaningful lines a guest wrote to stderr, on one line. The
+/// hint Rust adds to every panic about `RUST_BACKTRACE` is left out: guests
+/// have no environment to set it in.
+fn last_words(stderr: &str) -> String {
+    const LINES: usize = 3;
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    lines[lines.len().saturating_sub(LINES)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_words;
+
+    #[test]
+    fn last_words_keep_the_panic_and_drop_the_backtrace_hint() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:9:9:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(last_words(stderr), "thread '<unnamed>' panicked at src/lib.rs:9:9: | boom");
+        assert_eq!(last_words(""), "");
+    }
+}

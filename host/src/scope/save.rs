@@ -1,0 +1,188 @@
+//! Save: the queue applied in rounds inside one transaction per channel.
+//!
+//! Round 1 applies what the calls queued. Each service whose commands were
+//! applied gets `on-save` with their outcomes; what those hooks queue is
+//! round 2, and so on until the queue is empty or the round limit is hit.
+//! Every round runs in the same transactions, so the commit comes after the
+//! last round and a failure in any round rolls back all of them. A dry run
+//! does the same and rolls back instead of committing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::AsContextMut;
+use wasmtime::component::Val;
+
+use super::{Applied, SaveReport, Scope, ScopeError, Stage};
+use crate::channels::Transaction;
+use crate::command::{Command, Outcome};
+use crate::invoke;
+
+impl Scope {
+    /// Applies the queue in rounds (see the module docs) and commits, then
+    /// calls `on-finally`. On any failure every channel is rolled back, the
+    /// scope is discarded and the error names the command or hook.
+    pub fn save(&mut self) -> Result<SaveReport, ScopeError> {
+        self.settle(true)
+    }
+
+    /// Runs the save exactly as [`Scope::save`] would, rounds and `on-save`
+    /// hooks included, against transactions that are then rolled back. The
+    /// report shows every command with its real outcome; nothing is applied
+    /// and `on-finally` is not called.
+    pub fn dry_run(&mut self) -> Result<SaveReport, ScopeError> {
+        self.settle(false)
+    }
+
+    fn settle(&mut self, commit: bool) -> Result<SaveReport, ScopeError> {
+        self.check_open()?;
+        let result = self.rounds();
+        let (open, applied, rounds) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // `rounds` already dropped its transactions, rolling back.
+                if matches!(self.stage, Stage::Open) {
+                    self.stage = Stage::Failed(e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        let scope = self.id();
+        let mut report = SaveReport { scope, dry_run: !commit, rounds, applied, after_commit: Vec::new() };
+        if !commit {
+            drop(open);
+            self.stage = Stage::Settled("dry-run");
+            return Ok(report);
+        }
+        let mut committed: Vec<String> = Vec::new();
+        for (name, tx) in open {
+            if let Err(e) = tx.commit() {
+                self.stage = Stage::Failed(format!("channel {name} failed to commit"));
+                return Err(ScopeError::Channel {
+                    channel: name,
+                    reason: e.to_string(),
+                    applied: if committed.is_empty() {
+                        "nothing was applied".into()
+                    } else {
+                        format!("channels {} had already committed", committed.join(", "))
+                    },
+                });
+            }
+            committed.push(name);
+        }
+        self.stage = Stage::Settled("saved");
+        for a in &report.applied {
+            tracing::info!(scope = %scope, service = %a.command.service, round = a.round, "applied {} -> {}", a.command.describe(), a.outcome);
+        }
+        report.after_commit = self.on_finally();
+        Ok(report)
+    }
+
+    /// Runs rounds until the queue is empty. Returns the open transactions,
+    /// every applied command, and the number of rounds.
+    #[expect(clippy::type_complexity, reason = "a private triple, named at its one caller")]
+    fn rounds(&mut self) -> Result<(BTreeMap<String, Box<dyn Transaction>>, Vec<Applied>, usize), ScopeError> {
+        let limit = self.registry().runtime().options().max_save_rounds;
+        let channels = Arc::clone(&self.store.data().channels);
+        let mut open: BTreeMap<String, Box<dyn Transaction>> = BTreeMap::new();
+        let mut applied: Vec<Applied> = Vec::new();
+        let mut round = 0;
+        loop {
+            let batch = self.store.data_mut().queue.take();
+            if batch.is_empty() {
+                return Ok((open, applied, round));
+            }
+            round += 1;
+            if round > limit {
+                let mut services: Vec<String> = batch.iter().map(|c| c.service.clone()).collect();
+                services.dedup();
+                return Err(ScopeError::TooManyRounds { limit, services: services.join(", ") });
+            }
+            let mut by_service: Vec<(String, Vec<Val>)> = Vec::new();
+            for command in batch {
+                let position = applied.len() + 1;
+                let fail = |reason: String| ScopeError::Command {
+                    round,
+                    position,
+                    command: command.describe(),
+                    service: command.service.clone(),
+                    reason,
+                };
+                let Some(channel) = channels.get(&command.channel) else {
+                    return Err(fail(format!("no channel {:?}", command.channel)));
+                };
+                if !open.contains_key(&command.channel) {
+                    let tx = channel.begin().map_err(|e| ScopeError::Channel {
+                        channel: command.channel.clone(),
+                        reason: e.to_string(),
+                        applied: "nothing was applied".into(),
+                    })?;
+                    open.insert(command.channel.clone(), tx);
+                }
+                let Some(tx) = open.get_mut(&command.channel) else { continue };
+                // Returning early drops `open`, which rolls every channel back.
+                let outcome = tx.apply(&command.op).map_err(|e| fail(e.to_string()))?;
+                outcome_for(&mut by_service, &command, outcome);
+                applied.push(Applied { round, command, outcome });
+            }
+            self.on_save(by_service)?;
+        }
+    }
+
+    /// Hands each service the outcomes of its commands from this round.
+    fn on_save(&mut self, by_service: Vec<(String, Vec<Val>)>) -> Result<(), ScopeError> {
+        let registry = Arc::clone(self.registry());
+        for (name, outcomes) in by_service {
+            let Ok(service) = registry.service(&name) else { continue };
+            let Some(index) = service.hooks.on_save else { continue };
+            self.arm_deadline();
+            let args = [Val::List(outcomes)];
+            let called = invoke::hook(&mut self.store.as_context_mut(), service, "on-save", index, &args);
+            self.log_guest_output(&name);
+            called.map_err(|e| self.fail(&name, "on-save", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Calls `on-finally` on every instantiated service that exports it. The
+    /// data is committed, so failures are reported, not raised.
+    fn on_finally(&mut self) -> Vec<String> {
+        self.store.data_mut().queue.close("the scope is saved; commands queued in on-finally are not applied");
+        let registry = Arc::clone(self.registry());
+        let mut failures = Vec::new();
+        for name in self.store.data().order.clone() {
+            let Ok(service) = registry.service(&name) else { continue };
+            let Some(index) = service.hooks.on_finally else { continue };
+            self.arm_deadline();
+            let called = invoke::hook(&mut self.store.as_context_mut(), service, "on-finally", index, &[]);
+            self.log_guest_output(&name);
+            if let Err(e) = called {
+                let message = format!("{name}.on-finally failed after the commit: {}", self.reason(&e));
+                tracing::warn!(scope = %self.id(), service = %name, "{message}");
+                failures.push(message);
+                // The instance trapped: no more hooks may enter it.
+                self.stage = Stage::Failed(format!("{name}.on-finally failed"));
+                break;
+            }
+        }
+        failures
+    }
+}
+
+/// Adds `(ticket, outcome)` to the list of the service that queued the
+/// command, keeping services in the order of their first command.
+fn outcome_for(by_service: &mut Vec<(String, Vec<Val>)>, command: &Command, outcome: Outcome) {
+    let value = Val::Tuple(vec![Val::U64(command.ticket), outcome_val(outcome)]);
+    match by_service.iter_mut().find(|(s, _)| *s == command.service) {
+        Some((_, list)) => list.push(value),
+        None => by_service.push((command.service.clone(), vec![value])),
+    }
+}
+
+/// An outcome as the WIT `outcome` variant.
+fn outcome_val(outcome: Outcome) -> Val {
+    match outcome {
+        Outcome::Affected(n) => Val::Variant("affected".into(), Some(Box::new(Val::U64(n)))),
+        Outcome::Inserted(id) => Val::Variant("inserted".into(), Some(Box::new(Val::S64(id)))),
+    }
+}
