@@ -2,15 +2,7 @@
 //! interface and calls `reserve` inside the same scope, so the reservation
 //! and the order are saved together or not at all.
 
-wit_bindgen::generate!({
-    path: ["../../wit", "wit"],
-    world: "acme:inventory/inventory",
-    with: {
-        "sluice:service/types@0.1.0": sluice_guest::types,
-        "sluice:service/from@0.1.0": sluice_guest::from,
-        "sluice:service/to@0.1.0": sluice_guest::to,
-    },
-});
+sluice_guest::generate!("acme:inventory/inventory", ["../../wit", "wit"]);
 
 use exports::acme::inventory::stock::{Guest, StockError};
 use sluice_guest::{from, to, types::Value};

@@ -4,16 +4,7 @@
 //! calls the `inventory` service in the same scope, and `on-save` turns the
 //! new order's id into its `placed` event in a second save round.
 
-wit_bindgen::generate!({
-    path: ["../../wit", "../inventory/wit", "wit"],
-    world: "acme:orders/orders",
-    with: {
-        "sluice:service/types@0.1.0": sluice_guest::types,
-        "sluice:service/from@0.1.0": sluice_guest::from,
-        "sluice:service/to@0.1.0": sluice_guest::to,
-    },
-    generate_all,
-});
+sluice_guest::generate!("acme:orders/orders", ["../../wit", "../inventory/wit", "wit"]);
 
 use std::cell::RefCell;
 

@@ -1,16 +1,7 @@
 //! Test service `ping`: calls `pong`, which calls back; `ping(2)` re-enters
 //! `ping` and must be refused by the host as a call cycle.
 
-wit_bindgen::generate!({
-    path: ["../../wit", "wit"],
-    world: "test:cycle/ping",
-    with: {
-        "sluice:service/types@0.1.0": sluice_guest::types,
-        "sluice:service/from@0.1.0": sluice_guest::from,
-        "sluice:service/to@0.1.0": sluice_guest::to,
-    },
-    generate_all,
-});
+sluice_guest::generate!("test:cycle/ping", ["../../wit", "wit"]);
 
 struct Component;
 

@@ -1,15 +1,6 @@
 //! Test service `pong`: the other half of the `ping` call cycle.
 
-wit_bindgen::generate!({
-    path: ["../../wit", "../ping/wit"],
-    world: "test:cycle/pong",
-    with: {
-        "sluice:service/types@0.1.0": sluice_guest::types,
-        "sluice:service/from@0.1.0": sluice_guest::from,
-        "sluice:service/to@0.1.0": sluice_guest::to,
-    },
-    generate_all,
-});
+sluice_guest::generate!("test:cycle/pong", ["../../wit", "../ping/wit"]);
 
 struct Component;
 

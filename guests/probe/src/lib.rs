@@ -1,16 +1,7 @@
 //! Test service `probe`: does exactly what a test asks through `from` and
 //! `to`, so the host's queue, save and rollback can be driven precisely.
 
-wit_bindgen::generate!({
-    path: ["../../wit", "wit"],
-    world: "test:probe/probe",
-    with: {
-        "sluice:service/types@0.1.0": sluice_guest::types,
-        "sluice:service/from@0.1.0": sluice_guest::from,
-        "sluice:service/to@0.1.0": sluice_guest::to,
-    },
-    generate_all,
-});
+sluice_guest::generate!("test:probe/probe", ["../../wit", "wit"]);
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};

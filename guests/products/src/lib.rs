@@ -1,14 +1,6 @@
 //! Example service `products`: adds products to the catalogue and lists them.
 
-wit_bindgen::generate!({
-    path: ["../../wit", "wit"],
-    world: "acme:products/products",
-    with: {
-        "sluice:service/types@0.1.0": sluice_guest::types,
-        "sluice:service/from@0.1.0": sluice_guest::from,
-        "sluice:service/to@0.1.0": sluice_guest::to,
-    },
-});
+sluice_guest::generate!("acme:products/products", ["../../wit", "wit"]);
 
 use exports::acme::products::api::{Guest, Product, ProductError};
 use sluice_guest::{from, row, to, types::Value};

@@ -2,8 +2,12 @@
 //! every Rust service shares the same `Value`, `Row` and `Error` types, plus
 //! the small helpers that make reading rows and building commands short.
 //!
-//! A service generates its own world with `with:` pointing at these modules;
-//! see `guests/orders/src/lib.rs`.
+//! A service generates its own world with [`generate!`], which points the
+//! `sluice:service` interfaces at these modules:
+//!
+//! ```ignore
+//! sluice_guest::generate!("acme:orders/orders", ["../../wit", "../inventory/wit", "wit"]);
+//! ```
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -12,6 +16,27 @@ wit_bindgen::generate!({
 });
 
 pub use sluice::service::{from, to, types};
+
+/// Generates a service's bindings for `world`, reading WIT from `paths`
+/// (relative to the service crate; the `sluice:service` package first, then
+/// packages it depends on, then its own), with the `sluice:service` types
+/// and imports shared from this crate so helpers work on them. The service
+/// must depend on this crate under its own name, `sluice-guest`.
+#[macro_export]
+macro_rules! generate {
+    ($world:literal, [$($path:literal),+ $(,)?]) => {
+        wit_bindgen::generate!({
+            path: [$($path),+],
+            world: $world,
+            with: {
+                "sluice:service/types@0.1.0": ::sluice_guest::types,
+                "sluice:service/from@0.1.0": ::sluice_guest::from,
+                "sluice:service/to@0.1.0": ::sluice_guest::to,
+            },
+            generate_all,
+        });
+    };
+}
 use types::{Row, Rows, Value};
 
 impl From<i64> for Value {
