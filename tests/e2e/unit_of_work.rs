@@ -26,6 +26,12 @@ fn product(name: &str, price: i64) -> Vec<Val> {
     ]
 }
 
+/// Product 1, `widget` at 250 cents, with 10 in stock.
+fn stock_widgets(host: &Host) {
+    call::run(host, "products", "add", &[s("widget"), Val::S64(250)], Mode::Save).expect("add");
+    call::run(host, "inventory", "restock", &[Val::S64(1), Val::U32(10)], Mode::Save).expect("restock");
+}
+
 fn lines(stdout: &str) -> Vec<&str> {
     stdout.lines().collect()
 }
@@ -76,8 +82,7 @@ fn on_save_uses_the_new_id_in_a_second_round() {
     let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let host = f.host();
-    call::run(&host, "products", "add", &[s("widget"), Val::S64(250)], Mode::Save).expect("add");
-    call::run(&host, "inventory", "restock", &[Val::S64(1), Val::U32(10)], Mode::Save).expect("restock");
+    stock_widgets(&host);
     call::run(&host, "orders", "place", &[s("ann"), Val::S64(1), Val::U32(1)], Mode::Save).expect("first order");
 
     let report = call::run(&host, "orders", "place", &[s("bob"), Val::S64(1), Val::U32(2)], Mode::Save).expect("place");
@@ -222,8 +227,7 @@ fn called_service_joins_the_scope() {
     let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let host = f.host();
-    call::run(&host, "products", "add", &[s("widget"), Val::S64(250)], Mode::Save).expect("add");
-    call::run(&host, "inventory", "restock", &[Val::S64(1), Val::U32(10)], Mode::Save).expect("restock");
+    stock_widgets(&host);
     let mut scope = host.scope();
     scope.call("orders", "place", &[s("ann"), Val::S64(1), Val::U32(1)]).expect("place");
     scope.call("orders", "place", &[s("bob"), Val::S64(1), Val::U32(1)]).expect("place");
@@ -245,8 +249,7 @@ fn dry_run_plan_matches_the_real_save() {
     let f = Fixture::new(&["orders", "products", "inventory"]);
     f.migrate();
     let host = f.host();
-    call::run(&host, "products", "add", &[s("widget"), Val::S64(250)], Mode::Save).expect("add");
-    call::run(&host, "inventory", "restock", &[Val::S64(1), Val::U32(10)], Mode::Save).expect("restock");
+    stock_widgets(&host);
     let before = f.dump();
     let args = [s("ann"), Val::S64(1), Val::U32(3)];
     let plan = call::run(&host, "orders", "place", &args, Mode::DryRun).expect("dry run");
