@@ -119,6 +119,7 @@ fn failure_in_a_later_round_rolls_back_every_round() {
     assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
     assert_eq!(f.dump(), before);
     assert!(matches!(scope.save(), Err(ScopeError::Discarded { .. })), "a failed save cannot be retried");
+    assert!(scope.end().stdout.ends_with("hook dispose\n"), "no trap, so dispose still runs");
 }
 
 /// A trap in on-save rolls back the save, names the hook, and the host goes on.
@@ -136,6 +137,7 @@ fn trap_in_on_save_leaves_the_database_unchanged() {
     assert!(message.starts_with("probe.on-save failed: wasm trap"), "{message}");
     assert!(message.contains("on-save refuses"), "{message}");
     assert_eq!(f.dump(), before);
+    assert!(!scope.end().stdout.contains("hook dispose"), "a trapped instance is not entered again");
     let mut next = host.scope();
     next.call("probe", "insert", &product("fine", 1)).expect("insert");
     next.save().expect("the next scope saves");

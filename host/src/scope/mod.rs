@@ -141,6 +141,11 @@ pub struct Transcript {
 enum Stage {
     Open,
     Settled(&'static str),
+    /// The save failed without a trap (a command, the round limit, a
+    /// commit): nothing is applied, but the instances are intact, so
+    /// `dispose` still runs.
+    Unsaved(String),
+    /// A guest trapped or was interrupted; its instance cannot be entered again.
     Failed(String),
     Ended,
 }
@@ -229,7 +234,9 @@ impl Scope {
         match &self.stage {
             Stage::Open => Ok(()),
             Stage::Settled(stage) => Err(ScopeError::Settled { scope: self.id(), stage }),
-            Stage::Failed(reason) => Err(ScopeError::Discarded { scope: self.id(), reason: reason.clone() }),
+            Stage::Unsaved(reason) | Stage::Failed(reason) => {
+                Err(ScopeError::Discarded { scope: self.id(), reason: reason.clone() })
+            }
             Stage::Ended => Err(ScopeError::Settled { scope: self.id(), stage: "ended" }),
         }
     }

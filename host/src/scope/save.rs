@@ -42,7 +42,7 @@ impl Scope {
             Err(e) => {
                 // `rounds` already dropped its transactions, rolling back.
                 if matches!(self.stage, Stage::Open) {
-                    self.stage = Stage::Failed(e.to_string());
+                    self.stage = Stage::Unsaved(e.to_string());
                 }
                 return Err(e);
             }
@@ -57,7 +57,7 @@ impl Scope {
         let mut committed: Vec<String> = Vec::new();
         for (name, tx) in open {
             if let Err(e) = tx.commit() {
-                self.stage = Stage::Failed(format!("channel {name} failed to commit"));
+                self.stage = Stage::Unsaved(format!("channel {name} failed to commit"));
                 return Err(ScopeError::Channel {
                     channel: name,
                     reason: e.to_string(),
