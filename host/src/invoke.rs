@@ -74,14 +74,3 @@ pub(crate) fn instance(
     }
     Ok(instance)
 }
-
-/// Calls a lifecycle hook of a service that is already instantiated.
-pub(crate) fn hook(
-    store: &mut StoreContextMut<'_, ScopeState>,
-    service: &Arc<Service>,
-    hook: &str,
-    index: ComponentExportIndex,
-    args: &[Val],
-) -> wasmtime::Result<()> {
-    call(store, Target { service, function: hook, index }, args, &mut [])
-}

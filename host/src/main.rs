@@ -109,15 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> anyhow::Result<ExitCode> {
     let (service, function) = call::parse_target(target).map_err(anyhow::Error::msg)?;
     let func = host.registry.service(service)?.function(function)?;
-    if args.len() != func.params.len() {
-        anyhow::bail!(
-            "{service}.{} takes {} argument(s) ({}), got {}",
-            func.name,
-            func.params.len(),
-            signature::params(func),
-            args.len()
-        );
-    }
+    func.check_arity(args.len()).map_err(|e| anyhow::anyhow!("{service}.{} {e}", func.name))?;
     let mut vals = Vec::with_capacity(args.len());
     for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
         let val = values::from_arg(ty, arg, name).map_err(|e| {

@@ -156,6 +156,14 @@ pub struct Function {
 }
 
 impl Function {
+    /// Checks the number of arguments; the error lists the parameters.
+    pub fn check_arity(&self, given: usize) -> Result<(), String> {
+        if given == self.params.len() {
+            return Ok(());
+        }
+        Err(format!("takes {} argument(s) ({}), got {given}", self.params.len(), crate::signature::params(self)))
+    }
+
     /// `interface#name`, the name that is unique within a service.
     pub fn qualified_name(&self) -> String {
         match &self.interface {

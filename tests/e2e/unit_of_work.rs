@@ -213,12 +213,28 @@ fn exporters_are_resolved_at_load_time() {
         "orders: imports acme:inventory/stock@0.1.0, which more than one service exports (inventory, stock); keep one"
     );
 
-    // A service whose import partner fails to link fails too, by name.
+    // A service with no partner fails on its own.
     let f = Fixture::new(&["ping"]);
     let host = f.host();
     assert_eq!(
         host.registry.failures()[0].error.to_string(),
         "ping: imports test:cycle/pong-api@0.1.0, but no loaded service exports it"
+    );
+
+    // Failures cascade: two pongs make ping's import ambiguous, so ping fails;
+    // then both pongs import from ping, which failed, and fail naming it.
+    f.add_component("pong");
+    std::fs::copy(f.services().join("pong.wasm"), f.services().join("pong2.wasm")).expect("copy");
+    let host = f.host();
+    assert_eq!(host.registry.services().count(), 0);
+    let messages: Vec<String> = host.registry.failures().iter().map(|f| f.error.to_string()).collect();
+    assert_eq!(
+        messages,
+        [
+            "ping: imports test:cycle/pong-api@0.1.0, which more than one service exports (pong, pong2); keep one",
+            "pong2: imports test:cycle/ping-api@0.1.0 from ping, which failed to load",
+            "pong: imports test:cycle/ping-api@0.1.0 from ping, which failed to load",
+        ]
     );
 }
 

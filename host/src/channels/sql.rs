@@ -67,12 +67,12 @@ impl SqliteChannel {
             None => self.connect(),
         }
     }
+}
 
-    /// Applies each `(name, sql)` migration that this database has not had
-    /// yet, in the order given, each in its own transaction together with its
-    /// record in `sluice_migrations`. Returns each name with `true` when it
-    /// was applied now and `false` when it had been applied before.
-    fn apply_migrations(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+impl Channel for SqliteChannel {
+    /// See [`Channel::migrate`]; the record of each lives in `sluice_migrations`
+    /// and is written in the same transaction as the migration.
+    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
         let mut conn = self.take()?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
@@ -100,9 +100,7 @@ impl SqliteChannel {
         give_back(&self.pool, conn);
         Ok(report)
     }
-}
 
-impl Channel for SqliteChannel {
     fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, ChannelError> {
         let conn = self.take()?;
         let rows = read(&conn, sql, params);
@@ -116,10 +114,6 @@ impl Channel for SqliteChannel {
         // through because another writer got there first.
         conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
         Ok(Box::new(SqliteTransaction { conn: Some(conn), pool: Arc::clone(&self.pool) }))
-    }
-
-    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        self.apply_migrations(migrations)
     }
 }
 

@@ -196,14 +196,7 @@ impl Scope {
         let func = svc.function(function)?;
         let failure =
             |message: String| ScopeError::Arguments { service: svc.name.clone(), function: func.name.clone(), message };
-        if args.len() != func.params.len() {
-            return Err(failure(format!(
-                "takes {} argument(s) ({}), got {}",
-                func.params.len(),
-                crate::signature::params(func),
-                args.len()
-            )));
-        }
+        func.check_arity(args.len()).map_err(failure)?;
         for (arg, (name, ty)) in args.iter().zip(&func.params) {
             crate::values::check(ty, arg, name).map_err(|e| failure(format!("argument {e}")))?;
         }
@@ -287,7 +280,8 @@ impl Scope {
             let Ok(service) = registry.service(&name) else { continue };
             let Some(index) = service.hooks.dispose else { continue };
             self.arm_deadline();
-            if let Err(e) = invoke::hook(&mut self.store.as_context_mut(), service, "dispose", index, &[]) {
+            let target = Target { service, function: "dispose", index };
+            if let Err(e) = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []) {
                 tracing::warn!(scope = %self.id(), service = %name, "{name}.dispose failed: {}", self.reason(&e));
             }
             self.log_guest_output(&name);

@@ -16,7 +16,7 @@ use wasmtime::component::Val;
 use super::{Applied, SaveReport, Scope, ScopeError, Stage};
 use crate::channels::Transaction;
 use crate::command::{Command, Outcome};
-use crate::invoke;
+use crate::invoke::{self, Target};
 
 impl Scope {
     /// Applies the queue in rounds (see the module docs) and commits, then
@@ -36,8 +36,7 @@ impl Scope {
 
     fn settle(&mut self, commit: bool) -> Result<SaveReport, ScopeError> {
         self.check_open()?;
-        let result = self.rounds();
-        let (open, applied, rounds) = match result {
+        let Settled { open, applied, rounds } = match self.rounds() {
             Ok(done) => done,
             Err(e) => {
                 // `rounds` already dropped its transactions, rolling back.
@@ -80,8 +79,7 @@ impl Scope {
 
     /// Runs rounds until the queue is empty. Returns the open transactions,
     /// every applied command, and the number of rounds.
-    #[expect(clippy::type_complexity, reason = "a private triple, named at its one caller")]
-    fn rounds(&mut self) -> Result<(BTreeMap<String, Box<dyn Transaction>>, Vec<Applied>, usize), ScopeError> {
+    fn rounds(&mut self) -> Result<Settled, ScopeError> {
         let limit = self.registry().runtime().options().max_save_rounds;
         let channels = Arc::clone(&self.store.data().channels);
         let mut open: BTreeMap<String, Box<dyn Transaction>> = BTreeMap::new();
@@ -90,7 +88,7 @@ impl Scope {
         loop {
             let batch = self.store.data_mut().queue.take();
             if batch.is_empty() {
-                return Ok((open, applied, round));
+                return Ok(Settled { open, applied, rounds: round });
             }
             round += 1;
             if round > limit {
@@ -137,7 +135,8 @@ impl Scope {
             let Some(index) = service.hooks.on_save else { continue };
             self.arm_deadline();
             let args = [Val::List(outcomes)];
-            let called = invoke::hook(&mut self.store.as_context_mut(), service, "on-save", index, &args);
+            let target = Target { service, function: "on-save", index };
+            let called = invoke::call(&mut self.store.as_context_mut(), target, &args, &mut []);
             self.log_guest_output(&name);
             called.map_err(|e| self.fail(&name, "on-save", &e))?;
         }
@@ -154,7 +153,8 @@ impl Scope {
             let Ok(service) = registry.service(&name) else { continue };
             let Some(index) = service.hooks.on_finally else { continue };
             self.arm_deadline();
-            let called = invoke::hook(&mut self.store.as_context_mut(), service, "on-finally", index, &[]);
+            let target = Target { service, function: "on-finally", index };
+            let called = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []);
             self.log_guest_output(&name);
             if let Err(e) = called {
                 let message = format!("{name}.on-finally failed after the commit: {}", self.reason(&e));
@@ -167,6 +167,14 @@ impl Scope {
         }
         failures
     }
+}
+
+/// Where the rounds left off: the still-open transactions (commit or drop
+/// them), every applied command, and how many rounds ran.
+struct Settled {
+    open: BTreeMap<String, Box<dyn Transaction>>,
+    applied: Vec<Applied>,
+    rounds: usize,
 }
 
 /// Adds `(ticket, outcome)` to the list of the service that queued the
