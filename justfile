@@ -10,11 +10,12 @@ examples := "orders products inventory"
 default:
     @just --list
 
-# Build every guest component and copy the examples into services/.
+# Build every guest component and copy the examples, with their manifests,
+# into services/.
 guests:
     scripts/build-guests {{components}}
     mkdir -p services
-    for s in {{examples}}; do cp {{components}}/$s.wasm services/; done
+    for s in {{examples}}; do cp {{components}}/$s.wasm {{components}}/$s.toml services/; done
 
 # Build the host.
 build:

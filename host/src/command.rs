@@ -113,10 +113,39 @@ impl Operation {
                 format!("delete from {table} where {}", key.columns.join(", "))
             }
             Operation::Execute { sql, params } => {
-                let sql: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+                let mut sql: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+                if let Some((cut, _)) = sql.char_indices().nth(DESCRIBED_SQL) {
+                    sql.truncate(cut);
+                    sql.push('…');
+                }
                 format!("execute `{sql}` with {} param(s)", params.len())
             }
         }
+    }
+
+    /// About how many bytes the command holds: names, SQL and values.
+    pub fn size(&self) -> usize {
+        let row =
+            |r: &Row| r.columns.iter().map(String::len).sum::<usize>() + r.values.iter().map(value_size).sum::<usize>();
+        match self {
+            Operation::Insert { table, row: r } => table.len() + row(r),
+            Operation::Update { table, key, changes } => table.len() + row(key) + row(changes),
+            Operation::Delete { table, key } => table.len() + row(key),
+            Operation::Execute { sql, params } => sql.len() + params.iter().map(value_size).sum::<usize>(),
+        }
+    }
+}
+
+/// How much of a statement's text a description shows.
+const DESCRIBED_SQL: usize = 200;
+
+/// About how many bytes one value holds.
+pub fn value_size(value: &Value) -> usize {
+    match value {
+        Value::Null => 1,
+        Value::Integer(_) | Value::Real(_) => 8,
+        Value::Text(t) => t.len(),
+        Value::Blob(b) => b.len(),
     }
 }
 

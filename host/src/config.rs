@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use crate::limits::{LimitSettings, Limits};
+use crate::runtime::RuntimeOptions;
+
 /// The name of the channel every host has when no configuration names any.
 pub const DEFAULT_CHANNEL: &str = "main";
 
@@ -16,6 +19,12 @@ pub const DEFAULT_CHANNEL: &str = "main";
 /// [channels.main]
 /// kind = "sql"
 /// url = "sqlite://data/app.db"   # relative to this file's directory
+///
+/// [limits]          # every service's defaults (same keys as a manifest's)
+/// deadline-ms = 5000
+///
+/// [caps]            # the most a manifest may ask for
+/// memory-mb = 128
 /// ```
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +32,12 @@ pub struct Config {
     /// Channels by name.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Default limits for services whose manifest does not set them.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// The most a manifest may set each limit to.
+    #[serde(default)]
+    pub caps: LimitSettings,
 }
 
 /// How to reach one channel; `kind` selects the variant.
@@ -41,7 +56,11 @@ impl Config {
     /// SQLite file `main.db` in `data_dir`.
     pub fn embedded(data_dir: &Path) -> Config {
         let url = format!("sqlite://{}", data_dir.join("main.db").display());
-        Config { channels: BTreeMap::from([(DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url })]) }
+        Config {
+            channels: BTreeMap::from([(DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url })]),
+            limits: LimitSettings::default(),
+            caps: LimitSettings::default(),
+        }
     }
 
     /// Reads `path`. Relative SQLite paths are taken relative to the file's
@@ -68,6 +87,18 @@ impl Config {
             }
         }
         Ok(config)
+    }
+}
+
+impl Config {
+    /// `options` with this file's `[caps]` and `[limits]` applied: caps
+    /// first, then defaults, which must fit under them.
+    pub fn apply_limits(&self, options: &mut RuntimeOptions) -> anyhow::Result<()> {
+        let caps = self.caps.apply(options.caps, &Limits::UNBOUNDED).map_err(|e| anyhow::anyhow!("[caps]: {e}"))?;
+        let ceiling = Limits { fuel: Some(caps.fuel.unwrap_or(u64::MAX)), ..caps };
+        options.limits = self.limits.apply(options.limits, &ceiling).map_err(|e| anyhow::anyhow!("[limits]: {e}"))?;
+        options.caps = caps;
+        Ok(())
     }
 }
 

@@ -54,6 +54,7 @@ impl Host {
         };
         let channels = Arc::new(Channels::open(&config)?);
         let mut runtime_options = options.runtime.clone();
+        config.apply_limits(&mut runtime_options)?;
         if runtime_options.cache_dir.is_none() {
             runtime_options.cache_dir = Some(options.data_dir.join("cache"));
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentExportIndex, Instance, Val};
 
+use crate::limits::{Breach, size};
 use crate::registry::Service;
 use crate::state::{Frame, ScopeState, chain};
 
@@ -42,6 +43,22 @@ pub(crate) fn call(
         frames.push(frame);
         return Err(wasmtime::Error::new(CallCycle { chain: chain(&frames), service: target.service.name.clone() }));
     }
+    crate::budget::enter(store, target.service);
+    let outcome = enter_and_call(store, &target, frame, args, results);
+    let outcome = outcome.map_err(|e| crate::budget::explain(store, &target.service.name, e));
+    crate::budget::leave(store);
+    outcome
+}
+
+/// The call itself, inside the service's budget: instance, export, call,
+/// and the size of what it returned.
+fn enter_and_call(
+    store: &mut StoreContextMut<'_, ScopeState>,
+    target: &Target<'_>,
+    frame: Frame,
+    args: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
     let instance = instance(store, target.service)?;
     let func = instance.get_func(&mut *store, target.index).ok_or_else(|| {
         wasmtime::Error::msg(format!("{}: the instance has no export {}", frame.service, frame.function))
@@ -49,7 +66,23 @@ pub(crate) fn call(
     store.data_mut().frames.push(frame);
     let outcome = func.call(&mut *store, args, results);
     store.data_mut().frames.pop();
-    outcome
+    outcome?;
+    let bytes: usize = results.iter().map(crate::values::size).sum();
+    let limit = target.service.limits.result_bytes;
+    if bytes > limit {
+        return Err(wasmtime::Error::new(Breach::new(
+            &target.service.name,
+            "result-bytes",
+            format!(
+                "{}.{} returned {}, over its limit of {} (limits.result-bytes)",
+                target.service.name,
+                target.function,
+                size(bytes),
+                size(limit)
+            ),
+        )));
+    }
+    Ok(())
 }
 
 /// The service's instance in this scope. On first use it is instantiated

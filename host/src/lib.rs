@@ -3,7 +3,10 @@
 //!
 //! The modules, in the order a request meets them:
 //!
-//! - [`config`]: `sluice.toml`, the operator's channels.
+//! - [`config`]: `sluice.toml`, the operator's channels and limits.
+//! - [`manifest`]: `services/<name>.toml`, a service's grants and limits.
+//! - [`limits`]: resource limits, their defaults, caps and breaches.
+//! - [`grants`]: grant checks for reads and commands, raw SQL parsed.
 //! - [`runtime`]: once per host: the engine, the linker, the epoch ticker,
 //!   the compilation cache.
 //! - [`registry`]: once per service: discovery, compile, `InstancePre`, exports.
@@ -11,6 +14,7 @@
 //! - [`scope`]: once per unit of work: the store, lazy instances, the queue,
 //!   save rounds, dry run, hooks.
 //! - [`invoke`]: the one way into a guest: instances, call stack, cycles.
+//! - [`budget`]: deadlines, fuel and memory enforced while a guest runs.
 //! - [`linking`]: service-to-service imports resolved at discovery and
 //!   forwarded within the scope.
 //! - [`call`]: one request: a scope, one call, save or discard.
@@ -23,14 +27,18 @@
 //! - [`bindings`]: the one `bindgen!` call.
 
 pub mod bindings;
+pub mod budget;
 pub mod call;
 pub mod channels;
 pub mod command;
 pub mod config;
+pub mod grants;
 pub mod host;
 mod interfaces;
 pub mod invoke;
+pub mod limits;
 mod linking;
+pub mod manifest;
 pub mod registry;
 pub mod runtime;
 pub mod scope;

@@ -53,12 +53,15 @@ pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>,
                     .zip(calls)
                     .zip(pres)
                     .map(|((c, calls), pre)| Service {
+                        manifest_path: crate::manifest::Manifest::path_for(&c.path),
                         name: c.name,
                         path: c.path,
                         code: c.code,
                         functions: c.functions,
                         hooks: c.hooks,
                         calls,
+                        manifest: c.manifest,
+                        limits: c.limits,
                         pre,
                     })
                     .collect();
@@ -119,6 +122,14 @@ fn resolve(
             return Err(LoadError::ManyExporters { service, interface, exporters });
         }
     };
+    if !importer.manifest.calls.contains(&exporter.name) {
+        return Err(LoadError::CallNotGranted {
+            service,
+            interface,
+            exporter: exporter.name.clone(),
+            manifest: crate::manifest::Manifest::path_for(&importer.path),
+        });
+    }
     for (name, wanted) in &import.functions {
         let found =
             exporter.functions.iter().find(|f| f.interface.as_deref() == Some(&import.interface) && f.name == *name);

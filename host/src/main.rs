@@ -30,6 +30,10 @@ struct Cli {
     /// Where compiled components are cached [default: DATA_DIR/cache].
     #[arg(long, global = true, env = "SLUICE_CACHE")]
     cache_dir: Option<PathBuf>,
+    /// Meter fuel: each call into a service may use this many units unless
+    /// its manifest sets `limits.fuel` (off by default; it costs speed).
+    #[arg(long, global = true, env = "SLUICE_FUEL")]
+    fuel: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +93,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     options.config = cli.config;
     options.data_dir = cli.data_dir;
     options.runtime.cache_dir = cli.cache_dir;
+    if let Some(fuel) = cli.fuel {
+        options.runtime.limits.fuel = Some(fuel);
+    }
     let host = Host::open(&options)?;
     for failure in host.registry.failures() {
         eprintln!("warning: skipped {}", failure.error);

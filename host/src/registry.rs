@@ -13,6 +13,9 @@ use std::sync::Arc;
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
+use crate::grants::Grants;
+use crate::limits::Limits;
+use crate::manifest::Manifest;
 use crate::runtime::{CodeSource, Runtime};
 use crate::state::ScopeState;
 
@@ -71,6 +74,30 @@ pub enum LoadError {
         service: String,
         /// What is missing or mismatched.
         reason: String,
+    },
+    /// The manifest beside the component is unreadable or invalid, or asks
+    /// for more than the host's caps.
+    #[error("{service}: {reason}")]
+    Manifest {
+        /// The service name.
+        service: String,
+        /// What is wrong, naming the file and the setting.
+        reason: String,
+    },
+    /// The component calls a service its manifest does not grant.
+    #[error(
+        "{service}: imports {interface} from service {exporter}, which its manifest does not grant; \
+         grant it in {manifest}: calls = [{exporter:?}]"
+    )]
+    CallNotGranted {
+        /// The importing service.
+        service: String,
+        /// The interface it imports.
+        interface: String,
+        /// The service that exports it.
+        exporter: String,
+        /// Where the importer's manifest is or would be.
+        manifest: PathBuf,
     },
     /// The component imports a service interface no loaded service exports.
     #[error("{service}: imports {interface}, but no loaded service exports it")]
@@ -190,6 +217,12 @@ pub struct Service {
     /// The interfaces it imports from other services, with the exporter:
     /// `("acme:inventory/stock@0.1.0", "inventory")`.
     pub calls: Vec<(String, String)>,
+    /// Its grants (empty without a manifest file).
+    pub manifest: Manifest,
+    /// Where its manifest is, or would be.
+    pub manifest_path: PathBuf,
+    /// The limits it runs under: the host's defaults, replaced by its manifest's.
+    pub limits: Limits,
     pub(crate) pre: InstancePre<ScopeState>,
 }
 
@@ -202,6 +235,8 @@ pub(crate) struct Compiled {
     pub functions: Vec<Function>,
     pub hooks: Hooks,
     pub imports: Vec<Import>,
+    pub manifest: Manifest,
+    pub limits: Limits,
 }
 
 /// Why a function could not be found on a service.
@@ -238,6 +273,11 @@ pub enum LookupError {
 }
 
 impl Service {
+    /// Its grants, for checking a read or a command.
+    pub fn grants(&self) -> Grants<'_> {
+        Grants { service: &self.name, manifest: &self.manifest, path: &self.manifest_path }
+    }
+
     /// Finds a function by its WIT name, or by `interface#name` when the
     /// plain name is exported by more than one interface.
     pub fn function(&self, name: &str) -> Result<&Function, LookupError> {
@@ -350,6 +390,12 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path) -> Result<Compiled, LoadEr
     let name = service_name(path)?;
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     check_header(&name, path, &bytes)?;
+    let bad_manifest = |reason: String| LoadError::Manifest { service: name.clone(), reason };
+    let manifest = Manifest::load(path).map_err(bad_manifest)?;
+    let limits = manifest
+        .limits
+        .apply(runtime.options().limits, &runtime.caps())
+        .map_err(|e| bad_manifest(format!("manifest {}: {e}", Manifest::path_for(path).display())))?;
     let (component, code) = runtime.compile(&bytes).map_err(|e| LoadError::Invalid {
         service: name.clone(),
         path: path.to_path_buf(),
@@ -357,7 +403,7 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path) -> Result<Compiled, LoadEr
     })?;
     let (functions, hooks) = exports(runtime, &component);
     let imports = service_imports(runtime, &component);
-    Ok(Compiled { name, path: path.to_path_buf(), code, component, functions, hooks, imports })
+    Ok(Compiled { name, path: path.to_path_buf(), code, component, functions, hooks, imports, manifest, limits })
 }
 
 /// The service name of a component file: its stem, which must be usable in

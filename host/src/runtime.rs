@@ -16,6 +16,7 @@ use wasmtime::component::{Component, HasData, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings;
+use crate::limits::Limits;
 use crate::state::{ScopeState, ServiceView};
 
 /// How often the ticker advances the engine's epoch. Deadlines are counted in
@@ -28,25 +29,54 @@ pub struct RuntimeOptions {
     /// Where compiled components are kept between runs; `None` compiles every
     /// start.
     pub cache_dir: Option<PathBuf>,
-    /// How long one call into a service may run before it is interrupted.
-    pub call_timeout: Duration,
+    /// The limits of a service whose manifest does not set its own. Setting
+    /// `limits.fuel` turns fuel metering on for the whole engine.
+    pub limits: Limits,
+    /// The most a manifest may ask for. `caps.memory_bytes` also sizes the
+    /// pooling allocator's memory slots.
+    pub caps: Limits,
+    /// How long a whole scope may run guest code, wall clock from its start,
+    /// whatever its services' own deadlines.
+    pub scope_timeout: Duration,
     /// How many component instances may be alive at once across all scopes.
     pub max_instances: u32,
-    /// The most linear memory one instance may have.
-    pub max_memory_bytes: usize,
-    /// The most save rounds one save may take before it fails.
-    pub max_save_rounds: usize,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             cache_dir: None,
-            call_timeout: Duration::from_secs(10),
+            limits: Limits::DEFAULTS,
+            caps: Limits::CAPS,
+            scope_timeout: Duration::from_secs(60),
             max_instances: 256,
-            max_memory_bytes: 256 << 20,
-            max_save_rounds: 8,
         }
+    }
+}
+
+impl RuntimeOptions {
+    /// Whether the engine meters fuel: only when the host sets a default
+    /// fuel budget.
+    pub fn meters_fuel(&self) -> bool {
+        self.limits.fuel.is_some()
+    }
+
+    /// The caps as they apply: no fuel cap when fuel is not metered, and
+    /// never a cap below the default.
+    pub fn effective_caps(&self) -> Limits {
+        let mut caps = self.caps;
+        caps.fuel = if self.meters_fuel() {
+            Some(caps.fuel.unwrap_or(u64::MAX).max(self.limits.fuel.unwrap_or(0)))
+        } else {
+            None
+        };
+        caps.deadline = caps.deadline.max(self.limits.deadline);
+        caps.memory_bytes = caps.memory_bytes.max(self.limits.memory_bytes);
+        caps.commands = caps.commands.max(self.limits.commands);
+        caps.command_bytes = caps.command_bytes.max(self.limits.command_bytes);
+        caps.result_bytes = caps.result_bytes.max(self.limits.result_bytes);
+        caps.save_rounds = caps.save_rounds.max(self.limits.save_rounds);
+        caps
     }
 }
 
@@ -72,17 +102,19 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and linker and starts the epoch ticker.
     pub fn new(options: RuntimeOptions) -> anyhow::Result<Arc<Runtime>> {
+        let caps = options.effective_caps();
         let mut pooling = PoolingAllocationConfig::new();
         pooling
             .total_component_instances(options.max_instances)
             .total_core_instances(options.max_instances * 4)
             .total_memories(options.max_instances * 2)
             .total_tables(options.max_instances * 4)
-            .max_memory_size(options.max_memory_bytes);
+            .max_memory_size(caps.memory_bytes);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(options.meters_fuel())
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine =
@@ -115,10 +147,9 @@ impl Runtime {
         &self.linker
     }
 
-    /// The deadline for one call, in epoch ticks.
-    pub(crate) fn call_deadline_ticks(&self) -> u64 {
-        let ticks = self.options.call_timeout.as_millis() / EPOCH_TICK.as_millis().max(1);
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    /// The caps a manifest's limits are checked against.
+    pub fn caps(&self) -> Limits {
+        self.options.effective_caps()
     }
 
     /// Compiles `bytes`, or loads the result of an earlier compile of the same

@@ -4,18 +4,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmtime::component::{Instance, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::budget::Budget;
 use crate::channels::Channels;
 use crate::command::{Command, Operation};
-use crate::registry::Registry;
+use crate::registry::{Registry, Service};
 
-/// How much a scope's guests may print to stdout and to stderr each.
-const OUTPUT_CAP: usize = 64 << 10;
+/// How much a scope's guests may print to stdout and to stderr each; past
+/// it the stream is closed and further writes fail.
+pub const OUTPUT_CAP: usize = 64 << 10;
 
 /// The store data of one scope.
 pub struct ScopeState {
@@ -31,6 +34,12 @@ pub struct ScopeState {
     /// The calls currently executing, outermost first. The last one made any
     /// host call in progress.
     pub(crate) frames: Vec<Frame>,
+    /// The limits of each call on `frames` (see [`crate::budget`]).
+    pub(crate) budgets: Vec<Budget>,
+    /// When the scope's guests must have finished, and the timeout it
+    /// was computed from.
+    pub(crate) scope_deadline: Instant,
+    pub(crate) scope_timeout: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) stdout: MemoryOutputPipe,
@@ -79,6 +88,8 @@ pub fn chain(frames: &[Frame]) -> String {
 
 impl ScopeState {
     pub(crate) fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> ScopeState {
+        let scope_timeout = registry.runtime().options().scope_timeout;
+        let started = Instant::now();
         let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
         // No preopened directories, no environment, no arguments, no
@@ -92,6 +103,9 @@ impl ScopeState {
             instances: HashMap::new(),
             order: Vec::new(),
             frames: Vec::new(),
+            budgets: Vec::new(),
+            scope_deadline: started + scope_timeout,
+            scope_timeout,
             wasi,
             table: ResourceTable::new(),
             stdout,
@@ -103,7 +117,8 @@ impl ScopeState {
 
     /// The view `from` and `to` work through.
     pub(crate) fn service_view(&mut self) -> ServiceView<'_> {
-        ServiceView { scope: self.id, frames: &self.frames, channels: &self.channels, queue: &mut self.queue }
+        let service = self.frames.last().and_then(|f| self.registry.service(&f.service).ok());
+        ServiceView { scope: self.id, frames: &self.frames, channels: &self.channels, queue: &mut self.queue, service }
     }
 }
 
@@ -124,6 +139,8 @@ pub struct ServiceView<'a> {
     pub channels: &'a Channels,
     /// The scope's command queue.
     pub queue: &'a mut Queue,
+    /// The service whose code made the host call, with its grants and limits.
+    pub service: Option<&'a Arc<Service>>,
 }
 
 impl ServiceView<'_> {
@@ -138,6 +155,8 @@ impl ServiceView<'_> {
 pub struct Queue {
     commands: Vec<Command>,
     next_ticket: u64,
+    /// Commands queued so far in this scope, per service (all rounds).
+    per_service: HashMap<String, usize>,
     /// Why nothing more may be queued, once the scope is saved or ending.
     closed: Option<&'static str>,
 }
@@ -151,15 +170,22 @@ impl Queue {
         }
         self.next_ticket += 1;
         let ticket = self.next_ticket;
+        let service = frames.last().map(|f| f.service.clone()).unwrap_or_default();
+        *self.per_service.entry(service.clone()).or_default() += 1;
         self.commands.push(Command {
             scope,
             ticket,
-            service: frames.last().map(|f| f.service.clone()).unwrap_or_default(),
+            service,
             chain: frames.iter().map(Frame::to_string).collect(),
             channel: channel.to_string(),
             op,
         });
         Ok(ticket)
+    }
+
+    /// How many commands `service` has queued in this scope, in all rounds.
+    pub fn queued_by(&self, service: &str) -> usize {
+        self.per_service.get(service).copied().unwrap_or(0)
     }
 
     /// The queued commands, oldest first.

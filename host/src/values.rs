@@ -404,3 +404,27 @@ fn describe(json: &Json) -> String {
         Json::Object(_) => "an object".into(),
     }
 }
+
+/// About how many bytes a read's rows hold.
+pub fn rows_size(rows: &crate::bindings::Rows) -> usize {
+    rows.columns.iter().map(String::len).sum::<usize>()
+        + rows.values.iter().flatten().map(crate::command::value_size).sum::<usize>()
+}
+
+/// About how many bytes a component value holds: the payload of strings
+/// and lists, eight bytes for each scalar.
+pub fn size(value: &Val) -> usize {
+    match value {
+        Val::String(s) => s.len(),
+        Val::List(items) | Val::Tuple(items) => items.iter().map(size).sum::<usize>(),
+        Val::Record(fields) => fields.iter().map(|(name, v)| name.len() + size(v)).sum(),
+        Val::Variant(case, payload) => case.len() + payload.as_deref().map_or(0, size),
+        Val::Enum(case) => case.len(),
+        Val::Option(v) => v.as_deref().map_or(1, size),
+        Val::Result(r) => match r {
+            Ok(v) | Err(v) => v.as_deref().map_or(1, size),
+        },
+        Val::Flags(flags) => flags.iter().map(String::len).sum(),
+        _ => 8,
+    }
+}

@@ -3,6 +3,8 @@
 
 mod cli;
 mod discovery;
+mod grants;
+mod hostile;
 mod save;
 mod support;
 mod unit_of_work;

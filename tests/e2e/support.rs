@@ -44,11 +44,26 @@ impl Fixture {
         fixture
     }
 
-    /// Copies the built component `name` into the services dir.
+    /// Copies the built component `name` into the services dir, with its
+    /// manifest when it has one.
     pub fn add_component(&self, name: &str) {
         let from = components().join(format!("{name}.wasm"));
         std::fs::copy(&from, self.services().join(format!("{name}.wasm")))
             .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        let manifest = components().join(format!("{name}.toml"));
+        if manifest.exists() {
+            std::fs::copy(&manifest, self.manifest(name)).expect("copy manifest");
+        }
+    }
+
+    /// Where the manifest of service `name` goes.
+    pub fn manifest(&self, name: &str) -> PathBuf {
+        self.services().join(format!("{name}.toml"))
+    }
+
+    /// Replaces the manifest of service `name`.
+    pub fn write_manifest(&self, name: &str, text: &str) {
+        std::fs::write(self.manifest(name), text).expect("write manifest");
     }
 
     /// Writes arbitrary bytes as a component file.

@@ -4,7 +4,6 @@
 use sluice_host::call::{self, Ending, Mode};
 use sluice_host::command::Outcome;
 use sluice_host::registry::LoadError;
-use sluice_host::runtime::RuntimeOptions;
 use sluice_host::{Host, ScopeError, values};
 use wasmtime::component::Val;
 
@@ -155,7 +154,7 @@ fn round_limit_stops_a_save_that_never_settles() {
         (8, f.options()),
         (2, {
             let mut o = f.options();
-            o.runtime = RuntimeOptions { max_save_rounds: 2, ..o.runtime };
+            o.runtime.limits.save_rounds = 2;
             o
         }),
     ] {
@@ -167,7 +166,11 @@ fn round_limit_stops_a_save_that_never_settles() {
         assert!(matches!(err, ScopeError::TooManyRounds { .. }), "{err}");
         assert_eq!(
             err.to_string(),
-            format!("save did not settle within {limit} rounds: probe still queueing; nothing was applied")
+            format!(
+                "save did not settle: probe still queueing in round {}, past the limit of {limit} round(s) \
+                 (limits.save-rounds); nothing was applied",
+                limit + 1
+            )
         );
         assert_eq!(f.dump(), before);
     }
@@ -225,6 +228,7 @@ fn exporters_are_resolved_at_load_time() {
     // then both pongs import from ping, which failed, and fail naming it.
     f.add_component("pong");
     std::fs::copy(f.services().join("pong.wasm"), f.services().join("pong2.wasm")).expect("copy");
+    std::fs::copy(f.manifest("pong"), f.manifest("pong2")).expect("copy manifest");
     let host = f.host();
     assert_eq!(host.registry.services().count(), 0);
     let messages: Vec<String> = host.registry.failures().iter().map(|f| f.error.to_string()).collect();

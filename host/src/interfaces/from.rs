@@ -1,17 +1,43 @@
-//! `sluice:service/from`: reads, answered at once from committed data.
+//! `sluice:service/from`: reads, grant-checked, then answered at once from
+//! committed data.
 
 use crate::bindings::sluice::service::from::Host;
 use crate::bindings::{Error, Rows, Value};
 use crate::channels::ChannelError;
+use crate::grants::Refusal;
+use crate::limits::{Breach, size};
 use crate::state::ServiceView;
+use crate::values;
 
 impl Host for ServiceView<'_> {
     fn query(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, Error>> {
         let Some(target) = self.channels.get(&channel) else {
             return Ok(Err(unknown_channel(self, &channel)));
         };
-        let rows = target.query(&sql, &params).map_err(|e| guest_error(self.service(), &channel, e));
-        Ok(rows)
+        let Some(service) = self.service else {
+            return Ok(Err(Error::Denied("a read from outside any service".into())));
+        };
+        // Refused before the channel sees the statement.
+        if let Err(refusal) = service.grants().check_query(&channel, &sql) {
+            return Ok(Err(refused(refusal)));
+        }
+        let rows = match target.query(&sql, &params) {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(guest_error(&service.name, &channel, e))),
+        };
+        let bytes = values::rows_size(&rows);
+        if bytes > service.limits.result_bytes {
+            return Err(wasmtime::Error::new(Breach::new(
+                &service.name,
+                "result-bytes",
+                format!(
+                    "a read on {channel} returned {}, over its limit of {} (limits.result-bytes)",
+                    size(bytes),
+                    size(service.limits.result_bytes)
+                ),
+            )));
+        }
+        Ok(Ok(rows))
     }
 }
 
@@ -19,6 +45,14 @@ impl Host for ServiceView<'_> {
 pub(super) fn unknown_channel(view: &ServiceView<'_>, channel: &str) -> Error {
     let known: Vec<&str> = view.channels.names().collect();
     Error::UnknownChannel(format!("{}: no channel {channel:?}; the host has: {}", view.service(), known.join(", ")))
+}
+
+/// A grant refusal as the WIT error the guest sees.
+pub(super) fn refused(refusal: Refusal) -> Error {
+    match refusal {
+        Refusal::Denied(m) => Error::Denied(m),
+        Refusal::Invalid(m) => Error::Invalid(m),
+    }
 }
 
 /// Turns a channel's refusal into the WIT error the guest sees.

@@ -1,14 +1,16 @@
-//! `sluice:service/to`: commands are checked and queued, never applied here.
+//! `sluice:service/to`: commands are grant-checked and queued, never
+//! applied here.
 
-use super::from::unknown_channel;
+use super::from::{refused, unknown_channel};
 use crate::bindings::sluice::service::to::Host;
 use crate::bindings::{Error, Row, Value};
 use crate::command::Operation;
+use crate::limits::{Breach, size};
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
     fn insert(&mut self, channel: String, table: String, row: Row) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(self.enqueue(&channel, Operation::Insert { table, row }))
+        self.enqueue(&channel, Operation::Insert { table, row })
     }
 
     fn update(
@@ -18,27 +20,56 @@ impl Host for ServiceView<'_> {
         key: Row,
         changes: Row,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(self.enqueue(&channel, Operation::Update { table, key, changes }))
+        self.enqueue(&channel, Operation::Update { table, key, changes })
     }
 
     fn delete(&mut self, channel: String, table: String, key: Row) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(self.enqueue(&channel, Operation::Delete { table, key }))
+        self.enqueue(&channel, Operation::Delete { table, key })
     }
 
     fn execute(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
-        Ok(self.enqueue(&channel, Operation::Execute { sql, params }))
+        self.enqueue(&channel, Operation::Execute { sql, params })
     }
 }
 
 impl ServiceView<'_> {
     /// The one path every command takes into the queue: the channel must
-    /// exist and the operation must be well formed.
-    fn enqueue(&mut self, channel: &str, op: Operation) -> Result<u64, Error> {
+    /// exist, the operation must be well formed and granted, and the service
+    /// must be within its limits. A refusal is the guest's error value; a
+    /// breached limit traps, failing the scope.
+    fn enqueue(&mut self, channel: &str, op: Operation) -> wasmtime::Result<Result<u64, Error>> {
         if self.channels.get(channel).is_none() {
-            return Err(unknown_channel(self, channel));
+            return Ok(Err(unknown_channel(self, channel)));
         }
-        let service = self.service().to_string();
-        op.check().map_err(|m| Error::Invalid(format!("{service}: {m}")))?;
-        self.queue.push(self.scope, self.frames, channel, op).map_err(|why| Error::Invalid(format!("{service}: {why}")))
+        let Some(service) = self.service else {
+            return Ok(Err(Error::Denied("a command from outside any service".into())));
+        };
+        let name = &service.name;
+        if let Err(m) = op.check() {
+            return Ok(Err(Error::Invalid(format!("{name}: {m}"))));
+        }
+        if let Err(refusal) = service.grants().check_command(channel, &op) {
+            return Ok(Err(refused(refusal)));
+        }
+        let limits = &service.limits;
+        let bytes = op.size();
+        if bytes > limits.command_bytes {
+            let detail = format!(
+                "queued a command of {} ({}), over its limit of {} (limits.command-bytes)",
+                size(bytes),
+                op.describe(),
+                size(limits.command_bytes)
+            );
+            return Err(wasmtime::Error::new(Breach::new(name, "command-bytes", detail)));
+        }
+        if self.queue.queued_by(name) >= limits.commands {
+            let detail =
+                format!("queued more than its limit of {} commands in one scope (limits.commands)", limits.commands);
+            return Err(wasmtime::Error::new(Breach::new(name, "commands", detail)));
+        }
+        Ok(self
+            .queue
+            .push(self.scope, self.frames, channel, op)
+            .map_err(|why| Error::Invalid(format!("{name}: {why}"))))
     }
 }

@@ -18,6 +18,7 @@ use wasmtime::{AsContextMut, Store, Trap};
 use crate::channels::Channels;
 use crate::command::{Command, Outcome};
 use crate::invoke::{self, Target};
+use crate::limits::Breach;
 use crate::registry::{LookupError, Registry, chain};
 use crate::state::{ScopeId, ScopeState};
 
@@ -81,11 +82,16 @@ pub enum ScopeError {
         reason: String,
     },
     /// `on-save` hooks kept queueing past the round limit.
-    #[error("save did not settle within {limit} rounds: {services} still queueing; nothing was applied")]
+    #[error(
+        "save did not settle: {services} still queueing in round {round}, past the limit of {limit} round(s) \
+         (limits.save-rounds); nothing was applied"
+    )]
     TooManyRounds {
-        /// The limit.
+        /// The round that was refused.
+        round: usize,
+        /// The limit of the first service that broke it.
         limit: usize,
-        /// The services that queued in the last round, comma separated.
+        /// The services that queued past their limit, comma separated.
         services: String,
     },
     /// A channel could not begin or commit its transaction.
@@ -161,7 +167,16 @@ impl Scope {
     /// instantiated until the first call to a service.
     pub fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> Scope {
         let engine = registry.runtime().engine().clone();
-        let store = Store::new(&engine, ScopeState::new(registry, channels));
+        let meters_fuel = registry.runtime().options().meters_fuel();
+        let mut store = Store::new(&engine, ScopeState::new(registry, channels));
+        store.limiter(|state| state);
+        // The callback runs on every epoch tick while a guest runs and
+        // decides, by the clock, whether its deadline has passed.
+        store.epoch_deadline_callback(crate::budget::on_epoch);
+        store.set_epoch_deadline(1);
+        if meters_fuel {
+            let _ = store.set_fuel(crate::budget::SCOPE_FUEL);
+        }
         Scope { store, stage: Stage::Open }
     }
 
@@ -201,7 +216,6 @@ impl Scope {
             crate::values::check(ty, arg, name).map_err(|e| failure(format!("argument {e}")))?;
         }
         let mut results = vec![Val::Bool(false); func.results.len()];
-        self.arm_deadline();
         let target = Target { service: svc, function: &func.name, index: func.index };
         let outcome = invoke::call(&mut self.store.as_context_mut(), target, args, &mut results);
         self.log_guest_output(&svc.name);
@@ -234,12 +248,6 @@ impl Scope {
         }
     }
 
-    /// Every entry into the guests gets the full call deadline.
-    fn arm_deadline(&mut self) {
-        let ticks = self.registry().runtime().call_deadline_ticks();
-        self.store.set_epoch_deadline(ticks);
-    }
-
     /// Marks the scope failed and builds the error for `service.function`.
     fn fail(&mut self, service: &str, function: &str, e: &wasmtime::Error) -> ScopeError {
         let reason = self.reason(e);
@@ -251,12 +259,14 @@ impl Scope {
     /// A short reason for a failed entry into a guest: the trap or error,
     /// plus the last lines the guest wrote to stderr (a Rust panic message).
     fn reason(&self, e: &wasmtime::Error) -> String {
-        let mut reason = match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => {
-                format!("interrupted after the call deadline of {:?}", self.registry().runtime().options().call_timeout)
-            }
-            Some(trap) => trap.to_string(),
-            None => e.root_cause().to_string(),
+        let mut reason = if let Some(breach) = e.downcast_ref::<Breach>() {
+            breach.to_string()
+        } else if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            format!("the guest called exit({}); a service cannot end the host, so its scope ends instead", exit.0)
+        } else if let Some(trap) = e.downcast_ref::<Trap>() {
+            trap.to_string()
+        } else {
+            e.root_cause().to_string()
         };
         let stderr = self.store.data().stderr.contents();
         let said = last_words(&String::from_utf8_lossy(&stderr));
@@ -279,7 +289,6 @@ impl Scope {
         for name in self.store.data().order.clone() {
             let Ok(service) = registry.service(&name) else { continue };
             let Some(index) = service.hooks.dispose else { continue };
-            self.arm_deadline();
             let target = Target { service, function: "dispose", index };
             if let Err(e) = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []) {
                 tracing::warn!(scope = %self.id(), service = %name, "{name}.dispose failed: {}", self.reason(&e));

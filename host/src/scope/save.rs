@@ -80,7 +80,7 @@ impl Scope {
     /// Runs rounds until the queue is empty. Returns the open transactions,
     /// every applied command, and the number of rounds.
     fn rounds(&mut self) -> Result<Settled, ScopeError> {
-        let limit = self.registry().runtime().options().max_save_rounds;
+        let registry = Arc::clone(self.registry());
         let channels = Arc::clone(&self.store.data().channels);
         let mut open: BTreeMap<String, Box<dyn Transaction>> = BTreeMap::new();
         let mut applied: Vec<Applied> = Vec::new();
@@ -91,10 +91,17 @@ impl Scope {
                 return Ok(Settled { open, applied, rounds: round });
             }
             round += 1;
-            if round > limit {
-                let mut services: Vec<String> = batch.iter().map(|c| c.service.clone()).collect();
-                services.dedup();
-                return Err(ScopeError::TooManyRounds { limit, services: services.join(", ") });
+            // Each service may queue up to its own last round (limits.save-rounds).
+            let mut over: Vec<(String, usize)> = Vec::new();
+            for command in &batch {
+                let limit = registry.service(&command.service).map_or(1, |s| s.limits.save_rounds);
+                if round > limit && !over.iter().any(|(s, _)| *s == command.service) {
+                    over.push((command.service.clone(), limit));
+                }
+            }
+            if let Some((_, limit)) = over.first() {
+                let services: Vec<String> = over.iter().map(|(s, _)| s.clone()).collect();
+                return Err(ScopeError::TooManyRounds { round, limit: *limit, services: services.join(", ") });
             }
             let mut by_service: Vec<(String, Vec<Val>)> = Vec::new();
             for command in batch {
@@ -133,7 +140,6 @@ impl Scope {
         for (name, outcomes) in by_service {
             let Ok(service) = registry.service(&name) else { continue };
             let Some(index) = service.hooks.on_save else { continue };
-            self.arm_deadline();
             let args = [Val::List(outcomes)];
             let target = Target { service, function: "on-save", index };
             let called = invoke::call(&mut self.store.as_context_mut(), target, &args, &mut []);
@@ -152,7 +158,6 @@ impl Scope {
         for name in self.store.data().order.clone() {
             let Ok(service) = registry.service(&name) else { continue };
             let Some(index) = service.hooks.on_finally else { continue };
-            self.arm_deadline();
             let target = Target { service, function: "on-finally", index };
             let called = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []);
             self.log_guest_output(&name);

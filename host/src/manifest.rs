@@ -1,0 +1,177 @@
+//! A service's manifest, `services/<name>.toml` beside its component: the
+//! grants (which channels, tables and operations; which services it may
+//! call) and its limits. No manifest means no grants: the service may
+//! compute and nothing more.
+//!
+//! ```toml
+//! calls = ["inventory"]
+//!
+//! [channels.main]
+//! reads = ["products", "stock"]
+//! inserts = ["orders"]
+//! updates = ["orders"]
+//! deletes = []
+//! raw-sql = false
+//!
+//! [limits]
+//! deadline-ms = 2000
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::limits::LimitSettings;
+
+/// The parsed manifest of one service.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    /// Services this one may call, by name.
+    #[serde(default)]
+    pub calls: BTreeSet<String>,
+    /// Grants per channel name.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelGrant>,
+    /// Limits that replace the host's defaults for this service.
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// What a service may do on one channel.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ChannelGrant {
+    /// Tables it may read (`from.query`, and the tables a written statement reads).
+    #[serde(default)]
+    pub reads: Tables,
+    /// Tables it may insert into.
+    #[serde(default)]
+    pub inserts: Tables,
+    /// Tables it may update.
+    #[serde(default)]
+    pub updates: Tables,
+    /// Tables it may delete from.
+    #[serde(default)]
+    pub deletes: Tables,
+    /// Whether it may run SQL the host cannot classify (DDL, `PRAGMA`,
+    /// `ATTACH`, `VACUUM`, statements that do not parse). This is full
+    /// authority over the channel.
+    #[serde(default)]
+    pub raw_sql: bool,
+}
+
+/// A set of table names, or every table (`"*"`). Names compare without
+/// regard to case, as SQL's do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Tables {
+    /// No table.
+    #[default]
+    None,
+    /// Every table.
+    All,
+    /// These tables, lower-cased.
+    Some(BTreeSet<String>),
+}
+
+impl Tables {
+    /// Whether `table` is in the set.
+    pub fn allows(&self, table: &str) -> bool {
+        match self {
+            Tables::None => false,
+            Tables::All => true,
+            Tables::Some(names) => names.contains(&table.to_lowercase()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tables {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let names = match Raw::deserialize(d)? {
+            Raw::One(s) if s == "*" => return Ok(Tables::All),
+            Raw::One(s) => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a list of tables or \"*\", found the string {s:?}; write [{s:?}]"
+                )));
+            }
+            Raw::Many(names) => names,
+        };
+        if names.iter().any(|n| n == "*") {
+            return Ok(Tables::All);
+        }
+        if let Some(empty) = names.iter().find(|n| n.trim().is_empty()) {
+            return Err(serde::de::Error::custom(format!("table name {empty:?} is empty")));
+        }
+        if names.is_empty() {
+            return Ok(Tables::None);
+        }
+        Ok(Tables::Some(names.iter().map(|n| n.to_lowercase()).collect()))
+    }
+}
+
+impl Manifest {
+    /// Where the manifest of the component at `component` lives: the same
+    /// path with `.toml` instead of `.wasm`.
+    pub fn path_for(component: &Path) -> PathBuf {
+        component.with_extension("toml")
+    }
+
+    /// Reads the manifest beside `component`. A missing file is the empty
+    /// manifest; an unreadable or invalid one is an error with the line.
+    pub fn load(component: &Path) -> Result<Manifest, String> {
+        let path = Manifest::path_for(component);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) => return Err(format!("cannot read manifest {}: {e}", path.display())),
+        };
+        Manifest::parse(&text).map_err(|e| format!("manifest {}: {e}", path.display()))
+    }
+
+    /// Parses manifest text.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// The grant for `channel`, if the manifest has one.
+    pub fn channel(&self, channel: &str) -> Option<&ChannelGrant> {
+        self.channels.get(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grants_and_limits() -> Result<(), String> {
+        let m = Manifest::parse(
+            "calls = [\"inventory\"]\n[channels.main]\nreads = \"*\"\ninserts = [\"Orders\"]\nraw-sql = true\n\
+             [limits]\ndeadline-ms = 500\n",
+        )?;
+        assert!(m.calls.contains("inventory"));
+        let main = m.channel("main").ok_or("no main")?;
+        assert!(main.reads.allows("anything"));
+        assert!(main.inserts.allows("ORDERS"));
+        assert!(!main.updates.allows("orders"));
+        assert!(main.raw_sql);
+        assert_eq!(m.limits.deadline_ms, Some(500));
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know() {
+        let err = |t: &str| Manifest::parse(t).err().unwrap_or_default();
+        assert!(err("[channels.main]\nwrites = [\"t\"]\n").contains("unknown field `writes`"));
+        assert!(err("[channels.main]\nreads = \"orders\"\n").contains("write [\"orders\"]"));
+        assert!(err("[limits]\ntimeout = 3\n").contains("unknown field `timeout`"));
+        assert!(err("calls = \"inventory\"\n").contains("invalid type"));
+    }
+}
