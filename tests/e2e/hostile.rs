@@ -27,6 +27,14 @@ fn corpus() -> Fixture {
     f
 }
 
+/// A corpus host with its database dump before any attack.
+fn corpus_host() -> (Fixture, Host, String) {
+    let f = corpus();
+    let host = f.host();
+    let before = f.dump();
+    (f, host, before)
+}
+
 /// Runs one attack as one request and returns what the caller is told: the
 /// scope's error, or the service's own error value when it returned one.
 fn attack(host: &Host, function: &str, args: &[Val]) -> String {
@@ -157,9 +165,7 @@ fn a_huge_command_hits_the_command_size_limit() {
 
 #[test]
 fn files_environment_and_arguments_are_not_there() {
-    let f = corpus();
-    let host = f.host();
-    let before = f.dump();
+    let (f, host, before) = corpus_host();
     let out = call::run(&host, "hostile", "snoop", &[], Mode::Save).expect("snoop returns what it saw");
     let seen = values::to_json(&out.results[0]).to_string();
     // No directory is preopened, so no path resolves to anything.
@@ -232,9 +238,7 @@ fn a_call_to_an_ungranted_service_is_refused_at_load() {
 
 #[test]
 fn sql_injection_through_parameters_is_only_data() {
-    let f = corpus();
-    let host = f.host();
-    let before = f.dump();
+    let (f, host, before) = corpus_host();
     for payload in ["widget' OR '1'='1", "x'; DROP TABLE products; --", "\" OR 1=1 --"] {
         let out = call::run(&host, "hostile", "inject", &[s(payload)], Mode::Save).expect("runs");
         assert_eq!(values::to_json(&out.results[0]), serde_json::json!({"ok": 0}), "{payload} matched rows");
@@ -251,9 +255,7 @@ fn sql_injection_through_parameters_is_only_data() {
 
 #[test]
 fn raw_sql_on_ungranted_tables_is_denied() {
-    let f = corpus();
-    let host = f.host();
-    let before = f.dump();
+    let (f, host, before) = corpus_host();
     let path = f.manifest("hostile");
     let grant = |line: &str| format!("grant it in {}: [channels.main] {line}", path.display());
     let cases = [
@@ -292,9 +294,7 @@ fn raw_sql_on_ungranted_tables_is_denied() {
 
 #[test]
 fn a_trap_in_on_save_discards_the_save() {
-    let f = corpus();
-    let host = f.host();
-    let before = f.dump();
+    let (f, host, before) = corpus_host();
     let error = attack(&host, "trap-on-save", &[]);
     assert!(error.starts_with("hostile.on-save failed: wasm trap: wasm `unreachable` instruction executed"), "{error}");
     assert!(error.contains("hostile traps in on-save"), "{error}");

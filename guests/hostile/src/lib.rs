@@ -48,7 +48,11 @@ impl Guest for Component {
 
     fn flood(count: u32) -> Result<u32, Error> {
         for i in 0..count {
-            to::insert("main", "products", &row(&[("name", format!("flood-{i}").into()), ("price_cents", 1i64.into())]))?;
+            to::insert(
+                "main",
+                "products",
+                &row(&[("name", format!("flood-{i}").into()), ("price_cents", 1i64.into())]),
+            )?;
         }
         Ok(count)
     }
