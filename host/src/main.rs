@@ -192,6 +192,13 @@ fn list(host: &Host, json: bool) {
     }
     for svc in host.registry.services() {
         println!("{}  ({})", svc.name, svc.path.display());
+        let grants = svc.manifest.summary();
+        if grants.is_empty() {
+            println!("  may use no channel (grants in {})", svc.manifest_path.display());
+        }
+        for line in grants {
+            println!("  may on {line}");
+        }
         for (interface, exporter) in &svc.calls {
             println!("  calls {exporter} through {interface}");
         }
@@ -224,13 +231,32 @@ fn service_json(svc: &Service) -> serde_json::Value {
         })
         .collect();
     let calls: Vec<_> = svc.calls.iter().map(|(i, e)| json!({ "interface": i, "service": e })).collect();
+    let l = &svc.limits;
+    let limits = json!({
+        "deadline-ms": l.deadline.as_millis() as u64,
+        "fuel": l.fuel,
+        "memory-mb": l.memory_bytes >> 20,
+        "commands": l.commands,
+        "command-bytes": l.command_bytes,
+        "result-bytes": l.result_bytes,
+        "save-rounds": l.save_rounds,
+    });
     let h = &svc.hooks;
     let hooks: Vec<&str> =
         [("init", h.init), ("on-save", h.on_save), ("on-finally", h.on_finally), ("dispose", h.dispose)]
             .into_iter()
             .filter_map(|(n, i)| i.map(|_| n))
             .collect();
-    json!({ "name": svc.name, "path": svc.path, "code": svc.code, "functions": functions, "calls": calls, "hooks": hooks })
+    json!({
+        "name": svc.name,
+        "path": svc.path,
+        "code": svc.code,
+        "functions": functions,
+        "calls": calls,
+        "hooks": hooks,
+        "grants": svc.manifest.summary(),
+        "limits": limits,
+    })
 }
 
 fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode> {

@@ -140,6 +140,37 @@ impl Manifest {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
     }
 
+    /// What the manifest grants, one line per channel, for people:
+    /// `main: reads products, orders; inserts orders`. Empty when it grants
+    /// nothing on any channel.
+    pub fn summary(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (channel, grant) in &self.channels {
+            let mut parts = Vec::new();
+            for (key, tables) in [
+                ("reads", &grant.reads),
+                ("inserts", &grant.inserts),
+                ("updates", &grant.updates),
+                ("deletes", &grant.deletes),
+            ] {
+                match tables {
+                    Tables::None => {}
+                    Tables::All => parts.push(format!("{key} every table")),
+                    Tables::Some(names) => {
+                        parts.push(format!("{key} {}", names.iter().cloned().collect::<Vec<_>>().join(", ")))
+                    }
+                }
+            }
+            if grant.raw_sql {
+                parts.push("raw SQL".into());
+            }
+            if !parts.is_empty() {
+                lines.push(format!("{channel}: {}", parts.join("; ")));
+            }
+        }
+        lines
+    }
+
     /// The grant for `channel`, if the manifest has one.
     pub fn channel(&self, channel: &str) -> Option<&ChannelGrant> {
         self.channels.get(channel)
@@ -163,6 +194,8 @@ mod tests {
         assert!(!main.updates.allows("orders"));
         assert!(main.raw_sql);
         assert_eq!(m.limits.deadline_ms, Some(500));
+        assert_eq!(m.summary(), ["main: reads every table; inserts orders; raw SQL"]);
+        assert!(Manifest::default().summary().is_empty());
         Ok(())
     }
 

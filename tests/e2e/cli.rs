@@ -15,6 +15,12 @@ fn list_shows_functions_and_types() {
     assert!(stdout.contains("  acme:orders/api@0.1.0\n"), "{stdout}");
     assert!(stdout.contains("    do-clearing(order-id: s64) -> result<_, variant { empty-customer,"), "{stdout}");
     assert!(stdout.contains("    add(name: string, price-cents: s64) -> result<_, variant {"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "  may on main: reads orders, products; inserts clearings, order_events, orders; updates orders\n"
+        ),
+        "{stdout}"
+    );
 
     let out = f.sluice(&["list", "--json"]);
     let json: Json = serde_json::from_slice(&out.stdout).expect("list --json is JSON");
@@ -23,6 +29,12 @@ fn list_shows_functions_and_types() {
     assert_eq!(orders["functions"][0]["params"][2]["type"], "u32");
     assert_eq!(orders["calls"][0]["service"], "inventory");
     assert_eq!(orders["hooks"], serde_json::json!(["init", "on-save", "on-finally", "dispose"]));
+    assert_eq!(
+        orders["grants"][0],
+        "main: reads orders, products; inserts clearings, order_events, orders; updates orders"
+    );
+    assert_eq!(orders["limits"]["deadline-ms"], 10_000);
+    assert_eq!(orders["limits"]["memory-mb"], 64);
     assert!(stdout.contains("  calls inventory through acme:inventory/stock@0.1.0\n"), "{stdout}");
 }
 

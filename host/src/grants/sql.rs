@@ -235,4 +235,11 @@ mod tests {
         assert!(unclassified("SELEKT nonsense").contains("cannot parse"));
         assert_eq!(classify("SELECT 1; DROP TABLE orders"), Err("sql holds 2 statements; pass one per call".into()));
     }
+
+    #[test]
+    fn deeply_nested_sql_is_refused_not_a_crash() {
+        let depth = 100_000;
+        let sql = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+        assert!(unclassified(&sql).contains("cannot parse"));
+    }
 }

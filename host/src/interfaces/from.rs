@@ -17,6 +17,15 @@ impl Host for ServiceView<'_> {
         let Some(service) = self.service else {
             return Ok(Err(Error::Denied("a read from outside any service".into())));
         };
+        let asked = sql.len() + params.iter().map(crate::command::value_size).sum::<usize>();
+        if asked > service.limits.command_bytes {
+            let detail = format!(
+                "sent a read of {}, over its limit of {} (limits.command-bytes)",
+                size(asked),
+                size(service.limits.command_bytes)
+            );
+            return Err(wasmtime::Error::new(Breach::new(&service.name, "command-bytes", detail)));
+        }
         // Refused before the channel sees the statement.
         if let Err(refusal) = service.grants().check_query(&channel, &sql) {
             return Ok(Err(refused(refusal)));

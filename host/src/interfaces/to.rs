@@ -48,9 +48,6 @@ impl ServiceView<'_> {
         if let Err(m) = op.check() {
             return Ok(Err(Error::Invalid(format!("{name}: {m}"))));
         }
-        if let Err(refusal) = service.grants().check_command(channel, &op) {
-            return Ok(Err(refused(refusal)));
-        }
         let limits = &service.limits;
         let bytes = op.size();
         if bytes > limits.command_bytes {
@@ -66,6 +63,10 @@ impl ServiceView<'_> {
             let detail =
                 format!("queued more than its limit of {} commands in one scope (limits.commands)", limits.commands);
             return Err(wasmtime::Error::new(Breach::new(name, "commands", detail)));
+        }
+        // After the sizes: a huge statement is refused before it is parsed.
+        if let Err(refusal) = service.grants().check_command(channel, &op) {
+            return Ok(Err(refused(refusal)));
         }
         Ok(self
             .queue
