@@ -44,10 +44,15 @@ run: build guests
     sluice call orders.do-clearing 1 || echo "(exit $?: the service returned an error)" >&2
 
 # Build what the tests need and run every test: host, guests' own unit
-# tests, end to end.
+# tests, end to end; and check that the benchmarks compile.
 test: guests
     SLUICE_COMPONENTS={{components}} cargo test --workspace
+    cargo build --benches -p sluice-host
     cd guests && cargo test --target-dir {{target}}/guests-native
+
+# Run the criterion benchmarks (release build; the first one takes a while).
+bench: guests
+    SLUICE_COMPONENTS={{components}} cargo bench -p sluice-host --bench scope
 
 # Formatting and clippy, warnings as errors, for the host and the guests.
 lint:

@@ -1,0 +1,139 @@
+//! Criterion benchmarks of the host (`just bench`), each beside its baseline
+//! so the report can give ratios measured in the same run:
+//!
+//! - B1 scope overhead: a new scope, instantiating a small service, one call,
+//!   drop; on one thread, and as throughput on two.
+//! - B4 save: 1, 100 and 10 000 queued inserts applied in one transaction,
+//!   against the same statements issued directly with rusqlite.
+//!
+//! They use the components `just guests` builds (`SLUICE_COMPONENTS`, or
+//! `target/components`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sluice_host::{Host, HostOptions};
+use tempfile::TempDir;
+use wasmtime::component::Val;
+
+/// Where `just guests` put the components.
+fn components() -> PathBuf {
+    let dir = std::env::var_os("SLUICE_COMPONENTS").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join("components")
+    });
+    assert!(dir.join("probe.wasm").exists(), "no components in {}: run `just guests`", dir.display());
+    dir
+}
+
+/// A host over a temp services dir holding `services` (with their
+/// manifests) and the example schema.
+struct Bench {
+    dir: TempDir,
+    host: Host,
+}
+
+fn bench_host(services: &[&str]) -> Bench {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let services_dir = dir.path().join("services");
+    std::fs::create_dir_all(&services_dir).expect("services dir");
+    for name in services {
+        for ext in ["wasm", "toml"] {
+            let from = components().join(format!("{name}.{ext}"));
+            if from.exists() {
+                std::fs::copy(&from, services_dir.join(format!("{name}.{ext}"))).expect("copy component");
+            }
+        }
+    }
+    let mut options = HostOptions::new(&services_dir);
+    options.data_dir = dir.path().join("data");
+    options.runtime.cache_dir = Some(components().join("../bench-cache"));
+    let host = Host::open(&options).expect("host opens");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/schema");
+    let mut migrations: Vec<(String, String)> = std::fs::read_dir(&schema)
+        .expect("schema dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).expect("read migration")))
+        .collect();
+    migrations.sort();
+    host.channels.get("main").expect("main").migrate(&migrations).expect("migrate");
+    Bench { dir, host }
+}
+
+/// B1: scope, instantiate, one call, drop.
+fn scope_overhead(c: &mut Criterion) {
+    let bench = bench_host(&["probe"]);
+    let host = &bench.host;
+    let once = || {
+        let mut scope = host.scope();
+        let out = scope.call("probe", "add", &[Val::S32(1), Val::S32(2)]).expect("call");
+        assert_eq!(out, [Val::S32(3)]);
+    };
+    let mut group = c.benchmark_group("b1_scope");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("1_thread", |b| b.iter(once));
+    group.bench_function("2_threads", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| (0..iters.div_ceil(2)).for_each(|_| once()));
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+/// The statement B4 queues and issues natively.
+const INSERT: &str = "INSERT INTO products (name, price_cents) VALUES ('bench', 1)";
+
+/// B4: applying N queued commands at save, against rusqlite doing the same.
+fn save(c: &mut Criterion) {
+    let bench = bench_host(&["probe"]);
+    let host = &bench.host;
+    let db = bench.dir.path().join("data/main.db");
+    let mut group = c.benchmark_group("b4_save");
+    for n in [1usize, 100, 10_000] {
+        group.throughput(Throughput::Elements(n as u64));
+        if n == 10_000 {
+            group.sample_size(10).measurement_time(Duration::from_secs(10));
+        }
+        let statements = Val::List(vec![Val::String(INSERT.into()); n]);
+        group.bench_with_input(BenchmarkId::new("sluice", n), &n, |b, _| {
+            b.iter_batched(
+                || {
+                    let mut scope = host.scope();
+                    scope
+                        .call("probe", "execute-all", &[Val::String("main".into()), statements.clone()])
+                        .expect("queue");
+                    scope
+                },
+                |mut scope| scope.save().expect("save"),
+                BatchSize::PerIteration,
+            )
+        });
+        let mut conn = rusqlite::Connection::open(&db).expect("open db");
+        conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        group.bench_with_input(BenchmarkId::new("rusqlite", n), &n, |b, &n| {
+            b.iter(|| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("begin");
+                {
+                    let mut stmt = tx.prepare_cached(INSERT).expect("prepare");
+                    for _ in 0..n {
+                        stmt.execute([]).expect("insert");
+                    }
+                }
+                tx.commit().expect("commit");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scope_overhead, save);
+criterion_main!(benches);
