@@ -115,6 +115,23 @@ impl ScopeState {
         }
     }
 
+    /// Sends what the guests printed since the last look to the host log,
+    /// tagged with the scope and `service`, the one whose code printed it.
+    pub(crate) fn flush_output(&mut self, service: &str) {
+        let scope = self.id;
+        for (stream, pipe, seen) in
+            [("stdout", &self.stdout, &mut self.stdout_seen), ("stderr", &self.stderr, &mut self.stderr_seen)]
+        {
+            let bytes = pipe.contents();
+            if bytes.len() > *seen {
+                for line in String::from_utf8_lossy(&bytes[*seen..]).lines() {
+                    tracing::info!(target: "guest", scope = %scope, service, stream, "{line}");
+                }
+                *seen = bytes.len();
+            }
+        }
+    }
+
     /// The view `from` and `to` work through.
     pub(crate) fn service_view(&mut self) -> ServiceView<'_> {
         let service = self.frames.last().and_then(|f| self.registry.service(&f.service).ok());

@@ -161,3 +161,18 @@ fn call_reports_traps() {
     );
     assert!(stderr.contains("it broke"), "{stderr}");
 }
+
+/// What a guest prints goes to the host log, one line per line, tagged with
+/// the scope and the service.
+#[test]
+fn guest_output_is_logged_with_scope_and_service() {
+    let f = Fixture::new(&["probe"]);
+    let out = f.sluice_env(&[("SLUICE_LOG", "guest=info")], &["call", "probe.note", "hello"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let line = stderr.lines().find(|l| l.contains("call note hello")).unwrap_or_default();
+    assert!(
+        line.contains("scope=scope-1") && line.contains("service=\"probe\"") && line.contains("stream=\"stdout\""),
+        "{stderr}"
+    );
+}

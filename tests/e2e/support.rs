@@ -140,7 +140,13 @@ impl Fixture {
 
     /// Runs the real `sluice` binary against this fixture.
     pub fn sluice(&self, args: &[&str]) -> Output {
+        self.sluice_env(&[], args)
+    }
+
+    /// Runs the real `sluice` binary with extra environment variables.
+    pub fn sluice_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .envs(env.iter().copied())
             .arg("--services")
             .arg(self.services())
             .arg("--data-dir")

@@ -218,7 +218,6 @@ impl Scope {
         let mut results = vec![Val::Bool(false); func.results.len()];
         let target = Target { service: svc, function: &func.name, index: func.index };
         let outcome = invoke::call(&mut self.store.as_context_mut(), target, args, &mut results);
-        self.log_guest_output(&svc.name);
         match outcome {
             Ok(()) => Ok(results),
             Err(e) => Err(self.fail(&svc.name, &func.name, &e)),
@@ -292,25 +291,6 @@ impl Scope {
             let target = Target { service, function: "dispose", index };
             if let Err(e) = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []) {
                 tracing::warn!(scope = %self.id(), service = %name, "{name}.dispose failed: {}", self.reason(&e));
-            }
-            self.log_guest_output(&name);
-        }
-    }
-
-    /// Sends what the guests printed since the last look to the host log,
-    /// tagged with the scope and the service that was called.
-    fn log_guest_output(&mut self, service: &str) {
-        let scope = self.id();
-        let state = self.store.data_mut();
-        for (stream, pipe, seen) in
-            [("stdout", &state.stdout, &mut state.stdout_seen), ("stderr", &state.stderr, &mut state.stderr_seen)]
-        {
-            let bytes = pipe.contents();
-            if bytes.len() > *seen {
-                for line in String::from_utf8_lossy(&bytes[*seen..]).lines() {
-                    tracing::info!(target: "guest", scope = %scope, service, stream, "{line}");
-                }
-                *seen = bytes.len();
             }
         }
     }

@@ -143,7 +143,6 @@ impl Scope {
             let args = [Val::List(outcomes)];
             let target = Target { service, function: "on-save", index };
             let called = invoke::call(&mut self.store.as_context_mut(), target, &args, &mut []);
-            self.log_guest_output(&name);
             called.map_err(|e| self.fail(&name, "on-save", &e))?;
         }
         Ok(())
@@ -160,7 +159,6 @@ impl Scope {
             let Some(index) = service.hooks.on_finally else { continue };
             let target = Target { service, function: "on-finally", index };
             let called = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []);
-            self.log_guest_output(&name);
             if let Err(e) = called {
                 let message = format!("{name}.on-finally failed after the commit: {}", self.reason(&e));
                 tracing::warn!(scope = %self.id(), service = %name, "{message}");
