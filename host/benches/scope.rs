@@ -3,6 +3,8 @@
 //!
 //! - B1 scope overhead: a new scope, instantiating a small service, one call,
 //!   drop; on one thread, and as throughput on two.
+//! - B2 host calls: `to.insert` and `from.query` round trips from inside a
+//!   guest loop, with payloads of 0 B, 64 B, 4 KiB and 64 KiB.
 //! - B4 save: 1, 100 and 10 000 queued inserts applied in one transaction,
 //!   against the same statements issued directly with rusqlite.
 //!
@@ -59,6 +61,7 @@ fn bench_host(services: &[&str]) -> Bench {
         .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).expect("read migration")))
         .collect();
     migrations.sort();
+    migrations.push(("bench_blobs".into(), "CREATE TABLE blobs (data BLOB)".into()));
     host.channels.get("main").expect("main").migrate(&migrations).expect("migrate");
     Bench { dir, host }
 }
@@ -86,6 +89,38 @@ fn scope_overhead(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    group.finish();
+}
+
+/// Calls per guest loop in B2.
+const LOOP: u32 = 1000;
+
+/// B2: host calls from inside a guest loop; time per iteration / LOOP is
+/// the cost of one call.
+fn host_calls(c: &mut Criterion) {
+    let bench = bench_host(&["bench"]);
+    let host = &bench.host;
+    let mut group = c.benchmark_group("b2_host_call");
+    group.throughput(Throughput::Elements(u64::from(LOOP)));
+    for bytes in [0u32, 64, 4 << 10, 64 << 10] {
+        for function in ["enqueue", "echo"] {
+            group.bench_with_input(BenchmarkId::new(function, bytes), &bytes, |b, &bytes| {
+                b.iter_batched(
+                    || {
+                        let mut scope = host.scope();
+                        scope.call("bench", "noop", &[]).expect("instantiate");
+                        scope
+                    },
+                    |mut scope| {
+                        let out = scope.call("bench", function, &[Val::U32(LOOP), Val::U32(bytes)]).expect("loop");
+                        assert_eq!(out, [Val::Result(Ok(Some(Box::new(Val::U32(LOOP)))))]);
+                        scope
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+    }
     group.finish();
 }
 
@@ -135,5 +170,5 @@ fn save(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scope_overhead, save);
+criterion_group!(benches, scope_overhead, host_calls, save);
 criterion_main!(benches);

@@ -1,0 +1,36 @@
+//! Benchmark service `bench`: loops of `from` and `to` calls with payloads
+//! of a chosen size, so the host-call cost can be measured from inside a
+//! guest (B2 in `host/benches`).
+
+sluice_guest::generate!("test:bench/bench", ["../../wit", "wit"]);
+
+use exports::test::bench::loops::Guest;
+use sluice_guest::{
+    from, to,
+    types::{Error, Row, Value},
+};
+
+struct Component;
+
+impl Guest for Component {
+    fn noop() {}
+
+    fn enqueue(n: u32, bytes: u32) -> Result<u32, Error> {
+        let row = Row { columns: vec!["data".into()], values: vec![Value::Blob(vec![7; bytes as usize])] };
+        for _ in 0..n {
+            to::insert("main", "blobs", &row)?;
+        }
+        Ok(n)
+    }
+
+    fn echo(n: u32, bytes: u32) -> Result<u32, Error> {
+        let params = [Value::Blob(vec![7; bytes as usize])];
+        for _ in 0..n {
+            let rows = from::query("main", "SELECT ?1 AS data", &params)?;
+            std::hint::black_box(rows);
+        }
+        Ok(n)
+    }
+}
+
+export!(Component);
