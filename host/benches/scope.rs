@@ -125,11 +125,11 @@ fn host_calls(c: &mut Criterion) {
 }
 
 /// The statement B4 queues and issues natively.
-const INSERT: &str = "INSERT INTO products (name, price_cents) VALUES ('bench', 1)";
+const INSERT: &str = "INSERT INTO blobs (data) VALUES (x'07')";
 
 /// B4: applying N queued commands at save, against rusqlite doing the same.
 fn save(c: &mut Criterion) {
-    let bench = bench_host(&["probe"]);
+    let bench = bench_host(&["bench"]);
     let host = &bench.host;
     let db = bench.dir.path().join("data/main.db");
     let mut group = c.benchmark_group("b4_save");
@@ -138,14 +138,12 @@ fn save(c: &mut Criterion) {
         if n == 10_000 {
             group.sample_size(10).measurement_time(Duration::from_secs(10));
         }
-        let statements = Val::List(vec![Val::String(INSERT.into()); n]);
+        let args = [Val::U32(n as u32), Val::String(INSERT.into())];
         group.bench_with_input(BenchmarkId::new("sluice", n), &n, |b, _| {
             b.iter_batched(
                 || {
                     let mut scope = host.scope();
-                    scope
-                        .call("probe", "execute-all", &[Val::String("main".into()), statements.clone()])
-                        .expect("queue");
+                    scope.call("bench", "execute", &args).expect("queue");
                     scope
                 },
                 |mut scope| scope.save().expect("save"),

@@ -23,6 +23,13 @@ impl Guest for Component {
         Ok(n)
     }
 
+    fn execute(n: u32, sql: String) -> Result<u32, Error> {
+        for _ in 0..n {
+            to::execute("main", &sql, &[])?;
+        }
+        Ok(n)
+    }
+
     fn echo(n: u32, bytes: u32) -> Result<u32, Error> {
         let params = [Value::Blob(vec![7; bytes as usize])];
         for _ in 0..n {
