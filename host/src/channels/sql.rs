@@ -1,6 +1,7 @@
 //! The `sql` channel kind on SQLite: reads, transactions for save, and
 //! migrations. Connections are pooled per channel and reused across scopes.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -187,7 +188,7 @@ impl Drop for SqliteTransaction {
 
 /// The SQL text and parameters that apply `op`. Identifiers are quoted, and
 /// every value is bound as a parameter, never spliced into the text.
-fn statement(op: &Operation) -> (String, Vec<&Value>) {
+fn statement(op: &Operation) -> (Cow<'_, str>, Vec<&Value>) {
     match op {
         Operation::Insert { table, row } => {
             let marks: Vec<String> = (1..=row.values.len()).map(|i| format!("?{i}")).collect();
@@ -197,7 +198,7 @@ fn statement(op: &Operation) -> (String, Vec<&Value>) {
                 row.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
                 marks.join(", ")
             );
-            (sql, row.values.iter().collect())
+            (Cow::Owned(sql), row.values.iter().collect())
         }
         Operation::Update { table, key, changes } => {
             let mut params: Vec<&Value> = Vec::new();
@@ -211,14 +212,15 @@ fn statement(op: &Operation) -> (String, Vec<&Value>) {
                 })
                 .collect();
             let filter = where_clause(key, &mut params);
-            (format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", ")), params)
+            (Cow::Owned(format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", "))), params)
         }
         Operation::Delete { table, key } => {
             let mut params = Vec::new();
             let filter = where_clause(key, &mut params);
-            (format!("DELETE FROM {} WHERE {filter}", quote(table)), params)
+            (Cow::Owned(format!("DELETE FROM {} WHERE {filter}", quote(table))), params)
         }
-        Operation::Execute { sql, params } => (sql.clone(), params.iter().collect()),
+        // The guest's text as it is: no copy per command.
+        Operation::Execute { sql, params } => (Cow::Borrowed(sql.as_str()), params.iter().collect()),
     }
 }
 

@@ -127,7 +127,10 @@ impl Scope {
                 let Some(tx) = open.get_mut(&command.channel) else { continue };
                 // Returning early drops `open`, which rolls every channel back.
                 let outcome = tx.apply(&command.op).map_err(|e| fail(e.to_string()))?;
-                outcome_for(&mut by_service, &command, outcome);
+                // Outcomes are only built for services that have an on-save hook.
+                if registry.service(&command.service).is_ok_and(|s| s.hooks.on_save.is_some()) {
+                    outcome_for(&mut by_service, &command, outcome);
+                }
                 applied.push(Applied { round, command, outcome });
             }
             self.on_save(by_service)?;
