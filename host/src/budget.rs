@@ -8,6 +8,7 @@
 //! service's `fuel`; what it does not get is held back and returned when
 //! it ends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, StoreContextMut, Trap, UpdateDeadline};
@@ -28,14 +29,14 @@ pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 pub(crate) const SCOPE_FUEL: u64 = u64::MAX / 2;
 
 /// Whose limit set a budget: the service's own, or the scope's.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Owner {
-    Service(String),
+    Service(Arc<Service>),
     Scope,
 }
 
 /// The limits in force for one call into a service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Budget {
     deadline: Instant,
     deadline_owner: Owner,
@@ -46,7 +47,7 @@ pub(crate) struct Budget {
 }
 
 /// Starts a call into `service`: pushes its budget and sets its fuel.
-pub(crate) fn enter(store: &mut StoreContextMut<'_, ScopeState>, service: &Service) {
+pub(crate) fn enter(store: &mut StoreContextMut<'_, ScopeState>, service: &Arc<Service>) {
     let now = Instant::now();
     let state = store.data();
     let (outer_deadline, outer_owner) = match state.budgets.last() {
@@ -55,13 +56,13 @@ pub(crate) fn enter(store: &mut StoreContextMut<'_, ScopeState>, service: &Servi
     };
     let own = now + service.limits.deadline;
     let (deadline, deadline_owner) =
-        if own < outer_deadline { (own, Owner::Service(service.name.clone())) } else { (outer_deadline, outer_owner) };
+        if own < outer_deadline { (own, Owner::Service(Arc::clone(service))) } else { (outer_deadline, outer_owner) };
     let mut budget =
         Budget { deadline, deadline_owner, fuel_reserve: 0, fuel_owner: Owner::Scope, fuel_limit: SCOPE_FUEL };
     if let (Some(limit), Ok(left)) = (service.limits.fuel, store.get_fuel()) {
         if limit < left {
             budget.fuel_reserve = left - limit;
-            budget.fuel_owner = Owner::Service(service.name.clone());
+            budget.fuel_owner = Owner::Service(Arc::clone(service));
             budget.fuel_limit = limit;
             let _ = store.set_fuel(limit);
         } else if let Some(outer) = store.data().budgets.last() {
@@ -90,9 +91,9 @@ pub(crate) fn explain(store: &StoreContextMut<'_, ScopeState>, service: &str, e:
     }
     let breach = match store.data().budgets.last() {
         Some(Budget { fuel_owner: Owner::Service(owner), fuel_limit, .. }) => Breach::new(
-            owner,
+            &owner.name,
             "fuel",
-            format!("{service} ran out of fuel: {owner}'s calls may use {fuel_limit} units (limits.fuel)"),
+            format!("{service} ran out of fuel: {}'s calls may use {fuel_limit} units (limits.fuel)", owner.name),
         ),
         _ => Breach::new(service, "fuel", "ran out of the scope's fuel".into()),
     };
@@ -114,13 +115,13 @@ pub(crate) fn on_epoch(store: StoreContextMut<'_, ScopeState>) -> wasmtime::Resu
     let running = state.frames.last().map(|f| f.service.clone()).unwrap_or_default();
     let breach = match owner {
         Owner::Service(service) => {
-            let limit = state.registry.service(&service).map(|s| s.limits.deadline).unwrap_or(Duration::ZERO);
-            let detail = if service == running {
+            let limit = service.limits.deadline;
+            let detail = if service.name == running {
                 format!("still running after {} (limits.deadline-ms)", millis(limit))
             } else {
                 format!("still running after {} (limits.deadline-ms), in {running}", millis(limit))
             };
-            Breach::new(&service, "deadline-ms", detail)
+            Breach::new(&service.name, "deadline-ms", detail)
         }
         Owner::Scope => Breach::new(
             &running,

@@ -44,12 +44,10 @@ pub(crate) fn call(
         return Err(wasmtime::Error::new(CallCycle { chain: chain(&frames), service: target.service.name.clone() }));
     }
     // Output so far belongs to the caller; what the call prints, to the callee.
-    if let Some(caller) = store.data().frames.last().map(|f| f.service.clone()) {
-        store.data_mut().flush_output(&caller);
-    }
+    store.data_mut().flush_output(None);
     crate::budget::enter(store, target.service);
     let outcome = enter_and_call(store, &target, frame, args, results);
-    store.data_mut().flush_output(&target.service.name);
+    store.data_mut().flush_output(Some(&target.service.name));
     let outcome = outcome.map_err(|e| crate::budget::explain(store, &target.service.name, e));
     crate::budget::leave(store);
     outcome

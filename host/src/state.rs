@@ -116,16 +116,17 @@ impl ScopeState {
     }
 
     /// Sends what the guests printed since the last look to the host log,
-    /// tagged with the scope and `service`, the one whose code printed it.
-    pub(crate) fn flush_output(&mut self, service: &str) {
-        let scope = self.id;
-        for (stream, pipe, seen) in
-            [("stdout", &self.stdout, &mut self.stdout_seen), ("stderr", &self.stderr, &mut self.stderr_seen)]
-        {
+    /// tagged with the scope and the service whose code printed it: `service`,
+    /// or when `None` the innermost running call's. Nothing is copied when
+    /// nothing new was printed.
+    pub(crate) fn flush_output(&mut self, service: Option<&str>) {
+        let ScopeState { id, frames, stdout, stderr, stdout_seen, stderr_seen, .. } = self;
+        let Some(service) = service.or_else(|| frames.last().map(|f| f.service.as_str())) else { return };
+        for (stream, pipe, seen) in [("stdout", &*stdout, stdout_seen), ("stderr", &*stderr, stderr_seen)] {
             let bytes = pipe.contents();
             if bytes.len() > *seen {
                 for line in String::from_utf8_lossy(&bytes[*seen..]).lines() {
-                    tracing::info!(target: "guest", scope = %scope, service, stream, "{line}");
+                    tracing::info!(target: "guest", scope = %id, service, stream, "{line}");
                 }
                 *seen = bytes.len();
             }
