@@ -11,59 +11,32 @@
 //! They use the components `just guests` builds (`SLUICE_COMPONENTS`, or
 //! `target/components`).
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sluice_host::{Host, HostOptions};
-use tempfile::TempDir;
+use sluice_host::Host;
 use wasmtime::component::Val;
 
-/// Where `just guests` put the components.
-fn components() -> PathBuf {
-    let dir = std::env::var_os("SLUICE_COMPONENTS").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        target.join("components")
-    });
-    assert!(dir.join("probe.wasm").exists(), "no components in {}: run `just guests`", dir.display());
-    dir
-}
+// The end-to-end tests' fixture: a temp services dir with the built
+// components and their manifests, the example schema, the real binary.
+#[allow(dead_code)]
+#[path = "../../tests/e2e/support.rs"]
+mod support;
 
-/// A host over a temp services dir holding `services` (with their
-/// manifests) and the example schema.
+use support::Fixture;
+
+/// A host over `services`, the example schema and a `blobs` table.
 struct Bench {
-    dir: TempDir,
+    fixture: Fixture,
     host: Host,
 }
 
 fn bench_host(services: &[&str]) -> Bench {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let services_dir = dir.path().join("services");
-    std::fs::create_dir_all(&services_dir).expect("services dir");
-    for name in services {
-        for ext in ["wasm", "toml"] {
-            let from = components().join(format!("{name}.{ext}"));
-            if from.exists() {
-                std::fs::copy(&from, services_dir.join(format!("{name}.{ext}"))).expect("copy component");
-            }
-        }
-    }
-    let mut options = HostOptions::new(&services_dir);
-    options.data_dir = dir.path().join("data");
-    options.runtime.cache_dir = Some(components().join("../bench-cache"));
-    let host = Host::open(&options).expect("host opens");
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/schema");
-    let mut migrations: Vec<(String, String)> = std::fs::read_dir(&schema)
-        .expect("schema dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).expect("read migration")))
-        .collect();
-    migrations.sort();
-    migrations.push(("bench_blobs".into(), "CREATE TABLE blobs (data BLOB)".into()));
-    host.channels.get("main").expect("main").migrate(&migrations).expect("migrate");
-    Bench { dir, host }
+    let fixture = Fixture::new(services);
+    fixture.migrate();
+    fixture.db().execute("CREATE TABLE blobs (data BLOB)", []).expect("blobs table");
+    let host = fixture.host();
+    Bench { fixture, host }
 }
 
 /// B1: scope, instantiate, one call, drop.
@@ -131,7 +104,7 @@ const INSERT: &str = "INSERT INTO blobs (data) VALUES (x'07')";
 fn save(c: &mut Criterion) {
     let bench = bench_host(&["bench"]);
     let host = &bench.host;
-    let db = bench.dir.path().join("data/main.db");
+    let db = bench.fixture.db_path();
     let mut group = c.benchmark_group("b4_save");
     for n in [1usize, 100, 10_000] {
         group.throughput(Throughput::Elements(n as u64));

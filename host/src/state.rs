@@ -189,7 +189,13 @@ impl Queue {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         let service = frames.last().map(|f| f.service.clone()).unwrap_or_default();
-        *self.per_service.entry(service.clone()).or_default() += 1;
+        // Count without allocating a key for a service already counted.
+        match self.per_service.get_mut(&service) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_service.insert(service.clone(), 1);
+            }
+        }
         self.commands.push(Command {
             scope,
             ticket,

@@ -70,11 +70,11 @@ impl Grants<'_> {
     /// Checks a read through `from.query`.
     pub fn check_query(&self, channel: &str, sql: &str) -> Result<(), Refusal> {
         if let Classified::Tables(touched) = self.classify(channel, sql)? {
-            if let Some((access, _)) = touched.iter().find(|(a, _)| *a != Access::Read) {
+            if let Some((access, table)) = touched.iter().find(|(a, _)| *a != Access::Read) {
                 return Err(Refusal::Invalid(format!(
-                    "{}: a read must not write (this statement would {} a table); queue writes with `to`",
+                    "{}: a read must not write (this statement would {} table {table}); queue writes with `to`",
                     self.service,
-                    access.verb().split(' ').next().unwrap_or("write")
+                    access.verb()
                 )));
             }
             self.check_tables(channel, &touched)?;
