@@ -3,8 +3,10 @@
 target := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
 # Every guest component, built by `just guests`; the tests read them here.
 components := target / "components"
+# The venv with the Python tools the tests use.
+venv := target / "venv"
 # The example services, served by `just run`.
-examples := "orders products inventory"
+examples := "orders products inventory api"
 
 # List the recipes.
 default:
@@ -21,9 +23,19 @@ guests:
 build:
     cargo build -p sluice-host
 
-# Build everything, create the example schema in a fresh data/example, and
-# run the example scenario through the CLI.
+# Build everything, create the example schema in data/example, and serve
+# the example services over HTTP (SLUICE_LISTEN=ADDR to move it off
+# 127.0.0.1:8080). It prints the URL and a curl to try; Ctrl-C stops it.
 run: build guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    sluice() { {{target}}/debug/sluice --data-dir data/example "$@"; }
+    sluice migrate examples/schema
+    exec {{target}}/debug/sluice --data-dir data/example serve
+
+# The example scenario through the CLI, one scope per command, on a fresh
+# data/example database.
+demo: build guests
     #!/usr/bin/env bash
     set -euo pipefail
     sluice() { echo "\$ sluice $*" >&2; {{target}}/debug/sluice --data-dir data/example "$@"; }
@@ -45,10 +57,16 @@ run: build guests
 
 # Build what the tests need and run every test: host, guests' own unit
 # tests, end to end; and check that the benchmarks compile.
-test: guests
-    SLUICE_COMPONENTS={{components}} cargo test --workspace
+test: guests tools
+    SLUICE_COMPONENTS={{components}} SLUICE_VENV={{venv}} cargo test --workspace
     cargo build --benches -p sluice-host
     cd guests && cargo test --target-dir {{target}}/guests-native
+
+# Python tools the tests use (the OpenAPI validator), pinned in
+# scripts/requirements-tools.txt, in a venv under the target dir. Without
+# PyPI the tests that need them say so and skip (CI requires them).
+tools:
+    scripts/python-tools {{venv}}
 
 # Run the criterion benchmarks (release build; the first one takes a while).
 bench: guests

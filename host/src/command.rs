@@ -36,6 +36,7 @@ pub enum Operation {
         /// The table.
         table: String,
         /// The row's columns and values.
+        #[serde(serialize_with = "row_json")]
         row: Row,
     },
     /// Set `changes` on the rows that match `key`.
@@ -43,8 +44,10 @@ pub enum Operation {
         /// The table.
         table: String,
         /// Columns that must all equal their values.
+        #[serde(serialize_with = "row_json")]
         key: Row,
         /// Columns to set.
+        #[serde(serialize_with = "row_json")]
         changes: Row,
     },
     /// Delete the rows that match `key`.
@@ -52,6 +55,7 @@ pub enum Operation {
         /// The table.
         table: String,
         /// Columns that must all equal their values.
+        #[serde(serialize_with = "row_json")]
         key: Row,
     },
     /// Run one SQL statement as written.
@@ -59,8 +63,35 @@ pub enum Operation {
         /// The statement.
         sql: String,
         /// Values bound to its parameters, in order.
+        #[serde(serialize_with = "values_json")]
         params: Vec<Value>,
     },
+}
+
+/// A SQL value as plain JSON: `null`, a number, a string, or a blob as an
+/// array of bytes.
+pub fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Integer(n) => (*n).into(),
+        Value::Real(r) => (*r).into(),
+        Value::Text(t) => t.as_str().into(),
+        Value::Blob(b) => b.as_slice().into(),
+    }
+}
+
+/// A row as a JSON object from column to value, in column order.
+fn row_json<S: serde::Serializer>(row: &Row, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(row.columns.len()))?;
+    for (column, value) in row.columns.iter().zip(&row.values) {
+        map.serialize_entry(column, &value_json(value))?;
+    }
+    map.end()
+}
+
+fn values_json<S: serde::Serializer>(values: &[Value], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(value_json))
 }
 
 /// The result of applying one command.

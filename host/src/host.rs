@@ -1,14 +1,17 @@
 //! A running host's parts in one place: the runtime, the channels and the
-//! current registry, opened from the operator's options.
+//! current registry, opened from the operator's options. The registry can
+//! be swapped for a reloaded one while scopes run: each scope keeps the
+//! registry it started with.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use anyhow::Context as _;
 
 use crate::channels::Channels;
 use crate::config::Config;
-use crate::registry::Registry;
+use crate::registry::{Changes, Registry};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::scope::Scope;
 
@@ -39,8 +42,11 @@ impl HostOptions {
 
 /// The runtime, the channels and the registry of one host process.
 pub struct Host {
-    /// The loaded services.
-    pub registry: Arc<Registry>,
+    registry: RwLock<Arc<Registry>>,
+    /// Held while a reload builds the next registry, so two reloads never
+    /// race to swap in their results.
+    reloading: Mutex<()>,
+    reloads: AtomicU64,
     /// The configured channels.
     pub channels: Arc<Channels>,
 }
@@ -61,11 +67,43 @@ impl Host {
         let runtime = Runtime::new(runtime_options)?;
         let registry = Registry::discover(runtime, &options.services)
             .with_context(|| format!("cannot read services directory {}", options.services.display()))?;
-        Ok(Host { registry: Arc::new(registry), channels })
+        Ok(Host {
+            registry: RwLock::new(Arc::new(registry)),
+            reloading: Mutex::new(()),
+            reloads: AtomicU64::new(0),
+            channels,
+        })
+    }
+
+    /// The services as they are now. A scope started later may see a newer
+    /// registry; one holding this `Arc` never does.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Starts a new scope over the current services.
     pub fn scope(&self) -> Scope {
-        Scope::new(Arc::clone(&self.registry), Arc::clone(&self.channels))
+        Scope::new(self.registry(), Arc::clone(&self.channels))
+    }
+
+    /// Reads the services directory again and swaps the result in. The
+    /// compiling happens before the swap, without blocking new scopes;
+    /// scopes already running finish on the registry they started with.
+    /// Only a directory that cannot be read is an error, and then the
+    /// current registry stays.
+    pub fn reload(&self) -> anyhow::Result<Changes> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.registry();
+        let next =
+            current.reload().with_context(|| format!("cannot read services directory {}", current.dir().display()))?;
+        let changes = next.changes_since(&current);
+        *self.registry.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(changes)
+    }
+
+    /// How many reloads have been swapped in since the host opened.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 }

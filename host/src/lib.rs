@@ -23,6 +23,8 @@
 //! - [`command`]: queued commands as data, checked when queued.
 //! - [`channels`]: channel kinds behind one trait; `sql` on SQLite.
 //! - [`values`]: JSON to component values and back, by WIT type.
+//! - [`server`]: `sluice serve`, the HTTP host (axum), thin over [`call`].
+//! - [`watch`]: hot reload of the services directory.
 //! - [`signature`]: functions shown to people.
 //! - [`bindings`]: the one `bindgen!` call.
 
@@ -42,11 +44,13 @@ pub mod manifest;
 pub mod registry;
 pub mod runtime;
 pub mod scope;
+pub mod server;
 pub mod signature;
 pub mod state;
 pub mod values;
+pub mod watch;
 
 pub use call::{CallReport, Ending};
 pub use host::{Host, HostOptions};
 pub use registry::Registry;
-pub use scope::{Applied, SaveReport, Scope, ScopeError, Transcript};
+pub use scope::{Applied, Cause, SaveReport, Scope, ScopeError, Transcript};

@@ -62,6 +62,8 @@ pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>,
                         calls,
                         manifest: c.manifest,
                         limits: c.limits,
+                        digest: c.digest,
+                        imports: c.imports,
                         pre,
                     })
                     .collect();
@@ -76,7 +78,7 @@ pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>,
             for f in c.functions.iter().filter_map(|f| f.interface.clone()) {
                 lost.insert(f, c.name.clone());
             }
-            failures.push(LoadFailure { path: c.path, error });
+            failures.push(LoadFailure { path: c.path, error, kept_previous: false });
         }
     }
 }

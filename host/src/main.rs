@@ -3,14 +3,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use sluice_host::call::{self, Ending, Mode};
-use sluice_host::registry::Service;
 use sluice_host::scope::SaveReport;
-use sluice_host::{Host, HostOptions, signature, values};
+use sluice_host::server::{self, ServeOptions};
+use sluice_host::watch::Watcher;
+use sluice_host::{Host, HostOptions, Scope, signature, values};
 use tracing_subscriber::EnvFilter;
 
 /// Run WebAssembly component services; apply their queued commands only when
@@ -63,6 +65,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the services over HTTP until SIGTERM or Ctrl-C, reloading them
+    /// when the services directory changes.
+    Serve {
+        /// Where to listen; port 0 picks a free port (the URL is printed).
+        #[arg(long, default_value = "127.0.0.1:8080", env = "SLUICE_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// The largest request body accepted, in bytes (larger gets 413).
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body_bytes: usize,
+        /// How many scopes may run at once; later requests wait their turn.
+        #[arg(long, default_value_t = 64)]
+        max_concurrent: usize,
+        /// Do not watch the services directory for changes.
+        #[arg(long)]
+        no_watch: bool,
+    },
     /// Apply the `*.sql` files in DIR, in name order, each once, to a channel.
     Migrate {
         /// Directory of migration scripts.
@@ -74,13 +92,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("error")))
+    let cli = Cli::parse();
+    // A server logs what it does; a one-shot command only its errors.
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "error" };
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -99,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         options.runtime.limits.fuel = Some(fuel);
     }
     let host = Host::open(&options)?;
-    for failure in host.registry.failures() {
+    for failure in host.registry().failures() {
         eprintln!("warning: skipped {}", failure.error);
     }
     match cli.command {
@@ -112,12 +137,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
+        Command::Serve { listen, max_body_bytes, max_concurrent, no_watch } => {
+            let options = ServeOptions { max_body_bytes, max_concurrent };
+            serve(host, listen, options, !no_watch)
+        }
     }
 }
 
 fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> anyhow::Result<ExitCode> {
     let (service, function) = call::parse_target(target).map_err(anyhow::Error::msg)?;
-    let func = host.registry.service(service)?.function(function)?;
+    let registry = host.registry();
+    let func = registry.service(service)?.function(function)?;
     func.check_arity(args.len()).map_err(|e| anyhow::anyhow!("{service}.{} {e}", func.name))?;
     let mut vals = Vec::with_capacity(args.len());
     for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
@@ -135,15 +165,11 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
         })?;
         vals.push(val);
     }
-    let report = call::run(host, service, function, &vals, mode)?;
-    let result = match report.results.as_slice() {
-        [] => serde_json::Value::Null,
-        [one] => values::to_json(one),
-        many => serde_json::Value::Array(many.iter().map(values::to_json).collect()),
-    };
+    let scope = Scope::new(Arc::clone(&registry), Arc::clone(&host.channels));
+    let report = call::run_in(scope, service, function, &vals, mode)?;
+    let result = report.result_json();
     if json {
-        let out = json!({ "scope": report.scope, "result": result, "ending": report.ending });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
         println!("result: {result}");
         match &report.ending {
@@ -155,6 +181,14 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
             }
             Ending::DryRun(plan) => {
                 print_applied(&format!("dry run of {}", plan.scope), "; rolled back, nothing was applied", plan);
+            }
+            Ending::Denied { denials, commands } => {
+                println!(
+                    "denied {}: {}; nothing was applied ({} command(s) were queued)",
+                    report.scope,
+                    denials.join("; "),
+                    commands.len()
+                );
             }
             Ending::Discarded { reason, commands } => {
                 println!(
@@ -172,6 +206,8 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
         Ending::Saved(_) | Ending::DryRun(_) => ExitCode::SUCCESS,
         // The service refused the request: a distinct code scripts can test.
         Ending::Discarded { .. } => ExitCode::from(2),
+        // A grant was denied: the operator's manifest, not the request.
+        Ending::Denied { .. } => ExitCode::from(3),
     })
 }
 
@@ -186,13 +222,17 @@ fn print_applied(what: &str, note: &str, report: &SaveReport) {
 
 fn list(host: &Host, json: bool) {
     if json {
-        let services: Vec<_> = host.registry.services().map(|s| service_json(s)).collect();
-        let failures: Vec<_> =
-            host.registry.failures().iter().map(|f| json!({ "path": f.path, "error": f.error.to_string() })).collect();
+        let services: Vec<_> = host.registry().services().map(|s| signature::service_json(s)).collect();
+        let failures: Vec<_> = host
+            .registry()
+            .failures()
+            .iter()
+            .map(|f| json!({ "path": f.path, "error": f.error.to_string() }))
+            .collect();
         println!("{:#}", json!({ "services": services, "failures": failures }));
         return;
     }
-    for svc in host.registry.services() {
+    for svc in host.registry().services() {
         println!("{}  ({})", svc.name, svc.path.display());
         let grants = svc.manifest.summary();
         if grants.is_empty() {
@@ -213,52 +253,62 @@ fn list(host: &Host, json: bool) {
             println!("    {}", signature::signature(f));
         }
     }
-    if host.registry.services().next().is_none() {
-        println!("no services in {}", host.registry.dir().display());
+    if host.registry().services().next().is_none() {
+        println!("no services in {}", host.registry().dir().display());
     }
 }
 
-fn service_json(svc: &Service) -> serde_json::Value {
-    let functions: Vec<_> = svc
-        .functions
-        .iter()
-        .map(|f| {
-            json!({
-                "interface": f.interface,
-                "name": f.name,
-                "params": f.params.iter().map(|(n, t)| json!({ "name": n, "type": values::type_name(t) })).collect::<Vec<_>>(),
-                "results": f.results.iter().map(values::type_name).collect::<Vec<_>>(),
-                "signature": signature::signature(f),
-            })
-        })
-        .collect();
-    let calls: Vec<_> = svc.calls.iter().map(|(i, e)| json!({ "interface": i, "service": e })).collect();
-    let l = &svc.limits;
-    let limits = json!({
-        "deadline-ms": l.deadline.as_millis() as u64,
-        "fuel": l.fuel,
-        "memory-mb": l.memory_bytes >> 20,
-        "commands": l.commands,
-        "command-bytes": l.command_bytes,
-        "result-bytes": l.result_bytes,
-        "save-rounds": l.save_rounds,
-    });
-    let h = &svc.hooks;
-    let hooks: Vec<&str> =
-        [("init", h.init), ("on-save", h.on_save), ("on-finally", h.on_finally), ("dispose", h.dispose)]
-            .into_iter()
-            .filter_map(|(n, i)| i.map(|_| n))
-            .collect();
-    json!({
-        "name": svc.name,
-        "path": svc.path,
-        "code": svc.code,
-        "functions": functions,
-        "calls": calls,
-        "hooks": hooks,
-        "grants": svc.manifest.summary(),
-        "limits": limits,
-    })
+fn serve(host: Host, listen: std::net::SocketAddr, options: ServeOptions, watch: bool) -> anyhow::Result<ExitCode> {
+    let host = Arc::new(host);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr().context("cannot read the listening address")?;
+        // Held for its Drop, which stops watching.
+        let _watcher = if watch { Some(Watcher::start(Arc::clone(&host))?) } else { None };
+        let registry = host.registry();
+        let names: Vec<&str> = registry.services().map(|s| s.name.as_str()).collect();
+        // The first line is for programs (tests read the port from it).
+        println!("listening on http://{addr}");
+        println!("serving {} service(s): {}", names.len(), names.join(", "));
+        if let Some(s) = registry.services().find(|s| s.function("list").is_ok()) {
+            println!("try: curl -s -X POST http://{addr}/services/{}/list -d '{{}}'", s.name);
+        }
+        println!("routes: http://{addr}/openapi.json");
+        drop(registry);
+        std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
+        tracing::info!(%addr, "listening");
+        server::serve(listener, server::router(Arc::clone(&host), options), shutdown_signal()).await?;
+        tracing::info!("stopped: every request in flight was answered");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stopping: no new connections; waiting for the requests in flight");
 }
 
 fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode> {

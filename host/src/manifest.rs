@@ -15,6 +15,9 @@
 //!
 //! [limits]
 //! deadline-ms = 2000
+//!
+//! [http]            # only for a component exporting wasi:http/incoming-handler
+//! prefix = "/shop"
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +40,47 @@ pub struct Manifest {
     /// Limits that replace the host's defaults for this service.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Where `sluice serve` mounts a `wasi:http` component.
+    #[serde(default)]
+    pub http: Option<HttpMount>,
+}
+
+/// The route prefix of a `wasi:http` component: every request whose path is
+/// the prefix or starts with the prefix and `/` goes to its handler.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpMount {
+    /// `/shop`: starts with `/`, no trailing `/`, not one of the host's own
+    /// routes.
+    pub prefix: String,
+}
+
+/// The paths `sluice serve` answers itself; no component may be mounted on
+/// or under them.
+pub const RESERVED_PREFIXES: [&str; 4] = ["/services", "/openapi.json", "/healthz", "/metrics"];
+
+impl HttpMount {
+    /// Whether `path` falls under this prefix.
+    pub fn covers(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let p = &self.prefix;
+        let fine_chars = p.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c));
+        if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') || p.contains("//") || !fine_chars {
+            return Err(format!(
+                "http.prefix {p:?} must start with '/', not end with '/', and hold only letters, digits and /-_.~ (for example \"/shop\")"
+            ));
+        }
+        if let Some(taken) = RESERVED_PREFIXES
+            .iter()
+            .find(|r| p == *r || p.starts_with(&format!("{r}/")) || r.starts_with(&format!("{p}/")))
+        {
+            return Err(format!("http.prefix {p:?} overlaps the host's own route {taken}; pick another"));
+        }
+        Ok(())
+    }
 }
 
 /// What a service may do on one channel.
@@ -137,7 +181,11 @@ impl Manifest {
 
     /// Parses manifest text.
     pub fn parse(text: &str) -> Result<Manifest, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+        let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
+        if let Some(http) = &manifest.http {
+            http.check()?;
+        }
+        Ok(manifest)
     }
 
     /// What the manifest grants, one line per channel, for people:

@@ -4,7 +4,9 @@
 //! an `InstancePre`, so a scope only has to instantiate it.
 //!
 //! A file that fails to load is reported with its reason and skipped; the
-//! other services still load.
+//! other services still load. [`Registry::reload`] builds the next registry
+//! from the current one: unchanged files are not compiled again, and a file
+//! that is now broken leaves its previous version serving.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -158,7 +160,13 @@ pub struct Hooks {
     pub on_finally: Option<ComponentExportIndex>,
     /// `dispose`, when the scope ends.
     pub dispose: Option<ComponentExportIndex>,
+    /// `wasi:http/incoming-handler.handle`, for a component `sluice serve`
+    /// mounts under its manifest's `http.prefix`.
+    pub http: Option<ComponentExportIndex>,
 }
+
+/// The interface a `wasi:http` component exports, without its version.
+pub const HTTP_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// One interface a component imports from another service.
 #[derive(Debug, Clone)]
@@ -223,6 +231,10 @@ pub struct Service {
     pub manifest_path: PathBuf,
     /// The limits it runs under: the host's defaults, replaced by its manifest's.
     pub limits: Limits,
+    /// A hash of the component's bytes (and the engine settings): two loads
+    /// with the same digest run the same code.
+    pub digest: String,
+    pub(crate) imports: Vec<Import>,
     pub(crate) pre: InstancePre<ScopeState>,
 }
 
@@ -237,6 +249,7 @@ pub(crate) struct Compiled {
     pub imports: Vec<Import>,
     pub manifest: Manifest,
     pub limits: Limits,
+    pub digest: String,
 }
 
 /// Why a function could not be found on a service.
@@ -308,6 +321,9 @@ pub struct LoadFailure {
     pub path: PathBuf,
     /// Why.
     pub error: LoadError,
+    /// On a reload: the previous version of the service still serves
+    /// in its place.
+    pub kept_previous: bool,
 }
 
 /// Every service found in one services directory. A registry is immutable:
@@ -325,6 +341,18 @@ impl Registry {
     /// Only a directory that cannot be listed is an error; each file that
     /// fails to load is recorded in [`Registry::failures`] and logged.
     pub fn discover(runtime: Arc<Runtime>, dir: &Path) -> std::io::Result<Registry> {
+        Registry::load(runtime, dir, None)
+    }
+
+    /// Loads the directory again, for a hot reload. A file whose bytes did
+    /// not change reuses its compiled code; a file that now fails to compile
+    /// (or whose manifest is now invalid) keeps its previous version
+    /// serving, recorded with `kept_previous`. Removed files are gone.
+    pub fn reload(&self) -> std::io::Result<Registry> {
+        Registry::load(Arc::clone(&self.runtime), &self.dir, Some(self))
+    }
+
+    fn load(runtime: Arc<Runtime>, dir: &Path, previous: Option<&Registry>) -> std::io::Result<Registry> {
         let mut paths = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -336,22 +364,65 @@ impl Registry {
         let mut compiled = Vec::new();
         let mut failures = Vec::new();
         for path in paths {
-            match compile(&runtime, &path) {
+            let old = previous.and_then(|p| {
+                let name = path.file_stem()?.to_str()?;
+                p.services.get(name)
+            });
+            match compile(&runtime, &path, old.map(|s| s.as_ref())) {
                 Ok(c) => compiled.push(c),
-                Err(error) => failures.push(LoadFailure { path, error }),
+                Err(error) => match old {
+                    Some(old) => {
+                        tracing::warn!(service = %old.name, "the new version is broken, the previous one keeps serving: {error}");
+                        compiled.push(Compiled::from_service(old));
+                        failures.push(LoadFailure { path, error, kept_previous: true });
+                    }
+                    None => failures.push(LoadFailure { path, error, kept_previous: false }),
+                },
             }
         }
-        let (linked, link_failures) = crate::linking::link(&runtime, compiled);
-        failures.extend(link_failures);
-        for failure in &failures {
+        let (mut linked, link_failures) = crate::linking::link(&runtime, compiled);
+        let mut mounted: BTreeMap<String, String> = BTreeMap::new();
+        linked.retain(|service| {
+            let Some(prefix) = service.manifest.http.as_ref().map(|h| h.prefix.clone()) else { return true };
+            if let Some(first) = mounted.get(&prefix) {
+                let reason = format!("http.prefix {prefix:?} is already the prefix of service {first}");
+                let error = LoadError::Manifest { service: service.name.clone(), reason };
+                failures.push(LoadFailure { path: service.path.clone(), error, kept_previous: false });
+                return false;
+            }
+            mounted.insert(prefix, service.name.clone());
+            true
+        });
+        for failure in &link_failures {
             tracing::warn!("skipped: {}", failure.error);
         }
+        for failure in failures.iter().filter(|f| !f.kept_previous) {
+            tracing::warn!("skipped: {}", failure.error);
+        }
+        failures.extend(link_failures);
         let mut services = BTreeMap::new();
         for service in linked {
             tracing::info!(service = %service.name, code = ?service.code, "loaded {}", service.path.display());
             services.insert(service.name.clone(), Arc::new(service));
         }
         Ok(Registry { runtime, dir: dir.to_path_buf(), services, failures })
+    }
+
+    /// What changed from `before` to this registry: services added, changed
+    /// (other code or another manifest) and removed, by name.
+    pub fn changes_since(&self, before: &Registry) -> Changes {
+        let mut changes = Changes::default();
+        for (name, now) in &self.services {
+            match before.services.get(name) {
+                None => changes.added.push(name.clone()),
+                Some(was) if was.digest != now.digest || was.manifest != now.manifest || was.limits != now.limits => {
+                    changes.changed.push(name.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        changes.removed = before.services.keys().filter(|n| !self.services.contains_key(*n)).cloned().collect();
+        changes
     }
 
     /// The runtime the services were compiled for.
@@ -374,6 +445,14 @@ impl Registry {
         &self.failures
     }
 
+    /// The `wasi:http` service mounted on the longest prefix covering `path`.
+    pub fn mounted(&self, path: &str) -> Option<&Arc<Service>> {
+        self.services
+            .values()
+            .filter(|s| s.hooks.http.is_some() && s.manifest.http.as_ref().is_some_and(|m| m.covers(path)))
+            .max_by_key(|s| s.manifest.http.as_ref().map_or(0, |m| m.prefix.len()))
+    }
+
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Result<&Arc<Service>, LookupError> {
         self.services.get(name).ok_or_else(|| LookupError::UnknownService {
@@ -383,10 +462,56 @@ impl Registry {
     }
 }
 
+/// Services added, changed and removed by a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Changes {
+    /// New services.
+    pub added: Vec<String>,
+    /// Services whose code, manifest or limits changed.
+    pub changed: Vec<String>,
+    /// Services whose file is gone (or that no longer link).
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        write!(f, "added {}; changed {}; removed {}", list(&self.added), list(&self.changed), list(&self.removed))
+    }
+}
+
+impl Compiled {
+    /// A loaded service taken apart again, to be linked into a new registry.
+    fn from_service(s: &Service) -> Compiled {
+        Compiled {
+            name: s.name.clone(),
+            path: s.path.clone(),
+            code: CodeSource::Kept,
+            component: s.pre.component().clone(),
+            functions: s.functions.clone(),
+            hooks: s.hooks.clone(),
+            imports: s.imports.clone(),
+            manifest: s.manifest.clone(),
+            limits: s.limits,
+            digest: s.digest.clone(),
+        }
+    }
+}
+
 /// Reads, checks and compiles one component file, and describes its
 /// exports, hooks and service imports. Linking comes later, once every file
 /// is compiled, because imports are resolved against the other services.
-pub(crate) fn compile(runtime: &Runtime, path: &Path) -> Result<Compiled, LoadError> {
+///
+/// When `previous` (the running version of the same service) has the same
+/// digest, its compiled code is reused; the manifest is always read again.
+pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>) -> Result<Compiled, LoadError> {
     let name = service_name(path)?;
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     check_header(&name, path, &bytes)?;
@@ -396,14 +521,38 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path) -> Result<Compiled, LoadEr
         .limits
         .apply(runtime.options().limits, &runtime.caps())
         .map_err(|e| bad_manifest(format!("manifest {}: {e}", Manifest::path_for(path).display())))?;
-    let (component, code) = runtime.compile(&bytes).map_err(|e| LoadError::Invalid {
+    let digest = runtime.digest(&bytes);
+    if let Some(old) = previous.filter(|old| old.digest == digest) {
+        return Ok(Compiled { manifest, limits, path: path.to_path_buf(), ..Compiled::from_service(old) });
+    }
+    let (component, code) = runtime.compile(&bytes, &digest).map_err(|e| LoadError::Invalid {
         service: name.clone(),
         path: path.to_path_buf(),
         reason: chain(&e),
     })?;
     let (functions, hooks) = exports(runtime, &component);
+    if manifest.http.is_some() && hooks.http.is_none() {
+        return Err(bad_manifest(format!(
+            "manifest {} mounts it under http.prefix, but it does not export {HTTP_HANDLER}.x",
+            Manifest::path_for(path).display()
+        )));
+    }
+    if manifest.http.is_none() && hooks.http.is_some() {
+        tracing::warn!(service = %name, "exports {HTTP_HANDLER}.x but its manifest sets no [http] prefix, so it is not mounted");
+    }
     let imports = service_imports(runtime, &component);
-    Ok(Compiled { name, path: path.to_path_buf(), code, component, functions, hooks, imports, manifest, limits })
+    Ok(Compiled {
+        name,
+        path: path.to_path_buf(),
+        code,
+        component,
+        functions,
+        hooks,
+        imports,
+        manifest,
+        limits,
+        digest,
+    })
 }
 
 /// The service name of a component file: its stem, which must be usable in
@@ -450,6 +599,10 @@ fn exports(runtime: &Runtime, component: &Component) -> (Vec<Function>, Hooks) {
             }
             ComponentItem::ComponentInstance(instance) => {
                 let Some(iface) = component.get_export_index(None, export) else { continue };
+                if export.starts_with(HTTP_HANDLER) {
+                    hooks.http = component.get_export_index(Some(&iface), "handle");
+                    continue;
+                }
                 for (name, item) in instance.exports(engine) {
                     let ComponentItem::ComponentFunc(func) = item.ty else { continue };
                     let Some(index) = component.get_export_index(Some(&iface), name) else {

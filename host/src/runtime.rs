@@ -88,6 +88,9 @@ pub enum CodeSource {
     Compiled,
     /// Read back from the compilation cache.
     Cached,
+    /// Kept from the version already running (a reload of an unchanged
+    /// file, or of a broken one).
+    Kept,
 }
 
 /// The engine, the linker and the cache, shared by every service and scope.
@@ -123,6 +126,10 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::Error::from(e).context("cannot link WASI"))?;
+        // wasi:http types, for components `sluice serve` mounts; the
+        // outgoing handler is linked but refuses every request.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow::Error::from(e).context("cannot link wasi:http"))?;
         bindings::Imports::add_to_linker::<ScopeState, Sluice>(&mut linker, ScopeState::service_view)
             .map_err(|e| anyhow::Error::from(e).context("cannot link sluice:service"))?;
 
@@ -153,12 +160,13 @@ impl Runtime {
     }
 
     /// Compiles `bytes`, or loads the result of an earlier compile of the same
-    /// bytes by the same engine configuration from the cache.
-    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<(Component, CodeSource)> {
+    /// bytes by the same engine configuration from the cache. `digest` is
+    /// [`Runtime::digest`] of `bytes`.
+    pub fn compile(&self, bytes: &[u8], digest: &str) -> wasmtime::Result<(Component, CodeSource)> {
         let Some(dir) = &self.options.cache_dir else {
             return Ok((Component::new(&self.engine, bytes)?, CodeSource::Compiled));
         };
-        let cached = dir.join(format!("{}.cwasm", self.cache_key(bytes)));
+        let cached = dir.join(format!("{digest}.cwasm"));
         if cached.exists() {
             match load_cached(&self.engine, &cached) {
                 Ok(component) => return Ok((component, CodeSource::Cached)),
@@ -176,7 +184,7 @@ impl Runtime {
 
     /// A key that changes when the component or anything about the engine
     /// that affects its machine code changes (wasmtime version, settings).
-    fn cache_key(&self, bytes: &[u8]) -> String {
+    pub fn digest(&self, bytes: &[u8]) -> String {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
         let mut sha = Sha256::new();

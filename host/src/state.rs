@@ -10,6 +10,7 @@ use serde::Serialize;
 use wasmtime::component::{Instance, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{Result as HttpResult, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::budget::Budget;
 use crate::channels::Channels;
@@ -41,12 +42,16 @@ pub struct ScopeState {
     pub(crate) scope_deadline: Instant,
     pub(crate) scope_timeout: Duration,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: NoOutgoingHttp,
     table: ResourceTable,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
     /// How many bytes of each stream have been sent to the host log.
     pub(crate) stdout_seen: usize,
     pub(crate) stderr_seen: usize,
+    /// Every grant refusal a guest got in this scope, in order.
+    pub(crate) denials: Vec<String>,
 }
 
 /// A scope's id, unique within the host process; it tags logs and commands.
@@ -107,11 +112,14 @@ impl ScopeState {
             scope_deadline: started + scope_timeout,
             scope_timeout,
             wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks: NoOutgoingHttp,
             table: ResourceTable::new(),
             stdout,
             stderr,
             stdout_seen: 0,
             stderr_seen: 0,
+            denials: Vec::new(),
         }
     }
 
@@ -136,13 +144,44 @@ impl ScopeState {
     /// The view `from` and `to` work through.
     pub(crate) fn service_view(&mut self) -> ServiceView<'_> {
         let service = self.frames.last().and_then(|f| self.registry.service(&f.service).ok());
-        ServiceView { scope: self.id, frames: &self.frames, channels: &self.channels, queue: &mut self.queue, service }
+        ServiceView {
+            scope: self.id,
+            frames: &self.frames,
+            channels: &self.channels,
+            queue: &mut self.queue,
+            service,
+            denials: &mut self.denials,
+        }
     }
 }
 
 impl WasiView for ScopeState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for ScopeState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
+    }
+}
+
+/// `wasi:http` hooks that refuse every outgoing request: a service reaches
+/// the outside world only through its channels.
+pub(crate) struct NoOutgoingHttp;
+
+impl wasmtime_wasi_http::WasiHttpHooks for NoOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: hyper::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = HttpResult<()>> + Send>,
+    ) -> Box<
+        dyn Future<Output = HttpResult<(hyper::Response<WasiBody>, Box<dyn Future<Output = HttpResult<()>> + Send>)>>
+            + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -159,6 +198,8 @@ pub struct ServiceView<'a> {
     pub queue: &'a mut Queue,
     /// The service whose code made the host call, with its grants and limits.
     pub service: Option<&'a Arc<Service>>,
+    /// The scope's grant refusals so far.
+    pub denials: &'a mut Vec<String>,
 }
 
 impl ServiceView<'_> {

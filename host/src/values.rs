@@ -208,6 +208,36 @@ pub fn to_json(val: &Val) -> Json {
     }
 }
 
+/// Converts a JSON object of named arguments (`{"customer": "ann", …}`)
+/// into values for `params`, in order. An absent `option` parameter is
+/// `none`; any other absent or unknown name is an error at its path.
+pub fn from_named(params: &[(String, Type)], json: &Json) -> Result<Vec<Val>, ValueError> {
+    let names = || params.iter().map(|(n, t)| format!("{n}: {}", type_name(t))).collect::<Vec<_>>().join(", ");
+    let Some(object) = json.as_object() else {
+        return Err(ValueError {
+            path: "$".into(),
+            message: format!("expected an object of named arguments ({}), got {}", names(), describe(json)),
+        });
+    };
+    if let Some(extra) = object.keys().find(|k| !params.iter().any(|(n, _)| n == *k)) {
+        return Err(ValueError {
+            path: format!("$.{extra}"),
+            message: format!("unknown argument; the parameters are: {}", names()),
+        });
+    }
+    params
+        .iter()
+        .map(|(name, ty)| {
+            let path = format!("$.{name}");
+            match (object.get(name), ty) {
+                (Some(v), t) => from_json(t, v, &path),
+                (None, Type::Option(_)) => Ok(Val::Option(None)),
+                (None, t) => Err(ValueError { path, message: format!("missing argument of type {}", type_name(t)) }),
+            }
+        })
+        .collect()
+}
+
 /// Reads one command-line argument as a value of `ty`: JSON, except that a
 /// string, char or enum parameter also takes its text unquoted (`ann` as
 /// well as `"ann"`).

@@ -18,10 +18,11 @@ fn bad_files_are_reported_and_skipped() {
     f.write_service("notes.txt", b"ignored: not a .wasm file");
 
     let host = f.host();
-    let loaded: Vec<&str> = host.registry.services().map(|s| s.name.as_str()).collect();
+    let registry = host.registry();
+    let loaded: Vec<&str> = registry.services().map(|s| s.name.as_str()).collect();
     assert_eq!(loaded, ["inventory", "orders", "products"]);
 
-    let failures = host.registry.failures();
+    let failures = registry.failures();
     let find = |file: &str| {
         failures
             .iter()
@@ -55,10 +56,10 @@ fn restart_reuses_compiled_code() {
     let mut options = f.options();
     options.runtime.cache_dir = Some(f.dir.path().join("own-cache"));
     let first = sluice_host::Host::open(&options).expect("first start");
-    assert_eq!(first.registry.service("probe").expect("probe").code, CodeSource::Compiled);
+    assert_eq!(first.registry().service("probe").expect("probe").code, CodeSource::Compiled);
     drop(first);
     let second = sluice_host::Host::open(&options).expect("second start");
-    assert_eq!(second.registry.service("probe").expect("probe").code, CodeSource::Cached);
+    assert_eq!(second.registry().service("probe").expect("probe").code, CodeSource::Cached);
     // Rewriting a cache entry in place under a running host must not crash
     // it: cached code is read into memory, not mapped from the file.
 
@@ -71,7 +72,7 @@ fn restart_reuses_compiled_code() {
         .call("probe", "add", &[wasmtime::component::Val::S32(1), wasmtime::component::Val::S32(1)])
         .expect("still runs");
     let third = sluice_host::Host::open(&options).expect("third start");
-    assert_eq!(third.registry.service("probe").expect("probe").code, CodeSource::Compiled);
+    assert_eq!(third.registry().service("probe").expect("probe").code, CodeSource::Compiled);
     let mut scope = third.scope();
     scope.call("probe", "add", &[wasmtime::component::Val::S32(2), wasmtime::component::Val::S32(2)]).expect("works");
 }
@@ -81,7 +82,8 @@ fn restart_reuses_compiled_code() {
 fn exports_come_from_the_component_types() {
     let f = Fixture::new(&["orders", "inventory"]);
     let host = f.host();
-    let orders = host.registry.service("orders").expect("orders");
+    let registry = host.registry();
+    let orders = registry.service("orders").expect("orders");
     let names: Vec<String> = orders.functions.iter().map(|f| f.qualified_name()).collect();
     assert_eq!(names, ["acme:orders/api@0.1.0#place", "acme:orders/api@0.1.0#do-clearing"], "hooks are not functions");
     assert!(orders.hooks.on_save.is_some() && orders.hooks.init.is_some());

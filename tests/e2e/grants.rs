@@ -20,7 +20,8 @@ fn no_manifest_means_no_grants() {
     f.migrate();
     std::fs::remove_file(f.manifest("products")).expect("remove manifest");
     let out = f.sluice(&["call", "products.add", "widget", "250"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // Exit 3: a grant was denied, so the scope is discarded.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains(&format!(
@@ -68,10 +69,10 @@ fn bad_manifests_are_refused_at_load() {
     f.write_manifest("probe", "[channels.main]\nwrites = [\"products\"]\n");
     f.write_manifest("inventory", "[limits]\nmemory-mb = 100000\n");
     let host = f.host();
-    assert_eq!(host.registry.services().count(), 0);
-    let failures: Vec<String> = host.registry.failures().iter().map(|x| x.error.to_string()).collect();
+    assert_eq!(host.registry().services().count(), 0);
+    let failures: Vec<String> = host.registry().failures().iter().map(|x| x.error.to_string()).collect();
     assert_eq!(failures.len(), 3, "{failures:?}");
-    for failure in host.registry.failures() {
+    for failure in host.registry().failures() {
         assert!(matches!(failure.error, LoadError::Manifest { .. }), "{}", failure.error);
     }
     assert!(
@@ -91,7 +92,7 @@ fn bad_manifests_are_refused_at_load() {
     );
     // A fixed manifest loads on the next discovery.
     f.write_manifest("products", "[channels.main]\nreads = [\"products\"]\n");
-    assert!(f.host().registry.service("products").is_ok());
+    assert!(f.host().registry().service("products").is_ok());
 }
 
 /// Fuel limits need a host that meters fuel.
@@ -100,7 +101,7 @@ fn a_fuel_limit_needs_a_metering_host() {
     let f = Fixture::new(&["probe"]);
     f.write_manifest("probe", "[limits]\nfuel = 1000\n");
     let host = f.host();
-    let failure = host.registry.failures()[0].error.to_string();
+    let failure = host.registry().failures()[0].error.to_string();
     assert!(
         failure.ends_with("limits.fuel is set, but this host does not meter fuel (start it with --fuel)"),
         "{failure}"
@@ -108,5 +109,5 @@ fn a_fuel_limit_needs_a_metering_host() {
     let mut options = f.options();
     options.runtime.limits.fuel = Some(1_000_000);
     let host = sluice_host::Host::open(&options).expect("host");
-    assert!(host.registry.failures().is_empty());
+    assert!(host.registry().failures().is_empty());
 }

@@ -199,8 +199,9 @@ fn call_cycle_is_refused_with_the_chain() {
 fn exporters_are_resolved_at_load_time() {
     let f = Fixture::new(&["orders", "products"]);
     let host = f.host();
-    assert!(host.registry.service("products").is_ok());
-    let [failure] = host.registry.failures() else { panic!("{:?}", host.registry.failures()) };
+    assert!(host.registry().service("products").is_ok());
+    let registry = host.registry();
+    let [failure] = registry.failures() else { panic!("{:?}", registry.failures()) };
     assert!(matches!(failure.error, LoadError::NoExporter { .. }));
     assert_eq!(
         failure.error.to_string(),
@@ -210,7 +211,8 @@ fn exporters_are_resolved_at_load_time() {
     f.add_component("inventory");
     std::fs::copy(f.services().join("inventory.wasm"), f.services().join("stock.wasm")).expect("copy");
     let host = f.host();
-    let [failure] = host.registry.failures() else { panic!("{:?}", host.registry.failures()) };
+    let registry = host.registry();
+    let [failure] = registry.failures() else { panic!("{:?}", registry.failures()) };
     assert_eq!(
         failure.error.to_string(),
         "orders: imports acme:inventory/stock@0.1.0, which more than one service exports (inventory, stock); keep one"
@@ -220,7 +222,7 @@ fn exporters_are_resolved_at_load_time() {
     let f = Fixture::new(&["ping"]);
     let host = f.host();
     assert_eq!(
-        host.registry.failures()[0].error.to_string(),
+        host.registry().failures()[0].error.to_string(),
         "ping: imports test:cycle/pong-api@0.1.0, but no loaded service exports it"
     );
 
@@ -230,8 +232,8 @@ fn exporters_are_resolved_at_load_time() {
     std::fs::copy(f.services().join("pong.wasm"), f.services().join("pong2.wasm")).expect("copy");
     std::fs::copy(f.manifest("pong"), f.manifest("pong2")).expect("copy manifest");
     let host = f.host();
-    assert_eq!(host.registry.services().count(), 0);
-    let messages: Vec<String> = host.registry.failures().iter().map(|f| f.error.to_string()).collect();
+    assert_eq!(host.registry().services().count(), 0);
+    let messages: Vec<String> = host.registry().failures().iter().map(|f| f.error.to_string()).collect();
     assert_eq!(
         messages,
         [

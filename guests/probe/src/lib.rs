@@ -55,6 +55,11 @@ impl Guest for Component {
         panic!("{message}");
     }
 
+    fn sleep(ms: u32) -> u32 {
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+        ms
+    }
+
     fn note(text: String) {
         println!("call note {text}");
     }

@@ -28,7 +28,7 @@ impl Host for ServiceView<'_> {
         }
         // Refused before the channel sees the statement.
         if let Err(refusal) = service.grants().check_query(&channel, &sql) {
-            return Ok(Err(refused(refusal)));
+            return Ok(Err(self.refused(refusal)));
         }
         let rows = match target.query(&sql, &params) {
             Ok(rows) => rows,
@@ -56,11 +56,18 @@ pub(super) fn unknown_channel(view: &ServiceView<'_>, channel: &str) -> Error {
     Error::UnknownChannel(format!("{}: no channel {channel:?}; the host has: {}", view.service(), known.join(", ")))
 }
 
-/// A grant refusal as the WIT error the guest sees.
-pub(super) fn refused(refusal: Refusal) -> Error {
-    match refusal {
-        Refusal::Denied(m) => Error::Denied(m),
-        Refusal::Invalid(m) => Error::Invalid(m),
+impl ServiceView<'_> {
+    /// A grant refusal as the WIT error the guest sees. A denial is also
+    /// kept in the scope: a scope that was denied anything is not saved.
+    pub(super) fn refused(&mut self, refusal: Refusal) -> Error {
+        match refusal {
+            Refusal::Denied(m) => {
+                tracing::warn!(scope = %self.scope, service = self.service(), "denied: {m}");
+                self.denials.push(m.clone());
+                Error::Denied(m)
+            }
+            Refusal::Invalid(m) => Error::Invalid(m),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `sluice:service/to`: commands are grant-checked and queued, never
 //! applied here.
 
-use super::from::{refused, unknown_channel};
+use super::from::unknown_channel;
 use crate::bindings::sluice::service::to::Host;
 use crate::bindings::{Error, Row, Value};
 use crate::command::Operation;
@@ -66,7 +66,7 @@ impl ServiceView<'_> {
         }
         // After the sizes: a huge statement is refused before it is parsed.
         if let Err(refusal) = service.grants().check_command(channel, &op) {
-            return Ok(Err(refused(refusal)));
+            return Ok(Err(self.refused(refusal)));
         }
         Ok(self
             .queue

@@ -7,7 +7,10 @@
 //! (trap, deadline, call cycle) discards the scope: nothing is applied and it
 //! accepts no more calls.
 
+mod http;
 mod save;
+
+pub use http::{HttpAnswer, ResponseSender};
 
 use std::sync::Arc;
 
@@ -50,6 +53,9 @@ pub enum ScopeError {
         function: String,
         /// The cause, and the guest's last words on stderr when it left any.
         reason: String,
+        /// The kind of failure, for callers that sort failures (HTTP statuses,
+        /// metrics).
+        cause: Cause,
     },
     /// The scope failed earlier, so nothing more may run in it or be saved.
     #[error("{scope} is discarded after an earlier failure ({reason}); nothing was applied")]
@@ -105,6 +111,29 @@ pub enum ScopeError {
         /// committed when a later channel's commit failed.
         applied: String,
     },
+}
+
+/// What kind of failure ended a scope in [`ScopeError::Failed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "detail")]
+pub enum Cause {
+    /// The guest trapped (a panic, `unreachable`, a stack overflow…).
+    Trap,
+    /// A service broke one of its limits.
+    Limit {
+        /// The service that broke it (for a nested call, the inner one).
+        service: String,
+        /// The limit, as manifests spell it (`deadline-ms`, `memory-mb`,
+        /// `scope-timeout`…).
+        limit: String,
+    },
+    /// The guest failed after one of its host calls was denied by its grants
+    /// (typically by unwrapping the denial); the first denial.
+    Denied(String),
+    /// The guest called `exit`.
+    Exit,
+    /// Anything else: a call cycle, an instantiation that failed.
+    Other,
 }
 
 /// One command as it was applied at save.
@@ -247,32 +276,49 @@ impl Scope {
         }
     }
 
+    /// The grant refusals guests got in this scope so far. A scope with any
+    /// is not saved by [`crate::call::run`].
+    pub fn denials(&self) -> &[String] {
+        &self.store.data().denials
+    }
+
     /// Marks the scope failed and builds the error for `service.function`.
     fn fail(&mut self, service: &str, function: &str, e: &wasmtime::Error) -> ScopeError {
-        let reason = self.reason(e);
+        let (cause, reason) = self.diagnose(e);
         tracing::warn!(scope = %self.id(), service, "{service}.{function} failed: {}", chain(e));
         self.stage = Stage::Failed(format!("{service}.{function} failed"));
-        ScopeError::Failed { service: service.to_string(), function: function.to_string(), reason }
+        ScopeError::Failed { service: service.to_string(), function: function.to_string(), reason, cause }
     }
 
     /// A short reason for a failed entry into a guest: the trap or error,
-    /// plus the last lines the guest wrote to stderr (a Rust panic message).
-    fn reason(&self, e: &wasmtime::Error) -> String {
-        let mut reason = if let Some(breach) = e.downcast_ref::<Breach>() {
-            breach.to_string()
+    /// plus the last lines the guest wrote to stderr (a Rust panic message)
+    /// and the denial that likely led to it.
+    fn diagnose(&self, e: &wasmtime::Error) -> (Cause, String) {
+        let (mut cause, mut reason) = if let Some(breach) = e.downcast_ref::<Breach>() {
+            (Cause::Limit { service: breach.service.clone(), limit: breach.limit.to_string() }, breach.to_string())
         } else if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            format!("the guest called exit({}); a service cannot end the host, so its scope ends instead", exit.0)
+            let text =
+                format!("the guest called exit({}); a service cannot end the host, so its scope ends instead", exit.0);
+            (Cause::Exit, text)
         } else if let Some(trap) = e.downcast_ref::<Trap>() {
-            trap.to_string()
+            (Cause::Trap, trap.to_string())
         } else {
-            e.root_cause().to_string()
+            (Cause::Other, e.root_cause().to_string())
         };
         let stderr = self.store.data().stderr.contents();
         let said = last_words(&String::from_utf8_lossy(&stderr));
         if !said.is_empty() {
             reason.push_str(&format!(" (guest stderr: {said})"));
         }
-        reason
+        if let (Cause::Trap | Cause::Exit | Cause::Other, Some(denial)) = (&cause, self.denials().first()) {
+            reason.push_str(&format!(" (after a denial: {denial})"));
+            cause = Cause::Denied(denial.clone());
+        }
+        (cause, reason)
+    }
+
+    fn reason(&self, e: &wasmtime::Error) -> String {
+        self.diagnose(e).1
     }
 
     /// Calls `dispose` on every instantiated service that exports it, in

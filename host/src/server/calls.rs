@@ -1,0 +1,164 @@
+//! `POST /services/{service}/{function}` (one scope: call, then save) and
+//! `GET /services`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::metrics::Outcome;
+use super::{App, Problem};
+use crate::call::{self, CallReport, Ending, Mode};
+use crate::scope::{Cause, Scope, ScopeError};
+use crate::signature;
+
+/// `GET /services`: every loaded service as `sluice list --json` shows it,
+/// and the files that failed to load.
+pub(super) async fn list(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let registry = app.host.registry();
+    let services: Vec<_> = registry.services().map(|s| signature::service_json(s)).collect();
+    let failures: Vec<_> = registry
+        .failures()
+        .iter()
+        .map(|f| json!({ "path": f.path, "error": f.error.to_string(), "kept-previous": f.kept_previous }))
+        .collect();
+    Json(json!({ "services": services, "failures": failures }))
+}
+
+/// `POST /services/{service}/{function}[?dry_run=true]` with a JSON object
+/// of named arguments.
+pub(super) async fn call(
+    State(app): State<Arc<App>>,
+    Path((service, function)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match run(&app, &service, &function, &query, body).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn run(
+    app: &Arc<App>,
+    service: &str,
+    function: &str,
+    query: &HashMap<String, String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let registry = app.host.registry();
+    let svc = registry.service(service).map_err(|e| Problem::from(e).into_response())?;
+    let func = svc.function(function).map_err(|e| Problem::from(e).into_response())?;
+    let mode = mode(query).map_err(IntoResponse::into_response)?;
+    let body = body.map_err(|e| body_problem(&e).into_response())?;
+    let json: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Problem::new(StatusCode::BAD_REQUEST, "arguments", format!("the request body is not JSON: {e}"))
+                .with("path", "$")
+                .into_response()
+        })?
+    };
+    let args = crate::values::from_named(&func.params, &json)
+        .map_err(|e| Problem::arguments(&svc.name, &func.name, &e).into_response())?;
+
+    let permit = Arc::clone(&app.permits).acquire_owned().await.map_err(|_| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down").into_response()
+    })?;
+    let started = Instant::now();
+    app.metrics.in_flight(1);
+    let (name, fname) = (svc.name.clone(), func.name.clone());
+    let channels = Arc::clone(&app.host.channels);
+    let scope_registry = Arc::clone(&registry);
+    let joined = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let scope = Scope::new(scope_registry, channels);
+        call::run_in(scope, &name, &fname, &args, mode)
+    })
+    .await;
+    app.metrics.in_flight(-1);
+    let outcome = joined.unwrap_or_else(|e| {
+        Err(ScopeError::Failed {
+            service: service.to_string(),
+            function: function.to_string(),
+            reason: format!("the host thread running the scope failed: {e}"),
+            cause: Cause::Other,
+        })
+    });
+    let (response, counted) = answer(&svc.name, &func.name, outcome, app);
+    app.metrics.call(&svc.name, &counted, started.elapsed());
+    Ok(response)
+}
+
+/// The answer for a finished scope, and how to count it.
+fn answer(service: &str, function: &str, outcome: Result<CallReport, ScopeError>, app: &App) -> (Response, Outcome) {
+    let report = match outcome {
+        Ok(report) => report,
+        Err(e) => {
+            if let ScopeError::Failed { cause: Cause::Limit { service, limit }, .. } = &e {
+                app.metrics.breach(service, limit);
+            }
+            let problem = Problem::from(e);
+            let kind = problem.kind;
+            return (problem.into_response(), Outcome::Error(kind));
+        }
+    };
+    let body = report.to_json();
+    match &report.ending {
+        Ending::Saved(saved) => {
+            app.metrics.applied(saved.applied.iter().map(|a| a.command.service.as_str()));
+            ((StatusCode::OK, Json(body)).into_response(), Outcome::Ok)
+        }
+        Ending::DryRun(_) => ((StatusCode::OK, Json(body)).into_response(), Outcome::Ok),
+        Ending::Denied { denials, .. } => {
+            let message = format!("{service}.{function} was denied: {}; nothing was applied", denials.join("; "));
+            let problem = Problem::new(StatusCode::FORBIDDEN, "denied", message)
+                .with("service", service)
+                .with("denials", json!(denials))
+                .with("scope", body["scope"].clone());
+            (problem.into_response(), Outcome::Error("denied"))
+        }
+        Ending::Discarded { .. } => {
+            let value = body["result"].get("err").cloned().unwrap_or_default();
+            let message = format!("{service}.{function} returned an error; nothing was applied");
+            let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "service-error", message)
+                .with("service", service)
+                .with("value", value)
+                .with("scope", body["scope"].clone());
+            (problem.into_response(), Outcome::Error("service-error"))
+        }
+    }
+}
+
+fn mode(query: &HashMap<String, String>) -> Result<Mode, Problem> {
+    if let Some(unknown) = query.keys().find(|k| *k != "dry_run") {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "arguments",
+            format!("unknown query parameter {unknown:?}; the only one is dry_run"),
+        ));
+    }
+    match query.get("dry_run").map(String::as_str) {
+        None | Some("false" | "0") => Ok(Mode::Save),
+        Some("true" | "1" | "") => Ok(Mode::DryRun),
+        Some(other) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "arguments",
+            format!("dry_run must be true or false, got {other:?}"),
+        )),
+    }
+}
+
+/// A body that could not be read: too large (413) or broken.
+pub(super) fn body_problem(e: &BytesRejection) -> Problem {
+    let status = e.status();
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "too-large" } else { "arguments" };
+    Problem::new(status, kind, format!("cannot read the request body: {}", e.body_text()))
+}

@@ -1,0 +1,186 @@
+//! `wasi:http` components, mounted under the `http.prefix` of their
+//! manifests. A request under a prefix runs the component's
+//! `incoming-handler` in a new scope, with the prefix taken off the path it
+//! sees (and given in `x-forwarded-prefix`). The response is read in full
+//! while the component writes it; the scope is saved when the status is
+//! below 400 and discarded otherwise, and only then is the answer sent, so
+//! a client never sees a success whose save failed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt as _, Full, Limited};
+use tokio::sync::oneshot;
+
+use super::metrics::Outcome;
+use super::{App, Problem};
+use crate::channels::Channels;
+use crate::registry::{Registry, Service};
+use crate::scope::{HttpAnswer, ResponseSender, Scope, ScopeError};
+
+/// How long the response body may take to finish after the handler has
+/// returned.
+const BODY_GRACE: Duration = Duration::from_secs(1);
+
+/// A component's answer, read in full.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The fallback route: a mounted component's prefix, or 404.
+pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let registry = app.host.registry();
+    let Some(service) = registry.mounted(&path).cloned() else {
+        let message = format!("no route {} {path}; the routes are listed in /openapi.json", request.method());
+        return Problem::new(StatusCode::NOT_FOUND, "not-found", message).into_response();
+    };
+    let prefix = service.manifest.http.as_ref().map(|m| m.prefix.clone()).unwrap_or_default();
+    let (mut parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, app.options.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let message = format!("cannot read the request body (at most {} bytes): {e}", app.options.max_body_bytes);
+            return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message).into_response();
+        }
+    };
+    let rest = match &path[prefix.len()..] {
+        "" => "/",
+        rest => rest,
+    };
+    let target = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    parts.uri = match target.parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, "arguments", format!("bad path: {e}")).into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&prefix) {
+        parts.headers.insert("x-forwarded-prefix", value);
+    }
+    parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
+    let request = hyper::Request::from_parts(parts, Full::new(bytes));
+
+    let Ok(permit) = Arc::clone(&app.permits).acquire_owned().await else {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down")
+            .into_response();
+    };
+    let started = Instant::now();
+    app.metrics.in_flight(1);
+    let (tx, rx) = oneshot::channel();
+    let collector = tokio::spawn(collect(rx, service.limits.result_bytes));
+    let runtime = tokio::runtime::Handle::current();
+    let channels = Arc::clone(&app.host.channels);
+    let name = service.name.clone();
+    let app2 = Arc::clone(&app);
+    let joined = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        run(registry, channels, &service, request, (tx, collector, runtime), &app2)
+    })
+    .await;
+    app.metrics.in_flight(-1);
+    let (response, outcome) = joined.unwrap_or_else(|e| {
+        let problem =
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", format!("{name}: the host thread failed: {e}"));
+        (problem.into_response(), Outcome::Error("trap"))
+    });
+    app.metrics.call(&name, &outcome, started.elapsed());
+    response
+}
+
+type Collector = tokio::task::JoinHandle<Result<Answer, String>>;
+
+/// One scope for one request: handle, wait for the full answer, then save
+/// or discard.
+fn run(
+    registry: Arc<Registry>,
+    channels: Arc<Channels>,
+    service: &Arc<Service>,
+    request: hyper::Request<Full<Bytes>>,
+    (tx, collector, runtime): (ResponseSender, Collector, tokio::runtime::Handle),
+    app: &App,
+) -> (Response, Outcome) {
+    let name = &service.name;
+    let mut scope = Scope::new(registry, channels);
+    let id = scope.id();
+    if let Err(e) = scope.handle_http(service, request, tx) {
+        collector.abort();
+        return failed(e, app);
+    }
+    let collected = runtime.block_on(async { tokio::time::timeout(BODY_GRACE, collector).await });
+    let answer = match collected {
+        Ok(Ok(Ok(answer))) => answer,
+        Ok(Ok(Err(reason))) => return unanswered(format!("{name}: {reason}; nothing was applied")),
+        Ok(Err(e)) => return unanswered(format!("{name}: reading its response failed: {e}; nothing was applied")),
+        Err(_) => {
+            return unanswered(format!(
+                "{name}: its response body was not finished when its handler returned; nothing was applied"
+            ));
+        }
+    };
+    if answer.status.as_u16() >= 400 {
+        tracing::info!(scope = %id, service = %name, status = answer.status.as_u16(), "answered an error; discarding the scope");
+        drop(scope);
+        return (respond(answer, id.0, 0), Outcome::Error("service-error"));
+    }
+    match scope.save() {
+        Ok(report) => {
+            app.metrics.applied(report.applied.iter().map(|a| a.command.service.as_str()));
+            (respond(answer, id.0, report.applied.len()), Outcome::Ok)
+        }
+        Err(e) => failed(e, app),
+    }
+}
+
+fn failed(e: ScopeError, app: &App) -> (Response, Outcome) {
+    if let ScopeError::Failed { cause: crate::scope::Cause::Limit { service, limit }, .. } = &e {
+        app.metrics.breach(service, limit);
+    }
+    let problem = Problem::from(e);
+    let kind = problem.kind;
+    (problem.into_response(), Outcome::Error(kind))
+}
+
+fn unanswered(message: String) -> (Response, Outcome) {
+    (Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", message).into_response(), Outcome::Error("trap"))
+}
+
+/// The component's answer, with the scope and the number of commands
+/// applied in headers.
+fn respond(answer: Answer, scope: u64, applied: usize) -> Response {
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    for (key, value) in &answer.headers {
+        // The body was read in full: the length is the server's to set.
+        if key != header::CONTENT_LENGTH && key != header::TRANSFER_ENCODING {
+            headers.append(key, value.clone());
+        }
+    }
+    headers.insert("x-sluice-scope", HeaderValue::from(scope));
+    headers.insert("x-sluice-applied", HeaderValue::from(applied));
+    response
+}
+
+/// Waits for the component to set its response, then reads its body, up to
+/// `limit` bytes.
+async fn collect(rx: oneshot::Receiver<HttpAnswer>, limit: usize) -> Result<Answer, String> {
+    let response = rx
+        .await
+        .map_err(|_| "its handler returned without setting a response".to_string())?
+        .map_err(|code| format!("it answered with the error {code:?}"))?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| format!("its response body failed or passed {limit} bytes (limits.result-bytes): {e}"))?
+        .to_bytes();
+    Ok(Answer { status: parts.status, headers: parts.headers, body })
+}

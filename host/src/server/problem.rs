@@ -1,0 +1,114 @@
+//! Every error `sluice serve` answers, as one JSON shape with a status that
+//! follows from its cause (the table is in `docs/http.md`):
+//!
+//! ```json
+//! {"error": {"kind": "arguments", "message": "...", "path": "$.quantity"}}
+//! ```
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value as Json_, json};
+
+use crate::registry::LookupError;
+use crate::scope::{Cause, ScopeError};
+use crate::values::ValueError;
+
+/// An error answer: its status, a stable `kind`, a message for people and
+/// any fields that help a program (the JSON path, the error value…).
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable name of the cause: `arguments`, `not-found`, `denied`,
+    /// `service-error`, `trap`, `limit`, `save`, `unavailable`, `too-large`.
+    pub kind: &'static str,
+    /// What went wrong, naming the service and the cause.
+    pub message: String,
+    /// More fields of the `error` object.
+    pub extra: Map<String, Json_>,
+}
+
+impl Problem {
+    /// A problem without extra fields.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Problem {
+        Problem { status, kind, message: message.into(), extra: Map::new() }
+    }
+
+    /// Adds a field to the `error` object.
+    pub fn with(mut self, key: &str, value: impl Into<Json_>) -> Problem {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// A request that does not fit the function's parameters: 400, with the
+    /// JSON path of the bad value.
+    pub fn arguments(service: &str, function: &str, e: &ValueError) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "arguments", format!("{service}.{function}: {}: {}", e.path, e.message))
+            .with("path", e.path.clone())
+    }
+
+    /// The body as JSON.
+    pub fn body(&self) -> Json_ {
+        let mut error = Map::new();
+        error.insert("kind".into(), json!(self.kind));
+        error.insert("message".into(), json!(self.message));
+        error.extend(self.extra.clone());
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<LookupError> for Problem {
+    fn from(e: LookupError) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", e.to_string())
+    }
+}
+
+impl From<ScopeError> for Problem {
+    fn from(e: ScopeError) -> Problem {
+        let message = e.to_string();
+        match e {
+            ScopeError::Lookup(e) => e.into(),
+            ScopeError::Arguments { .. } => Problem::new(StatusCode::BAD_REQUEST, "arguments", message),
+            ScopeError::Failed { service, cause, .. } => {
+                let problem = match &cause {
+                    Cause::Limit { service: breaker, limit } => {
+                        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "limit", message)
+                            .with("limit", limit.clone())
+                            .with("service", breaker.clone())
+                    }
+                    Cause::Denied(denial) => {
+                        Problem::new(StatusCode::FORBIDDEN, "denied", message).with("denials", json!([denial]))
+                    }
+                    Cause::Trap | Cause::Exit | Cause::Other => {
+                        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", message)
+                    }
+                };
+                if problem.extra.contains_key("service") { problem } else { problem.with("service", service) }
+            }
+            ScopeError::Command { service, round, position, .. } => {
+                // The data refused a command (a constraint, a missing table):
+                // a conflict with the stored state, not a fault of the host.
+                Problem::new(StatusCode::CONFLICT, "save", message)
+                    .with("service", service)
+                    .with("round", round)
+                    .with("position", position)
+            }
+            ScopeError::TooManyRounds { services, .. } => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "save", message).with("services", services)
+            }
+            ScopeError::Channel { channel, .. } => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).with("channel", channel)
+            }
+            ScopeError::Discarded { .. } | ScopeError::Settled { .. } => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", message)
+            }
+        }
+    }
+}

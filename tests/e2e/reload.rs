@@ -1,0 +1,126 @@
+//! Hot reload under `sluice serve` (a replaced, broken and removed
+//! component, with requests in flight) and graceful shutdown on SIGTERM.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_host::runtime::CodeSource;
+
+use crate::served::Served;
+use crate::support::{Fixture, components};
+
+/// The services `GET /services` lists now.
+fn listed(s: &Served) -> Vec<String> {
+    let (_, listing) = s.get_json("/services");
+    let services = listing["services"].as_array().cloned().unwrap_or_default();
+    services.iter().filter_map(|s| s["name"].as_str().map(str::to_string)).collect()
+}
+
+/// Whether service `name` exports `function` now.
+fn exports(s: &Served, name: &str, function: &str) -> bool {
+    let (_, listing) = s.get_json("/services");
+    listing["services"].as_array().is_some_and(|l| {
+        l.iter().any(|svc| {
+            svc["name"] == name
+                && svc["functions"].as_array().is_some_and(|fs| fs.iter().any(|f| f["name"] == function))
+        })
+    })
+}
+
+#[test]
+fn a_replaced_component_is_swapped_in_while_requests_in_flight_finish_on_the_old_one() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let s = f.serve(&[]);
+    std::thread::scope(|threads| {
+        // A slow request on the first version...
+        let slow = threads.spawn(|| s.post("/services/probe/sleep", &json!({ "ms": 1500 })));
+        std::thread::sleep(Duration::from_millis(300));
+        // ...while probe.wasm is replaced by another component (products',
+        // which exports list and not sleep). Write then rename, as a deploy
+        // would, so the watcher never sees half a file.
+        let staged = f.dir.path().join("probe.wasm.new");
+        std::fs::copy(components().join("products.wasm"), &staged).expect("stage");
+        std::fs::rename(&staged, f.services().join("probe.wasm")).expect("swap file");
+        s.wait_for("the new probe", |s| exports(s, "probe", "list"));
+        let (status, body) = slow.join().expect("slow request");
+        assert_eq!(status, 200, "the request in flight finishes on the version it started with: {body}");
+        assert_eq!(body["result"], 1500);
+    });
+    let (status, body) = s.post("/services/probe/list", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = s.post("/services/probe/sleep", &json!({ "ms": 1 }));
+    assert_eq!(status, 404, "the old version is gone for new requests");
+    assert!(s.log().contains("reloaded services: added none; changed probe; removed none"), "{}", s.log());
+}
+
+#[test]
+fn a_broken_new_file_leaves_the_old_version_serving_and_a_removed_one_is_gone() {
+    let f = Fixture::new(&["probe", "products"]);
+    f.migrate();
+    let s = f.serve(&[]);
+    f.write_service("probe.wasm", b"\0asm\x0d\0\x01\0 truncated");
+    s.wait_for("the failure to show", |s| {
+        let (_, listing) = s.get_json("/services");
+        listing["failures"].as_array().is_some_and(|l| !l.is_empty())
+    });
+    let (_, listing) = s.get_json("/services");
+    let failure = &listing["failures"][0];
+    assert_eq!(failure["kept-previous"], true, "{listing}");
+    assert!(
+        failure["error"].as_str().is_some_and(|e| e.contains("probe") && e.contains("not a valid component")),
+        "{listing}"
+    );
+    let (status, body) = s.post("/services/probe/add", &json!({ "a": 2, "b": 3 }));
+    assert_eq!((status, &body["result"]), (200, &json!(5)), "the old probe keeps serving: {body}");
+    assert!(s.log().contains("the new version is broken, the previous one keeps serving"), "{}", s.log());
+
+    // A broken manifest is the same: the old version (and grants) stay.
+    f.write_manifest("products", "[channels.main]\nreads = 7\n");
+    std::thread::sleep(Duration::from_millis(800));
+    let (status, _) = s.post("/services/products/list", &json!({}));
+    assert_eq!(status, 200);
+
+    // Removing a component removes the service.
+    std::fs::remove_file(f.services().join("probe.wasm")).expect("remove");
+    s.wait_for("probe to go", |s| !listed(s).contains(&"probe".to_string()));
+    let (status, _) = s.post("/services/probe/add", &json!({ "a": 2, "b": 3 }));
+    assert_eq!(status, 404);
+    // And adding one adds it.
+    f.add_component("inventory");
+    s.wait_for("inventory to come", |s| listed(s).contains(&"inventory".to_string()));
+}
+
+#[test]
+fn a_reload_does_not_compile_unchanged_components_again() {
+    let f = Fixture::new(&["probe", "products"]);
+    let host = f.host();
+    f.add_component("inventory");
+    let changes = host.reload().expect("reload");
+    assert_eq!(changes.added, ["inventory"]);
+    assert!(changes.changed.is_empty() && changes.removed.is_empty(), "{changes}");
+    let registry = host.registry();
+    assert_eq!(registry.service("probe").expect("probe").code, CodeSource::Kept);
+    assert_eq!(registry.service("products").expect("products").code, CodeSource::Kept);
+    assert_ne!(registry.service("inventory").expect("inventory").code, CodeSource::Kept);
+}
+
+#[test]
+fn sigterm_stops_accepting_lets_the_request_in_flight_finish_and_exits_0() {
+    let f = Fixture::new(&["probe"]);
+    let mut s = f.serve(&[]);
+    let url = s.url("/healthz");
+    std::thread::scope(|threads| {
+        let slow = threads.spawn(|| s.post("/services/probe/sleep", &json!({ "ms": 1500 })));
+        std::thread::sleep(Duration::from_millis(300));
+        s.terminate();
+        let (code, body) = slow.join().expect("slow request");
+        assert_eq!((code, &body["result"]), (200, &json!(1500)), "{body}");
+    });
+    let status = s.wait_exit();
+    assert!(status.success(), "exit status {status:?}\n{}", s.log());
+    assert!(reqwest::blocking::get(&url).is_err(), "nothing listens after the exit");
+    let log = s.log();
+    assert!(log.contains("stopping: no new connections"), "{log}");
+    assert!(log.contains("every request in flight was answered"), "{log}");
+}

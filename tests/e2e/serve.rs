@@ -1,0 +1,258 @@
+//! `sluice serve` over real HTTP: every route, every error class with its
+//! status, concurrency without leakage between scopes, and that the server
+//! keeps serving after each failure.
+
+use serde_json::{Value as Json, json};
+
+use crate::served::Served;
+use crate::support::Fixture;
+
+/// The example services with the schema, served.
+fn shop() -> (Fixture, Served) {
+    let f = Fixture::new(&["products", "inventory", "orders", "probe", "hostile"]);
+    f.migrate();
+    let served = f.serve(&[]);
+    (f, served)
+}
+
+#[test]
+fn routes_call_save_list_describe_and_count() {
+    let (f, s) = shop();
+    let (status, health) = s.get_json("/healthz");
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["services"], 5);
+
+    let (status, body) = s.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], json!({ "ok": null }));
+    assert_eq!(body["ending"]["status"], "saved");
+    assert_eq!(body["ending"]["applied"].as_array().map(Vec::len), Some(1));
+    assert_eq!(f.count("products"), 1);
+
+    let (status, body) = s.post("/services/products/list", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["ok"][0]["name"], "widget");
+    assert_eq!(body["result"]["ok"][0]["price-cents"], 250);
+
+    // An empty body is no arguments.
+    let (status, _) = s.post_raw("/services/products/list", String::new());
+    assert_eq!(status, 200);
+
+    // A dry run answers with what the save would apply, and applies nothing.
+    let before = f.dump();
+    let (status, body) =
+        s.post("/services/products/add?dry_run=true", &json!({ "name": "gadget", "price-cents": 1200 }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ending"]["status"], "dry-run");
+    let op = &body["ending"]["applied"][0]["command"]["op"];
+    assert_eq!(op, &json!({ "kind": "insert", "table": "products", "row": { "name": "gadget", "price_cents": 1200 } }));
+    assert_eq!(f.dump(), before);
+
+    let (status, listing) = s.get_json("/services");
+    assert_eq!(status, 200);
+    let products = listing["services"].as_array().and_then(|l| l.iter().find(|s| s["name"] == "products")).cloned();
+    let products = products.expect("products listed");
+    let add = products["functions"].as_array().and_then(|l| l.iter().find(|f| f["name"] == "add")).cloned();
+    assert_eq!(add.expect("add listed")["params"][1], json!({ "name": "price-cents", "type": "s64" }));
+
+    let (status, metrics) = s.get("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "sluice_calls_total{service=\"products\"} 4",
+        "sluice_commands_applied_total{service=\"products\"} 1",
+        "sluice_call_duration_seconds_count{service=\"products\"} 4",
+        "sluice_services_loaded 5",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+}
+
+/// Asserts the status and `error.kind`, and returns the error object.
+fn expect_error(answer: (u16, Json), status: u16, kind: &str) -> Json {
+    let (got, body) = answer;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"]["kind"], kind, "{body}");
+    body["error"].clone()
+}
+
+#[test]
+fn every_error_class_has_its_status_and_the_server_survives() {
+    let (f, s) = shop();
+    s.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));
+    let before = f.dump();
+
+    // 400: the JSON path of the bad field.
+    let e = expect_error(s.post("/services/products/add", &json!({ "name": 5, "price-cents": 1 })), 400, "arguments");
+    assert_eq!(e["path"], "$.name");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("expected string")), "{e}");
+    let e = expect_error(s.post("/services/products/add", &json!({ "name": "x" })), 400, "arguments");
+    assert_eq!(e["path"], "$.price-cents");
+    let e = expect_error(
+        s.post("/services/products/add", &json!({ "name": "x", "price-cents": 1, "colour": 2 })),
+        400,
+        "arguments",
+    );
+    assert_eq!(e["path"], "$.colour");
+    let mut sample = json!({
+        "flag": true, "small": 300, "big": 1, "ratio": 0.5, "letter": "a", "label": "l", "tags": [],
+        "pair": [1, "x"], "maybe": null, "colour": "red", "access": [], "shape": "point", "outcome": { "ok": 1 },
+    });
+    let e = expect_error(s.post("/services/probe/echo", &json!({ "input": sample.clone() })), 400, "arguments");
+    assert_eq!(e["path"], "$.input.small", "{e}");
+    sample["small"] = json!(3);
+    sample["tags"] = json!(["a", 7]);
+    let e = expect_error(s.post("/services/probe/echo", &json!({ "input": sample.clone() })), 400, "arguments");
+    assert_eq!(e["path"], "$.input.tags[1]", "{e}");
+    let e = expect_error(s.post_raw("/services/products/list", "{not json".into()), 400, "arguments");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("not JSON")), "{e}");
+    expect_error(s.post("/services/products/list?dry_run=maybe", &json!({})), 400, "arguments");
+
+    // 404: what was not found.
+    let e = expect_error(s.post("/services/nothing/here", &json!({})), 404, "not-found");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("no service \"nothing\"")), "{e}");
+    let e = expect_error(s.post("/services/products/remove", &json!({})), 404, "not-found");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("no function \"remove\"")), "{e}");
+    expect_error(s.post("/elsewhere", &json!({})), 404, "not-found");
+
+    // 422: the service's own error, with its value.
+    let e = expect_error(
+        s.post("/services/orders/place", &json!({ "customer": "ann", "product-id": 99, "quantity": 1 })),
+        422,
+        "service-error",
+    );
+    assert_eq!(e["value"], json!({ "unknown-product": 99 }));
+
+    // 403: a denied grant, naming the manifest line.
+    let e = expect_error(
+        s.post("/services/hostile/execute", &json!({ "sql": "INSERT INTO orders (customer) VALUES ('x')" })),
+        403,
+        "denied",
+    );
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("may not insert into table orders")), "{e}");
+    assert!(e["denials"][0].as_str().is_some_and(|m| m.contains("inserts = [\"orders\"]")), "{e}");
+
+    // 500: a trap, naming the service and the cause.
+    let e = expect_error(s.post("/services/probe/fail", &json!({ "message": "boom" })), 500, "trap");
+    assert_eq!(e["service"], "probe");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("probe.fail failed") && m.contains("boom")), "{e}");
+
+    // 503: a limit breach, naming the limit.
+    let e = expect_error(s.post("/services/hostile/balloon", &json!({ "mib": 200 })), 503, "limit");
+    assert_eq!(e["limit"], "memory-mb");
+    assert_eq!(e["service"], "hostile");
+
+    // 409: a command the data refuses at save (a duplicate name).
+    let duplicate = json!({
+        "channel": "main", "table": "products",
+        "columns": ["name", "price_cents"], "values": [{ "text": "widget" }, { "integer": 9 }],
+    });
+    let e = expect_error(s.post("/services/probe/insert", &duplicate), 409, "save");
+    assert_eq!(e["service"], "probe");
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("UNIQUE")), "{e}");
+
+    assert_eq!(f.dump(), before, "nothing of a failed request may be applied");
+    let (status, _) = s.post("/services/products/list", &json!({}));
+    assert_eq!(status, 200, "the server keeps serving");
+    let (_, metrics) = s.get("/metrics");
+    for line in [
+        "sluice_call_errors_total{service=\"probe\",kind=\"trap\"} 1",
+        "sluice_traps_total{service=\"probe\"} 1",
+        "sluice_limit_breaches_total{service=\"hostile\",limit=\"memory-mb\"} 1",
+        "sluice_call_errors_total{service=\"hostile\",kind=\"denied\"} 1",
+        "sluice_call_errors_total{service=\"orders\",kind=\"service-error\"} 1",
+        "sluice_call_errors_total{service=\"probe\",kind=\"save\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+}
+
+#[test]
+fn a_body_over_the_limit_gets_413() {
+    let f = Fixture::new(&["probe"]);
+    let s = f.serve(&["--max-body-bytes", "1000"]);
+    let big = json!({ "text": "x".repeat(5000) });
+    expect_error(s.post("/services/probe/note", &big), 413, "too-large");
+    let (status, _) = s.post("/services/probe/note", &json!({ "text": "small" }));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn two_hundred_concurrent_requests_each_get_their_own_scope() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let s = f.serve(&[]);
+    let answers: Vec<(u16, Json)> = std::thread::scope(|threads| {
+        let handles: Vec<_> = (0..200)
+            .map(|i| {
+                let s = &s;
+                threads.spawn(move || {
+                    let insert = json!({
+                        "channel": "main", "table": "products",
+                        "columns": ["name", "price_cents"], "values": [{ "text": format!("p{i}") }, { "integer": i + 1 }],
+                    });
+                    s.post("/services/probe/insert", &insert)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+    });
+    let mut scopes = std::collections::HashSet::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        // Tickets count from 1 in every scope: one command queued, one applied.
+        assert_eq!(body["result"], json!({ "ok": 1 }), "{body}");
+        assert_eq!(body["ending"]["applied"].as_array().map(Vec::len), Some(1), "{body}");
+        assert!(scopes.insert(body["scope"].as_u64().expect("scope id")), "scope reused: {body}");
+    }
+    assert_eq!(f.count("products"), 200);
+    // A fresh instance per scope: the counter starts again every time.
+    for _ in 0..3 {
+        let (_, body) = s.post("/services/probe/counter", &json!({}));
+        assert_eq!(body["result"], 1);
+    }
+}
+
+#[test]
+fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
+    let (f, s) = shop();
+    let (status, doc) = s.get_json("/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let add = &doc["paths"]["/services/products/add"]["post"];
+    let body = &add["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["properties"]["price-cents"]["type"], "integer");
+    assert_eq!(body["required"], json!(["name", "price-cents"]));
+    assert_eq!(add["operationId"], "products.add");
+    let echo = &doc["paths"]["/services/probe/echo"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let sample = &echo["properties"]["input"];
+    assert_eq!(sample["properties"]["colour"]["enum"], json!(["red", "green", "blue"]));
+    assert_eq!(sample["properties"]["maybe"]["anyOf"][0], json!({ "type": "null" }));
+    let place = &doc["paths"]["/services/orders/place"]["post"]["responses"];
+    assert!(place["422"].is_object(), "a function returning result documents its error value");
+
+    let Some(validator) = validator() else { return };
+    let file = f.dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).expect("write document");
+    let out = std::process::Command::new(&validator).arg(&file).output().expect("run the validator");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator rejects the document:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `openapi-spec-validator` from the venv `just tools` makes, or `None`
+/// with a message when it is missing (an error when SLUICE_REQUIRE_TOOLS=1).
+fn validator() -> Option<std::path::PathBuf> {
+    let venv = std::env::var_os("SLUICE_VENV").map(std::path::PathBuf::from);
+    let found = venv.map(|v| v.join("bin/openapi-spec-validator")).filter(|p| p.exists());
+    if found.is_none() {
+        let message = "openapi-spec-validator not found: run `just tools` (pip from PyPI) or `just test`; \
+                       skipping the validation of /openapi.json";
+        assert!(std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1"), "{message}");
+        eprintln!("{message}");
+    }
+    found
+}
