@@ -86,7 +86,7 @@ impl Served {
             .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.log()));
         let status = response.status().as_u16();
         let text = response.text().expect("body");
-        let json = serde_json::from_str(&text).unwrap_or_else(|_| Json::String(text));
+        let json = serde_json::from_str(&text).unwrap_or(Json::String(text));
         (status, json)
     }
 

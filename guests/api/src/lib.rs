@@ -24,8 +24,8 @@ use acme::orders::api::{self as orders, OrderError};
 use serde_json::{Value as Json, json};
 use sluice_guest::from;
 use sluice_guest::types::{Error, Value};
-use wasip2::io::streams::StreamError;
 use wasip2::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::io::streams::StreamError;
 
 /// The channel the examples keep their tables in.
 const CHANNEL: &str = "main";
@@ -72,9 +72,14 @@ fn place(body: &Json) -> Answer {
     };
     let budget = body.get("max-total-cents").and_then(Json::as_i64);
     match orders::place(customer, product, quantity) {
-        Ok(placed) if budget.is_some_and(|b| placed.total_cents > b) => {
-            error(422, &format!("the order costs {} cents, over the budget of {} cents", placed.total_cents, budget.unwrap_or_default()))
-        }
+        Ok(placed) if budget.is_some_and(|b| placed.total_cents > b) => error(
+            422,
+            &format!(
+                "the order costs {} cents, over the budget of {} cents",
+                placed.total_cents,
+                budget.unwrap_or_default()
+            ),
+        ),
         Ok(placed) => (201, json!({ "total-cents": placed.total_cents })),
         Err(e) => order_error(&e),
     }
