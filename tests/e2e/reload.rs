@@ -77,9 +77,14 @@ fn a_broken_new_file_leaves_the_old_version_serving_and_a_removed_one_is_gone() 
 
     // A broken manifest is the same: the old version (and grants) stay.
     f.write_manifest("products", "[channels.main]\nreads = 7\n");
-    std::thread::sleep(Duration::from_millis(800));
-    let (status, _) = s.post("/services/products/list", &json!({}));
-    assert_eq!(status, 200);
+    s.wait_for("the manifest failure to show", |s| {
+        let (_, listing) = s.get_json("/services");
+        listing["failures"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["error"].as_str().is_some_and(|e| e.contains("products.toml"))))
+    });
+    let (status, body) = s.post("/services/products/list", &json!({}));
+    assert_eq!(status, 200, "the old products, with its old grants, keeps serving: {body}");
 
     // Removing a component removes the service.
     std::fs::remove_file(f.services().join("probe.wasm")).expect("remove");

@@ -92,8 +92,18 @@ async fn run(
             cause: Cause::Other,
         })
     });
+    let scope = outcome.as_ref().ok().map(|r| r.scope.to_string());
     let (response, counted) = answer(&svc.name, &func.name, outcome, app);
-    app.metrics.call(&svc.name, &counted, started.elapsed());
+    let elapsed = started.elapsed();
+    app.metrics.call(&svc.name, &counted, elapsed);
+    tracing::info!(
+        scope = scope.as_deref().unwrap_or("-"),
+        service = %svc.name,
+        function = %func.name,
+        status = response.status().as_u16(),
+        ms = elapsed.as_secs_f64() * 1000.0,
+        "answered"
+    );
     Ok(response)
 }
 

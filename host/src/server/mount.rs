@@ -91,7 +91,17 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", format!("{name}: the host thread failed: {e}"));
         (problem.into_response(), Outcome::Error("trap"))
     });
-    app.metrics.call(&name, &outcome, started.elapsed());
+    let elapsed = started.elapsed();
+    app.metrics.call(&name, &outcome, elapsed);
+    let scope = response.headers().get("x-sluice-scope").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    tracing::info!(
+        scope = %scope,
+        service = %name,
+        path = %path,
+        status = response.status().as_u16(),
+        ms = elapsed.as_secs_f64() * 1000.0,
+        "answered"
+    );
     response
 }
 

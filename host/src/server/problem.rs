@@ -8,7 +8,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value as Json_, json};
+use serde_json::{Map, Value as JsonValue, json};
 
 use crate::registry::LookupError;
 use crate::scope::{Cause, ScopeError};
@@ -26,7 +26,7 @@ pub struct Problem {
     /// What went wrong, naming the service and the cause.
     pub message: String,
     /// More fields of the `error` object.
-    pub extra: Map<String, Json_>,
+    pub extra: Map<String, JsonValue>,
 }
 
 impl Problem {
@@ -36,7 +36,7 @@ impl Problem {
     }
 
     /// Adds a field to the `error` object.
-    pub fn with(mut self, key: &str, value: impl Into<Json_>) -> Problem {
+    pub fn with(mut self, key: &str, value: impl Into<JsonValue>) -> Problem {
         self.extra.insert(key.to_string(), value.into());
         self
     }
@@ -49,7 +49,7 @@ impl Problem {
     }
 
     /// The body as JSON.
-    pub fn body(&self) -> Json_ {
+    pub fn body(&self) -> JsonValue {
         let mut error = Map::new();
         error.insert("kind".into(), json!(self.kind));
         error.insert("message".into(), json!(self.message));

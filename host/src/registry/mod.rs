@@ -1,0 +1,195 @@
+//! Discovery: every `*.wasm` in the services directory becomes a [`Service`],
+//! compiled once (or read from the cache), linked against the host and the
+//! other services it imports ([`crate::linking`]) and pre-instantiated into
+//! an `InstancePre`, so a scope only has to instantiate it.
+//!
+//! A file that fails to load is reported with its reason and skipped; the
+//! other services still load. [`Registry::reload`] builds the next registry
+//! from the current one: unchanged files are not compiled again, and a file
+//! that is now broken leaves its previous version serving.
+
+mod errors;
+mod service;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use errors::{LoadError, LookupError};
+pub(crate) use service::{Compiled, Import, chain, compile, join};
+pub use service::{Function, HTTP_HANDLER, Hooks, LIFECYCLE, Service};
+
+use crate::runtime::Runtime;
+
+/// A file that was skipped, and why.
+#[derive(Debug)]
+pub struct LoadFailure {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub error: LoadError,
+    /// On a reload: the previous version of the service still serves
+    /// in its place.
+    pub kept_previous: bool,
+}
+
+/// Every service found in one services directory. A registry is immutable:
+/// a scope holds an `Arc` to the registry it started with.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+    services: BTreeMap<String, Arc<Service>>,
+    failures: Vec<LoadFailure>,
+}
+
+impl Registry {
+    /// Loads every `*.wasm` file in `dir`, in name order.
+    ///
+    /// Only a directory that cannot be listed is an error; each file that
+    /// fails to load is recorded in [`Registry::failures`] and logged.
+    pub fn discover(runtime: Arc<Runtime>, dir: &Path) -> std::io::Result<Registry> {
+        Registry::load(runtime, dir, None)
+    }
+
+    /// Loads the directory again, for a hot reload. A file whose bytes did
+    /// not change reuses its compiled code; a file that now fails to compile
+    /// (or whose manifest is now invalid) keeps its previous version
+    /// serving, recorded with `kept_previous`. Removed files are gone.
+    pub fn reload(&self) -> std::io::Result<Registry> {
+        Registry::load(Arc::clone(&self.runtime), &self.dir, Some(self))
+    }
+
+    fn load(runtime: Arc<Runtime>, dir: &Path, previous: Option<&Registry>) -> std::io::Result<Registry> {
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut compiled = Vec::new();
+        let mut failures = Vec::new();
+        for path in paths {
+            let old = previous.and_then(|p| {
+                let name = path.file_stem()?.to_str()?;
+                p.services.get(name)
+            });
+            match compile(&runtime, &path, old.map(|s| s.as_ref())) {
+                Ok(c) => compiled.push(c),
+                Err(error) => match old {
+                    Some(old) => {
+                        tracing::warn!(service = %old.name, "the new version is broken, the previous one keeps serving: {error}");
+                        compiled.push(Compiled::from_service(old));
+                        failures.push(LoadFailure { path, error, kept_previous: true });
+                    }
+                    None => failures.push(LoadFailure { path, error, kept_previous: false }),
+                },
+            }
+        }
+        let (mut linked, link_failures) = crate::linking::link(&runtime, compiled);
+        let mut mounted: BTreeMap<String, String> = BTreeMap::new();
+        linked.retain(|service| {
+            let Some(prefix) = service.manifest.http.as_ref().map(|h| h.prefix.clone()) else { return true };
+            if let Some(first) = mounted.get(&prefix) {
+                let reason = format!("http.prefix {prefix:?} is already the prefix of service {first}");
+                let error = LoadError::Manifest { service: service.name.clone(), reason };
+                failures.push(LoadFailure { path: service.path.clone(), error, kept_previous: false });
+                return false;
+            }
+            mounted.insert(prefix, service.name.clone());
+            true
+        });
+        for failure in &link_failures {
+            tracing::warn!("skipped: {}", failure.error);
+        }
+        for failure in failures.iter().filter(|f| !f.kept_previous) {
+            tracing::warn!("skipped: {}", failure.error);
+        }
+        failures.extend(link_failures);
+        let mut services = BTreeMap::new();
+        for service in linked {
+            tracing::info!(service = %service.name, code = ?service.code, "loaded {}", service.path.display());
+            services.insert(service.name.clone(), Arc::new(service));
+        }
+        Ok(Registry { runtime, dir: dir.to_path_buf(), services, failures })
+    }
+
+    /// What changed from `before` to this registry: services added, changed
+    /// (other code or another manifest) and removed, by name.
+    pub fn changes_since(&self, before: &Registry) -> Changes {
+        let mut changes = Changes::default();
+        for (name, now) in &self.services {
+            match before.services.get(name) {
+                None => changes.added.push(name.clone()),
+                Some(was) if was.digest != now.digest || was.manifest != now.manifest || was.limits != now.limits => {
+                    changes.changed.push(name.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        changes.removed = before.services.keys().filter(|n| !self.services.contains_key(*n)).cloned().collect();
+        changes
+    }
+
+    /// The runtime the services were compiled for.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The directory the services were loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The loaded services, by name.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services.values()
+    }
+
+    /// The files that failed to load.
+    pub fn failures(&self) -> &[LoadFailure] {
+        &self.failures
+    }
+
+    /// The `wasi:http` service mounted on the longest prefix covering `path`.
+    pub fn mounted(&self, path: &str) -> Option<&Arc<Service>> {
+        self.services
+            .values()
+            .filter(|s| s.hooks.http.is_some() && s.manifest.http.as_ref().is_some_and(|m| m.covers(path)))
+            .max_by_key(|s| s.manifest.http.as_ref().map_or(0, |m| m.prefix.len()))
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Result<&Arc<Service>, LookupError> {
+        self.services.get(name).ok_or_else(|| LookupError::UnknownService {
+            service: name.to_string(),
+            known: join(self.services.keys().cloned()),
+        })
+    }
+}
+
+/// Services added, changed and removed by a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Changes {
+    /// New services.
+    pub added: Vec<String>,
+    /// Services whose code, manifest or limits changed.
+    pub changed: Vec<String>,
+    /// Services whose file is gone (or that no longer link).
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        write!(f, "added {}; changed {}; removed {}", list(&self.added), list(&self.changed), list(&self.removed))
+    }
+}
