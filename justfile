@@ -68,9 +68,12 @@ test: guests tools
 tools:
     scripts/python-tools {{venv}}
 
-# Run the criterion benchmarks (release build; the first one takes a while).
+# Run the benchmarks: criterion (B1, B2, B4), then HTTP under wrk (B5, B6),
+# and write BENCHMARKS.md from this run (release build; the first takes a while).
 bench: guests
     SLUICE_COMPONENTS={{components}} cargo bench -p sluice-host --bench scope
+    scripts/bench-http {{target}}/bench-http.json
+    scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md
 
 # Formatting and clippy, warnings as errors, for the host and the guests.
 lint:

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-use crate::support::{Fixture, components};
+use crate::support::Fixture;
 
 /// A running server; killed when dropped.
 pub struct Served {
@@ -23,17 +23,11 @@ impl Fixture {
     /// Starts `sluice serve` on this fixture's services and data, with
     /// `extra` arguments after `serve`, and waits until it listens.
     pub fn serve(&self, extra: &[&str]) -> Served {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("--services")
-            .arg(self.services())
-            .arg("--data-dir")
-            .arg(self.data())
-            .arg("--cache-dir")
-            .arg(components().join("../test-cache"))
+        let mut child = self
+            .command()
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env_remove("SLUICE_CONFIG")
             .env("SLUICE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -145,18 +145,22 @@ impl Fixture {
 
     /// Runs the real `sluice` binary with extra environment variables.
     pub fn sluice_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .envs(env.iter().copied())
+        self.command().envs(env.iter().copied()).args(args).output().expect("run sluice")
+    }
+
+    /// The real `sluice` binary with this fixture's services, data and the
+    /// tests' shared cache, and no config from the environment.
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
             .arg("--services")
             .arg(self.services())
             .arg("--data-dir")
             .arg(self.data())
             .arg("--cache-dir")
             .arg(components().join("../test-cache"))
-            .args(args)
-            .env_remove("SLUICE_CONFIG")
-            .output()
-            .expect("run sluice")
+            .env_remove("SLUICE_CONFIG");
+        command
     }
 }
 

@@ -6,7 +6,7 @@ sluice_guest::generate!("test:bench/bench", ["../../wit", "wit"]);
 
 use exports::test::bench::loops::Guest;
 use sluice_guest::{
-    from, to,
+    from, row, to,
     types::{Error, Row, Value},
 };
 
@@ -37,6 +37,13 @@ impl Guest for Component {
             std::hint::black_box(rows);
         }
         Ok(n)
+    }
+
+    fn read_insert() -> Result<i64, Error> {
+        let rows = from::query("main", "SELECT coalesce(max(rowid), 0) AS last FROM blobs", &[])?;
+        let last = rows.get(0, "last").and_then(Value::as_integer).unwrap_or(0);
+        to::insert("main", "blobs", &row(&[("data", Value::Blob(vec![7]))]))?;
+        Ok(last)
     }
 }
 
