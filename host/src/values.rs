@@ -74,29 +74,9 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
         }
         Type::Record(record) => {
             let object = json.as_object().ok_or_else(expected)?;
-            let mut fields = Vec::new();
-            for field in record.fields() {
-                let at = format!("{path}.{}", field.name);
-                let value = match (object.get(field.name), &field.ty) {
-                    (Some(v), t) => from_json(t, v, &at)?,
-                    // An absent optional field is `none`, as in most JSON APIs.
-                    (None, Type::Option(_)) => Val::Option(None),
-                    (None, t) => {
-                        return Err(ValueError {
-                            path: at,
-                            message: format!("missing field of type {}", type_name(t)),
-                        });
-                    }
-                };
-                fields.push((field.name.to_string(), value));
-            }
-            if let Some(extra) = object.keys().find(|k| !fields.iter().any(|(n, _)| n == *k)) {
-                return Err(ValueError {
-                    path: format!("{path}.{extra}"),
-                    message: format!("unknown field; {} has no field {extra:?}", type_name(ty)),
-                });
-            }
-            Val::Record(fields)
+            let fields: Vec<(&str, Type)> = record.fields().map(|f| (f.name, f.ty)).collect();
+            let values = named(object, &fields, path, "field", || format!("{} has no such field", type_name(ty)))?;
+            Val::Record(fields.iter().zip(values).map(|((n, _), v)| (n.to_string(), v)).collect())
         }
         Type::Variant(variant) => {
             let (case, payload) = single_key(json).ok_or_else(expected)?;
@@ -219,23 +199,40 @@ pub fn from_named(params: &[(String, Type)], json: &Json) -> Result<Vec<Val>, Va
             message: format!("expected an object of named arguments ({}), got {}", names(), describe(json)),
         });
     };
-    if let Some(extra) = object.keys().find(|k| !params.iter().any(|(n, _)| n == *k)) {
-        return Err(ValueError {
-            path: format!("$.{extra}"),
-            message: format!("unknown argument; the parameters are: {}", names()),
-        });
-    }
-    params
+    let params: Vec<(&str, Type)> = params.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    named(object, &params, "$", "argument", || format!("the parameters are: {}", names()))
+}
+
+/// The values of the named members of `object` (record fields, or a
+/// function's arguments), in the order of `members`. An absent `option`
+/// member is `none`, as in most JSON APIs; any other absent member, and any
+/// key that is not a member, is an error at its path. `what` names a
+/// member in messages and `members_are` lists the members.
+fn named(
+    object: &Map<String, Json>,
+    members: &[(&str, Type)],
+    path: &str,
+    what: &str,
+    members_are: impl Fn() -> String,
+) -> Result<Vec<Val>, ValueError> {
+    let values = members
         .iter()
         .map(|(name, ty)| {
-            let path = format!("$.{name}");
-            match (object.get(name), ty) {
-                (Some(v), t) => from_json(t, v, &path),
+            let at = format!("{path}.{name}");
+            match (object.get(*name), ty) {
+                (Some(v), t) => from_json(t, v, &at),
                 (None, Type::Option(_)) => Ok(Val::Option(None)),
-                (None, t) => Err(ValueError { path, message: format!("missing argument of type {}", type_name(t)) }),
+                (None, t) => Err(ValueError { path: at, message: format!("missing {what} of type {}", type_name(t)) }),
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(extra) = object.keys().find(|k| !members.iter().any(|(n, _)| n == k)) {
+        return Err(ValueError {
+            path: format!("{path}.{extra}"),
+            message: format!("unknown {what}; {}", members_are()),
+        });
+    }
+    Ok(values)
 }
 
 /// Reads one command-line argument as a value of `ty`: JSON, except that a

@@ -35,6 +35,13 @@ fn routes_call_save_list_describe_and_count() {
     assert_eq!(body["result"]["ok"][0]["name"], "widget");
     assert_eq!(body["result"]["ok"][0]["price-cents"], 250);
 
+    // The scope's number is in a header too.
+    let response =
+        reqwest::blocking::Client::new().post(s.url("/services/products/list")).body("{}").send().expect("POST list");
+    let header = response.headers().get("x-sluice-scope").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body: Json = response.json().expect("json");
+    assert_eq!(header, body["scope"].as_u64().map(|n| n.to_string()), "{body}");
+
     // An empty body is no arguments.
     let (status, _) = s.post_raw("/services/products/list", String::new());
     assert_eq!(status, 200);
@@ -59,9 +66,9 @@ fn routes_call_save_list_describe_and_count() {
     let (status, metrics) = s.get("/metrics");
     assert_eq!(status, 200);
     for line in [
-        "sluice_calls_total{service=\"products\"} 4",
+        "sluice_calls_total{service=\"products\"} 5",
         "sluice_commands_applied_total{service=\"products\"} 1",
-        "sluice_call_duration_seconds_count{service=\"products\"} 4",
+        "sluice_call_duration_seconds_count{service=\"products\"} 5",
         "sluice_services_loaded 5",
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");

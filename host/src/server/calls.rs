@@ -9,12 +9,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::metrics::Outcome;
-use super::{App, Problem};
+use super::{App, Problem, SCOPE_HEADER};
 use crate::call::{self, CallReport, Ending, Mode};
 use crate::scope::{Cause, Scope, ScopeError};
 use crate::signature;
@@ -56,24 +56,20 @@ async fn run(
     let svc = registry.service(service).map_err(|e| Problem::from(e).into_response())?;
     let func = svc.function(function).map_err(|e| Problem::from(e).into_response())?;
     let mode = mode(query).map_err(IntoResponse::into_response)?;
-    let body = body.map_err(|e| body_problem(&e).into_response())?;
+    let body = body.map_err(|e| body_problem(&format!("{}.{}", svc.name, func.name), &e).into_response())?;
     let json: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "arguments", format!("the request body is not JSON: {e}"))
-                .with("path", "$")
-                .into_response()
+            let message = format!("{}.{}: the request body is not JSON: {e}", svc.name, func.name);
+            Problem::new(StatusCode::BAD_REQUEST, "arguments", message).with("path", "$").into_response()
         })?
     };
     let args = crate::values::from_named(&func.params, &json)
         .map_err(|e| Problem::arguments(&svc.name, &func.name, &e).into_response())?;
 
-    let permit = Arc::clone(&app.permits).acquire_owned().await.map_err(|_| {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down").into_response()
-    })?;
+    let permit = app.turn().await?;
     let started = Instant::now();
-    app.metrics.in_flight(1);
     let (name, fname) = (svc.name.clone(), func.name.clone());
     let channels = Arc::clone(&app.host.channels);
     let scope_registry = Arc::clone(&registry);
@@ -83,7 +79,6 @@ async fn run(
         call::run_in(scope, &name, &fname, &args, mode)
     })
     .await;
-    app.metrics.in_flight(-1);
     let outcome = joined.unwrap_or_else(|e| {
         Err(ScopeError::Failed {
             service: service.to_string(),
@@ -92,18 +87,8 @@ async fn run(
             cause: Cause::Other,
         })
     });
-    let scope = outcome.as_ref().ok().map(|r| r.scope.to_string());
     let (response, counted) = answer(&svc.name, &func.name, outcome, app);
-    let elapsed = started.elapsed();
-    app.metrics.call(&svc.name, &counted, elapsed);
-    tracing::info!(
-        scope = scope.as_deref().unwrap_or("-"),
-        service = %svc.name,
-        function = %func.name,
-        status = response.status().as_u16(),
-        ms = elapsed.as_secs_f64() * 1000.0,
-        "answered"
-    );
+    app.answered(&svc.name, &func.name, started, &response, &counted);
     Ok(response)
 }
 
@@ -111,17 +96,10 @@ async fn run(
 fn answer(service: &str, function: &str, outcome: Result<CallReport, ScopeError>, app: &App) -> (Response, Outcome) {
     let report = match outcome {
         Ok(report) => report,
-        Err(e) => {
-            if let ScopeError::Failed { cause: Cause::Limit { service, limit }, .. } = &e {
-                app.metrics.breach(service, limit);
-            }
-            let problem = Problem::from(e);
-            let kind = problem.kind;
-            return (problem.into_response(), Outcome::Error(kind));
-        }
+        Err(e) => return app.failed(e),
     };
     let body = report.to_json();
-    match &report.ending {
+    let (mut response, outcome) = match &report.ending {
         Ending::Saved(saved) => {
             app.metrics.applied(saved.applied.iter().map(|a| a.command.service.as_str()));
             ((StatusCode::OK, Json(body)).into_response(), Outcome::Ok)
@@ -144,7 +122,9 @@ fn answer(service: &str, function: &str, outcome: Result<CallReport, ScopeError>
                 .with("scope", body["scope"].clone());
             (problem.into_response(), Outcome::Error("service-error"))
         }
-    }
+    };
+    response.headers_mut().insert(SCOPE_HEADER, HeaderValue::from(report.scope.0));
+    (response, outcome)
 }
 
 fn mode(query: &HashMap<String, String>) -> Result<Mode, Problem> {
@@ -166,9 +146,9 @@ fn mode(query: &HashMap<String, String>) -> Result<Mode, Problem> {
     }
 }
 
-/// A body that could not be read: too large (413) or broken.
-pub(super) fn body_problem(e: &BytesRejection) -> Problem {
+/// A body for `target` that could not be read: too large (413) or broken.
+fn body_problem(target: &str, e: &BytesRejection) -> Problem {
     let status = e.status();
     let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "too-large" } else { "arguments" };
-    Problem::new(status, kind, format!("cannot read the request body: {}", e.body_text()))
+    Problem::new(status, kind, format!("{target}: cannot read the request body: {}", e.body_text()))
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,148 +36,113 @@ struct PerService {
 #[derive(Default)]
 pub struct Metrics {
     services: Mutex<BTreeMap<String, PerService>>,
-    in_flight: AtomicU64,
 }
 
 impl Metrics {
     /// Counts one call of `service` that took `elapsed`.
     pub fn call(&self, service: &str, outcome: &Outcome, elapsed: Duration) {
-        self.with(service, |m| {
-            m.calls += 1;
-            let seconds = elapsed.as_secs_f64();
-            m.seconds += seconds;
-            if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-                m.buckets[i] += 1;
+        let mut map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        let m = entry(&mut map, service);
+        m.calls += 1;
+        let seconds = elapsed.as_secs_f64();
+        m.seconds += seconds;
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            m.buckets[i] += 1;
+        }
+        if let Outcome::Error(kind) = outcome {
+            *m.errors.entry(kind).or_default() += 1;
+            if *kind == "trap" {
+                m.traps += 1;
             }
-            if let Outcome::Error(kind) = outcome {
-                *m.errors.entry(kind).or_default() += 1;
-                if *kind == "trap" {
-                    m.traps += 1;
-                }
-            }
-        });
+        }
     }
 
     /// Counts a limit broken by `service` (which may be a service the
     /// called one called).
     pub fn breach(&self, service: &str, limit: &str) {
-        self.with(service, |m| *m.breaches.entry(limit.to_string()).or_default() += 1);
+        let mut map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        *entry(&mut map, service).breaches.entry(limit.to_string()).or_default() += 1;
     }
 
     /// Counts commands applied at a save, by the service that queued each.
     pub fn applied<'a>(&self, services: impl Iterator<Item = &'a str>) {
         let mut map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         for service in services {
-            match map.get_mut(service) {
-                Some(m) => m.applied += 1,
-                None => map.entry(service.to_string()).or_default().applied += 1,
-            }
+            entry(&mut map, service).applied += 1;
         }
     }
 
-    /// A request entered or left a scope.
-    pub fn in_flight(&self, delta: i64) {
-        if delta >= 0 {
-            self.in_flight.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            self.in_flight.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-        }
-    }
-
-    fn with(&self, service: &str, f: impl FnOnce(&mut PerService)) {
-        let mut map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get_mut(service) {
-            Some(m) => f(m),
-            None => f(map.entry(service.to_string()).or_default()),
-        }
-    }
-
-    /// Everything, in the Prometheus text exposition format.
-    pub fn render(&self, host: &Host) -> String {
-        let registry = host.registry();
+    /// Everything, in the Prometheus text exposition format; `in_flight` is
+    /// the number of scopes running now.
+    pub fn render(&self, host: &Host, in_flight: usize) -> String {
         let map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, lines: &mut dyn Iterator<Item = String>| {
+        let mut family = |name: &str, kind: &str, help: &str, lines: &dyn Fn(&str, &PerService) -> Vec<String>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for line in lines {
-                let _ = writeln!(out, "{line}");
+            for (service, m) in map.iter() {
+                for line in lines(service, m) {
+                    let _ = writeln!(out, "{name}{line}");
+                }
             }
         };
-        let each = |f: &dyn Fn(&str, &PerService) -> Vec<String>| -> Vec<String> {
-            map.iter().flat_map(|(s, m)| f(s, m)).collect()
+        let one = |value: fn(&PerService) -> u64| {
+            move |s: &str, m: &PerService| vec![format!("{{service=\"{s}\"}} {}", value(m))]
         };
         family(
             "sluice_calls_total",
             "counter",
             "Calls into a service from a request, one scope each.",
-            &mut each(&|s, m| vec![format!("sluice_calls_total{{service=\"{s}\"}} {}", m.calls)]).into_iter(),
+            &one(|m| m.calls),
         );
         family(
             "sluice_call_errors_total",
             "counter",
             "Calls that were not saved, by kind (arguments, service-error, denied, trap, limit, save, unavailable).",
-            &mut each(&|s, m| {
-                m.errors
-                    .iter()
-                    .map(|(k, n)| format!("sluice_call_errors_total{{service=\"{s}\",kind=\"{k}\"}} {n}"))
-                    .collect()
-            })
-            .into_iter(),
+            &|s, m| m.errors.iter().map(|(k, n)| format!("{{service=\"{s}\",kind=\"{k}\"}} {n}")).collect(),
         );
-        family(
-            "sluice_traps_total",
-            "counter",
-            "Calls that ended in a guest trap.",
-            &mut each(&|s, m| vec![format!("sluice_traps_total{{service=\"{s}\"}} {}", m.traps)]).into_iter(),
-        );
+        family("sluice_traps_total", "counter", "Calls that ended in a guest trap.", &one(|m| m.traps));
         family(
             "sluice_limit_breaches_total",
             "counter",
             "Limits broken, by the service that broke them and the limit.",
-            &mut each(&|s, m| {
-                m.breaches
-                    .iter()
-                    .map(|(l, n)| format!("sluice_limit_breaches_total{{service=\"{s}\",limit=\"{l}\"}} {n}"))
-                    .collect()
-            })
-            .into_iter(),
+            &|s, m| m.breaches.iter().map(|(l, n)| format!("{{service=\"{s}\",limit=\"{l}\"}} {n}")).collect(),
         );
         family(
             "sluice_call_duration_seconds",
             "histogram",
             "Time from the start of a scope to its answer (call and save).",
-            &mut each(&|s, m| {
-                let mut lines = Vec::new();
+            &|s, m| {
                 let mut cumulative = 0;
-                for (bound, n) in BUCKETS.iter().zip(m.buckets) {
-                    cumulative += n;
-                    lines.push(format!(
-                        "sluice_call_duration_seconds_bucket{{service=\"{s}\",le=\"{bound}\"}} {cumulative}"
-                    ));
-                }
-                lines.push(format!("sluice_call_duration_seconds_bucket{{service=\"{s}\",le=\"+Inf\"}} {}", m.calls));
-                lines.push(format!("sluice_call_duration_seconds_sum{{service=\"{s}\"}} {}", m.seconds));
-                lines.push(format!("sluice_call_duration_seconds_count{{service=\"{s}\"}} {}", m.calls));
+                let mut lines: Vec<String> = BUCKETS
+                    .iter()
+                    .zip(m.buckets)
+                    .map(|(bound, n)| {
+                        cumulative += n;
+                        format!("_bucket{{service=\"{s}\",le=\"{bound}\"}} {cumulative}")
+                    })
+                    .collect();
+                lines.push(format!("_bucket{{service=\"{s}\",le=\"+Inf\"}} {}", m.calls));
+                lines.push(format!("_sum{{service=\"{s}\"}} {}", m.seconds));
+                lines.push(format!("_count{{service=\"{s}\"}} {}", m.calls));
                 lines
-            })
-            .into_iter(),
+            },
         );
         family(
             "sluice_commands_applied_total",
             "counter",
             "Commands applied at save, by the service that queued them.",
-            &mut each(&|s, m| vec![format!("sluice_commands_applied_total{{service=\"{s}\"}} {}", m.applied)])
-                .into_iter(),
+            &one(|m| m.applied),
         );
         drop(map);
+        let registry = host.registry();
         let gauges = [
-            ("sluice_services_loaded", "Services loaded now.", registry.services().count() as u64),
+            ("sluice_services_loaded", "Services loaded now.", registry.services().count()),
             (
                 "sluice_services_failed",
                 "Files in the services directory that failed to load.",
-                registry.failures().len() as u64,
+                registry.failures().len(),
             ),
-            ("sluice_scopes_in_flight", "Scopes running now.", self.in_flight.load(Ordering::Relaxed)),
+            ("sluice_scopes_in_flight", "Scopes running now.", in_flight),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -190,4 +154,13 @@ impl Metrics {
         );
         out
     }
+}
+
+/// The counters of `service`, created on first use without allocating a
+/// key for a service already counted.
+fn entry<'a>(map: &'a mut BTreeMap<String, PerService>, service: &str) -> &'a mut PerService {
+    if !map.contains_key(service) {
+        map.insert(service.to_string(), PerService::default());
+    }
+    map.get_mut(service).expect("inserted above")
 }

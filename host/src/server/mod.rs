@@ -15,16 +15,19 @@ mod problem;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::host::Host;
+use crate::scope::{Cause, ScopeError};
 pub use metrics::Metrics;
+use metrics::Outcome;
 pub use problem::Problem;
 
 /// How the server bounds its work.
@@ -49,6 +52,52 @@ pub(crate) struct App {
     pub permits: Arc<Semaphore>,
     pub options: ServeOptions,
 }
+
+impl App {
+    /// A turn to run a scope (waiting while `max_concurrent` run), or 503
+    /// once the server is shutting down.
+    async fn turn(&self) -> Result<OwnedSemaphorePermit, Response> {
+        Arc::clone(&self.permits).acquire_owned().await.map_err(|_| {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down").into_response()
+        })
+    }
+
+    /// How many scopes run now: the turns taken.
+    fn in_flight(&self) -> usize {
+        self.options.max_concurrent.max(1).saturating_sub(self.permits.available_permits())
+    }
+
+    /// The answer for a scope that failed; a breach is counted against the
+    /// service that broke the limit.
+    fn failed(&self, e: ScopeError) -> (Response, Outcome) {
+        if let ScopeError::Failed { cause: Cause::Limit { service, limit }, .. } = &e {
+            self.metrics.breach(service, limit);
+        }
+        let problem = Problem::from(e);
+        let kind = problem.kind;
+        (problem.into_response(), Outcome::Error(kind))
+    }
+
+    /// Counts and logs one answered request of `service`; `what` is the
+    /// function or the path, the scope comes from the `x-sluice-scope` header.
+    fn answered(&self, service: &str, what: &str, started: Instant, response: &Response, outcome: &Outcome) {
+        let elapsed = started.elapsed();
+        self.metrics.call(service, outcome, elapsed);
+        // As other log lines name scopes: `scope-7`.
+        let scope = response.headers().get(SCOPE_HEADER).and_then(|v| v.to_str().ok()).map(|n| format!("scope-{n}"));
+        tracing::info!(
+            scope = scope.as_deref().unwrap_or("-"),
+            service,
+            what,
+            status = response.status().as_u16(),
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
+    }
+}
+
+/// The header every answer of a scope carries: the scope's number.
+pub(crate) const SCOPE_HEADER: &str = "x-sluice-scope";
 
 /// The routes, over `host`.
 pub fn router(host: Arc<Host>, options: ServeOptions) -> Router {
@@ -89,7 +138,8 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(&app.host))
+    let text = app.metrics.render(&app.host, app.in_flight());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn openapi_json(State(app): State<Arc<App>>) -> impl IntoResponse {

@@ -17,10 +17,10 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use tokio::sync::oneshot;
 
 use super::metrics::Outcome;
-use super::{App, Problem};
+use super::{App, Problem, SCOPE_HEADER};
 use crate::channels::Channels;
 use crate::registry::{Registry, Service};
-use crate::scope::{HttpAnswer, ResponseSender, Scope, ScopeError};
+use crate::scope::{HttpAnswer, ResponseSender, Scope};
 
 /// How long the response body may take to finish after the handler has
 /// returned.
@@ -46,7 +46,10 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     let bytes = match axum::body::to_bytes(body, app.options.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            let message = format!("cannot read the request body (at most {} bytes): {e}", app.options.max_body_bytes);
+            let message = format!(
+                "{}: cannot read the request body (at most {} bytes): {e}",
+                service.name, app.options.max_body_bytes
+            );
             return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message).into_response();
         }
     };
@@ -60,7 +63,10 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     };
     parts.uri = match target.parse::<Uri>() {
         Ok(uri) => uri,
-        Err(e) => return Problem::new(StatusCode::BAD_REQUEST, "arguments", format!("bad path: {e}")).into_response(),
+        Err(e) => {
+            let message = format!("{}: bad path {target:?}: {e}", service.name);
+            return Problem::new(StatusCode::BAD_REQUEST, "arguments", message).into_response();
+        }
     };
     if let Ok(value) = HeaderValue::from_str(&prefix) {
         parts.headers.insert("x-forwarded-prefix", value);
@@ -68,12 +74,11 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
     let request = hyper::Request::from_parts(parts, Full::new(bytes));
 
-    let Ok(permit) = Arc::clone(&app.permits).acquire_owned().await else {
-        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down")
-            .into_response();
+    let permit = match app.turn().await {
+        Ok(permit) => permit,
+        Err(response) => return response,
     };
     let started = Instant::now();
-    app.metrics.in_flight(1);
     let (tx, rx) = oneshot::channel();
     let collector = tokio::spawn(collect(rx, service.limits.result_bytes));
     let runtime = tokio::runtime::Handle::current();
@@ -85,23 +90,12 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
         run(registry, channels, &service, request, (tx, collector, runtime), &app2)
     })
     .await;
-    app.metrics.in_flight(-1);
     let (response, outcome) = joined.unwrap_or_else(|e| {
         let problem =
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", format!("{name}: the host thread failed: {e}"));
         (problem.into_response(), Outcome::Error("trap"))
     });
-    let elapsed = started.elapsed();
-    app.metrics.call(&name, &outcome, elapsed);
-    let scope = response.headers().get("x-sluice-scope").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-    tracing::info!(
-        scope = %scope,
-        service = %name,
-        path = %path,
-        status = response.status().as_u16(),
-        ms = elapsed.as_secs_f64() * 1000.0,
-        "answered"
-    );
+    app.answered(&name, &path, started, &response, &outcome);
     response
 }
 
@@ -122,7 +116,7 @@ fn run(
     let id = scope.id();
     if let Err(e) = scope.handle_http(service, request, tx) {
         collector.abort();
-        return failed(e, app);
+        return app.failed(e);
     }
     let collected = runtime.block_on(async { tokio::time::timeout(BODY_GRACE, collector).await });
     let answer = match collected {
@@ -145,17 +139,8 @@ fn run(
             app.metrics.applied(report.applied.iter().map(|a| a.command.service.as_str()));
             (respond(answer, id.0, report.applied.len()), Outcome::Ok)
         }
-        Err(e) => failed(e, app),
+        Err(e) => app.failed(e),
     }
-}
-
-fn failed(e: ScopeError, app: &App) -> (Response, Outcome) {
-    if let ScopeError::Failed { cause: crate::scope::Cause::Limit { service, limit }, .. } = &e {
-        app.metrics.breach(service, limit);
-    }
-    let problem = Problem::from(e);
-    let kind = problem.kind;
-    (problem.into_response(), Outcome::Error(kind))
 }
 
 fn unanswered(message: String) -> (Response, Outcome) {
@@ -174,7 +159,7 @@ fn respond(answer: Answer, scope: u64, applied: usize) -> Response {
             headers.append(key, value.clone());
         }
     }
-    headers.insert("x-sluice-scope", HeaderValue::from(scope));
+    headers.insert(SCOPE_HEADER, HeaderValue::from(scope));
     headers.insert("x-sluice-applied", HeaderValue::from(applied));
     response
 }
