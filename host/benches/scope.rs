@@ -5,6 +5,9 @@
 //!   drop; on one thread, and as throughput on two.
 //! - B2 host calls: `to.insert` and `from.query` round trips from inside a
 //!   guest loop, with payloads of 0 B, 64 B, 4 KiB and 64 KiB.
+//! - B3 parity: the example `orders.place` (with the `inventory.reserve`
+//!   it calls) as components in a scope against a native Rust port queuing
+//!   into the same queue type (`native/orders.rs`), in CPU time per scope.
 //! - B4 save: 1, 100 and 10 000 queued inserts applied in one transaction,
 //!   against the same statements issued directly with rusqlite.
 //!
@@ -24,6 +27,9 @@ use wasmtime::component::Val;
 mod support;
 
 use support::Fixture;
+
+#[path = "native/orders.rs"]
+mod native_orders;
 
 /// A host over `services`, the example schema and a `blobs` table.
 struct Bench {
@@ -145,5 +151,73 @@ fn save(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scope_overhead, host_calls, save);
+/// The CPU time this thread has used: B3 compares CPU time per scope, which
+/// a busy second core does not inflate the way it inflates wall time.
+#[expect(unsafe_code, reason = "clock_gettime into a timespec this function owns")]
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
+    // every Linux supports.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(status, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec.unsigned_abs(), ts.tv_nsec.unsigned_abs() as u32)
+}
+
+/// Times `iters` runs of `f` in this thread's CPU time.
+fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
+    let start = thread_cpu();
+    for _ in 0..iters {
+        f();
+    }
+    thread_cpu() - start
+}
+
+/// B3: the example `orders.place` called `places` times in one scope (two
+/// commands each: the stock reservation and the order), as components and
+/// as the native port; first the logic alone (the scope is dropped unsaved),
+/// then with the save (two rounds: the orders' `placed` events come second).
+fn parity(c: &mut Criterion) {
+    let bench = bench_host(&["orders", "inventory"]);
+    let db = bench.fixture.db();
+    db.execute_batch(
+        "INSERT INTO products (id, name, price_cents) VALUES (1, 'widget', 250);
+         INSERT INTO stock (product_id, on_hand) VALUES (1, 1000000000000);",
+    )
+    .expect("product and stock");
+    let host = &bench.host;
+    let channel = host.channels().get("main").expect("channel main").as_ref();
+    let args = [Val::String("ann".into()), Val::S64(1), Val::U32(1)];
+    let component = |places: u32, save: bool| {
+        let mut scope = host.scope();
+        for _ in 0..places {
+            scope.call("orders", "place", &args).expect("place");
+        }
+        assert_eq!(scope.pending().len(), 2 * places as usize);
+        if save {
+            scope.save().expect("save");
+        }
+    };
+    let native = |places: u32, save: bool| {
+        let mut orders = native_orders::Orders::new(channel, 0);
+        for _ in 0..places {
+            orders.place("ann", 1, 1).expect("place");
+        }
+        assert_eq!(orders.pending().len(), 2 * places as usize);
+        if save {
+            orders.save().expect("save");
+        }
+    };
+    let mut group = c.benchmark_group("b3_parity");
+    for places in [1u32, 10] {
+        let commands = 2 * places;
+        for (stage, save) in [("logic", false), ("saved", true)] {
+            let id = |who: &str| BenchmarkId::new(format!("{stage}_{who}"), commands);
+            group.bench_function(id("component"), |b| b.iter_custom(|n| cpu_time(n, || component(places, save))));
+            group.bench_function(id("native"), |b| b.iter_custom(|n| cpu_time(n, || native(places, save))));
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scope_overhead, host_calls, parity, save);
 criterion_main!(benches);

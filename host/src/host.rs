@@ -81,6 +81,11 @@ impl Host {
         Arc::clone(&self.registry.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The channels every scope of this host reads from and saves to.
+    pub fn channels(&self) -> &Arc<Channels> {
+        &self.channels
+    }
+
     /// Starts a new scope over the current services.
     pub fn scope(&self) -> Scope {
         Scope::new(self.registry(), Arc::clone(&self.channels))

@@ -23,6 +23,13 @@ use crate::state::{ScopeState, ServiceView};
 /// these ticks, so this is also the granularity of every timeout.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How much of each linear memory, and of each table, stays resident in its
+/// pooling slot after an instance is dropped, reset in place for the next
+/// one. At most `max_instances` slots hold this much each.
+pub const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+/// See [`MEMORY_KEEP_RESIDENT`].
+pub const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
 /// Host-wide settings that shape the engine.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
@@ -113,6 +120,16 @@ impl Runtime {
             .total_memories(options.max_instances * 2)
             .total_tables(options.max_instances * 4)
             .max_memory_size(caps.memory_bytes);
+        // When a scope ends, reset the pages its instances touched in place
+        // (up to these sizes, found with Linux's PAGEMAP_SCAN where the kernel
+        // has it) instead of an `madvise` per memory and table: the madvise
+        // takes the process-wide memory-map lock, so scopes ending on two
+        // threads waited for each other (B1 in BENCHMARKS.md: more than twice
+        // as fast on one thread, and two threads now scale).
+        pooling
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

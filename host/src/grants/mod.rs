@@ -7,6 +7,7 @@
 pub mod sql;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::command::Operation;
 use crate::manifest::Manifest;
@@ -69,7 +70,7 @@ pub struct Grants<'a> {
 impl Grants<'_> {
     /// Checks a read through `from.query`.
     pub fn check_query(&self, channel: &str, sql: &str) -> Result<(), Refusal> {
-        if let Classified::Tables(touched) = self.classify(channel, sql)? {
+        if let Ok(Classified::Tables(touched)) = self.classify(channel, sql)?.as_ref() {
             if let Some((access, table)) = touched.iter().find(|(a, _)| *a != Access::Read) {
                 return Err(Refusal::Invalid(format!(
                     "{}: a read must not write (this statement would {} table {table}); queue writes with `to`",
@@ -77,7 +78,7 @@ impl Grants<'_> {
                     access.verb()
                 )));
             }
-            self.check_tables(channel, &touched)?;
+            self.check_tables(channel, touched)?;
         }
         Ok(())
     }
@@ -89,8 +90,8 @@ impl Grants<'_> {
             Operation::Update { table, .. } => (Access::Update, table),
             Operation::Delete { table, .. } => (Access::Delete, table),
             Operation::Execute { sql, .. } => {
-                if let Classified::Tables(touched) = self.classify(channel, sql)? {
-                    self.check_tables(channel, &touched)?;
+                if let Ok(Classified::Tables(touched)) = self.classify(channel, sql)?.as_ref() {
+                    self.check_tables(channel, touched)?;
                 }
                 return Ok(());
             }
@@ -98,15 +99,17 @@ impl Grants<'_> {
         self.check_tables(channel, &[(access, table.to_lowercase())])
     }
 
-    /// Parses `sql`; unclassified SQL passes only with `raw-sql = true`.
-    fn classify(&self, channel: &str, sql: &str) -> Result<Classified, Refusal> {
-        let classified = sql::classify(sql).map_err(|e| Refusal::Invalid(format!("{}: {e}", self.service)))?;
-        if let Classified::Unclassified(what) = &classified
-            && !self.manifest.channel(channel).is_some_and(|g| g.raw_sql)
-        {
-            return Err(self.denied(channel, &format!("run {what}"), "raw-sql = true"));
+    /// Parses `sql` (or finds it parsed before); unclassified SQL passes only
+    /// with `raw-sql = true`.
+    fn classify(&self, channel: &str, sql: &str) -> Result<Arc<Result<Classified, String>>, Refusal> {
+        let classified = sql::classify_cached(sql);
+        match classified.as_ref() {
+            Err(e) => Err(Refusal::Invalid(format!("{}: {e}", self.service))),
+            Ok(Classified::Unclassified(what)) if !self.manifest.channel(channel).is_some_and(|g| g.raw_sql) => {
+                Err(self.denied(channel, &format!("run {what}"), "raw-sql = true"))
+            }
+            Ok(_) => Ok(classified),
         }
-        Ok(classified)
     }
 
     fn check_tables(&self, channel: &str, touched: &[(Access, String)]) -> Result<(), Refusal> {

@@ -1,7 +1,9 @@
 //! What one raw SQL statement does to which tables, found by parsing it
 //! with `sqlparser` (SQLite dialect), never by matching text.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use sqlparser::ast::{
     FromTable, ObjectName, OnConflictAction, OnInsert, Query, SqliteOnConflict, Statement, TableFactor, TableObject,
@@ -21,6 +23,32 @@ pub enum Classified {
     /// `VACUUM`, a table-valued function, another schema, or text that does
     /// not parse), described for the refusal.
     Unclassified(String),
+}
+
+/// How many classifications [`classify_cached`] keeps; when full it starts
+/// over, so a guest sending endless distinct statements costs bounded memory.
+const CACHED_STATEMENTS: usize = 4096;
+/// Longer statements are classified every time rather than kept.
+const CACHED_SQL_BYTES: usize = 4096;
+
+/// [`classify`], remembered by SQL text for the whole process. Services send
+/// the same few statements over and over, and parsing one costs more than
+/// the read or the queueing it guards (the B3 profile in BENCHMARKS.md); the
+/// classification depends on the text alone, never on who sends it.
+pub fn classify_cached(sql: &str) -> Arc<Result<Classified, String>> {
+    static SEEN: LazyLock<RwLock<HashMap<String, Arc<Result<Classified, String>>>>> = LazyLock::new(Default::default);
+    if let Some(hit) = SEEN.read().unwrap_or_else(PoisonError::into_inner).get(sql) {
+        return Arc::clone(hit);
+    }
+    let classified = Arc::new(classify(sql));
+    if sql.len() <= CACHED_SQL_BYTES {
+        let mut seen = SEEN.write().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= CACHED_STATEMENTS {
+            seen.clear();
+        }
+        seen.insert(sql.to_string(), Arc::clone(&classified));
+    }
+    classified
 }
 
 /// Classifies `sql`, which must hold exactly one statement.
@@ -188,6 +216,20 @@ mod tests {
 
     fn t(access: Access, name: &str) -> (Access, String) {
         (access, name.to_string())
+    }
+
+    #[test]
+    fn a_cached_classification_is_the_same_as_a_fresh_one() {
+        for sql in
+            ["SELECT * FROM cache_probe_a", "DELETE FROM cache_probe_b", "PRAGMA cache_probe", "SELECT 1; SELECT 2"]
+        {
+            let first = classify_cached(sql);
+            assert_eq!(*first, classify(sql), "{sql}");
+            assert!(Arc::ptr_eq(&first, &classify_cached(sql)), "{sql}: parsed again");
+        }
+        let long = format!("SELECT * FROM t WHERE x IN ({})", vec!["1"; CACHED_SQL_BYTES].join(","));
+        assert_eq!(*classify_cached(&long), classify(&long));
+        assert!(!Arc::ptr_eq(&classify_cached(&long), &classify_cached(&long)), "a long statement is not kept");
     }
 
     #[test]
