@@ -12,10 +12,12 @@ examples := "orders products inventory api"
 default:
     @just --list
 
-# Build every guest component and copy the examples, with their manifests,
-# into services/.
+# Build every guest component (Rust, then the Python, JavaScript and C
+# ports, installing their pinned toolchains when missing) and copy the
+# examples, with their manifests, into services/.
 guests:
     scripts/build-guests {{components}}
+    scripts/build-polyglot {{components}}
     mkdir -p services
     for s in {{examples}}; do cp {{components}}/$s.wasm {{components}}/$s.toml services/; done
 
@@ -68,7 +70,7 @@ test: guests tools
 tools:
     scripts/python-tools {{venv}}
 
-# Run the benchmarks: criterion (B1, B2, B4), then HTTP under wrk (B5, B6),
+# Run the benchmarks: criterion (B1 to B4), then HTTP under wrk (B5, B6),
 # and write BENCHMARKS.md from this run (release build; the first takes a while).
 bench: guests
     SLUICE_COMPONENTS={{components}} cargo bench -p sluice-host --bench scope

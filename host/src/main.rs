@@ -94,13 +94,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server logs what it does; a one-shot command only its errors.
-    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "error" };
+    // Compile progress (target `progress`) shows on a terminal whatever the
+    // command: a first start with large components takes seconds per file.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let default_level = match (&cli.command, terminal) {
+        (Command::Serve { .. }, _) => "info",
+        (_, true) => "error,progress=info",
+        (_, false) => "error",
+    };
     let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(terminal);
     if std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().init();
     } else {

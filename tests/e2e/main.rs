@@ -5,6 +5,7 @@ mod cli;
 mod discovery;
 mod grants;
 mod hostile;
+mod polyglot;
 mod reload;
 mod save;
 mod serve;

@@ -47,12 +47,19 @@ impl Fixture {
     /// Copies the built component `name` into the services dir, with its
     /// manifest when it has one.
     pub fn add_component(&self, name: &str) {
-        let from = components().join(format!("{name}.wasm"));
-        std::fs::copy(&from, self.services().join(format!("{name}.wasm")))
+        self.add_component_as(name, name);
+    }
+
+    /// Copies the built component `component` into the services dir as the
+    /// service `service`, with its manifest when it has one: a port in
+    /// another language takes the place of the original.
+    pub fn add_component_as(&self, component: &str, service: &str) {
+        let from = components().join(format!("{component}.wasm"));
+        std::fs::copy(&from, self.services().join(format!("{service}.wasm")))
             .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-        let manifest = components().join(format!("{name}.toml"));
+        let manifest = components().join(format!("{component}.toml"));
         if manifest.exists() {
-            std::fs::copy(&manifest, self.manifest(name)).expect("copy manifest");
+            std::fs::copy(&manifest, self.manifest(service)).expect("copy manifest");
         }
     }
 

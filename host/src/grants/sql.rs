@@ -36,7 +36,8 @@ const CACHED_SQL_BYTES: usize = 4096;
 /// the read or the queueing it guards (the B3 profile in BENCHMARKS.md); the
 /// classification depends on the text alone, never on who sends it.
 pub fn classify_cached(sql: &str) -> Arc<Result<Classified, String>> {
-    static SEEN: LazyLock<RwLock<HashMap<String, Arc<Result<Classified, String>>>>> = LazyLock::new(Default::default);
+    type Seen = HashMap<String, Arc<Result<Classified, String>>>;
+    static SEEN: LazyLock<RwLock<Seen>> = LazyLock::new(Default::default);
     if let Some(hit) = SEEN.read().unwrap_or_else(PoisonError::into_inner).get(sql) {
         return Arc::clone(hit);
     }

@@ -13,13 +13,15 @@ mod service;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 pub use errors::{LoadError, LookupError};
 pub(crate) use service::{Compiled, Import, chain, compile, join};
 pub use service::{Function, HTTP_HANDLER, Hooks, LIFECYCLE, Service};
 
-use crate::runtime::Runtime;
+use crate::runtime::{CodeSource, Runtime};
 
 /// A file that was skipped, and why.
 #[derive(Debug)]
@@ -68,14 +70,18 @@ impl Registry {
             }
         }
         paths.sort();
+        let olds: Vec<Option<&Service>> = paths
+            .iter()
+            .map(|path| {
+                let name = path.file_stem()?.to_str()?;
+                previous?.services.get(name).map(|s| s.as_ref())
+            })
+            .collect();
+        let results = compile_all(&runtime, &paths, &olds);
         let mut compiled = Vec::new();
         let mut failures = Vec::new();
-        for path in paths {
-            let old = previous.and_then(|p| {
-                let name = path.file_stem()?.to_str()?;
-                p.services.get(name)
-            });
-            match compile(&runtime, &path, old.map(|s| s.as_ref())) {
+        for ((path, old), result) in paths.into_iter().zip(olds).zip(results) {
+            match result {
                 Ok(c) => compiled.push(c),
                 Err(error) => match old {
                     Some(old) => {
@@ -167,6 +173,52 @@ impl Registry {
             known: join(self.services.keys().cloned()),
         })
     }
+}
+
+/// Compiles (or reads from the cache, or keeps) every file, on as many
+/// threads as there are cores, and returns the results in `paths` order.
+/// Cranelift takes seconds on a large component (a Python or JavaScript
+/// guest), so each file compiled, rather than found in the cache, is logged
+/// as it finishes, with a count, under the `progress` target, which every
+/// command shows: the progress an operator sees on a first start.
+fn compile_all(runtime: &Runtime, paths: &[PathBuf], olds: &[Option<&Service>]) -> Vec<Result<Compiled, LoadError>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(paths.len());
+    let next = AtomicUsize::new(0);
+    let compiled = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Result<Compiled, LoadError>>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = paths.get(i) else { return };
+            let started = Instant::now();
+            let result = compile(runtime, path, olds[i]);
+            if let Some(c) = result.as_ref().ok().filter(|c| c.code == CodeSource::Compiled) {
+                let n = compiled.fetch_add(1, Ordering::Relaxed) + 1;
+                let mib = std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / (1 << 20) as f64);
+                tracing::info!(
+                    target: "progress",
+                    service = %c.name,
+                    "compiled {} ({mib:.1} MiB) in {:.1} s; {n} compiled so far, {} files in all, {workers} at a time",
+                    path.display(),
+                    started.elapsed().as_secs_f64(),
+                    paths.len()
+                );
+            }
+            *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every file is compiled in the scope")
+        })
+        .collect()
 }
 
 /// Services added, changed and removed by a reload.
