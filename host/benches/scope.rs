@@ -8,6 +8,10 @@
 //! - B3 parity: the example `orders.place` (with the `inventory.reserve`
 //!   it calls) as components in a scope against a native Rust port queuing
 //!   into the same queue type (`native/orders.rs`), in CPU time per scope.
+//! - B7 languages: each port of an example (Python, JavaScript, C) beside
+//!   the Rust original, per call (a fresh scope's first call, which
+//!   instantiates, and a further call in the same scope), plus one timed
+//!   compile of each component, written to `criterion/b7_languages/compile.json`.
 //! - B4 save: 1, 100 and 10 000 queued inserts applied in one transaction,
 //!   against the same statements issued directly with rusqlite.
 //!
@@ -219,5 +223,78 @@ fn parity(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scope_overhead, host_calls, parity, save);
+/// B7's pairs: the Rust service, its port, the function and its arguments.
+fn language_pairs() -> Vec<(&'static str, &'static str, &'static str, Vec<Val>)> {
+    vec![
+        ("inventory", "inventory-c", "level", vec![Val::S64(1)]),
+        ("products", "products-js", "list", vec![]),
+        ("orders", "orders-py", "place", vec![Val::String("ann".into()), Val::S64(1), Val::U32(1)]),
+    ]
+}
+
+/// B7: per-call time of each port beside its Rust original, and one compile
+/// of each (Cranelift, no cache) written for the report.
+fn languages(c: &mut Criterion) {
+    let pairs = language_pairs();
+    if pairs.iter().any(|(_, port, _, _)| !support::components().join(format!("{port}.wasm")).exists()) {
+        eprintln!("b7_languages: the ports are not built (just guests); skipped");
+        return;
+    }
+    let runtime = sluice_host::runtime::Runtime::new(sluice_host::runtime::RuntimeOptions::default()).expect("runtime");
+    let mut compile = serde_json::Map::new();
+    for (rust, port, _, _) in &pairs {
+        for component in [rust, port] {
+            let bytes = std::fs::read(support::components().join(format!("{component}.wasm"))).expect("component");
+            let started = Instant::now();
+            runtime.compile(&bytes, &runtime.digest(&bytes)).expect("compile");
+            let seconds = started.elapsed().as_secs_f64();
+            compile.insert(component.to_string(), serde_json::json!({ "bytes": bytes.len(), "compile_s": seconds }));
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion/b7_languages");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or(dir, |t| std::path::PathBuf::from(t).join("criterion/b7_languages"));
+    std::fs::create_dir_all(&dir).expect("criterion dir");
+    std::fs::write(dir.join("compile.json"), serde_json::Value::Object(compile).to_string()).expect("compile.json");
+
+    let mut group = c.benchmark_group("b7_languages");
+    for (rust, port, function, args) in &pairs {
+        for component in [rust, port] {
+            let fixture = Fixture::new(&[]);
+            for (original, _, _, _) in &pairs {
+                let from = if original == rust { component } else { original };
+                fixture.add_component_as(from, original);
+            }
+            fixture.migrate();
+            fixture
+                .db()
+                .execute_batch(
+                    "INSERT INTO products (id, name, price_cents) VALUES (1, 'widget', 250);
+                     INSERT INTO stock (product_id, on_hand) VALUES (1, 1000000000000);",
+                )
+                .expect("product and stock");
+            let host = fixture.host();
+            group.bench_function(BenchmarkId::new(format!("first_call_{component}"), function), |b| {
+                b.iter(|| host.scope().call(rust, function, args).expect("call"))
+            });
+            group.bench_function(BenchmarkId::new(format!("next_call_{component}"), function), |b| {
+                b.iter_batched(
+                    || {
+                        let mut scope = host.scope();
+                        scope.call(rust, function, args).expect("instantiate");
+                        scope
+                    },
+                    |mut scope| {
+                        scope.call(rust, function, args).expect("call");
+                        scope
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scope_overhead, host_calls, parity, save, languages);
 criterion_main!(benches);
