@@ -124,8 +124,8 @@ impl Runtime {
         // (up to these sizes, found with Linux's PAGEMAP_SCAN where the kernel
         // has it) instead of an `madvise` per memory and table: the madvise
         // takes the process-wide memory-map lock, so scopes ending on two
-        // threads waited for each other (B1 in BENCHMARKS.md: more than twice
-        // as fast on one thread, and two threads now scale).
+        // threads waited for each other (docs/performance.md: B1 more than
+        // twice as fast on one thread, and two threads no longer slower).
         pooling
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
             .table_keep_resident(TABLE_KEEP_RESIDENT)
