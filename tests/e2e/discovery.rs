@@ -3,7 +3,7 @@
 use sluice_host::registry::LoadError;
 use sluice_host::runtime::CodeSource;
 
-use crate::support::Fixture;
+use crate::support::{Fixture, text};
 
 /// Garbage, a truncated component and a core module are each skipped with
 /// an error naming the file and the cause; the good services still load.
@@ -90,4 +90,39 @@ fn exports_come_from_the_component_types() {
     assert_eq!(orders.calls, [("acme:inventory/stock@0.1.0".to_string(), "inventory".to_string())]);
     let place = orders.function("place").expect("place");
     assert_eq!(sluice_host::signature::params(place), "customer: string, product-id: s64, quantity: u32");
+}
+
+/// A first start compiles the components on as many threads as there are
+/// cores and logs each one as it finishes, with a count (the `progress`
+/// target, which `sluice` shows on a terminal by default); a second start
+/// reads them all from the cache and logs no compile.
+#[test]
+fn first_start_logs_compile_progress() {
+    let services = ["probe", "products", "ping", "pong"];
+    let f = Fixture::new(&services);
+    let start = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--services")
+            .arg(f.services())
+            .arg("--data-dir")
+            .arg(f.data())
+            .arg("--cache-dir")
+            .arg(f.dir.path().join("own-cache"))
+            .env("SLUICE_LOG", "progress=info")
+            .env_remove("SLUICE_CONFIG")
+            .arg("list")
+            .output()
+            .expect("run sluice");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let first = start();
+    for service in services {
+        let file = format!("{service}.wasm");
+        assert!(first.lines().any(|l| l.contains("compiled") && l.contains(&file)), "{service}: {first}");
+    }
+    assert!(first.contains("4 compiled so far, 4 files in all"), "{first}");
+    assert!(first.contains(" at a time"), "{first}");
+    let second = start();
+    assert!(!second.contains("compiled"), "a restart compiled again: {second}");
 }

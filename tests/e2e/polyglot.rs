@@ -148,38 +148,56 @@ fn mixed_languages_match_the_rust_services() {
     assert_eq!(mixed[10]["answer"]["result"], json!({ "err": { "out-of-stock": 7 } }));
 }
 
-/// Each language's commands wait in the queue until the scope is saved.
-#[test]
-fn each_language_applies_commands_only_at_save() {
+/// Calls `service.function` in a scope of the mixed examples and checks that
+/// its `queued` commands reach `table` only when the scope is saved, and that
+/// a scope dropped unsaved applies nothing.
+fn applied_only_at_save(service: &str, function: &str, args: &[Val], table: &str, queued: usize) {
     if !ports_built() {
         return;
     }
     let fixture = examples(["products-js", "orders-py", "inventory-c"]);
-    fixture.db().execute("INSERT INTO products (name, price_cents) VALUES ('widget', 250)", []).expect("product");
+    fixture
+        .db()
+        .execute_batch(
+            "INSERT INTO products (id, name, price_cents) VALUES (1, 'widget', 250), (2, 'thing', 10);
+             INSERT INTO stock (product_id, on_hand) VALUES (1, 100);",
+        )
+        .expect("product and stock");
     let host = fixture.host();
-    let steps: [(&str, &str, Vec<Val>, &str, usize); 3] = [
-        ("products", "add", vec![s("gadget"), Val::S64(1200)], "products", 1),
-        ("inventory", "restock", vec![Val::S64(1), Val::U32(5)], "stock", 1),
-        ("orders", "place", vec![s("ann"), Val::S64(1), Val::U32(2)], "orders", 2),
-    ];
-    for (service, function, args, table, queued) in steps {
-        let before = fixture.count(table);
-        let mut scope = host.scope();
-        scope.call(service, function, &args).unwrap_or_else(|e| panic!("{service}.{function}: {e}"));
-        assert_eq!(scope.pending().len(), queued, "{service}.{function} queued");
-        assert_eq!(fixture.count(table), before, "{service}.{function} wrote before the save");
-        let report = scope.save().unwrap_or_else(|e| panic!("{service}.{function} save: {e}"));
-        assert!(report.applied.len() >= queued, "{report:?}");
-        assert_eq!(fixture.count(table), before + 1, "{service}.{function} after the save");
-    }
-    // A scope that is dropped unsaved applies nothing, in any language.
     let dump = fixture.dump();
+    let mut unsaved = host.scope();
+    unsaved.call(service, function, args).unwrap_or_else(|e| panic!("{service}.{function}: {e}"));
+    assert_eq!(unsaved.pending().len(), queued, "{service}.{function} queued");
+    drop(unsaved);
+    assert_eq!(fixture.dump(), dump, "a scope dropped unsaved applied something");
+
+    let before = fixture.count(table);
     let mut scope = host.scope();
-    scope.call("orders", "place", &[s("bob"), Val::S64(1), Val::U32(1)]).expect("place");
-    scope.call("products", "add", &[s("gizmo"), Val::S64(5)]).expect("add");
-    assert_eq!(scope.pending().len(), 3);
-    drop(scope);
-    assert_eq!(fixture.dump(), dump);
+    scope.call(service, function, args).unwrap_or_else(|e| panic!("{service}.{function}: {e}"));
+    assert_eq!(scope.pending().len(), queued, "{service}.{function} queued");
+    assert_eq!(fixture.count(table), before, "{service}.{function} wrote before the save");
+    let report = scope.save().unwrap_or_else(|e| panic!("{service}.{function} save: {e}"));
+    assert!(report.applied.len() >= queued, "{report:?}");
+    assert_eq!(fixture.count(table), before + 1, "{service}.{function} after the save");
+}
+
+/// JavaScript: `products.add` queues its insert; it lands at save.
+#[test]
+fn javascript_commands_apply_only_at_save() {
+    applied_only_at_save("products", "add", &[s("gadget"), Val::S64(1200)], "products", 1);
+}
+
+/// C: `inventory.restock` queues its upsert; it lands at save.
+#[test]
+fn c_commands_apply_only_at_save() {
+    applied_only_at_save("inventory", "restock", &[Val::S64(2), Val::U32(5)], "stock", 1);
+}
+
+/// Python: `orders.place` queues the stock reservation (through the C
+/// `inventory`) and the order; they land at save.
+#[test]
+fn python_commands_apply_only_at_save() {
+    applied_only_at_save("orders", "place", &[s("ann"), Val::S64(1), Val::U32(2)], "orders", 2);
 }
 
 /// `print` (Python), `console.log` (JavaScript) and `printf` (C) reach the
