@@ -49,6 +49,17 @@ fn bench_host(services: &[&str]) -> Bench {
     Bench { fixture, host }
 }
 
+/// Product 1 at 250 cents, with more stock than any bench can order.
+fn stock_a_product(fixture: &Fixture) {
+    fixture
+        .db()
+        .execute_batch(
+            "INSERT INTO products (id, name, price_cents) VALUES (1, 'widget', 250);
+             INSERT INTO stock (product_id, on_hand) VALUES (1, 1000000000000);",
+        )
+        .expect("product and stock");
+}
+
 /// B1: scope, instantiate, one call, drop.
 fn scope_overhead(c: &mut Criterion) {
     let bench = bench_host(&["probe"]);
@@ -182,12 +193,7 @@ fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
 /// then with the save (two rounds: the orders' `placed` events come second).
 fn parity(c: &mut Criterion) {
     let bench = bench_host(&["orders", "inventory"]);
-    let db = bench.fixture.db();
-    db.execute_batch(
-        "INSERT INTO products (id, name, price_cents) VALUES (1, 'widget', 250);
-         INSERT INTO stock (product_id, on_hand) VALUES (1, 1000000000000);",
-    )
-    .expect("product and stock");
+    stock_a_product(&bench.fixture);
     let host = &bench.host;
     let channel = host.channels().get("main").expect("channel main").as_ref();
     let args = [Val::String("ann".into()), Val::S64(1), Val::U32(1)];
@@ -266,13 +272,7 @@ fn languages(c: &mut Criterion) {
                 fixture.add_component_as(from, original);
             }
             fixture.migrate();
-            fixture
-                .db()
-                .execute_batch(
-                    "INSERT INTO products (id, name, price_cents) VALUES (1, 'widget', 250);
-                     INSERT INTO stock (product_id, on_hand) VALUES (1, 1000000000000);",
-                )
-                .expect("product and stock");
+            stock_a_product(&fixture);
             let host = fixture.host();
             group.bench_function(BenchmarkId::new(format!("first_call_{component}"), function), |b| {
                 b.iter(|| host.scope().call(rust, function, args).expect("call"))

@@ -256,10 +256,10 @@ fn validator() -> Option<std::path::PathBuf> {
     let venv = std::env::var_os("SLUICE_VENV").map(std::path::PathBuf::from);
     let found = venv.map(|v| v.join("bin/openapi-spec-validator")).filter(|p| p.exists());
     if found.is_none() {
-        let message = "openapi-spec-validator not found: run `just tools` (pip from PyPI) or `just test`; \
-                       skipping the validation of /openapi.json";
-        assert!(std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1"), "{message}");
-        eprintln!("{message}");
+        crate::support::skip_without(
+            "openapi-spec-validator not found: run `just tools` (pip from PyPI) or `just test`; \
+             skipping the validation of /openapi.json",
+        );
     }
     found
 }

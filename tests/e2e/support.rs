@@ -171,6 +171,14 @@ impl Fixture {
     }
 }
 
+/// A test that needs a tool or an artefact the environment may lack calls
+/// this when it is missing: the test skips with `message`, except when
+/// SLUICE_REQUIRE_TOOLS=1 (CI), where it fails with it.
+pub fn skip_without(message: &str) {
+    assert!(std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1"), "{message}");
+    eprintln!("{message}");
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

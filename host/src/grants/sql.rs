@@ -33,7 +33,7 @@ const CACHED_SQL_BYTES: usize = 4096;
 
 /// [`classify`], remembered by SQL text for the whole process. Services send
 /// the same few statements over and over, and parsing one costs more than
-/// the read or the queueing it guards (the B3 profile in BENCHMARKS.md); the
+/// the read or the queueing it guards (the B3 profile in docs/performance.md); the
 /// classification depends on the text alone, never on who sends it.
 pub fn classify_cached(sql: &str) -> Arc<Result<Classified, String>> {
     type Seen = HashMap<String, Arc<Result<Classified, String>>>;

@@ -179,8 +179,9 @@ impl Registry {
 /// threads as there are cores, and returns the results in `paths` order.
 /// Cranelift takes seconds on a large component (a Python or JavaScript
 /// guest), so each file compiled, rather than found in the cache, is logged
-/// as it finishes, with a count, under the `progress` target, which every
-/// command shows: the progress an operator sees on a first start.
+/// as it finishes, with a count, under the `progress` target (`sluice` shows
+/// it on a terminal, and `serve` always): the progress an operator sees on a
+/// first start.
 fn compile_all(runtime: &Runtime, paths: &[PathBuf], olds: &[Option<&Service>]) -> Vec<Result<Compiled, LoadError>> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(paths.len());
     let next = AtomicUsize::new(0);
