@@ -12,20 +12,26 @@ examples := "orders products inventory api"
 default:
     @just --list
 
-# Build every guest component (Rust, then the Python, JavaScript and C
-# ports, installing their pinned toolchains when missing) and copy the
-# examples, with their manifests, into services/.
+# Build every Rust guest component and copy the examples, with their
+# manifests, into services/. Needs nothing but rustup.
 guests:
     scripts/build-guests {{components}}
-    scripts/build-polyglot {{components}}
     mkdir -p services
     for s in {{examples}}; do cp {{components}}/$s.wasm {{components}}/$s.toml services/; done
+
+# Build the Python, JavaScript and C ports of the examples, installing
+# their pinned toolchains when missing and proving each with the smallest
+# build; a language that cannot be had is skipped with what to install
+# (SLUICE_REQUIRE_TOOLS=1 makes that an error). `just run` never needs them.
+polyglot:
+    scripts/build-polyglot {{components}}
 
 # Build the host.
 build:
     cargo build -p sluice-host
 
-# Build everything, create the example schema in data/example, and serve
+# Build the host and the Rust example services (no other toolchain), create
+# the example schema in data/example, and serve
 # the example services over HTTP (SLUICE_LISTEN=ADDR to move it off
 # 127.0.0.1:8080). It prints the URL and a curl to try; Ctrl-C stops it.
 run: build guests
@@ -59,7 +65,7 @@ demo: build guests
 
 # Build what the tests need and run every test: host, guests' own unit
 # tests, end to end; and check that the benchmarks compile.
-test: guests tools
+test: guests polyglot tools
     SLUICE_COMPONENTS={{components}} SLUICE_VENV={{venv}} cargo test --workspace
     cargo build --benches -p sluice-host
     cd guests && cargo test --target-dir {{target}}/guests-native
@@ -72,7 +78,7 @@ tools:
 
 # Run the benchmarks: criterion (B1 to B4), then HTTP under wrk (B5, B6),
 # and write BENCHMARKS.md from this run (release build; the first takes a while).
-bench: guests
+bench: guests polyglot
     SLUICE_COMPONENTS={{components}} cargo bench -p sluice-host --bench scope
     scripts/bench-http {{target}}/bench-http.json
     scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md

@@ -243,7 +243,7 @@ fn language_pairs() -> Vec<(&'static str, &'static str, &'static str, Vec<Val>)>
 fn languages(c: &mut Criterion) {
     let pairs = language_pairs();
     if pairs.iter().any(|(_, port, _, _)| !support::components().join(format!("{port}.wasm")).exists()) {
-        eprintln!("b7_languages: the ports are not built (just guests); skipped");
+        eprintln!("b7_languages: the ports are not built (just polyglot); skipped");
         return;
     }
     let runtime = sluice_host::runtime::Runtime::new(sluice_host::runtime::RuntimeOptions::default()).expect("runtime");

@@ -26,7 +26,7 @@ fn ports_built() -> bool {
         return true;
     }
     crate::support::skip_without(&format!(
-        "components {} not built: run `just guests` (scripts/build-polyglot says which toolchain is missing); skipping",
+        "components {} not built: run `just polyglot` (it says which toolchain is missing); skipping",
         missing.join(", ")
     ));
     false
