@@ -100,36 +100,57 @@ pub(crate) fn explain(store: &StoreContextMut<'_, ScopeState>, service: &str, e:
     wasmtime::Error::new(breach)
 }
 
+/// The deadline in force for the innermost call, and whose limit set it.
+#[derive(Clone)]
+pub(crate) struct Deadline {
+    /// When the call must have ended.
+    pub at: Instant,
+    owner: Owner,
+    scope_timeout: Duration,
+}
+
+impl Deadline {
+    /// The innermost call's deadline (the scope's, outside any call).
+    pub(crate) fn current(state: &ScopeState) -> Deadline {
+        let (at, owner) = match state.budgets.last() {
+            Some(b) => (b.deadline, b.deadline_owner.clone()),
+            None => (state.scope_deadline, Owner::Scope),
+        };
+        Deadline { at, owner, scope_timeout: state.scope_timeout }
+    }
+
+    /// The breach of this deadline while `running` ran (in wasm or in a
+    /// host call it made).
+    pub(crate) fn breach(&self, running: &str) -> Breach {
+        match &self.owner {
+            Owner::Service(service) => {
+                let limit = service.limits.deadline;
+                let detail = if service.name == running {
+                    format!("still running after {} (limits.deadline-ms)", millis(limit))
+                } else {
+                    format!("still running after {} (limits.deadline-ms), in {running}", millis(limit))
+                };
+                Breach::new(&service.name, "deadline-ms", detail)
+            }
+            Owner::Scope => Breach::new(
+                running,
+                "scope-timeout",
+                format!("the scope ran past the host's scope timeout of {}", millis(self.scope_timeout)),
+            ),
+        }
+    }
+}
+
 /// The epoch callback: runs on every tick while guest code runs, and stops
 /// it once the innermost call's deadline has passed.
 pub(crate) fn on_epoch(store: StoreContextMut<'_, ScopeState>) -> wasmtime::Result<UpdateDeadline> {
     let state = store.data();
-    let now = Instant::now();
-    let (deadline, owner) = match state.budgets.last() {
-        Some(b) => (b.deadline, b.deadline_owner.clone()),
-        None => (state.scope_deadline, Owner::Scope),
-    };
-    if now < deadline {
+    let deadline = Deadline::current(state);
+    if Instant::now() < deadline.at {
         return Ok(UpdateDeadline::Continue(1));
     }
-    let running = state.frames.last().map(|f| f.service.clone()).unwrap_or_default();
-    let breach = match owner {
-        Owner::Service(service) => {
-            let limit = service.limits.deadline;
-            let detail = if service.name == running {
-                format!("still running after {} (limits.deadline-ms)", millis(limit))
-            } else {
-                format!("still running after {} (limits.deadline-ms), in {running}", millis(limit))
-            };
-            Breach::new(&service.name, "deadline-ms", detail)
-        }
-        Owner::Scope => Breach::new(
-            &running,
-            "scope-timeout",
-            format!("the scope ran past the host's scope timeout of {}", millis(state.scope_timeout)),
-        ),
-    };
-    Err(wasmtime::Error::new(breach))
+    let running = state.frames.last().map(|f| f.service.as_str()).unwrap_or_default();
+    Err(wasmtime::Error::new(deadline.breach(running)))
 }
 
 fn millis(d: Duration) -> String {

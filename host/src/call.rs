@@ -1,42 +1,13 @@
-//! One request, start to finish: a new scope, one call, then save (or dry
-//! run), or discard when the service answered with an error. The CLI and
-//! (later) the HTTP server both go through here, so they apply the same rule.
+//! One request, start to finish: a new scope, one call, then the save rule
+//! of [`Scope::finish`]: save (or dry run), or discard. The CLI and the typed
+//! HTTP routes both go through here.
 
-use serde::Serialize;
 use wasmtime::component::Val;
 
-use crate::command::Command;
 use crate::host::Host;
-use crate::scope::{SaveReport, Scope, ScopeError};
+use crate::scope::{Answer, Scope, ScopeError};
+pub use crate::scope::{Ending, Mode};
 use crate::state::ScopeId;
-
-/// How a scope ended.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "status")]
-pub enum Ending {
-    /// Its queue was applied.
-    Saved(SaveReport),
-    /// Its queue was applied in rounds and rolled back: the report is what a
-    /// save would have done.
-    DryRun(SaveReport),
-    /// Its queue was thrown away because a guest was denied something by
-    /// its grants: a request that could not do all it meant to is not half
-    /// applied, even when the service carried on.
-    Denied {
-        /// The grant refusals, in order; each names the manifest line that
-        /// would allow it.
-        denials: Vec<String>,
-        /// What had been queued.
-        commands: Vec<Command>,
-    },
-    /// Its queue was thrown away, unapplied.
-    Discarded {
-        /// Why.
-        reason: String,
-        /// What had been queued.
-        commands: Vec<Command>,
-    },
-}
 
 /// What one call did.
 #[derive(Debug, Clone)]
@@ -75,15 +46,6 @@ pub fn parse_target(target: &str) -> Result<(&str, &str), String> {
     }
 }
 
-/// What to do with the queue after a successful call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Apply it.
-    Save,
-    /// Run the save and roll it back ([`crate::Scope::dry_run`]).
-    DryRun,
-}
-
 /// Runs `service.function(args)` in a fresh scope. The queue is saved (or
 /// dry-run) when the call returns normally, and discarded when the
 /// function's result is a WIT `result` holding `err`, or when a grant was
@@ -103,21 +65,6 @@ pub fn run_in(
 ) -> Result<CallReport, ScopeError> {
     let id = scope.id();
     let results = scope.call(service, function, args)?;
-    if !scope.denials().is_empty() {
-        let denials = scope.denials().to_vec();
-        let commands = scope.pending().to_vec();
-        tracing::info!(scope = %id, service, "{service}.{function} was denied a grant; discarding {} queued command(s)", commands.len());
-        return Ok(CallReport { scope: id, results, ending: Ending::Denied { denials, commands } });
-    }
-    if let Some(Val::Result(Err(_))) = results.first() {
-        let commands = scope.pending().to_vec();
-        tracing::info!(scope = %id, service, "{service}.{function} returned an error; discarding {} queued command(s)", commands.len());
-        let reason = format!("{service}.{function} returned an error");
-        return Ok(CallReport { scope: id, results, ending: Ending::Discarded { reason, commands } });
-    }
-    let ending = match mode {
-        Mode::Save => Ending::Saved(scope.save()?),
-        Mode::DryRun => Ending::DryRun(scope.dry_run()?),
-    };
+    let ending = scope.finish(Answer::Results { service, function, results: &results }, mode)?;
     Ok(CallReport { scope: id, results, ending })
 }

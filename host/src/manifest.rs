@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -36,7 +37,7 @@ pub struct Manifest {
     pub calls: BTreeSet<String>,
     /// Grants per channel name.
     #[serde(default)]
-    pub channels: BTreeMap<String, ChannelGrant>,
+    pub channels: BTreeMap<String, Arc<ChannelGrant>>,
     /// Limits that replace the host's defaults for this service.
     #[serde(default)]
     pub limits: LimitSettings,
@@ -99,9 +100,10 @@ pub struct ChannelGrant {
     /// Tables it may delete from.
     #[serde(default)]
     pub deletes: Tables,
-    /// Whether it may run SQL the host cannot classify (DDL, `PRAGMA`,
-    /// `ATTACH`, `VACUUM`, statements that do not parse). This is full
-    /// authority over the channel.
+    /// Whether its raw SQL may change the schema (`CREATE`, `DROP`, `ALTER`
+    /// …). Table accesses still need their grants, and no grant allows
+    /// transaction control, `ATTACH`, pragmas or SQL functions outside the
+    /// allow-list.
     #[serde(default)]
     pub raw_sql: bool,
 }
@@ -220,7 +222,7 @@ impl Manifest {
     }
 
     /// The grant for `channel`, if the manifest has one.
-    pub fn channel(&self, channel: &str) -> Option<&ChannelGrant> {
+    pub fn channel(&self, channel: &str) -> Option<&Arc<ChannelGrant>> {
         self.channels.get(channel)
     }
 }

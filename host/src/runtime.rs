@@ -45,6 +45,9 @@ pub struct RuntimeOptions {
     /// How long a whole scope may run guest code, wall clock from its start,
     /// whatever its services' own deadlines.
     pub scope_timeout: Duration,
+    /// How many bytes of commands one scope may queue in all, whatever its
+    /// services' own limits: a bound on the memory a scope's queue holds.
+    pub scope_queued_bytes: usize,
     /// How many component instances may be alive at once across all scopes.
     pub max_instances: u32,
 }
@@ -56,6 +59,7 @@ impl Default for RuntimeOptions {
             limits: Limits::DEFAULTS,
             caps: Limits::CAPS,
             scope_timeout: Duration::from_secs(60),
+            scope_queued_bytes: 64 << 20,
             max_instances: 256,
         }
     }

@@ -94,6 +94,7 @@ pub fn chain(frames: &[Frame]) -> String {
 impl ScopeState {
     pub(crate) fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> ScopeState {
         let scope_timeout = registry.runtime().options().scope_timeout;
+        let queued_cap = registry.runtime().options().scope_queued_bytes;
         let started = Instant::now();
         let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
@@ -104,7 +105,7 @@ impl ScopeState {
             id: ScopeId::next(),
             registry,
             channels,
-            queue: Queue::default(),
+            queue: Queue::new(queued_cap),
             instances: HashMap::new(),
             order: Vec::new(),
             frames: Vec::new(),
@@ -143,8 +144,10 @@ impl ScopeState {
 
     /// The view `from` and `to` work through.
     pub(crate) fn service_view(&mut self) -> ServiceView<'_> {
+        let deadline = crate::budget::Deadline::current(self);
         let service = self.frames.last().and_then(|f| self.registry.service(&f.service).ok());
         ServiceView {
+            deadline,
             scope: self.id,
             frames: &self.frames,
             channels: &self.channels,
@@ -200,6 +203,9 @@ pub struct ServiceView<'a> {
     pub service: Option<&'a Arc<Service>>,
     /// The scope's grant refusals so far.
     pub denials: &'a mut Vec<String>,
+    /// The calling function's deadline: the channel interrupts a statement
+    /// still running at it.
+    pub(crate) deadline: crate::budget::Deadline,
 }
 
 impl ServiceView<'_> {
@@ -210,14 +216,25 @@ impl ServiceView<'_> {
 }
 
 /// The commands a scope has queued and not yet applied, in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Queue {
     commands: Vec<Command>,
     next_ticket: u64,
     /// Commands queued so far in this scope, per service (all rounds).
     per_service: HashMap<String, usize>,
+    /// The bytes of every command queued so far in this scope (all rounds),
+    /// and the most it may hold (the host's `scope_queued_bytes`).
+    bytes: usize,
+    cap_bytes: usize,
     /// Why nothing more may be queued, once the scope is saved or ending.
     closed: Option<&'static str>,
+}
+
+impl Default for Queue {
+    /// A queue without a cap on its bytes.
+    fn default() -> Queue {
+        Queue::new(usize::MAX)
+    }
 }
 
 impl Queue {
@@ -227,6 +244,7 @@ impl Queue {
         if let Some(why) = self.closed {
             return Err(why.to_string());
         }
+        self.bytes += op.size();
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         let service = frames.last().map(|f| f.service.clone()).unwrap_or_default();
@@ -251,6 +269,21 @@ impl Queue {
     /// How many commands `service` has queued in this scope, in all rounds.
     pub fn queued_by(&self, service: &str) -> usize {
         self.per_service.get(service).copied().unwrap_or(0)
+    }
+
+    /// An empty queue that may hold `cap_bytes` of commands in all.
+    pub fn new(cap_bytes: usize) -> Queue {
+        Queue { commands: Vec::new(), next_ticket: 0, per_service: HashMap::new(), bytes: 0, cap_bytes, closed: None }
+    }
+
+    /// The bytes of every command queued in this scope, in all rounds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The most [`Queue::bytes`] may reach.
+    pub fn cap_bytes(&self) -> usize {
+        self.cap_bytes
     }
 
     /// The queued commands, oldest first.

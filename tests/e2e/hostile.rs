@@ -14,12 +14,12 @@ use wasmtime::component::Val;
 
 use crate::support::Fixture;
 
-fn s(v: &str) -> Val {
+pub(crate) fn s(v: &str) -> Val {
     Val::String(v.to_string())
 }
 
 /// A host with `hostile` and `products`, the example schema, and one product.
-fn corpus() -> Fixture {
+pub(crate) fn corpus() -> Fixture {
     let f = Fixture::new(&["hostile", "products"]);
     f.migrate();
     let host = f.host();
@@ -37,7 +37,7 @@ fn corpus_host() -> (Fixture, Host, String) {
 
 /// Runs one attack as one request and returns what the caller is told: the
 /// scope's error, or the service's own error value when it returned one.
-fn attack(host: &Host, function: &str, args: &[Val]) -> String {
+pub(crate) fn attack(host: &Host, function: &str, args: &[Val]) -> String {
     match call::run(host, "hostile", function, args, Mode::Save) {
         Err(e) => e.to_string(),
         Ok(report) => match report.ending {
@@ -49,7 +49,7 @@ fn attack(host: &Host, function: &str, args: &[Val]) -> String {
 }
 
 /// The same host serves a normal request: it adds a product and lists it.
-fn serves_normally(host: &Host, f: &Fixture, name: &str) {
+pub(crate) fn serves_normally(host: &Host, f: &Fixture, name: &str) {
     let before = f.count("products");
     call::run(host, "products", "add", &[s(name), Val::S64(100)], Mode::Save).expect("a normal scope saves");
     assert_eq!(f.count("products"), before + 1);
@@ -250,7 +250,10 @@ fn sql_injection_through_parameters_is_only_data() {
     assert_eq!(f.dump(), before);
     // Smuggling a second statement into the text is refused, not run.
     let error = attack(&host, "execute", &[s("DELETE FROM products WHERE id = 99; DROP TABLE products")]);
-    assert_eq!(error, r#"{"err":{"invalid":"hostile: sql holds 2 statements; pass one per call"}}"#);
+    assert_eq!(
+        error,
+        r#"{"err":{"invalid":"hostile on main: the sql holds more than one statement; pass one per call"}}"#
+    );
     assert_eq!(f.dump(), before);
     serves_normally(&host, &f, "after-inject");
 }
@@ -260,12 +263,14 @@ fn raw_sql_on_ungranted_tables_is_denied() {
     let (f, host, before) = corpus_host();
     let path = f.manifest("hostile");
     let grant = |line: &str| format!("grant it in {}: [channels.main] {line}", path.display());
+    let never = || "no grant allows it".to_string();
     let cases = [
-        ("execute", "DROP TABLE products", "run DROP TABLE", grant("raw-sql = true")),
-        ("execute", "ATTACH DATABASE '/tmp/sluice-evil.db' AS evil", "run ATTACH DATABASE", grant("raw-sql = true")),
-        ("execute", "PRAGMA writable_schema = 1", "run PRAGMA", grant("raw-sql = true")),
-        ("execute", "PRAGMA writable_schema = ON", "run SQL the host cannot parse", grant("raw-sql = true")),
-        ("execute", "VACUUM", "run VACUUM", grant("raw-sql = true")),
+        ("execute", "DROP TABLE products", "change the schema (DROP TABLE products)", grant("raw-sql = true")),
+        ("execute", "CREATE TABLE evil (x)", "change the schema (CREATE TABLE evil)", grant("raw-sql = true")),
+        ("execute", "ATTACH DATABASE '/tmp/sluice-evil.db' AS evil", "attach the database", never()),
+        ("execute", "PRAGMA writable_schema = 1", "run PRAGMA writable_schema", never()),
+        ("execute", "PRAGMA writable_schema = ON", "run PRAGMA writable_schema", never()),
+        ("execute", "VACUUM", "run a statement that SQLite reports no access for", never()),
         ("execute", "UPDATE products SET price_cents = 0", "update table products", grant("updates = [\"products\"]")),
         (
             "execute",
@@ -279,8 +284,8 @@ fn raw_sql_on_ungranted_tables_is_denied() {
         (
             "query",
             "SELECT * FROM pragma_table_info('orders')",
-            "run the table-valued function pragma_table_info",
-            grant("raw-sql = true"),
+            "read table pragma_table_info",
+            grant("reads = [\"pragma_table_info\"]"),
         ),
     ];
     for (function, sql, what, line) in cases {

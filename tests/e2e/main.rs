@@ -7,6 +7,7 @@ mod grants;
 mod hostile;
 mod polyglot;
 mod reload;
+mod sandbox;
 mod save;
 mod serve;
 mod served;

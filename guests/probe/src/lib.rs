@@ -96,6 +96,11 @@ impl lifecycle::Guest for Component {
                 insert("bad-from-round-2", -1).expect("queue");
             }
             "trap-on-save" => panic!("on-save refuses"),
+            // Tries to queue more in on-save and carries on whatever the
+            // host answers: a denial here must still stop the save.
+            "ignore-denial-on-save" if round == 1 => {
+                let _ = insert("sneaked-in-on-save", 1);
+            }
             _ => {}
         }
     }

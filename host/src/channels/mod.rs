@@ -9,10 +9,13 @@ pub mod sql;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::bindings::{Rows, Value};
 use crate::command::{Operation, Outcome};
 use crate::config::{ChannelConfig, Config};
+use crate::grants::Access;
+use crate::manifest::ChannelGrant;
 
 /// Why a channel refused or failed a request.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -25,6 +28,67 @@ pub enum ChannelError {
     /// failed, a file could not be opened.
     #[error("{0}")]
     Unavailable(String),
+    /// The engine refused the statement under the caller's grant.
+    #[error("refused: {0:?}")]
+    Denied(Denial),
+    /// The statement was still running at the caller's deadline and was
+    /// interrupted.
+    #[error("interrupted at the deadline")]
+    Timeout,
+    /// A read's rows passed the caller's byte limit; reading stopped there.
+    #[error("the rows passed {bytes} bytes")]
+    TooLarge {
+        /// How many bytes had been read when it stopped.
+        bytes: usize,
+    },
+}
+
+/// Why the engine refused a service's statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// A table access the grant lacks.
+    Table {
+        /// What the statement would do.
+        access: Access,
+        /// The table, lower-cased.
+        table: String,
+    },
+    /// A write in a read.
+    WriteInRead {
+        /// What the statement would do.
+        access: Access,
+        /// The table, lower-cased.
+        table: String,
+    },
+    /// A schema change, which needs `raw-sql = true`; described.
+    Schema(String),
+    /// Something no grant allows (transaction control, `ATTACH`, a pragma,
+    /// a function outside the allow-list), described.
+    Never(String),
+}
+
+/// Who a statement runs for: a service, whose grant on the channel the
+/// engine enforces, or the host itself; and when it must have ended.
+#[derive(Clone)]
+pub struct Caller {
+    /// The service's grant (`None` grants nothing); unused for the host.
+    pub(crate) grant: Option<Arc<ChannelGrant>>,
+    /// True for the host's own statements, which no grant limits.
+    pub(crate) host: bool,
+    /// The deadline of the call (or save) the statement runs in.
+    pub(crate) deadline: Instant,
+}
+
+impl Caller {
+    /// A service with `grant` on the channel (`None` grants nothing).
+    pub fn service(grant: Option<Arc<ChannelGrant>>, deadline: Instant) -> Caller {
+        Caller { grant, host: false, deadline }
+    }
+
+    /// The host itself: nothing but the deadline applies.
+    pub fn host(deadline: Instant) -> Caller {
+        Caller { grant: None, host: true, deadline }
+    }
 }
 
 /// A named connection that services read from and queue commands for.
@@ -32,8 +96,14 @@ pub enum ChannelError {
 /// Implementations are shared by every scope of the host, so they are
 /// `Send + Sync` and do their own connection pooling.
 pub trait Channel: Send + Sync {
-    /// Runs one read at once, against committed data.
-    fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, ChannelError>;
+    /// Runs one read at once, against committed data, under `caller`'s
+    /// grant and deadline; the rows stop at `max_bytes`.
+    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Rows, ChannelError>;
+
+    /// Checks, without running it, that `sql` is one statement the engine
+    /// accepts under `caller`'s grant as a command: `to.execute` is refused
+    /// when it is queued, not only at save.
+    fn check(&self, sql: &str, caller: &Caller) -> Result<(), ChannelError>;
 
     /// Starts the transaction a save applies this channel's commands in.
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
@@ -49,8 +119,9 @@ pub trait Channel: Send + Sync {
 ///
 /// [`commit`]: Transaction::commit
 pub trait Transaction: Send {
-    /// Applies one command inside the transaction.
-    fn apply(&mut self, op: &Operation) -> Result<Outcome, ChannelError>;
+    /// Applies one command inside the transaction, under the grant and
+    /// deadline of `caller` (the service that queued it).
+    fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError>;
 
     /// Makes everything applied so far durable.
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;

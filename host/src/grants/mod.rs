@@ -1,17 +1,16 @@
-//! Grant checks (Tecture's toolings, checked by the host): before a read
-//! touches a channel and when a command is queued, every table it touches
-//! must be granted for what it does there. A refusal names the service, the
-//! channel, the table and the operation, and quotes the manifest line that
-//! would grant it.
-
-pub mod sql;
+//! Grant checks (Tecture's toolings): a service's grants, checked by the
+//! host when a command is queued (the table and operation of `insert`,
+//! `update` and `delete`), and enforced by the engine that owns the data on
+//! everything a service's own SQL does (see [`crate::channels`]). A refusal
+//! names the service, the channel, the table and the operation, and quotes
+//! the manifest line that would grant it.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::channels::Denial;
 use crate::command::Operation;
-use crate::manifest::Manifest;
-use sql::Classified;
+use crate::manifest::{ChannelGrant, Manifest};
 
 /// What a statement or command does to a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,6 +56,14 @@ pub enum Refusal {
     Invalid(String),
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Denied(m) | Refusal::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
 /// One service's grants, with where its manifest is, for the messages.
 pub struct Grants<'a> {
     /// The service.
@@ -68,47 +75,40 @@ pub struct Grants<'a> {
 }
 
 impl Grants<'_> {
-    /// Checks a read through `from.query`.
-    pub fn check_query(&self, channel: &str, sql: &str) -> Result<(), Refusal> {
-        if let Ok(Classified::Tables(touched)) = self.classify(channel, sql)?.as_ref() {
-            if let Some((access, table)) = touched.iter().find(|(a, _)| *a != Access::Read) {
-                return Err(Refusal::Invalid(format!(
-                    "{}: a read must not write (this statement would {} table {table}); queue writes with `to`",
-                    self.service,
-                    access.verb()
-                )));
-            }
-            self.check_tables(channel, touched)?;
-        }
-        Ok(())
+    /// The service's grant on `channel`, for the engine to enforce.
+    pub fn on(&self, channel: &str) -> Option<Arc<ChannelGrant>> {
+        self.manifest.channel(channel).cloned()
     }
 
-    /// Checks a command as it is queued.
+    /// Checks an `insert`, `update` or `delete` as it is queued: the host
+    /// builds its statement, so its table and operation are all it does.
+    /// `execute` carries the service's own SQL, which the channel checks.
     pub fn check_command(&self, channel: &str, op: &Operation) -> Result<(), Refusal> {
         let (access, table) = match op {
             Operation::Insert { table, .. } => (Access::Insert, table),
             Operation::Update { table, .. } => (Access::Update, table),
             Operation::Delete { table, .. } => (Access::Delete, table),
-            Operation::Execute { sql, .. } => {
-                if let Ok(Classified::Tables(touched)) = self.classify(channel, sql)?.as_ref() {
-                    self.check_tables(channel, touched)?;
-                }
-                return Ok(());
-            }
+            Operation::Execute { .. } => return Ok(()),
         };
         self.check_tables(channel, &[(access, table.to_lowercase())])
     }
 
-    /// Parses `sql` (or finds it parsed before); unclassified SQL passes only
-    /// with `raw-sql = true`.
-    fn classify(&self, channel: &str, sql: &str) -> Result<Arc<Result<Classified, String>>, Refusal> {
-        let classified = sql::classify_cached(sql);
-        match classified.as_ref() {
-            Err(e) => Err(Refusal::Invalid(format!("{}: {e}", self.service))),
-            Ok(Classified::Unclassified(what)) if !self.manifest.channel(channel).is_some_and(|g| g.raw_sql) => {
-                Err(self.denied(channel, &format!("run {what}"), "raw-sql = true"))
+    /// What the guest is told when the engine refused its statement.
+    pub fn refusal(&self, channel: &str, denial: &Denial) -> Refusal {
+        match denial {
+            Denial::Table { access, table } => {
+                let line = format!("{} = [{table:?}]", access.key());
+                self.denied(channel, &format!("{} table {table}", access.verb()), &line)
             }
-            Ok(_) => Ok(classified),
+            Denial::WriteInRead { access, table } => Refusal::Invalid(format!(
+                "{}: a read must not write (this statement would {} table {table}); queue writes with `to`",
+                self.service,
+                access.verb()
+            )),
+            Denial::Schema(what) => self.denied(channel, &format!("change the schema ({what})"), "raw-sql = true"),
+            Denial::Never(what) => {
+                Refusal::Denied(format!("{} may not {what} on channel {channel}; no grant allows it", self.service))
+            }
         }
     }
 
@@ -156,10 +156,6 @@ mod tests {
         Operation::Insert { table: table.into(), row: Row { columns: vec!["a".into()], values: vec![Value::Null] } }
     }
 
-    fn execute(sql: &str) -> Operation {
-        Operation::Execute { sql: sql.into(), params: vec![] }
-    }
-
     #[test]
     fn nothing_is_granted_without_a_manifest() {
         assert_eq!(
@@ -177,30 +173,27 @@ mod tests {
         let m = "[channels.main]\ninserts = [\"orders\"]\nreads = [\"stock\"]\n";
         assert_eq!(check(m, "main", insert("ORDERS")), Ok(()));
         assert!(matches!(check(m, "other", insert("orders")), Err(Refusal::Denied(_))));
-        assert_eq!(check(m, "main", execute("INSERT INTO orders (a) SELECT n FROM stock")), Ok(()));
-        let Err(Refusal::Denied(why)) = check(m, "main", execute("INSERT INTO orders (a) SELECT n FROM secrets"))
-        else {
+        assert!(matches!(check(m, "main", insert("stock")), Err(Refusal::Denied(_))));
+    }
+
+    #[test]
+    fn engine_denials_name_the_manifest_line() {
+        let manifest = Manifest::parse("[channels.main]\nreads = [\"orders\"]\n").unwrap_or_default();
+        let grants = Grants { service: "svc", manifest: &manifest, path: Path::new("services/svc.toml") };
+        let secrets = Denial::Table { access: Access::Read, table: "secrets".into() };
+        assert_eq!(
+            grants.refusal("main", &secrets),
+            Refusal::Denied(
+                "svc may not read table secrets on channel main; grant it in services/svc.toml: \
+                 [channels.main] reads = [\"secrets\"]"
+                    .into()
+            )
+        );
+        let Refusal::Denied(why) = grants.refusal("main", &Denial::Schema("CREATE TABLE x".into())) else {
             panic!("not denied")
         };
-        assert!(why.contains("may not read table secrets") && why.contains("reads = [\"secrets\"]"), "{why}");
-    }
-
-    #[test]
-    fn raw_sql_needs_the_flag() {
-        let m = "[channels.main]\ninserts = \"*\"\n";
-        for sql in ["DROP TABLE orders", "PRAGMA user_version = 3", "ATTACH DATABASE 'x.db' AS x", "VACUUM"] {
-            let Err(Refusal::Denied(why)) = check(m, "main", execute(sql)) else { panic!("{sql} not denied") };
-            assert!(why.ends_with("[channels.main] raw-sql = true"), "{why}");
-        }
-        assert_eq!(check("[channels.main]\nraw-sql = true\n", "main", execute("DROP TABLE orders")), Ok(()));
-    }
-
-    #[test]
-    fn reads_must_not_write() {
-        let manifest = Manifest::parse("[channels.main]\nreads = \"*\"\ninserts = \"*\"\n").unwrap_or_default();
-        let grants = Grants { service: "svc", manifest: &manifest, path: Path::new("svc.toml") };
-        assert_eq!(grants.check_query("main", "SELECT * FROM orders"), Ok(()));
-        assert!(matches!(grants.check_query("main", "INSERT INTO orders (a) VALUES (1)"), Err(Refusal::Invalid(_))));
-        assert!(matches!(grants.check_query("main", "SELECT 1; SELECT 2"), Err(Refusal::Invalid(_))));
+        assert!(why.ends_with("[channels.main] raw-sql = true"), "{why}");
+        let write = Denial::WriteInRead { access: Access::Delete, table: "orders".into() };
+        assert!(matches!(grants.refusal("main", &write), Refusal::Invalid(_)));
     }
 }

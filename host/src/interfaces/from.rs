@@ -1,13 +1,13 @@
-//! `sluice:service/from`: reads, grant-checked, then answered at once from
-//! committed data.
+//! `sluice:service/from`: reads, answered at once from committed data by a
+//! channel that enforces the service's grant and the call's deadline, and
+//! stops reading rows at the service's `result-bytes`.
 
 use crate::bindings::sluice::service::from::Host;
 use crate::bindings::{Error, Rows, Value};
-use crate::channels::ChannelError;
+use crate::channels::{Caller, ChannelError};
 use crate::grants::Refusal;
 use crate::limits::{Breach, size};
 use crate::state::ServiceView;
-use crate::values;
 
 impl Host for ServiceView<'_> {
     fn query(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, Error>> {
@@ -26,27 +26,46 @@ impl Host for ServiceView<'_> {
             );
             return Err(wasmtime::Error::new(Breach::new(&service.name, "command-bytes", detail)));
         }
-        // Refused before the channel sees the statement.
-        if let Err(refusal) = service.grants().check_query(&channel, &sql) {
-            return Ok(Err(self.refused(refusal)));
+        let caller = Caller::service(service.grants().on(&channel), self.deadline.at);
+        match target.query(&sql, &params, &caller, service.limits.result_bytes) {
+            Ok(rows) => Ok(Ok(rows)),
+            Err(e) => self.channel_failed(&channel, e, "a read"),
         }
-        let rows = match target.query(&sql, &params) {
-            Ok(rows) => rows,
-            Err(e) => return Ok(Err(guest_error(&service.name, &channel, e))),
+    }
+}
+
+impl ServiceView<'_> {
+    /// What a channel's failure becomes: a denial or an error value for the
+    /// guest, or a trap for a breached limit (the deadline, result bytes).
+    pub(super) fn channel_failed<T>(
+        &mut self,
+        channel: &str,
+        e: ChannelError,
+        what: &str,
+    ) -> wasmtime::Result<Result<T, Error>> {
+        let Some(service) = self.service else {
+            return Ok(Err(Error::Denied("a request from outside any service".into())));
         };
-        let bytes = values::rows_size(&rows);
-        if bytes > service.limits.result_bytes {
-            return Err(wasmtime::Error::new(Breach::new(
-                &service.name,
+        let name = &service.name;
+        match e {
+            ChannelError::Denied(denial) => {
+                let refusal = service.grants().refusal(channel, &denial);
+                Ok(Err(self.refused(refusal)))
+            }
+            ChannelError::Timeout => Err(wasmtime::Error::new(self.deadline.breach(name))),
+            ChannelError::TooLarge { bytes } => Err(wasmtime::Error::new(Breach::new(
+                name,
                 "result-bytes",
                 format!(
-                    "a read on {channel} returned {}, over its limit of {} (limits.result-bytes)",
-                    size(bytes),
+                    "{what} on {channel} returned more than {}, over its limit of {} (limits.result-bytes); \
+                     reading stopped there",
+                    size(bytes.min(service.limits.result_bytes)),
                     size(service.limits.result_bytes)
                 ),
-            )));
+            ))),
+            ChannelError::Invalid(m) => Ok(Err(Error::Invalid(format!("{name} on {channel}: {m}")))),
+            ChannelError::Unavailable(m) => Ok(Err(Error::Unavailable(format!("{name} on {channel}: {m}")))),
         }
-        Ok(Ok(rows))
     }
 }
 
@@ -68,13 +87,5 @@ impl ServiceView<'_> {
             }
             Refusal::Invalid(m) => Error::Invalid(m),
         }
-    }
-}
-
-/// Turns a channel's refusal into the WIT error the guest sees.
-pub(super) fn guest_error(service: &str, channel: &str, e: ChannelError) -> Error {
-    match e {
-        ChannelError::Invalid(m) => Error::Invalid(format!("{service} on {channel}: {m}")),
-        ChannelError::Unavailable(m) => Error::Unavailable(format!("{service} on {channel}: {m}")),
     }
 }

@@ -4,6 +4,7 @@
 use super::from::unknown_channel;
 use crate::bindings::sluice::service::to::Host;
 use crate::bindings::{Error, Row, Value};
+use crate::channels::Caller;
 use crate::command::Operation;
 use crate::limits::{Breach, size};
 use crate::state::ServiceView;
@@ -38,9 +39,10 @@ impl ServiceView<'_> {
     /// must be within its limits. A refusal is the guest's error value; a
     /// breached limit traps, failing the scope.
     fn enqueue(&mut self, channel: &str, op: Operation) -> wasmtime::Result<Result<u64, Error>> {
-        if self.channels.get(channel).is_none() {
+        let channels = self.channels;
+        let Some(target) = channels.get(channel) else {
             return Ok(Err(unknown_channel(self, channel)));
-        }
+        };
         let Some(service) = self.service else {
             return Ok(Err(Error::Denied("a command from outside any service".into())));
         };
@@ -59,6 +61,16 @@ impl ServiceView<'_> {
             );
             return Err(wasmtime::Error::new(Breach::new(name, "command-bytes", detail)));
         }
+        let scope_cap = self.queue.cap_bytes();
+        if self.queue.bytes() + bytes > scope_cap {
+            let detail = format!(
+                "queued a command of {} when the scope already held {}, over the host's limit of {} for one scope",
+                size(bytes),
+                size(self.queue.bytes()),
+                size(scope_cap)
+            );
+            return Err(wasmtime::Error::new(Breach::new(name, "scope-queued-bytes", detail)));
+        }
         if self.queue.queued_by(name) >= limits.commands {
             let detail =
                 format!("queued more than its limit of {} commands in one scope (limits.commands)", limits.commands);
@@ -67,6 +79,14 @@ impl ServiceView<'_> {
         // After the sizes: a huge statement is refused before it is parsed.
         if let Err(refusal) = service.grants().check_command(channel, &op) {
             return Ok(Err(self.refused(refusal)));
+        }
+        // The service's own SQL: the engine checks it now, under the
+        // service's grant, and again when the save runs it.
+        if let Operation::Execute { sql, .. } = &op {
+            let caller = Caller::service(service.grants().on(channel), self.deadline.at);
+            if let Err(e) = target.check(sql, &caller) {
+                return self.channel_failed(channel, e, "a command");
+            }
         }
         Ok(self
             .queue

@@ -7,9 +7,11 @@
 //! (trap, deadline, call cycle) discards the scope: nothing is applied and it
 //! accepts no more calls.
 
+mod finish;
 mod http;
 mod save;
 
+pub use finish::{Answer, Ending, Mode};
 pub use http::{HttpAnswer, ResponseSender};
 
 use std::sync::Arc;
@@ -64,6 +66,15 @@ pub enum ScopeError {
         scope: ScopeId,
         /// The earlier failure.
         reason: String,
+    },
+    /// A guest was denied a grant, so the scope may not be saved: a request
+    /// that could not do all it meant to is not half applied.
+    #[error("{scope} is not saved: a guest was denied a grant ({}); nothing was applied", denials.join("; "))]
+    Denied {
+        /// The scope.
+        scope: ScopeId,
+        /// The refusals, each naming the manifest line that would allow it.
+        denials: Vec<String>,
     },
     /// The scope was already saved or dry-run; a scope settles once.
     #[error("{scope} is already {stage}; start a new scope")]
@@ -277,9 +288,18 @@ impl Scope {
     }
 
     /// The grant refusals guests got in this scope so far. A scope with any
-    /// is not saved by [`crate::call::run`].
+    /// is not saved ([`Scope::finish`]).
     pub fn denials(&self) -> &[String] {
         &self.store.data().denials
+    }
+
+    /// Throws the queue away and closes the scope to saving: it can still
+    /// end (and `dispose`), never save. Returns what had been queued.
+    fn discard(&mut self) -> Vec<Command> {
+        if matches!(self.stage, Stage::Open) {
+            self.stage = Stage::Unsaved("its queue was discarded".into());
+        }
+        self.store.data_mut().queue.take()
     }
 
     /// Marks the scope failed and builds the error for `service.function`.

@@ -9,14 +9,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::AsContextMut;
 use wasmtime::component::Val;
 
-use super::{Applied, SaveReport, Scope, ScopeError, Stage};
-use crate::channels::Transaction;
+use super::{Applied, Cause, SaveReport, Scope, ScopeError, Stage};
+use crate::channels::{Caller, ChannelError, Transaction};
 use crate::command::{Command, Outcome};
 use crate::invoke::{self, Target};
+use crate::limits::Breach;
 
 impl Scope {
     /// Applies the queue in rounds (see the module docs) and commits, then
@@ -36,6 +38,12 @@ impl Scope {
 
     fn settle(&mut self, commit: bool) -> Result<SaveReport, ScopeError> {
         self.check_open()?;
+        // The save rule lives in `Scope::finish`; this is its last line of
+        // defence for a caller that saves directly.
+        if !self.denials().is_empty() {
+            self.stage = Stage::Unsaved("a guest was denied a grant".into());
+            return Err(ScopeError::Denied { scope: self.id(), denials: self.denials().to_vec() });
+        }
         let Settled { open, applied, rounds } = match self.rounds() {
             Ok(done) => done,
             Err(e) => {
@@ -82,6 +90,8 @@ impl Scope {
     fn rounds(&mut self) -> Result<Settled, ScopeError> {
         let registry = Arc::clone(self.registry());
         let channels = Arc::clone(&self.store.data().channels);
+        let scope_deadline = self.store.data().scope_deadline;
+        let started = Instant::now();
         let mut open: BTreeMap<String, Box<dyn Transaction>> = BTreeMap::new();
         let mut applied: Vec<Applied> = Vec::new();
         let mut round = 0;
@@ -125,8 +135,27 @@ impl Scope {
                     open.insert(command.channel.clone(), tx);
                 }
                 let Some(tx) = open.get_mut(&command.channel) else { continue };
+                // Each command runs under the grant of the service that
+                // queued it, and ends by that service's deadline counted from
+                // the start of the save (within the scope's own).
+                let service = registry.service(&command.service).ok();
+                let caller = Caller::service(
+                    service.and_then(|s| s.grants().on(&command.channel)),
+                    service.map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
+                );
                 // Returning early drops `open`, which rolls every channel back.
-                let outcome = tx.apply(&command.op).map_err(|e| fail(e.to_string()))?;
+                let outcome = match tx.apply(&command.op, &caller) {
+                    Ok(outcome) => outcome,
+                    Err(ChannelError::Denied(denial)) => {
+                        let why = match service {
+                            Some(s) => s.grants().refusal(&command.channel, &denial).to_string(),
+                            None => format!("{denial:?}"),
+                        };
+                        return Err(fail(why));
+                    }
+                    Err(ChannelError::Timeout) => return Err(overdue(&command, service.map(|s| s.limits.deadline))),
+                    Err(e) => return Err(fail(e.to_string())),
+                };
                 // Outcomes are only built for services that have an on-save hook.
                 if registry.service(&command.service).is_ok_and(|s| s.hooks.on_save.is_some()) {
                     outcome_for(&mut by_service, &command, outcome);
@@ -134,6 +163,11 @@ impl Scope {
                 applied.push(Applied { round, command, outcome });
             }
             self.on_save(by_service)?;
+            // A hook that was denied a grant ends the save like a call that
+            // was: nothing is applied.
+            if !self.denials().is_empty() {
+                return Err(ScopeError::Denied { scope: self.id(), denials: self.denials().to_vec() });
+            }
         }
     }
 
@@ -181,6 +215,29 @@ struct Settled {
     open: BTreeMap<String, Box<dyn Transaction>>,
     applied: Vec<Applied>,
     rounds: usize,
+}
+
+/// A command still running at its deadline: a breach of the limit of the
+/// service that queued it (the scope's timeout when it has none).
+fn overdue(command: &Command, deadline: Option<std::time::Duration>) -> ScopeError {
+    let (limit, detail) = match deadline {
+        Some(d) => (
+            "deadline-ms",
+            format!(
+                "its command {} was still running {} ms into the save (limits.deadline-ms); nothing was applied",
+                command.describe(),
+                d.as_millis()
+            ),
+        ),
+        None => ("scope-timeout", format!("its command {} ran past the scope's timeout", command.describe())),
+    };
+    let breach = Breach::new(&command.service, limit, detail);
+    ScopeError::Failed {
+        service: command.service.clone(),
+        function: "save".into(),
+        reason: breach.to_string(),
+        cause: Cause::Limit { service: command.service.clone(), limit: limit.into() },
+    }
 }
 
 /// Adds `(ticket, outcome)` to the list of the service that queued the

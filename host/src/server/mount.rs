@@ -2,9 +2,10 @@
 //! manifests. A request under a prefix runs the component's
 //! `incoming-handler` in a new scope, with the prefix taken off the path it
 //! sees (and given in `x-forwarded-prefix`). The response is read in full
-//! while the component writes it; the scope is saved when the status is
-//! below 400 and discarded otherwise, and only then is the answer sent, so
-//! a client never sees a success whose save failed.
+//! while the component writes it; then the scope ends by the save rule of
+//! [`Scope::finish`] (saved below 400, discarded at 400 or more or after a
+//! denied grant), and only then is the answer sent, so a client never sees
+//! a success whose save failed or was refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,14 +21,14 @@ use super::metrics::Outcome;
 use super::{App, Problem, SCOPE_HEADER};
 use crate::channels::Channels;
 use crate::registry::{Registry, Service};
-use crate::scope::{HttpAnswer, ResponseSender, Scope};
+use crate::scope::{Answer, Ending, HttpAnswer, Mode, ResponseSender, Scope};
 
 /// How long the response body may take to finish after the handler has
 /// returned.
 const BODY_GRACE: Duration = Duration::from_secs(1);
 
 /// A component's answer, read in full.
-struct Answer {
+struct Reply {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
@@ -99,7 +100,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     response
 }
 
-type Collector = tokio::task::JoinHandle<Result<Answer, String>>;
+type Collector = tokio::task::JoinHandle<Result<Reply, String>>;
 
 /// One scope for one request: handle, wait for the full answer, then save
 /// or discard.
@@ -129,15 +130,20 @@ fn run(
             ));
         }
     };
-    if answer.status.as_u16() >= 400 {
-        tracing::info!(scope = %id, service = %name, status = answer.status.as_u16(), "answered an error; discarding the scope");
-        drop(scope);
-        return (respond(answer, id.0, 0), Outcome::Error("service-error"));
-    }
-    match scope.save() {
-        Ok(report) => {
+    let status = answer.status.as_u16();
+    match scope.finish(Answer::Http { service: name, status }, Mode::Save) {
+        Ok(Ending::Saved(report)) => {
             app.metrics.applied(report.applied.iter().map(|a| a.command.service.as_str()));
             (respond(answer, id.0, report.applied.len()), Outcome::Ok)
+        }
+        // The component's own error answer, with nothing applied.
+        Ok(Ending::Discarded { .. } | Ending::DryRun(_)) => (respond(answer, id.0, 0), Outcome::Error("service-error")),
+        // Whatever it answered, a scope that was denied a grant is not
+        // saved, and the client is told so rather than shown a success.
+        Ok(Ending::Denied { denials, .. }) => {
+            let message = format!("{name} was denied a grant, so nothing was applied: {}", denials.join("; "));
+            let problem = Problem::new(StatusCode::FORBIDDEN, "denied", message).with("denials", denials);
+            (problem.into_response(), Outcome::Error("denied"))
         }
         Err(e) => app.failed(e),
     }
@@ -149,7 +155,7 @@ fn unanswered(message: String) -> (Response, Outcome) {
 
 /// The component's answer, with the scope and the number of commands
 /// applied in headers.
-fn respond(answer: Answer, scope: u64, applied: usize) -> Response {
+fn respond(answer: Reply, scope: u64, applied: usize) -> Response {
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
@@ -166,7 +172,7 @@ fn respond(answer: Answer, scope: u64, applied: usize) -> Response {
 
 /// Waits for the component to set its response, then reads its body, up to
 /// `limit` bytes.
-async fn collect(rx: oneshot::Receiver<HttpAnswer>, limit: usize) -> Result<Answer, String> {
+async fn collect(rx: oneshot::Receiver<HttpAnswer>, limit: usize) -> Result<Reply, String> {
     let response = rx
         .await
         .map_err(|_| "its handler returned without setting a response".to_string())?
@@ -177,5 +183,5 @@ async fn collect(rx: oneshot::Receiver<HttpAnswer>, limit: usize) -> Result<Answ
         .await
         .map_err(|e| format!("its response body failed or passed {limit} bytes (limits.result-bytes): {e}"))?
         .to_bytes();
-    Ok(Answer { status: parts.status, headers: parts.headers, body })
+    Ok(Reply { status: parts.status, headers: parts.headers, body })
 }

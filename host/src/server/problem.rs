@@ -106,6 +106,9 @@ impl From<ScopeError> for Problem {
             ScopeError::Channel { channel, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).with("channel", channel)
             }
+            ScopeError::Denied { denials, .. } => {
+                Problem::new(StatusCode::FORBIDDEN, "denied", message).with("denials", denials)
+            }
             ScopeError::Discarded { .. } | ScopeError::Settled { .. } => {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", message)
             }

@@ -1,17 +1,28 @@
 //! The `sql` channel kind on SQLite: reads, transactions for save, and
 //! migrations. Connections are pooled per channel and reused across scopes.
+//! Every connection carries a [`guard::Gate`]: SQLite itself enforces a
+//! service's grants on its raw SQL and interrupts a statement at its
+//! caller's deadline.
+
+mod guard;
+mod implied;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
-use super::{Channel, ChannelError, Transaction};
+use super::{Caller, Channel, ChannelError, Denial, Transaction};
 use crate::bindings::{Row, Rows, Value};
-use crate::command::{Operation, Outcome};
+use crate::command::{Operation, Outcome, value_size};
+use crate::grants::Access;
+use guard::{Gate, Rules};
+use implied::Keys;
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,12 +30,44 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: usize = 8;
 /// The table that records which migrations a database has had.
 const MIGRATIONS_TABLE: &str = "sluice_migrations";
+/// The longest string or blob SQLite builds on any connection: a bound on
+/// what one `zeroblob`, `printf` or `replace` can allocate. No larger value
+/// could be read back within the host's cap on result bytes.
+const MAX_VALUE_BYTES: i32 = 64 << 20;
 
 /// A SQLite database file used as a `sql` channel.
 pub struct SqliteChannel {
     path: PathBuf,
-    pool: Arc<Mutex<Vec<Connection>>>,
+    pool: Arc<Mutex<Vec<Pooled>>>,
     writer: Arc<WriterGate>,
+}
+
+/// A connection, the gate installed on it, and the foreign keys of the
+/// schema it last saw (with that schema's version).
+struct Pooled {
+    conn: Connection,
+    gate: Gate,
+    keys: RefCell<Option<(i64, Arc<Keys>)>>,
+}
+
+impl Pooled {
+    /// The schema's foreign keys, read again whenever the schema changed.
+    fn keys(&self) -> Result<Arc<Keys>, ChannelError> {
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA schema_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(unavailable)?;
+        let mut cached = self.keys.borrow_mut();
+        if let Some((seen, keys)) = cached.as_ref()
+            && *seen == version
+        {
+            return Ok(Arc::clone(keys));
+        }
+        let keys = Arc::new(Keys::load(&self.conn).map_err(unavailable)?);
+        *cached = Some((version, Arc::clone(&keys)));
+        Ok(keys)
+    }
 }
 
 /// One save at a time per channel within this process. SQLite allows one
@@ -80,9 +123,9 @@ impl SqliteChannel {
         let channel = SqliteChannel { path, pool: Arc::default(), writer: Arc::default() };
         // Open one connection now, so a bad path fails at start-up, not on
         // the first request; it also switches the file to WAL once.
-        let conn = channel.connect()?;
-        conn.pragma_update(None, "journal_mode", "wal").map_err(unavailable)?;
-        give_back(&channel.pool, conn);
+        let pooled = channel.connect()?;
+        pooled.conn.pragma_update(None, "journal_mode", "wal").map_err(unavailable)?;
+        give_back(&channel.pool, pooled);
         Ok(channel)
     }
 
@@ -91,15 +134,17 @@ impl SqliteChannel {
         &self.path
     }
 
-    fn connect(&self) -> Result<Connection, ChannelError> {
+    fn connect(&self) -> Result<Pooled, ChannelError> {
         let conn = Connection::open(&self.path)
             .map_err(|e| ChannelError::Unavailable(format!("cannot open {}: {e}", self.path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
         conn.pragma_update(None, "foreign_keys", "on").map_err(unavailable)?;
-        Ok(conn)
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES).map_err(unavailable)?;
+        let gate = Gate::install(&conn);
+        Ok(Pooled { conn, gate, keys: RefCell::default() })
     }
 
-    fn take(&self) -> Result<Connection, ChannelError> {
+    fn take(&self) -> Result<Pooled, ChannelError> {
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
         match pooled {
             Some(conn) => Ok(conn),
@@ -112,7 +157,8 @@ impl Channel for SqliteChannel {
     /// See [`Channel::migrate`]; the record of each lives in `sluice_migrations`
     /// and is written in the same transaction as the migration.
     fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        let mut conn = self.take()?;
+        let mut pooled = self.take()?;
+        let conn = &mut pooled.conn;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
                 name TEXT PRIMARY KEY,
@@ -136,29 +182,71 @@ impl Channel for SqliteChannel {
             }
             report.push((name.clone(), !done));
         }
-        give_back(&self.pool, conn);
+        give_back(&self.pool, pooled);
         Ok(report)
     }
 
-    fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, ChannelError> {
-        let conn = self.take()?;
-        let rows = read(&conn, sql, params);
-        give_back(&self.pool, conn);
+    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Rows, ChannelError> {
+        let pooled = self.take()?;
+        let rows = read(&pooled, sql, params, caller, max_bytes);
+        give_back(&self.pool, pooled);
         rows
+    }
+
+    fn check(&self, sql: &str, caller: &Caller) -> Result<(), ChannelError> {
+        let pooled = self.take()?;
+        let checked = authorized(&pooled, sql, caller, true).map(drop);
+        give_back(&self.pool, pooled);
+        checked
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         let turn = self.writer.enter()?;
-        let conn = self.take()?;
+        let pooled = self.take()?;
         // IMMEDIATE takes the write lock now, so a save never fails halfway
         // through because another writer got there first.
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
-        Ok(Box::new(SqliteTransaction { conn: Some(conn), pool: Arc::clone(&self.pool), _turn: turn }))
+        pooled.conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
+        Ok(Box::new(SqliteTransaction { pooled: Some(pooled), pool: Arc::clone(&self.pool), _turn: turn }))
     }
 }
 
-fn read(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, ChannelError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(invalid)?;
+/// Prepares a service's `sql` under its grant (`writes` false for a read)
+/// and returns the statement with the gate still applied, or why SQLite
+/// refused it. An insert or update that would delete rows (`OR REPLACE`)
+/// needs the delete grant on the tables it writes.
+fn authorized<'c>(
+    pooled: &'c Pooled,
+    sql: &str,
+    caller: &Caller,
+    writes: bool,
+) -> Result<(rusqlite::Statement<'c>, guard::Entered<'c>), ChannelError> {
+    let keys = if caller.host { Arc::default() } else { pooled.keys()? };
+    let rules = Rules { grant: caller.grant.clone(), writes, keys };
+    let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline));
+    let stmt = match pooled.conn.prepare(sql) {
+        Ok(stmt) => stmt,
+        Err(rusqlite::Error::MultipleStatement) => {
+            return Err(ChannelError::Invalid("the sql holds more than one statement; pass one per call".into()));
+        }
+        Err(e) => return Err(entered.denial().map_or_else(|| invalid(e), ChannelError::Denied)),
+    };
+    entered.judge().map_err(ChannelError::Denied)?;
+    if writes && !caller.host && !stmt.readonly() {
+        let written = entered.written();
+        if !written.is_empty() && implied::deletes_rows(&pooled.conn, sql).map_err(invalid)? {
+            let granted = |t: &String| caller.grant.as_ref().is_some_and(|g| g.deletes.allows(t));
+            if let Some(table) = written.into_iter().find(|t| !granted(t)) {
+                return Err(ChannelError::Denied(Denial::Table { access: Access::Delete, table }));
+            }
+        }
+    }
+    Ok((stmt, entered))
+}
+
+/// A service's read: prepared under its grant, rows streamed until they
+/// pass `max_bytes`, interrupted at the caller's deadline.
+fn read(pooled: &Pooled, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Rows, ChannelError> {
+    let (mut stmt, entered) = authorized(pooled, sql, caller, false)?;
     if !stmt.readonly() {
         return Err(ChannelError::Invalid(
             "a read must not write; queue writes with `to` so they apply at save".into(),
@@ -167,33 +255,65 @@ fn read(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, ChannelE
     check_param_count(stmt.parameter_count(), params.len())?;
     let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
     let width = columns.len();
-    let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(unavailable)?;
+    let mut bytes = columns.iter().map(String::len).sum::<usize>();
+    let ran = |e| ran(e, &entered);
+    let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(ran)?;
     let mut values = Vec::new();
-    while let Some(row) = rows.next().map_err(unavailable)? {
+    while let Some(row) = rows.next().map_err(ran)? {
         let mut out = Vec::with_capacity(width);
+        // Each row counts at least a word, so that rows of nothing add up.
+        bytes += 8;
         for i in 0..width {
-            out.push(from_sql(row.get_ref(i).map_err(unavailable)?));
+            let value = from_sql(row.get_ref(i).map_err(ran)?);
+            bytes += value_size(&value);
+            out.push(value);
+        }
+        if bytes > max_bytes {
+            return Err(ChannelError::TooLarge { bytes });
         }
         values.push(out);
     }
     Ok(Rows { columns, values })
 }
 
+/// A failure while a statement ran: its deadline, a denial made when SQLite
+/// prepared it again, or what the database said.
+fn ran(e: rusqlite::Error, entered: &guard::Entered<'_>) -> ChannelError {
+    if entered.overdue() && e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
+        return ChannelError::Timeout;
+    }
+    match entered.denial() {
+        Some(denial) => ChannelError::Denied(denial),
+        None => unavailable(e),
+    }
+}
+
 struct SqliteTransaction {
-    conn: Option<Connection>,
-    pool: Arc<Mutex<Vec<Connection>>>,
+    pooled: Option<Pooled>,
+    pool: Arc<Mutex<Vec<Pooled>>>,
     // Dropped after the commit or rollback: field order is drop order.
     _turn: WriterTurn,
 }
 
 impl Transaction for SqliteTransaction {
-    fn apply(&mut self, op: &Operation) -> Result<Outcome, ChannelError> {
-        let conn =
-            self.conn.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        let (sql, params) = statement(op);
-        let mut stmt = conn.prepare_cached(&sql).map_err(invalid)?;
-        check_param_count(stmt.parameter_count(), params.len())?;
-        let affected = stmt.execute(rusqlite::params_from_iter(params)).map_err(unavailable)?;
+    fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
+        let pooled =
+            self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        let conn = &pooled.conn;
+        let affected = if let Operation::Execute { sql, params } = op {
+            // The service's own SQL: SQLite checks it against its grant.
+            let (mut stmt, entered) = authorized(pooled, sql, caller, true)?;
+            check_param_count(stmt.parameter_count(), params.len())?;
+            stmt.execute(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?
+        } else {
+            // Built by the host from a command whose table and operation
+            // were checked when it was queued; only the deadline applies.
+            let (sql, params) = statement(op);
+            let entered = pooled.gate.enter(None, Some(caller.deadline));
+            let mut stmt = conn.prepare_cached(&sql).map_err(invalid)?;
+            check_param_count(stmt.parameter_count(), params.len())?;
+            stmt.execute(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?
+        };
         Ok(match op {
             Operation::Insert { .. } => Outcome::Inserted(conn.last_insert_rowid()),
             _ => Outcome::Affected(affected as u64),
@@ -201,16 +321,17 @@ impl Transaction for SqliteTransaction {
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
-        let conn = self.conn.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        match conn.execute_batch("COMMIT") {
+        let pooled =
+            self.pooled.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        match pooled.conn.execute_batch("COMMIT") {
             Ok(()) => {
-                give_back(&self.pool, conn);
+                give_back(&self.pool, pooled);
                 Ok(())
             }
             // A failed COMMIT leaves the transaction open: roll it back and
             // drop the connection rather than pool it.
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = pooled.conn.execute_batch("ROLLBACK");
                 Err(unavailable(e))
             }
         }
@@ -219,10 +340,10 @@ impl Transaction for SqliteTransaction {
 
 impl Drop for SqliteTransaction {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && conn.execute_batch("ROLLBACK").is_ok()
+        if let Some(pooled) = self.pooled.take()
+            && pooled.conn.execute_batch("ROLLBACK").is_ok()
         {
-            give_back(&self.pool, conn);
+            give_back(&self.pool, pooled);
         }
     }
 }
@@ -294,11 +415,18 @@ fn check_param_count(expected: usize, given: usize) -> Result<(), ChannelError> 
     Ok(())
 }
 
-fn give_back(pool: &Mutex<Vec<Connection>>, conn: Connection) {
+/// Returns a connection to the pool. One left inside a transaction (which
+/// no service statement can open, but a failed save can leave) is rolled
+/// back first, and dropped if that fails: the next scope must start clean.
+fn give_back(pool: &Mutex<Vec<Pooled>>, pooled: Pooled) {
+    if !pooled.conn.is_autocommit() && (pooled.conn.execute_batch("ROLLBACK").is_err() || !pooled.conn.is_autocommit())
+    {
+        return;
+    }
     if let Ok(mut pool) = pool.lock()
         && pool.len() < POOL_SIZE
     {
-        pool.push(conn);
+        pool.push(pooled);
     }
 }
 
@@ -335,6 +463,11 @@ impl ToSql for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    fn host() -> Caller {
+        Caller::host(Instant::now() + Duration::from_secs(60))
+    }
 
     fn row(pairs: &[(&str, Value)]) -> Row {
         Row {
@@ -362,15 +495,15 @@ mod tests {
         let channel = SqliteChannel::open(&url)?;
         let exec = |sql: &str| Operation::Execute { sql: sql.into(), params: vec![] };
         let mut tx = channel.begin()?;
-        tx.apply(&exec("CREATE TABLE t (a INTEGER)"))?;
+        tx.apply(&exec("CREATE TABLE t (a INTEGER)"), &host())?;
         tx.commit()?;
         let mut tx = channel.begin()?;
         assert_eq!(
-            tx.apply(&Operation::Insert { table: "t".into(), row: row(&[("a", Value::Integer(7))]) })?,
+            tx.apply(&Operation::Insert { table: "t".into(), row: row(&[("a", Value::Integer(7))]) }, &host())?,
             Outcome::Inserted(1)
         );
         drop(tx);
-        assert!(channel.query("SELECT a FROM t", &[])?.values.is_empty());
+        assert!(channel.query("SELECT a FROM t", &[], &host(), usize::MAX)?.values.is_empty());
         Ok(())
     }
 
@@ -378,9 +511,9 @@ mod tests {
     fn reads_refuse_writes_and_wrong_parameter_counts() -> Result<(), ChannelError> {
         let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
-        assert!(matches!(channel.query("CREATE TABLE x (a)", &[]), Err(ChannelError::Invalid(_))));
-        assert!(matches!(channel.query("SELECT ?1", &[]), Err(ChannelError::Invalid(_))));
-        let rows = channel.query("SELECT ?1 AS a", &[Value::Integer(3)])?;
+        assert!(matches!(channel.query("CREATE TABLE x (a)", &[], &host(), usize::MAX), Err(ChannelError::Invalid(_))));
+        assert!(matches!(channel.query("SELECT ?1", &[], &host(), usize::MAX), Err(ChannelError::Invalid(_))));
+        let rows = channel.query("SELECT ?1 AS a", &[Value::Integer(3)], &host(), usize::MAX)?;
         assert_eq!(rows.columns, vec!["a".to_string()]);
         assert_eq!(rows.values, vec![vec![Value::Integer(3)]]);
         Ok(())

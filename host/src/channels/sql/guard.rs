@@ -1,0 +1,533 @@
+//! SQLite enforces a service's grants on its own statements. Every
+//! connection carries a [`Gate`]: an authorizer that sees what SQLite
+//! resolved while preparing a statement (the real tables, after CTEs, views
+//! and triggers) and a progress handler that interrupts a statement once its
+//! deadline has passed. Statements the host builds itself run with the gate
+//! open; a service's raw SQL (its reads, and `to.execute`) runs under
+//! [`Rules`] made from its grant.
+//!
+//! Preparing records every action SQLite reports; the record is then judged
+//! as a whole, so that the order SQLite reports things in does not matter
+//! (an upsert reads its table before it reports the update). Actions no
+//! grant allows (transaction control, `ATTACH`, pragmas, functions outside
+//! [`FUNCTIONS`]) are denied on the spot. If SQLite prepares the statement
+//! again while it runs (the schema changed), each action is judged as it
+//! comes, against the same record.
+//!
+//! What SQLite does on a statement's behalf beyond what it reports, the
+//! key checks of foreign keys and the deletes of `OR REPLACE`, is in
+//! [`super::implied`].
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use rusqlite::Connection;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+
+use super::implied::Keys;
+use crate::channels::Denial;
+use crate::grants::Access;
+use crate::manifest::ChannelGrant;
+
+/// How many SQLite virtual machine steps run between two looks at the clock.
+const STEPS_PER_CHECK: i32 = 1000;
+
+/// The SQL functions a service may call: SQLite's core, date, JSON, math
+/// and window functions. Left out: those that reveal the connection's
+/// history (`changes`, `last_insert_rowid`, `total_changes`), load code
+/// (`load_extension`) or describe the build (`sqlite_*`).
+pub(crate) const FUNCTIONS: &[&str] = &[
+    "abs",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "avg",
+    "ceil",
+    "ceiling",
+    "char",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "cos",
+    "cosh",
+    "count",
+    "cume_dist",
+    "date",
+    "datetime",
+    "degrees",
+    "dense_rank",
+    "exp",
+    "first_value",
+    "floor",
+    "format",
+    "glob",
+    "group_concat",
+    "hex",
+    "ifnull",
+    "iif",
+    "instr",
+    "json",
+    "json_array",
+    "json_array_length",
+    "json_each",
+    "json_extract",
+    "json_group_array",
+    "json_group_object",
+    "json_insert",
+    "json_object",
+    "json_patch",
+    "json_quote",
+    "json_remove",
+    "json_replace",
+    "json_set",
+    "json_tree",
+    "json_type",
+    "json_valid",
+    "jsonb",
+    "julianday",
+    "lag",
+    "last_value",
+    "lead",
+    "length",
+    "like",
+    "likelihood",
+    "likely",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "mod",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "octet_length",
+    "percent_rank",
+    "pi",
+    "pow",
+    "power",
+    "printf",
+    "quote",
+    "radians",
+    "random",
+    "randomblob",
+    "rank",
+    "replace",
+    "round",
+    "row_number",
+    "rtrim",
+    "sign",
+    "sin",
+    "sinh",
+    "sqrt",
+    "strftime",
+    "string_agg",
+    "substr",
+    "substring",
+    "sum",
+    "tan",
+    "tanh",
+    "time",
+    "timediff",
+    "total",
+    "trim",
+    "trunc",
+    "typeof",
+    "unhex",
+    "unicode",
+    "unixepoch",
+    "unlikely",
+    "upper",
+    "zeroblob",
+];
+
+/// What a service's statement may do on this channel.
+#[derive(Clone)]
+pub struct Rules {
+    /// The service's grant on the channel; `None` grants nothing.
+    pub grant: Option<Arc<ChannelGrant>>,
+    /// False for a read: any write is refused.
+    pub writes: bool,
+    /// The channel's foreign keys, as the schema has them now.
+    pub keys: Arc<Keys>,
+}
+
+/// One action SQLite reported while preparing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Seen {
+    /// A table access: `column` for a read ("" for the whole row),
+    /// `trigger` when a trigger did it.
+    Table { access: Access, table: String, column: String, trigger: bool },
+    /// A schema change (`CREATE TABLE`, `DROP INDEX` …), described.
+    Schema(String),
+}
+
+#[derive(Default)]
+struct State {
+    /// None: the host's own statement, everything passes.
+    rules: Option<Rules>,
+    /// What preparing reported so far.
+    seen: BTreeSet<Seen>,
+    /// Set once the first preparation was judged: later callbacks are
+    /// judged one by one.
+    judged: bool,
+    /// The first denial, for the message.
+    denial: Option<Denial>,
+    /// Whether SQLite reported anything at all.
+    reported: bool,
+    /// When a running statement is interrupted.
+    deadline: Option<Instant>,
+}
+
+/// The authorizer and progress handler of one connection, and what they
+/// apply to the statement running on it now.
+#[derive(Clone, Default)]
+pub(crate) struct Gate(Arc<Mutex<State>>);
+
+impl Gate {
+    /// Installs the gate on a new connection.
+    pub(crate) fn install(conn: &Connection) -> Gate {
+        let gate = Gate::default();
+        let auth = gate.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| auth.authorize(ctx)));
+        let clock = gate.clone();
+        conn.progress_handler(STEPS_PER_CHECK, Some(move || clock.overdue()));
+        gate
+    }
+
+    /// Applies `rules` (or none, for the host's own statements) and
+    /// `deadline` to what runs on the connection until the returned guard is
+    /// dropped.
+    pub(crate) fn enter(&self, rules: Option<&Rules>, deadline: Option<Instant>) -> Entered<'_> {
+        let mut state = self.lock();
+        *state = State { rules: rules.cloned(), deadline, ..State::default() };
+        Entered(self)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn overdue(&self) -> bool {
+        self.lock().deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
+        let mut state = self.lock();
+        let Some(rules) = state.rules.clone() else { return Authorization::Allow };
+        state.reported = true;
+        let seen = match observe(&ctx, &rules) {
+            Ok(None) => return Authorization::Allow,
+            Ok(Some(seen)) => seen,
+            Err(denial) => {
+                state.denial.get_or_insert(denial);
+                return Authorization::Deny;
+            }
+        };
+        if state.judged {
+            // A second preparation: the schema changed under the statement.
+            if let Err(denial) = judge(std::iter::once(&seen), &state.seen, &rules) {
+                state.denial.get_or_insert(denial);
+                return Authorization::Deny;
+            }
+        }
+        state.seen.insert(seen);
+        Authorization::Allow
+    }
+}
+
+/// The gate applied to one statement; dropping it opens the gate again.
+pub(crate) struct Entered<'a>(&'a Gate);
+
+impl Entered<'_> {
+    /// Judges what preparing reported, all of it together. Called once the
+    /// statement is prepared and before it runs.
+    pub(crate) fn judge(&self) -> Result<(), Denial> {
+        let mut state = self.0.lock();
+        state.judged = true;
+        if let Some(denial) = state.denial.clone() {
+            return Err(denial);
+        }
+        let Some(rules) = &state.rules else { return Ok(()) };
+        // Every statement a service may run reports something (a `SELECT`
+        // at least); `VACUUM` and `REINDEX` report nothing while prepared.
+        if !state.reported {
+            return Err(Denial::Never("run a statement that SQLite reports no access for (VACUUM, REINDEX)".into()));
+        }
+        judge(state.seen.iter(), &state.seen, rules)
+    }
+
+    /// The denial the authorizer made, if it made one (a failed prepare).
+    pub(crate) fn denial(&self) -> Option<Denial> {
+        self.0.lock().denial.clone()
+    }
+
+    /// The tables the statement writes at its top level (not in triggers).
+    pub(crate) fn written(&self) -> Vec<String> {
+        let state = self.0.lock();
+        let tables: BTreeSet<&String> = state
+            .seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Table { access: Access::Insert | Access::Update, table, trigger: false, .. } => Some(table),
+                _ => None,
+            })
+            .collect();
+        tables.into_iter().cloned().collect()
+    }
+
+    /// Whether the statement ran into its deadline.
+    pub(crate) fn overdue(&self) -> bool {
+        self.0.overdue()
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = State::default();
+    }
+}
+
+/// What one authorizer callback reports: `None` for what needs no grant
+/// (`SELECT`, recursion, an allowed function), or a denial on the spot for
+/// what no grant allows.
+fn observe(ctx: &AuthContext<'_>, rules: &Rules) -> Result<Option<Seen>, Denial> {
+    let raw = rules.grant.as_ref().is_some_and(|g| g.raw_sql);
+    let trigger = ctx.accessor.is_some();
+    let table = |access: Access, name: &str, column: &str| {
+        let trigger = trigger && access != Access::Read;
+        Ok(Some(Seen::Table { access, table: name.to_lowercase(), column: column.to_lowercase(), trigger }))
+    };
+    let schema = |what: &str, name: &str| Ok(Some(Seen::Schema(format!("{what} {name}"))));
+    match ctx.action {
+        AuthAction::Select | AuthAction::Recursive => Ok(None),
+        // A table in no database is a CTE or a subquery's result: what it
+        // reads is reported on its own, with the real table's database.
+        AuthAction::Read { .. } if ctx.database_name.is_none() => Ok(None),
+        AuthAction::Read { table_name, column_name } => table(Access::Read, table_name, column_name),
+        AuthAction::Insert { table_name } => table(Access::Insert, table_name, ""),
+        AuthAction::Update { table_name, .. } => table(Access::Update, table_name, ""),
+        AuthAction::Delete { table_name } => table(Access::Delete, table_name, ""),
+        AuthAction::Function { function_name } => {
+            let name = function_name.to_lowercase();
+            if FUNCTIONS.contains(&name.as_str()) {
+                Ok(None)
+            } else {
+                Err(Denial::Never(format!("call the SQL function {name}()")))
+            }
+        }
+        AuthAction::Transaction { operation } => {
+            Err(Denial::Never(format!("control the transaction ({operation:?}); the host runs each save in one")))
+        }
+        AuthAction::Savepoint { operation, savepoint_name } => Err(Denial::Never(format!(
+            "control the transaction (savepoint {savepoint_name}, {operation:?}); the host runs each save in one"
+        ))),
+        AuthAction::Attach { filename } => Err(Denial::Never(format!("attach the database {filename:?}"))),
+        AuthAction::Detach { database_name } => Err(Denial::Never(format!("detach the database {database_name}"))),
+        AuthAction::Pragma { pragma_name, .. } => Err(Denial::Never(format!("run PRAGMA {pragma_name}"))),
+        AuthAction::CreateVtable { table_name, .. } | AuthAction::DropVtable { table_name, .. } => {
+            Err(Denial::Never(format!("create or drop the virtual table {table_name}")))
+        }
+        AuthAction::CreateIndex { index_name, .. } => schema("CREATE INDEX", index_name),
+        AuthAction::CreateTable { table_name } => schema("CREATE TABLE", table_name),
+        AuthAction::CreateTempIndex { index_name, .. } => schema("CREATE TEMP INDEX", index_name),
+        AuthAction::CreateTempTable { table_name } => schema("CREATE TEMP TABLE", table_name),
+        AuthAction::CreateTempTrigger { trigger_name, .. } => schema("CREATE TEMP TRIGGER", trigger_name),
+        AuthAction::CreateTempView { view_name } => schema("CREATE TEMP VIEW", view_name),
+        AuthAction::CreateTrigger { trigger_name, .. } => schema("CREATE TRIGGER", trigger_name),
+        AuthAction::CreateView { view_name } => schema("CREATE VIEW", view_name),
+        AuthAction::DropIndex { index_name, .. } => schema("DROP INDEX", index_name),
+        AuthAction::DropTable { table_name } => schema("DROP TABLE", table_name),
+        AuthAction::DropTempIndex { index_name, .. } => schema("DROP TEMP INDEX", index_name),
+        AuthAction::DropTempTable { table_name } => schema("DROP TEMP TABLE", table_name),
+        AuthAction::DropTempTrigger { trigger_name, .. } => schema("DROP TEMP TRIGGER", trigger_name),
+        AuthAction::DropTempView { view_name } => schema("DROP TEMP VIEW", view_name),
+        AuthAction::DropTrigger { trigger_name, .. } => schema("DROP TRIGGER", trigger_name),
+        AuthAction::DropView { view_name } => schema("DROP VIEW", view_name),
+        AuthAction::AlterTable { table_name, .. } => schema("ALTER TABLE", table_name),
+        AuthAction::Reindex { index_name } => schema("REINDEX", index_name),
+        AuthAction::Analyze { table_name } => schema("ANALYZE", table_name),
+        _ if raw => Ok(Some(Seen::Schema(format!("{:?}", ctx.action)))),
+        _ => Err(Denial::Never(format!("run {:?}", ctx.action))),
+    }
+}
+
+/// Judges `actions` against the grant; `all` is everything the statement
+/// reported, which decides what its own writes cover.
+fn judge<'a>(actions: impl Iterator<Item = &'a Seen>, all: &BTreeSet<Seen>, rules: &Rules) -> Result<(), Denial> {
+    let grant = rules.grant.as_deref();
+    let raw = grant.is_some_and(|g| g.raw_sql);
+    // A table the statement updates or deletes from is read to find its
+    // rows; that read comes with the write grant. Writing a table makes
+    // SQLite check the keys of its foreign keys; those reads come with the
+    // write too.
+    let mut targets: BTreeSet<&str> = BTreeSet::new();
+    let mut checked: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for seen in all {
+        if let Seen::Table { access, table, trigger: false, .. } = seen
+            && *access != Access::Read
+        {
+            if *access != Access::Insert {
+                targets.insert(table);
+            }
+            checked.extend(rules.keys.checked_by(table));
+        }
+    }
+    let schema_change = all.iter().any(|s| matches!(s, Seen::Schema(_)));
+    let actions: Vec<&Seen> = actions.collect();
+    // A schema change is named as such, before the schema tables it writes.
+    if let Some(Seen::Schema(what)) = actions.iter().find(|s| matches!(s, Seen::Schema(_)))
+        && !raw
+    {
+        return Err(Denial::Schema(what.clone()));
+    }
+    for seen in actions {
+        match seen {
+            Seen::Schema(_) => {}
+            Seen::Table { access, table, column, trigger } => {
+                if *access != Access::Read && !rules.writes {
+                    return Err(Denial::WriteInRead { access: *access, table: table.clone() });
+                }
+                // A trigger's writes are the operator's schema at work, as
+                // they are for the commands the host builds; SQLite's own
+                // schema table is what a granted schema change writes.
+                if *trigger || (raw && schema_change && is_schema_table(table)) {
+                    continue;
+                }
+                if *access == Access::Read
+                    && (targets.contains(table.as_str()) || checked.contains(&(table.as_str(), column.as_str())))
+                {
+                    continue;
+                }
+                let granted = grant.is_some_and(|g| match access {
+                    Access::Read => g.reads.allows(table),
+                    Access::Insert => g.inserts.allows(table),
+                    Access::Update => g.updates.allows(table),
+                    Access::Delete => g.deletes.allows(table),
+                });
+                if !granted {
+                    return Err(Denial::Table { access: *access, table: table.clone() });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_schema_table(table: &str) -> bool {
+    matches!(table, "sqlite_master" | "sqlite_schema" | "sqlite_temp_master" | "sqlite_temp_schema" | "sqlite_sequence")
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    pub(crate) fn conn() -> (Connection, Gate) {
+        let conn = Connection::open_in_memory().expect("memory db");
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a UNIQUE, b);
+             CREATE TABLE w (k TEXT PRIMARY KEY, a UNIQUE, b) WITHOUT ROWID;
+             CREATE TABLE r (id INTEGER PRIMARY KEY, a UNIQUE ON CONFLICT REPLACE);
+             CREATE TABLE secrets (x);
+             CREATE TABLE log (m);
+             CREATE VIEW v AS SELECT x FROM secrets;
+             CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.a); END;",
+        )
+        .expect("schema");
+        let gate = Gate::install(&conn);
+        (conn, gate)
+    }
+
+    pub(crate) fn rules(manifest: &str, writes: bool) -> Rules {
+        let manifest = Manifest::parse(manifest).expect("manifest");
+        Rules { grant: manifest.channels.get("main").cloned(), writes, keys: Arc::default() }
+    }
+
+    /// Prepares `sql` under `rules` and judges it.
+    pub(crate) fn check(conn: &Connection, gate: &Gate, rules: &Rules, sql: &str) -> Result<(), Denial> {
+        let entered = gate.enter(Some(rules), None);
+        match conn.prepare(sql) {
+            Ok(_) => entered.judge(),
+            Err(e) => Err(entered.denial().unwrap_or_else(|| Denial::Never(e.to_string()))),
+        }
+    }
+
+    pub(crate) fn table(access: Access, table: &str) -> Denial {
+        Denial::Table { access, table: table.into() }
+    }
+
+    #[test]
+    fn ctes_shadow_nothing_and_views_need_their_tables() {
+        let (conn, gate) = conn();
+        let read_t = rules("[channels.main]\nreads = [\"t\", \"v\"]\n", false);
+        let check = |sql| check(&conn, &gate, &read_t, sql);
+        assert_eq!(check("SELECT * FROM t"), Ok(()));
+        assert_eq!(check("WITH secrets AS (SELECT 1) SELECT * FROM secrets"), Ok(()));
+        assert_eq!(check("WITH t AS (SELECT * FROM secrets) SELECT * FROM t"), Err(table(Access::Read, "secrets")));
+        assert_eq!(
+            check("WITH x AS (SELECT 1) SELECT * FROM x, (WITH y AS (SELECT * FROM secrets) SELECT * FROM y)"),
+            Err(table(Access::Read, "secrets"))
+        );
+        assert_eq!(check("SELECT * FROM v"), Err(table(Access::Read, "secrets")));
+        assert_eq!(check("SELECT name FROM sqlite_master"), Err(table(Access::Read, "sqlite_master")));
+    }
+
+    #[test]
+    fn reads_never_write_and_never_control_transactions() {
+        let (conn, gate) = conn();
+        let all = rules("[channels.main]\nreads = \"*\"\ninserts = \"*\"\nupdates = \"*\"\ndeletes = \"*\"\n", false);
+        let check = |sql| check(&conn, &gate, &all, sql);
+        assert_eq!(
+            check("WITH x AS (SELECT 1) DELETE FROM t WHERE id IN (SELECT * FROM x)"),
+            Err(Denial::WriteInRead { access: Access::Delete, table: "t".into() })
+        );
+        for sql in ["BEGIN", "COMMIT", "ROLLBACK", "END", "SAVEPOINT s", "RELEASE s"] {
+            assert!(matches!(check(sql), Err(Denial::Never(why)) if why.contains("transaction")), "{sql}");
+        }
+        assert!(matches!(check("PRAGMA user_version"), Err(Denial::Never(_))));
+        // A table-valued pragma is read like a table: only "*" grants it.
+        let read_t = rules("[channels.main]\nreads = [\"t\"]\n", false);
+        assert_eq!(
+            super::tests::check(&conn, &gate, &read_t, "SELECT * FROM pragma_table_info('t')"),
+            Err(table(Access::Read, "pragma_table_info"))
+        );
+        assert!(matches!(check("ATTACH DATABASE ':memory:' AS x"), Err(Denial::Never(_))));
+        assert!(matches!(check("SELECT last_insert_rowid()"), Err(Denial::Never(_))));
+        assert_eq!(check("SELECT count(*), max(a), json_object('a', b) FROM t"), Ok(()));
+    }
+
+    #[test]
+    fn writes_need_the_grant_sqlite_reports() {
+        let (conn, gate) = conn();
+        let writer = rules("[channels.main]\nreads = [\"t\"]\ninserts = [\"t\", \"log\"]\nupdates = [\"t\"]\n", true);
+        let check = |sql| check(&conn, &gate, &writer, sql);
+        assert_eq!(check("INSERT INTO t (a) VALUES (1)"), Ok(()));
+        assert_eq!(check("UPDATE t SET b = 2 WHERE id = 1"), Ok(()));
+        assert_eq!(check("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2"), Ok(()));
+        assert_eq!(check("DELETE FROM t"), Err(table(Access::Delete, "t")));
+        assert_eq!(check("INSERT INTO log SELECT x FROM secrets"), Err(table(Access::Read, "secrets")));
+        assert_eq!(check("INSERT INTO secrets VALUES (1)"), Err(table(Access::Insert, "secrets")));
+        assert!(matches!(check("CREATE TABLE z (a)"), Err(Denial::Schema(_))));
+        let raw = rules("[channels.main]\nraw-sql = true\n", true);
+        assert_eq!(super::tests::check(&conn, &gate, &raw, "CREATE TABLE z (a)"), Ok(()));
+        assert!(matches!(super::tests::check(&conn, &gate, &raw, "PRAGMA journal_mode = off"), Err(Denial::Never(_))));
+    }
+
+    #[test]
+    fn a_statement_past_its_deadline_is_interrupted() {
+        let (conn, gate) = conn();
+        let _entered = gate.enter(None, Some(Instant::now()));
+        let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+        let err = conn.query_row(endless, [], |r| r.get::<_, i64>(0)).expect_err("interrupted");
+        assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::OperationInterrupted), "{err}");
+    }
+}

@@ -1,0 +1,284 @@
+//! The sandbox against hostile SQL, beside the corpus in `hostile.rs`:
+//! grants enforced by SQLite itself (whatever CTEs, views or conflict
+//! clauses hide), no transaction control in any statement, host-side costs
+//! (time in SQLite, rows read, bytes queued) bounded by the scope's limits,
+//! and one save rule. Each case checks that the error names the service and
+//! the grant or limit, that the database is unchanged, and that the host
+//! serves the next request at once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_host::call::{self, Ending, Mode};
+use sluice_host::{Host, ScopeError};
+use wasmtime::component::Val;
+
+use crate::hostile::{attack, corpus, s, serves_normally};
+use crate::support::Fixture;
+
+/// The corpus with a `secrets` table (and a view over it) that no test
+/// grants, and `hostile`'s manifest replaced by `manifest`.
+fn with_secrets(manifest: &str) -> (Fixture, Host, String) {
+    let f = corpus();
+    f.db()
+        .execute_batch(
+            "CREATE TABLE secrets (x TEXT); INSERT INTO secrets VALUES ('s3cr3t');
+             CREATE VIEW peek AS SELECT x FROM secrets;",
+        )
+        .expect("secrets");
+    f.write_manifest("hostile", manifest);
+    let host = f.host();
+    assert!(host.registry().failures().is_empty(), "{:?}", host.registry().failures());
+    let before = f.dump();
+    (f, host, before)
+}
+
+/// `{"err":{"denied":"hostile may not WHAT on channel main; grant it in PATH: [channels.main] LINE"}}`.
+fn denied(f: &Fixture, what: &str, line: &str) -> String {
+    let line = line.replace('"', "\\\"");
+    format!(
+        r#"{{"err":{{"denied":"hostile may not {what} on channel main; grant it in {}: [channels.main] {line}"}}}}"#,
+        f.manifest("hostile").display()
+    )
+}
+
+const READS_AND_UPDATES: &str = "[channels.main]\nreads = [\"products\", \"stock\", \"peek\"]\n\
+                                 inserts = [\"products\"]\nupdates = [\"products\"]\n";
+
+/// CTEs that reuse a table's name, views, `WITH … DML` and `OR REPLACE`
+/// hide nothing from SQLite's authorizer: the real tables are judged.
+#[test]
+fn sql_that_hides_a_table_is_judged_by_what_sqlite_resolves() {
+    let (f, host, before) = with_secrets(READS_AND_UPDATES);
+    let read_secrets = denied(&f, "read table secrets", "reads = [\"secrets\"]");
+    let delete_products = denied(&f, "delete from table products", "deletes = [\"products\"]");
+    let cases = [
+        (
+            "query",
+            "WITH products AS (SELECT 1) SELECT * FROM products, (WITH x AS (SELECT * FROM secrets) SELECT * FROM x)",
+            &read_secrets,
+        ),
+        ("query", "WITH stock AS (SELECT x FROM secrets) SELECT * FROM stock", &read_secrets),
+        ("query", "SELECT * FROM peek", &read_secrets),
+        (
+            "execute",
+            "WITH s AS (SELECT x FROM secrets) INSERT INTO products (name, price_cents) SELECT x, 1 FROM s",
+            &read_secrets,
+        ),
+        ("execute", "UPDATE products SET name = (SELECT x FROM secrets) WHERE id = 1", &read_secrets),
+        ("execute", "UPDATE OR REPLACE products SET name = 'x' WHERE id = 1", &delete_products),
+        ("execute", "REPLACE INTO products (id, name, price_cents) VALUES (1, 'x', 1)", &delete_products),
+        ("execute", "INSERT OR REPLACE INTO products (id, name, price_cents) VALUES (1, 'x', 1)", &delete_products),
+    ];
+    for (function, sql, expected) in cases {
+        assert_eq!(&attack(&host, function, &[s(sql)]), expected, "{sql}");
+        assert_eq!(f.dump(), before, "{sql} changed the database");
+    }
+    // A read that writes is refused as such, however it is dressed.
+    let error = attack(&host, "query", &[s("WITH x AS (SELECT 1) DELETE FROM products WHERE id IN (SELECT * FROM x)")]);
+    assert!(
+        error.contains("hostile: a read must not write (this statement would delete from table products)"),
+        "{error}"
+    );
+    // What the grant allows still works, and plain updates need no delete grant.
+    let allowed =
+        call::run(&host, "hostile", "query", &[s("WITH t AS (SELECT * FROM products) SELECT * FROM t")], Mode::Save)
+            .expect("a granted read");
+    assert_eq!(sluice_host::values::to_json(&allowed.results[0]), json!({ "ok": 1 }));
+    assert_eq!(f.dump(), before);
+    serves_normally(&host, &f, "after-hidden-tables");
+}
+
+/// A service without a manifest reads nothing, whatever the SQL.
+#[test]
+fn without_a_manifest_nothing_is_read() {
+    let (f, host, before) = with_secrets("");
+    for sql in ["SELECT * FROM secrets", "WITH s AS (SELECT * FROM secrets) SELECT * FROM s"] {
+        assert_eq!(attack(&host, "query", &[s(sql)]), denied(&f, "read table secrets", "reads = [\"secrets\"]"));
+    }
+    assert_eq!(f.dump(), before);
+    serves_normally(&host, &f, "after-no-manifest");
+}
+
+/// No statement controls the transaction, with or without `raw-sql`, in a
+/// read or a command; and a refused `BEGIN` leaves no pooled connection
+/// inside a transaction, so the next save works.
+#[test]
+fn no_statement_controls_the_transaction() {
+    let manifest =
+        "[channels.main]\nreads = \"*\"\ninserts = \"*\"\nupdates = \"*\"\ndeletes = \"*\"\nraw-sql = true\n";
+    let (f, host, before) = with_secrets(manifest);
+    for sql in ["BEGIN", "BEGIN IMMEDIATE", "COMMIT", "END", "ROLLBACK", "SAVEPOINT s", "RELEASE s", "ROLLBACK TO s"] {
+        for function in ["execute", "query"] {
+            let error = attack(&host, function, &[s(sql)]);
+            assert!(error.contains("hostile may not control the transaction"), "{function} {sql}: {error}");
+            assert!(error.ends_with("on channel main; no grant allows it\"}}"), "{function} {sql}: {error}");
+        }
+        assert_eq!(f.dump(), before, "{sql} changed the database");
+    }
+    for sql in
+        ["ATTACH DATABASE '/tmp/sluice-evil.db' AS evil", "PRAGMA journal_mode = off", "SELECT load_extension('x')"]
+    {
+        let error = attack(&host, "execute", &[s(sql)]);
+        assert!(error.contains("no grant allows it"), "{sql}: {error}");
+    }
+    assert!(!std::path::Path::new("/tmp/sluice-evil.db").exists());
+    assert_eq!(f.dump(), before);
+    serves_normally(&host, &f, "after-transaction-control");
+}
+
+/// How long after `limit` a scope that breaks it took to end, at most.
+const SLACK: Duration = Duration::from_millis(700);
+
+/// A read that would run forever (a recursive CTE, a cross join) is
+/// interrupted at the calling function's deadline, with no grant needed.
+#[test]
+fn an_endless_read_ends_at_the_deadline() {
+    let manifest = "[channels.main]\nreads = [\"products\"]\n[limits]\ndeadline-ms = 300\n";
+    let (f, host, before) = with_secrets(manifest);
+    for sql in [
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 100000) \
+         SELECT count(*) FROM n a, n b, n c",
+    ] {
+        let started = Instant::now();
+        let error = attack(&host, "query", &[s(sql)]);
+        let took = started.elapsed();
+        assert!(error.contains("hostile broke its limit deadline-ms: still running after 300 ms"), "{sql}: {error}");
+        assert!(took < Duration::from_millis(300) + SLACK, "{sql}: ended {took:?} after it started");
+    }
+    assert_eq!(f.dump(), before);
+    let started = Instant::now();
+    serves_normally(&host, &f, "after-endless-read");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// A command that would write forever is interrupted at save, by the
+/// deadline of the service that queued it, and nothing is applied.
+#[test]
+fn an_endless_write_at_save_ends_at_the_deadline() {
+    let manifest = "[channels.main]\nreads = [\"products\"]\ninserts = [\"products\"]\n[limits]\ndeadline-ms = 300\n";
+    let (f, host, before) = with_secrets(manifest);
+    let sql = "INSERT INTO products (name, price_cents) \
+               WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT 'p' || i, 1 FROM n";
+    let started = Instant::now();
+    let error = match call::run(&host, "hostile", "execute", &[s(sql)], Mode::Save) {
+        Err(error) => error,
+        Ok(report) => panic!("the endless insert was not stopped at save: {:?}", report.ending),
+    };
+    let took = started.elapsed();
+    assert!(matches!(error, ScopeError::Failed { .. }), "{error}");
+    let error = error.to_string();
+    assert!(error.contains("hostile broke its limit deadline-ms"), "{error}");
+    assert!(error.contains("still running 300 ms into the save"), "{error}");
+    assert!(took < Duration::from_millis(300) + SLACK, "ended {took:?} after it started");
+    assert_eq!(f.dump(), before);
+    let started = Instant::now();
+    serves_normally(&host, &f, "after-endless-write");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// The scope's whole queue is bounded in bytes, whatever each service's
+/// own command limits allow.
+#[test]
+fn the_queue_of_a_scope_is_bounded_in_bytes() {
+    let f = corpus();
+    let mut options = f.options();
+    options.runtime.scope_queued_bytes = 64 << 10;
+    let host = Host::open(&options).expect("host");
+    let before = f.dump();
+    let error = attack(&host, "flood", &[Val::U32(100_000)]);
+    assert!(error.contains("hostile broke its limit scope-queued-bytes"), "{error}");
+    assert!(error.contains("over the host's limit of 64.0 KiB for one scope"), "{error}");
+    assert_eq!(f.dump(), before);
+    serves_normally(&host, &f, "after-queue-bytes");
+}
+
+/// A denial in an `on-save` hook stops the save even when the hook carries
+/// on: no caller can save a scope that saw a denial.
+#[test]
+fn a_denial_in_on_save_stops_the_save() {
+    let f = Fixture::new(&["probe", "products"]);
+    f.migrate();
+    call::run(&f.host(), "products", "add", &[s("widget"), Val::S64(250)], Mode::Save).expect("seed");
+    f.write_manifest("probe", "[channels.main]\ninserts = [\"stock\"]\n");
+    let host = f.host();
+    let before = f.dump();
+    let mut scope = host.scope();
+    scope.call("probe", "set-mode", &[s("ignore-denial-on-save")]).expect("set mode");
+    let row = [s("main"), s("stock"), Val::List(vec![s("product_id"), s("on_hand")])];
+    let values = Val::List(vec![
+        Val::Variant("integer".into(), Some(Box::new(Val::S64(1)))),
+        Val::Variant("integer".into(), Some(Box::new(Val::S64(5)))),
+    ]);
+    let results =
+        scope.call("probe", "insert", &[row[0].clone(), row[1].clone(), row[2].clone(), values]).expect("insert");
+    assert!(matches!(&results[0], Val::Result(Ok(_))), "{results:?}");
+    let error = scope.save().expect_err("saved after a denial in on-save");
+    assert!(matches!(error, ScopeError::Denied { .. }), "{error}");
+    let error = error.to_string();
+    assert!(error.contains("probe may not insert into table products"), "{error}");
+    assert!(error.contains("nothing was applied"), "{error}");
+    drop(scope);
+    assert_eq!(f.dump(), before);
+    let report = call::run(&host, "products", "list", &[], Mode::Save).expect("list");
+    assert!(matches!(report.ending, Ending::Saved(_)));
+}
+
+/// The CPU time the process `pid` has used, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The peak resident memory of the process `pid`, in KiB, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Over HTTP: a stuck read costs its request a 503 at the deadline and no
+/// core after it; a read of far more than `result-bytes` stops while
+/// reading, so the server's memory does not grow by what was asked for.
+#[test]
+fn served_reads_end_at_their_limits_and_leave_nothing_running() {
+    let manifest = "[channels.main]\nreads = [\"products\"]\n[limits]\ndeadline-ms = 300\nresult-bytes = 1048576\n";
+    let (f, _host, before) = with_secrets(manifest);
+    let served = f.serve(&[]);
+    let pid = served.pid();
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+    let started = Instant::now();
+    let (status, body) = served.post("/services/hostile/query", &json!({ "sql": endless }));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["limit"], "deadline-ms", "{body}");
+    assert!(started.elapsed() < Duration::from_millis(300) + SLACK, "{:?}", started.elapsed());
+    // No thread keeps a core busy once the answer is out.
+    let cpu = cpu_time(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let idle = cpu_time(pid).saturating_sub(cpu);
+    assert!(idle < Duration::from_millis(150), "the server used {idle:?} of CPU while idle");
+    // 2 GiB asked for, 1 MiB allowed.
+    let rss = peak_rss_kib(pid);
+    let huge = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 2097152) \
+                SELECT zeroblob(1024) FROM n";
+    let (status, body) = served.post("/services/hostile/query", &json!({ "sql": huge }));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["limit"], "result-bytes", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("reading stopped there"), "{body}");
+    let grown = peak_rss_kib(pid).saturating_sub(rss);
+    assert!(grown < 64 << 10, "the server's peak memory grew by {grown} KiB");
+    // The next request is served at once.
+    let started = Instant::now();
+    let (status, body) = served.post("/services/products/list", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(f.dump(), before);
+}
