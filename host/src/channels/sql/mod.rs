@@ -4,6 +4,8 @@
 //! service's grants on its raw SQL and interrupts a statement at its
 //! caller's deadline.
 
+#[cfg(test)]
+mod differential;
 mod guard;
 mod implied;
 
@@ -304,7 +306,12 @@ impl Transaction for SqliteTransaction {
             // The service's own SQL: SQLite checks it against its grant.
             let (mut stmt, entered) = authorized(pooled, sql, caller, true)?;
             check_param_count(stmt.parameter_count(), params.len())?;
-            stmt.execute(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?
+            // Stepped to the end, so that `RETURNING` rows are passed over
+            // rather than refused; the rows changed are SQLite's count.
+            let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?;
+            while rows.next().map_err(|e| ran(e, &entered))?.is_some() {}
+            drop(rows);
+            usize::try_from(conn.changes()).unwrap_or(usize::MAX)
         } else {
             // Built by the host from a command whose table and operation
             // were checked when it was queued; only the deadline applies.
