@@ -16,6 +16,7 @@ use wasmtime::component::{Component, HasData, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings;
+use crate::interfaces::poll::DeadlinePoll;
 use crate::limits::Limits;
 use crate::state::{ScopeState, ServiceView};
 
@@ -153,6 +154,14 @@ impl Runtime {
             .map_err(|e| anyhow::Error::from(e).context("cannot link wasi:http"))?;
         bindings::Imports::add_to_linker::<ScopeState, Sluice>(&mut linker, ScopeState::service_view)
             .map_err(|e| anyhow::Error::from(e).context("cannot link sluice:service"))?;
+        // WASI's waits, again, bounded by the deadline of the call that waits.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::sync::io::poll::add_to_linker::<ScopeState, DeadlinePoll>(
+            &mut linker,
+            ScopeState::poll_view,
+        )
+        .map_err(|e| anyhow::Error::from(e).context("cannot link wasi:io/poll"))?;
+        linker.allow_shadowing(false);
 
         if let Some(dir) = &options.cache_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create cache dir {}", dir.display()))?;

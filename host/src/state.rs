@@ -158,6 +158,16 @@ impl ScopeState {
     }
 }
 
+impl ScopeState {
+    /// The view `wasi:io/poll` works through: a wait ends at the running
+    /// call's deadline.
+    pub(crate) fn poll_view(&mut self) -> crate::interfaces::poll::PollView<'_> {
+        let deadline = crate::budget::Deadline::current(self);
+        let running = self.frames.last().map(|f| f.service.clone()).unwrap_or_default();
+        crate::interfaces::poll::PollView { table: &mut self.table, deadline, running }
+    }
+}
+
 impl WasiView for ScopeState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }

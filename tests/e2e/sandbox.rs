@@ -282,3 +282,32 @@ fn served_reads_end_at_their_limits_and_leave_nothing_running() {
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(f.dump(), before);
 }
+
+/// A guest that sleeps (a WASI wait, in host code) is stopped at its
+/// deadline like one that loops: over the CLI's path and over HTTP, where
+/// the scopes that waited do not hold the server's only turn.
+#[test]
+fn a_wasi_sleep_ends_at_the_deadline() {
+    let f = Fixture::new(&["probe"]);
+    f.write_manifest("probe", "[limits]\ndeadline-ms = 300\n");
+    let host = f.host();
+    let started = Instant::now();
+    let error =
+        call::run(&host, "probe", "sleep", &[Val::U32(60_000)], Mode::Save).expect_err("slept past the deadline");
+    let took = started.elapsed();
+    assert!(error.to_string().contains("probe broke its limit deadline-ms: still running after 300 ms"), "{error}");
+    assert!(took < Duration::from_millis(300) + SLACK, "ended {took:?} after it started");
+    let report = call::run(&host, "probe", "sleep", &[Val::U32(10)], Mode::Save).expect("a short sleep");
+    assert!(matches!(report.ending, Ending::Saved(_)));
+
+    let served = f.serve(&["--max-concurrent", "1"]);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (status, body) = served.post("/services/probe/sleep", &json!({ "ms": 60_000 }));
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["limit"], "deadline-ms", "{body}");
+        assert!(started.elapsed() < Duration::from_millis(300) + SLACK, "{:?}", started.elapsed());
+    }
+    let (status, body) = served.post("/services/probe/sleep", &json!({ "ms": 1 }));
+    assert_eq!(status, 200, "{body}");
+}
