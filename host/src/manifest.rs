@@ -16,8 +16,9 @@
 //! [limits]
 //! deadline-ms = 2000
 //!
-//! [http]            # only for a component exporting wasi:http/incoming-handler
-//! prefix = "/shop"
+//! [http]
+//! expose = ["place"]  # functions reachable over HTTP (none by default)
+//! prefix = "/shop"    # only for a component exporting wasi:http/incoming-handler
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,33 +42,45 @@ pub struct Manifest {
     /// Limits that replace the host's defaults for this service.
     #[serde(default)]
     pub limits: LimitSettings,
-    /// Where `sluice serve` mounts a `wasi:http` component.
+    /// What `sluice serve` exposes of the service.
     #[serde(default)]
-    pub http: Option<HttpMount>,
+    pub http: Http,
 }
 
-/// The route prefix of a `wasi:http` component: every request whose path is
-/// the prefix or starts with the prefix and `/` goes to its handler.
+/// What of a service is reachable over HTTP. Nothing is by default: calls
+/// between services need no exposure, only a grant.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct HttpMount {
+pub struct Http {
+    /// The functions `POST /services/NAME/FUNCTION` may call, or `"*"`.
+    #[serde(default)]
+    pub expose: Tables,
+    /// Where a `wasi:http` component is mounted: every request whose path is
+    /// the prefix or starts with the prefix and `/` goes to its handler.
     /// `/shop`: starts with `/`, no trailing `/`, not one of the host's own
     /// routes.
-    pub prefix: String,
+    pub prefix: Option<String>,
 }
 
 /// The paths `sluice serve` answers itself; no component may be mounted on
 /// or under them.
 pub const RESERVED_PREFIXES: [&str; 4] = ["/services", "/openapi.json", "/healthz", "/metrics"];
 
-impl HttpMount {
-    /// Whether `path` falls under this prefix.
+impl Http {
+    /// Whether `path` falls under the mount prefix.
     pub fn covers(&self, path: &str) -> bool {
-        path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        self.prefix.as_deref().is_some_and(|prefix| {
+            path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Whether `POST /services/…/function` may call `function`.
+    pub fn exposes(&self, function: &str) -> bool {
+        self.expose.allows(function)
     }
 
     fn check(&self) -> Result<(), String> {
-        let p = &self.prefix;
+        let Some(p) = &self.prefix else { return Ok(()) };
         let fine_chars = p.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c));
         if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') || p.contains("//") || !fine_chars {
             return Err(format!(
@@ -184,9 +197,7 @@ impl Manifest {
     /// Parses manifest text.
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
-        if let Some(http) = &manifest.http {
-            http.check()?;
-        }
+        manifest.http.check()?;
         Ok(manifest)
     }
 

@@ -34,6 +34,7 @@ pub fn service_json(svc: &Service) -> serde_json::Value {
                 "params": f.params.iter().map(|(n, t)| json!({ "name": n, "type": type_name(t) })).collect::<Vec<_>>(),
                 "results": f.results.iter().map(type_name).collect::<Vec<_>>(),
                 "signature": signature(f),
+                "exposed": svc.manifest.http.exposes(&f.name),
             })
         })
         .collect();
@@ -68,6 +69,6 @@ pub fn service_json(svc: &Service) -> serde_json::Value {
         "hooks": hooks,
         "grants": svc.manifest.summary(),
         "limits": limits,
-        "http-prefix": svc.manifest.http.as_ref().map(|h| h.prefix.clone()),
+        "http-prefix": svc.manifest.http.prefix,
     })
 }

@@ -250,7 +250,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// reading, so the server's memory does not grow by what was asked for.
 #[test]
 fn served_reads_end_at_their_limits_and_leave_nothing_running() {
-    let manifest = "[channels.main]\nreads = [\"products\"]\n[limits]\ndeadline-ms = 300\nresult-bytes = 1048576\n";
+    let manifest = "[channels.main]\nreads = [\"products\"]\n[limits]\ndeadline-ms = 300\nresult-bytes = 1048576\n\
+                    [http]\nexpose = [\"query\"]\n";
     let (f, _host, before) = with_secrets(manifest);
     let served = f.serve(&[]);
     let pid = served.pid();
@@ -289,7 +290,7 @@ fn served_reads_end_at_their_limits_and_leave_nothing_running() {
 #[test]
 fn a_wasi_sleep_ends_at_the_deadline() {
     let f = Fixture::new(&["probe"]);
-    f.write_manifest("probe", "[limits]\ndeadline-ms = 300\n");
+    f.write_manifest("probe", "[limits]\ndeadline-ms = 300\n[http]\nexpose = [\"sleep\"]\n");
     let host = f.host();
     let started = Instant::now();
     let error =
@@ -310,4 +311,40 @@ fn a_wasi_sleep_ends_at_the_deadline() {
     }
     let (status, body) = served.post("/services/probe/sleep", &json!({ "ms": 1 }));
     assert_eq!(status, 200, "{body}");
+}
+
+/// The HTTP edge is closed by default: a function is a route only when its
+/// manifest exposes it, while calls between services in a scope need no
+/// exposure. `inventory.reserve` takes stock for an order; nobody may call
+/// it directly.
+#[test]
+fn only_exposed_functions_are_routes() {
+    let f = Fixture::new(&["orders", "products", "inventory"]);
+    f.migrate();
+    let served = f.serve(&[]);
+    let (status, body) = served.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = served.post("/services/inventory/restock", &json!({ "product-id": 1, "quantity": 10 }));
+    assert_eq!(status, 200, "{body}");
+    let before = f.dump();
+    let (status, body) = served.post("/services/inventory/reserve", &json!({ "product-id": 1, "quantity": 10 }));
+    assert_eq!(status, 404, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("inventory.reserve is not exposed over HTTP; expose it in "), "{message}");
+    assert!(message.ends_with(r#"inventory.toml: [http] expose = ["reserve"]"#), "{message}");
+    assert_eq!(f.dump(), before, "a refused route changed the database");
+    // Inside a scope, orders still calls it.
+    let (status, body) =
+        served.post("/services/orders/place", &json!({ "customer": "ann", "product-id": 1, "quantity": 3 }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(f.db().query_row("SELECT on_hand FROM stock", [], |r| r.get::<_, i64>(0)).expect("stock"), 7);
+    let (_, openapi) = served.get_json("/openapi.json");
+    let paths = openapi["paths"].as_object().expect("paths");
+    assert!(paths.contains_key("/services/inventory/restock") && paths.contains_key("/services/orders/place"));
+    assert!(!paths.contains_key("/services/inventory/reserve"), "{:?}", paths.keys().collect::<Vec<_>>());
+    // A service without a manifest has no route at all.
+    f.write_manifest("products", "");
+    served.wait_for("the reload", |s| s.log().contains("changed products"));
+    let (status, _) = served.post("/services/products/list", &json!({}));
+    assert_eq!(status, 404);
 }

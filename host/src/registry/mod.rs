@@ -96,7 +96,7 @@ impl Registry {
         let (mut linked, link_failures) = crate::linking::link(&runtime, compiled);
         let mut mounted: BTreeMap<String, String> = BTreeMap::new();
         linked.retain(|service| {
-            let Some(prefix) = service.manifest.http.as_ref().map(|h| h.prefix.clone()) else { return true };
+            let Some(prefix) = service.manifest.http.prefix.clone() else { return true };
             if let Some(first) = mounted.get(&prefix) {
                 let reason = format!("http.prefix {prefix:?} is already the prefix of service {first}");
                 let error = LoadError::Manifest { service: service.name.clone(), reason };
@@ -162,8 +162,8 @@ impl Registry {
     pub fn mounted(&self, path: &str) -> Option<&Arc<Service>> {
         self.services
             .values()
-            .filter(|s| s.hooks.http.is_some() && s.manifest.http.as_ref().is_some_and(|m| m.covers(path)))
-            .max_by_key(|s| s.manifest.http.as_ref().map_or(0, |m| m.prefix.len()))
+            .filter(|s| s.hooks.http.is_some() && s.manifest.http.covers(path))
+            .max_by_key(|s| s.manifest.http.prefix.as_ref().map_or(0, String::len))
     }
 
     /// The service called `name`.

@@ -192,13 +192,13 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         reason: chain(&e),
     })?;
     let (functions, hooks) = exports(runtime, &component);
-    if manifest.http.is_some() && hooks.http.is_none() {
+    if manifest.http.prefix.is_some() && hooks.http.is_none() {
         return Err(bad_manifest(format!(
             "manifest {} mounts it under http.prefix, but it does not export {HTTP_HANDLER}.x",
             Manifest::path_for(path).display()
         )));
     }
-    if manifest.http.is_none() && hooks.http.is_some() {
+    if manifest.http.prefix.is_none() && hooks.http.is_some() {
         tracing::warn!(service = %name, "exports {HTTP_HANDLER}.x but its manifest sets no [http] prefix, so it is not mounted");
     }
     let imports = service_imports(runtime, &component);

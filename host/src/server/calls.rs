@@ -55,6 +55,18 @@ async fn run(
     let registry = app.host.registry();
     let svc = registry.service(service).map_err(|e| Problem::from(e).into_response())?;
     let func = svc.function(function).map_err(|e| Problem::from(e).into_response())?;
+    // Closed by default: only what the manifest exposes is a route. Other
+    // services may still call the function inside a scope.
+    if !svc.manifest.http.exposes(&func.name) {
+        let message = format!(
+            "{}.{} is not exposed over HTTP; expose it in {}: [http] expose = [{:?}]",
+            svc.name,
+            func.name,
+            crate::manifest::Manifest::path_for(&svc.path).display(),
+            func.name
+        );
+        return Err(Problem::new(StatusCode::NOT_FOUND, "not-found", message).into_response());
+    }
     let mode = mode(query).map_err(IntoResponse::into_response)?;
     let body = body.map_err(|e| body_problem(&format!("{}.{}", svc.name, func.name), &e).into_response())?;
     let json: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {

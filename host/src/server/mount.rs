@@ -42,7 +42,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
         let message = format!("no route {} {path}; the routes are listed in /openapi.json", request.method());
         return Problem::new(StatusCode::NOT_FOUND, "not-found", message).into_response();
     };
-    let prefix = service.manifest.http.as_ref().map(|m| m.prefix.clone()).unwrap_or_default();
+    let prefix = service.manifest.http.prefix.clone().unwrap_or_default();
     let (mut parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, app.options.max_body_bytes).await {
         Ok(bytes) => bytes,

@@ -19,14 +19,15 @@ pub fn document(registry: &Registry) -> Json {
     paths.insert("/metrics".into(), fixed("Counters per service in the Prometheus text format.", "text/plain"));
     for service in registry.services() {
         for f in &service.functions {
-            // A name exported by two interfaces has no plain route.
-            if service.function(&f.name).is_err() {
+            // A name exported by two interfaces has no plain route, and a
+            // function the manifest does not expose has none either.
+            if service.function(&f.name).is_err() || !service.manifest.http.exposes(&f.name) {
                 continue;
             }
             paths.insert(format!("/services/{}/{}", service.name, f.name), json!({ "post": operation(service, f) }));
         }
-        if let Some(mount) = &service.manifest.http {
-            paths.insert(mount.prefix.clone(), mounted(service));
+        if let Some(prefix) = &service.manifest.http.prefix {
+            paths.insert(prefix.clone(), mounted(service));
         }
     }
     json!({
