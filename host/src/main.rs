@@ -283,7 +283,7 @@ fn serve(host: Host, listen: std::net::SocketAddr, options: ServeOptions, watch:
         // The first line is for programs (tests read the port from it).
         println!("listening on http://{addr}");
         println!("serving {} service(s): {}", names.len(), names.join(", "));
-        if let Some(s) = registry.services().find(|s| s.function("list").is_ok()) {
+        if let Some(s) = registry.services().find(|s| s.function("list").is_ok() && s.manifest.http.exposes("list")) {
             println!("try: curl -s -X POST http://{addr}/services/{}/list -d '{{}}'", s.name);
         }
         println!("routes: http://{addr}/openapi.json");
