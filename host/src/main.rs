@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -77,6 +78,13 @@ enum Command {
         /// How many scopes may run at once; later requests wait their turn.
         #[arg(long, default_value_t = 64)]
         max_concurrent: usize,
+        /// How long a request body may stall before the request gets 408.
+        #[arg(long, default_value_t = 10_000)]
+        body_timeout_ms: u64,
+        /// After SIGTERM or Ctrl-C, how long to wait for the requests in
+        /// flight before exiting anyway.
+        #[arg(long, default_value_t = 30)]
+        drain_seconds: u64,
         /// Do not watch the services directory for changes.
         #[arg(long)]
         no_watch: bool,
@@ -144,9 +152,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
-        Command::Serve { listen, max_body_bytes, max_concurrent, no_watch } => {
-            let options = ServeOptions { max_body_bytes, max_concurrent };
-            serve(host, listen, options, !no_watch)
+        Command::Serve { listen, max_body_bytes, max_concurrent, body_timeout_ms, drain_seconds, no_watch } => {
+            let body_timeout = Duration::from_millis(body_timeout_ms);
+            let options = ServeOptions { max_body_bytes, max_concurrent, body_timeout };
+            serve(host, listen, options, !no_watch, Duration::from_secs(drain_seconds))
         }
     }
 }
@@ -265,7 +274,13 @@ fn list(host: &Host, json: bool) {
     }
 }
 
-fn serve(host: Host, listen: std::net::SocketAddr, options: ServeOptions, watch: bool) -> anyhow::Result<ExitCode> {
+fn serve(
+    host: Host,
+    listen: std::net::SocketAddr,
+    options: ServeOptions,
+    watch: bool,
+    drain: Duration,
+) -> anyhow::Result<ExitCode> {
     let host = Arc::new(host);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -290,10 +305,33 @@ fn serve(host: Host, listen: std::net::SocketAddr, options: ServeOptions, watch:
         drop(registry);
         std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
         tracing::info!(%addr, "listening");
-        server::serve(listener, server::router(Arc::clone(&host), options), shutdown_signal()).await?;
-        tracing::info!("stopped: every request in flight was answered");
+        // The drain after a signal has a deadline: a stalled client or a
+        // stuck scope does not keep the process alive.
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let signalled = Arc::clone(&stopping);
+        let signal = async move {
+            shutdown_signal().await;
+            signalled.notify_one();
+        };
+        let serving = server::serve(listener, server::router(Arc::clone(&host), options), signal);
+        let cut_off = async {
+            stopping.notified().await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            served = serving => {
+                served?;
+                tracing::info!("stopped: every request in flight was answered");
+            }
+            () = cut_off => {
+                tracing::warn!("stopped: requests were still in flight {} s after the signal (--drain-seconds); they are cut off, and a scope that had not committed applies nothing", drain.as_secs());
+            }
+        }
         anyhow::Ok(())
     })?;
+    // Threads still running a scope are not waited for: their scopes are
+    // unsaved, so nothing is applied.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -348,3 +348,48 @@ fn only_exposed_functions_are_routes() {
     let (status, _) = served.post("/services/products/list", &json!({}));
     assert_eq!(status, 404);
 }
+
+/// Sends a request head that promises a 100-byte body, then 10 bytes of it,
+/// and leaves the connection open.
+fn stall(served: &crate::served::Served, path: &str) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let address = served.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(b"{\"name\": ")).expect("send");
+    stream
+}
+
+/// A client that stalls halfway through its body gets 408 once the body
+/// timeout passes; and on SIGTERM the drain ends at its deadline, whatever
+/// the client does.
+#[test]
+fn stalled_clients_time_out_and_do_not_hold_the_shutdown() {
+    use std::io::Read as _;
+    let f = Fixture::new(&["products"]);
+    f.migrate();
+    let served = f.serve(&["--body-timeout-ms", "300"]);
+    let mut stream = stall(&served, "/services/products/add");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let started = Instant::now();
+    let mut answer = vec![0; 4096];
+    let read = stream.read(&mut answer).expect("an answer before 5 s");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("the request body stopped arriving"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(f.count("products"), 0);
+    drop(served);
+
+    let mut served = f.serve(&["--body-timeout-ms", "60000", "--drain-seconds", "1"]);
+    let _stalled = stall(&served, "/services/products/add");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    served.terminate();
+    let status = served.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "exited {:?} after SIGTERM", started.elapsed());
+    assert!(served.log().contains("requests were still in flight 1 s after the signal"), "{}", served.log());
+}

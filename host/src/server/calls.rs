@@ -160,6 +160,10 @@ fn mode(query: &HashMap<String, String>) -> Result<Mode, Problem> {
 
 /// A body for `target` that could not be read: too large (413) or broken.
 fn body_problem(target: &str, e: &BytesRejection) -> Problem {
+    if super::stalled(e) {
+        let message = format!("{target}: the request body stopped arriving (a stalled client); nothing was run");
+        return Problem::new(StatusCode::REQUEST_TIMEOUT, "timeout", message);
+    }
     let status = e.status();
     let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "too-large" } else { "arguments" };
     Problem::new(status, kind, format!("{target}: cannot read the request body: {}", e.body_text()))

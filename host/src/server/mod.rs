@@ -15,7 +15,7 @@ mod problem;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -37,12 +37,28 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// How many scopes may run at once; later requests wait for a turn.
     pub max_concurrent: usize,
+    /// How long a request body may take to arrive between two pieces of
+    /// it; a client that stalls longer gets 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_body_bytes: 1 << 20, max_concurrent: 64 }
+        ServeOptions { max_body_bytes: 1 << 20, max_concurrent: 64, body_timeout: Duration::from_secs(10) }
     }
+}
+
+/// Whether reading a request body failed because the client stalled past
+/// [`ServeOptions::body_timeout`].
+fn stalled(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// What every handler shares.
@@ -115,6 +131,7 @@ pub fn router(host: Arc<Host>, options: ServeOptions) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(mount::handle)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(options.body_timeout))
         .with_state(app)
 }
 

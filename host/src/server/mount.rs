@@ -46,6 +46,11 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     let (mut parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, app.options.max_body_bytes).await {
         Ok(bytes) => bytes,
+        Err(e) if super::stalled(&e) => {
+            let message =
+                format!("{}: the request body stopped arriving (a stalled client); nothing was run", service.name);
+            return Problem::new(StatusCode::REQUEST_TIMEOUT, "timeout", message).into_response();
+        }
         Err(e) => {
             let message = format!(
                 "{}: cannot read the request body (at most {} bytes): {e}",
