@@ -393,3 +393,33 @@ fn stalled_clients_time_out_and_do_not_hold_the_shutdown() {
     assert!(started.elapsed() < Duration::from_secs(3), "exited {:?} after SIGTERM", started.elapsed());
     assert!(served.log().contains("requests were still in flight 1 s after the signal"), "{}", served.log());
 }
+
+/// The grant check's cost is bounded: SQLite refuses a statement over
+/// 64 KiB before preparing it, and prepares one of 64 KiB full of CTE names
+/// that shadow each other (SQLite's cost grows faster than the length for
+/// that shape) in well under a second, refusing it for the table it really
+/// reads. A 1 MiB one, within `command-bytes`, is refused as too long.
+#[test]
+fn huge_statements_are_judged_quickly() {
+    let (f, host, before) = with_secrets("[channels.main]\nreads = [\"products\"]\n");
+    let ctes = |bytes: usize| {
+        let mut sql = String::from("WITH products AS (SELECT x FROM secrets)");
+        let mut n = 0;
+        while sql.len() < bytes - 200 {
+            sql.push_str(&format!(", c{n} AS (SELECT * FROM products)"));
+            n += 1;
+        }
+        sql.push_str(&format!(" SELECT * FROM c{}", n - 1));
+        sql
+    };
+    let started = Instant::now();
+    let error = attack(&host, "query", &[s(&ctes(64 << 10))]);
+    let took = started.elapsed();
+    assert_eq!(error, denied(&f, "read table secrets", "reads = [\"secrets\"]"));
+    assert!(took < Duration::from_secs(1), "64 KiB of CTEs took {took:?}");
+    let started = Instant::now();
+    let error = attack(&host, "query", &[s(&ctes(1 << 20))]);
+    assert!(error.contains("bytes of SQL; at most 65536 are accepted"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(f.dump(), before);
+}

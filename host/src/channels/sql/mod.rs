@@ -37,6 +37,12 @@ const MIGRATIONS_TABLE: &str = "sluice_migrations";
 /// could be read back within the host's cap on result bytes.
 const MAX_VALUE_BYTES: i32 = 64 << 20;
 
+/// The longest SQL text a service's statement may have. SQLite prepares a
+/// statement in time that grows faster than its length for some shapes (a
+/// `WITH` of thousands of names takes seconds at 1 MiB), and the deadline
+/// cannot interrupt a prepare, so the text is capped before SQLite sees it.
+const MAX_SQL_BYTES: usize = 64 << 10;
+
 /// A SQLite database file used as a `sql` channel.
 pub struct SqliteChannel {
     path: PathBuf,
@@ -223,6 +229,12 @@ fn authorized<'c>(
     writes: bool,
 ) -> Result<(rusqlite::Statement<'c>, guard::Entered<'c>), ChannelError> {
     let keys = if caller.host { Arc::default() } else { pooled.keys()? };
+    if !caller.host && sql.len() > MAX_SQL_BYTES {
+        return Err(ChannelError::Invalid(format!(
+            "the statement is {} bytes of SQL; at most {MAX_SQL_BYTES} are accepted (bind values as parameters)",
+            sql.len()
+        )));
+    }
     let rules = Rules { grant: caller.grant.clone(), writes, keys };
     let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline));
     let stmt = match pooled.conn.prepare(sql) {
