@@ -9,6 +9,7 @@
 //! it ends.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, StoreContextMut, Trap, UpdateDeadline};
@@ -100,6 +101,32 @@ pub(crate) fn explain(store: &StoreContextMut<'_, ScopeState>, service: &str, e:
     wasmtime::Error::new(breach)
 }
 
+/// The scope ended because whoever was waiting for it went away (an HTTP
+/// client hung up); nothing it queued is applied.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{service} was cancelled: the client went away before its scope ended")]
+pub struct Cancelled {
+    /// The service running when the scope noticed.
+    pub service: String,
+}
+
+/// A scope's cancel flag: set from any thread, seen by wasm at its next
+/// epoch tick, by SQLite within a thousand steps, and by a WASI wait.
+#[derive(Clone, Default)]
+pub struct Canceller(pub(crate) Arc<AtomicBool>);
+
+impl Canceller {
+    /// Cancels the scope.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the scope was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The deadline in force for the innermost call, and whose limit set it.
 #[derive(Clone)]
 pub(crate) struct Deadline {
@@ -107,6 +134,8 @@ pub(crate) struct Deadline {
     pub at: Instant,
     owner: Owner,
     scope_timeout: Duration,
+    /// The scope's cancel flag: a cancelled scope is past every deadline.
+    pub cancel: Canceller,
 }
 
 impl Deadline {
@@ -116,7 +145,16 @@ impl Deadline {
             Some(b) => (b.deadline, b.deadline_owner.clone()),
             None => (state.scope_deadline, Owner::Scope),
         };
-        Deadline { at, owner, scope_timeout: state.scope_timeout }
+        Deadline { at, owner, scope_timeout: state.scope_timeout, cancel: state.cancel.clone() }
+    }
+
+    /// Why the call must stop now that its deadline passed (or its scope
+    /// was cancelled), as the error that ends it.
+    pub(crate) fn passed(&self, running: &str) -> wasmtime::Error {
+        if self.cancel.is_cancelled() {
+            return wasmtime::Error::new(Cancelled { service: running.to_string() });
+        }
+        wasmtime::Error::new(self.breach(running))
     }
 
     /// The breach of this deadline while `running` ran (in wasm or in a
@@ -146,11 +184,11 @@ impl Deadline {
 pub(crate) fn on_epoch(store: StoreContextMut<'_, ScopeState>) -> wasmtime::Result<UpdateDeadline> {
     let state = store.data();
     let deadline = Deadline::current(state);
-    if Instant::now() < deadline.at {
+    if Instant::now() < deadline.at && !deadline.cancel.is_cancelled() {
         return Ok(UpdateDeadline::Continue(1));
     }
     let running = state.frames.last().map(|f| f.service.as_str()).unwrap_or_default();
-    Err(wasmtime::Error::new(deadline.breach(running)))
+    Err(deadline.passed(running))
 }
 
 fn millis(d: Duration) -> String {

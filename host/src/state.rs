@@ -52,6 +52,8 @@ pub struct ScopeState {
     pub(crate) stderr_seen: usize,
     /// Every grant refusal a guest got in this scope, in order.
     pub(crate) denials: Vec<String>,
+    /// Set when whoever waits for the scope goes away.
+    pub(crate) cancel: crate::budget::Canceller,
 }
 
 /// A scope's id, unique within the host process; it tags logs and commands.
@@ -121,6 +123,7 @@ impl ScopeState {
             stdout_seen: 0,
             stderr_seen: 0,
             denials: Vec::new(),
+            cancel: crate::budget::Canceller::default(),
         }
     }
 

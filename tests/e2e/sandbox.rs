@@ -423,3 +423,45 @@ fn huge_statements_are_judged_quickly() {
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(f.dump(), before);
 }
+
+/// Sends a whole `POST path` with `body` and returns the open connection.
+fn send(served: &crate::served::Served, path: &str, body: &str) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let address = served.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    stream
+}
+
+/// A client that hangs up cancels its scope: a read stuck in SQLite and a
+/// guest asleep in WASI both stop at once, long before their deadlines, so
+/// no core stays busy and the server's only turn is free again.
+#[test]
+fn a_client_that_hangs_up_cancels_its_scope() {
+    let f = Fixture::new(&["hostile", "probe", "products"]);
+    f.migrate();
+    let served = f.serve(&["--max-concurrent", "1"]);
+    let pid = served.pid();
+    let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
+    let stream = send(&served, "/services/hostile/query", &json!({ "sql": endless }).to_string());
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+    served.wait_for("the cancelled read", |s| s.log().contains("hostile was cancelled: the client went away"));
+    let cpu = cpu_time(pid);
+    std::thread::sleep(Duration::from_millis(1000));
+    let idle = cpu_time(pid).saturating_sub(cpu);
+    assert!(idle < Duration::from_millis(150), "the server used {idle:?} of CPU after the client left");
+
+    let stream = send(&served, "/services/probe/sleep", &json!({ "ms": 60_000 }).to_string());
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+    let started = Instant::now();
+    let (status, body) = served.post("/services/products/list", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(1), "the turn came back after {:?}", started.elapsed());
+    assert!(served.log().contains("probe was cancelled: the client went away"), "{}", served.log());
+}

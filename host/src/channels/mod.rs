@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bindings::{Rows, Value};
+use crate::budget::Canceller;
 use crate::command::{Operation, Outcome};
 use crate::config::{ChannelConfig, Config};
 use crate::grants::Access;
@@ -77,17 +78,25 @@ pub struct Caller {
     pub(crate) host: bool,
     /// The deadline of the call (or save) the statement runs in.
     pub(crate) deadline: Instant,
+    /// The scope's cancel flag: a cancelled scope's statement stops too.
+    pub(crate) cancel: Option<Canceller>,
 }
 
 impl Caller {
     /// A service with `grant` on the channel (`None` grants nothing).
     pub fn service(grant: Option<Arc<ChannelGrant>>, deadline: Instant) -> Caller {
-        Caller { grant, host: false, deadline }
+        Caller { grant, host: false, deadline, cancel: None }
     }
 
     /// The host itself: nothing but the deadline applies.
     pub fn host(deadline: Instant) -> Caller {
-        Caller { grant: None, host: true, deadline }
+        Caller { grant: None, host: true, deadline, cancel: None }
+    }
+
+    /// The same caller, whose statement also stops when `cancel` is set.
+    pub fn cancelled_by(mut self, cancel: &Canceller) -> Caller {
+        self.cancel = Some(cancel.clone());
+        self
     }
 }
 

@@ -26,7 +26,8 @@ impl Host for ServiceView<'_> {
             );
             return Err(wasmtime::Error::new(Breach::new(&service.name, "command-bytes", detail)));
         }
-        let caller = Caller::service(service.grants().on(&channel), self.deadline.at);
+        let caller =
+            Caller::service(service.grants().on(&channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
         match target.query(&sql, &params, &caller, service.limits.result_bytes) {
             Ok(rows) => Ok(Ok(rows)),
             Err(e) => self.channel_failed(&channel, e, "a read"),
@@ -52,7 +53,7 @@ impl ServiceView<'_> {
                 let refusal = service.grants().refusal(channel, &denial);
                 Ok(Err(self.refused(refusal)))
             }
-            ChannelError::Timeout => Err(wasmtime::Error::new(self.deadline.breach(name))),
+            ChannelError::Timeout => Err(self.deadline.passed(name)),
             ChannelError::TooLarge { bytes } => Err(wasmtime::Error::new(Breach::new(
                 name,
                 "result-bytes",

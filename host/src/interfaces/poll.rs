@@ -11,6 +11,9 @@ use wasmtime_wasi_io::poll::DynPollable;
 
 use crate::budget::Deadline;
 
+/// How often a wait looks at its scope's cancel flag.
+const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What a wait needs: the scope's resources, the deadline of the call that
 /// waits, and who is running, for the breach.
 pub(crate) struct PollView<'a> {
@@ -31,11 +34,21 @@ impl PollView<'_> {
     /// call breaks its deadline like running wasm does.
     fn bounded<T>(&mut self, wait: impl AsyncFnOnce(&mut ResourceTable) -> wasmtime::Result<T>) -> wasmtime::Result<T> {
         let at = tokio::time::Instant::from_std(self.deadline.at);
+        let cancel = self.deadline.cancel.clone();
         let table = &mut *self.table;
-        match in_tokio(async { tokio::time::timeout_at(at, wait(table)).await }) {
-            Ok(done) => done,
-            Err(_) => Err(wasmtime::Error::new(self.deadline.breach(&self.running))),
-        }
+        let waited = in_tokio(async {
+            let cancelled = async {
+                while !cancel.is_cancelled() {
+                    tokio::time::sleep(CANCEL_CHECK).await;
+                }
+            };
+            tokio::select! {
+                done = wait(table) => Some(done),
+                () = tokio::time::sleep_until(at) => None,
+                () = cancelled => None,
+            }
+        });
+        waited.unwrap_or_else(|| Err(self.deadline.passed(&self.running)))
     }
 }
 

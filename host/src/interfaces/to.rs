@@ -83,7 +83,8 @@ impl ServiceView<'_> {
         // The service's own SQL: the engine checks it now, under the
         // service's grant, and again when the save runs it.
         if let Operation::Execute { sql, .. } = &op {
-            let caller = Caller::service(service.grants().on(channel), self.deadline.at);
+            let caller =
+                Caller::service(service.grants().on(channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
             if let Err(e) = target.check(sql, &caller) {
                 return self.channel_failed(channel, e, "a command");
             }

@@ -143,6 +143,9 @@ pub enum Cause {
     Denied(String),
     /// The guest called `exit`.
     Exit,
+    /// Whoever waited for the scope went away (an HTTP client hung up), so
+    /// it was cancelled.
+    Cancelled,
     /// Anything else: a call cycle, an instantiation that failed.
     Other,
 }
@@ -223,6 +226,13 @@ impl Scope {
     /// This scope's id.
     pub fn id(&self) -> ScopeId {
         self.store.data().id
+    }
+
+    /// The scope's cancel flag, to set from another thread when whoever
+    /// waits for the scope goes away: its guests, statements and waits stop
+    /// at once, and nothing it queued is applied.
+    pub fn canceller(&self) -> crate::budget::Canceller {
+        self.store.data().cancel.clone()
     }
 
     /// The registry this scope runs against.
@@ -314,7 +324,9 @@ impl Scope {
     /// plus the last lines the guest wrote to stderr (a Rust panic message)
     /// and the denial that likely led to it.
     fn diagnose(&self, e: &wasmtime::Error) -> (Cause, String) {
-        let (mut cause, mut reason) = if let Some(breach) = e.downcast_ref::<Breach>() {
+        let (mut cause, mut reason) = if let Some(cancelled) = e.downcast_ref::<crate::budget::Cancelled>() {
+            (Cause::Cancelled, cancelled.to_string())
+        } else if let Some(breach) = e.downcast_ref::<Breach>() {
             (Cause::Limit { service: breach.service.clone(), limit: breach.limit.to_string() }, breach.to_string())
         } else if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             let text =

@@ -91,6 +91,7 @@ impl Scope {
         let registry = Arc::clone(self.registry());
         let channels = Arc::clone(&self.store.data().channels);
         let scope_deadline = self.store.data().scope_deadline;
+        let cancel = self.store.data().cancel.clone();
         let started = Instant::now();
         let mut open: BTreeMap<String, Box<dyn Transaction>> = BTreeMap::new();
         let mut applied: Vec<Applied> = Vec::new();
@@ -142,7 +143,8 @@ impl Scope {
                 let caller = Caller::service(
                     service.and_then(|s| s.grants().on(&command.channel)),
                     service.map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
-                );
+                )
+                .cancelled_by(&cancel);
                 // Returning early drops `open`, which rolls every channel back.
                 let outcome = match tx.apply(&command.op, &caller) {
                     Ok(outcome) => outcome,
@@ -152,6 +154,14 @@ impl Scope {
                             None => format!("{denial:?}"),
                         };
                         return Err(fail(why));
+                    }
+                    Err(ChannelError::Timeout) if cancel.is_cancelled() => {
+                        return Err(ScopeError::Failed {
+                            service: command.service.clone(),
+                            function: "save".into(),
+                            reason: format!("the save was cancelled at {}: the client went away", command.describe()),
+                            cause: Cause::Cancelled,
+                        });
                     }
                     Err(ChannelError::Timeout) => return Err(overdue(&command, service.map(|s| s.limits.deadline))),
                     Err(e) => return Err(fail(e.to_string())),

@@ -84,13 +84,14 @@ async fn run(
     let started = Instant::now();
     let (name, fname) = (svc.name.clone(), func.name.clone());
     let channels = Arc::clone(&app.host.channels);
-    let scope_registry = Arc::clone(&registry);
+    let scope = Scope::new(Arc::clone(&registry), channels);
+    let guard = super::CancelOnDrop::new(scope.canceller());
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let scope = Scope::new(scope_registry, channels);
         call::run_in(scope, &name, &fname, &args, mode)
     })
     .await;
+    guard.disarm();
     let outcome = joined.unwrap_or_else(|e| {
         Err(ScopeError::Failed {
             service: service.to_string(),

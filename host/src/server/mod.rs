@@ -112,6 +112,31 @@ impl App {
     }
 }
 
+/// Cancels a scope if the request's future is dropped before its answer is
+/// ready: hyper drops it when the client hangs up, and the scope, running on
+/// a blocking thread, would otherwise go on to its deadline for nobody.
+pub(crate) struct CancelOnDrop(Option<crate::budget::Canceller>);
+
+impl CancelOnDrop {
+    pub(crate) fn new(canceller: crate::budget::Canceller) -> CancelOnDrop {
+        CancelOnDrop(Some(canceller))
+    }
+
+    /// The scope finished: dropping the guard no longer cancels it.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(canceller) = self.0.take() {
+            tracing::info!("the client went away; cancelling its scope");
+            canceller.cancel();
+        }
+    }
+}
+
 /// The header every answer of a scope carries: the scope's number.
 pub(crate) const SCOPE_HEADER: &str = "x-sluice-scope";
 

@@ -19,8 +19,7 @@ use tokio::sync::oneshot;
 
 use super::metrics::Outcome;
 use super::{App, Problem, SCOPE_HEADER};
-use crate::channels::Channels;
-use crate::registry::{Registry, Service};
+use crate::registry::Service;
 use crate::scope::{Answer, Ending, HttpAnswer, Mode, ResponseSender, Scope};
 
 /// How long the response body may take to finish after the handler has
@@ -88,14 +87,16 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     let (tx, rx) = oneshot::channel();
     let collector = tokio::spawn(collect(rx, service.limits.result_bytes));
     let runtime = tokio::runtime::Handle::current();
-    let channels = Arc::clone(&app.host.channels);
     let name = service.name.clone();
     let app2 = Arc::clone(&app);
+    let scope = Scope::new(registry, Arc::clone(&app.host.channels));
+    let guard = super::CancelOnDrop::new(scope.canceller());
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        run(registry, channels, &service, request, (tx, collector, runtime), &app2)
+        run(scope, &service, request, (tx, collector, runtime), &app2)
     })
     .await;
+    guard.disarm();
     let (response, outcome) = joined.unwrap_or_else(|e| {
         let problem =
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", format!("{name}: the host thread failed: {e}"));
@@ -110,15 +111,13 @@ type Collector = tokio::task::JoinHandle<Result<Reply, String>>;
 /// One scope for one request: handle, wait for the full answer, then save
 /// or discard.
 fn run(
-    registry: Arc<Registry>,
-    channels: Arc<Channels>,
+    mut scope: Scope,
     service: &Arc<Service>,
     request: hyper::Request<Full<Bytes>>,
     (tx, collector, runtime): (ResponseSender, Collector, tokio::runtime::Handle),
     app: &App,
 ) -> (Response, Outcome) {
     let name = &service.name;
-    let mut scope = Scope::new(registry, channels);
     let id = scope.id();
     if let Err(e) = scope.handle_http(service, request, tx) {
         collector.abort();

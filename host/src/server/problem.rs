@@ -86,6 +86,8 @@ impl From<ScopeError> for Problem {
                     Cause::Denied(denial) => {
                         Problem::new(StatusCode::FORBIDDEN, "denied", message).with("denials", json!([denial]))
                     }
+                    // Nobody reads this answer; the status is for the log and metrics.
+                    Cause::Cancelled => Problem::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled", message),
                     Cause::Trap | Cause::Exit | Cause::Other => {
                         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", message)
                     }

@@ -26,6 +26,7 @@ use rusqlite::Connection;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 
 use super::implied::Keys;
+use crate::budget::Canceller;
 use crate::channels::Denial;
 use crate::grants::Access;
 use crate::manifest::ChannelGrant;
@@ -185,6 +186,8 @@ struct State {
     reported: bool,
     /// When a running statement is interrupted.
     deadline: Option<Instant>,
+    /// The scope's cancel flag, which interrupts it too.
+    cancel: Option<Canceller>,
 }
 
 /// The authorizer and progress handler of one connection, and what they
@@ -203,12 +206,17 @@ impl Gate {
         gate
     }
 
-    /// Applies `rules` (or none, for the host's own statements) and
-    /// `deadline` to what runs on the connection until the returned guard is
-    /// dropped.
-    pub(crate) fn enter(&self, rules: Option<&Rules>, deadline: Option<Instant>) -> Entered<'_> {
+    /// Applies `rules` (or none, for the host's own statements), `deadline`
+    /// and `cancel` to what runs on the connection until the returned guard
+    /// is dropped.
+    pub(crate) fn enter(
+        &self,
+        rules: Option<&Rules>,
+        deadline: Option<Instant>,
+        cancel: Option<Canceller>,
+    ) -> Entered<'_> {
         let mut state = self.lock();
-        *state = State { rules: rules.cloned(), deadline, ..State::default() };
+        *state = State { rules: rules.cloned(), deadline, cancel, ..State::default() };
         Entered(self)
     }
 
@@ -217,7 +225,9 @@ impl Gate {
     }
 
     fn overdue(&self) -> bool {
-        self.lock().deadline.is_some_and(|d| Instant::now() >= d)
+        let state = self.lock();
+        state.cancel.as_ref().is_some_and(Canceller::is_cancelled)
+            || state.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
@@ -454,7 +464,7 @@ pub(super) mod tests {
 
     /// Prepares `sql` under `rules` and judges it.
     pub(crate) fn check(conn: &Connection, gate: &Gate, rules: &Rules, sql: &str) -> Result<(), Denial> {
-        let entered = gate.enter(Some(rules), None);
+        let entered = gate.enter(Some(rules), None, None);
         match conn.prepare(sql) {
             Ok(_) => entered.judge(),
             Err(e) => Err(entered.denial().unwrap_or_else(|| Denial::Never(e.to_string()))),
@@ -525,7 +535,7 @@ pub(super) mod tests {
     #[test]
     fn a_statement_past_its_deadline_is_interrupted() {
         let (conn, gate) = conn();
-        let _entered = gate.enter(None, Some(Instant::now()));
+        let _entered = gate.enter(None, Some(Instant::now()), None);
         let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
         let err = conn.query_row(endless, [], |r| r.get::<_, i64>(0)).expect_err("interrupted");
         assert_eq!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::OperationInterrupted), "{err}");

@@ -236,7 +236,7 @@ fn authorized<'c>(
         )));
     }
     let rules = Rules { grant: caller.grant.clone(), writes, keys };
-    let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline));
+    let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline), caller.cancel.clone());
     let stmt = match pooled.conn.prepare(sql) {
         Ok(stmt) => stmt,
         Err(rusqlite::Error::MultipleStatement) => {
@@ -328,7 +328,7 @@ impl Transaction for SqliteTransaction {
             // Built by the host from a command whose table and operation
             // were checked when it was queued; only the deadline applies.
             let (sql, params) = statement(op);
-            let entered = pooled.gate.enter(None, Some(caller.deadline));
+            let entered = pooled.gate.enter(None, Some(caller.deadline), caller.cancel.clone());
             let mut stmt = conn.prepare_cached(&sql).map_err(invalid)?;
             check_param_count(stmt.parameter_count(), params.len())?;
             stmt.execute(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?
