@@ -78,9 +78,10 @@ enum Command {
         /// How many scopes may run at once; later requests wait their turn.
         #[arg(long, default_value_t = 64)]
         max_concurrent: usize,
-        /// How long a request body may stall before the request gets 408.
+        /// How long a request's head may take to arrive (then the connection
+        /// is closed) and its body may stall (then 408).
         #[arg(long, default_value_t = 10_000)]
-        body_timeout_ms: u64,
+        read_timeout_ms: u64,
         /// After SIGTERM or Ctrl-C, how long to wait for the requests in
         /// flight before exiting anyway.
         #[arg(long, default_value_t = 30)]
@@ -152,9 +153,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
-        Command::Serve { listen, max_body_bytes, max_concurrent, body_timeout_ms, drain_seconds, no_watch } => {
-            let body_timeout = Duration::from_millis(body_timeout_ms);
-            let options = ServeOptions { max_body_bytes, max_concurrent, body_timeout };
+        Command::Serve { listen, max_body_bytes, max_concurrent, read_timeout_ms, drain_seconds, no_watch } => {
+            let read_timeout = Duration::from_millis(read_timeout_ms);
+            let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout };
             serve(host, listen, options, !no_watch, Duration::from_secs(drain_seconds))
         }
     }
@@ -313,7 +314,8 @@ fn serve(
             shutdown_signal().await;
             signalled.notify_one();
         };
-        let serving = server::serve(listener, server::router(Arc::clone(&host), options), signal);
+        let read_timeout = options.read_timeout;
+        let serving = server::serve(listener, server::router(Arc::clone(&host), options), read_timeout, signal);
         let cut_off = async {
             stopping.notified().await;
             tokio::time::sleep(drain).await;

@@ -362,15 +362,15 @@ fn stall(served: &crate::served::Served, path: &str) -> std::net::TcpStream {
     stream
 }
 
-/// A client that stalls halfway through its body gets 408 once the body
-/// timeout passes; and on SIGTERM the drain ends at its deadline, whatever
-/// the client does.
+/// A client that stalls halfway through its body gets 408 once the read
+/// timeout passes, one that stalls in its head is disconnected; and on
+/// SIGTERM the drain ends at its deadline, whatever the clients do.
 #[test]
 fn stalled_clients_time_out_and_do_not_hold_the_shutdown() {
     use std::io::Read as _;
     let f = Fixture::new(&["products"]);
     f.migrate();
-    let served = f.serve(&["--body-timeout-ms", "300"]);
+    let served = f.serve(&["--read-timeout-ms", "300"]);
     let mut stream = stall(&served, "/services/products/add");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let started = Instant::now();
@@ -381,9 +381,18 @@ fn stalled_clients_time_out_and_do_not_hold_the_shutdown() {
     assert!(answer.contains("the request body stopped arriving"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert_eq!(f.count("products"), 0);
+    // Half a request head, then nothing: the server hangs up.
+    let mut head = std::net::TcpStream::connect(served.base.trim_start_matches("http://")).expect("connect");
+    std::io::Write::write_all(&mut head, b"POST /services/products/add HTTP/1.1\r\nhost: x\r\n").expect("send");
+    head.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let started = Instant::now();
+    let mut reply = vec![0; 1024];
+    let closed = head.read(&mut reply);
+    assert!(matches!(closed, Ok(0) | Err(_)) || reply.starts_with(b"HTTP/1.1 408"), "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     drop(served);
 
-    let mut served = f.serve(&["--body-timeout-ms", "60000", "--drain-seconds", "1"]);
+    let mut served = f.serve(&["--read-timeout-ms", "60000", "--drain-seconds", "1"]);
     let _stalled = stall(&served, "/services/products/add");
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();

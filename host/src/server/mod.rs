@@ -37,19 +37,20 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// How many scopes may run at once; later requests wait for a turn.
     pub max_concurrent: usize,
-    /// How long a request body may take to arrive between two pieces of
-    /// it; a client that stalls longer gets 408.
-    pub body_timeout: Duration,
+    /// How long a request's head may take to arrive (the connection is
+    /// closed past it), and how long its body may stall between two pieces
+    /// (408).
+    pub read_timeout: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_body_bytes: 1 << 20, max_concurrent: 64, body_timeout: Duration::from_secs(10) }
+        ServeOptions { max_body_bytes: 1 << 20, max_concurrent: 64, read_timeout: Duration::from_secs(10) }
     }
 }
 
 /// Whether reading a request body failed because the client stalled past
-/// [`ServeOptions::body_timeout`].
+/// [`ServeOptions::read_timeout`].
 fn stalled(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(e) = cause {
@@ -156,18 +157,49 @@ pub fn router(host: Arc<Host>, options: ServeOptions) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(mount::handle)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(options.body_timeout))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(options.read_timeout))
         .with_state(app)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
 /// accepting and returns once every request in flight has been answered.
+/// A client must send its request head within `read_timeout` (the
+/// connection is closed otherwise) and keep its body arriving (408).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(read_timeout);
+    let shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = shutdown;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, say: wait a little, then go on.
+                Err(e) => {
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A failed connection (a stalled head, a reset) is the client's.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
