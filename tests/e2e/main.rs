@@ -2,7 +2,9 @@
 //! SQLite files in temp dirs, the library and the real `sluice` binary.
 
 mod cli;
+mod costs;
 mod discovery;
+mod edge;
 mod grants;
 mod hostile;
 mod polyglot;

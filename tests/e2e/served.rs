@@ -115,6 +115,52 @@ impl Served {
         self.child.id()
     }
 
+    /// The CPU time the server process has used, from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// The server process's peak resident memory, in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Opens a connection and writes `bytes` raw, leaving it open: for
+    /// clients that stall or hang up.
+    pub fn raw(&self, bytes: &[u8]) -> std::net::TcpStream {
+        use std::io::Write as _;
+        let mut stream = std::net::TcpStream::connect(self.address()).expect("connect");
+        stream.write_all(bytes).expect("send");
+        stream
+    }
+
+    /// `POST path` with a JSON `body`, written raw, or only its first
+    /// `sent` bytes (the head promises all of them).
+    pub fn raw_post(&self, path: &str, body: &str, sent: usize) -> std::net::TcpStream {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+            self.address(),
+            body.len(),
+            &body[..sent.min(body.len())]
+        );
+        self.raw(request.as_bytes())
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let sent = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
