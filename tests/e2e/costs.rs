@@ -221,3 +221,21 @@ fn a_client_that_hangs_up_cancels_its_scope() {
     assert!(started.elapsed() < Duration::from_secs(1), "the turn came back after {:?}", started.elapsed());
     assert!(served.log().contains("probe was cancelled: the client went away"), "{}", served.log());
 }
+
+/// SQLite builds no value longer than 64 MiB on a service's behalf: a
+/// `zeroblob` of 1 GB is refused at once, and the memory it asked for is
+/// never allocated.
+#[test]
+fn a_huge_value_is_refused_by_sqlite() {
+    let (f, host, before) = with_secrets("[channels.main]\nreads = [\"products\"]\n");
+    for sql in [
+        "SELECT length(zeroblob(1000000000))",
+        "SELECT length(randomblob(1000000000))",
+        "SELECT length(replace(hex(zeroblob(20000000)), '0', 'xx'))",
+    ] {
+        let error = attack(&host, "query", &[s(sql)]);
+        assert!(error.contains("hostile on main") && error.contains("too big"), "{sql}: {error}");
+    }
+    assert_eq!(f.dump(), before);
+    serves_at_once(&host, &f, "after-huge-value");
+}

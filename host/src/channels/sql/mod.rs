@@ -33,7 +33,7 @@ const POOL_SIZE: usize = 8;
 /// The table that records which migrations a database has had.
 const MIGRATIONS_TABLE: &str = "sluice_migrations";
 /// The longest string or blob SQLite builds on any connection: a bound on
-/// what one `zeroblob`, `printf` or `replace` can allocate. No larger value
+/// what one `zeroblob`, `randomblob` or `replace` can allocate. No larger value
 /// could be read back within the host's cap on result bytes.
 const MAX_VALUE_BYTES: i32 = 64 << 20;
 
@@ -228,7 +228,9 @@ fn authorized<'c>(
     caller: &Caller,
     writes: bool,
 ) -> Result<(rusqlite::Statement<'c>, guard::Entered<'c>), ChannelError> {
-    let keys = if caller.host { Arc::default() } else { pooled.keys()? };
+    // Foreign keys are checked only when a statement writes; a read needs
+    // no schema lookup (which costs a read of the database header).
+    let keys = if caller.host || !writes { Arc::default() } else { pooled.keys()? };
     if !caller.host && sql.len() > MAX_SQL_BYTES {
         return Err(ChannelError::Invalid(format!(
             "the statement is {} bytes of SQL; at most {MAX_SQL_BYTES} are accepted (bind values as parameters)",
@@ -522,6 +524,20 @@ mod tests {
             Outcome::Inserted(1)
         );
         drop(tx);
+        assert!(channel.query("SELECT a FROM t", &[], &host(), usize::MAX)?.values.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_connection_left_in_a_transaction_is_rolled_back_before_reuse() -> Result<(), ChannelError> {
+        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        let pooled = channel.take()?;
+        pooled.conn.execute_batch("CREATE TABLE t (a); BEGIN; INSERT INTO t VALUES (1);").map_err(unavailable)?;
+        give_back(&channel.pool, pooled);
+        let again = channel.take()?;
+        assert!(again.conn.is_autocommit(), "a pooled connection is still inside a transaction");
+        give_back(&channel.pool, again);
         assert!(channel.query("SELECT a FROM t", &[], &host(), usize::MAX)?.values.is_empty());
         Ok(())
     }
