@@ -393,6 +393,13 @@ fn judge<'a>(actions: impl Iterator<Item = &'a Seen>, all: &BTreeSet<Seen>, rule
     }
     let schema_change = all.iter().any(|s| matches!(s, Seen::Schema(_)));
     let actions: Vec<&Seen> = actions.collect();
+    // A write in a read is named as such, before what it would read.
+    if !rules.writes
+        && let Some(Seen::Table { access, table, .. }) =
+            actions.iter().find(|s| matches!(s, Seen::Table { access, .. } if *access != Access::Read))
+    {
+        return Err(Denial::WriteInRead { access: *access, table: table.clone() });
+    }
     // A schema change is named as such, before the schema tables it writes.
     if let Some(Seen::Schema(what)) = actions.iter().find(|s| matches!(s, Seen::Schema(_)))
         && !raw
