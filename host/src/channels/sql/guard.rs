@@ -334,11 +334,11 @@ fn observe(ctx: &AuthContext<'_>, rules: &Rules) -> Result<Option<Seen>, Denial>
                 Err(Denial::Never(format!("call the SQL function {name}()")))
             }
         }
-        AuthAction::Transaction { operation } => {
-            Err(Denial::Never(format!("control the transaction ({operation:?}); the host runs each save in one")))
+        AuthAction::Transaction { .. } => {
+            Err(Denial::Never("control the transaction (the host runs each save in one)".into()))
         }
-        AuthAction::Savepoint { operation, savepoint_name } => Err(Denial::Never(format!(
-            "control the transaction (savepoint {savepoint_name}, {operation:?}); the host runs each save in one"
+        AuthAction::Savepoint { savepoint_name, .. } => Err(Denial::Never(format!(
+            "control the transaction (savepoint {savepoint_name}; the host runs each save in one)"
         ))),
         AuthAction::Attach { filename } => Err(Denial::Never(format!("attach the database {filename:?}"))),
         AuthAction::Detach { database_name } => Err(Denial::Never(format!("detach the database {database_name}"))),
