@@ -35,7 +35,7 @@ pub fn document(registry: &Registry) -> Json {
         "info": {
             "title": "Sluice services",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Every function exported by a loaded service. Each call runs in its own scope: \
+            "description": "Every function a loaded service exposes ([http] expose in its manifest). Each call runs in its own scope: \
                 the call, then save (all queued commands or none).",
         },
         "paths": paths,
