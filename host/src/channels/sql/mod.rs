@@ -228,15 +228,15 @@ fn authorized<'c>(
     caller: &Caller,
     writes: bool,
 ) -> Result<(rusqlite::Statement<'c>, guard::Entered<'c>), ChannelError> {
-    // Foreign keys are checked only when a statement writes; a read needs
-    // no schema lookup (which costs a read of the database header).
-    let keys = if caller.host || !writes { Arc::default() } else { pooled.keys()? };
     if !caller.host && sql.len() > MAX_SQL_BYTES {
         return Err(ChannelError::Invalid(format!(
             "the statement is {} bytes of SQL; at most {MAX_SQL_BYTES} are accepted (bind values as parameters)",
             sql.len()
         )));
     }
+    // Foreign keys are checked only when a statement writes; a read needs
+    // no schema lookup (which costs a read of the database header).
+    let keys = if caller.host || !writes { Arc::default() } else { pooled.keys()? };
     let rules = Rules { grant: caller.grant.clone(), writes, keys };
     let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline), caller.cancel.clone());
     let stmt = match pooled.conn.prepare(sql) {
