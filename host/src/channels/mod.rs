@@ -30,7 +30,7 @@ pub enum ChannelError {
     #[error("{0}")]
     Unavailable(String),
     /// The engine refused the statement under the caller's grant.
-    #[error("refused: {0:?}")]
+    #[error("refused: {0}")]
     Denied(Denial),
     /// The statement was still running at the caller's deadline and was
     /// interrupted.
@@ -66,6 +66,19 @@ pub enum Denial {
     /// Something no grant allows (transaction control, `ATTACH`, a pragma,
     /// a function outside the allow-list), described.
     Never(String),
+}
+
+impl std::fmt::Display for Denial {
+    /// What was refused, without the service and manifest line, which only
+    /// the grants know ([`crate::grants::Grants::refusal`] says it in full).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::Table { access, table } => write!(f, "{} table {table} is not granted", access.key()),
+            Denial::WriteInRead { table, .. } => write!(f, "a read must not write (table {table})"),
+            Denial::Schema(what) => write!(f, "{what} needs raw-sql = true"),
+            Denial::Never(what) => write!(f, "no grant allows it to {what}"),
+        }
+    }
 }
 
 /// Who a statement runs for: a service, whose grant on the channel the

@@ -486,6 +486,14 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    /// A channel on a new database file in a temp dir (kept alive by the
+    /// returned guard).
+    fn open() -> Result<(tempfile::TempDir, SqliteChannel), ChannelError> {
+        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        Ok((dir, channel))
+    }
+
     fn host() -> Caller {
         Caller::host(Instant::now() + Duration::from_secs(60))
     }
@@ -511,9 +519,7 @@ mod tests {
 
     #[test]
     fn transaction_rolls_back_when_dropped() -> Result<(), ChannelError> {
-        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let channel = SqliteChannel::open(&url)?;
+        let (_dir, channel) = open()?;
         let exec = |sql: &str| Operation::Execute { sql: sql.into(), params: vec![] };
         let mut tx = channel.begin()?;
         tx.apply(&exec("CREATE TABLE t (a INTEGER)"), &host())?;
@@ -530,8 +536,7 @@ mod tests {
 
     #[test]
     fn a_connection_left_in_a_transaction_is_rolled_back_before_reuse() -> Result<(), ChannelError> {
-        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        let (_dir, channel) = open()?;
         let pooled = channel.take()?;
         pooled.conn.execute_batch("CREATE TABLE t (a); BEGIN; INSERT INTO t VALUES (1);").map_err(unavailable)?;
         give_back(&channel.pool, pooled);
@@ -544,8 +549,7 @@ mod tests {
 
     #[test]
     fn reads_refuse_writes_and_wrong_parameter_counts() -> Result<(), ChannelError> {
-        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
-        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        let (_dir, channel) = open()?;
         assert!(matches!(channel.query("CREATE TABLE x (a)", &[], &host(), usize::MAX), Err(ChannelError::Invalid(_))));
         assert!(matches!(channel.query("SELECT ?1", &[], &host(), usize::MAX), Err(ChannelError::Invalid(_))));
         let rows = channel.query("SELECT ?1 AS a", &[Value::Integer(3)], &host(), usize::MAX)?;
