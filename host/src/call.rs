@@ -56,15 +56,14 @@ pub fn run(host: &Host, service: &str, function: &str, args: &[Val], mode: Mode)
 
 /// [`run`] in a scope the caller started, for a caller that converted the
 /// arguments with the types of that scope's registry.
-pub fn run_in(
-    mut scope: Scope,
-    service: &str,
-    function: &str,
-    args: &[Val],
-    mode: Mode,
-) -> Result<CallReport, ScopeError> {
-    let id = scope.id();
-    let results = scope.call(service, function, args)?;
-    let ending = scope.finish(Answer::Results { service, function, results: &results }, mode)?;
-    Ok(CallReport { scope: id, results, ending })
+///
+/// A save that is a conflict runs the call again in a fresh scope, as many
+/// times as the host allows ([`Scope::run`]).
+pub fn run_in(scope: Scope, service: &str, function: &str, args: &[Val], mode: Mode) -> Result<CallReport, ScopeError> {
+    scope.run(|scope| {
+        let id = scope.id();
+        let results = scope.call(service, function, args)?;
+        let ending = scope.finish(Answer::Results { service, function, results: &results }, mode)?;
+        Ok(CallReport { scope: id, results, ending })
+    })
 }

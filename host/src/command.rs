@@ -25,6 +25,10 @@ pub struct Command {
     pub channel: String,
     /// What it does.
     pub op: Operation,
+    /// How many rows it must change when applied (`to.expect`); any other
+    /// count makes the save a conflict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<u64>,
 }
 
 /// What a command does to its channel.
@@ -184,7 +188,8 @@ impl Command {
     /// `#ticket chain on channel: summary`, the form used in errors and
     /// logs: `#2 orders.place → inventory.reserve on main: execute …`.
     pub fn describe(&self) -> String {
-        format!("#{} {} on {}: {}", self.ticket, self.chain.join(" → "), self.channel, self.op.describe())
+        let expect = self.expect.map(|n| format!(" (expects {n} row(s))")).unwrap_or_default();
+        format!("#{} {} on {}: {}{expect}", self.ticket, self.chain.join(" → "), self.channel, self.op.describe())
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::limits::{LimitSettings, Limits};
+use crate::reads::Isolation;
 use crate::runtime::RuntimeOptions;
 
 /// The name of the channel every host has when no configuration names any.
@@ -25,8 +26,12 @@ pub const DEFAULT_CHANNEL: &str = "main";
 ///
 /// [caps]            # the most a manifest may ask for
 /// memory-mb = 128
+///
+/// [scopes]
+/// isolation = "serializable"   # or "read-committed": reads are not checked at save
+/// retries = 3                  # runs again of a scope whose save was a conflict
 /// ```
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Channels by name.
@@ -38,7 +43,25 @@ pub struct Config {
     /// The most a manifest may set each limit to.
     #[serde(default)]
     pub caps: LimitSettings,
+    /// How saves treat what their scopes read.
+    #[serde(default)]
+    pub scopes: ScopeSettings,
 }
+
+/// `[scopes]`: how saves check what their scopes read, and how often a
+/// conflicted scope runs again. Unset keys keep the host's options.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScopeSettings {
+    /// `serializable` (the default) or `read-committed`.
+    pub isolation: Option<Isolation>,
+    /// Runs again of a scope whose save was a conflict (3 by default, at most
+    /// 100).
+    pub retries: Option<usize>,
+}
+
+/// The most `[scopes] retries` may be: each run costs a whole scope.
+pub const MAX_RETRIES: usize = 100;
 
 /// How to reach one channel; `kind` selects the variant.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -60,6 +83,7 @@ impl Config {
             channels: BTreeMap::from([(DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url })]),
             limits: LimitSettings::default(),
             caps: LimitSettings::default(),
+            scopes: ScopeSettings::default(),
         }
     }
 
@@ -91,13 +115,27 @@ impl Config {
 }
 
 impl Config {
-    /// `options` with this file's `[caps]` and `[limits]` applied: caps
-    /// first, then defaults, which must fit under them.
+    /// `options` with this file's `[caps]` and `[limits]` applied (caps
+    /// first, then defaults, which must fit under them), and its `[scopes]`.
     pub fn apply_limits(&self, options: &mut RuntimeOptions) -> anyhow::Result<()> {
         let caps = self.caps.apply(options.caps, &Limits::UNBOUNDED).map_err(|e| anyhow::anyhow!("[caps]: {e}"))?;
         let ceiling = Limits { fuel: Some(caps.fuel.unwrap_or(u64::MAX)), ..caps };
         options.limits = self.limits.apply(options.limits, &ceiling).map_err(|e| anyhow::anyhow!("[limits]: {e}"))?;
         options.caps = caps;
+        self.apply_scopes(options)
+    }
+
+    /// `options` with this file's `[scopes]` applied.
+    pub fn apply_scopes(&self, options: &mut RuntimeOptions) -> anyhow::Result<()> {
+        if let Some(isolation) = self.scopes.isolation {
+            options.isolation = isolation;
+        }
+        if let Some(retries) = self.scopes.retries {
+            if retries > MAX_RETRIES {
+                anyhow::bail!("[scopes]: retries = {retries} is over the most allowed, {MAX_RETRIES}");
+            }
+            options.retries = retries;
+        }
         Ok(())
     }
 }

@@ -26,6 +26,9 @@ pub struct HostOptions {
     pub data_dir: PathBuf,
     /// Engine settings; the cache dir defaults to `data_dir/cache`.
     pub runtime: RuntimeOptions,
+    /// `[scopes]` settings given on the command line, which win over the
+    /// configuration file's.
+    pub scopes: crate::config::ScopeSettings,
 }
 
 impl HostOptions {
@@ -36,6 +39,7 @@ impl HostOptions {
             config: None,
             data_dir: PathBuf::from("data"),
             runtime: RuntimeOptions::default(),
+            scopes: crate::config::ScopeSettings::default(),
         }
     }
 }
@@ -61,6 +65,9 @@ impl Host {
         let channels = Arc::new(Channels::open(&config)?);
         let mut runtime_options = options.runtime.clone();
         config.apply_limits(&mut runtime_options)?;
+        Config { scopes: options.scopes.clone(), ..Config::default() }
+            .apply_scopes(&mut runtime_options)
+            .context("command line")?;
         if runtime_options.cache_dir.is_none() {
             runtime_options.cache_dir = Some(options.data_dir.join("cache"));
         }

@@ -21,6 +21,8 @@
 //! - [`state`]: what a scope's store holds and the views host functions get.
 //! - [`interfaces`]: the host side of `from`, `to` and `types`.
 //! - [`command`]: queued commands as data, checked when queued.
+//! - [`reads`]: the reads a scope keeps to check at save, and the isolation
+//!   setting.
 //! - [`channels`]: channel kinds behind one trait; `sql` on SQLite.
 //! - [`values`]: JSON to component values and back, by WIT type.
 //! - [`server`]: `sluice serve`, the HTTP host (axum), thin over [`call`].
@@ -41,6 +43,7 @@ pub mod invoke;
 pub mod limits;
 mod linking;
 pub mod manifest;
+pub mod reads;
 pub mod registry;
 pub mod runtime;
 pub mod scope;

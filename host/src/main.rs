@@ -37,6 +37,15 @@ struct Cli {
     /// its manifest sets `limits.fuel` (off by default; it costs speed).
     #[arg(long, global = true, env = "SLUICE_FUEL")]
     fuel: Option<u64>,
+    /// `serializable`: a save runs the scope's reads again and is a conflict
+    /// if any changed; `read-committed`: reads are not checked. Overrides
+    /// `[scopes] isolation` [default: serializable].
+    #[arg(long, global = true, env = "SLUICE_ISOLATION", value_parser = isolation)]
+    isolation: Option<sluice_host::reads::Isolation>,
+    /// Runs again of a scope whose save was a conflict. Overrides `[scopes]
+    /// retries` [default: 3].
+    #[arg(long, global = true, env = "SLUICE_RETRIES")]
+    retries: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,6 +140,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn isolation(text: &str) -> Result<sluice_host::reads::Isolation, String> {
+    match text {
+        "serializable" => Ok(sluice_host::reads::Isolation::Serializable),
+        "read-committed" => Ok(sluice_host::reads::Isolation::ReadCommitted),
+        other => Err(format!("{other:?} is not an isolation; use serializable or read-committed")),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut options = HostOptions::new(&cli.services);
     options.config = cli.config;
@@ -139,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(fuel) = cli.fuel {
         options.runtime.limits.fuel = Some(fuel);
     }
+    options.scopes = sluice_host::config::ScopeSettings { isolation: cli.isolation, retries: cli.retries };
     let host = Host::open(&options)?;
     for failure in host.registry().failures() {
         eprintln!("warning: skipped {}", failure.error);

@@ -119,6 +119,11 @@ pub struct ChannelGrant {
     /// allow-list.
     #[serde(default)]
     pub raw_sql: bool,
+    /// Tables whose reads are not checked at save: a scope that read only
+    /// these may save over changes made since (listing a catalogue, reading
+    /// a price). Reads of other tables are checked.
+    #[serde(default)]
+    pub relaxed_reads: Tables,
 }
 
 /// A set of table names, or every table (`"*"`). Names compare without
@@ -213,6 +218,7 @@ impl Manifest {
                 ("inserts", &grant.inserts),
                 ("updates", &grant.updates),
                 ("deletes", &grant.deletes),
+                ("leaves unchecked reads of", &grant.relaxed_reads),
             ] {
                 match tables {
                     Tables::None => {}

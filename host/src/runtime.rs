@@ -51,6 +51,13 @@ pub struct RuntimeOptions {
     pub scope_queued_bytes: usize,
     /// How many component instances may be alive at once across all scopes.
     pub max_instances: u32,
+    /// Whether saves check the scope's reads (`[scopes] isolation`).
+    pub isolation: crate::reads::Isolation,
+    /// How many times a scope whose save was a conflict runs again before
+    /// the conflict is the answer (`[scopes] retries`). The last retry holds
+    /// the channels it needs from its start, so it cannot conflict with
+    /// this host's other saves.
+    pub retries: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -62,6 +69,8 @@ impl Default for RuntimeOptions {
             scope_timeout: Duration::from_secs(60),
             scope_queued_bytes: 64 << 20,
             max_instances: 256,
+            isolation: crate::reads::Isolation::Serializable,
+            retries: 3,
         }
     }
 }

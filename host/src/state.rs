@@ -12,8 +12,11 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{Result as HttpResult, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use std::collections::BTreeMap;
+
 use crate::budget::Budget;
-use crate::channels::Channels;
+use crate::channels::{Channels, Transaction};
+use crate::reads::{Isolation, ReadSet};
 use crate::command::{Command, Operation};
 use crate::registry::{Registry, Service};
 
@@ -54,6 +57,22 @@ pub struct ScopeState {
     pub(crate) denials: Vec<String>,
     /// Set when whoever waits for the scope goes away.
     pub(crate) cancel: crate::budget::Canceller,
+    /// The reads the save will check (none once the save has begun: the
+    /// save holds its channels, so what it reads cannot change under it).
+    pub(crate) reads: ReadSet,
+    /// Whether reads are kept: the host's isolation is serializable and the
+    /// save has not begun.
+    pub(crate) keep_reads: bool,
+    /// Which run of the unit of work this is, from 1; a conflict runs it
+    /// again in a new scope.
+    pub(crate) attempt: usize,
+    /// Why each earlier attempt was a conflict.
+    pub(crate) conflicts: Vec<crate::scope::Conflicted>,
+    /// Transactions begun before the scope ran (its last attempt holds its
+    /// channels from the start); the save applies in them.
+    pub(crate) held: BTreeMap<String, Box<dyn Transaction>>,
+    /// The channels the save opened, for a retry that holds them.
+    pub(crate) touched: Vec<String>,
 }
 
 /// A scope's id, unique within the host process; it tags logs and commands.
@@ -103,6 +122,7 @@ impl ScopeState {
         // No preopened directories, no environment, no arguments, no
         // network: a guest gets clocks, random and captured stdio only.
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let registry_keeps_reads = registry.runtime().options().isolation == Isolation::Serializable;
         ScopeState {
             id: ScopeId::next(),
             registry,
@@ -124,7 +144,27 @@ impl ScopeState {
             stderr_seen: 0,
             denials: Vec::new(),
             cancel: crate::budget::Canceller::default(),
+            reads: ReadSet::default(),
+            keep_reads: registry_keeps_reads,
+            attempt: 1,
+            conflicts: Vec::new(),
+            held: BTreeMap::new(),
+            touched: Vec::new(),
         }
+    }
+
+    /// The state of the next attempt at the same unit of work: a new store's
+    /// worth of everything, but the same id, cancel flag and scope deadline,
+    /// and the conflicts so far.
+    pub(crate) fn next_attempt(&self, conflict: crate::scope::Conflicted) -> ScopeState {
+        let mut next = ScopeState::new(Arc::clone(&self.registry), Arc::clone(&self.channels));
+        next.id = self.id;
+        next.cancel = self.cancel.clone();
+        next.scope_deadline = self.scope_deadline;
+        next.attempt = self.attempt + 1;
+        next.conflicts = self.conflicts.clone();
+        next.conflicts.push(conflict);
+        next
     }
 
     /// Sends what the guests printed since the last look to the host log,
@@ -157,6 +197,7 @@ impl ScopeState {
             queue: &mut self.queue,
             service,
             denials: &mut self.denials,
+            reads: self.keep_reads.then_some(&mut self.reads),
         }
     }
 }
@@ -216,6 +257,8 @@ pub struct ServiceView<'a> {
     pub service: Option<&'a Arc<Service>>,
     /// The scope's grant refusals so far.
     pub denials: &'a mut Vec<String>,
+    /// Where reads are kept for the save to check; `None` when they are not.
+    pub(crate) reads: Option<&'a mut ReadSet>,
     /// The calling function's deadline: the channel interrupts a statement
     /// still running at it.
     pub(crate) deadline: crate::budget::Deadline,
@@ -275,8 +318,34 @@ impl Queue {
             chain: frames.iter().map(Frame::to_string).collect(),
             channel: channel.to_string(),
             op,
+            expect: None,
         });
         Ok(ticket)
+    }
+
+    /// Makes the queued command `ticket`, queued by `service`, expect to
+    /// change exactly `rows` rows when applied.
+    pub fn expect(&mut self, service: &str, ticket: u64, rows: u64) -> Result<(), String> {
+        if let Some(why) = self.closed {
+            return Err(why.to_string());
+        }
+        let Some(command) = self.commands.iter_mut().find(|c| c.ticket == ticket && c.service == service) else {
+            return Err(format!(
+                "no command with ticket {ticket} queued by {service} waits to be applied (it may be another \
+                 service's, or applied in an earlier save round)"
+            ));
+        };
+        if matches!(command.op, Operation::Insert { .. }) {
+            return Err(format!("ticket {ticket} is an insert, which always adds one row; expect counts updates, deletes and executes"));
+        }
+        command.expect = Some(rows);
+        Ok(())
+    }
+
+    /// Counts `bytes` a scope holds for its save other than commands (the
+    /// reads it will check) against the same cap.
+    pub(crate) fn charge(&mut self, bytes: usize) {
+        self.bytes += bytes;
     }
 
     /// How many commands `service` has queued in this scope, in all rounds.

@@ -11,6 +11,7 @@ mod polyglot;
 mod reload;
 mod sandbox;
 mod save;
+mod serializable;
 mod serve;
 mod served;
 mod support;

@@ -11,7 +11,7 @@ use exports::sluice::service::lifecycle;
 use exports::test::hostile::attacks::Guest;
 use sluice_guest::{
     from, row, to,
-    types::{Error, Outcome},
+    types::{Error, Outcome, Refusal},
 };
 
 thread_local! {
@@ -116,10 +116,11 @@ impl Guest for Component {
 impl lifecycle::Guest for Component {
     fn init() {}
 
-    fn on_save(_outcomes: Vec<(u64, Outcome)>) {
+    fn on_save(_outcomes: Vec<(u64, Outcome)>) -> Result<(), Refusal> {
         if TRAP_ON_SAVE.with(Cell::get) {
             panic!("hostile traps in on-save");
         }
+        Ok(())
     }
 
     fn on_finally() {}

@@ -18,14 +18,16 @@ impl Guest for Component {
         if on_hand < i64::from(quantity) {
             return Err(StockError::Insufficient(on_hand));
         }
-        // The guard keeps stock from going negative if another scope
-        // reserved the same units since the read above.
-        to::execute(
+        // The host checks at save that the read above still holds; the
+        // guard and the expectation that the update takes exactly the one
+        // row say the same in the command itself.
+        let taken = to::execute(
             CHANNEL,
             "UPDATE stock SET on_hand = on_hand - ?2 WHERE product_id = ?1 AND on_hand >= ?2",
             &[product_id.into(), i64::from(quantity).into()],
         )
         .map_err(StockError::Store)?;
+        to::expect(taken, 1).map_err(StockError::Store)?;
         Ok(())
     }
 

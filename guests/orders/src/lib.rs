@@ -13,7 +13,7 @@ use exports::acme::orders::api::{Guest, OrderError, Placed};
 use exports::sluice::service::lifecycle;
 use sluice_guest::{
     from, row, to,
-    types::{Outcome, Value},
+    types::{Outcome, Refusal, Value},
 };
 
 /// The channel the examples keep their tables in.
@@ -65,14 +65,16 @@ impl Guest for Component {
             return Err(OrderError::NotPlaced(status.to_string()));
         }
         let amount = found.get(0, "total_cents").cloned().unwrap_or(Value::Null);
-        // The status guard in the WHERE clause keeps a concurrent clearing from
-        // clearing the same order twice.
-        to::execute(
+        // The status guard in the WHERE clause, and the expectation that it
+        // takes exactly this one order, keep a concurrent clearing from
+        // clearing the same order twice: the second save is a conflict.
+        let cleared = to::execute(
             CHANNEL,
             "UPDATE orders SET status = 'cleared' WHERE id = ?1 AND status = 'placed'",
             &[order_id.into()],
         )
         .map_err(OrderError::Store)?;
+        to::expect(cleared, 1).map_err(OrderError::Store)?;
         to::insert(CHANNEL, "clearings", &row(&[("order_id", order_id.into()), ("amount_cents", amount)]))
             .map_err(OrderError::Store)?;
         queue_event(order_id, "cleared").map_err(OrderError::Store)?;
@@ -85,7 +87,7 @@ impl lifecycle::Guest for Component {
 
     /// The order's id exists only once its insert is applied: record the
     /// `placed` event now, in the next round of the same save.
-    fn on_save(outcomes: Vec<(u64, Outcome)>) {
+    fn on_save(outcomes: Vec<(u64, Outcome)>) -> Result<(), Refusal> {
         let placed = PLACED.with(|p| std::mem::take(&mut *p.borrow_mut()));
         for (ticket, outcome) in outcomes {
             if let (true, Outcome::Inserted(order_id)) = (placed.contains(&ticket), outcome) {
@@ -96,6 +98,7 @@ impl lifecycle::Guest for Component {
                 }
             }
         }
+        Ok(())
     }
 
     fn on_finally() {}

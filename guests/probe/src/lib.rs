@@ -10,7 +10,7 @@ use exports::sluice::service::lifecycle;
 use exports::test::probe::api::{Guest, Sample};
 use sluice_guest::{
     from, to,
-    types::{Error, Outcome, Row, Rows, Value},
+    types::{Error, Outcome, Refusal, Row, Rows, Value},
 };
 
 thread_local! {
@@ -67,6 +67,15 @@ impl Guest for Component {
     fn set_mode(mode: String) {
         MODE.with(|m| *m.borrow_mut() = mode);
     }
+
+    fn expect(ticket: u64, rows: u64) -> Result<(), Error> {
+        to::expect(ticket, rows)
+    }
+
+    fn refuse_save(name: String) -> Result<u64, Error> {
+        Self::set_mode("refuse-on-save".into());
+        to::insert("main", "products", &Row { columns: vec!["name".into(), "price_cents".into()], values: vec![name.into(), 1i64.into()] })
+    }
 }
 
 impl lifecycle::Guest for Component {
@@ -74,7 +83,7 @@ impl lifecycle::Guest for Component {
         println!("hook init");
     }
 
-    fn on_save(outcomes: Vec<(u64, Outcome)>) {
+    fn on_save(outcomes: Vec<(u64, Outcome)>) -> Result<(), Refusal> {
         let round = ROUNDS.fetch_add(1, Ordering::Relaxed) + 1;
         let seen: Vec<String> = outcomes.iter().map(|(t, o)| format!("{t}:{o:?}")).collect();
         println!("hook on-save {}", seen.join(" "));
@@ -101,8 +110,14 @@ impl lifecycle::Guest for Component {
             "ignore-denial-on-save" if round == 1 => {
                 let _ = insert("sneaked-in-on-save", 1);
             }
+            // A business rule broken by what the save did: the save is
+            // refused with a value, not a trap.
+            "refuse-on-save" => {
+                return Err(Refusal { code: "probe-refused".into(), message: format!("round {round} is refused") });
+            }
             _ => {}
         }
+        Ok(())
     }
 
     fn on_finally() {

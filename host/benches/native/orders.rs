@@ -132,7 +132,8 @@ impl<'a> Orders<'a> {
         let rows = self
             .channel
             .query(sql, &[Value::Integer(id)], &host_caller(), usize::MAX)
-            .map_err(|e| OrderError::Store(e.to_string()))?;
+            .map_err(|e| OrderError::Store(e.to_string()))?
+            .rows;
         let Some(index) = rows.columns.iter().position(|c| c == column) else { return Ok(None) };
         Ok(rows.values.first().and_then(|r| match r.get(index) {
             Some(Value::Integer(v)) => Some(*v),

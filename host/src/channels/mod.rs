@@ -113,6 +113,33 @@ impl Caller {
     }
 }
 
+/// What one read returned, and what the scope needs to check it again at
+/// save.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// The rows.
+    pub rows: Rows,
+    /// A digest of the rows as the channel produced them (column names,
+    /// then every value in order), keyed per process: equal rows give equal
+    /// digests; different rows, different ones but for a chance of 2^-64.
+    pub digest: u64,
+    /// The tables the statement read, lower-cased. A read of no table (`SELECT
+    /// 1`) cannot change.
+    pub tables: Vec<String>,
+    /// Whether the rows may differ from run to run with the same data (it
+    /// calls `random()`, or reads the clock with `'now'`): such a read cannot
+    /// be checked by running it again.
+    pub volatile: bool,
+}
+
+/// A hasher for [`Reading::digest`], with this process's random keys: a
+/// service cannot choose rows that collide.
+pub fn digester() -> impl std::hash::Hasher {
+    use std::hash::BuildHasher as _;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(std::collections::hash_map::RandomState::new).build_hasher()
+}
+
 /// A named connection that services read from and queue commands for.
 ///
 /// Implementations are shared by every scope of the host, so they are
@@ -120,7 +147,8 @@ impl Caller {
 pub trait Channel: Send + Sync {
     /// Runs one read at once, against committed data, under `caller`'s
     /// grant and deadline; the rows stop at `max_bytes`.
-    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Rows, ChannelError>;
+    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize)
+    -> Result<Reading, ChannelError>;
 
     /// Checks, without running it, that `sql` is one statement the engine
     /// accepts under `caller`'s grant as a command: `to.execute` is refused
@@ -144,6 +172,12 @@ pub trait Transaction: Send {
     /// Applies one command inside the transaction, under the grant and
     /// deadline of `caller` (the service that queued it).
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError>;
+
+    /// Runs a read again inside the transaction, before any command of the
+    /// save is applied, and returns the [`Reading::digest`] of its rows: the
+    /// save compares it with the digest the scope saw. Under `caller`'s
+    /// grant and deadline; the rows stop at `max_bytes`.
+    fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError>;
 
     /// Makes everything applied so far durable.
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;

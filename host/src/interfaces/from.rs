@@ -7,6 +7,7 @@ use crate::bindings::{Error, Rows, Value};
 use crate::channels::{Caller, ChannelError};
 use crate::grants::Refusal;
 use crate::limits::{Breach, size};
+use crate::reads::Read;
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
@@ -28,10 +29,53 @@ impl Host for ServiceView<'_> {
         }
         let caller =
             Caller::service(service.grants().on(&channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
-        match target.query(&sql, &params, &caller, service.limits.result_bytes) {
-            Ok(rows) => Ok(Ok(rows)),
-            Err(e) => self.channel_failed(&channel, e, "a read"),
+        let reading = match target.query(&sql, &params, &caller, service.limits.result_bytes) {
+            Ok(reading) => reading,
+            Err(e) => return self.channel_failed(&channel, e, "a read"),
+        };
+        let grant = service.grants().on(&channel);
+        let relaxed = |t: &String| grant.as_ref().is_some_and(|g| g.relaxed_reads.allows(t));
+        // A read of no table cannot change; one of relaxed tables only is
+        // not checked; any other is kept for the save to run again.
+        if self.reads.is_none() || reading.tables.iter().all(relaxed) {
+            return Ok(Ok(reading.rows));
         }
+        if reading.volatile {
+            let tables = reading.tables.iter().filter(|t| !relaxed(t)).cloned().collect::<Vec<_>>().join(", ");
+            return Ok(Err(Error::Invalid(format!(
+                "{} on {channel}: this read calls random() or reads the clock ('now'), so its rows cannot be \
+                 checked again when the scope is saved; compute that value in the service, or relax the read \
+                 in {}: [channels.{channel}] relaxed-reads = [\"{tables}\"]",
+                service.name,
+                crate::manifest::Manifest::path_for(&service.path).display(),
+            ))));
+        }
+        let read = Read {
+            channel,
+            service: service.name.clone(),
+            chain: self.frames.iter().map(ToString::to_string).collect(),
+            sql,
+            params,
+            digest: reading.digest,
+        };
+        let bytes = read.size();
+        let scope_cap = self.queue.cap_bytes();
+        if self.queue.bytes() + bytes > scope_cap {
+            let detail = format!(
+                "kept a read of {} to check at save when the scope already held {}, over the host's limit of {} \
+                 for one scope",
+                size(bytes),
+                size(self.queue.bytes()),
+                size(scope_cap)
+            );
+            return Err(wasmtime::Error::new(Breach::new(&service.name, "scope-queued-bytes", detail)));
+        }
+        if let Some(reads) = self.reads.as_deref_mut()
+            && reads.add(read)
+        {
+            self.queue.charge(bytes);
+        }
+        Ok(Ok(reading.rows))
     }
 }
 

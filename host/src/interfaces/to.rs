@@ -31,6 +31,11 @@ impl Host for ServiceView<'_> {
     fn execute(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
         self.enqueue(&channel, Operation::Execute { sql, params })
     }
+
+    fn expect(&mut self, ticket: u64, rows: u64) -> wasmtime::Result<Result<(), Error>> {
+        let name = self.service().to_string();
+        Ok(self.queue.expect(&name, ticket, rows).map_err(|why| Error::Invalid(format!("{name}: {why}"))))
+    }
 }
 
 impl ServiceView<'_> {

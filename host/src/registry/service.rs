@@ -23,6 +23,10 @@ pub struct Hooks {
     pub init: Option<ComponentExportIndex>,
     /// `on-save`, once per save round with outcomes.
     pub on_save: Option<ComponentExportIndex>,
+    /// Whether `on-save` returns `result<_, refusal>` (a component built
+    /// against the first `lifecycle`, whose `on-save` returns nothing, still
+    /// loads).
+    pub on_save_refuses: bool,
     /// `on-finally`, after commit.
     pub on_finally: Option<ComponentExportIndex>,
     /// `dispose`, when the scope ends.
@@ -275,7 +279,10 @@ fn exports(runtime: &Runtime, component: &Component) -> (Vec<Function>, Hooks) {
                     }
                     match name {
                         "init" => hooks.init = Some(index),
-                        "on-save" => hooks.on_save = Some(index),
+                        "on-save" => {
+                            hooks.on_save = Some(index);
+                            hooks.on_save_refuses = func.results().len() == 1;
+                        }
                         "on-finally" => hooks.on_finally = Some(index),
                         "dispose" => hooks.dispose = Some(index),
                         _ => {}

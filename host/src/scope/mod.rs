@@ -9,7 +9,9 @@
 
 mod finish;
 mod http;
+mod retry;
 mod save;
+mod validate;
 
 pub use finish::{Answer, Ending, Mode};
 pub use http::{HttpAnswer, ResponseSender};
@@ -98,6 +100,33 @@ pub enum ScopeError {
         /// What the channel said.
         reason: String,
     },
+    /// What the scope read changed before its save, or a command changed
+    /// another number of rows than it expected (`to.expect`): nothing was
+    /// applied. The scope ran as many times as the host allows
+    /// (`[scopes] retries`), each time from the start.
+    #[error("conflict after {attempts} attempt(s): {reason}; nothing was applied")]
+    Conflict {
+        /// The service whose read or command conflicted.
+        service: String,
+        /// The read that changed or the command that missed its count, with
+        /// the calls that made it.
+        reason: String,
+        /// How many times the scope ran.
+        attempts: usize,
+        /// The conflicts of the runs before the last.
+        earlier: Vec<Conflicted>,
+    },
+    /// A service's `on-save` refused the save with a business error: every
+    /// round was rolled back.
+    #[error("{service} refused the save: {code}: {message}; nothing was applied")]
+    Refused {
+        /// The service.
+        service: String,
+        /// Its `refusal.code`.
+        code: String,
+        /// Its `refusal.message`.
+        message: String,
+    },
     /// `on-save` hooks kept queueing past the round limit.
     #[error(
         "save did not settle: {services} still queueing in round {round}, past the limit of {limit} round(s) \
@@ -161,6 +190,15 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
+/// Why one run of a scope was a conflict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflicted {
+    /// The service whose read changed or whose command missed its count.
+    pub service: String,
+    /// What changed, naming the read or the command and the calls that made it.
+    pub reason: String,
+}
+
 /// The result of a save or a dry run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SaveReport {
@@ -175,6 +213,14 @@ pub struct SaveReport {
     /// Hooks that failed after the commit (`on-finally`); the data is
     /// committed regardless.
     pub after_commit: Vec<String>,
+    /// Which run of the unit of work was saved (1 unless earlier ones
+    /// conflicted).
+    pub attempt: usize,
+    /// Why each earlier run was a conflict, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflicted>,
+    /// How many reads were checked at save.
+    pub reads_checked: usize,
 }
 
 /// What the scope's guests printed, returned by [`Scope::end`].
@@ -209,9 +255,13 @@ impl Scope {
     /// Starts an empty scope over a registry snapshot. Cheap: nothing is
     /// instantiated until the first call to a service.
     pub fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> Scope {
-        let engine = registry.runtime().engine().clone();
-        let meters_fuel = registry.runtime().options().meters_fuel();
-        let mut store = Store::new(&engine, ScopeState::new(registry, channels));
+        Scope::from_state(ScopeState::new(registry, channels))
+    }
+
+    fn from_state(state: ScopeState) -> Scope {
+        let engine = state.registry.runtime().engine().clone();
+        let meters_fuel = state.registry.runtime().options().meters_fuel();
+        let mut store = Store::new(&engine, state);
         store.limiter(|state| state);
         // The callback runs on every epoch tick while a guest runs and
         // decides, by the clock, whether its deadline has passed.

@@ -44,7 +44,7 @@ impl Scope {
             self.stage = Stage::Unsaved("a guest was denied a grant".into());
             return Err(ScopeError::Denied { scope: self.id(), denials: self.denials().to_vec() });
         }
-        let Settled { open, applied, rounds } = match self.rounds() {
+        let Settled { open, applied, rounds, checked } = match self.rounds() {
             Ok(done) => done,
             Err(e) => {
                 // `rounds` already dropped its transactions, rolling back.
@@ -55,7 +55,17 @@ impl Scope {
             }
         };
         let scope = self.id();
-        let mut report = SaveReport { scope, dry_run: !commit, rounds, applied, after_commit: Vec::new() };
+        let state = self.store.data();
+        let mut report = SaveReport {
+            scope,
+            dry_run: !commit,
+            rounds,
+            applied,
+            after_commit: Vec::new(),
+            attempt: state.attempt,
+            conflicts: state.conflicts.clone(),
+            reads_checked: checked,
+        };
         if !commit {
             drop(open);
             self.stage = Stage::Settled("dry-run");
@@ -93,13 +103,18 @@ impl Scope {
         let scope_deadline = self.store.data().scope_deadline;
         let cancel = self.store.data().cancel.clone();
         let started = Instant::now();
-        let mut open: BTreeMap<String, Box<dyn Transaction>> = BTreeMap::new();
+        // A last attempt began its transactions before it ran.
+        let mut open: BTreeMap<String, Box<dyn Transaction>> = std::mem::take(&mut self.store.data_mut().held);
+        // Reads from here on (in `on-save`) see the data the save holds:
+        // nothing to check them against.
+        self.store.data_mut().keep_reads = false;
+        let checked = self.validate(&mut open, started)?;
         let mut applied: Vec<Applied> = Vec::new();
         let mut round = 0;
         loop {
             let batch = self.store.data_mut().queue.take();
             if batch.is_empty() {
-                return Ok(Settled { open, applied, rounds: round });
+                return Ok(Settled { open, applied, rounds: round, checked });
             }
             round += 1;
             // Each service may queue up to its own last round (limits.save-rounds).
@@ -163,9 +178,21 @@ impl Scope {
                             cause: Cause::Cancelled,
                         });
                     }
-                    Err(ChannelError::Timeout) => return Err(overdue(&command, service.map(|s| s.limits.deadline))),
+                    Err(ChannelError::Timeout) => {
+                        let what = format!("its command {}", command.describe());
+                        return Err(overdue(&command.service, &what, service.map(|s| s.limits.deadline)));
+                    }
                     Err(e) => return Err(fail(e.to_string())),
                 };
+                if let (Some(expected), Outcome::Affected(changed)) = (command.expect, outcome)
+                    && changed != expected
+                {
+                    let reason = format!(
+                        "{} changed {changed} row(s) where it expected {expected} (to.expect)",
+                        command.describe()
+                    );
+                    return Err(self.conflict(&open, &command.service, reason));
+                }
                 // Outcomes are only built for services that have an on-save hook.
                 if registry.service(&command.service).is_ok_and(|s| s.hooks.on_save.is_some()) {
                     outcome_for(&mut by_service, &command, outcome);
@@ -189,8 +216,22 @@ impl Scope {
             let Some(index) = service.hooks.on_save else { continue };
             let args = [Val::List(outcomes)];
             let target = Target { service, function: "on-save", index };
-            let called = invoke::call(&mut self.store.as_context_mut(), target, &args, &mut []);
+            let mut results = if service.hooks.on_save_refuses { vec![Val::Bool(false)] } else { Vec::new() };
+            let called = invoke::call(&mut self.store.as_context_mut(), target, &args, &mut results);
             called.map_err(|e| self.fail(&name, "on-save", &e))?;
+            if let Some(Val::Result(Err(refusal))) = results.first() {
+                let field = |key: &str| match refusal.as_deref() {
+                    Some(Val::Record(fields)) => fields
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, v)| if let Val::String(s) = v { Some(s.clone()) } else { None })
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let (code, message) = (field("code"), field("message"));
+                tracing::info!(scope = %self.id(), service = %name, "{name}.on-save refused the save: {code}: {message}");
+                return Err(ScopeError::Refused { service: name, code, message });
+            }
         }
         Ok(())
     }
@@ -225,28 +266,27 @@ struct Settled {
     open: BTreeMap<String, Box<dyn Transaction>>,
     applied: Vec<Applied>,
     rounds: usize,
+    /// How many reads were checked before round 1.
+    checked: usize,
 }
 
-/// A command still running at its deadline: a breach of the limit of the
-/// service that queued it (the scope's timeout when it has none).
-fn overdue(command: &Command, deadline: Option<std::time::Duration>) -> ScopeError {
+/// Work of the save done for `service` (its command, or checking its read:
+/// `what`) still running at its deadline: a breach of that service's limit
+/// (the scope's timeout when it has none).
+pub(super) fn overdue(service: &str, what: &str, deadline: Option<std::time::Duration>) -> ScopeError {
     let (limit, detail) = match deadline {
         Some(d) => (
             "deadline-ms",
-            format!(
-                "its command {} was still running {} ms into the save (limits.deadline-ms); nothing was applied",
-                command.describe(),
-                d.as_millis()
-            ),
+            format!("{what} was still running {} ms into the save (limits.deadline-ms); nothing was applied", d.as_millis()),
         ),
-        None => ("scope-timeout", format!("its command {} ran past the scope's timeout", command.describe())),
+        None => ("scope-timeout", format!("{what} ran past the scope's timeout")),
     };
-    let breach = Breach::new(&command.service, limit, detail);
+    let breach = Breach::new(service, limit, detail);
     ScopeError::Failed {
-        service: command.service.clone(),
+        service: service.to_string(),
         function: "save".into(),
         reason: breach.to_string(),
-        cause: Cause::Limit { service: command.service.clone(), limit: limit.into() },
+        cause: Cause::Limit { service: service.to_string(), limit: limit.into() },
     }
 }
 

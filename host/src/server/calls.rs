@@ -109,12 +109,12 @@ async fn run(
 fn answer(service: &str, function: &str, outcome: Result<CallReport, ScopeError>, app: &App) -> (Response, Outcome) {
     let report = match outcome {
         Ok(report) => report,
-        Err(e) => return app.failed(e),
+        Err(e) => return app.failed(service, e),
     };
     let body = report.to_json();
     let (mut response, outcome) = match &report.ending {
         Ending::Saved(saved) => {
-            app.metrics.applied(saved.applied.iter().map(|a| a.command.service.as_str()));
+            app.saved(service, saved);
             ((StatusCode::OK, Json(body)).into_response(), Outcome::Ok)
         }
         Ending::DryRun(_) => ((StatusCode::OK, Json(body)).into_response(), Outcome::Ok),

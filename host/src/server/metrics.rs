@@ -30,6 +30,8 @@ struct PerService {
     buckets: [u64; BUCKETS.len()],
     seconds: f64,
     applied: u64,
+    conflicts: u64,
+    retries: u64,
 }
 
 /// The server's counters. One short lock per recorded call.
@@ -69,6 +71,24 @@ impl Metrics {
         let mut map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
         for service in services {
             entry(&mut map, service).applied += 1;
+        }
+    }
+
+    /// Counts conflicts at save, by the service whose read changed or whose
+    /// command missed its count. A request's scope that ran again counts a
+    /// retry for each conflict but the one it answered with.
+    pub fn conflicts<'a>(&self, services: impl Iterator<Item = &'a str>) {
+        let mut map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        for service in services {
+            entry(&mut map, service).conflicts += 1;
+        }
+    }
+
+    /// Counts `n` runs again of a scope that `service` was called in.
+    pub fn retried(&self, service: &str, n: usize) {
+        if n > 0 {
+            let mut map = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+            entry(&mut map, service).retries += n as u64;
         }
     }
 
@@ -132,6 +152,19 @@ impl Metrics {
             "counter",
             "Commands applied at save, by the service that queued them.",
             &one(|m| m.applied),
+        );
+        family(
+            "sluice_conflicts_total",
+            "counter",
+            "Saves that were a conflict (a read changed, or a command missed its expected count), by the service \
+             whose read or command it was.",
+            &one(|m| m.conflicts),
+        );
+        family(
+            "sluice_retries_total",
+            "counter",
+            "Runs again of a scope whose save was a conflict, by the service the request called.",
+            &one(|m| m.retries),
         );
         drop(map);
         let registry = host.registry();

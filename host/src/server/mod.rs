@@ -86,13 +86,26 @@ impl App {
 
     /// The answer for a scope that failed; a breach is counted against the
     /// service that broke the limit.
-    fn failed(&self, e: ScopeError) -> (Response, Outcome) {
-        if let ScopeError::Failed { cause: Cause::Limit { service, limit }, .. } = &e {
-            self.metrics.breach(service, limit);
+    fn failed(&self, called: &str, e: ScopeError) -> (Response, Outcome) {
+        match &e {
+            ScopeError::Failed { cause: Cause::Limit { service, limit }, .. } => self.metrics.breach(service, limit),
+            ScopeError::Conflict { service, earlier, .. } => {
+                self.metrics.conflicts(earlier.iter().map(|c| c.service.as_str()).chain([service.as_str()]));
+                self.metrics.retried(called, earlier.len());
+            }
+            _ => {}
         }
         let problem = Problem::from(e);
         let kind = problem.kind;
         (problem.into_response(), Outcome::Error(kind))
+    }
+
+    /// Counts what a saved scope applied, and the conflicts of the runs
+    /// before it (retries of `called`, the service the request called).
+    fn saved(&self, called: &str, report: &crate::scope::SaveReport) {
+        self.metrics.applied(report.applied.iter().map(|a| a.command.service.as_str()));
+        self.metrics.conflicts(report.conflicts.iter().map(|c| c.service.as_str()));
+        self.metrics.retried(called, report.conflicts.len());
     }
 
     /// Counts and logs one answered request of `service`; `what` is the

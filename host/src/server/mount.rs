@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use super::metrics::Outcome;
 use super::{App, Problem, SCOPE_HEADER};
 use crate::registry::Service;
-use crate::scope::{Answer, Ending, HttpAnswer, Mode, ResponseSender, Scope};
+use crate::scope::{Answer, Ending, HttpAnswer, Mode, Scope};
 
 /// How long the response body may take to finish after the handler has
 /// returned.
@@ -77,15 +77,13 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
         parts.headers.insert("x-forwarded-prefix", value);
     }
     parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
-    let request = hyper::Request::from_parts(parts, Full::new(bytes));
+    let request = (parts, bytes);
 
     let permit = match app.turn().await {
         Ok(permit) => permit,
         Err(response) => return response,
     };
     let started = Instant::now();
-    let (tx, rx) = oneshot::channel();
-    let collector = tokio::spawn(collect(rx, service.limits.result_bytes));
     let runtime = tokio::runtime::Handle::current();
     let name = service.name.clone();
     let app2 = Arc::clone(&app);
@@ -93,7 +91,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     let guard = super::CancelOnDrop::new(scope.canceller());
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        run(scope, &service, request, (tx, collector, runtime), &app2)
+        run(scope, &service, &request, &runtime, &app2)
     })
     .await;
     guard.disarm();
@@ -106,50 +104,59 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     response
 }
 
-type Collector = tokio::task::JoinHandle<Result<Reply, String>>;
-
-/// One scope for one request: handle, wait for the full answer, then save
-/// or discard.
+/// One request, in a scope that runs again when its save is a conflict
+/// ([`Scope::run`]): each run gets the same request and a new response, and
+/// only the saved run's response is sent.
 fn run(
-    mut scope: Scope,
+    scope: Scope,
     service: &Arc<Service>,
-    request: hyper::Request<Full<Bytes>>,
-    (tx, collector, runtime): (ResponseSender, Collector, tokio::runtime::Handle),
+    (parts, bytes): &(hyper::http::request::Parts, Bytes),
+    runtime: &tokio::runtime::Handle,
     app: &App,
 ) -> (Response, Outcome) {
     let name = &service.name;
-    let id = scope.id();
-    if let Err(e) = scope.handle_http(service, request, tx) {
-        collector.abort();
-        return app.failed(e);
-    }
-    let collected = runtime.block_on(async { tokio::time::timeout(BODY_GRACE, collector).await });
-    let answer = match collected {
-        Ok(Ok(Ok(answer))) => answer,
-        Ok(Ok(Err(reason))) => return unanswered(format!("{name}: {reason}; nothing was applied")),
-        Ok(Err(e)) => return unanswered(format!("{name}: reading its response failed: {e}; nothing was applied")),
-        Err(_) => {
-            return unanswered(format!(
-                "{name}: its response body was not finished when its handler returned; nothing was applied"
-            ));
+    let ran = scope.run(|scope| {
+        let request = hyper::Request::from_parts(parts.clone(), Full::new(bytes.clone()));
+        let (tx, rx) = oneshot::channel();
+        let collector = runtime.spawn(collect(rx, service.limits.result_bytes));
+        if let Err(e) = scope.handle_http(service, request, tx) {
+            collector.abort();
+            return Err(e);
         }
+        let collected = runtime.block_on(async { tokio::time::timeout(BODY_GRACE, collector).await });
+        let answer = match collected {
+            Ok(Ok(Ok(answer))) => answer,
+            Ok(Ok(Err(reason))) => return Ok(Err(format!("{name}: {reason}; nothing was applied"))),
+            Ok(Err(e)) => return Ok(Err(format!("{name}: reading its response failed: {e}; nothing was applied"))),
+            Err(_) => {
+                return Ok(Err(format!(
+                    "{name}: its response body was not finished when its handler returned; nothing was applied"
+                )));
+            }
+        };
+        let status = answer.status.as_u16();
+        let ending = scope.finish(Answer::Http { service: name, status }, Mode::Save)?;
+        Ok(Ok((scope.id(), answer, ending)))
+    });
+    let (id, answer, ending) = match ran {
+        Ok(Ok(done)) => done,
+        Ok(Err(message)) => return unanswered(message),
+        Err(e) => return app.failed(name, e),
     };
-    let status = answer.status.as_u16();
-    match scope.finish(Answer::Http { service: name, status }, Mode::Save) {
-        Ok(Ending::Saved(report)) => {
-            app.metrics.applied(report.applied.iter().map(|a| a.command.service.as_str()));
+    match ending {
+        Ending::Saved(report) => {
+            app.saved(name, &report);
             (respond(answer, id.0, report.applied.len()), Outcome::Ok)
         }
         // The component's own error answer, with nothing applied.
-        Ok(Ending::Discarded { .. } | Ending::DryRun(_)) => (respond(answer, id.0, 0), Outcome::Error("service-error")),
+        Ending::Discarded { .. } | Ending::DryRun(_) => (respond(answer, id.0, 0), Outcome::Error("service-error")),
         // Whatever it answered, a scope that was denied a grant is not
         // saved, and the client is told so rather than shown a success.
-        Ok(Ending::Denied { denials, .. }) => {
+        Ending::Denied { denials, .. } => {
             let message = format!("{name} was denied a grant, so nothing was applied: {}", denials.join("; "));
             let problem = Problem::new(StatusCode::FORBIDDEN, "denied", message).with("denials", denials);
             (problem.into_response(), Outcome::Error("denied"))
         }
-        Err(e) => app.failed(e),
     }
 }
 

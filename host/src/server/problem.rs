@@ -21,7 +21,8 @@ pub struct Problem {
     /// The HTTP status.
     pub status: StatusCode,
     /// A stable name of the cause: `arguments`, `not-found`, `denied`,
-    /// `service-error`, `trap`, `limit`, `save`, `unavailable`, `too-large`.
+    /// `service-error`, `trap`, `limit`, `save`, `conflict`, `unavailable`,
+    /// `too-large`.
     pub kind: &'static str,
     /// What went wrong, naming the service and the cause.
     pub message: String,
@@ -101,6 +102,21 @@ impl From<ScopeError> for Problem {
                     .with("service", service)
                     .with("round", round)
                     .with("position", position)
+            }
+            ScopeError::Conflict { service, attempts, reason, .. } => {
+                // Another save changed what the scope read, on every run the
+                // host allowed: trying again later may succeed.
+                Problem::new(StatusCode::CONFLICT, "conflict", message)
+                    .with("service", service)
+                    .with("attempts", attempts)
+                    .with("conflict", reason)
+            }
+            ScopeError::Refused { service, code, message: said } => {
+                // The service's own business error, as a function's `err` is.
+                let message = format!("{service} refused the save: {code}: {said}; nothing was applied");
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "service-error", message)
+                    .with("service", service)
+                    .with("value", json!({ "code": code, "message": said }))
             }
             ScopeError::TooManyRounds { services, .. } => {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "save", message).with("services", services)

@@ -101,6 +101,7 @@ fn grant() -> impl Strategy<Value = ChannelGrant> {
         updates: set(u),
         deletes: set(d),
         raw_sql: false,
+        relaxed_reads: Tables::None,
     })
 }
 
@@ -229,7 +230,7 @@ proptest! {
         match &decided {
             Ok(rows) => {
                 prop_assert!(expect, "{sql}: allowed, but SQLite reports {touched:?}");
-                let texts = rows.values.iter().flatten().filter_map(|v| match v { Value::Text(t) => Some(t.as_str()), _ => None });
+                let texts = rows.rows.values.iter().flatten().filter_map(|v| match v { Value::Text(t) => Some(t.as_str()), _ => None });
                 prop_assert_eq!(leak(&grant, texts), None, "{}", sql);
             }
             Err(ChannelError::Denied(_)) => prop_assert!(!expect, "{sql}: denied, but SQLite reports {touched:?}"),

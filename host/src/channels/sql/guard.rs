@@ -150,6 +150,23 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "zeroblob",
 ];
 
+/// Allowed functions whose result differs from run to run.
+const RANDOM: &[&str] = &["random", "randomblob"];
+/// Allowed functions that read the clock when given `'now'` (or no time).
+const CLOCK: &[&str] =
+    &["date", "datetime", "julianday", "strftime", "time", "unixepoch", "timediff", "current_date", "current_time", "current_timestamp"];
+
+/// The functions a statement calls that may make its rows differ between
+/// two runs over the same data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Volatility {
+    /// It calls `random()` or `randomblob()`.
+    pub random: bool,
+    /// It calls a date or time function, which reads the clock when given
+    /// `'now'`.
+    pub clock: bool,
+}
+
 /// What a service's statement may do on this channel.
 #[derive(Clone)]
 pub struct Rules {
@@ -184,6 +201,12 @@ struct State {
     denial: Option<Denial>,
     /// Whether SQLite reported anything at all.
     reported: bool,
+    /// Functions that may make its rows differ between runs.
+    volatility: Volatility,
+    /// Tables SQLite reported reading with no column and no database (as
+    /// `SELECT count(*) FROM t` does): a real table, or a CTE or subquery of
+    /// that name, told apart by the schema before judging.
+    unresolved: BTreeSet<String>,
     /// When a running statement is interrupted.
     deadline: Option<Instant>,
     /// The scope's cancel flag, which interrupts it too.
@@ -234,6 +257,17 @@ impl Gate {
         let mut state = self.lock();
         let Some(rules) = state.rules.clone() else { return Authorization::Allow };
         state.reported = true;
+        if let AuthAction::Function { function_name } = ctx.action {
+            let name = function_name.to_lowercase();
+            state.volatility.random |= RANDOM.contains(&name.as_str());
+            state.volatility.clock |= CLOCK.contains(&name.as_str());
+        }
+        if let AuthAction::Read { table_name, column_name: "" } = ctx.action
+            && ctx.database_name.is_none()
+            && !state.judged
+        {
+            state.unresolved.insert(table_name.to_lowercase());
+        }
         let seen = match observe(&ctx, &rules) {
             Ok(None) => return Authorization::Allow,
             Ok(Some(seen)) => seen,
@@ -275,6 +309,25 @@ impl Entered<'_> {
         judge(state.seen.iter(), &state.seen, rules)
     }
 
+    /// Whether SQLite reported reads it did not name a database for, which
+    /// [`Entered::resolve`] must tell apart before judging.
+    pub(crate) fn unresolved(&self) -> bool {
+        !self.0.lock().unresolved.is_empty()
+    }
+
+    /// Records the unresolved reads whose names are tables or views of the
+    /// schema (`tables`, lower-cased) or the schema table itself as reads of
+    /// those tables. A CTE named like a table counts as the table: the
+    /// grant then needs the table, never less.
+    pub(crate) fn resolve(&self, tables: &BTreeSet<String>) {
+        let mut state = self.0.lock();
+        for table in std::mem::take(&mut state.unresolved) {
+            if tables.contains(&table) || is_schema_table(&table) {
+                state.seen.insert(Seen::Table { access: Access::Read, table, column: String::new(), trigger: false });
+            }
+        }
+    }
+
     /// The denial the authorizer made, if it made one (a failed prepare).
     pub(crate) fn denial(&self) -> Option<Denial> {
         self.0.lock().denial.clone()
@@ -292,6 +345,25 @@ impl Entered<'_> {
             })
             .collect();
         tables.into_iter().cloned().collect()
+    }
+
+    /// The tables the statement reads (in triggers too), lower-cased.
+    pub(crate) fn read(&self) -> Vec<String> {
+        let state = self.0.lock();
+        let tables: BTreeSet<&String> = state
+            .seen
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Table { access: Access::Read, table, .. } => Some(table),
+                _ => None,
+            })
+            .collect();
+        tables.into_iter().cloned().collect()
+    }
+
+    /// The functions it calls that may make its rows differ between runs.
+    pub(crate) fn volatility(&self) -> Volatility {
+        self.0.lock().volatility
     }
 
     /// Whether the statement ran into its deadline.

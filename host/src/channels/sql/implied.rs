@@ -17,12 +17,19 @@ use rusqlite::Connection;
 pub struct Keys {
     /// Written table → (table, column) pairs, all lower-cased.
     by_table: HashMap<String, BTreeSet<(String, String)>>,
+    /// Every table and view of the schema, lower-cased: what a read SQLite
+    /// names no database for may be.
+    pub(crate) tables: BTreeSet<String>,
 }
 
 impl Keys {
     /// Reads the foreign keys of every table from the schema.
     pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Keys> {
         let mut keys = Keys::default();
+        keys.tables = conn
+            .prepare("SELECT lower(name) FROM sqlite_schema WHERE type IN ('table', 'view')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         let mut stmt = conn.prepare(
             "SELECT lower(m.name), lower(f.\"from\"), lower(f.\"table\"), lower(f.\"to\")
              FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f WHERE m.type = 'table'",

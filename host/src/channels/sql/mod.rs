@@ -19,9 +19,11 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
-use super::{Caller, Channel, ChannelError, Denial, Transaction};
+use std::hash::{Hash as _, Hasher};
+
+use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
 use crate::bindings::{Row, Rows, Value};
-use crate::command::{Operation, Outcome, value_size};
+use crate::command::{Operation, Outcome};
 use crate::grants::Access;
 use guard::{Gate, Rules};
 use implied::Keys;
@@ -194,9 +196,9 @@ impl Channel for SqliteChannel {
         Ok(report)
     }
 
-    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Rows, ChannelError> {
+    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         let pooled = self.take()?;
-        let rows = read(&pooled, sql, params, caller, max_bytes);
+        let rows = read(&pooled, sql, params, caller, max_bytes, true);
         give_back(&self.pool, pooled);
         rows
     }
@@ -235,18 +237,47 @@ fn authorized<'c>(
         )));
     }
     // Foreign keys are checked only when a statement writes; a read needs
-    // no schema lookup (which costs a read of the database header).
-    let keys = if caller.host || !writes { Arc::default() } else { pooled.keys()? };
-    let rules = Rules { grant: caller.grant.clone(), writes, keys };
-    let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline), caller.cancel.clone());
-    let stmt = match pooled.conn.prepare(sql) {
-        Ok(stmt) => stmt,
-        Err(rusqlite::Error::MultipleStatement) => {
-            return Err(ChannelError::Invalid("the sql holds more than one statement; pass one per call".into()));
+    // no schema lookup (which costs a read of the database header) unless
+    // SQLite reports a read it names no database for.
+    let mut keys = if caller.host || !writes { None } else { Some(pooled.keys()?) };
+    loop {
+        let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_default() };
+        let entered =
+            pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline), caller.cancel.clone());
+        let stmt = match pooled.conn.prepare(sql) {
+            Ok(stmt) => stmt,
+            Err(rusqlite::Error::MultipleStatement) => {
+                return Err(ChannelError::Invalid("the sql holds more than one statement; pass one per call".into()));
+            }
+            Err(e) => return Err(entered.denial().map_or_else(|| invalid(e), ChannelError::Denied)),
+        };
+        // `SELECT count(*) FROM t` reads no column: SQLite names no
+        // database, and only the schema tells the table from a CTE. The
+        // schema is read with the gate open, then the statement prepared
+        // again.
+        if !caller.host && entered.unresolved() {
+            let Some(schema) = &keys else {
+                drop((stmt, entered));
+                keys = Some(pooled.keys()?);
+                continue;
+            };
+            entered.resolve(&schema.tables);
         }
-        Err(e) => return Err(entered.denial().map_or_else(|| invalid(e), ChannelError::Denied)),
-    };
-    entered.judge().map_err(ChannelError::Denied)?;
+        entered.judge().map_err(ChannelError::Denied)?;
+        return finish_write_check(pooled, sql, caller, writes, stmt, entered);
+    }
+}
+
+/// The rest of [`authorized`] once the statement is judged: an insert or
+/// update that would delete rows needs the delete grant.
+fn finish_write_check<'c>(
+    pooled: &'c Pooled,
+    sql: &str,
+    caller: &Caller,
+    writes: bool,
+    stmt: rusqlite::Statement<'c>,
+    entered: guard::Entered<'c>,
+) -> Result<(rusqlite::Statement<'c>, guard::Entered<'c>), ChannelError> {
     if writes && !caller.host && !stmt.readonly() {
         let written = entered.written();
         if !written.is_empty() && implied::deletes_rows(&pooled.conn, sql).map_err(invalid)? {
@@ -260,8 +291,17 @@ fn authorized<'c>(
 }
 
 /// A service's read: prepared under its grant, rows streamed until they
-/// pass `max_bytes`, interrupted at the caller's deadline.
-fn read(pooled: &Pooled, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Rows, ChannelError> {
+/// pass `max_bytes`, interrupted at the caller's deadline, and digested as
+/// they come. `keep` false digests without keeping the rows (a read run
+/// again at save).
+fn read(
+    pooled: &Pooled,
+    sql: &str,
+    params: &[Value],
+    caller: &Caller,
+    max_bytes: usize,
+    keep: bool,
+) -> Result<Reading, ChannelError> {
     let (mut stmt, entered) = authorized(pooled, sql, caller, false)?;
     if !stmt.readonly() {
         return Err(ChannelError::Invalid(
@@ -271,25 +311,80 @@ fn read(pooled: &Pooled, sql: &str, params: &[Value], caller: &Caller, max_bytes
     check_param_count(stmt.parameter_count(), params.len())?;
     let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
     let width = columns.len();
+    let mut digest = super::digester();
+    columns.hash(&mut digest);
     let mut bytes = columns.iter().map(String::len).sum::<usize>();
     let ran = |e| ran(e, &entered);
     let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(ran)?;
     let mut values = Vec::new();
     while let Some(row) = rows.next().map_err(ran)? {
-        let mut out = Vec::with_capacity(width);
+        let mut out = Vec::with_capacity(if keep { width } else { 0 });
         // Each row counts at least a word, so that rows of nothing add up.
         bytes += 8;
+        digest.write_u8(ROW);
         for i in 0..width {
-            let value = from_sql(row.get_ref(i).map_err(ran)?);
-            bytes += value_size(&value);
-            out.push(value);
+            let value = row.get_ref(i).map_err(ran)?;
+            bytes += digest_value(&mut digest, value);
+            if keep {
+                out.push(from_sql(value));
+            }
         }
         if bytes > max_bytes {
             return Err(ChannelError::TooLarge { bytes });
         }
-        values.push(out);
+        if keep {
+            values.push(out);
+        }
     }
-    Ok(Rows { columns, values })
+    drop(rows);
+    let volatility = entered.volatility();
+    let volatile = volatility.random || (volatility.clock && reads_the_clock(sql, params));
+    Ok(Reading { rows: Rows { columns, values }, digest: digest.finish(), tables: entered.read(), volatile })
+}
+
+/// Marks a new row in a digest.
+const ROW: u8 = 0xff;
+
+/// Adds one value to a digest, tagged with its type, and returns its size
+/// as [`value_size`] counts it.
+fn digest_value(digest: &mut impl Hasher, value: ValueRef<'_>) -> usize {
+    match value {
+        ValueRef::Null => {
+            digest.write_u8(0);
+            1
+        }
+        ValueRef::Integer(i) => {
+            digest.write_u8(1);
+            digest.write_i64(i);
+            8
+        }
+        ValueRef::Real(f) => {
+            digest.write_u8(2);
+            digest.write_u64(f.to_bits());
+            8
+        }
+        ValueRef::Text(t) => {
+            digest.write_u8(3);
+            digest.write_usize(t.len());
+            digest.write(t);
+            t.len()
+        }
+        ValueRef::Blob(b) => {
+            digest.write_u8(4);
+            digest.write_usize(b.len());
+            digest.write(b);
+            b.len()
+        }
+    }
+}
+
+/// Whether a statement that calls a date or time function asks for the
+/// current time: `'now'` in its text or parameters, or `CURRENT_TIME`,
+/// `CURRENT_DATE`, `CURRENT_TIMESTAMP`.
+fn reads_the_clock(sql: &str, params: &[Value]) -> bool {
+    let sql = sql.to_ascii_lowercase();
+    sql.contains("now") || sql.contains("current_")
+        || params.iter().any(|p| matches!(p, Value::Text(t) if t.trim().eq_ignore_ascii_case("now")))
 }
 
 /// A failure while a statement ran: its deadline, a denial made when SQLite
@@ -339,6 +434,12 @@ impl Transaction for SqliteTransaction {
             Operation::Insert { .. } => Outcome::Inserted(conn.last_insert_rowid()),
             _ => Outcome::Affected(affected as u64),
         })
+    }
+
+    fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError> {
+        let pooled =
+            self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        Ok(read(pooled, sql, params, caller, max_bytes, false)?.digest)
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
@@ -530,7 +631,7 @@ mod tests {
             Outcome::Inserted(1)
         );
         drop(tx);
-        assert!(channel.query("SELECT a FROM t", &[], &host(), usize::MAX)?.values.is_empty());
+        assert!(channel.query("SELECT a FROM t", &[], &host(), usize::MAX)?.rows.values.is_empty());
         Ok(())
     }
 
@@ -543,7 +644,7 @@ mod tests {
         let again = channel.take()?;
         assert!(again.conn.is_autocommit(), "a pooled connection is still inside a transaction");
         give_back(&channel.pool, again);
-        assert!(channel.query("SELECT a FROM t", &[], &host(), usize::MAX)?.values.is_empty());
+        assert!(channel.query("SELECT a FROM t", &[], &host(), usize::MAX)?.rows.values.is_empty());
         Ok(())
     }
 
@@ -552,9 +653,33 @@ mod tests {
         let (_dir, channel) = open()?;
         assert!(matches!(channel.query("CREATE TABLE x (a)", &[], &host(), usize::MAX), Err(ChannelError::Invalid(_))));
         assert!(matches!(channel.query("SELECT ?1", &[], &host(), usize::MAX), Err(ChannelError::Invalid(_))));
-        let rows = channel.query("SELECT ?1 AS a", &[Value::Integer(3)], &host(), usize::MAX)?;
+        let rows = channel.query("SELECT ?1 AS a", &[Value::Integer(3)], &host(), usize::MAX)?.rows;
         assert_eq!(rows.columns, vec!["a".to_string()]);
         assert_eq!(rows.values, vec![vec![Value::Integer(3)]]);
+        Ok(())
+    }
+
+    /// `SELECT count(*) FROM t` reads no column, and SQLite names no
+    /// database for it: the gate still needs the read grant on `t`, and the
+    /// read lists `t`, so that the save checks it.
+    #[test]
+    fn reads_of_no_column_need_the_grant_and_name_their_table() -> Result<(), ChannelError> {
+        let (_dir, channel) = open()?;
+        let mut tx = channel.begin()?;
+        for sql in ["CREATE TABLE t (a)", "CREATE TABLE secret (b)"] {
+            tx.apply(&Operation::Execute { sql: sql.into(), params: vec![] }, &host())?;
+        }
+        tx.commit()?;
+        let grant: crate::manifest::ChannelGrant =
+            toml::from_str("reads = [\"t\"]").map_err(|e| ChannelError::Invalid(e.to_string()))?;
+        let caller = Caller::service(Some(Arc::new(grant)), Instant::now() + Duration::from_secs(60));
+        for sql in ["SELECT count(*) FROM secret", "SELECT 1 FROM secret", "SELECT EXISTS (SELECT 1 FROM secret)"] {
+            let refused = channel.query(sql, &[], &caller, usize::MAX);
+            assert!(matches!(refused, Err(ChannelError::Denied(Denial::Table { .. }))), "{sql}: {refused:?}");
+        }
+        assert_eq!(channel.query("SELECT count(*) FROM t", &[], &caller, usize::MAX)?.tables, ["t"]);
+        let cte = channel.query("WITH n(i) AS (SELECT 1) SELECT count(*) FROM n", &[], &caller, usize::MAX)?;
+        assert!(cte.tables.is_empty(), "{:?}", cte.tables);
         Ok(())
     }
 }

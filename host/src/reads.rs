@@ -1,0 +1,104 @@
+//! Reads a scope made, kept so that its save can check they still hold:
+//! each is run again inside the save's transaction and its digest compared
+//! (see `scope/validate.rs`).
+
+use std::collections::HashSet;
+use std::hash::{Hash as _, Hasher as _};
+
+use serde::Serialize;
+
+use crate::bindings::Value;
+use crate::command::value_size;
+
+/// How a host checks its scopes' reads at save (`sluice.toml`: `[scopes]
+/// isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Every read of a table not relaxed by the manifest is run again at
+    /// save; a changed one makes the save a conflict, and the scope runs
+    /// again.
+    #[default]
+    Serializable,
+    /// Reads are not checked: a scope may save over data that changed since
+    /// it read it.
+    ReadCommitted,
+}
+
+/// One read kept for the save.
+#[derive(Debug, Clone, Serialize)]
+pub struct Read {
+    /// The channel it read.
+    pub channel: String,
+    /// The service that made it.
+    pub service: String,
+    /// The calls that led to it, outermost first.
+    pub chain: Vec<String>,
+    /// The statement.
+    pub sql: String,
+    /// Its parameters.
+    #[serde(skip)]
+    pub params: Vec<Value>,
+    /// The digest of the rows it returned.
+    pub digest: u64,
+}
+
+impl Read {
+    /// `` `SELECT …` by orders.place → inventory.reserve on main ``.
+    pub fn describe(&self) -> String {
+        let mut sql: String = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        if let Some((cut, _)) = sql.char_indices().nth(200) {
+            sql.truncate(cut);
+            sql.push('…');
+        }
+        format!("`{sql}` with {} param(s) by {} on {}", self.params.len(), self.chain.join(" → "), self.channel)
+    }
+
+    /// About how many bytes it holds.
+    pub fn size(&self) -> usize {
+        self.sql.len() + self.params.iter().map(value_size).sum::<usize>() + self.channel.len()
+    }
+}
+
+/// The reads of one scope, in order, each once.
+#[derive(Debug, Default)]
+pub struct ReadSet {
+    reads: Vec<Read>,
+    /// (key, digest) of each read kept: the same statement with the same
+    /// parameters and rows is kept once.
+    seen: HashSet<(u64, u64)>,
+}
+
+impl ReadSet {
+    /// Keeps `read` unless the same read with the same rows is kept already.
+    /// Returns whether it was added.
+    pub fn add(&mut self, read: Read) -> bool {
+        let mut key = crate::channels::digester();
+        read.channel.hash(&mut key);
+        read.sql.hash(&mut key);
+        for param in &read.params {
+            match param {
+                Value::Null => key.write_u8(0),
+                Value::Integer(i) => (1u8, i).hash(&mut key),
+                Value::Real(f) => (2u8, f.to_bits()).hash(&mut key),
+                Value::Text(t) => (3u8, t).hash(&mut key),
+                Value::Blob(b) => (4u8, b).hash(&mut key),
+            }
+        }
+        if !self.seen.insert((key.finish(), read.digest)) {
+            return false;
+        }
+        self.reads.push(read);
+        true
+    }
+
+    /// The reads, in the order they were made.
+    pub fn reads(&self) -> &[Read] {
+        &self.reads
+    }
+
+    /// The channels read, sorted, each once.
+    pub fn channels(&self) -> std::collections::BTreeSet<&str> {
+        self.reads.iter().map(|r| r.channel.as_str()).collect()
+    }
+}

@@ -1,0 +1,101 @@
+//! Serializable saves: before round 1, inside the save's transactions, every
+//! read the scope kept is run again and its digest compared with the one the
+//! scope saw. The transactions hold their channels' write lock from here to
+//! the commit, so a save whose reads all match has the effect it would have
+//! had had the scope run alone at that moment. A read that changed makes the
+//! save a conflict; nothing is applied, and [`super::retry`] runs the scope
+//! again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::save::overdue;
+use super::{Cause, Scope, ScopeError};
+use crate::channels::{Caller, ChannelError, Transaction};
+
+impl Scope {
+    /// Checks the scope's kept reads in `open`, beginning a transaction on
+    /// every channel the save needs first. Returns how many reads were
+    /// checked. A scope with no commands and one read needs no check: one
+    /// read is consistent on its own.
+    pub(super) fn validate(
+        &mut self,
+        open: &mut BTreeMap<String, Box<dyn Transaction>>,
+        started: Instant,
+    ) -> Result<usize, ScopeError> {
+        let state = self.store.data();
+        let reads = state.reads.reads();
+        if reads.is_empty() || (state.queue.commands().is_empty() && reads.len() == 1) {
+            return Ok(0);
+        }
+        let registry = Arc::clone(&state.registry);
+        let channels = Arc::clone(&state.channels);
+        let (scope_deadline, cancel) = (state.scope_deadline, state.cancel.clone());
+        // Begun in name order, whatever order the scope used them in: two
+        // saves never each hold a channel the other waits for.
+        let mut needed: BTreeSet<&str> = state.reads.channels();
+        needed.extend(state.queue.commands().iter().map(|c| c.channel.as_str()));
+        for name in needed {
+            if open.contains_key(name) {
+                continue;
+            }
+            let Some(channel) = channels.get(name) else { continue };
+            let tx = channel.begin().map_err(|e| ScopeError::Channel {
+                channel: name.to_string(),
+                reason: e.to_string(),
+                applied: "nothing was applied".into(),
+            })?;
+            open.insert(name.to_string(), tx);
+        }
+        // Nothing reads the set after this: the save holds its channels.
+        let set = std::mem::take(&mut self.store.data_mut().reads);
+        for read in set.reads() {
+            let Some(tx) = open.get_mut(&read.channel) else { continue };
+            let service = registry.service(&read.service).ok();
+            let grant = service.and_then(|s| s.grants().on(&read.channel));
+            let deadline = service.map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline));
+            let caller = Caller::service(grant, deadline).cancelled_by(&cancel);
+            let max_bytes = service.map_or(usize::MAX, |s| s.limits.result_bytes);
+            let why = match tx.digest(&read.sql, &read.params, &caller, max_bytes) {
+                Ok(digest) if digest == read.digest => continue,
+                Ok(_) => "returned other rows at save".to_string(),
+                Err(ChannelError::Timeout) if cancel.is_cancelled() => {
+                    return Err(ScopeError::Failed {
+                        service: read.service.clone(),
+                        function: "save".into(),
+                        reason: format!("the save was cancelled checking the read {}: the client went away", read.describe()),
+                        cause: Cause::Cancelled,
+                    });
+                }
+                Err(ChannelError::Timeout) => {
+                    let what = format!("checking its read {}", read.describe());
+                    return Err(overdue(&read.service, &what, service.map(|s| s.limits.deadline)));
+                }
+                Err(e) => format!("could not be run again at save ({e})"),
+            };
+            let reason = format!("the read {} {why}", read.describe());
+            return Err(self.conflict(open, &read.service, reason));
+        }
+        Ok(set.reads().len())
+    }
+
+    /// The conflict error for `service`, remembering the channels `open`
+    /// holds: a last attempt holds them from its start.
+    pub(super) fn conflict(
+        &mut self,
+        open: &BTreeMap<String, Box<dyn Transaction>>,
+        service: &str,
+        reason: String,
+    ) -> ScopeError {
+        let state = self.store.data_mut();
+        state.touched = open.keys().cloned().collect();
+        tracing::info!(scope = %state.id, service, attempt = state.attempt, "conflict: {reason}");
+        ScopeError::Conflict {
+            service: service.to_string(),
+            reason,
+            attempts: state.attempt,
+            earlier: state.conflicts.clone(),
+        }
+    }
+}
