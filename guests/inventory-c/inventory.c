@@ -68,7 +68,9 @@ static bool on_hand(int64_t product_id, int64_t *on_hand, stock_error_t *err) {
 }
 
 // Queues `sql` with (product_id, quantity).
-static bool execute(const char *statement, int64_t product_id, uint32_t quantity, stock_error_t *err) {
+/* Queues `statement`; with `rows` of 0 or more, the save requires it to
+   change exactly that many rows (to.expect). */
+static bool execute(const char *statement, int64_t product_id, uint32_t quantity, int64_t rows, stock_error_t *err) {
     inventory_string_t channel = str(CHANNEL);
     inventory_string_t sql = str(statement);
     sluice_service_types_value_t values[2] = {integer(product_id), integer(quantity)};
@@ -76,6 +78,9 @@ static bool execute(const char *statement, int64_t product_id, uint32_t quantity
     sluice_service_to_ticket_t ticket;
     sluice_service_to_error_t e;
     if (!sluice_service_to_execute(&channel, &sql, &params, &ticket, &e)) {
+        return store_error(&e, err);
+    }
+    if (rows >= 0 && !sluice_service_to_expect(ticket, (uint64_t)rows, &e)) {
         return store_error(&e, err);
     }
     return true;
@@ -94,8 +99,9 @@ bool exports_acme_inventory_stock_reserve(int64_t product_id, uint32_t quantity,
         err->val.insufficient = stock;
         return false;
     }
+    /* The guarded update must take exactly the one row. */
     return execute("UPDATE stock SET on_hand = on_hand - ?2 WHERE product_id = ?1 AND on_hand >= ?2", product_id,
-                   quantity, err);
+                   quantity, 1, err);
 }
 
 bool exports_acme_inventory_stock_restock(int64_t product_id, uint32_t quantity, stock_error_t *err) {
@@ -106,7 +112,7 @@ bool exports_acme_inventory_stock_restock(int64_t product_id, uint32_t quantity,
     fflush(stdout);
     return execute("INSERT INTO stock (product_id, on_hand) VALUES (?1, ?2)\n"
                    "             ON CONFLICT (product_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
-                   product_id, quantity, err);
+                   product_id, quantity, -1, err);
 }
 
 bool exports_acme_inventory_stock_level(int64_t product_id, int64_t *ret, stock_error_t *err) {

@@ -99,13 +99,16 @@ class Api(exports.Api):
         amount = get(found, "total_cents") or types.Value_Null()
         # The status guard in the WHERE clause keeps a concurrent clearing from
         # clearing the same order twice.
-        store_error(
+        # The guard, and the expectation that it takes exactly this order,
+        # make a concurrent second clearing a conflict.
+        cleared = store_error(
             lambda: to.execute(
                 CHANNEL,
                 "UPDATE orders SET status = 'cleared' WHERE id = ?1 AND status = 'placed'",
                 [integer(order_id)],
             )
         )
+        store_error(lambda: to.expect(cleared, 1))
         store_error(lambda: to.insert(CHANNEL, "clearings", row(order_id=integer(order_id), amount_cents=amount)))
         store_error(lambda: queue_event(order_id, "cleared"))
 

@@ -218,7 +218,7 @@ impl Manifest {
                 ("inserts", &grant.inserts),
                 ("updates", &grant.updates),
                 ("deletes", &grant.deletes),
-                ("leaves unchecked reads of", &grant.relaxed_reads),
+                ("relaxed reads of", &grant.relaxed_reads),
             ] {
                 match tables {
                     Tables::None => {}

@@ -17,7 +17,8 @@ fn list_shows_functions_and_types() {
     assert!(stdout.contains("    add(name: string, price-cents: s64) -> result<_, variant {"), "{stdout}");
     assert!(
         stdout.contains(
-            "  may on main: reads orders, products; inserts clearings, order_events, orders; updates orders\n"
+            "  may on main: reads orders, products; inserts clearings, order_events, orders; updates orders; \
+             relaxed reads of products\n"
         ),
         "{stdout}"
     );
@@ -31,7 +32,7 @@ fn list_shows_functions_and_types() {
     assert_eq!(orders["hooks"], serde_json::json!(["init", "on-save", "on-finally", "dispose"]));
     assert_eq!(
         orders["grants"][0],
-        "main: reads orders, products; inserts clearings, order_events, orders; updates orders"
+        "main: reads orders, products; inserts clearings, order_events, orders; updates orders; relaxed reads of products"
     );
     assert_eq!(orders["limits"]["deadline-ms"], 10_000);
     assert_eq!(orders["limits"]["memory-mb"], 64);
