@@ -191,13 +191,18 @@ fn cpu_time(iters: u64, mut f: impl FnMut()) -> Duration {
 /// commands each: the stock reservation and the order), as components and
 /// as the native port; first the logic alone (the scope is dropped unsaved),
 /// then with the save (two rounds: the orders' `placed` events come second).
+/// `component` runs on a serializable host (its stock read is kept and run
+/// again at save), `unchecked` on a read-committed one (nothing is kept).
 fn parity(c: &mut Criterion) {
     let bench = bench_host(&["orders", "inventory"]);
     stock_a_product(&bench.fixture);
+    let mut options = bench.fixture.options();
+    options.runtime.isolation = sluice_host::reads::Isolation::ReadCommitted;
+    let unchecked = Host::open(&options).expect("read-committed host");
     let host = &bench.host;
     let channel = host.channels().get("main").expect("channel main").as_ref();
     let args = [Val::String("ann".into()), Val::S64(1), Val::U32(1)];
-    let component = |places: u32, save: bool| {
+    let component = |host: &Host, places: u32, save: bool| {
         let mut scope = host.scope();
         for _ in 0..places {
             scope.call("orders", "place", &args).expect("place");
@@ -222,7 +227,12 @@ fn parity(c: &mut Criterion) {
         let commands = 2 * places;
         for (stage, save) in [("logic", false), ("saved", true)] {
             let id = |who: &str| BenchmarkId::new(format!("{stage}_{who}"), commands);
-            group.bench_function(id("component"), |b| b.iter_custom(|n| cpu_time(n, || component(places, save))));
+            group.bench_function(id("component"), |b| {
+                b.iter_custom(|n| cpu_time(n, || component(host, places, save)));
+            });
+            group.bench_function(id("unchecked"), |b| {
+                b.iter_custom(|n| cpu_time(n, || component(&unchecked, places, save)));
+            });
             group.bench_function(id("native"), |b| b.iter_custom(|n| cpu_time(n, || native(places, save))));
         }
     }

@@ -165,4 +165,20 @@ mod tests {
         assert!(err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n").contains("unknown field `pool`"));
         assert!(err("").contains("no channels"));
     }
+
+    #[test]
+    fn scopes_set_isolation_and_retries_within_bounds() -> anyhow::Result<()> {
+        let base = "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://a.db\"\n";
+        let mut options = RuntimeOptions::default();
+        assert_eq!((options.isolation, options.retries), (Isolation::Serializable, 3));
+        let config = Config::parse(&format!("{base}[scopes]\nisolation = \"read-committed\"\nretries = 0\n"), Path::new("."))?;
+        config.apply_limits(&mut options)?;
+        assert_eq!((options.isolation, options.retries), (Isolation::ReadCommitted, 0));
+        let over = Config::parse(&format!("{base}[scopes]\nretries = 101\n"), Path::new("."))?;
+        let refused = over.apply_limits(&mut options).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(refused, Err("[scopes]: retries = 101 is over the most allowed, 100".to_string()));
+        let unknown = Config::parse(&format!("{base}[scopes]\nisolation = \"snapshot\"\n"), Path::new("."));
+        assert!(unknown.is_err_and(|e| format!("{e:#}").contains("unknown variant `snapshot`")));
+        Ok(())
+    }
 }

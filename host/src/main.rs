@@ -13,7 +13,7 @@ use sluice_host::call::{self, Ending, Mode};
 use sluice_host::scope::SaveReport;
 use sluice_host::server::{self, ServeOptions};
 use sluice_host::watch::Watcher;
-use sluice_host::{Host, HostOptions, Scope, signature, values};
+use sluice_host::{Host, HostOptions, Scope, ScopeError, signature, values};
 use tracing_subscriber::EnvFilter;
 
 /// Run WebAssembly component services; apply their queued commands only when
@@ -201,7 +201,20 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
         vals.push(val);
     }
     let scope = Scope::new(Arc::clone(&registry), Arc::clone(&host.channels));
-    let report = call::run_in(scope, service, function, &vals, mode)?;
+    let report = match call::run_in(scope, service, function, &vals, mode) {
+        Ok(report) => report,
+        // The service refused the save: a business error, like an `err`.
+        Err(e @ ScopeError::Refused { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        // Other saves kept changing what it read: running it later may work.
+        Err(e @ ScopeError::Conflict { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(4));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let result = report.result_json();
     if json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -250,6 +263,9 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
 /// command with its round, provenance and outcome.
 fn print_applied(what: &str, note: &str, report: &SaveReport) {
     println!("{what}: {} command(s) applied in {} round(s){note}", report.applied.len(), report.rounds);
+    for (run, conflict) in report.conflicts.iter().enumerate() {
+        println!("  run {} was a conflict and ran again: {}", run + 1, conflict.reason);
+    }
     for a in &report.applied {
         println!("  round {}: {} -> {}", a.round, a.command.describe(), a.outcome);
     }

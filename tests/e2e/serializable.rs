@@ -259,3 +259,35 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150() {
     assert!(retried > 0, "200 orders at once on one row ran without a single conflict: the test proves nothing");
     assert!(line("sluice_conflicts_total{service=\"inventory\"}") >= retried, "{metrics}");
 }
+
+/// The reads a scope keeps for its save count against the host's cap on
+/// what one scope holds: a service cannot grow the host's memory by
+/// reading. The same read with the same rows is kept once.
+#[test]
+fn kept_reads_are_bounded_by_the_scope_cap() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let mut options = f.options();
+    options.runtime.scope_queued_bytes = 4096;
+    let host = Host::open(&options).expect("host");
+    let mut scope = host.scope();
+    for _ in 0..1000 {
+        scope.call("probe", "query", &query("SELECT name FROM products WHERE id = 1")).expect("the same read");
+    }
+    let mut breached = None;
+    for i in 0..1000 {
+        let sql = format!("SELECT name FROM products WHERE id = {i}");
+        if let Err(e) = scope.call("probe", "query", &query(&sql)) {
+            breached = Some((i, e));
+            break;
+        }
+    }
+    let Some((i, ScopeError::Failed { cause, reason, .. })) = breached else { panic!("no breach: {breached:?}") };
+    assert!(i > 10 && i < 200, "breached after {i} reads");
+    assert!(matches!(&cause, sluice_host::scope::Cause::Limit { limit, .. } if limit == "scope-queued-bytes"), "{cause:?}");
+    assert!(reason.contains("kept a read of"), "{reason}");
+    drop(scope);
+    let mut next = host.scope();
+    next.call("probe", "insert", &product("after", 1)).expect("insert");
+    next.save().expect("the host goes on");
+}
