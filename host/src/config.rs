@@ -171,7 +171,8 @@ mod tests {
         let base = "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://a.db\"\n";
         let mut options = RuntimeOptions::default();
         assert_eq!((options.isolation, options.retries), (Isolation::Serializable, 3));
-        let config = Config::parse(&format!("{base}[scopes]\nisolation = \"read-committed\"\nretries = 0\n"), Path::new("."))?;
+        let config =
+            Config::parse(&format!("{base}[scopes]\nisolation = \"read-committed\"\nretries = 0\n"), Path::new("."))?;
         config.apply_limits(&mut options)?;
         assert_eq!((options.isolation, options.retries), (Isolation::ReadCommitted, 0));
         let over = Config::parse(&format!("{base}[scopes]\nretries = 101\n"), Path::new("."))?;

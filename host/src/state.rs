@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use crate::budget::Budget;
 use crate::channels::{Channels, Transaction};
-use crate::reads::{Isolation, ReadSet};
 use crate::command::{Command, Operation};
+use crate::reads::{Isolation, ReadSet};
 use crate::registry::{Registry, Service};
 
 /// How much a scope's guests may print to stdout and to stderr each; past
@@ -336,7 +336,9 @@ impl Queue {
             ));
         };
         if matches!(command.op, Operation::Insert { .. }) {
-            return Err(format!("ticket {ticket} is an insert, which always adds one row; expect counts updates, deletes and executes"));
+            return Err(format!(
+                "ticket {ticket} is an insert, which always adds one row; expect counts updates, deletes and executes"
+            ));
         }
         command.expect = Some(rows);
         Ok(())

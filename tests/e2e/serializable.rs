@@ -25,7 +25,12 @@ fn int(i: i64) -> Val {
 
 /// `probe.insert("main", "products", …)` of a product `name` at `price`.
 fn product(name: &str, price: i64) -> Vec<Val> {
-    vec![s("main"), s("products"), Val::List(vec![s("name"), s("price_cents")]), Val::List(vec![text(name), int(price)])]
+    vec![
+        s("main"),
+        s("products"),
+        Val::List(vec![s("name"), s("price_cents")]),
+        Val::List(vec![text(name), int(price)]),
+    ]
 }
 
 /// `probe.query("main", sql, [])`.
@@ -80,7 +85,8 @@ fn a_changed_read_is_a_conflict_and_the_scope_runs_again_applying_once() {
     assert!(reason.contains("returned other rows at save"), "{reason}");
     // The second run's insert is applied once; the first run's never.
     assert_eq!(report.applied.len(), 1);
-    let mine: i64 = f.db().query_row("SELECT count(*) FROM products WHERE name = 'mine'", [], |r| r.get(0)).unwrap();
+    let mine: i64 =
+        f.db().query_row("SELECT count(*) FROM products WHERE name = 'mine'", [], |r| r.get(0)).expect("count");
     assert_eq!(mine, 1);
     assert_eq!(f.count("products"), 2);
 }
@@ -168,7 +174,10 @@ fn a_read_that_cannot_be_checked_again_is_refused_unless_relaxed() {
     let answer = scope.call("probe", "query", &query("SELECT name, random() AS r FROM products")).expect("call");
     let Some(Val::Result(Err(Some(e)))) = answer.first() else { panic!("{answer:?}") };
     let e = format!("{e:?}");
-    assert!(e.contains("random() or reads the clock") && e.contains("relaxed-reads = [") && e.contains("products"), "{e}");
+    assert!(
+        e.contains("random() or reads the clock") && e.contains("relaxed-reads = [") && e.contains("products"),
+        "{e}"
+    );
     // Reading the clock over no table, or a date of a column, is fine.
     for sql in ["SELECT random() AS r, datetime('now') AS t", "SELECT date(name) AS d FROM products"] {
         let answer = scope.call("probe", "query", &query(sql)).expect("call");
@@ -186,7 +195,10 @@ fn on_save_refuses_with_a_value_and_nothing_is_applied() {
     scope.call("probe", "refuse-save", &[s("refused")]).expect("queue");
     match scope.save() {
         Err(ScopeError::Refused { service, code, message }) => {
-            assert_eq!((service.as_str(), code.as_str(), message.as_str()), ("probe", "probe-refused", "round 1 is refused"));
+            assert_eq!(
+                (service.as_str(), code.as_str(), message.as_str()),
+                ("probe", "probe-refused", "round 1 is refused")
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -201,6 +213,28 @@ fn on_save_refuses_with_a_value_and_nothing_is_applied() {
     assert_eq!(f.dump(), before);
     let (status, body) = served.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));
     assert_eq!(status, 200, "{body}");
+}
+
+/// Units of product 1 in stock now.
+fn on_hand(f: &Fixture) -> i64 {
+    f.db().query_row("SELECT on_hand FROM stock WHERE product_id = 1", [], |r| r.get(0)).expect("stock of product 1")
+}
+
+/// `n` orders of one unit of product 1, each from its own client thread,
+/// sent together to `path`; the answers.
+fn all_at_once(served: &Arc<crate::served::Served>, n: usize, path: &'static str) -> Vec<(u16, Json)> {
+    let start = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (served, start) = (Arc::clone(served), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                let order = json!({ "customer": format!("c{i}"), "product-id": 1, "quantity": 1 });
+                served.post(path, &order)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().expect("client thread")).collect()
 }
 
 /// The README example under load: 150 in stock, 200 concurrent orders of
@@ -218,18 +252,7 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150() {
     let (status, body) = served.post("/services/inventory/restock", &json!({ "product-id": 1, "quantity": STOCK }));
     assert_eq!(status, 200, "{body}");
 
-    let start = Arc::new(Barrier::new(ORDERS));
-    let threads: Vec<_> = (0..ORDERS)
-        .map(|i| {
-            let (served, start) = (Arc::clone(&served), Arc::clone(&start));
-            std::thread::spawn(move || {
-                start.wait();
-                let order = json!({ "customer": format!("c{i}"), "product-id": 1, "quantity": 1 });
-                served.post("/services/orders/place", &order)
-            })
-        })
-        .collect();
-    let answers: Vec<(u16, Json)> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
+    let answers = all_at_once(&served, ORDERS, "/services/orders/place");
 
     let placed = answers.iter().filter(|(status, _)| *status == 200).count();
     let out_of_stock = answers
@@ -239,13 +262,14 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150() {
     let others: Vec<_> = answers.iter().filter(|(status, _)| *status != 200 && *status != 422).collect();
     assert!(others.is_empty(), "answers other than 200 and 422: {others:?}");
     assert_eq!((placed, out_of_stock), (STOCK, ORDERS - STOCK));
-    let on_hand: i64 = f.db().query_row("SELECT on_hand FROM stock WHERE product_id = 1", [], |r| r.get(0)).unwrap();
+    let on_hand = on_hand(&f);
     assert_eq!(on_hand, 0);
     assert_eq!(f.count("orders"), STOCK as i64);
     assert_eq!(f.count("order_events"), STOCK as i64);
 
     // Conflicts and retries are counted, by service.
-    let retried: usize = answers.iter().filter_map(|(_, body)| body["ending"]["attempt"].as_u64()).map(|a| a as usize - 1).sum();
+    let retried: usize =
+        answers.iter().filter_map(|(_, body)| body["ending"]["attempt"].as_u64()).map(|a| a as usize - 1).sum();
     let (_, metrics) = served.get("/metrics");
     let line = |name: &str| {
         metrics
@@ -284,10 +308,40 @@ fn kept_reads_are_bounded_by_the_scope_cap() {
     }
     let Some((i, ScopeError::Failed { cause, reason, .. })) = breached else { panic!("no breach: {breached:?}") };
     assert!(i > 10 && i < 200, "breached after {i} reads");
-    assert!(matches!(&cause, sluice_host::scope::Cause::Limit { limit, .. } if limit == "scope-queued-bytes"), "{cause:?}");
+    assert!(
+        matches!(&cause, sluice_host::scope::Cause::Limit { limit, .. } if limit == "scope-queued-bytes"),
+        "{cause:?}"
+    );
     assert!(reason.contains("kept a read of"), "{reason}");
     drop(scope);
     let mut next = host.scope();
     next.call("probe", "insert", &product("after", 1)).expect("insert");
     next.save().expect("the host goes on");
+}
+
+/// The same through a mounted `wasi:http` component (`api`, which calls
+/// `orders`): a conflicted scope runs the handler again with the same
+/// request, and only the saved run's response is sent.
+#[test]
+fn concurrent_orders_through_a_wasi_http_component_sell_the_stock_once() {
+    const STOCK: usize = 40;
+    const ORDERS: usize = 60;
+    let f = Fixture::new(&["products", "inventory", "orders", "api"]);
+    f.migrate();
+    let served = Arc::new(f.serve(&[]));
+    assert_eq!(served.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 })).0, 200);
+    assert_eq!(served.post("/services/inventory/restock", &json!({ "product-id": 1, "quantity": STOCK })).0, 200);
+    let answers = all_at_once(&served, ORDERS, "/shop/orders");
+    let placed = answers.iter().filter(|(status, _)| *status == 201).count();
+    let out_of_stock = answers
+        .iter()
+        .filter(|(status, body)| {
+            *status == 409 && body["error"].as_str().is_some_and(|e| e.starts_with("out of stock"))
+        })
+        .count();
+    assert_eq!((placed, out_of_stock), (STOCK, ORDERS - STOCK), "{answers:?}");
+    let on_hand = on_hand(&f);
+    assert_eq!((on_hand, f.count("orders")), (0, STOCK as i64));
+    let (_, metrics) = served.get("/metrics");
+    assert!(!metrics.contains("sluice_retries_total{service=\"api\"} 0"), "no run was retried: {metrics}");
 }

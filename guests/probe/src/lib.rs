@@ -74,7 +74,11 @@ impl Guest for Component {
 
     fn refuse_save(name: String) -> Result<u64, Error> {
         Self::set_mode("refuse-on-save".into());
-        to::insert("main", "products", &Row { columns: vec!["name".into(), "price_cents".into()], values: vec![name.into(), 1i64.into()] })
+        to::insert(
+            "main",
+            "products",
+            &Row { columns: vec!["name".into(), "price_cents".into()], values: vec![name.into(), 1i64.into()] },
+        )
     }
 }
 

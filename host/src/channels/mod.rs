@@ -147,8 +147,7 @@ pub fn digester() -> impl std::hash::Hasher {
 pub trait Channel: Send + Sync {
     /// Runs one read at once, against committed data, under `caller`'s
     /// grant and deadline; the rows stop at `max_bytes`.
-    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize)
-    -> Result<Reading, ChannelError>;
+    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
 
     /// Checks, without running it, that `sql` is one statement the engine
     /// accepts under `caller`'s grant as a command: `to.execute` is refused

@@ -277,7 +277,10 @@ pub(super) fn overdue(service: &str, what: &str, deadline: Option<std::time::Dur
     let (limit, detail) = match deadline {
         Some(d) => (
             "deadline-ms",
-            format!("{what} was still running {} ms into the save (limits.deadline-ms); nothing was applied", d.as_millis()),
+            format!(
+                "{what} was still running {} ms into the save (limits.deadline-ms); nothing was applied",
+                d.as_millis()
+            ),
         ),
         None => ("scope-timeout", format!("{what} ran past the scope's timeout")),
     };

@@ -64,7 +64,10 @@ impl Scope {
                     return Err(ScopeError::Failed {
                         service: read.service.clone(),
                         function: "save".into(),
-                        reason: format!("the save was cancelled checking the read {}: the client went away", read.describe()),
+                        reason: format!(
+                            "the save was cancelled checking the read {}: the client went away",
+                            read.describe()
+                        ),
                         cause: Cause::Cancelled,
                     });
                 }

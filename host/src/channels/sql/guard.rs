@@ -153,8 +153,18 @@ pub(crate) const FUNCTIONS: &[&str] = &[
 /// Allowed functions whose result differs from run to run.
 const RANDOM: &[&str] = &["random", "randomblob"];
 /// Allowed functions that read the clock when given `'now'` (or no time).
-const CLOCK: &[&str] =
-    &["date", "datetime", "julianday", "strftime", "time", "unixepoch", "timediff", "current_date", "current_time", "current_timestamp"];
+const CLOCK: &[&str] = &[
+    "date",
+    "datetime",
+    "julianday",
+    "strftime",
+    "time",
+    "unixepoch",
+    "timediff",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+];
 
 /// The functions a statement calls that may make its rows differ between
 /// two runs over the same data.

@@ -25,11 +25,11 @@ pub struct Keys {
 impl Keys {
     /// Reads the foreign keys of every table from the schema.
     pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Keys> {
-        let mut keys = Keys::default();
-        keys.tables = conn
+        let tables = conn
             .prepare("SELECT lower(name) FROM sqlite_schema WHERE type IN ('table', 'view')")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
+        let mut keys = Keys { tables, ..Keys::default() };
         let mut stmt = conn.prepare(
             "SELECT lower(m.name), lower(f.\"from\"), lower(f.\"table\"), lower(f.\"to\")
              FROM sqlite_schema m JOIN pragma_foreign_key_list(m.name) f WHERE m.type = 'table'",

@@ -242,8 +242,7 @@ fn authorized<'c>(
     let mut keys = if caller.host || !writes { None } else { Some(pooled.keys()?) };
     loop {
         let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_default() };
-        let entered =
-            pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline), caller.cancel.clone());
+        let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline), caller.cancel.clone());
         let stmt = match pooled.conn.prepare(sql) {
             Ok(stmt) => stmt,
             Err(rusqlite::Error::MultipleStatement) => {
@@ -383,7 +382,8 @@ fn digest_value(digest: &mut impl Hasher, value: ValueRef<'_>) -> usize {
 /// `CURRENT_DATE`, `CURRENT_TIMESTAMP`.
 fn reads_the_clock(sql: &str, params: &[Value]) -> bool {
     let sql = sql.to_ascii_lowercase();
-    sql.contains("now") || sql.contains("current_")
+    sql.contains("now")
+        || sql.contains("current_")
         || params.iter().any(|p| matches!(p, Value::Text(t) if t.trim().eq_ignore_ascii_case("now")))
 }
 
