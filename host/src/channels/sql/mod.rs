@@ -8,6 +8,7 @@
 mod differential;
 mod guard;
 mod implied;
+mod read;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -19,14 +20,13 @@ use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
-use std::hash::{Hash as _, Hasher};
-
 use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
-use crate::bindings::{Row, Rows, Value};
+use crate::bindings::{Row, Value};
 use crate::command::{Operation, Outcome};
 use crate::grants::Access;
 use guard::{Gate, Rules};
 use implied::Keys;
+use read::read;
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -287,104 +287,6 @@ fn finish_write_check<'c>(
         }
     }
     Ok((stmt, entered))
-}
-
-/// A service's read: prepared under its grant, rows streamed until they
-/// pass `max_bytes`, interrupted at the caller's deadline, and digested as
-/// they come. `keep` false digests without keeping the rows (a read run
-/// again at save).
-fn read(
-    pooled: &Pooled,
-    sql: &str,
-    params: &[Value],
-    caller: &Caller,
-    max_bytes: usize,
-    keep: bool,
-) -> Result<Reading, ChannelError> {
-    let (mut stmt, entered) = authorized(pooled, sql, caller, false)?;
-    if !stmt.readonly() {
-        return Err(ChannelError::Invalid(
-            "a read must not write; queue writes with `to` so they apply at save".into(),
-        ));
-    }
-    check_param_count(stmt.parameter_count(), params.len())?;
-    let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
-    let width = columns.len();
-    let mut digest = super::digester();
-    columns.hash(&mut digest);
-    let mut bytes = columns.iter().map(String::len).sum::<usize>();
-    let ran = |e| ran(e, &entered);
-    let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(ran)?;
-    let mut values = Vec::new();
-    while let Some(row) = rows.next().map_err(ran)? {
-        let mut out = Vec::with_capacity(if keep { width } else { 0 });
-        // Each row counts at least a word, so that rows of nothing add up.
-        bytes += 8;
-        digest.write_u8(ROW);
-        for i in 0..width {
-            let value = row.get_ref(i).map_err(ran)?;
-            bytes += digest_value(&mut digest, value);
-            if keep {
-                out.push(from_sql(value));
-            }
-        }
-        if bytes > max_bytes {
-            return Err(ChannelError::TooLarge { bytes });
-        }
-        if keep {
-            values.push(out);
-        }
-    }
-    drop(rows);
-    let volatility = entered.volatility();
-    let volatile = volatility.random || (volatility.clock && reads_the_clock(sql, params));
-    Ok(Reading { rows: Rows { columns, values }, digest: digest.finish(), tables: entered.read(), volatile })
-}
-
-/// Marks a new row in a digest.
-const ROW: u8 = 0xff;
-
-/// Adds one value to a digest, tagged with its type, and returns its size
-/// as [`value_size`] counts it.
-fn digest_value(digest: &mut impl Hasher, value: ValueRef<'_>) -> usize {
-    match value {
-        ValueRef::Null => {
-            digest.write_u8(0);
-            1
-        }
-        ValueRef::Integer(i) => {
-            digest.write_u8(1);
-            digest.write_i64(i);
-            8
-        }
-        ValueRef::Real(f) => {
-            digest.write_u8(2);
-            digest.write_u64(f.to_bits());
-            8
-        }
-        ValueRef::Text(t) => {
-            digest.write_u8(3);
-            digest.write_usize(t.len());
-            digest.write(t);
-            t.len()
-        }
-        ValueRef::Blob(b) => {
-            digest.write_u8(4);
-            digest.write_usize(b.len());
-            digest.write(b);
-            b.len()
-        }
-    }
-}
-
-/// Whether a statement that calls a date or time function asks for the
-/// current time: `'now'` in its text or parameters, or `CURRENT_TIME`,
-/// `CURRENT_DATE`, `CURRENT_TIMESTAMP`.
-fn reads_the_clock(sql: &str, params: &[Value]) -> bool {
-    let sql = sql.to_ascii_lowercase();
-    sql.contains("now")
-        || sql.contains("current_")
-        || params.iter().any(|p| matches!(p, Value::Text(t) if t.trim().eq_ignore_ascii_case("now")))
 }
 
 /// A failure while a statement ran: its deadline, a denial made when SQLite
