@@ -38,6 +38,17 @@ fn query(sql: &str) -> Vec<Val> {
     vec![s("main"), s(sql), Val::List(vec![])]
 }
 
+/// A host over the probe and the example schema, with its runtime options
+/// changed by `configure`.
+fn probe_host(configure: impl FnOnce(&mut sluice_host::runtime::RuntimeOptions)) -> (Fixture, Host) {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let mut options = f.options();
+    configure(&mut options.runtime);
+    let host = Host::open(&options).expect("host");
+    (f, host)
+}
+
 /// Saves a new product in a scope of its own: a change another scope's
 /// reads of `products` see.
 fn another_save(host: &Host, name: &str) {
@@ -104,21 +115,14 @@ fn relaxed_reads_and_read_committed_hosts_do_not_check() {
     assert_eq!((counters.len(), report.attempt, report.reads_checked), (1, 1, 0));
 
     // A host that does not check reads saves on the first run too.
-    let f = Fixture::new(&["probe"]);
-    f.migrate();
-    let mut options = f.options();
-    options.runtime.isolation = sluice_host::reads::Isolation::ReadCommitted;
-    let (saved, counters) = read_then_conflict(&Host::open(&options).expect("host"));
+    let (_f, host) = probe_host(|options| options.isolation = sluice_host::reads::Isolation::ReadCommitted);
+    let (saved, counters) = read_then_conflict(&host);
     assert_eq!((counters.len(), saved.expect("saved").attempt), (1, 1));
 }
 
 #[test]
 fn a_conflict_that_remains_names_the_command_after_every_retry() {
-    let f = Fixture::new(&["probe"]);
-    f.migrate();
-    let mut options = f.options();
-    options.runtime.retries = 2;
-    let host = Host::open(&options).expect("host");
+    let (_f, host) = probe_host(|options| options.retries = 2);
     let mut runs = 0;
     let saved = host.scope().run(|scope| {
         runs += 1;
@@ -289,11 +293,7 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150() {
 /// reading. The same read with the same rows is kept once.
 #[test]
 fn kept_reads_are_bounded_by_the_scope_cap() {
-    let f = Fixture::new(&["probe"]);
-    f.migrate();
-    let mut options = f.options();
-    options.runtime.scope_queued_bytes = 4096;
-    let host = Host::open(&options).expect("host");
+    let (_f, host) = probe_host(|options| options.scope_queued_bytes = 4096);
     let mut scope = host.scope();
     for _ in 0..1000 {
         scope.call("probe", "query", &query("SELECT name FROM products WHERE id = 1")).expect("the same read");

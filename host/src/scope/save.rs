@@ -15,7 +15,7 @@ use wasmtime::AsContextMut;
 use wasmtime::component::Val;
 
 use super::{Applied, Cause, SaveReport, Scope, ScopeError, Stage};
-use crate::channels::{Caller, ChannelError, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, Transaction};
 use crate::command::{Command, Outcome};
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
@@ -143,12 +143,7 @@ impl Scope {
                     return Err(fail(format!("no channel {:?}", command.channel)));
                 };
                 if !open.contains_key(&command.channel) {
-                    let tx = channel.begin().map_err(|e| ScopeError::Channel {
-                        channel: command.channel.clone(),
-                        reason: e.to_string(),
-                        applied: "nothing was applied".into(),
-                    })?;
-                    open.insert(command.channel.clone(), tx);
+                    open.insert(command.channel.clone(), begin(channel.as_ref(), &command.channel)?);
                 }
                 let Some(tx) = open.get_mut(&command.channel) else { continue };
                 // Each command runs under the grant of the service that
@@ -268,6 +263,15 @@ struct Settled {
     rounds: usize,
     /// How many reads were checked before round 1.
     checked: usize,
+}
+
+/// Begins the transaction a save applies `name`'s commands in.
+pub(super) fn begin(channel: &dyn Channel, name: &str) -> Result<Box<dyn Transaction>, ScopeError> {
+    channel.begin().map_err(|e| ScopeError::Channel {
+        channel: name.to_string(),
+        reason: e.to_string(),
+        applied: "nothing was applied".into(),
+    })
 }
 
 /// Work of the save done for `service` (its command, or checking its read:

@@ -41,12 +41,7 @@ impl Scope {
                 continue;
             }
             let Some(channel) = channels.get(name) else { continue };
-            let tx = channel.begin().map_err(|e| ScopeError::Channel {
-                channel: name.to_string(),
-                reason: e.to_string(),
-                applied: "nothing was applied".into(),
-            })?;
-            open.insert(name.to_string(), tx);
+            open.insert(name.to_string(), super::save::begin(channel.as_ref(), name)?);
         }
         // Nothing reads the set after this: the save holds its channels.
         let set = std::mem::take(&mut self.store.data_mut().reads);
