@@ -345,26 +345,22 @@ impl Entered<'_> {
 
     /// The tables the statement writes at its top level (not in triggers).
     pub(crate) fn written(&self) -> Vec<String> {
-        let state = self.0.lock();
-        let tables: BTreeSet<&String> = state
-            .seen
-            .iter()
-            .filter_map(|s| match s {
-                Seen::Table { access: Access::Insert | Access::Update, table, trigger: false, .. } => Some(table),
-                _ => None,
-            })
-            .collect();
-        tables.into_iter().cloned().collect()
+        self.tables(|access, trigger| matches!(access, Access::Insert | Access::Update) && !trigger)
     }
 
     /// The tables the statement reads (in triggers too), lower-cased.
     pub(crate) fn read(&self) -> Vec<String> {
+        self.tables(|access, _| access == Access::Read)
+    }
+
+    /// The tables of the accesses `pick` keeps, sorted, each once.
+    fn tables(&self, pick: impl Fn(Access, bool) -> bool) -> Vec<String> {
         let state = self.0.lock();
         let tables: BTreeSet<&String> = state
             .seen
             .iter()
             .filter_map(|s| match s {
-                Seen::Table { access: Access::Read, table, .. } => Some(table),
+                Seen::Table { access, table, trigger, .. } if pick(*access, *trigger) => Some(table),
                 _ => None,
             })
             .collect();
