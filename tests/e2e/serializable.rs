@@ -345,3 +345,37 @@ fn concurrent_orders_through_a_wasi_http_component_sell_the_stock_once() {
     let (_, metrics) = served.get("/metrics");
     assert!(!metrics.contains("sluice_retries_total{service=\"api\"} 0"), "no run was retried: {metrics}");
 }
+
+/// Whether another connection may take the database's write lock now.
+fn can_write(f: &Fixture) -> bool {
+    let conn = f.db();
+    conn.busy_timeout(std::time::Duration::ZERO).expect("busy timeout");
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok()
+}
+
+/// The last run holds its channels from its start; when it fails (here a
+/// trap), the hold ends with it: the next save does not wait.
+#[test]
+fn a_last_run_that_fails_releases_its_channels() {
+    let (f, host) = probe_host(|options| options.retries = 1);
+    let mut runs = 0;
+    let ran = host.scope().run(|scope| {
+        runs += 1;
+        scope.call("probe", "query", &query("SELECT name FROM products"))?;
+        scope.call("probe", "insert", &product("mine", 5))?;
+        if runs == 1 {
+            another_save(&host, "theirs");
+        } else {
+            assert!(!can_write(&f), "the last run does not hold the database");
+            scope.call("probe", "fail", &[s("the last run traps")])?;
+        }
+        scope.save()
+    });
+    assert!(matches!(&ran, Err(ScopeError::Failed { reason, .. }) if reason.contains("the last run traps")), "{ran:?}");
+    assert_eq!(runs, 2);
+    assert!(can_write(&f), "the failed last run still holds the database");
+    let started = std::time::Instant::now();
+    another_save(&host, "next");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "the next save waited {:?}", started.elapsed());
+    assert_eq!(f.count("products"), 2, "theirs and next; nothing of the failed scope");
+}
