@@ -236,7 +236,9 @@ fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
     assert_eq!(sample["properties"]["colour"]["enum"], json!(["red", "green", "blue"]));
     assert_eq!(sample["properties"]["maybe"]["anyOf"][0], json!({ "type": "null" }));
     let place = &doc["paths"]["/services/orders/place"]["post"]["responses"];
-    assert!(place["422"].is_object(), "a function returning result documents its error value");
+    let value = &place["422"]["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["value"];
+    assert!(value["oneOf"][0]["oneOf"].is_array(), "a function returning result documents its error value: {value}");
+    assert_eq!(value["oneOf"][1]["required"], json!(["code", "message"]), "and an on-save refusal");
 
     let Some(validator) = validator() else { return };
     let file = f.dir.path().join("openapi.json");

@@ -108,19 +108,28 @@ fn operation(service: &Service, f: &Function) -> Json {
             }}},
         }),
     );
-    if let Some(Type::Result(r)) = f.results.first() {
-        let value = r.err().map_or(json!({ "type": "null" }), |t| schema(&t));
-        responses.insert(
-            "422".into(),
-            json!({
-                "description": "The service returned its error; nothing was applied.",
-                "content": { "application/json": { "schema": {
-                    "type": "object",
-                    "properties": { "error": { "type": "object", "properties": { "value": value } } },
-                }}},
-            }),
-        );
-    }
+    // Any service in the scope may refuse the save from its `on-save`.
+    let refusal = json!({
+        "type": "object",
+        "properties": { "code": { "type": "string" }, "message": { "type": "string" } },
+        "required": ["code", "message"],
+    });
+    let value = match f.results.first() {
+        Some(Type::Result(r)) => {
+            json!({ "oneOf": [r.err().map_or(json!({ "type": "null" }), |t| schema(&t)), refusal] })
+        }
+        _ => refusal,
+    };
+    responses.insert(
+        "422".into(),
+        json!({
+            "description": "The service returned its error, or an on-save hook refused the save; nothing was applied.",
+            "content": { "application/json": { "schema": {
+                "type": "object",
+                "properties": { "error": { "type": "object", "properties": { "value": value } } },
+            }}},
+        }),
+    );
     for code in ["400", "403", "404", "409", "413", "500", "503"] {
         responses.insert(code.into(), problem.clone());
     }
@@ -154,7 +163,7 @@ fn problem_schema() -> Json {
         "properties": { "error": {
             "type": "object",
             "properties": {
-                "kind": { "type": "string", "description": "arguments, not-found, denied, service-error, trap, limit, save, unavailable, too-large" },
+                "kind": { "type": "string", "description": "arguments, not-found, denied, service-error, trap, limit, save, conflict, unavailable, too-large, timeout" },
                 "message": { "type": "string" },
             },
             "required": ["kind", "message"],
