@@ -29,7 +29,7 @@ pub const DEFAULT_CHANNEL: &str = "main";
 ///
 /// [scopes]
 /// isolation = "serializable"   # or "read-committed": reads are not checked at save
-/// retries = 3                  # runs again of a scope whose save was a conflict
+/// retries = 1                  # runs again of a scope whose save was a conflict
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +55,7 @@ pub struct Config {
 pub struct ScopeSettings {
     /// `serializable` (the default) or `read-committed`.
     pub isolation: Option<Isolation>,
-    /// Runs again of a scope whose save was a conflict (3 by default, at most
+    /// Runs again of a scope whose save was a conflict (1 by default, at most
     /// 100).
     pub retries: Option<usize>,
 }
@@ -170,7 +170,7 @@ mod tests {
     fn scopes_set_isolation_and_retries_within_bounds() -> anyhow::Result<()> {
         let base = "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://a.db\"\n";
         let mut options = RuntimeOptions::default();
-        assert_eq!((options.isolation, options.retries), (Isolation::Serializable, 3));
+        assert_eq!((options.isolation, options.retries), (Isolation::Serializable, 1));
         let config =
             Config::parse(&format!("{base}[scopes]\nisolation = \"read-committed\"\nretries = 0\n"), Path::new("."))?;
         config.apply_limits(&mut options)?;

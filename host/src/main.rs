@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long, global = true, env = "SLUICE_ISOLATION", value_parser = isolation)]
     isolation: Option<sluice_host::reads::Isolation>,
     /// Runs again of a scope whose save was a conflict. Overrides `[scopes]
-    /// retries` [default: 3].
+    /// retries` [default: 1].
     #[arg(long, global = true, env = "SLUICE_RETRIES")]
     retries: Option<usize>,
     #[command(subcommand)]

@@ -70,7 +70,7 @@ impl Default for RuntimeOptions {
             scope_queued_bytes: 64 << 20,
             max_instances: 256,
             isolation: crate::reads::Isolation::Serializable,
-            retries: 3,
+            retries: 1,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A conflicted scope runs again. Nothing is applied before a save, so a
 //! scope whose save was a conflict ([`ScopeError::Conflict`]) can simply run
 //! again from the start: a new store, fresh instances, the same call. The
-//! host allows `[scopes] retries` more runs; the last one holds the channels
+//! host allows `[scopes] retries` more runs (1 by default); the last one holds the channels
 //! the previous run needed from its start (their write transactions are
 //! begun before it runs), so this host's other saves cannot change what it
 //! reads, and contention alone cannot make it conflict.
