@@ -213,7 +213,7 @@ fn parity(c: &mut Criterion) {
         }
     };
     let native = |places: u32, save: bool| {
-        let mut orders = native_orders::Orders::new(channel, 0);
+        let mut orders = native_orders::Orders::new(channel);
         for _ in 0..places {
             orders.place("ann", 1, 1).expect("place");
         }

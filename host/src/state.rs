@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -75,9 +74,13 @@ pub struct ScopeState {
     pub(crate) touched: Vec<String>,
 }
 
-/// A scope's id, unique within the host process; it tags logs and commands.
+/// A scope's id: a UUIDv7, unique across hosts and restarts (time-ordered,
+/// with random bits), so that nothing assumes one host per database. It
+/// tags logs and commands; JSON and the `x-sluice-scope` header carry the
+/// UUID, logs and messages `scope-UUID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub struct ScopeId(pub u64);
+#[serde(transparent)]
+pub struct ScopeId(pub uuid::Uuid);
 
 impl std::fmt::Display for ScopeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,9 +89,15 @@ impl std::fmt::Display for ScopeId {
 }
 
 impl ScopeId {
-    fn next() -> ScopeId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        ScopeId(NEXT.fetch_add(1, Ordering::Relaxed))
+    /// A new id.
+    pub fn new() -> ScopeId {
+        ScopeId(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for ScopeId {
+    fn default() -> ScopeId {
+        ScopeId::new()
     }
 }
 
@@ -124,7 +133,7 @@ impl ScopeState {
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
         let registry_keeps_reads = registry.runtime().options().isolation == Isolation::Serializable;
         ScopeState {
-            id: ScopeId::next(),
+            id: ScopeId::new(),
             registry,
             channels,
             queue: Queue::new(queued_cap),

@@ -173,7 +173,7 @@ fn guest_output_is_logged_with_scope_and_service() {
     let stderr = text(&out.stderr);
     let line = stderr.lines().find(|l| l.contains("call note hello")).unwrap_or_default();
     assert!(
-        line.contains("scope=scope-1") && line.contains("service=\"probe\"") && line.contains("stream=\"stdout\""),
+        line.contains("scope=scope-") && line.contains("service=\"probe\"") && line.contains("stream=\"stdout\""),
         "{stderr}"
     );
 }

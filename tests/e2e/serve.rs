@@ -40,7 +40,10 @@ fn routes_call_save_list_describe_and_count() {
         reqwest::blocking::Client::new().post(s.url("/services/products/list")).body("{}").send().expect("POST list");
     let header = response.headers().get("x-sluice-scope").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body: Json = response.json().expect("json");
-    assert_eq!(header, body["scope"].as_u64().map(|n| n.to_string()), "{body}");
+    assert_eq!(header.as_deref(), body["scope"].as_str(), "{body}");
+    // A UUIDv7: unique across hosts, ordered by time.
+    let id = body["scope"].as_str().unwrap_or_default();
+    assert!(id.len() == 36 && id.as_bytes()[14] == b'7', "not a UUIDv7: {id}");
 
     // An empty body is no arguments.
     let (status, _) = s.post_raw("/services/products/list", String::new());
@@ -210,7 +213,7 @@ fn two_hundred_concurrent_requests_each_get_their_own_scope() {
         // Tickets count from 1 in every scope: one command queued, one applied.
         assert_eq!(body["result"], json!({ "ok": 1 }), "{body}");
         assert_eq!(body["ending"]["applied"].as_array().map(Vec::len), Some(1), "{body}");
-        assert!(scopes.insert(body["scope"].as_u64().expect("scope id")), "scope reused: {body}");
+        assert!(scopes.insert(body["scope"].as_str().expect("scope id").to_string()), "scope reused: {body}");
     }
     assert_eq!(f.count("products"), 200);
     // A fresh instance per scope: the counter starts again every time.

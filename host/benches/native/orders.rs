@@ -40,8 +40,8 @@ pub struct Orders<'a> {
 }
 
 impl<'a> Orders<'a> {
-    pub fn new(channel: &'a dyn Channel, scope: u64) -> Self {
-        Orders { channel, scope: ScopeId(scope), queue: Queue::default(), placed: Vec::new() }
+    pub fn new(channel: &'a dyn Channel) -> Self {
+        Orders { channel, scope: ScopeId::new(), queue: Queue::default(), placed: Vec::new() }
     }
 
     /// `orders.place`: checks, reads the price, reserves stock, queues the

@@ -9,12 +9,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::metrics::Outcome;
-use super::{App, Problem, SCOPE_HEADER};
+use super::{App, Problem, SCOPE_HEADER, scope_header};
 use crate::call::{self, CallReport, Ending, Mode};
 use crate::scope::{Cause, Scope, ScopeError};
 use crate::signature;
@@ -136,7 +136,7 @@ fn answer(service: &str, function: &str, outcome: Result<CallReport, ScopeError>
             (problem.into_response(), Outcome::Error("service-error"))
         }
     };
-    response.headers_mut().insert(SCOPE_HEADER, HeaderValue::from(report.scope.0));
+    response.headers_mut().insert(SCOPE_HEADER, scope_header(report.scope));
     (response, outcome)
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -151,8 +151,13 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The header every answer of a scope carries: the scope's number.
+/// The header every answer of a scope carries: the scope's id (a UUID).
 pub(crate) const SCOPE_HEADER: &str = "x-sluice-scope";
+
+/// The value of [`SCOPE_HEADER`] for `scope`.
+pub(crate) fn scope_header(scope: crate::state::ScopeId) -> HeaderValue {
+    HeaderValue::from_str(&scope.0.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
 
 /// The routes, over `host`.
 pub fn router(host: Arc<Host>, options: ServeOptions) -> Router {

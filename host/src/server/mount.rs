@@ -146,10 +146,10 @@ fn run(
     match ending {
         Ending::Saved(report) => {
             app.saved(name, &report);
-            (respond(answer, id.0, report.applied.len()), Outcome::Ok)
+            (respond(answer, id, report.applied.len()), Outcome::Ok)
         }
         // The component's own error answer, with nothing applied.
-        Ending::Discarded { .. } | Ending::DryRun(_) => (respond(answer, id.0, 0), Outcome::Error("service-error")),
+        Ending::Discarded { .. } | Ending::DryRun(_) => (respond(answer, id, 0), Outcome::Error("service-error")),
         // Whatever it answered, a scope that was denied a grant is not
         // saved, and the client is told so rather than shown a success.
         Ending::Denied { denials, .. } => {
@@ -166,7 +166,7 @@ fn unanswered(message: String) -> (Response, Outcome) {
 
 /// The component's answer, with the scope and the number of commands
 /// applied in headers.
-fn respond(answer: Reply, scope: u64, applied: usize) -> Response {
+fn respond(answer: Reply, scope: crate::state::ScopeId, applied: usize) -> Response {
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
@@ -176,7 +176,7 @@ fn respond(answer: Reply, scope: u64, applied: usize) -> Response {
             headers.append(key, value.clone());
         }
     }
-    headers.insert(SCOPE_HEADER, HeaderValue::from(scope));
+    headers.insert(SCOPE_HEADER, super::scope_header(scope));
     headers.insert("x-sluice-applied", HeaderValue::from(applied));
     response
 }
