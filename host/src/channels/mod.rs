@@ -25,10 +25,15 @@ pub enum ChannelError {
     /// write passed to a read, a wrong parameter count.
     #[error("{0}")]
     Invalid(String),
-    /// The channel could not do it: the database is locked, a constraint
-    /// failed, a file could not be opened.
+    /// The channel could not do it now: the database is busy or locked, a
+    /// file could not be opened or written, the server is unreachable.
+    /// Trying again later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The data refused it: a constraint (unique, foreign key, check, not
+    /// null) failed. The same request will fail again on the same data.
+    #[error("{0}")]
+    Constraint(String),
     /// The engine refused the statement under the caller's grant.
     #[error("refused: {0}")]
     Denied(Denial),
@@ -42,6 +47,14 @@ pub enum ChannelError {
         /// How many bytes had been read when it stopped.
         bytes: usize,
     },
+}
+
+impl ChannelError {
+    /// Whether the same request may succeed if tried again later, on its
+    /// own: the channel was unavailable, not the request wrong.
+    pub fn retryable(&self) -> bool {
+        matches!(self, ChannelError::Unavailable(_))
+    }
 }
 
 /// Why the engine refused a service's statement.
@@ -201,6 +214,12 @@ impl Channels {
             by_name.insert(name.clone(), opened);
         }
         Ok(Channels { by_name })
+    }
+
+    /// Adds (or replaces) the channel `name`: for an embedder with a channel
+    /// of its own, and for tests with a fake one.
+    pub fn insert(&mut self, name: impl Into<String>, channel: Arc<dyn Channel>) {
+        self.by_name.insert(name.into(), channel);
     }
 
     /// The channel called `name`, if there is one.

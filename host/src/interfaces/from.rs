@@ -108,7 +108,9 @@ impl ServiceView<'_> {
                     size(service.limits.result_bytes)
                 ),
             ))),
-            ChannelError::Invalid(m) => Ok(Err(Error::Invalid(format!("{name} on {channel}: {m}")))),
+            ChannelError::Invalid(m) | ChannelError::Constraint(m) => {
+                Ok(Err(Error::Invalid(format!("{name} on {channel}: {m}"))))
+            }
             ChannelError::Unavailable(m) => Ok(Err(Error::Unavailable(format!("{name} on {channel}: {m}")))),
         }
     }

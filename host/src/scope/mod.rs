@@ -99,6 +99,10 @@ pub enum ScopeError {
         service: String,
         /// What the channel said.
         reason: String,
+        /// Whether the channel was unavailable (busy, locked, failing), so
+        /// that the same request may succeed later; otherwise the data or
+        /// the statement refused it (a constraint, a missing table).
+        retryable: bool,
     },
     /// What the scope read changed before its save, or a command changed
     /// another number of rows than it expected (`to.expect`): nothing was

@@ -132,15 +132,16 @@ impl Scope {
             let mut by_service: Vec<(String, Vec<Val>)> = Vec::new();
             for command in batch {
                 let position = applied.len() + 1;
-                let fail = |reason: String| ScopeError::Command {
+                let fail = |reason: String, retryable: bool| ScopeError::Command {
                     round,
                     position,
                     command: command.describe(),
                     service: command.service.clone(),
                     reason,
+                    retryable,
                 };
                 let Some(channel) = channels.get(&command.channel) else {
-                    return Err(fail(format!("no channel {:?}", command.channel)));
+                    return Err(fail(format!("no channel {:?}", command.channel), false));
                 };
                 if !open.contains_key(&command.channel) {
                     open.insert(command.channel.clone(), begin(channel.as_ref(), &command.channel)?);
@@ -163,7 +164,7 @@ impl Scope {
                             Some(s) => s.grants().refusal(&command.channel, &denial).to_string(),
                             None => format!("{denial:?}"),
                         };
-                        return Err(fail(why));
+                        return Err(fail(why, false));
                     }
                     Err(ChannelError::Timeout) if cancel.is_cancelled() => {
                         return Err(ScopeError::Failed {
@@ -177,7 +178,7 @@ impl Scope {
                         let what = format!("its command {}", command.describe());
                         return Err(overdue(&command.service, &what, service.map(|s| s.limits.deadline)));
                     }
-                    Err(e) => return Err(fail(e.to_string())),
+                    Err(e) => return Err(fail(e.to_string(), e.retryable())),
                 };
                 if let (Some(expected), Outcome::Affected(changed)) = (command.expect, outcome)
                     && changed != expected

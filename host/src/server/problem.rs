@@ -28,12 +28,19 @@ pub struct Problem {
     pub message: String,
     /// More fields of the `error` object.
     pub extra: Map<String, JsonValue>,
+    /// Seconds after which trying again may succeed, sent as `Retry-After`
+    /// (for a channel that was unavailable).
+    pub retry_after: Option<u64>,
 }
+
+/// What `Retry-After` says when a channel was unavailable: a busy database
+/// is usually free again within a second.
+const RETRY_AFTER_SECONDS: u64 = 1;
 
 impl Problem {
     /// A problem without extra fields.
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Problem {
-        Problem { status, kind, message: message.into(), extra: Map::new() }
+        Problem { status, kind, message: message.into(), extra: Map::new(), retry_after: None }
     }
 
     /// Adds a field to the `error` object.
@@ -61,7 +68,11 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -95,6 +106,16 @@ impl From<ScopeError> for Problem {
                 };
                 if problem.extra.contains_key("service") { problem } else { problem.with("service", service) }
             }
+            ScopeError::Command { service, round, position, retryable: true, .. } => {
+                // The database was busy or failing: the request may succeed
+                // later, unchanged.
+                let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+                    .with("service", service)
+                    .with("round", round)
+                    .with("position", position);
+                problem.retry_after = Some(RETRY_AFTER_SECONDS);
+                problem
+            }
             ScopeError::Command { service, round, position, .. } => {
                 // The data refused a command (a constraint, a missing table):
                 // a conflict with the stored state, not a fault of the host.
@@ -122,7 +143,10 @@ impl From<ScopeError> for Problem {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "save", message).with("services", services)
             }
             ScopeError::Channel { channel, .. } => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).with("channel", channel)
+                let mut problem =
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).with("channel", channel);
+                problem.retry_after = Some(RETRY_AFTER_SECONDS);
+                problem
             }
             ScopeError::Denied { denials, .. } => {
                 Problem::new(StatusCode::FORBIDDEN, "denied", message).with("denials", denials)

@@ -297,7 +297,7 @@ fn ran(e: rusqlite::Error, entered: &guard::Entered<'_>) -> ChannelError {
     }
     match entered.denial() {
         Some(denial) => ChannelError::Denied(denial),
-        None => unavailable(e),
+        None => classify(e),
     }
 }
 
@@ -451,6 +451,27 @@ fn give_back(pool: &Mutex<Vec<Pooled>>, pooled: Pooled) {
         && pool.len() < POOL_SIZE
     {
         pool.push(pooled);
+    }
+}
+
+/// What a statement's failure while it ran means: a constraint of the data,
+/// a database that is busy or failing (worth trying again), or else a
+/// statement that cannot run (invalid).
+fn classify(e: rusqlite::Error) -> ChannelError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(ConstraintViolation) => ChannelError::Constraint(e.to_string()),
+        Some(
+            DatabaseBusy
+            | DatabaseLocked
+            | SystemIoFailure
+            | DiskFull
+            | CannotOpen
+            | OutOfMemory
+            | FileLockingProtocolFailed
+            | ReadOnly,
+        ) => unavailable(e),
+        _ => invalid(e),
     }
 }
 
