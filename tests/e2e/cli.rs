@@ -149,6 +149,36 @@ fn migrate_is_idempotent() {
     assert_eq!(f.count("sluice_migrations"), 3);
 }
 
+/// An applied migration that was edited afterwards is refused, naming it:
+/// the database no longer matches the file. A database migrated before
+/// checksums existed adopts the files' checksums.
+#[test]
+fn an_edited_migration_is_refused() {
+    let f = Fixture::new(&[]);
+    let dir = f.dir.path().join("schema");
+    std::fs::create_dir_all(&dir).expect("schema dir");
+    std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (a);").expect("write");
+    let migrate = || f.sluice(&["migrate", &dir.to_string_lossy()]);
+    assert!(migrate().status.success());
+    std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (a, b);").expect("edit");
+    let out = migrate();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("migration 0001_t.sql was applied with checksum ")
+            && stderr.contains("an applied migration must not change; put the change in a new migration"),
+        "{stderr}"
+    );
+
+    // Recorded without a checksum (an older host): adopted, then held to.
+    f.db().execute("UPDATE sluice_migrations SET checksum = NULL", []).expect("forget the checksum");
+    let out = migrate();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "already applied 0001_t.sql\n");
+    std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (a);").expect("edit back");
+    assert_eq!(migrate().status.code(), Some(1));
+}
+
 /// A trap is reported with the service, the function and the panic message.
 #[test]
 fn call_reports_traps() {
