@@ -9,7 +9,7 @@ use wasmtime::component::{ComponentExportIndex, Instance, Val};
 
 use crate::limits::{Breach, size};
 use crate::registry::Service;
-use crate::state::{Frame, ScopeState, chain};
+use crate::state::ScopeState;
 
 /// A call that would re-enter a service already on the stack. The component
 /// model forbids re-entering an instance, so the host refuses it by name.
@@ -20,6 +20,26 @@ pub struct CallCycle {
     pub chain: String,
     /// The service that would be re-entered.
     pub service: String,
+}
+
+/// One call on the scope's stack: `orders.place`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The service being called.
+    pub service: String,
+    /// The function (or hook) being called.
+    pub function: String,
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.service, self.function)
+    }
+}
+
+/// Frames as people read them: `orders.place → inventory.reserve`.
+pub fn chain(frames: &[Frame]) -> String {
+    frames.iter().map(Frame::to_string).collect::<Vec<_>>().join(" → ")
 }
 
 /// The export a guest call goes to.

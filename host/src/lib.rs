@@ -13,14 +13,16 @@
 //! - [`host`]: the runtime, channels and registry of one process together.
 //! - [`scope`]: once per unit of work: the store, lazy instances, the queue,
 //!   save rounds, dry run, hooks.
-//! - [`invoke`]: the one way into a guest: instances, call stack, cycles.
+//! - [`invoke`]: the one way into a guest: instances, the call stack
+//!   (`Frame`s), cycles.
 //! - [`budget`]: deadlines, fuel and memory enforced while a guest runs.
 //! - [`linking`]: service-to-service imports resolved at discovery and
 //!   forwarded within the scope.
 //! - [`call`]: one request: a scope, one call, save or discard.
 //! - [`state`]: what a scope's store holds and the views host functions get.
 //! - [`interfaces`]: the host side of `from`, `to` and `types`.
-//! - [`command`]: queued commands as data, checked when queued.
+//! - [`command`]: queued commands as data, checked when queued, and the
+//!   scope's `Queue` of them.
 //! - [`reads`]: the reads a scope keeps to check at save, and the isolation
 //!   setting.
 //! - [`channels`]: channel kinds behind one trait; `sql` on SQLite.

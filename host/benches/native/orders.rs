@@ -11,8 +11,10 @@
 
 use sluice_host::bindings::{Row, Value};
 use sluice_host::channels::{Caller, Channel};
+use sluice_host::command::Queue;
 use sluice_host::command::{Command, Operation, Outcome};
-use sluice_host::state::{Frame, Queue, ScopeId};
+use sluice_host::invoke::Frame;
+use sluice_host::state::ScopeId;
 
 /// The channel the examples keep their tables in.
 const CHANNEL: &str = "main";

@@ -275,7 +275,7 @@ proptest! {
             }
             Err(ChannelError::Denied(_)) => prop_assert!(!expect, "{sql}: denied, but SQLite reports {touched:?}"),
             // A constraint the statement breaks, with or without a gate.
-            Err(ChannelError::Unavailable(_)) => {}
+            Err(ChannelError::Constraint(_)) => {}
             Err(e) => prop_assert!(false, "{sql}: {e}"),
         }
     }
