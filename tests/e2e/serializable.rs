@@ -379,3 +379,33 @@ fn a_last_run_that_fails_releases_its_channels() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2), "the next save waited {:?}", started.elapsed());
     assert_eq!(f.count("products"), 2, "theirs and next; nothing of the failed scope");
 }
+
+/// A scope that queued nothing checks its reads in a snapshot: it waits for
+/// no save (here another connection holds the write lock throughout), and a
+/// read that changed is still a conflict.
+#[test]
+fn a_read_only_scope_checks_its_reads_without_the_write_lock() {
+    let (f, host) = probe_host(|_| {});
+    let mut scope = host.scope();
+    scope.call("probe", "query", &query("SELECT name FROM products")).expect("read 1");
+    scope.call("probe", "query", &query("SELECT count(*) AS n FROM products")).expect("read 2");
+    let holder = f.db();
+    holder.execute_batch("BEGIN IMMEDIATE").expect("hold the write lock");
+    let started = std::time::Instant::now();
+    let report = scope.save().expect("a read-only scope saves while another holds the database");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "it waited {:?}", started.elapsed());
+    assert_eq!((report.reads_checked, report.applied.len()), (2, 0));
+    holder.execute_batch("ROLLBACK").expect("release");
+
+    let mut runs = 0;
+    let ran = host.scope().run(|scope| {
+        runs += 1;
+        scope.call("probe", "query", &query("SELECT name FROM products"))?;
+        scope.call("probe", "query", &query("SELECT count(*) AS n FROM products"))?;
+        if runs == 1 {
+            another_save(&host, "theirs");
+        }
+        scope.save()
+    });
+    assert_eq!((runs, ran.expect("the second run saves").attempt), (2, 2));
+}

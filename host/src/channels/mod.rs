@@ -170,6 +170,14 @@ pub trait Channel: Send + Sync {
     /// Starts the transaction a save applies this channel's commands in.
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
 
+    /// Starts a transaction that only reads: one consistent snapshot for
+    /// checking a scope that queued no command, without holding off other
+    /// saves. [`Transaction::apply`] on it fails. Kinds without snapshots
+    /// begin a full transaction.
+    fn snapshot(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        self.begin()
+    }
+
     /// Applies each `(name, script)` migration this channel has not had yet,
     /// in order, each atomically, and records it. Returns each name with
     /// `true` when it was applied now and `false` when it was applied before.

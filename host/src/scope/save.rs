@@ -144,7 +144,7 @@ impl Scope {
                     return Err(fail(format!("no channel {:?}", command.channel), false));
                 };
                 if !open.contains_key(&command.channel) {
-                    open.insert(command.channel.clone(), begin(channel.as_ref(), &command.channel)?);
+                    open.insert(command.channel.clone(), begin(channel.as_ref(), &command.channel, false)?);
                 }
                 let Some(tx) = open.get_mut(&command.channel) else { continue };
                 // Each command runs under the grant of the service that
@@ -266,9 +266,11 @@ struct Settled {
     checked: usize,
 }
 
-/// Begins the transaction a save applies `name`'s commands in.
-pub(super) fn begin(channel: &dyn Channel, name: &str) -> Result<Box<dyn Transaction>, ScopeError> {
-    channel.begin().map_err(|e| ScopeError::Channel {
+/// Begins the transaction a save applies `name`'s commands in (or, with
+/// `read_only`, checks its reads in).
+pub(super) fn begin(channel: &dyn Channel, name: &str, read_only: bool) -> Result<Box<dyn Transaction>, ScopeError> {
+    let begun = if read_only { channel.snapshot() } else { channel.begin() };
+    begun.map_err(|e| ScopeError::Channel {
         channel: name.to_string(),
         reason: e.to_string(),
         applied: "nothing was applied".into(),

@@ -16,9 +16,10 @@ use crate::channels::{Caller, ChannelError, Transaction};
 
 impl Scope {
     /// Checks the scope's kept reads in `open`, beginning a transaction on
-    /// every channel the save needs first. Returns how many reads were
-    /// checked. A scope with no commands and one read needs no check: one
-    /// read is consistent on its own.
+    /// every channel the save needs first (a read-only snapshot when the
+    /// scope queued nothing). Returns how many reads were checked. A scope
+    /// with no commands and one read needs no check: one read is consistent
+    /// on its own.
     pub(super) fn validate(
         &mut self,
         open: &mut BTreeMap<String, Box<dyn Transaction>>,
@@ -32,6 +33,9 @@ impl Scope {
         let registry = Arc::clone(&state.registry);
         let channels = Arc::clone(&state.channels);
         let (scope_deadline, cancel) = (state.scope_deadline, state.cancel.clone());
+        // A scope that queued nothing checks its reads in snapshots, which
+        // hold off no save; one that did holds its channels to the commit.
+        let read_only = state.queue.commands().is_empty();
         // Begun in name order, whatever order the scope used them in: two
         // saves never each hold a channel the other waits for.
         let mut needed: BTreeSet<&str> = state.reads.channels();
@@ -41,7 +45,7 @@ impl Scope {
                 continue;
             }
             let Some(channel) = channels.get(name) else { continue };
-            open.insert(name.to_string(), super::save::begin(channel.as_ref(), name)?);
+            open.insert(name.to_string(), super::save::begin(channel.as_ref(), name, read_only)?);
         }
         // Nothing reads the set after this: the save holds its channels.
         let set = std::mem::take(&mut self.store.data_mut().reads);

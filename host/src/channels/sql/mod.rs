@@ -251,7 +251,15 @@ impl Channel for SqliteChannel {
         // IMMEDIATE takes the write lock now, so a save never fails halfway
         // through because another writer got there first.
         pooled.conn.execute_batch("BEGIN IMMEDIATE").map_err(unavailable)?;
-        Ok(Box::new(SqliteTransaction { pooled: Some(pooled), pool: Arc::clone(&self.pool), _turn: turn }))
+        Ok(Box::new(SqliteTransaction { pooled: Some(pooled), pool: Arc::clone(&self.pool), turn: Some(turn) }))
+    }
+
+    /// A deferred transaction: its first read fixes the WAL snapshot every
+    /// later read sees, and it takes no write lock, so it waits for no save.
+    fn snapshot(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        let pooled = self.take()?;
+        pooled.conn.execute_batch("BEGIN DEFERRED").map_err(unavailable)?;
+        Ok(Box::new(SqliteTransaction { pooled: Some(pooled), pool: Arc::clone(&self.pool), turn: None }))
     }
 }
 
@@ -340,13 +348,17 @@ struct SqliteTransaction {
     pooled: Option<Pooled>,
     pool: Arc<Mutex<Vec<Pooled>>>,
     // Dropped after the commit or rollback: field order is drop order.
-    _turn: WriterTurn,
+    /// `None` for a snapshot, which writes nothing.
+    turn: Option<WriterTurn>,
 }
 
 impl Transaction for SqliteTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         let pooled =
             self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        if self.turn.is_none() {
+            return Err(ChannelError::Invalid("a snapshot applies no command".into()));
+        }
         let conn = &pooled.conn;
         let affected = if let Operation::Execute { sql, params } = op {
             // The service's own SQL: SQLite checks it against its grant.
