@@ -8,18 +8,32 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_host::ScopeError;
 use sluice_host::bindings::Value;
-use sluice_host::channels::{Caller, Channel, ChannelError, Reading, Transaction};
+use sluice_host::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Transaction};
 use sluice_host::command::{Operation, Outcome};
 use wasmtime::component::Val;
 
 use crate::support::Fixture;
 
-/// A channel whose transactions apply anything and never commit.
-struct NeverCommits;
+/// What a [`Fake`] channel's transaction does when it is prepared and
+/// committed.
+type Step = Arc<dyn Fn() -> Result<(), ChannelError> + Send + Sync>;
 
-struct NeverCommitsTx;
+/// A channel whose transactions apply anything, with a chosen prepare,
+/// commit and commit stage.
+#[derive(Clone)]
+struct Fake {
+    prepare: Step,
+    commit: Step,
+    stage: CommitStage,
+}
 
-impl Channel for NeverCommits {
+impl Fake {
+    fn new() -> Fake {
+        Fake { prepare: Arc::new(|| Ok(())), commit: Arc::new(|| Ok(())), stage: CommitStage::Data }
+    }
+}
+
+impl Channel for Fake {
     fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
         Err(ChannelError::Invalid("the fake channel has nothing to read".into()))
     }
@@ -29,7 +43,11 @@ impl Channel for NeverCommits {
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
-        Ok(Box::new(NeverCommitsTx))
+        Ok(Box::new(self.clone()))
+    }
+
+    fn commit_stage(&self) -> CommitStage {
+        self.stage
     }
 
     fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
@@ -37,7 +55,7 @@ impl Channel for NeverCommits {
     }
 }
 
-impl Transaction for NeverCommitsTx {
+impl Transaction for Fake {
     fn apply(&mut self, _: &Operation, _: &Caller) -> Result<Outcome, ChannelError> {
         Ok(Outcome::Inserted(1))
     }
@@ -46,9 +64,35 @@ impl Transaction for NeverCommitsTx {
         Ok(0)
     }
 
-    fn commit(self: Box<Self>) -> Result<(), ChannelError> {
-        Err(ChannelError::Unavailable("the fake channel refuses to commit".into()))
+    fn prepare(&mut self) -> Result<(), ChannelError> {
+        (self.prepare)()
     }
+
+    fn commit(self: Box<Self>) -> Result<(), ChannelError> {
+        (self.commit)()
+    }
+}
+
+/// A fixture with the probe granted inserts on `main` and on the fake
+/// channel `name`, a host with that fake, and a scope that queued an insert
+/// on each: `kept` on main, one on the fake.
+fn with_fake(
+    name: &str,
+    fake: impl FnOnce(&Fixture) -> Fake,
+    run: impl FnOnce(&Fixture, Result<sluice_host::scope::SaveReport, ScopeError>),
+) {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let manifest = std::fs::read_to_string(f.manifest("probe")).expect("manifest");
+    f.write_manifest("probe", &format!("{manifest}\n[channels.{name}]\ninserts = \"*\"\n"));
+    let mut host = f.host();
+    let mut channels = (*host.channels).clone();
+    channels.insert(name, Arc::new(fake(&f)));
+    host.channels = Arc::new(channels);
+    let mut scope = host.scope();
+    scope.call("probe", "insert", &product("main", "kept")).expect("insert on main");
+    scope.call("probe", "insert", &product(name, "elsewhere")).expect("insert on the fake");
+    run(&f, scope.save());
 }
 
 fn s(v: &str) -> Val {
@@ -67,27 +111,70 @@ fn product(channel: &str, name: &str) -> Vec<Val> {
 /// their data stays.
 #[test]
 fn a_later_channel_that_fails_to_commit_is_named_with_what_committed() {
-    let f = Fixture::new(&["probe"]);
-    f.migrate();
-    let manifest = std::fs::read_to_string(f.manifest("probe")).expect("manifest");
-    f.write_manifest("probe", &format!("{manifest}\n[channels.zz]\ninserts = \"*\"\n"));
-    let mut host = f.host();
-    let mut channels = (*host.channels).clone();
-    channels.insert("zz", Arc::new(NeverCommits));
-    host.channels = Arc::new(channels);
+    let fake = Fake {
+        commit: Arc::new(|| Err(ChannelError::Unavailable("the fake refuses to commit".into()))),
+        ..Fake::new()
+    };
+    with_fake(
+        "zz",
+        |_| fake,
+        |f, saved| {
+            match saved {
+                Err(ScopeError::Channel { channel, reason, applied }) => {
+                    assert_eq!(channel, "zz");
+                    assert_eq!(reason, "the fake refuses to commit");
+                    assert_eq!(applied, "channels main had already committed");
+                }
+                other => panic!("expected a commit failure, got {other:?}"),
+            }
+            assert_eq!(f.count("products"), 1, "main committed before zz failed");
+        },
+    );
+}
 
-    let mut scope = host.scope();
-    scope.call("probe", "insert", &product("main", "kept")).expect("insert on main");
-    scope.call("probe", "insert", &product("zz", "lost")).expect("insert on zz");
-    match scope.save() {
-        Err(ScopeError::Channel { channel, reason, applied }) => {
-            assert_eq!(channel, "zz");
-            assert_eq!(reason, "the fake channel refuses to commit");
-            assert_eq!(applied, "channels main had already committed");
-        }
-        other => panic!("expected a commit failure, got {other:?}"),
-    }
-    assert_eq!(f.count("products"), 1, "main committed before zz failed");
+/// Every channel prepares before any commits: one that cannot commit says
+/// so then, and nothing is applied anywhere.
+#[test]
+fn a_channel_that_fails_to_prepare_applies_nothing() {
+    let fake =
+        Fake { prepare: Arc::new(|| Err(ChannelError::Unavailable("a watched key changed".into()))), ..Fake::new() };
+    with_fake(
+        "zz",
+        |_| fake,
+        |f, saved| {
+            match saved {
+                Err(ScopeError::Channel { channel, reason, applied }) => {
+                    assert_eq!((channel.as_str(), reason.as_str()), ("zz", "a watched key changed"));
+                    assert_eq!(applied, "nothing was applied");
+                }
+                other => panic!("expected a prepare failure, got {other:?}"),
+            }
+            assert_eq!(f.count("products"), 0, "main must not commit when another channel cannot");
+        },
+    );
+}
+
+/// An effect channel commits after every data channel, whatever its name:
+/// when it commits, the data is already durable.
+#[test]
+fn effect_channels_commit_after_data_channels() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let seen_in = Arc::clone(&seen);
+    let fake = move |f: &Fixture| {
+        let path = f.db_path();
+        let commit: Step = Arc::new(move || {
+            let conn = rusqlite::Connection::open(&path).expect("open");
+            let rows: i64 = conn.query_row("SELECT count(*) FROM products", [], |r| r.get(0)).expect("count");
+            *seen_in.lock().expect("lock") = Some(rows);
+            Ok(())
+        });
+        Fake { commit, stage: CommitStage::Effects, ..Fake::new() }
+    };
+    // Named to sort before `main`: the stage, not the name, puts it last.
+    with_fake("aa", fake, |_, saved| {
+        saved.expect("saved");
+    });
+    assert_eq!(*seen.lock().expect("lock"), Some(1), "the effect channel committed before main's data was durable");
 }
 
 /// A database another process holds past the busy timeout: the save cannot

@@ -178,10 +178,27 @@ pub trait Channel: Send + Sync {
         self.begin()
     }
 
+    /// When this channel commits in a save: [`CommitStage::Data`] channels
+    /// first, then [`CommitStage::Effects`] channels, each stage in name
+    /// order, so that an effect can depend on the data having committed.
+    fn commit_stage(&self) -> CommitStage {
+        CommitStage::Data
+    }
+
     /// Applies each `(name, script)` migration this channel has not had yet,
     /// in order, each atomically, and records it. Returns each name with
     /// `true` when it was applied now and `false` when it was applied before.
     fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError>;
+}
+
+/// Where a channel commits in a save ([`Channel::commit_stage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CommitStage {
+    /// A store of data (SQL): commits first.
+    Data,
+    /// A side effect that must happen only once the data committed (a
+    /// message, a request, a file): commits after every data channel.
+    Effects,
 }
 
 /// One open transaction on a channel. Dropping it without [`commit`] rolls
@@ -198,6 +215,15 @@ pub trait Transaction: Send {
     /// save compares it with the digest the scope saw. Under `caller`'s
     /// grant and deadline; the rows stop at `max_bytes`.
     fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError>;
+
+    /// Checks, after the last round and before any channel of the save
+    /// commits, that the commit can succeed; a failure here applies nothing
+    /// anywhere. SQLite has nothing to check (its transaction already holds
+    /// the write lock); a kind whose commit can be refused (a watched key
+    /// that changed) checks it here.
+    fn prepare(&mut self) -> Result<(), ChannelError> {
+        Ok(())
+    }
 
     /// Makes everything applied so far durable.
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;

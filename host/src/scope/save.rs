@@ -71,8 +71,21 @@ impl Scope {
             self.stage = Stage::Settled("dry-run");
             return Ok(report);
         }
+        // Every channel checks it can commit before any does: a failure
+        // here applies nothing anywhere.
+        let mut open = open;
+        for (name, tx) in &mut open {
+            if let Err(e) = tx.prepare() {
+                self.stage = Stage::Unsaved(format!("channel {name} failed to prepare"));
+                return Err(ScopeError::Channel {
+                    channel: name.clone(),
+                    reason: e.to_string(),
+                    applied: "nothing was applied".into(),
+                });
+            }
+        }
         let mut committed: Vec<String> = Vec::new();
-        for (name, tx) in open {
+        for (name, tx) in commit_order(open, &self.store.data().channels) {
             if let Err(e) = tx.commit() {
                 self.stage = Stage::Unsaved(format!("channel {name} failed to commit"));
                 return Err(ScopeError::Channel {
@@ -264,6 +277,17 @@ struct Settled {
     rounds: usize,
     /// How many reads were checked before round 1.
     checked: usize,
+}
+
+/// The save's transactions in the order they commit: data channels, then
+/// effect channels, each in name order ([`crate::channels::CommitStage`]).
+fn commit_order(
+    open: BTreeMap<String, Box<dyn Transaction>>,
+    channels: &crate::channels::Channels,
+) -> Vec<(String, Box<dyn Transaction>)> {
+    let mut ordered: Vec<_> = open.into_iter().collect();
+    ordered.sort_by_cached_key(|(name, _)| (channels.get(name).map(|c| c.commit_stage()), name.clone()));
+    ordered
 }
 
 /// Begins the transaction a save applies `name`'s commands in (or, with
