@@ -27,7 +27,7 @@ fn only_exposed_functions_are_routes() {
     let before = f.dump();
     let (status, body) = served.post("/services/inventory/reserve", &json!({ "product-id": 1, "quantity": 10 }));
     assert_eq!(status, 404, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
+    let message = body["detail"].as_str().unwrap_or_default();
     assert!(message.starts_with("inventory.reserve is not exposed over HTTP; expose it in "), "{message}");
     assert!(message.ends_with(r#"inventory.toml: [http] expose = ["reserve"]"#), "{message}");
     assert_eq!(f.dump(), before, "a refused route changed the database");
@@ -98,8 +98,8 @@ fn a_wasi_http_component_that_ignores_a_denial_is_not_saved() {
     let served = f.serve(&[]);
     let (status, body) = served.post("/sneak/anything", &json!({}));
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"]["kind"], "denied", "{body}");
-    let denial = body["error"]["denials"][0].as_str().unwrap_or_default();
+    assert_eq!(body["kind"], "denied", "{body}");
+    let denial = body["denials"][0].as_str().unwrap_or_default();
     assert!(denial.starts_with("sneak may not read table orders on channel main"), "{body}");
     assert_eq!(f.dump(), before, "the denied scope was saved");
     let (status, body) = served.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));

@@ -78,12 +78,18 @@ fn routes_call_save_list_describe_and_count() {
     }
 }
 
-/// Asserts the status and `error.kind`, and returns the error object.
+/// Asserts the status and the RFC 9457 problem of `kind` (with the same
+/// under `error`, the form before it), and returns the problem.
 fn expect_error(answer: (u16, Json), status: u16, kind: &str) -> Json {
     let (got, body) = answer;
     assert_eq!(got, status, "{body}");
+    assert_eq!(body["type"], format!("urn:sluice:problem:{kind}"), "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+    assert_eq!(body["kind"], kind, "{body}");
     assert_eq!(body["error"]["kind"], kind, "{body}");
-    body["error"].clone()
+    assert_eq!(body["error"]["message"], body["detail"], "{body}");
+    body
 }
 
 #[test]
@@ -92,10 +98,16 @@ fn every_error_class_has_its_status_and_the_server_survives() {
     s.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));
     let before = f.dump();
 
+    // Every error is an RFC 9457 problem, with its media type.
+    let response = reqwest::blocking::Client::new().post(s.url("/services/nothing/here")).send().expect("POST");
+    assert_eq!(response.status().as_u16(), 404);
+    let media = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(media.as_deref(), Some("application/problem+json"));
+
     // 400: the JSON path of the bad field.
     let e = expect_error(s.post("/services/products/add", &json!({ "name": 5, "price-cents": 1 })), 400, "arguments");
     assert_eq!(e["path"], "$.name");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("expected string")), "{e}");
+    assert!(e["detail"].as_str().is_some_and(|m| m.contains("expected string")), "{e}");
     let e = expect_error(s.post("/services/products/add", &json!({ "name": "x" })), 400, "arguments");
     assert_eq!(e["path"], "$.price-cents");
     let e = expect_error(
@@ -115,14 +127,14 @@ fn every_error_class_has_its_status_and_the_server_survives() {
     let e = expect_error(s.post("/services/probe/echo", &json!({ "input": sample.clone() })), 400, "arguments");
     assert_eq!(e["path"], "$.input.tags[1]", "{e}");
     let e = expect_error(s.post_raw("/services/products/list", "{not json".into()), 400, "arguments");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("not JSON")), "{e}");
+    assert!(e["detail"].as_str().is_some_and(|m| m.contains("not JSON")), "{e}");
     expect_error(s.post("/services/products/list?dry_run=maybe", &json!({})), 400, "arguments");
 
     // 404: what was not found.
     let e = expect_error(s.post("/services/nothing/here", &json!({})), 404, "not-found");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("no service \"nothing\"")), "{e}");
+    assert!(e["detail"].as_str().is_some_and(|m| m.contains("no service \"nothing\"")), "{e}");
     let e = expect_error(s.post("/services/products/remove", &json!({})), 404, "not-found");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("no function \"remove\"")), "{e}");
+    assert!(e["detail"].as_str().is_some_and(|m| m.contains("no function \"remove\"")), "{e}");
     expect_error(s.post("/elsewhere", &json!({})), 404, "not-found");
 
     // 422: the service's own error, with its value.
@@ -139,13 +151,13 @@ fn every_error_class_has_its_status_and_the_server_survives() {
         403,
         "denied",
     );
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("may not insert into table orders")), "{e}");
+    assert!(e["detail"].as_str().is_some_and(|m| m.contains("may not insert into table orders")), "{e}");
     assert!(e["denials"][0].as_str().is_some_and(|m| m.contains("inserts = [\"orders\"]")), "{e}");
 
     // 500: a trap, naming the service and the cause.
     let e = expect_error(s.post("/services/probe/fail", &json!({ "message": "boom" })), 500, "trap");
     assert_eq!(e["service"], "probe");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("probe.fail failed") && m.contains("boom")), "{e}");
+    assert!(e["detail"].as_str().is_some_and(|m| m.contains("probe.fail failed") && m.contains("boom")), "{e}");
 
     // 503: a limit breach, naming the limit.
     let e = expect_error(s.post("/services/hostile/balloon", &json!({ "mib": 200 })), 503, "limit");
@@ -159,7 +171,7 @@ fn every_error_class_has_its_status_and_the_server_survives() {
     });
     let e = expect_error(s.post("/services/probe/insert", &duplicate), 409, "save");
     assert_eq!(e["service"], "probe");
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("UNIQUE")), "{e}");
+    assert!(e["detail"].as_str().is_some_and(|m| m.contains("UNIQUE")), "{e}");
 
     assert_eq!(f.dump(), before, "nothing of a failed request may be applied");
     let (status, _) = s.post("/services/products/list", &json!({}));
@@ -239,7 +251,7 @@ fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
     assert_eq!(sample["properties"]["colour"]["enum"], json!(["red", "green", "blue"]));
     assert_eq!(sample["properties"]["maybe"]["anyOf"][0], json!({ "type": "null" }));
     let place = &doc["paths"]["/services/orders/place"]["post"]["responses"];
-    let value = &place["422"]["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["value"];
+    let value = &place["422"]["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"]["value"];
     assert!(value["oneOf"][0]["oneOf"].is_array(), "a function returning result documents its error value: {value}");
     assert_eq!(value["oneOf"][1]["required"], json!(["code", "message"]), "and an on-save refusal");
 

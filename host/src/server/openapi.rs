@@ -45,8 +45,8 @@ pub fn document(registry: &Registry) -> Json {
             },
             "responses": {
                 "Problem": {
-                    "description": "The request failed; `error.kind` says why (see docs/http.md).",
-                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Problem" } } },
+                    "description": "The request failed; `kind` says why (see docs/http.md).",
+                    "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } },
                 },
             },
         },
@@ -124,9 +124,11 @@ fn operation(service: &Service, f: &Function) -> Json {
         "422".into(),
         json!({
             "description": "The service returned its error, or an on-save hook refused the save; nothing was applied.",
-            "content": { "application/json": { "schema": {
-                "type": "object",
-                "properties": { "error": { "type": "object", "properties": { "value": value } } },
+            "content": { "application/problem+json": { "schema": {
+                "allOf": [
+                    { "$ref": "#/components/schemas/Problem" },
+                    { "type": "object", "properties": { "value": value.clone(), "error": { "type": "object", "properties": { "value": value } } } },
+                ],
             }}},
         }),
     );
@@ -158,17 +160,23 @@ fn operation(service: &Service, f: &Function) -> Json {
 }
 
 fn problem_schema() -> Json {
+    let kind = json!({ "type": "string", "description": "arguments, not-found, denied, service-error, trap, limit, save, conflict, unavailable, too-large, timeout, cancelled" });
     json!({
         "type": "object",
-        "properties": { "error": {
-            "type": "object",
-            "properties": {
-                "kind": { "type": "string", "description": "arguments, not-found, denied, service-error, trap, limit, save, conflict, unavailable, too-large, timeout" },
-                "message": { "type": "string" },
+        "description": "An RFC 9457 problem; `kind` and the cause's fields are extension members, repeated under `error` for clients of the earlier form.",
+        "properties": {
+            "type": { "type": "string", "format": "uri", "description": "urn:sluice:problem:KIND" },
+            "title": { "type": "string" },
+            "status": { "type": "integer" },
+            "detail": { "type": "string", "description": "What went wrong, naming the service and the cause." },
+            "kind": kind,
+            "error": {
+                "type": "object",
+                "properties": { "kind": kind, "message": { "type": "string" } },
+                "required": ["kind", "message"],
             },
-            "required": ["kind", "message"],
-        }},
-        "required": ["error"],
+        },
+        "required": ["type", "title", "status", "detail", "kind"],
     })
 }
 

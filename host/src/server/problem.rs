@@ -1,8 +1,13 @@
 //! Every error `sluice serve` answers, as one JSON shape with a status that
-//! follows from its cause (the table is in `docs/http.md`):
+//! follows from its cause (the table is in `docs/http.md`): an RFC 9457
+//! problem (`application/problem+json`) whose extension members are the
+//! cause's `kind` and its fields, and, for clients of the form before it, the
+//! same under `error`:
 //!
 //! ```json
-//! {"error": {"kind": "arguments", "message": "...", "path": "$.quantity"}}
+//! {"type": "urn:sluice:problem:arguments", "title": "Bad arguments", "status": 400,
+//!  "detail": "...", "kind": "arguments", "path": "$.quantity",
+//!  "error": {"kind": "arguments", "message": "...", "path": "$.quantity"}}
 //! ```
 
 use axum::Json;
@@ -56,19 +61,53 @@ impl Problem {
             .with("path", e.path.clone())
     }
 
-    /// The body as JSON.
+    /// The body as JSON: the RFC 9457 members, the extension members, and
+    /// the same under `error` as before RFC 9457.
     pub fn body(&self) -> JsonValue {
         let mut error = Map::new();
         error.insert("kind".into(), json!(self.kind));
         error.insert("message".into(), json!(self.message));
         error.extend(self.extra.clone());
-        json!({ "error": error })
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("urn:sluice:problem:{}", self.kind)));
+        body.insert("title".into(), json!(title(self.kind)));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.message));
+        body.insert("kind".into(), json!(self.kind));
+        body.extend(self.extra.clone());
+        body.insert("error".into(), JsonValue::Object(error));
+        JsonValue::Object(body)
+    }
+}
+
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A short summary of a kind of problem, the same for every occurrence.
+fn title(kind: &str) -> &'static str {
+    match kind {
+        "arguments" => "The arguments do not fit the function",
+        "not-found" => "No such route, service or function",
+        "denied" => "A grant was denied",
+        "service-error" => "The service refused the request",
+        "trap" => "The service failed",
+        "limit" => "A service broke one of its limits",
+        "save" => "The data refused the save",
+        "conflict" => "The data changed on every run",
+        "unavailable" => "A channel is unavailable",
+        "too-large" => "The request is too large",
+        "timeout" => "The request stopped arriving",
+        "cancelled" => "The client went away",
+        _ => "The request failed",
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
