@@ -16,6 +16,21 @@ use sluice_host::watch::Watcher;
 use sluice_host::{Host, HostOptions, Scope, ScopeError, signature, values};
 use tracing_subscriber::EnvFilter;
 
+/// `println!` for the CLI's output: when whoever reads it has gone away
+/// (`sluice list | head -1`), the command ends quietly, as it would on
+/// SIGPIPE, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("cannot write to stdout: {e}");
+        }
+    }};
+}
+
 /// Run WebAssembly component services; apply their queued commands only when
 /// a scope is saved.
 #[derive(Parser)]
@@ -217,21 +232,21 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
     };
     let result = report.result_json();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        say!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        println!("result: {result}");
+        say!("result: {result}");
         match &report.ending {
             Ending::Saved(saved) => {
                 print_applied(&format!("saved {}", saved.scope), "", saved);
                 for failure in &saved.after_commit {
-                    println!("warning: {failure}");
+                    say!("warning: {failure}");
                 }
             }
             Ending::DryRun(plan) => {
                 print_applied(&format!("dry run of {}", plan.scope), "; rolled back, nothing was applied", plan);
             }
             Ending::Denied { denials, commands } => {
-                println!(
+                say!(
                     "denied {}: {}; nothing was applied ({} command(s) were queued)",
                     report.scope,
                     denials.join("; "),
@@ -239,13 +254,13 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
                 );
             }
             Ending::Discarded { reason, commands } => {
-                println!(
+                say!(
                     "discarded {}: {reason}; nothing was applied ({} command(s) were queued)",
                     report.scope,
                     commands.len()
                 );
                 for c in commands {
-                    println!("  {}", c.describe());
+                    say!("  {}", c.describe());
                 }
             }
         }
@@ -262,12 +277,12 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
 /// `saved scope-3: 3 command(s) applied in 2 round(s)`, then one line per
 /// command with its round, provenance and outcome.
 fn print_applied(what: &str, note: &str, report: &SaveReport) {
-    println!("{what}: {} command(s) applied in {} round(s){note}", report.applied.len(), report.rounds);
+    say!("{what}: {} command(s) applied in {} round(s){note}", report.applied.len(), report.rounds);
     for (run, conflict) in report.conflicts.iter().enumerate() {
-        println!("  run {} was a conflict and ran again: {}", run + 1, conflict.reason);
+        say!("  run {} was a conflict and ran again: {}", run + 1, conflict.reason);
     }
     for a in &report.applied {
-        println!("  round {}: {} -> {}", a.round, a.command.describe(), a.outcome);
+        say!("  round {}: {} -> {}", a.round, a.command.describe(), a.outcome);
     }
 }
 
@@ -280,32 +295,32 @@ fn list(host: &Host, json: bool) {
             .iter()
             .map(|f| json!({ "path": f.path, "error": f.error.to_string() }))
             .collect();
-        println!("{:#}", json!({ "services": services, "failures": failures }));
+        say!("{:#}", json!({ "services": services, "failures": failures }));
         return;
     }
     for svc in host.registry().services() {
-        println!("{}  ({})", svc.name, svc.path.display());
+        say!("{}  ({})", svc.name, svc.path.display());
         let grants = svc.manifest.summary();
         if grants.is_empty() {
-            println!("  may use no channel (grants in {})", svc.manifest_path.display());
+            say!("  may use no channel (grants in {})", svc.manifest_path.display());
         }
         for line in grants {
-            println!("  may on {line}");
+            say!("  may on {line}");
         }
         for (interface, exporter) in &svc.calls {
-            println!("  calls {exporter} through {interface}");
+            say!("  calls {exporter} through {interface}");
         }
         let mut interface = None;
         for f in &svc.functions {
             if f.interface != interface {
                 interface = f.interface.clone();
-                println!("  {}", interface.as_deref().unwrap_or("(world)"));
+                say!("  {}", interface.as_deref().unwrap_or("(world)"));
             }
-            println!("    {}", signature::signature(f));
+            say!("    {}", signature::signature(f));
         }
     }
     if host.registry().services().next().is_none() {
-        println!("no services in {}", host.registry().dir().display());
+        say!("no services in {}", host.registry().dir().display());
     }
 }
 
@@ -331,12 +346,12 @@ fn serve(
         let registry = host.registry();
         let names: Vec<&str> = registry.services().map(|s| s.name.as_str()).collect();
         // The first line is for programs (tests read the port from it).
-        println!("listening on http://{addr}");
-        println!("serving {} service(s): {}", names.len(), names.join(", "));
+        say!("listening on http://{addr}");
+        say!("serving {} service(s): {}", names.len(), names.join(", "));
         if let Some(s) = registry.services().find(|s| s.function("list").is_ok() && s.manifest.http.exposes("list")) {
-            println!("try: curl -s -X POST http://{addr}/services/{}/list -d '{{}}'", s.name);
+            say!("try: curl -s -X POST http://{addr}/services/{}/list -d '{{}}'", s.name);
         }
-        println!("routes: http://{addr}/openapi.json");
+        say!("routes: http://{addr}/openapi.json");
         drop(registry);
         std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
         tracing::info!(%addr, "listening");
@@ -410,7 +425,7 @@ fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode
     }
     let report = target.migrate(&scripts).with_context(|| format!("channel {channel}"))?;
     for (name, applied) in report {
-        println!("{} {name}", if applied { "applied" } else { "already applied" });
+        say!("{} {name}", if applied { "applied" } else { "already applied" });
     }
     Ok(ExitCode::SUCCESS)
 }

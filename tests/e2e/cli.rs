@@ -207,3 +207,22 @@ fn guest_output_is_logged_with_scope_and_service() {
         "{stderr}"
     );
 }
+
+/// Output to a reader that went away (`sluice list | head -1`) ends the
+/// command quietly, without a panic.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let f = Fixture::new(&["probe", "products"]);
+    let mut child = f
+        .command()
+        .arg("list")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice list");
+    // Nobody will read: close the pipe before the host has loaded anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{:?}: {}", out.status, text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
