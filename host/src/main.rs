@@ -15,6 +15,7 @@ use sluice_host::server::{self, ServeOptions};
 use sluice_host::watch::Watcher;
 use sluice_host::{Host, HostOptions, Scope, ScopeError, signature, values};
 use tracing_subscriber::EnvFilter;
+use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
 
 /// `println!` for the CLI's output: when whoever reads it has gone away
 /// (`sluice list | head -1`), the command ends quietly, as it would on
@@ -195,26 +196,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> anyhow::Result<ExitCode> {
-    let (service, function) = call::parse_target(target).map_err(anyhow::Error::msg)?;
+    // `orders.place("ann", 1, 3)`: a WAVE call, as `wasmtime run --invoke`
+    // takes; otherwise the name, then one JSON value per parameter.
+    let wave = if target.contains('(') {
+        if !args.is_empty() {
+            anyhow::bail!("{target}: give the arguments inside the parentheses or after the name, not both");
+        }
+        Some(UntypedFuncCall::parse(target).map_err(|e| wave_error(target, &e))?)
+    } else {
+        None
+    };
+    let name = wave.as_ref().map_or(target, |w| w.name());
+    let (service, function) = call::parse_target(name).map_err(anyhow::Error::msg)?;
     let registry = host.registry();
     let func = registry.service(service)?.function(function)?;
-    func.check_arity(args.len()).map_err(|e| anyhow::anyhow!("{service}.{} {e}", func.name))?;
-    let mut vals = Vec::with_capacity(args.len());
-    for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
-        let val = values::from_arg(ty, arg, name).map_err(|e| {
-            // The path starts at the parameter; only name it when the problem
-            // is deeper inside the value.
-            let at = if e.path == *name { String::new() } else { format!("{}: ", e.path) };
-            anyhow::anyhow!(
-                "{service}.{}: argument {} ({name}: {}): {at}{}",
-                func.name,
-                i + 1,
-                values::type_name(ty),
-                e.message
-            )
-        })?;
-        vals.push(val);
-    }
+    let vals = match &wave {
+        Some(wave) => wave
+            .to_wasm_params::<wasmtime::component::Val>(func.params.iter().map(|(_, ty)| ty))
+            .map_err(|e| wave_error(target, &e))?,
+        None => json_args(service, &func, args)?,
+    };
     let scope = Scope::new(Arc::clone(&registry), Arc::clone(&host.channels));
     let report = match call::run_in(scope, service, function, &vals, mode) {
         Ok(report) => report,
@@ -230,11 +231,10 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
         }
         Err(e) => return Err(e.into()),
     };
-    let result = report.result_json();
     if json {
         say!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
-        say!("result: {result}");
+        say!("result: {}", wave_results(&report));
         match &report.ending {
             Ending::Saved(saved) => {
                 print_applied(&format!("saved {}", saved.scope), "", saved);
@@ -272,6 +272,51 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
         // A grant was denied: the operator's manifest, not the request.
         Ending::Denied { .. } => ExitCode::from(3),
     })
+}
+
+/// What the function returned, in WAVE (`ok({total-cents: 750})`): nothing
+/// for no result, the values separated by commas for several. A value WAVE
+/// cannot write is shown as JSON.
+fn wave_results(report: &call::CallReport) -> String {
+    if report.results.is_empty() {
+        return "()".into();
+    }
+    let each = report.results.iter().map(|v| v.to_wave().unwrap_or_else(|_| values::to_json(v).to_string()));
+    each.collect::<Vec<_>>().join(", ")
+}
+
+/// One JSON value per parameter (plain text for a string, char or enum),
+/// typed by `func`'s signature.
+fn json_args(
+    service: &str,
+    func: &sluice_host::registry::Function,
+    args: &[String],
+) -> anyhow::Result<Vec<wasmtime::component::Val>> {
+    func.check_arity(args.len()).map_err(|e| anyhow::anyhow!("{service}.{} {e}", func.name))?;
+    let mut vals = Vec::with_capacity(args.len());
+    for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
+        let val = values::from_arg(ty, arg, name).map_err(|e| {
+            // The path starts at the parameter; only name it when the problem
+            // is deeper inside the value.
+            let at = if e.path == *name { String::new() } else { format!("{}: ", e.path) };
+            anyhow::anyhow!(
+                "{service}.{}: argument {} ({name}: {}): {at}{}",
+                func.name,
+                i + 1,
+                values::type_name(ty),
+                e.message
+            )
+        })?;
+        vals.push(val);
+    }
+    Ok(vals)
+}
+
+/// A WAVE value or call that does not parse or fit the function, with the
+/// place it went wrong marked under the text.
+fn wave_error(source: &str, e: &wasmtime::component::wasm_wave::parser::ParserError) -> anyhow::Error {
+    let at = source.get(..e.span().start).map_or(0, |before| before.chars().count());
+    anyhow::anyhow!("{e}\n  {source}\n  {}^", " ".repeat(at))
 }
 
 /// `saved scope-3: 3 command(s) applied in 2 round(s)`, then one line per

@@ -48,7 +48,7 @@ fn call_prints_result_and_applied_commands() {
     let out = f.sluice(&["call", "products.add", "widget", "250"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("result: {\"ok\":null}\nsaved scope-"), "{stdout}");
+    assert!(stdout.starts_with("result: ok\nsaved scope-"), "{stdout}");
     assert!(stdout.contains("1 command(s) applied in 1 round(s)"), "{stdout}");
     assert!(
         stdout
@@ -81,7 +81,7 @@ fn call_with_service_error_applies_nothing() {
     let out = f.sluice(&["call", "orders.do-clearing", "7"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("result: {\"err\":{\"unknown-order\":7}}"), "{stdout}");
+    assert!(stdout.contains("result: err(unknown-order(7))"), "{stdout}");
     assert!(stdout.contains("returned an error; nothing was applied (0 command(s) were queued)"), "{stdout}");
     assert_eq!(f.dump(), before);
 }
@@ -131,7 +131,7 @@ fn bad_component_does_not_stop_the_cli() {
     let out = f.sluice(&["call", "products.list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("warning: skipped broken: "), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("result: {\"ok\":[]}"));
+    assert!(text(&out.stdout).starts_with("result: ok([])"), "{}", text(&out.stdout));
 }
 
 /// Migrations apply once: a second run skips them.
@@ -225,4 +225,35 @@ fn a_closed_stdout_ends_the_command_quietly() {
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "{:?}: {}", out.status, text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
+
+/// `sluice call 'service.function(args)'` takes WAVE, as `wasmtime run
+/// --invoke` does: records, options, variants, lists, flags; the result is
+/// printed in WAVE, and a value that does not fit is marked where it goes
+/// wrong.
+#[test]
+fn call_takes_and_prints_wave() {
+    let f = Fixture::new(&["probe"]);
+    let sample = "{flag: true, small: 1, big: -5, ratio: 0.5, letter: 'x', label: \"hi\", tags: [\"a\", \"b\"], \
+                  pair: (1, \"b\"), maybe: some(3), colour: green, access: {read, write}, shape: rectangle((1.5, 2.25)), \
+                  outcome: err(\"no\")}";
+    let out = f.sluice(&["call", &format!("probe.echo({sample})")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let printed = stdout.lines().next().unwrap_or_default();
+    assert_eq!(printed, format!("result: {}", sample.split_whitespace().collect::<Vec<_>>().join(" ")));
+
+    // The JSON form of the same call is still there.
+    let out = f.sluice(&["call", "--json", "probe.add(2, 3)"]);
+    let json: Json = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["result"], 5);
+
+    // A value that does not fit its parameter: the place is marked.
+    let out = f.sluice(&["call", "probe.add(1, \"x\")"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("  probe.add(1, \"x\")\n               ^"), "{stderr}");
+    // Arguments in both forms are refused.
+    let out = f.sluice(&["call", "probe.add(1, 2)", "3"]);
+    assert!(text(&out.stderr).contains("inside the parentheses or after the name, not both"), "{}", text(&out.stderr));
 }
