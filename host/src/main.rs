@@ -214,7 +214,7 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
         Some(wave) => wave
             .to_wasm_params::<wasmtime::component::Val>(func.params.iter().map(|(_, ty)| ty))
             .map_err(|e| wave_error(target, &e))?,
-        None => json_args(service, &func, args)?,
+        None => json_args(service, func, args)?,
     };
     let scope = Scope::new(Arc::clone(&registry), Arc::clone(&host.channels));
     let report = match call::run_in(scope, service, function, &vals, mode) {
