@@ -108,7 +108,10 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(seconds) = self.retry_after {
+        // Every 503 says when to try again; a busy channel sets its own.
+        let retry_after =
+            self.retry_after.or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECONDS));
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
@@ -194,5 +197,23 @@ impl From<ScopeError> for Problem {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_503_says_when_to_retry_and_every_answer_is_problem_json() {
+        let limit = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "limit", "x broke its limit").into_response();
+        assert_eq!(limit.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+        assert_eq!(limit.headers().get("content-type").and_then(|v| v.to_str().ok()), Some(PROBLEM_JSON));
+        let save = Problem::new(StatusCode::CONFLICT, "save", "a constraint").into_response();
+        assert!(save.headers().get("retry-after").is_none());
+        let body = Problem::new(StatusCode::CONFLICT, "save", "a constraint").with("service", "orders").body();
+        assert_eq!(body["type"], "urn:sluice:problem:save");
+        assert_eq!((body["status"].as_u64(), body["detail"].as_str()), (Some(409), Some("a constraint")));
+        assert_eq!((body["service"].as_str(), body["error"]["service"].as_str()), (Some("orders"), Some("orders")));
     }
 }
