@@ -6,8 +6,10 @@
 
 #[cfg(test)]
 mod differential;
+mod functions;
 mod guard;
 mod implied;
+mod migrate;
 mod read;
 
 use std::borrow::Cow;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension as _, ToSql};
+use rusqlite::{Connection, ToSql};
 
 use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
 use crate::bindings::{Row, Value};
@@ -164,69 +166,10 @@ impl SqliteChannel {
 }
 
 impl Channel for SqliteChannel {
-    /// See [`Channel::migrate`]; the record of each lives in `sluice_migrations`,
-    /// with the SHA-256 of its script, and is written in the same
-    /// transaction as the migration. A migration applied before with another
-    /// checksum is refused: what the database has is not what the file says.
+    /// See [`Channel::migrate`] and [`migrate::apply`].
     fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
         let mut pooled = self.take()?;
-        let conn = &mut pooled.conn;
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
-                name TEXT PRIMARY KEY,
-                applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-                checksum TEXT
-            )"
-        ))
-        .map_err(unavailable)?;
-        // A record made before checksums existed gets the column; its rows
-        // take the checksum of the file the next time they are seen.
-        let has_checksum: bool = conn
-            .query_row(
-                &format!("SELECT count(*) FROM pragma_table_info('{MIGRATIONS_TABLE}') WHERE name = 'checksum'"),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(unavailable)?;
-        if !has_checksum {
-            conn.execute_batch(&format!("ALTER TABLE {MIGRATIONS_TABLE} ADD COLUMN checksum TEXT"))
-                .map_err(unavailable)?;
-        }
-        let mut report = Vec::new();
-        for (name, sql) in migrations {
-            let checksum = checksum(sql);
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(unavailable)?;
-            let applied: Option<Option<String>> = tx
-                .query_row(&format!("SELECT checksum FROM {MIGRATIONS_TABLE} WHERE name = ?1"), [name], |r| r.get(0))
-                .optional()
-                .map_err(unavailable)?;
-            match applied {
-                None => {
-                    tx.execute_batch(sql).map_err(|e| ChannelError::Invalid(format!("migration {name}: {e}")))?;
-                    tx.execute(
-                        &format!("INSERT INTO {MIGRATIONS_TABLE} (name, checksum) VALUES (?1, ?2)"),
-                        [name, &checksum],
-                    )
-                    .map_err(unavailable)?;
-                }
-                Some(None) => {
-                    tx.execute(
-                        &format!("UPDATE {MIGRATIONS_TABLE} SET checksum = ?2 WHERE name = ?1"),
-                        [name, &checksum],
-                    )
-                    .map_err(unavailable)?;
-                }
-                Some(Some(recorded)) if recorded != checksum => {
-                    return Err(ChannelError::Invalid(format!(
-                        "migration {name} was applied with checksum {recorded}, but the file now has {checksum}: \
-                         an applied migration must not change; put the change in a new migration"
-                    )));
-                }
-                Some(Some(_)) => {}
-            }
-            tx.commit().map_err(unavailable)?;
-            report.push((name.clone(), applied.is_none()));
-        }
+        let report = migrate::apply(&mut pooled.conn, migrations)?;
         give_back(&self.pool, pooled);
         Ok(report)
     }
@@ -520,12 +463,6 @@ fn classify(e: rusqlite::Error) -> ChannelError {
         ) => unavailable(e),
         _ => invalid(e),
     }
-}
-
-/// The SHA-256 of a migration's script, in hex.
-fn checksum(sql: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn invalid(e: rusqlite::Error) -> ChannelError {
