@@ -5,7 +5,7 @@
 sluice_guest::generate!("acme:inventory/inventory", ["../../wit", "wit"]);
 
 use exports::acme::inventory::stock::{Guest, StockError};
-use sluice_guest::{from, to, types::Value};
+use sluice_guest::{from, to};
 
 const CHANNEL: &str = "main";
 
@@ -24,7 +24,7 @@ impl Guest for Component {
         let taken = to::execute(
             CHANNEL,
             "UPDATE stock SET on_hand = on_hand - ?2 WHERE product_id = ?1 AND on_hand >= ?2",
-            &[product_id.into(), i64::from(quantity).into()],
+            &[product_id.into(), quantity.into()],
         )
         .map_err(StockError::Store)?;
         to::expect(taken, 1).map_err(StockError::Store)?;
@@ -37,7 +37,7 @@ impl Guest for Component {
             CHANNEL,
             "INSERT INTO stock (product_id, on_hand) VALUES (?1, ?2)
              ON CONFLICT (product_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
-            &[product_id.into(), i64::from(quantity).into()],
+            &[product_id.into(), quantity.into()],
         )
         .map_err(StockError::Store)?;
         Ok(())
@@ -58,7 +58,7 @@ fn check_quantity(quantity: u32) -> Result<(), StockError> {
 fn on_hand(product_id: i64) -> Result<i64, StockError> {
     let rows = from::query(CHANNEL, "SELECT on_hand FROM stock WHERE product_id = ?1", &[product_id.into()])
         .map_err(StockError::Store)?;
-    Ok(rows.get(0, "on_hand").and_then(Value::as_integer).unwrap_or(0))
+    Ok(rows.value(0, "on_hand").unwrap_or(0))
 }
 
 export!(Component);

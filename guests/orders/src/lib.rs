@@ -44,7 +44,7 @@ impl Guest for Component {
             &row(&[
                 ("customer", customer.into()),
                 ("product_id", product_id.into()),
-                ("quantity", i64::from(quantity).into()),
+                ("quantity", quantity.into()),
                 ("total_cents", total_cents.into()),
                 ("status", "placed".into()),
             ]),
@@ -60,9 +60,9 @@ impl Guest for Component {
         if found.is_empty() {
             return Err(OrderError::UnknownOrder(order_id));
         }
-        let status = found.get(0, "status").and_then(Value::as_text).unwrap_or("");
+        let status: String = found.value(0, "status").unwrap_or_default();
         if status != "placed" {
-            return Err(OrderError::NotPlaced(status.to_string()));
+            return Err(OrderError::NotPlaced(status));
         }
         let amount = found.get(0, "total_cents").cloned().unwrap_or(Value::Null);
         // The status guard in the WHERE clause, and the expectation that it
@@ -124,7 +124,7 @@ fn check_order(customer: &str, quantity: u32) -> Result<(), OrderError> {
 fn product_price(product_id: i64) -> Result<i64, OrderError> {
     let found = from::query(CHANNEL, "SELECT price_cents FROM products WHERE id = ?1", &[product_id.into()])
         .map_err(OrderError::Store)?;
-    found.get(0, "price_cents").and_then(Value::as_integer).ok_or(OrderError::UnknownProduct(product_id))
+    found.value(0, "price_cents").ok_or(OrderError::UnknownProduct(product_id))
 }
 
 export!(Component);

@@ -3,7 +3,7 @@
 sluice_guest::generate!("acme:products/products", ["../../wit", "wit"]);
 
 use exports::acme::products::api::{Guest, Product, ProductError};
-use sluice_guest::{from, row, to, types::Value};
+use sluice_guest::{from, row, to};
 
 const CHANNEL: &str = "main";
 const MAX_NAME: usize = 100;
@@ -26,11 +26,12 @@ impl Guest for Component {
     fn list() -> Result<Vec<Product>, ProductError> {
         let rows = from::query(CHANNEL, "SELECT id, name, price_cents FROM products ORDER BY id", &[])
             .map_err(ProductError::Store)?;
-        Ok((0..rows.len())
-            .map(|i| Product {
-                id: rows.get(i, "id").and_then(Value::as_integer).unwrap_or_default(),
-                name: rows.get(i, "name").and_then(Value::as_text).unwrap_or_default().to_string(),
-                price_cents: rows.get(i, "price_cents").and_then(Value::as_integer).unwrap_or_default(),
+        Ok(rows
+            .iter()
+            .map(|r| Product {
+                id: r.get("id").unwrap_or_default(),
+                name: r.get("name").unwrap_or_default(),
+                price_cents: r.get("price_cents").unwrap_or_default(),
             })
             .collect())
     }

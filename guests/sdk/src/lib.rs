@@ -39,15 +39,35 @@ macro_rules! generate {
 }
 use types::{Row, Rows, Value};
 
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Integer(v)
+/// Integer conversions: every integer type that fits an `i64` becomes an
+/// `integer` (`quantity.into()` for a `u32`).
+macro_rules! integer_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Value::Integer(i64::from(v))
+            }
+        }
+    )*};
+}
+integer_from!(i8, i16, i32, i64, u8, u16, u32);
+
+impl From<bool> for Value {
+    /// `true` is `1`, `false` is `0`, as SQLite stores booleans.
+    fn from(v: bool) -> Self {
+        Value::Integer(i64::from(v))
     }
 }
 
 impl From<f64> for Value {
     fn from(v: f64) -> Self {
         Value::Real(v)
+    }
+}
+
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Real(f64::from(v))
     }
 }
 
@@ -63,9 +83,91 @@ impl From<String> for Value {
     }
 }
 
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Blob(v)
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Blob(v.to_vec())
+    }
+}
+
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(v: Option<T>) -> Self {
         v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// A Rust value read out of a [`Value`]: `None` when the value has another
+/// type (or, for integers, does not fit).
+pub trait FromValue: Sized {
+    /// The value as `Self`, if it is one.
+    fn from_value(value: &Value) -> Option<Self>;
+}
+
+macro_rules! integer_out {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            fn from_value(value: &Value) -> Option<Self> {
+                match value {
+                    Value::Integer(i) => <$t>::try_from(*i).ok(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+integer_out!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+impl FromValue for bool {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Integer(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for f64 {
+    /// A `real`, or an `integer` widened.
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Real(r) => Some(*r),
+            #[expect(clippy::cast_precision_loss, reason = "SQL numbers may be read as floats")]
+            Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Blob(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    /// `Some(None)` for `null`, `Some(Some(v))` for a value of type `T`.
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Null => Some(None),
+            other => T::from_value(other).map(Some),
+        }
     }
 }
 
@@ -85,6 +187,19 @@ impl Rows {
         self.values.get(index)?.get(col)
     }
 
+    /// The value in `column` of row `index` as a `T`, or `None` when either
+    /// is missing or the value is not a `T`:
+    ///
+    /// ```
+    /// use sluice_guest::types::{Rows, Value};
+    /// let rows = Rows { columns: vec!["id".into()], values: vec![vec![Value::Integer(7)]] };
+    /// assert_eq!(rows.value::<i64>(0, "id"), Some(7));
+    /// assert_eq!(rows.value::<String>(0, "id"), None);
+    /// ```
+    pub fn value<T: FromValue>(&self, index: usize, column: &str) -> Option<T> {
+        self.get(index, column).and_then(T::from_value)
+    }
+
     /// The number of rows.
     pub fn len(&self) -> usize {
         self.values.len()
@@ -93,6 +208,48 @@ impl Rows {
     /// True when the query returned no rows.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
+    }
+
+    /// Every row in order, with typed access by column name; the names are
+    /// looked up once for all rows:
+    ///
+    /// ```
+    /// use sluice_guest::types::{Rows, Value};
+    /// let rows = Rows {
+    ///     columns: vec!["id".into(), "name".into()],
+    ///     values: vec![
+    ///         vec![Value::Integer(1), Value::Text("lamp".into())],
+    ///         vec![Value::Integer(2), Value::Null],
+    ///     ],
+    /// };
+    /// let names: Vec<(i64, Option<String>)> =
+    ///     rows.iter().map(|r| (r.get("id").unwrap_or(0), r.get("name").flatten())).collect();
+    /// assert_eq!(names, [(1, Some("lamp".to_string())), (2, None)]);
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = RowRef<'_>> {
+        let columns: std::collections::HashMap<&str, usize> =
+            self.columns.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+        let columns = std::rc::Rc::new(columns);
+        self.values.iter().map(move |values| RowRef { columns: std::rc::Rc::clone(&columns), values })
+    }
+}
+
+/// One row of [`Rows::iter`].
+pub struct RowRef<'a> {
+    columns: std::rc::Rc<std::collections::HashMap<&'a str, usize>>,
+    values: &'a [Value],
+}
+
+impl RowRef<'_> {
+    /// The value in `column` as a `T`, or `None` when the column is missing
+    /// or the value is not a `T`. `Option<T>` reads a `null` as `Some(None)`.
+    pub fn get<T: FromValue>(&self, column: &str) -> Option<T> {
+        self.raw(column).and_then(T::from_value)
+    }
+
+    /// The value in `column` as it is.
+    pub fn raw(&self, column: &str) -> Option<&Value> {
+        self.columns.get(column).and_then(|&i| self.values.get(i))
     }
 }
 
