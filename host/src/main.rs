@@ -136,7 +136,10 @@ fn main() -> ExitCode {
         (_, true) => "error,progress=info",
         (_, false) => "error",
     };
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    // SLUICE_LOG, else the Rust ecosystem's RUST_LOG, else the default.
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| EnvFilter::new(default_level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::metrics::Outcome;
+use super::trace::Trace;
 use super::{App, Problem, SCOPE_HEADER, scope_header};
 use crate::call::{self, CallReport, Ending, Mode};
 use crate::scope::{Cause, Scope, ScopeError};
@@ -38,9 +40,10 @@ pub(super) async fn call(
     State(app): State<Arc<App>>,
     Path((service, function)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    Extension(trace): Extension<Trace>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match run(&app, &service, &function, &query, body).await {
+    match run(&app, &service, &function, &query, body, &trace).await {
         Ok(response) | Err(response) => response,
     }
 }
@@ -51,6 +54,7 @@ async fn run(
     function: &str,
     query: &HashMap<String, String>,
     body: Result<Bytes, BytesRejection>,
+    trace: &Trace,
 ) -> Result<Response, Response> {
     let registry = app.host.registry();
     let svc = registry.service(service).map_err(|e| Problem::from(e).into_response())?;
@@ -86,8 +90,11 @@ async fn run(
     let channels = Arc::clone(&app.host.channels);
     let scope = Scope::new(Arc::clone(&registry), channels);
     let guard = super::CancelOnDrop::new(scope.canceller());
+    // Every log line of the scope carries its id, the service and the trace.
+    let span = tracing::info_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let _entered = span.enter();
         call::run_in(scope, &name, &fname, &args, mode)
     })
     .await;
@@ -101,7 +108,7 @@ async fn run(
         })
     });
     let (response, counted) = answer(&svc.name, &func.name, outcome, app);
-    app.answered(&svc.name, &func.name, started, &response, &counted);
+    app.answered(&svc.name, &func.name, started, &response, &counted, trace);
     Ok(response)
 }
 

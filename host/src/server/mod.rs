@@ -12,6 +12,7 @@ pub mod metrics;
 mod mount;
 pub mod openapi;
 mod problem;
+mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -110,13 +111,22 @@ impl App {
 
     /// Counts and logs one answered request of `service`; `what` is the
     /// function or the path, the scope comes from the `x-sluice-scope` header.
-    fn answered(&self, service: &str, what: &str, started: Instant, response: &Response, outcome: &Outcome) {
+    fn answered(
+        &self,
+        service: &str,
+        what: &str,
+        started: Instant,
+        response: &Response,
+        outcome: &Outcome,
+        trace: &trace::Trace,
+    ) {
         let elapsed = started.elapsed();
         self.metrics.call(service, outcome, elapsed);
         // As other log lines name scopes: `scope-7`.
         let scope = response.headers().get(SCOPE_HEADER).and_then(|v| v.to_str().ok()).map(|n| format!("scope-{n}"));
         tracing::info!(
             scope = scope.as_deref().unwrap_or("-"),
+            trace_id = %trace.trace_id,
             service,
             what,
             status = response.status().as_u16(),
@@ -174,6 +184,7 @@ pub fn router(host: Arc<Host>, options: ServeOptions) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .fallback(mount::handle)
+        .layer(axum::middleware::from_fn(trace::traced))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(options.read_timeout))
         .with_state(app)

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use tokio::sync::oneshot;
 
 use super::metrics::Outcome;
+use super::trace::{TRACEPARENT, Trace};
 use super::{App, Problem, SCOPE_HEADER};
 use crate::registry::Service;
 use crate::scope::{Answer, Ending, HttpAnswer, Mode, Scope};
@@ -43,6 +44,9 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     };
     let prefix = service.manifest.http.prefix.clone().unwrap_or_default();
     let (mut parts, body) = request.into_parts();
+    // The caller's trace continues into the component's request as ours.
+    let trace = parts.extensions.get::<Trace>().cloned().unwrap_or_else(|| Trace::continue_from(&parts.headers));
+    parts.headers.insert(TRACEPARENT, trace.header());
     let bytes = match axum::body::to_bytes(body, app.options.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(e) if super::stalled(&e) => {
@@ -89,8 +93,10 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     let app2 = Arc::clone(&app);
     let scope = Scope::new(registry, Arc::clone(&app.host.channels));
     let guard = super::CancelOnDrop::new(scope.canceller());
+    let span = tracing::info_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let _entered = span.enter();
         run(scope, &service, &request, &runtime, &app2)
     })
     .await;
@@ -100,7 +106,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", format!("{name}: the host thread failed: {e}"));
         (problem.into_response(), Outcome::Error("trap"))
     });
-    app.answered(&name, &path, started, &response, &outcome);
+    app.answered(&name, &path, started, &response, &outcome, &trace);
     response
 }
 

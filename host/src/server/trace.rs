@@ -1,0 +1,104 @@
+//! W3C trace context: a request's `traceparent` is continued (its trace id
+//! kept, a new span id of ours), or a new trace begins; the scope's span and
+//! the request's log line carry the trace id, and the answer echoes our
+//! `traceparent`, so a caller can find its request in the host's log.
+
+use axum::http::{HeaderMap, HeaderValue};
+
+/// The header, as W3C Trace Context names it.
+pub(crate) const TRACEPARENT: &str = "traceparent";
+
+/// One request's place in a trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Trace {
+    /// 32 lower-case hex digits, not all zero.
+    pub trace_id: String,
+    /// Our span's id: 16 lower-case hex digits.
+    pub span_id: String,
+    /// The trace flags, two hex digits (`01`: sampled).
+    pub flags: String,
+}
+
+impl Trace {
+    /// The caller's trace continued, or a new one when the request has no
+    /// valid `traceparent` (an invalid one is ignored, as the spec says).
+    pub(crate) fn continue_from(headers: &HeaderMap) -> Trace {
+        let parsed = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse);
+        let span_id = hex(&uuid::Uuid::new_v4().as_bytes()[..8]);
+        match parsed {
+            Some((trace_id, flags)) => Trace { trace_id, span_id, flags },
+            None => Trace { trace_id: hex(uuid::Uuid::new_v4().as_bytes()), span_id, flags: "01".into() },
+        }
+    }
+
+    /// The `traceparent` of our span, for the answer.
+    pub(crate) fn header(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags))
+            .unwrap_or_else(|_| HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"))
+    }
+}
+
+/// Every request's trace: continued or begun here, handed to the handler as
+/// an extension, and echoed on the answer, whatever route answers.
+pub(crate) async fn traced(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let trace = Trace::continue_from(request.headers());
+    request.extensions_mut().insert(trace.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(TRACEPARENT, trace.header());
+    response
+}
+
+/// The trace id and flags of a valid version-00 `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero); a later version is
+/// read by its first four fields, as the spec asks.
+fn parse(value: &str) -> Option<(String, String)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let lower_hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = lower_hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && lower_hex(trace_id, 32)
+        && trace_id.bytes().any(|b| b != b'0')
+        && lower_hex(parent_id, 16)
+        && parent_id.bytes().any(|b| b != b'0')
+        && lower_hex(flags, 2);
+    valid.then(|| (trace_id.to_string(), flags.to_string()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_is_continued_and_an_invalid_one_starts_anew() {
+        let mut headers = HeaderMap::new();
+        headers
+            .insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let trace = Trace::continue_from(&headers);
+        assert_eq!((trace.trace_id.as_str(), trace.flags.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "01"));
+        assert_ne!(trace.span_id, "00f067aa0ba902b7");
+        assert!(parse(trace.header().to_str().unwrap_or_default()).is_some());
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "nonsense",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+        assert!(parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future").is_some());
+        let fresh = Trace::continue_from(&HeaderMap::new());
+        assert_eq!((fresh.trace_id.len(), fresh.span_id.len(), fresh.flags.as_str()), (32, 16, "01"));
+    }
+}
