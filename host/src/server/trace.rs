@@ -24,10 +24,12 @@ impl Trace {
     /// valid `traceparent` (an invalid one is ignored, as the spec says).
     pub(crate) fn continue_from(headers: &HeaderMap) -> Trace {
         let parsed = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse);
-        let span_id = hex(&uuid::Uuid::new_v4().as_bytes()[..8]);
+        let span_id = format!("{:016x}", random_id());
         match parsed {
             Some((trace_id, flags)) => Trace { trace_id, span_id, flags },
-            None => Trace { trace_id: hex(uuid::Uuid::new_v4().as_bytes()), span_id, flags: "01".into() },
+            None => {
+                Trace { trace_id: format!("{:016x}{:016x}", random_id(), random_id()), span_id, flags: "01".into() }
+            }
         }
     }
 
@@ -70,8 +72,19 @@ fn parse(value: &str) -> Option<(String, String)> {
     valid.then(|| (trace_id.to_string(), flags.to_string()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A non-zero id, unpredictable from outside (SipHash of a counter under
+/// this thread's random keys) and without a system call per request.
+fn random_id() -> u64 {
+    use std::hash::BuildHasher as _;
+    thread_local! {
+        static KEYS: std::collections::hash_map::RandomState = std::collections::hash_map::RandomState::new();
+        static COUNT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let n = COUNT.with(|c| {
+        c.set(c.get().wrapping_add(1));
+        c.get()
+    });
+    KEYS.with(|k| k.hash_one(n)).max(1)
 }
 
 #[cfg(test)]
