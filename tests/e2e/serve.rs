@@ -76,6 +76,17 @@ fn routes_call_save_list_describe_and_count() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
     }
+    // The process metrics every Prometheus client exports.
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(value("process_resident_memory_bytes").is_some_and(|v| v > 1e6), "{metrics}");
+    assert!(value("process_cpu_seconds_total").is_some_and(|v| v > 0.0), "{metrics}");
+    assert!(value("process_open_fds").is_some_and(|v| v >= 3.0), "{metrics}");
+    let started = value("process_start_time_seconds").unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    assert!(started > now - 600.0 && started <= now + 1.0, "start time {started} is not about now ({now})");
 }
 
 /// Asserts the status and the RFC 9457 problem of `kind` (with the same

@@ -185,7 +185,50 @@ impl Metrics {
             out,
             "# HELP sluice_reloads_total Reloads of the services directory.\n# TYPE sluice_reloads_total counter\nsluice_reloads_total {reloads}"
         );
+        process_metrics(&mut out);
         out
+    }
+}
+
+/// The standard `process_*` metrics Prometheus clients export, read from
+/// `/proc/self` (Linux; elsewhere they are left out): CPU seconds, resident
+/// and virtual memory, open file descriptors, threads and start time.
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let Some(fields) = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>()) else {
+        return;
+    };
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+    // USER_HZ is 100 on every Linux this runs on; the page size is 4 KiB.
+    let ticks = 100.0;
+    let page = 4096.0;
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|b| b.trim().parse::<f64>().ok())));
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).ok();
+    let metrics = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            field(14).zip(field(15)).map(|(u, s)| (u + s) / ticks),
+        ),
+        ("process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.", field(24).map(|p| p * page)),
+        ("process_virtual_memory_bytes", "gauge", "Virtual memory size, in bytes.", field(23)),
+        ("process_open_fds", "gauge", "Open file descriptors.", fds.map(|n| n as f64)),
+        ("process_threads", "gauge", "Threads.", field(20)),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+            field(22).zip(boot).map(|(t, b)| b + t / ticks),
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        if let Some(value) = value {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
     }
 }
 
