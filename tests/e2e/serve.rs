@@ -255,6 +255,7 @@ fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
     let add = &doc["paths"]["/services/products/add"]["post"];
     let body = &add["requestBody"]["content"]["application/json"]["schema"];
     assert_eq!(body["properties"]["price-cents"]["type"], "integer");
+    assert_eq!(body["properties"]["price-cents"]["format"], "int64");
     assert_eq!(body["required"], json!(["name", "price-cents"]));
     assert_eq!(add["operationId"], "products.add");
     let echo = &doc["paths"]["/services/probe/echo"]["post"]["requestBody"]["content"]["application/json"]["schema"];

@@ -182,19 +182,24 @@ fn problem_schema() -> Json {
 
 /// The JSON Schema of the JSON form of a WIT type (see `docs/values.md`).
 pub fn schema(ty: &Type) -> Json {
-    let int = |min: i128, max: i128| json!({ "type": "integer", "minimum": min, "maximum": max });
+    // OpenAPI's formats: int32 for what fits one, int64 for the rest (u64
+    // keeps its range, which is past int64's: the minimum and maximum say it).
+    let int = |min: i128, max: i128, format: &str| json!({ "type": "integer", "format": format, "minimum": min, "maximum": max });
     match ty {
         Type::Bool => json!({ "type": "boolean" }),
-        Type::S8 => int(i8::MIN.into(), i8::MAX.into()),
-        Type::U8 => int(0, u8::MAX.into()),
-        Type::S16 => int(i16::MIN.into(), i16::MAX.into()),
-        Type::U16 => int(0, u16::MAX.into()),
-        Type::S32 => int(i32::MIN.into(), i32::MAX.into()),
-        Type::U32 => int(0, u32::MAX.into()),
-        Type::S64 => int(i64::MIN.into(), i64::MAX.into()),
-        Type::U64 => int(0, u64::MAX.into()),
-        Type::Float32 | Type::Float64 => {
-            json!({ "type": ["number", "null"], "description": "null stands for NaN or an infinity" })
+        Type::S8 => int(i8::MIN.into(), i8::MAX.into(), "int32"),
+        Type::U8 => int(0, u8::MAX.into(), "int32"),
+        Type::S16 => int(i16::MIN.into(), i16::MAX.into(), "int32"),
+        Type::U16 => int(0, u16::MAX.into(), "int32"),
+        Type::S32 => int(i32::MIN.into(), i32::MAX.into(), "int32"),
+        Type::U32 => int(0, u32::MAX.into(), "int64"),
+        Type::S64 => int(i64::MIN.into(), i64::MAX.into(), "int64"),
+        Type::U64 => int(0, u64::MAX.into(), "int64"),
+        Type::Float32 => {
+            json!({ "type": ["number", "null"], "format": "float", "description": "null stands for NaN or an infinity" })
+        }
+        Type::Float64 => {
+            json!({ "type": ["number", "null"], "format": "double", "description": "null stands for NaN or an infinity" })
         }
         Type::Char => json!({ "type": "string", "minLength": 1, "maxLength": 1 }),
         Type::String => json!({ "type": "string" }),
