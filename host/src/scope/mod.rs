@@ -411,6 +411,9 @@ impl Scope {
     /// instantiation order, once. Skipped after a failure: a trapped
     /// instance cannot be entered again.
     fn dispose(&mut self) {
+        // A last run that never saved gives its channels back first: no
+        // guest code runs while it holds them for nothing.
+        self.store.data_mut().held.clear();
         if matches!(self.stage, Stage::Failed(_) | Stage::Ended) {
             return;
         }
