@@ -111,6 +111,11 @@ enum Command {
         /// flight before exiting anyway.
         #[arg(long, default_value_t = 30)]
         drain_seconds: u64,
+        /// After SIGTERM or Ctrl-C, how long to go on accepting requests
+        /// with `/readyz` answering 503, so that a load balancer stops
+        /// sending them before the server stops accepting.
+        #[arg(long, default_value_t = 0)]
+        unready_seconds: u64,
         /// Do not watch the services directory for changes.
         #[arg(long)]
         no_watch: bool,
@@ -190,10 +195,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
-        Command::Serve { listen, max_body_bytes, max_concurrent, read_timeout_ms, drain_seconds, no_watch } => {
+        Command::Serve {
+            listen,
+            max_body_bytes,
+            max_concurrent,
+            read_timeout_ms,
+            drain_seconds,
+            unready_seconds,
+            no_watch,
+        } => {
             let read_timeout = Duration::from_millis(read_timeout_ms);
             let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout };
-            serve(host, listen, options, !no_watch, Duration::from_secs(drain_seconds))
+            let stop =
+                Stop { unready: Duration::from_secs(unready_seconds), drain: Duration::from_secs(drain_seconds) };
+            serve(host, listen, options, !no_watch, stop)
         }
     }
 }
@@ -372,12 +387,20 @@ fn list(host: &Host, json: bool) {
     }
 }
 
+/// How `sluice serve` stops after a signal: unready but serving for
+/// `unready`, then no new connections and up to `drain` for the requests in
+/// flight.
+struct Stop {
+    unready: Duration,
+    drain: Duration,
+}
+
 fn serve(
     host: Host,
     listen: std::net::SocketAddr,
     options: ServeOptions,
     watch: bool,
-    drain: Duration,
+    Stop { unready, drain }: Stop,
 ) -> anyhow::Result<ExitCode> {
     let host = Arc::new(host);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -407,12 +430,20 @@ fn serve(
         // stuck scope does not keep the process alive.
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signalled = Arc::clone(&stopping);
+        let readiness = server::Readiness::default();
+        let unready_from = readiness.clone();
         let signal = async move {
             shutdown_signal().await;
+            unready_from.drain();
+            if !unready.is_zero() {
+                tracing::info!("unready: /readyz answers 503; still accepting for {} s", unready.as_secs());
+                tokio::time::sleep(unready).await;
+            }
             signalled.notify_one();
         };
         let read_timeout = options.read_timeout;
-        let serving = server::serve(listener, server::router(Arc::clone(&host), options), read_timeout, signal);
+        let router = server::router_with(Arc::clone(&host), options, readiness);
+        let serving = server::serve(listener, router, read_timeout, signal);
         let cut_off = async {
             stopping.notified().await;
             tokio::time::sleep(drain).await;

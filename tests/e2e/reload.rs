@@ -129,3 +129,26 @@ fn sigterm_stops_accepting_lets_the_request_in_flight_finish_and_exits_0() {
     assert!(log.contains("stopping: no new connections"), "{log}");
     assert!(log.contains("every request in flight was answered"), "{log}");
 }
+
+/// `/readyz` is apart from `/healthz`: after SIGTERM with
+/// `--unready-seconds`, it answers 503 while the server still serves, so a
+/// load balancer can stop sending requests before the server stops
+/// accepting them.
+#[test]
+fn readyz_turns_unready_on_sigterm_while_requests_are_still_served() {
+    let f = Fixture::new(&["probe"]);
+    let mut s = f.serve(&["--unready-seconds", "3"]);
+    let get = |path: &str| reqwest::blocking::get(s.url(path)).map(|r| r.status().as_u16()).unwrap_or(0);
+    assert_eq!((get("/readyz"), get("/healthz")), (200, 200));
+    s.terminate();
+    let started = std::time::Instant::now();
+    while get("/readyz") != 503 {
+        assert!(started.elapsed() < Duration::from_secs(2), "/readyz stayed ready after SIGTERM\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get("/healthz"), 200, "the server still serves while unready");
+    let (code, body) = s.post("/services/probe/add", &json!({ "a": 2, "b": 3 }));
+    assert_eq!((code, &body["result"]), (200, &json!(5)), "{body}");
+    let status = s.wait_exit();
+    assert!(status.success(), "exit status {status:?}\n{}", s.log());
+}

@@ -66,6 +66,8 @@ fn stalled(e: &(dyn std::error::Error + 'static)) -> bool {
 /// What every handler shares.
 pub(crate) struct App {
     pub host: Arc<Host>,
+    /// Set once the server is stopping: `/readyz` answers 503.
+    pub readiness: Readiness,
     pub metrics: Metrics,
     pub permits: Arc<Semaphore>,
     pub options: ServeOptions,
@@ -169,10 +171,33 @@ pub(crate) fn scope_header(scope: crate::state::ScopeId) -> HeaderValue {
     HeaderValue::from_str(&scope.0.to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// Whether the server should get new requests: true until it starts to
+/// stop. Shared by the routes (`/readyz`) and whoever handles the signal.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+
+impl Readiness {
+    /// From now on `/readyz` answers 503: a load balancer should send no
+    /// more requests. The server still serves the ones it gets.
+    pub fn drain(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The routes, over `host`.
 pub fn router(host: Arc<Host>, options: ServeOptions) -> Router {
+    router_with(host, options, Readiness::default())
+}
+
+/// The routes, over `host`, with `/readyz` following `readiness`.
+pub fn router_with(host: Arc<Host>, options: ServeOptions, readiness: Readiness) -> Router {
     let app = Arc::new(App {
         host,
+        readiness,
         metrics: Metrics::default(),
         permits: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
         options: options.clone(),
@@ -182,6 +207,7 @@ pub fn router(host: Arc<Host>, options: ServeOptions) -> Router {
         .route("/services/{service}/{function}", post(calls::call))
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(mount::handle)
         .layer(axum::middleware::from_fn(trace::traced))
@@ -238,6 +264,15 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
         "services": registry.services().count(),
         "failures": registry.failures().len(),
     }))
+}
+
+/// Readiness, apart from liveness: 503 once the server is stopping (while it
+/// still answers what it gets, for `--unready-seconds`), 200 before.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.readiness.draining() {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is stopping").into_response();
+    }
+    axum::Json(serde_json::json!({ "status": "ready" })).into_response()
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
