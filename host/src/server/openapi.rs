@@ -16,6 +16,7 @@ pub fn document(registry: &Registry) -> Json {
     paths.insert("/services".into(), fixed("List the services, their functions and their types.", "application/json"));
     paths.insert("/openapi.json".into(), fixed("This document.", "application/json"));
     paths.insert("/healthz".into(), fixed("Liveness: 200 while the server accepts requests.", "application/json"));
+    paths.insert("/readyz".into(), fixed("Readiness: 200, or 503 once the server is stopping.", "application/json"));
     paths.insert("/metrics".into(), fixed("Counters per service in the Prometheus text format.", "text/plain"));
     for service in registry.services() {
         for f in &service.functions {
