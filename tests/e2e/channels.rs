@@ -106,6 +106,16 @@ fn product(channel: &str, name: &str) -> Vec<Val> {
     vec![s(channel), s("products"), Val::List(vec![s("name"), s("price_cents")]), Val::List(vec![text, price])]
 }
 
+/// Asserts the save failed on channel `zz` for `reason`, saying `applied`.
+fn zz_failed(saved: Result<sluice_host::scope::SaveReport, ScopeError>, reason: &str, applied: &str) {
+    match saved {
+        Err(ScopeError::Channel { channel, reason: why, applied: said }) => {
+            assert_eq!((channel.as_str(), why.as_str(), said.as_str()), ("zz", reason, applied));
+        }
+        other => panic!("expected channel zz to fail, got {other:?}"),
+    }
+}
+
 /// Channels commit one after another, in name order, without two-phase
 /// commit: when a later one fails, the error says which had committed, and
 /// their data stays.
@@ -119,14 +129,7 @@ fn a_later_channel_that_fails_to_commit_is_named_with_what_committed() {
         "zz",
         |_| fake,
         |f, saved| {
-            match saved {
-                Err(ScopeError::Channel { channel, reason, applied }) => {
-                    assert_eq!(channel, "zz");
-                    assert_eq!(reason, "the fake refuses to commit");
-                    assert_eq!(applied, "channels main had already committed");
-                }
-                other => panic!("expected a commit failure, got {other:?}"),
-            }
+            zz_failed(saved, "the fake refuses to commit", "channels main had already committed");
             assert_eq!(f.count("products"), 1, "main committed before zz failed");
         },
     );
@@ -142,13 +145,7 @@ fn a_channel_that_fails_to_prepare_applies_nothing() {
         "zz",
         |_| fake,
         |f, saved| {
-            match saved {
-                Err(ScopeError::Channel { channel, reason, applied }) => {
-                    assert_eq!((channel.as_str(), reason.as_str()), ("zz", "a watched key changed"));
-                    assert_eq!(applied, "nothing was applied");
-                }
-                other => panic!("expected a prepare failure, got {other:?}"),
-            }
+            zz_failed(saved, "a watched key changed", "nothing was applied");
             assert_eq!(f.count("products"), 0, "main must not commit when another channel cannot");
         },
     );
