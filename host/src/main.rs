@@ -334,7 +334,7 @@ fn json_args(
 /// place it went wrong marked under the text.
 fn wave_error(source: &str, e: &wasmtime::component::wasm_wave::parser::ParserError) -> anyhow::Error {
     let at = source.get(..e.span().start).map_or(0, |before| before.chars().count());
-    anyhow::anyhow!("{e}\n  {source}\n  {}^", " ".repeat(at))
+    anyhow::anyhow!("{source}: {e}\n  {source}\n  {}^", " ".repeat(at))
 }
 
 /// `saved scope-3: 3 command(s) applied in 2 round(s)`, then one line per

@@ -27,13 +27,12 @@ impl Host for ServiceView<'_> {
             );
             return Err(wasmtime::Error::new(Breach::new(&service.name, "command-bytes", detail)));
         }
-        let caller =
-            Caller::service(service.grants().on(&channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
+        let grant = service.grants().on(&channel);
+        let caller = Caller::service(grant.clone(), self.deadline.at).cancelled_by(&self.deadline.cancel);
         let reading = match target.query(&sql, &params, &caller, service.limits.result_bytes) {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
         };
-        let grant = service.grants().on(&channel);
         let relaxed = |t: &String| grant.as_ref().is_some_and(|g| g.relaxed_reads.allows(t));
         // A read of no table cannot change; one of relaxed tables only is
         // not checked; any other is kept for the save to run again.
