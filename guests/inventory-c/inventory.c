@@ -111,7 +111,7 @@ bool exports_acme_inventory_stock_restock(int64_t product_id, uint32_t quantity,
     printf("restocking product %lld by %u\n", (long long)product_id, quantity);
     fflush(stdout);
     return execute("INSERT INTO stock (product_id, on_hand) VALUES (?1, ?2)\n"
-                   "             ON CONFLICT (product_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
+                   "             ON CONFLICT (product_id) DO UPDATE SET on_hand = stock.on_hand + excluded.on_hand",
                    product_id, quantity, -1, err);
 }
 

@@ -67,9 +67,10 @@ pub const MAX_RETRIES: usize = 100;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ChannelConfig {
-    /// A SQL database. Only `sqlite://PATH` is supported so far.
+    /// A SQL database: SQLite or PostgreSQL.
     Sql {
-        /// Where the database is, e.g. `sqlite://data/app.db`.
+        /// Where the database is: `sqlite://data/app.db`, or
+        /// `postgres://user@host:5432/db` (`postgresql://` too).
         url: String,
     },
 }

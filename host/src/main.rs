@@ -120,7 +120,8 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Apply the `*.sql` files in DIR, in name order, each once, to a channel.
+    /// Apply the `*.sql` files in DIR, in name order, each once, to a channel
+    /// (from DIR/postgres instead on a PostgreSQL channel, when it exists).
     Migrate {
         /// Directory of migration scripts.
         dir: PathBuf,
@@ -490,6 +491,10 @@ fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode
     let target = host.channels.get(channel).with_context(|| {
         format!("no channel {channel:?}; the host has: {}", host.channels.names().collect::<Vec<_>>().join(", "))
     })?;
+    // A folder named for the channel's dialect holds that dialect's
+    // versions of the scripts (examples/schema/postgres).
+    let dialect = dir.join(target.dialect());
+    let dir = if dialect.is_dir() { &dialect } else { dir };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read migrations directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -9,6 +9,7 @@ mod edge;
 mod grants;
 mod hostile;
 mod polyglot;
+mod postgres;
 mod reload;
 mod sandbox;
 mod save;

@@ -36,7 +36,7 @@ impl Guest for Component {
         to::execute(
             CHANNEL,
             "INSERT INTO stock (product_id, on_hand) VALUES (?1, ?2)
-             ON CONFLICT (product_id) DO UPDATE SET on_hand = on_hand + excluded.on_hand",
+             ON CONFLICT (product_id) DO UPDATE SET on_hand = stock.on_hand + excluded.on_hand",
             &[product_id.into(), quantity.into()],
         )
         .map_err(StockError::Store)?;

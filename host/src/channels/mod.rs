@@ -34,6 +34,11 @@ pub enum ChannelError {
     /// null) failed. The same request will fail again on the same data.
     #[error("{0}")]
     Constraint(String),
+    /// The engine aborted the transaction because a concurrent one changed
+    /// what it read or wrote (a PostgreSQL serialization failure or
+    /// deadlock). Nothing of it was applied; the scope may run again.
+    #[error("{0}")]
+    Conflict(String),
     /// The engine refused the statement under the caller's grant.
     #[error("refused: {0}")]
     Denied(Denial),
@@ -98,6 +103,10 @@ impl std::fmt::Display for Denial {
 /// engine enforces, or the host itself; and when it must have ended.
 #[derive(Clone)]
 pub struct Caller {
+    /// The service, by name (`None` for the host): a kind whose engine
+    /// enforces grants per service (PostgreSQL roles) runs its statements
+    /// as this service.
+    pub(crate) service: Option<Arc<str>>,
     /// The service's grant (`None` grants nothing); unused for the host.
     pub(crate) grant: Option<Arc<ChannelGrant>>,
     /// True for the host's own statements, which no grant limits.
@@ -109,14 +118,15 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A service with `grant` on the channel (`None` grants nothing).
-    pub fn service(grant: Option<Arc<ChannelGrant>>, deadline: Instant) -> Caller {
-        Caller { grant, host: false, deadline, cancel: None }
+    /// The service `name`, with `grant` on the channel (`None` grants
+    /// nothing).
+    pub fn service(name: &str, grant: Option<Arc<ChannelGrant>>, deadline: Instant) -> Caller {
+        Caller { service: Some(Arc::from(name)), grant, host: false, deadline, cancel: None }
     }
 
     /// The host itself: nothing but the deadline applies.
     pub fn host(deadline: Instant) -> Caller {
-        Caller { grant: None, host: true, deadline, cancel: None }
+        Caller { service: None, grant: None, host: true, deadline, cancel: None }
     }
 
     /// The same caller, whose statement also stops when `cancel` is set.
@@ -185,6 +195,13 @@ pub trait Channel: Send + Sync {
         CommitStage::Data
     }
 
+    /// The SQL dialect of this channel's migrations: a migrations directory
+    /// with a folder of this name (`sqlite`, `postgres`) is read from that
+    /// folder instead.
+    fn dialect(&self) -> &'static str {
+        "sqlite"
+    }
+
     /// Applies each `(name, script)` migration this channel has not had yet,
     /// in order, each atomically, and records it. Returns each name with
     /// `true` when it was applied now and `false` when it was applied before.
@@ -241,6 +258,9 @@ impl Channels {
         let mut by_name = BTreeMap::new();
         for (name, channel) in &config.channels {
             let opened: Arc<dyn Channel> = match channel {
+                ChannelConfig::Sql { url } if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    Arc::new(sql::PostgresChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
+                }
                 ChannelConfig::Sql { url } => {
                     Arc::new(sql::SqliteChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
                 }

@@ -28,7 +28,7 @@ impl Host for ServiceView<'_> {
             return Err(wasmtime::Error::new(Breach::new(&service.name, "command-bytes", detail)));
         }
         let grant = service.grants().on(&channel);
-        let caller = Caller::service(grant.clone(), self.deadline.at).cancelled_by(&self.deadline.cancel);
+        let caller = Caller::service(&service.name, grant.clone(), self.deadline.at).cancelled_by(&self.deadline.cancel);
         let reading = match target.query(&sql, &params, &caller, service.limits.result_bytes) {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
@@ -110,7 +110,9 @@ impl ServiceView<'_> {
             ChannelError::Invalid(m) | ChannelError::Constraint(m) => {
                 Ok(Err(Error::Invalid(format!("{name} on {channel}: {m}"))))
             }
-            ChannelError::Unavailable(m) => Ok(Err(Error::Unavailable(format!("{name} on {channel}: {m}")))),
+            ChannelError::Unavailable(m) | ChannelError::Conflict(m) => {
+                Ok(Err(Error::Unavailable(format!("{name} on {channel}: {m}"))))
+            }
         }
     }
 }

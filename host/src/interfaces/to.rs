@@ -89,7 +89,7 @@ impl ServiceView<'_> {
         // service's grant, and again when the save runs it.
         if let Operation::Execute { sql, .. } = &op {
             let caller =
-                Caller::service(service.grants().on(channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
+                Caller::service(name, service.grants().on(channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
             if let Err(e) = target.check(sql, &caller) {
                 return self.channel_failed(channel, e, "a command");
             }

@@ -74,29 +74,16 @@ impl Scope {
         // Every channel checks it can commit before any does: a failure
         // here applies nothing anywhere.
         let mut open = open;
+        let names: Vec<String> = open.keys().cloned().collect();
         for (name, tx) in &mut open {
             if let Err(e) = tx.prepare() {
-                self.stage = Stage::Unsaved(format!("channel {name} failed to prepare"));
-                return Err(ScopeError::Channel {
-                    channel: name.clone(),
-                    reason: e.to_string(),
-                    applied: "nothing was applied".into(),
-                });
+                return Err(self.commit_failed(&names, name, e, &[]));
             }
         }
         let mut committed: Vec<String> = Vec::new();
         for (name, tx) in commit_order(open, &self.store.data().channels) {
             if let Err(e) = tx.commit() {
-                self.stage = Stage::Unsaved(format!("channel {name} failed to commit"));
-                return Err(ScopeError::Channel {
-                    channel: name,
-                    reason: e.to_string(),
-                    applied: if committed.is_empty() {
-                        "nothing was applied".into()
-                    } else {
-                        format!("channels {} had already committed", committed.join(", "))
-                    },
-                });
+                return Err(self.commit_failed(&names, &name, e, &committed));
             }
             committed.push(name);
         }
@@ -106,6 +93,31 @@ impl Scope {
         }
         report.after_commit = self.on_finally();
         Ok(report)
+    }
+
+    /// The error for channel `name` failing to prepare or commit after the
+    /// channels in `committed` did. A concurrent save that won (a
+    /// serialization failure) before anything committed is a conflict: the
+    /// scope may run again, as for a read that changed.
+    fn commit_failed(&mut self, held: &[String], name: &str, e: ChannelError, committed: &[String]) -> ScopeError {
+        if let (ChannelError::Conflict(why), true) = (&e, committed.is_empty()) {
+            let service = self.store.data().order.first().cloned().unwrap_or_default();
+            let reason = format!("channel {name} refused the save: {why}");
+            self.store.data_mut().touched = held.to_vec();
+            let conflict = self.conflict_with(&service, reason);
+            self.stage = Stage::Unsaved(conflict.to_string());
+            return conflict;
+        }
+        self.stage = Stage::Unsaved(format!("channel {name} failed to commit"));
+        ScopeError::Channel {
+            channel: name.to_string(),
+            reason: e.to_string(),
+            applied: if committed.is_empty() {
+                "nothing was applied".into()
+            } else {
+                format!("channels {} had already committed", committed.join(", "))
+            },
+        }
     }
 
     /// Runs rounds until the queue is empty. Returns the open transactions,
@@ -165,6 +177,7 @@ impl Scope {
                 // the start of the save (within the scope's own).
                 let service = registry.service(&command.service).ok();
                 let caller = Caller::service(
+                    &command.service,
                     service.and_then(|s| s.grants().on(&command.channel)),
                     service.map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
                 )
@@ -190,6 +203,10 @@ impl Scope {
                     Err(ChannelError::Timeout) => {
                         let what = format!("its command {}", command.describe());
                         return Err(overdue(&command.service, &what, service.map(|s| s.limits.deadline)));
+                    }
+                    Err(ChannelError::Conflict(why)) => {
+                        let reason = format!("{} was refused by a concurrent save: {why}", command.describe());
+                        return Err(self.conflict(&open, &command.service, reason));
                     }
                     Err(e) => return Err(fail(e.to_string(), e.retryable())),
                 };

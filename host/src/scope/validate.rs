@@ -54,7 +54,7 @@ impl Scope {
             let service = registry.service(&read.service).ok();
             let grant = service.and_then(|s| s.grants().on(&read.channel));
             let deadline = service.map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline));
-            let caller = Caller::service(grant, deadline).cancelled_by(&cancel);
+            let caller = Caller::service(&read.service, grant, deadline).cancelled_by(&cancel);
             let max_bytes = service.map_or(usize::MAX, |s| s.limits.result_bytes);
             let why = match tx.digest(&read.sql, &read.params, &caller, max_bytes) {
                 Ok(digest) if digest == read.digest => continue,
@@ -90,8 +90,14 @@ impl Scope {
         service: &str,
         reason: String,
     ) -> ScopeError {
+        self.store.data_mut().touched = open.keys().cloned().collect();
+        self.conflict_with(service, reason)
+    }
+
+    /// The conflict error for `service`, once the channels to hold on a
+    /// last attempt are recorded.
+    pub(super) fn conflict_with(&mut self, service: &str, reason: String) -> ScopeError {
         let state = self.store.data_mut();
-        state.touched = open.keys().cloned().collect();
         tracing::info!(scope = %state.id, service, attempt = state.attempt, "conflict: {reason}");
         ScopeError::Conflict {
             service: service.to_string(),

@@ -223,7 +223,7 @@ proptest! {
     fn reads_agree_with_what_sqlite_reports(sql in statement(), grant in grant()) {
         let Some(touched) = expected(&sql, false) else { return Ok(()) };
         let (_dir, channel) = fresh();
-        let caller = Caller::service(Some(Arc::new(grant.clone())), deadline());
+        let caller = Caller::service("probe", Some(Arc::new(grant.clone())), deadline());
         let decided = channel.query(&sql, &[], &caller, usize::MAX);
         let writes = touched.iter().any(|(a, _)| *a != "read");
         let expect = !writes && allows(&grant, &touched, false);
@@ -247,7 +247,7 @@ proptest! {
         let Some(touched) = expected(&sql, true) else { return Ok(()) };
         let (_dir, channel) = fresh();
         let before = snapshot(&channel);
-        let caller = Caller::service(Some(Arc::new(grant.clone())), deadline());
+        let caller = Caller::service("probe", Some(Arc::new(grant.clone())), deadline());
         let decided = channel.check(&sql, &caller).and_then(|()| {
             let mut tx = channel.begin()?;
             tx.apply(&Operation::Execute { sql: sql.clone(), params: vec![] }, &caller)?;

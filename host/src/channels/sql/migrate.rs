@@ -5,7 +5,10 @@
 
 use rusqlite::{Connection, OptionalExtension as _};
 
-use super::{MIGRATIONS_TABLE, unavailable};
+use super::unavailable;
+
+/// The table that records which migrations a database has had.
+pub(crate) const MIGRATIONS_TABLE: &str = "sluice_migrations";
 use crate::channels::ChannelError;
 
 /// Applies each `(name, script)` migration `conn`'s database has not had
@@ -57,12 +60,7 @@ pub(super) fn apply(
                 tx.execute(&format!("UPDATE {MIGRATIONS_TABLE} SET checksum = ?2 WHERE name = ?1"), [name, &checksum])
                     .map_err(unavailable)?;
             }
-            Some(Some(recorded)) if recorded != checksum => {
-                return Err(ChannelError::Invalid(format!(
-                    "migration {name} was applied with checksum {recorded}, but the file now has {checksum}: \
-                     an applied migration must not change; put the change in a new migration"
-                )));
-            }
+            Some(Some(recorded)) if recorded != checksum => return Err(edited(name, &recorded, &checksum)),
             Some(Some(_)) => {}
         }
         tx.commit().map_err(unavailable)?;
@@ -71,8 +69,17 @@ pub(super) fn apply(
     Ok(report)
 }
 
+/// The refusal of a migration applied with checksum `recorded` whose file
+/// now has `now`.
+pub(crate) fn edited(name: &str, recorded: &str, now: &str) -> ChannelError {
+    ChannelError::Invalid(format!(
+        "migration {name} was applied with checksum {recorded}, but the file now has {now}: \
+         an applied migration must not change; put the change in a new migration"
+    ))
+}
+
 /// The SHA-256 of a migration's script, in hex.
-fn checksum(sql: &str) -> String {
+pub(crate) fn checksum(sql: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

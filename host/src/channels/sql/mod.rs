@@ -9,7 +9,8 @@ mod differential;
 mod functions;
 mod guard;
 mod implied;
-mod migrate;
+pub(crate) mod migrate;
+mod pg;
 mod read;
 
 use std::borrow::Cow;
@@ -30,12 +31,12 @@ use guard::{Gate, Rules};
 use implied::Keys;
 use read::read;
 
+pub use pg::PostgresChannel;
+
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per channel.
 const POOL_SIZE: usize = 8;
-/// The table that records which migrations a database has had.
-const MIGRATIONS_TABLE: &str = "sluice_migrations";
 /// The longest string or blob SQLite builds on any connection: a bound on
 /// what one `zeroblob`, `randomblob` or `replace` can allocate. No larger value
 /// could be read back within the host's cap on result bytes.
@@ -124,7 +125,7 @@ impl SqliteChannel {
     pub fn open(url: &str) -> Result<Self, ChannelError> {
         let path = url.strip_prefix("sqlite://").ok_or_else(|| {
             ChannelError::Invalid(format!(
-                "url {url:?} is not supported; use sqlite://PATH (e.g. sqlite://data/app.db)"
+                "url {url:?} is not supported; use sqlite://PATH (e.g. sqlite://data/app.db) or postgres://USER@HOST:PORT/DATABASE"
             ))
         })?;
         let path = PathBuf::from(path);
@@ -585,7 +586,7 @@ mod tests {
         tx.commit()?;
         let grant: crate::manifest::ChannelGrant =
             toml::from_str("reads = [\"t\"]").map_err(|e| ChannelError::Invalid(e.to_string()))?;
-        let caller = Caller::service(Some(Arc::new(grant)), Instant::now() + Duration::from_secs(60));
+        let caller = Caller::service("probe", Some(Arc::new(grant)), Instant::now() + Duration::from_secs(60));
         for sql in ["SELECT count(*) FROM secret", "SELECT 1 FROM secret", "SELECT EXISTS (SELECT 1 FROM secret)"] {
             let refused = channel.query(sql, &[], &caller, usize::MAX);
             assert!(matches!(refused, Err(ChannelError::Denied(Denial::Table { .. }))), "{sql}: {refused:?}");

@@ -1,0 +1,229 @@
+//! The `sql` kind on a real PostgreSQL server (127.0.0.1:5432, database
+//! `test`, trust auth): each test makes a database of its own and drops it
+//! after. Without a server they skip with a message; in CI
+//! (SLUICE_REQUIRE_TOOLS=1) they fail instead.
+
+use postgres::{Client, NoTls};
+
+use crate::support::{Fixture, repo, skip_without, text};
+
+/// The server the tests use.
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A database of one test's own, dropped when it goes.
+struct Database {
+    name: String,
+}
+
+impl Database {
+    /// A new empty database, or `None` (after saying why) without a server.
+    fn new() -> Option<Database> {
+        let mut admin = match Client::connect(&format!("{SERVER}/test"), NoTls) {
+            Ok(client) => client,
+            Err(e) => {
+                skip_without(&format!("skipping: no PostgreSQL at {SERVER}/test ({e})"));
+                return None;
+            }
+        };
+        let name = format!("sluice_test_{}", uuid::Uuid::new_v4().simple());
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create the test database");
+        Some(Database { name })
+    }
+
+    fn url(&self) -> String {
+        format!("{SERVER}/{}", self.name)
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.url(), NoTls).expect("connect to the test database")
+    }
+
+    /// Every example table's rows in id order, as text: equal dumps mean
+    /// equal data.
+    fn dump(&self) -> String {
+        let mut client = self.client();
+        let mut out = String::new();
+        for (table, key) in EXAMPLE_TABLES {
+            out.push_str(&format!("== {table}\n"));
+            for row in client.query(&format!("SELECT * FROM {table} ORDER BY {key}"), &[]).expect("select") {
+                let cells: Vec<String> = (0..row.len()).map(|i| cell(&row, i)).collect();
+                out.push_str(&cells.join("|"));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&format!("{SERVER}/test"), NoTls) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// The example tables and their order.
+const EXAMPLE_TABLES: [(&str, &str); 5] = [
+    ("clearings", "id"),
+    ("order_events", "id"),
+    ("orders", "id"),
+    ("products", "id"),
+    ("stock", "product_id"),
+];
+
+fn cell(row: &postgres::Row, i: usize) -> String {
+    if let Ok(Some(n)) = row.try_get::<_, Option<i64>>(i) {
+        return n.to_string();
+    }
+    row.try_get::<_, Option<String>>(i).ok().flatten().unwrap_or_else(|| "NULL".into())
+}
+
+/// The same example tables dumped from a SQLite fixture, in the same form.
+fn sqlite_dump(f: &Fixture) -> String {
+    let conn = f.db();
+    let mut out = String::new();
+    for (table, key) in EXAMPLE_TABLES {
+        out.push_str(&format!("== {table}\n"));
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {key}")).expect("select");
+        let width = stmt.column_count();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| {
+                let cells: Vec<String> = (0..width)
+                    .map(|i| match r.get_ref(i) {
+                        Ok(rusqlite::types::ValueRef::Integer(n)) => n.to_string(),
+                        Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                        _ => "NULL".into(),
+                    })
+                    .collect();
+                Ok(cells.join("|"))
+            })
+            .and_then(|rows| rows.collect())
+            .expect("rows");
+        for row in rows {
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A fixture with the example services and a `sluice.toml` pointing
+/// channel `main` at `db`.
+fn fixture_on(db: &Database) -> (Fixture, std::path::PathBuf) {
+    let f = Fixture::new(&["orders", "products", "inventory"]);
+    let config = f.dir.path().join("sluice.toml");
+    std::fs::write(&config, format!("[channels.main]\nkind = \"sql\"\nurl = \"{}\"\n", db.url())).expect("config");
+    (f, config)
+}
+
+/// The README's scenario, one `sluice` command per step; each step's
+/// output with scope ids taken out.
+fn scenario(f: &Fixture, config: Option<&std::path::Path>) -> Vec<String> {
+    let schema = repo().join("examples/schema").to_string_lossy().into_owned();
+    let steps: [&[&str]; 9] = [
+        &["migrate", &schema],
+        &["call", "products.add", "widget", "250"],
+        &["call", "products.add", "gadget", "1200"],
+        &["call", "inventory.restock", "1", "10"],
+        &["call", "inventory.restock", "1", "5"],
+        &["call", "orders.place", "ann", "1", "3"],
+        &["call", "orders.place", "bob", "1", "30"],
+        &["call", "orders.do-clearing", "1"],
+        &["call", "products.list"],
+    ];
+    steps
+        .iter()
+        .map(|args| {
+            let mut command = f.command();
+            if let Some(config) = config {
+                command.arg("--config").arg(config);
+            }
+            let out = command.args(args.iter()).output().expect("run sluice");
+            let stdout = text(&out.stdout);
+            let words: Vec<&str> =
+                stdout.split_whitespace().map(|w| if w.starts_with("scope-") { "scope-ID" } else { w }).collect();
+            format!("exit {:?}: {}", out.status.code(), words.join(" "))
+        })
+        .collect()
+}
+
+/// The example services run unchanged on PostgreSQL: the README's scenario
+/// gives the same answers, and leaves the same data, as on SQLite.
+#[test]
+fn the_example_scenario_is_the_same_on_sqlite_and_postgres() {
+    let Some(db) = Database::new() else { return };
+    let lite = Fixture::new(&["orders", "products", "inventory"]);
+    let on_sqlite = scenario(&lite, None);
+    let (f, config) = fixture_on(&db);
+    let on_postgres = scenario(&f, Some(&config));
+    assert!(on_sqlite[0].starts_with("exit Some(0): applied 0001_products.sql"), "{}", on_sqlite[0]);
+    assert!(on_sqlite[5].contains("inserted row 1"), "{}", on_sqlite[5]);
+    assert!(on_sqlite[6].starts_with("exit Some(2)"), "{}", on_sqlite[6]);
+    for (step, (lite, pg)) in on_sqlite.iter().zip(&on_postgres).enumerate() {
+        assert_eq!(lite, pg, "step {step} differs");
+    }
+    let data = sqlite_dump(&lite);
+    assert!(data.contains("== stock\n1|12\n"), "{data}");
+    assert_eq!(data, db.dump());
+}
+
+/// PostgreSQL itself enforces a service's grant: its SQL runs as a role
+/// holding exactly the manifest's tables; a read or a command on any other
+/// table is refused, names the missing grant, and nothing is applied.
+#[test]
+fn postgres_roles_hold_exactly_the_grant() {
+    let Some(db) = Database::new() else { return };
+    let (f, config) = fixture_on(&db);
+    let out = f.command().arg("--config").arg(&config).args(["migrate", &repo().join("examples/schema").to_string_lossy()]).output().expect("migrate");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut client = db.client();
+    client.batch_execute("CREATE TABLE secret (v TEXT); INSERT INTO secret VALUES ('hidden')").expect("secret");
+    // inventory may read and write stock only: a read of products is
+    // refused by the filter, naming the grant; its role has no privilege on
+    // products or secret either.
+    let out = f.command().arg("--config").arg(&config).args(["call", "inventory.level", "1"]).output().expect("call");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let role: String = client
+        .query_one("SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'sluice_inventory_%'", &[])
+        .expect("inventory has a role")
+        .get(0);
+    let privileges: Vec<(String, String)> = client
+        .query(
+            "SELECT table_name::text, privilege_type::text FROM information_schema.role_table_grants \
+             WHERE grantee = $1 ORDER BY 1, 2",
+            &[&role],
+        )
+        .expect("privileges")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected: Vec<(String, String)> =
+        ["INSERT", "SELECT", "UPDATE"].iter().map(|p| ("stock".to_string(), p.to_string())).collect();
+    assert_eq!(privileges, expected);
+    // As that role, PostgreSQL refuses the secret table whatever the SQL.
+    let mut tx = client.transaction().expect("begin");
+    tx.batch_execute(&format!("SET LOCAL ROLE \"{role}\"")).expect("set role");
+    let refused = tx.query("SELECT v FROM secret", &[]).expect_err("the role reads no secret");
+    assert_eq!(refused.code().map(|c| c.code()), Some("42501"), "{refused}");
+}
+
+/// A migration already applied whose file changed is refused by name on
+/// PostgreSQL too.
+#[test]
+fn an_edited_migration_is_refused_on_postgres() {
+    let Some(db) = Database::new() else { return };
+    let (f, config) = fixture_on(&db);
+    let dir = f.dir.path().join("migrations");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (a BIGINT);").expect("write");
+    let migrate = || f.command().arg("--config").arg(&config).args(["migrate", &dir.to_string_lossy()]).output().expect("migrate");
+    let out = migrate();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("applied 0001_t.sql"));
+    assert!(text(&migrate().stdout).contains("already applied 0001_t.sql"));
+    std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (a BIGINT, b TEXT);").expect("write");
+    let out = migrate();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("migration 0001_t.sql was applied with checksum"), "{}", text(&out.stderr));
+}
