@@ -227,3 +227,52 @@ fn an_edited_migration_is_refused_on_postgres() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("migration 0001_t.sql was applied with checksum"), "{}", text(&out.stderr));
 }
+
+/// The README example under load on PostgreSQL: 150 in stock, 200
+/// concurrent orders of one unit each over HTTP. Saves are serializable
+/// transactions: those that lose to a concurrent save are conflicts and run
+/// again, so exactly 150 are placed, 50 are told `out-of-stock`, the stock
+/// ends at 0 and every placed order has its event.
+#[test]
+fn two_hundred_concurrent_orders_for_150_units_place_exactly_150_on_postgres() {
+    use serde_json::json;
+    use std::sync::{Arc, Barrier};
+    const STOCK: usize = 150;
+    const ORDERS: usize = 200;
+    let Some(db) = Database::new() else { return };
+    let (f, config) = fixture_on(&db);
+    let out = f.command().arg("--config").arg(&config).args(["migrate", &repo().join("examples/schema").to_string_lossy()]).output().expect("migrate");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = config.to_string_lossy().into_owned();
+    let served = Arc::new(f.serve(&["--config", &config]));
+    let (status, body) = served.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = served.post("/services/inventory/restock", &json!({ "product-id": 1, "quantity": STOCK }));
+    assert_eq!(status, 200, "{body}");
+
+    let start = Arc::new(Barrier::new(ORDERS));
+    let threads: Vec<_> = (0..ORDERS)
+        .map(|i| {
+            let (served, start) = (Arc::clone(&served), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                served.post("/services/orders/place", &json!({ "customer": format!("c{i}"), "product-id": 1, "quantity": 1 }))
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, serde_json::Value)> = threads.into_iter().map(|t| t.join().expect("client")).collect();
+
+    let placed = answers.iter().filter(|(status, _)| *status == 200).count();
+    let out_of_stock =
+        answers.iter().filter(|(status, body)| *status == 422 && body["value"] == json!({ "out-of-stock": 0 })).count();
+    let others: Vec<_> = answers.iter().filter(|(status, _)| *status != 200 && *status != 422).collect();
+    assert!(others.is_empty(), "answers other than 200 and 422: {others:?}");
+    assert_eq!((placed, out_of_stock), (STOCK, ORDERS - STOCK));
+    let mut client = db.client();
+    let count = |client: &mut Client, sql: &str| client.query_one(sql, &[]).expect("count").get::<_, i64>(0);
+    assert_eq!(count(&mut client, "SELECT on_hand FROM stock WHERE product_id = 1"), 0);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM orders"), STOCK as i64);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM order_events"), STOCK as i64);
+    let retried: u64 = answers.iter().filter_map(|(_, body)| body["ending"]["attempt"].as_u64()).map(|a| a - 1).sum();
+    assert!(retried > 0, "200 orders at once on one row ran without a single conflict: the test proves nothing");
+}

@@ -6,6 +6,7 @@
 //! queue is applied in full or not at all.
 
 pub mod sql;
+pub mod turns;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -179,6 +180,15 @@ pub trait Channel: Send + Sync {
 
     /// Starts the transaction a save applies this channel's commands in.
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
+
+    /// Starts the transaction of a scope's last run, before the scope runs:
+    /// until it ends, no other save of this host on the channel may change
+    /// what the scope reads, so contention inside the host cannot make the
+    /// run conflict. Kinds whose [`Channel::begin`] already excludes other
+    /// saves (SQLite's one writer) need nothing more.
+    fn hold(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        self.begin()
+    }
 
     /// Starts a transaction that only reads: one consistent snapshot for
     /// checking a scope that queued no command, without holding off other

@@ -56,7 +56,11 @@ impl Scope {
         let all = std::sync::Arc::clone(&self.store.data().channels);
         for name in channels {
             let Some(channel) = all.get(name) else { continue };
-            let tx = super::save::begin(channel.as_ref(), name, false)?;
+            let tx = channel.hold().map_err(|e| ScopeError::Channel {
+                channel: name.clone(),
+                reason: e.to_string(),
+                applied: "nothing was applied".into(),
+            })?;
             self.store.data_mut().held.insert(name.clone(), tx);
         }
         tracing::debug!(scope = %self.id(), attempt = self.attempt(), "holding {} for the last run", channels.join(", "));

@@ -16,13 +16,13 @@ mod read;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::limits::Limit;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
+use super::turns::{Turn, Turns, WAIT as BUSY_TIMEOUT};
 use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
 use crate::bindings::{Row, Value};
 use crate::command::{Operation, Outcome};
@@ -33,8 +33,6 @@ use read::read;
 
 pub use pg::PostgresChannel;
 
-/// How long a connection waits for another writer before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections kept per channel.
 const POOL_SIZE: usize = 8;
 /// The longest string or blob SQLite builds on any connection: a bound on
@@ -52,7 +50,8 @@ const MAX_SQL_BYTES: usize = 64 << 10;
 pub struct SqliteChannel {
     path: PathBuf,
     pool: Arc<Mutex<Vec<Pooled>>>,
-    writer: Arc<WriterGate>,
+    /// One save at a time within this process: SQLite has one writer.
+    turns: Arc<Turns>,
 }
 
 /// A connection, the gate installed on it, and the foreign keys of the
@@ -83,43 +82,6 @@ impl Pooled {
     }
 }
 
-/// One save at a time per channel within this process. SQLite allows one
-/// writer anyway; waiting here wakes the next save as soon as the last one
-/// ends, where SQLite's busy handler polls in growing sleeps (up to 100 ms
-/// each), which showed as a p99 of 380 ms with 16 saves at once over HTTP.
-/// Other processes on the same file still meet the busy timeout.
-#[derive(Default)]
-struct WriterGate {
-    busy: Mutex<bool>,
-    free: Condvar,
-}
-
-/// A turn at writing; the next save may begin when it is dropped.
-struct WriterTurn(Arc<WriterGate>);
-
-impl WriterGate {
-    fn enter(self: &Arc<Self>) -> Result<WriterTurn, ChannelError> {
-        let busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut busy, waited) =
-            self.free.wait_timeout_while(busy, BUSY_TIMEOUT, |busy| *busy).unwrap_or_else(PoisonError::into_inner);
-        if waited.timed_out() && *busy {
-            return Err(ChannelError::Unavailable(format!(
-                "another save held the database for more than {} s",
-                BUSY_TIMEOUT.as_secs()
-            )));
-        }
-        *busy = true;
-        Ok(WriterTurn(Arc::clone(self)))
-    }
-}
-
-impl Drop for WriterTurn {
-    fn drop(&mut self) {
-        *self.0.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
-        self.0.free.notify_one();
-    }
-}
-
 impl SqliteChannel {
     /// Opens (creating if needed) the database named by a `sqlite://PATH` url.
     pub fn open(url: &str) -> Result<Self, ChannelError> {
@@ -133,7 +95,7 @@ impl SqliteChannel {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ChannelError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let channel = SqliteChannel { path, pool: Arc::default(), writer: Arc::default() };
+        let channel = SqliteChannel { path, pool: Arc::default(), turns: Turns::new(1) };
         // Open one connection now, so a bad path fails at start-up, not on
         // the first request; it also switches the file to WAL once.
         let pooled = channel.connect()?;
@@ -190,7 +152,7 @@ impl Channel for SqliteChannel {
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
-        let turn = self.writer.enter()?;
+        let turn = self.turns.one()?;
         let pooled = self.take()?;
         // IMMEDIATE takes the write lock now, so a save never fails halfway
         // through because another writer got there first.
@@ -293,7 +255,7 @@ struct SqliteTransaction {
     pool: Arc<Mutex<Vec<Pooled>>>,
     // Dropped after the commit or rollback: field order is drop order.
     /// `None` for a snapshot, which writes nothing.
-    turn: Option<WriterTurn>,
+    turn: Option<Turn>,
 }
 
 impl Transaction for SqliteTransaction {
@@ -499,7 +461,7 @@ impl ToSql for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     /// A channel on a new database file in a temp dir (kept alive by the
     /// returned guard).

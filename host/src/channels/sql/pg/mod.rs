@@ -32,6 +32,7 @@ use postgres::{Client, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::bindings::{Rows, Value};
+use crate::channels::turns::{Turn, Turns};
 use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
 use crate::command::{Operation, Outcome};
 use crate::manifest::ChannelGrant;
@@ -50,6 +51,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A PostgreSQL database used as a `sql` channel.
 pub struct PostgresChannel {
     pool: Pool,
+    /// Saves at once: half the pool, so that reads always find a
+    /// connection while saves hold theirs (a save's `on-save` hooks read
+    /// through another connection).
+    turns: Arc<Turns>,
     roles: Arc<roles::Roles>,
     /// Each table's integer primary key column (`None` without one), for an
     /// insert's `RETURNING`.
@@ -69,7 +74,7 @@ impl PostgresChannel {
             .connection_timeout(CONNECT_TIMEOUT)
             .build(manager)
             .map_err(|e| ChannelError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))?;
-        Ok(PostgresChannel { pool, roles: Arc::default(), keys: Arc::default() })
+        Ok(PostgresChannel { pool, turns: Turns::new(POOL_SIZE as usize / 2), roles: Arc::default(), keys: Arc::default() })
     }
 
     /// A pooled connection, waiting no longer than `deadline`.
@@ -122,16 +127,21 @@ impl Channel for PostgresChannel {
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
-        let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
-        client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").map_err(pg_error)?;
-        Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: true }))
+        self.start(self.turns.one()?)
+    }
+
+    /// Every turn of this host at saving on the channel (see
+    /// [`crate::channels::turns`]): the last run's save can then lose only
+    /// to another process.
+    fn hold(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        self.start(self.turns.all()?)
     }
 
     /// One consistent snapshot that takes no locks.
     fn snapshot(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
         client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").map_err(pg_error)?;
-        Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: false }))
+        Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: false, _turn: None }))
     }
 
     fn dialect(&self) -> &'static str {
@@ -150,6 +160,13 @@ impl Channel for PostgresChannel {
 }
 
 impl PostgresChannel {
+    /// A serializable transaction for a save, in `turn`.
+    fn start(&self, turn: Turn) -> Result<Box<dyn Transaction>, ChannelError> {
+        let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
+        client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").map_err(pg_error)?;
+        Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: true, _turn: Some(turn) }))
+    }
+
     /// What a transaction needs of its channel.
     fn handle(&self) -> Handle {
         Handle { roles: Arc::clone(&self.roles), keys: Arc::clone(&self.keys), pool: self.pool.clone() }
@@ -243,6 +260,9 @@ struct PostgresTransaction {
     client: Option<Pooled>,
     channel: Handle,
     writes: bool,
+    /// The save's turn (`None` for a snapshot), given back after the
+    /// commit or rollback: field order is drop order.
+    _turn: Option<Turn>,
 }
 
 impl PostgresTransaction {
@@ -346,11 +366,11 @@ impl Transaction for PostgresTransaction {
 
 impl Drop for PostgresTransaction {
     fn drop(&mut self) {
-        if let Some(mut client) = self.client.take()
-            && client.batch_execute("ROLLBACK").is_err()
-        {
-            // A connection that cannot roll back is not given back.
-            drop(client);
+        // A connection that failed to roll back goes back to the pool too
+        // (r2d2 cannot be told otherwise); the pool checks every connection
+        // before handing it out again, and drops a broken one.
+        if let Some(mut client) = self.client.take() {
+            let _ = client.batch_execute("ROLLBACK");
         }
     }
 }
