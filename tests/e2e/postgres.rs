@@ -276,3 +276,109 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150_on_postgres() {
     let retried: u64 = answers.iter().filter_map(|(_, body)| body["ending"]["attempt"].as_u64()).map(|a| a - 1).sum();
     assert!(retried > 0, "200 orders at once on one row ran without a single conflict: the test proves nothing");
 }
+
+/// A host over `hostile` (with `manifest`) and `products`, on `db` with the
+/// example schema, one product and a `secrets` table no grant names.
+fn hostile_on(db: &Database, manifest: &str) -> (Fixture, sluice_host::Host) {
+    let f = Fixture::new(&["hostile", "products"]);
+    f.write_manifest("hostile", manifest);
+    let config = f.dir.path().join("sluice.toml");
+    std::fs::write(&config, format!("[channels.main]\nkind = \"sql\"\nurl = \"{}\"\n", db.url())).expect("config");
+    let schema = repo().join("examples/schema").to_string_lossy().into_owned();
+    let out = f.command().arg("--config").arg(&config).args(["migrate", &schema]).output().expect("migrate");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    db.client()
+        .batch_execute(
+            "CREATE TABLE secrets (x TEXT); INSERT INTO secrets VALUES ('s3cr3t');
+             INSERT INTO products (name, price_cents) VALUES ('widget', 250);",
+        )
+        .expect("secrets");
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = sluice_host::Host::open(&options).expect("host");
+    assert!(host.registry().failures().is_empty(), "{:?}", host.registry().failures());
+    (f, host)
+}
+
+/// What `hostile.FUNCTION(sql)` is told, as one request.
+fn hostile(host: &sluice_host::Host, function: &str, sql: &str) -> String {
+    use sluice_host::call::{self, Ending, Mode};
+    let args = [wasmtime::component::Val::String(sql.to_string())];
+    match call::run(host, "hostile", function, &args, Mode::Save) {
+        Err(e) => e.to_string(),
+        Ok(report) => match report.ending {
+            Ending::Discarded { .. } | Ending::Denied { .. } => {
+                sluice_host::values::to_json(&report.results[0]).to_string()
+            }
+            other => format!("not stopped: {other:?}"),
+        },
+    }
+}
+
+/// On PostgreSQL a service's read or command that would run for ever is
+/// cancelled by the server at its deadline (`statement_timeout`), the scope
+/// ends with the deadline breached, nothing is applied, and the host serves
+/// the next request.
+#[test]
+fn endless_statements_end_at_the_deadline_on_postgres() {
+    use std::time::{Duration, Instant};
+    let Some(db) = Database::new() else { return };
+    let manifest = "[channels.main]\nreads = [\"products\"]\ninserts = [\"products\"]\n[limits]\ndeadline-ms = 300\n";
+    let (_f, host) = hostile_on(&db, manifest);
+    let before = db.dump();
+    for (function, sql) in [
+        ("query", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"),
+        (
+            "execute",
+            "INSERT INTO products (name, price_cents) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT 'p' || i, 1 FROM n",
+        ),
+    ] {
+        let started = Instant::now();
+        let error = hostile(&host, function, sql);
+        let took = started.elapsed();
+        assert!(error.contains("hostile broke its limit deadline-ms"), "{sql}: {error}");
+        assert!(took < Duration::from_millis(1000), "{sql}: ended {took:?} after it started");
+        eprintln!("measured: endless {function} on PostgreSQL, deadline 300 ms, ended after {took:?}");
+    }
+    assert_eq!(db.dump(), before);
+    let listed = sluice_host::call::run(&host, "products", "list", &[], sluice_host::call::Mode::Save);
+    assert!(listed.is_ok_and(|r| sluice_host::values::to_json(&r.results[0]).to_string().contains("widget")));
+}
+
+/// On PostgreSQL no service SQL leaves its role or reaches what its grant
+/// does not name: role changes, session settings, the catalogs and
+/// ungranted tables are refused with the grant named, and nothing is
+/// applied.
+#[test]
+fn a_service_cannot_leave_its_role_on_postgres() {
+    let Some(db) = Database::new() else { return };
+    let manifest = "[channels.main]\nreads = [\"products\"]\ninserts = [\"products\"]\n";
+    let (_f, host) = hostile_on(&db, manifest);
+    let before = db.dump();
+    for (function, sql) in [
+        ("query", "SELECT x FROM secrets"),
+        ("query", "SELECT (SELECT x FROM secrets LIMIT 1) FROM products"),
+        ("query", "SELECT set_config('role', 'postgres', false)"),
+        ("query", "SELECT current_setting('is_superuser')"),
+        ("query", "SELECT rolname FROM pg_roles"),
+        ("query", "SELECT * FROM pg_catalog.pg_authid"),
+        ("query", "SELECT * FROM set_config('role', 'postgres', false)"),
+        ("execute", "RESET ROLE"),
+        ("execute", "SET ROLE postgres"),
+        ("execute", "SET SESSION AUTHORIZATION postgres"),
+        ("execute", "INSERT INTO products (name, price_cents) SELECT x, 1 FROM secrets"),
+        ("execute", "UPDATE secrets SET x = 'gone'"),
+        ("execute", "COPY secrets TO STDOUT"),
+        ("execute", "CREATE TABLE mine (a int)"),
+        ("execute", "GRANT SELECT ON secrets TO PUBLIC"),
+    ] {
+        let error = hostile(&host, function, sql);
+        assert!(error.contains("denied") || error.contains("invalid"), "{sql}: {error}");
+        assert!(!error.contains("s3cr3t"), "{sql}: {error}");
+        eprintln!("refused: {sql}: {error}");
+    }
+    assert_eq!(db.dump(), before);
+    let secrets: String = db.client().query_one("SELECT x FROM secrets", &[]).expect("secrets").get(0);
+    assert_eq!(secrets, "s3cr3t");
+}
