@@ -13,7 +13,11 @@
 //!   instantiates, and a further call in the same scope), plus one timed
 //!   compile of each component, written to `criterion/b7_languages/compile.json`.
 //! - B4 save: 1, 100 and 10 000 queued inserts applied in one transaction,
-//!   against the same statements issued directly with rusqlite.
+//!   against the same statements issued directly with rusqlite; and on
+//!   PostgreSQL (127.0.0.1:5432, a database of its own), against the
+//!   `postgres` crate issuing them in one transaction with one prepared
+//!   statement. Without a server the PostgreSQL half is skipped with a
+//!   message.
 //!
 //! They use the components `just guests` builds (`SLUICE_COMPONENTS`, or
 //! `target/components`).
@@ -166,6 +170,69 @@ fn save(c: &mut Criterion) {
     group.finish();
 }
 
+/// The statement B4 queues and issues natively on PostgreSQL.
+const PG_INSERT: &str = "INSERT INTO blobs (data) VALUES ('\\x07'::bytea)";
+/// The server B4 on PostgreSQL uses.
+const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// B4 on PostgreSQL: applying N queued commands at save, against the
+/// `postgres` crate issuing the same statements in one transaction.
+fn save_postgres(c: &mut Criterion) {
+    let mut admin = match postgres::Client::connect(&format!("{PG_SERVER}/test"), postgres::NoTls) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("skipping B4 on PostgreSQL: no server at {PG_SERVER}/test ({e})");
+            return;
+        }
+    };
+    let name = format!("sluice_bench_{}", std::process::id());
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).expect("bench database");
+    let url = format!("{PG_SERVER}/{name}");
+    let mut native = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    native.batch_execute("CREATE TABLE blobs (data BYTEA)").expect("blobs table");
+    let fixture = Fixture::new(&["bench"]);
+    let config = fixture.dir.path().join("sluice.toml");
+    std::fs::write(&config, format!("[channels.main]\nkind = \"sql\"\nurl = \"{url}\"\n")).expect("config");
+    let mut options = fixture.options();
+    options.config = Some(config);
+    let host = Host::open(&options).expect("host on PostgreSQL");
+    let mut group = c.benchmark_group("b4_save");
+    for n in [1usize, 100, 10_000] {
+        group.throughput(Throughput::Elements(n as u64));
+        if n == 10_000 {
+            group.sample_size(10).measurement_time(Duration::from_secs(20));
+        }
+        let args = [Val::U32(n as u32), Val::String(PG_INSERT.into())];
+        group.bench_with_input(BenchmarkId::new("sluice-postgres", n), &n, |b, _| {
+            b.iter_batched(
+                || {
+                    let mut scope = host.scope();
+                    scope.call("bench", "execute", &args).expect("queue");
+                    scope
+                },
+                |mut scope| {
+                    let report = scope.save().expect("save");
+                    (scope, report)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        group.bench_with_input(BenchmarkId::new("postgres", n), &n, |b, &n| {
+            b.iter(|| {
+                let mut tx = native.transaction().expect("begin");
+                let stmt = tx.prepare(PG_INSERT).expect("prepare");
+                for _ in 0..n {
+                    tx.execute(&stmt, &[]).expect("insert");
+                }
+                tx.commit().expect("commit");
+            })
+        });
+    }
+    group.finish();
+    drop((host, native));
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
+
 /// The CPU time this thread has used: B3 compares CPU time per scope, which
 /// a busy second core does not inflate the way it inflates wall time.
 #[expect(unsafe_code, reason = "clock_gettime into a timespec this function owns")]
@@ -306,5 +373,5 @@ fn languages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scope_overhead, host_calls, parity, save, languages);
+criterion_group!(benches, scope_overhead, host_calls, parity, save, save_postgres, languages);
 criterion_main!(benches);

@@ -73,6 +73,86 @@ pub enum Operation {
         #[serde(serialize_with = "values_json")]
         params: Vec<Value>,
     },
+    /// Set a key of a `kv` channel.
+    Set {
+        /// The key.
+        key: String,
+        /// Its new value.
+        #[serde(serialize_with = "bytes_json")]
+        value: Vec<u8>,
+    },
+    /// Remove a key of a `kv` channel.
+    Remove {
+        /// The key.
+        key: String,
+    },
+    /// Replace a key's value on condition that it holds `expected`.
+    Swap {
+        /// The key.
+        key: String,
+        /// What it must hold (`None`: not set).
+        #[serde(serialize_with = "maybe_bytes_json")]
+        expected: Option<Vec<u8>>,
+        /// What it then holds (`None`: removed).
+        #[serde(serialize_with = "maybe_bytes_json")]
+        value: Option<Vec<u8>>,
+    },
+    /// Add to the decimal integer a key holds.
+    Increment {
+        /// The key.
+        key: String,
+        /// What to add.
+        by: i64,
+    },
+}
+
+/// The families of commands, each applied by channels of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Tables and SQL: `insert`, `update`, `delete`, `execute`.
+    Sql,
+    /// Keys: `set`, `remove`, `compare-and-swap`, `increment`.
+    Kv,
+}
+
+impl Kind {
+    /// The kind's name in `sluice.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Sql => "sql",
+            Kind::Kv => "kv",
+        }
+    }
+}
+
+/// The longest key a `kv` command or read may name.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Checks a key of a `kv` channel: not empty, at most [`MAX_KEY_BYTES`].
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!("the key is {} bytes; at most {MAX_KEY_BYTES} are allowed", key.len()));
+    }
+    Ok(())
+}
+
+/// A value of a `kv` channel as JSON: its text when it is UTF-8, else its
+/// bytes.
+fn bytes_json<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => s.serialize_str(text),
+        Err(_) => s.collect_seq(bytes),
+    }
+}
+
+fn maybe_bytes_json<S: serde::Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(b) => bytes_json(b, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A SQL value as plain JSON: `null`, a number, a string, or a blob as an
@@ -135,6 +215,33 @@ impl Operation {
                 }
                 Ok(())
             }
+            Operation::Set { key, .. }
+            | Operation::Remove { key }
+            | Operation::Swap { key, .. }
+            | Operation::Increment { key, .. } => check_key(key),
+        }
+    }
+
+    /// The kind of channel that applies it.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Operation::Insert { .. } | Operation::Update { .. } | Operation::Delete { .. } | Operation::Execute { .. } => {
+                Kind::Sql
+            }
+            Operation::Set { .. } | Operation::Remove { .. } | Operation::Swap { .. } | Operation::Increment { .. } => {
+                Kind::Kv
+            }
+        }
+    }
+
+    /// The key a `kv` command writes.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Operation::Set { key, .. }
+            | Operation::Remove { key }
+            | Operation::Swap { key, .. }
+            | Operation::Increment { key, .. } => Some(key),
+            _ => None,
         }
     }
 
@@ -158,6 +265,13 @@ impl Operation {
                 }
                 format!("execute `{sql}` with {} param(s)", params.len())
             }
+            Operation::Set { key, value } => format!("set {key} ({} bytes)", value.len()),
+            Operation::Remove { key } => format!("remove {key}"),
+            Operation::Swap { key, expected, value } => {
+                let state = |v: &Option<Vec<u8>>| v.as_ref().map_or("unset".to_string(), |b| format!("{} bytes", b.len()));
+                format!("compare-and-swap {key} ({} to {})", state(expected), state(value))
+            }
+            Operation::Increment { key, by } => format!("increment {key} by {by}"),
         }
     }
 
@@ -170,6 +284,12 @@ impl Operation {
             Operation::Update { table, key, changes } => table.len() + row(key) + row(changes),
             Operation::Delete { table, key } => table.len() + row(key),
             Operation::Execute { sql, params } => sql.len() + params.iter().map(value_size).sum::<usize>(),
+            Operation::Set { key, value } => key.len() + value.len(),
+            Operation::Remove { key } => key.len(),
+            Operation::Swap { key, expected, value } => {
+                key.len() + expected.as_ref().map_or(1, Vec::len) + value.as_ref().map_or(1, Vec::len)
+            }
+            Operation::Increment { key, .. } => key.len() + 8,
         }
     }
 }

@@ -14,6 +14,10 @@ use crate::runtime::RuntimeOptions;
 /// The name of the channel every host has when no configuration names any.
 pub const DEFAULT_CHANNEL: &str = "main";
 
+/// The `kv` channel every host has when no configuration names any
+/// channel: keys in a table of [`DEFAULT_CHANNEL`].
+pub const DEFAULT_KV_CHANNEL: &str = "kv";
+
 /// The parsed `sluice.toml`.
 ///
 /// ```toml
@@ -73,15 +77,26 @@ pub enum ChannelConfig {
         /// `postgres://user@host:5432/db` (`postgresql://` too).
         url: String,
     },
+    /// A key-value store: `sql:NAME` keeps the keys in a table of the `sql`
+    /// channel `NAME` (they commit in its transaction), `redis://HOST:PORT`
+    /// in Redis.
+    Kv {
+        /// Where the keys are, e.g. `sql:main` or `redis://127.0.0.1:6379`.
+        url: String,
+    },
 }
 
 impl Config {
     /// The configuration used when there is no file: channel `main` is the
-    /// SQLite file `main.db` in `data_dir`.
+    /// SQLite file `main.db` in `data_dir`, and channel `kv` keeps keys in
+    /// a table of `main`.
     pub fn embedded(data_dir: &Path) -> Config {
         let url = format!("sqlite://{}", data_dir.join("main.db").display());
         Config {
-            channels: BTreeMap::from([(DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url })]),
+            channels: BTreeMap::from([
+                (DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url }),
+                (DEFAULT_KV_CHANNEL.to_string(), ChannelConfig::Kv { url: format!("sql:{DEFAULT_CHANNEL}") }),
+            ]),
             limits: LimitSettings::default(),
             caps: LimitSettings::default(),
             scopes: ScopeSettings::default(),
@@ -103,7 +118,7 @@ impl Config {
             anyhow::bail!("no channels: add a [channels.NAME] table with kind and url");
         }
         for channel in config.channels.values_mut() {
-            let ChannelConfig::Sql { url } = channel;
+            let ChannelConfig::Sql { url } = channel else { continue };
             if let Some(rest) = url.strip_prefix("sqlite://") {
                 let file = PathBuf::from(rest);
                 if file.is_relative() {
@@ -162,7 +177,7 @@ mod tests {
             Ok(_) => "parsed".to_string(),
             Err(e) => format!("{e:#}"),
         };
-        assert!(err("[channels.main]\nkind = \"kv\"\nurl = \"x\"\n").contains("unknown variant `kv`"));
+        assert!(err("[channels.main]\nkind = \"bus\"\nurl = \"x\"\n").contains("unknown variant `bus`"));
         assert!(err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n").contains("unknown field `pool`"));
         assert!(err("").contains("no channels"));
     }

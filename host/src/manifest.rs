@@ -124,6 +124,67 @@ pub struct ChannelGrant {
     /// a price). Reads of other tables are checked.
     #[serde(default)]
     pub relaxed_reads: Tables,
+    /// Key prefixes of a `kv` channel it may read and write (`["cart/"]`;
+    /// `"*"` for every key).
+    #[serde(default)]
+    pub keys: Prefixes,
+    /// Key prefixes of a `kv` channel it may only read.
+    #[serde(default)]
+    pub read_keys: Prefixes,
+}
+
+/// Key prefixes of a `kv` channel: a key is covered when it starts with
+/// one of them. `"*"` covers every key. Keys compare byte for byte.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Prefixes(Vec<String>);
+
+impl Prefixes {
+    /// Whether `key` starts with a listed prefix.
+    pub fn allows(&self, key: &str) -> bool {
+        self.0.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    /// Whether nothing is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The prefixes, for people: `cart/, hits/`; `every key` for `"*"`.
+    pub fn describe(&self) -> String {
+        if self.0.iter().any(String::is_empty) {
+            return "every key".into();
+        }
+        self.0.join(", ")
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefixes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let prefixes = match Raw::deserialize(d)? {
+            Raw::One(s) if s == "*" => vec!["*".to_string()],
+            Raw::One(s) => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a list of key prefixes or \"*\", found the string {s:?}; write [{s:?}]"
+                )));
+            }
+            Raw::Many(list) => list,
+        };
+        if prefixes.iter().any(String::is_empty) {
+            return Err(serde::de::Error::custom("a key prefix is empty; write \"*\" for every key"));
+        }
+        // "*" is every key: the empty prefix.
+        let prefixes: Vec<String> = prefixes.into_iter().map(|p| if p == "*" { String::new() } else { p }).collect();
+        if prefixes.iter().any(String::is_empty) && prefixes.len() > 1 {
+            return Ok(Prefixes(vec![String::new()]));
+        }
+        Ok(Prefixes(prefixes))
+    }
 }
 
 /// A set of table names, or every table (`"*"`). Names compare without
@@ -230,6 +291,11 @@ impl Manifest {
             }
             if grant.raw_sql {
                 parts.push("raw SQL".into());
+            }
+            for (key, prefixes) in [("reads and writes keys", &grant.keys), ("reads keys", &grant.read_keys)] {
+                if !prefixes.is_empty() {
+                    parts.push(format!("{key} {}", prefixes.describe()));
+                }
             }
             if !parts.is_empty() {
                 lines.push(format!("{channel}: {}", parts.join("; ")));

@@ -39,6 +39,14 @@ pub struct Read {
     /// Its parameters.
     #[serde(skip)]
     pub params: Vec<Value>,
+    /// Whether it runs as the host: a `kv` read of a table, whose grant the
+    /// kv channel checked ([`crate::channels::Recheck`]).
+    #[serde(skip)]
+    pub host: bool,
+    /// The read as the service asked it, when that is not `sql`
+    /// (`get cart/ann/1 on kv`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asked: Option<String>,
     /// The digest of the rows it returned.
     pub digest: u64,
 }
@@ -46,6 +54,9 @@ pub struct Read {
 impl Read {
     /// `` `SELECT …` by orders.place → inventory.reserve on main ``.
     pub fn describe(&self) -> String {
+        if let Some(asked) = &self.asked {
+            return format!("`{asked}` by {}", self.chain.join(" → "));
+        }
         let mut sql: String = self.sql.split_whitespace().collect::<Vec<_>>().join(" ");
         if let Some((cut, _)) = sql.char_indices().nth(200) {
             sql.truncate(cut);

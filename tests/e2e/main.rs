@@ -8,6 +8,7 @@ mod discovery;
 mod edge;
 mod grants;
 mod hostile;
+mod kv;
 mod polyglot;
 mod postgres;
 mod reload;

@@ -382,3 +382,23 @@ fn a_service_cannot_leave_its_role_on_postgres() {
     let secrets: String = db.client().query_one("SELECT x FROM secrets", &[]).expect("secrets").get(0);
     assert_eq!(secrets, "s3cr3t");
 }
+
+/// A `kv` channel kept in a table of a PostgreSQL channel behaves as on
+/// SQLite and Redis.
+#[test]
+fn kv_semantics_in_a_postgres_table() {
+    let Some(db) = Database::new() else { return };
+    let f = Fixture::new(&["probe"]);
+    let config = f.dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("[channels.main]\nkind = \"sql\"\nurl = \"{}\"\n\n[channels.kv]\nkind = \"kv\"\nurl = \"sql:main\"\n", db.url()),
+    )
+    .expect("config");
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = sluice_host::Host::open(&options).expect("host");
+    crate::kv::semantics(&host, "kv", "t/");
+    let rows: i64 = db.client().query_one("SELECT count(*) FROM sluice_kv WHERE space = 'kv'", &[]).expect("count").get(0);
+    assert!(rows > 0);
+}

@@ -10,7 +10,7 @@ use exports::sluice::service::lifecycle;
 use exports::test::probe::api::{Guest, Sample};
 use sluice_guest::{
     from, to,
-    types::{Error, Outcome, Refusal, Row, Rows, Value},
+    types::{Entry, Error, Outcome, Refusal, Row, Rows, Value},
 };
 
 thread_local! {
@@ -70,6 +70,30 @@ impl Guest for Component {
 
     fn expect(ticket: u64, rows: u64) -> Result<(), Error> {
         to::expect(ticket, rows)
+    }
+
+    fn kv_get(channel: String, key: String) -> Result<Option<Vec<u8>>, Error> {
+        from::get(&channel, &key)
+    }
+
+    fn kv_list(channel: String, prefix: String, limit: u32) -> Result<Vec<Entry>, Error> {
+        from::list(&channel, &prefix, limit)
+    }
+
+    fn kv_set(channel: String, key: String, value: Vec<u8>) -> Result<u64, Error> {
+        to::set(&channel, &key, &value)
+    }
+
+    fn kv_remove(channel: String, key: String) -> Result<u64, Error> {
+        to::remove(&channel, &key)
+    }
+
+    fn kv_swap(channel: String, key: String, expected: Option<Vec<u8>>, value: Option<Vec<u8>>) -> Result<u64, Error> {
+        to::compare_and_swap(&channel, &key, expected.as_deref(), value.as_deref())
+    }
+
+    fn kv_increment(channel: String, key: String, by: i64) -> Result<u64, Error> {
+        to::increment(&channel, &key, by)
     }
 
     fn refuse_save(name: String) -> Result<u64, Error> {

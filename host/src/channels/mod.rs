@@ -5,6 +5,7 @@
 //! [`Transaction`], one per channel per save, so a channel's share of the
 //! queue is applied in full or not at all.
 
+pub mod kv;
 pub mod sql;
 pub mod turns;
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use crate::bindings::{Rows, Value};
 use crate::budget::Canceller;
-use crate::command::{Operation, Outcome};
+use crate::command::{Kind, Operation, Outcome};
 use crate::config::{ChannelConfig, Config};
 use crate::grants::Access;
 use crate::manifest::ChannelGrant;
@@ -85,6 +86,13 @@ pub enum Denial {
     /// Something no grant allows (transaction control, `ATTACH`, a pragma,
     /// a function outside the allow-list), described.
     Never(String),
+    /// A key of a `kv` channel that no granted prefix covers.
+    Key {
+        /// Whether it would be written (`keys`) or only read (`read-keys`).
+        write: bool,
+        /// The key, or the prefix of a list.
+        key: String,
+    },
 }
 
 impl std::fmt::Display for Denial {
@@ -96,6 +104,9 @@ impl std::fmt::Display for Denial {
             Denial::WriteInRead { table, .. } => write!(f, "a read must not write (table {table})"),
             Denial::Schema(what) => write!(f, "{what} needs raw-sql = true"),
             Denial::Never(what) => write!(f, "no grant allows it to {what}"),
+            Denial::Key { write, key } => {
+                write!(f, "{} key {key} is not granted", if *write { "writing" } else { "reading" })
+            }
         }
     }
 }
@@ -130,6 +141,13 @@ impl Caller {
         Caller { service: None, grant: None, host: true, deadline, cancel: None }
     }
 
+    /// The host, with this caller's deadline and cancel flag: for the
+    /// statements a channel runs on a service's behalf once it has checked
+    /// the service's grant itself.
+    pub fn as_host(&self) -> Caller {
+        Caller { service: None, grant: None, host: true, deadline: self.deadline, cancel: self.cancel.clone() }
+    }
+
     /// The same caller, whose statement also stops when `cancel` is set.
     pub fn cancelled_by(mut self, cancel: &Canceller) -> Caller {
         self.cancel = Some(cancel.clone());
@@ -154,6 +172,24 @@ pub struct Reading {
     /// calls `random()`, or reads the clock with `'now'`): such a read cannot
     /// be checked by running it again.
     pub volatile: bool,
+    /// How the save runs this read again, when not as it was asked: a `kv`
+    /// read answered by another channel's table.
+    pub recheck: Option<Recheck>,
+}
+
+/// A read as the save runs it again ([`Transaction::digest`]).
+#[derive(Debug, Clone)]
+pub struct Recheck {
+    /// The channel whose save transaction runs it.
+    pub channel: String,
+    /// The statement.
+    pub statement: String,
+    /// Its parameters.
+    pub params: Vec<Value>,
+    /// Whether it runs as the host (the asking channel checked the grant).
+    pub host: bool,
+    /// The read as the service asked it, for people: `get cart/ann/1`.
+    pub asked: String,
 }
 
 /// A hasher for [`Reading::digest`], with this process's random keys: a
@@ -164,6 +200,43 @@ pub fn digester() -> impl std::hash::Hasher {
     KEYS.get_or_init(std::collections::hash_map::RandomState::new).build_hasher()
 }
 
+/// Marks a new row in a [`Reading::digest`].
+pub const DIGEST_ROW: u8 = 0xff;
+
+/// Adds one value to a [`Reading::digest`], tagged with its type, and
+/// returns its size as [`crate::command::value_size`] counts it. The SQLite
+/// channel hashes the same tags as it streams rows.
+pub fn digest_value(digest: &mut impl std::hash::Hasher, value: &Value) -> usize {
+    match value {
+        Value::Null => {
+            digest.write_u8(0);
+            1
+        }
+        Value::Integer(i) => {
+            digest.write_u8(1);
+            digest.write_i64(*i);
+            8
+        }
+        Value::Real(f) => {
+            digest.write_u8(2);
+            digest.write_u64(f.to_bits());
+            8
+        }
+        Value::Text(t) => {
+            digest.write_u8(3);
+            digest.write_usize(t.len());
+            digest.write(t.as_bytes());
+            t.len()
+        }
+        Value::Blob(b) => {
+            digest.write_u8(4);
+            digest.write_usize(b.len());
+            digest.write(b);
+            b.len()
+        }
+    }
+}
+
 /// A named connection that services read from and queue commands for.
 ///
 /// Implementations are shared by every scope of the host, so they are
@@ -172,6 +245,53 @@ pub trait Channel: Send + Sync {
     /// Runs one read at once, against committed data, under `caller`'s
     /// grant and deadline; the rows stop at `max_bytes`.
     fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
+
+    /// The kind of commands and reads it takes ([`Operation::kind`]): a
+    /// command of another kind is refused when it is queued.
+    fn kind(&self) -> Kind {
+        Kind::Sql
+    }
+
+    /// Reads one key at once (a `kv` channel): the rows are one column,
+    /// `value`, and no row or one, under `caller`'s grant and deadline.
+    fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
+        let _ = (key, caller, max_bytes);
+        Err(wrong_kind(self.kind(), "get"))
+    }
+
+    /// Lists at once the keys that start with `prefix` (a `kv` channel), at
+    /// most `limit`, in byte order: rows of `key` and `value`.
+    fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
+        let _ = (prefix, limit, caller, max_bytes);
+        Err(wrong_kind(self.kind(), "list"))
+    }
+
+    /// Checks, as it is queued, that `caller` may queue `op` (a command of
+    /// this channel's kind): the `kv` kind checks the key's prefix. SQL
+    /// commands are checked by [`crate::grants`] and [`Channel::check`].
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        let _ = (op, caller);
+        Ok(())
+    }
+
+    /// The channel whose save transaction this channel's commands apply in,
+    /// when they apply in another's ([`Channel::apply_shared`]): a `kv`
+    /// channel kept in a table of a `sql` channel commits with it.
+    fn shares(&self) -> Option<&str> {
+        None
+    }
+
+    /// Applies one of this channel's commands inside `tx`, the save
+    /// transaction of the channel it [`shares`](Channel::shares).
+    fn apply_shared(
+        &self,
+        tx: &mut dyn Transaction,
+        op: &Operation,
+        caller: &Caller,
+    ) -> Result<Outcome, ChannelError> {
+        let _ = (tx, caller);
+        Err(wrong_kind(self.kind(), &op.describe()))
+    }
 
     /// Checks, without running it, that `sql` is one statement the engine
     /// accepts under `caller`'s grant as a command: `to.execute` is refused
@@ -198,9 +318,10 @@ pub trait Channel: Send + Sync {
         self.begin()
     }
 
-    /// When this channel commits in a save: [`CommitStage::Data`] channels
-    /// first, then [`CommitStage::Effects`] channels, each stage in name
-    /// order, so that an effect can depend on the data having committed.
+    /// When this channel commits in a save: [`CommitStage::Refusable`]
+    /// channels first, then [`CommitStage::Data`], then
+    /// [`CommitStage::Effects`], each stage in name order, so that an effect
+    /// can depend on the data having committed.
     fn commit_stage(&self) -> CommitStage {
         CommitStage::Data
     }
@@ -221,7 +342,11 @@ pub trait Channel: Send + Sync {
 /// Where a channel commits in a save ([`Channel::commit_stage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CommitStage {
-    /// A store of data (SQL): commits first.
+    /// A store whose commit a concurrent change can refuse (Redis's `EXEC`
+    /// after `WATCH`): commits before every data channel, so that a refusal
+    /// leaves nothing applied anywhere and the scope can run again.
+    Refusable,
+    /// A store of data (SQL): commits after the refusable ones.
     Data,
     /// A side effect that must happen only once the data committed (a
     /// message, a request, a file): commits after every data channel.
@@ -243,6 +368,14 @@ pub trait Transaction: Send {
     /// grant and deadline; the rows stop at `max_bytes`.
     fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError>;
 
+    /// Runs a statement of the host inside the transaction and returns its
+    /// rows: what a channel that [`shares`](Channel::shares) this one reads
+    /// while it applies its commands. Kinds without SQL refuse it.
+    fn rows(&mut self, sql: &str, params: &[Value], caller: &Caller) -> Result<Rows, ChannelError> {
+        let _ = (sql, params, caller);
+        Err(ChannelError::Invalid("this channel runs no SQL".into()))
+    }
+
     /// Checks, after the last round and before any channel of the save
     /// commits, that the commit can succeed; a failure here applies nothing
     /// anywhere. SQLite has nothing to check (its transaction already holds
@@ -256,6 +389,12 @@ pub trait Transaction: Send {
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;
 }
 
+/// The refusal of a read or command of the wrong kind for a channel.
+pub fn wrong_kind(kind: Kind, what: &str) -> ChannelError {
+    let wanted = if kind == Kind::Sql { "kv" } else { "sql" };
+    ChannelError::Invalid(format!("this is a {} channel; {what} needs a {wanted} channel", kind.name()))
+}
+
 /// Every channel the host has, by name. Built once per host from [`Config`].
 #[derive(Clone, Default)]
 pub struct Channels {
@@ -265,9 +404,14 @@ pub struct Channels {
 impl Channels {
     /// Opens every channel the configuration names.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        let mut by_name = BTreeMap::new();
-        for (name, channel) in &config.channels {
+        let mut by_name: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::new();
+        // `kv` channels after the others: one kept in a `sql` channel's
+        // table needs that channel open.
+        let (kv, others): (Vec<_>, Vec<_>) =
+            config.channels.iter().partition(|(_, c)| matches!(c, ChannelConfig::Kv { .. }));
+        for (name, channel) in others.into_iter().chain(kv) {
             let opened: Arc<dyn Channel> = match channel {
+                ChannelConfig::Kv { url } => kv::open(name, url, &by_name).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?,
                 ChannelConfig::Sql { url } if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                     Arc::new(sql::PostgresChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
                 }

@@ -88,7 +88,13 @@ impl Grants<'_> {
             Operation::Insert { table, .. } => (Access::Insert, table),
             Operation::Update { table, .. } => (Access::Update, table),
             Operation::Delete { table, .. } => (Access::Delete, table),
-            Operation::Execute { .. } => return Ok(()),
+            // The channel checks the service's own SQL, and a kv channel
+            // the key's prefix.
+            Operation::Execute { .. }
+            | Operation::Set { .. }
+            | Operation::Remove { .. }
+            | Operation::Swap { .. }
+            | Operation::Increment { .. } => return Ok(()),
         };
         self.check_tables(channel, &[(access, table.to_lowercase())])
     }
@@ -106,6 +112,10 @@ impl Grants<'_> {
                 access.verb()
             )),
             Denial::Schema(what) => self.denied(channel, &format!("change the schema ({what})"), "raw-sql = true"),
+            Denial::Key { write, key } => {
+                let (verb, manifest_key) = if *write { ("write", "keys") } else { ("read", "read-keys") };
+                self.denied(channel, &format!("{verb} key {key}"), &format!("{manifest_key} = [{key:?}]"))
+            }
             Denial::Never(what) => {
                 Refusal::Denied(format!("{} may not {what} on channel {channel}; no grant allows it", self.service))
             }

@@ -3,8 +3,9 @@
 //! stops reading rows at the service's `result-bytes`.
 
 use crate::bindings::sluice::service::from::Host;
+use crate::bindings::sluice::service::types::Entry;
 use crate::bindings::{Error, Rows, Value};
-use crate::channels::{Caller, ChannelError};
+use crate::channels::{Caller, ChannelError, Reading};
 use crate::grants::Refusal;
 use crate::limits::{Breach, size};
 use crate::reads::Read;
@@ -12,13 +13,95 @@ use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
     fn query(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, Error>> {
-        let Some(target) = self.channels.get(&channel) else {
-            return Ok(Err(unknown_channel(self, &channel)));
+        let asked = sql.len() + params.iter().map(crate::command::value_size).sum::<usize>();
+        let (target, caller, max_bytes) = match self.reader(&channel, asked)? {
+            Ok(reader) => reader,
+            Err(e) => return Ok(Err(e)),
+        };
+        let reading = match target.query(&sql, &params, &caller, max_bytes) {
+            Ok(reading) => reading,
+            Err(e) => return self.channel_failed(&channel, e, "a read"),
+        };
+        let grant = caller.grant.clone();
+        let relaxed = |t: &String| grant.as_ref().is_some_and(|g| g.relaxed_reads.allows(t));
+        // A read of no table cannot change; one of relaxed tables only is
+        // not checked; any other is kept for the save to run again.
+        if self.reads.is_none() || reading.tables.iter().all(relaxed) {
+            return Ok(Ok(reading.rows));
+        }
+        if reading.volatile {
+            let service = self.service.map(|s| (s.name.clone(), s.path.clone())).unwrap_or_default();
+            let tables = reading.tables.iter().filter(|t| !relaxed(t)).cloned().collect::<Vec<_>>().join(", ");
+            return Ok(Err(Error::Invalid(format!(
+                "{} on {channel}: this read calls random() or reads the clock ('now'), so its rows cannot be \
+                 checked again when the scope is saved; compute that value in the service, or relax the read \
+                 in {}: [channels.{channel}] relaxed-reads = [\"{tables}\"]",
+                service.0,
+                crate::manifest::Manifest::path_for(&service.1).display(),
+            ))));
+        }
+        self.keep(channel, sql, params, &reading)?;
+        Ok(Ok(reading.rows))
+    }
+
+    fn get(&mut self, channel: String, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        let (target, caller, max_bytes) = match self.reader(&channel, key.len())? {
+            Ok(reader) => reader,
+            Err(e) => return Ok(Err(e)),
+        };
+        let reading = match target.get(&key, &caller, max_bytes) {
+            Ok(reading) => reading,
+            Err(e) => return self.channel_failed(&channel, e, "a read"),
+        };
+        if self.reads.is_some() {
+            self.keep(channel, String::new(), Vec::new(), &reading)?;
+        }
+        Ok(Ok(crate::channels::kv::table::first_value(&reading.rows)))
+    }
+
+    fn list(&mut self, channel: String, prefix: String, limit: u32) -> wasmtime::Result<Result<Vec<Entry>, Error>> {
+        let (target, caller, max_bytes) = match self.reader(&channel, prefix.len())? {
+            Ok(reader) => reader,
+            Err(e) => return Ok(Err(e)),
+        };
+        let reading = match target.list(&prefix, limit, &caller, max_bytes) {
+            Ok(reading) => reading,
+            Err(e) => return self.channel_failed(&channel, e, "a read"),
+        };
+        if self.reads.is_some() {
+            self.keep(channel, String::new(), Vec::new(), &reading)?;
+        }
+        let entries = reading
+            .rows
+            .values
+            .iter()
+            .filter_map(|row| match row.as_slice() {
+                [Value::Text(key), Value::Blob(value)] => Some(Entry { key: key.clone(), value: value.clone() }),
+                [Value::Text(key), Value::Text(value)] => Some(Entry { key: key.clone(), value: value.clone().into_bytes() }),
+                _ => None,
+            })
+            .collect();
+        Ok(Ok(entries))
+    }
+}
+
+impl ServiceView<'_> {
+    /// What every read needs before it reaches its channel: the channel,
+    /// the calling service within its `command-bytes` for what it sent
+    /// (`asked` bytes; a trap otherwise), and the caller with its grant,
+    /// deadline and `result-bytes`. `Ok(Err(..))` is the guest's error.
+    #[expect(clippy::type_complexity, reason = "the three parts of a read, or why it cannot start")]
+    fn reader(
+        &mut self,
+        channel: &str,
+        asked: usize,
+    ) -> wasmtime::Result<Result<(std::sync::Arc<dyn crate::channels::Channel>, Caller, usize), Error>> {
+        let Some(target) = self.channels.get(channel).cloned() else {
+            return Ok(Err(unknown_channel(self, channel)));
         };
         let Some(service) = self.service else {
             return Ok(Err(Error::Denied("a read from outside any service".into())));
         };
-        let asked = sql.len() + params.iter().map(crate::command::value_size).sum::<usize>();
         if asked > service.limits.command_bytes {
             let detail = format!(
                 "sent a read of {}, over its limit of {} (limits.command-bytes)",
@@ -27,34 +110,34 @@ impl Host for ServiceView<'_> {
             );
             return Err(wasmtime::Error::new(Breach::new(&service.name, "command-bytes", detail)));
         }
-        let grant = service.grants().on(&channel);
-        let caller = Caller::service(&service.name, grant.clone(), self.deadline.at).cancelled_by(&self.deadline.cancel);
-        let reading = match target.query(&sql, &params, &caller, service.limits.result_bytes) {
-            Ok(reading) => reading,
-            Err(e) => return self.channel_failed(&channel, e, "a read"),
+        let caller = Caller::service(&service.name, service.grants().on(channel), self.deadline.at)
+            .cancelled_by(&self.deadline.cancel);
+        Ok(Ok((target, caller, service.limits.result_bytes)))
+    }
+
+    /// Keeps a read for the save to check, as the channel says to run it
+    /// again ([`crate::channels::Reading::recheck`]), within the scope's
+    /// cap on what it holds (a trap past it).
+    fn keep(&mut self, channel: String, sql: String, params: Vec<Value>, reading: &Reading) -> wasmtime::Result<()> {
+        let Some(service) = self.service else { return Ok(()) };
+        let (channel, sql, params, host, asked) = match &reading.recheck {
+            Some(again) => (
+                again.channel.clone(),
+                again.statement.clone(),
+                again.params.clone(),
+                again.host,
+                Some(format!("{} on {channel}", again.asked)),
+            ),
+            None => (channel, sql, params, false, None),
         };
-        let relaxed = |t: &String| grant.as_ref().is_some_and(|g| g.relaxed_reads.allows(t));
-        // A read of no table cannot change; one of relaxed tables only is
-        // not checked; any other is kept for the save to run again.
-        if self.reads.is_none() || reading.tables.iter().all(relaxed) {
-            return Ok(Ok(reading.rows));
-        }
-        if reading.volatile {
-            let tables = reading.tables.iter().filter(|t| !relaxed(t)).cloned().collect::<Vec<_>>().join(", ");
-            return Ok(Err(Error::Invalid(format!(
-                "{} on {channel}: this read calls random() or reads the clock ('now'), so its rows cannot be \
-                 checked again when the scope is saved; compute that value in the service, or relax the read \
-                 in {}: [channels.{channel}] relaxed-reads = [\"{tables}\"]",
-                service.name,
-                crate::manifest::Manifest::path_for(&service.path).display(),
-            ))));
-        }
         let read = Read {
             channel,
             service: service.name.clone(),
             chain: self.frames.iter().map(ToString::to_string).collect(),
             sql,
             params,
+            host,
+            asked,
             digest: reading.digest,
         };
         let bytes = read.size();
@@ -74,7 +157,7 @@ impl Host for ServiceView<'_> {
         {
             self.queue.charge(bytes);
         }
-        Ok(Ok(reading.rows))
+        Ok(())
     }
 }
 

@@ -32,6 +32,28 @@ impl Host for ServiceView<'_> {
         self.enqueue(&channel, Operation::Execute { sql, params })
     }
 
+    fn set(&mut self, channel: String, key: String, value: Vec<u8>) -> wasmtime::Result<Result<u64, Error>> {
+        self.enqueue(&channel, Operation::Set { key, value })
+    }
+
+    fn remove(&mut self, channel: String, key: String) -> wasmtime::Result<Result<u64, Error>> {
+        self.enqueue(&channel, Operation::Remove { key })
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        channel: String,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        self.enqueue(&channel, Operation::Swap { key, expected, value })
+    }
+
+    fn increment(&mut self, channel: String, key: String, by: i64) -> wasmtime::Result<Result<u64, Error>> {
+        self.enqueue(&channel, Operation::Increment { key, by })
+    }
+
     fn expect(&mut self, ticket: u64, rows: u64) -> wasmtime::Result<Result<(), Error>> {
         let name = self.service().to_string();
         Ok(self.queue.expect(&name, ticket, rows).map_err(|why| Error::Invalid(format!("{name}: {why}"))))
@@ -54,6 +76,10 @@ impl ServiceView<'_> {
         let name = &service.name;
         if let Err(m) = op.check() {
             return Ok(Err(Error::Invalid(format!("{name}: {m}"))));
+        }
+        if op.kind() != target.kind() {
+            let e = crate::channels::wrong_kind(target.kind(), &op.describe());
+            return Ok(Err(Error::Invalid(format!("{name} on {channel}: {e}"))));
         }
         let limits = &service.limits;
         let bytes = op.size();
@@ -86,11 +112,16 @@ impl ServiceView<'_> {
             return Ok(Err(self.refused(refusal)));
         }
         // The service's own SQL: the engine checks it now, under the
-        // service's grant, and again when the save runs it.
-        if let Operation::Execute { sql, .. } = &op {
+        // service's grant, and again when the save runs it. A kv channel
+        // checks the key's prefix.
+        if matches!(op, Operation::Execute { .. }) || op.kind() != crate::command::Kind::Sql {
             let caller =
                 Caller::service(name, service.grants().on(channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
-            if let Err(e) = target.check(sql, &caller) {
+            let checked = match &op {
+                Operation::Execute { sql, .. } => target.check(sql, &caller),
+                other => target.check_command(other, &caller),
+            };
+            if let Err(e) = checked {
                 return self.channel_failed(channel, e, "a command");
             }
         }

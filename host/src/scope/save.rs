@@ -168,10 +168,16 @@ impl Scope {
                 let Some(channel) = channels.get(&command.channel) else {
                     return Err(fail(format!("no channel {:?}", command.channel), false));
                 };
-                if !open.contains_key(&command.channel) {
-                    open.insert(command.channel.clone(), begin(channel.as_ref(), &command.channel, false)?);
+                // A channel that shares another's transaction (a kv table in
+                // a sql channel) applies its commands in that one.
+                let held = channel.shares().unwrap_or(&command.channel).to_string();
+                if !open.contains_key(&held) {
+                    let Some(holder) = channels.get(&held) else {
+                        return Err(fail(format!("no channel {held:?}"), false));
+                    };
+                    open.insert(held.clone(), begin(holder.as_ref(), &held, false)?);
                 }
-                let Some(tx) = open.get_mut(&command.channel) else { continue };
+                let Some(tx) = open.get_mut(&held) else { continue };
                 // Each command runs under the grant of the service that
                 // queued it, and ends by that service's deadline counted from
                 // the start of the save (within the scope's own).
@@ -183,7 +189,11 @@ impl Scope {
                 )
                 .cancelled_by(&cancel);
                 // Returning early drops `open`, which rolls every channel back.
-                let outcome = match tx.apply(&command.op, &caller) {
+                let result = match channel.shares() {
+                    Some(_) => channel.apply_shared(tx.as_mut(), &command.op, &caller),
+                    None => tx.apply(&command.op, &caller),
+                };
+                let outcome = match result {
                     Ok(outcome) => outcome,
                     Err(ChannelError::Denied(denial)) => {
                         let why = match service {

@@ -102,6 +102,7 @@ fn grant() -> impl Strategy<Value = ChannelGrant> {
         deletes: set(d),
         raw_sql: false,
         relaxed_reads: Tables::None,
+        ..ChannelGrant::default()
     })
 }
 

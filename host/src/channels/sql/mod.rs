@@ -260,6 +260,9 @@ struct SqliteTransaction {
 
 impl Transaction for SqliteTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
+        if op.kind() != crate::command::Kind::Sql {
+            return Err(super::wrong_kind(crate::command::Kind::Sql, &op.describe()));
+        }
         let pooled =
             self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         if self.turn.is_none() {
@@ -295,6 +298,12 @@ impl Transaction for SqliteTransaction {
         let pooled =
             self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         Ok(read(pooled, sql, params, caller, max_bytes, false)?.digest)
+    }
+
+    fn rows(&mut self, sql: &str, params: &[Value], caller: &Caller) -> Result<crate::bindings::Rows, ChannelError> {
+        let pooled =
+            self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        Ok(read(pooled, sql, params, caller, usize::MAX, true)?.rows)
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
@@ -360,6 +369,10 @@ fn statement(op: &Operation) -> (Cow<'_, str>, Vec<&Value>) {
         }
         // The guest's text as it is: no copy per command.
         Operation::Execute { sql, params } => (Cow::Borrowed(sql.as_str()), params.iter().collect()),
+        // Refused by `apply` before it builds a statement.
+        Operation::Set { .. } | Operation::Remove { .. } | Operation::Swap { .. } | Operation::Increment { .. } => {
+            (Cow::Borrowed(""), Vec::new())
+        }
     }
 }
 

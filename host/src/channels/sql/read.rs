@@ -59,14 +59,14 @@ pub(super) fn read(
     drop(rows);
     let volatility = entered.volatility();
     let volatile = volatility.random || (volatility.clock && reads_the_clock(sql, params));
-    Ok(Reading { rows: Rows { columns, values }, digest: digest.finish(), tables: entered.read(), volatile })
+    Ok(Reading { rows: Rows { columns, values }, digest: digest.finish(), tables: entered.read(), volatile, recheck: None })
 }
 
-/// Marks a new row in a digest.
-const ROW: u8 = 0xff;
+use crate::channels::DIGEST_ROW as ROW;
 
-/// Adds one value to a digest, tagged with its type, and returns its size
-/// as [`value_size`] counts it.
+/// Adds one value to a digest, tagged with its type as
+/// [`crate::channels::digest_value`] does (here without making a `Value`
+/// of each), and returns its size.
 fn digest_value(digest: &mut impl Hasher, value: ValueRef<'_>) -> usize {
     match value {
         ValueRef::Null => {

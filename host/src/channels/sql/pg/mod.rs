@@ -34,10 +34,11 @@ use r2d2_postgres::PostgresConnectionManager;
 use crate::bindings::{Rows, Value};
 use crate::channels::turns::{Turn, Turns};
 use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
-use crate::command::{Operation, Outcome};
+use crate::command::{Kind, Operation, Outcome};
 use crate::manifest::ChannelGrant;
 use filter::Use;
-use values::{Cell, Param, ROW, digest_value};
+use crate::channels::{DIGEST_ROW as ROW, digest_value};
+use values::{Cell, Param};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
@@ -252,6 +253,7 @@ fn run_read(
         digest: digest.finish(),
         tables: checked.reads.clone(),
         volatile: checked.volatile,
+        recheck: None,
     })
 }
 
@@ -315,6 +317,9 @@ impl PostgresTransaction {
 
 impl Transaction for PostgresTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
+        if op.kind() != Kind::Sql {
+            return Err(crate::channels::wrong_kind(Kind::Sql, &op.describe()));
+        }
         if !self.writes {
             return Err(ChannelError::Invalid("a snapshot applies no command".into()));
         }
@@ -356,6 +361,13 @@ impl Transaction for PostgresTransaction {
         let role = self.role(caller)?;
         let client = self.client()?;
         Ok(run_read(client, "", &checked, role.as_deref(), params, caller, max_bytes, false)?.digest)
+    }
+
+    fn rows(&mut self, sql: &str, params: &[Value], caller: &Caller) -> Result<Rows, ChannelError> {
+        let checked = checked(sql, caller, Use::Read)?;
+        let role = self.role(caller)?;
+        let client = self.client()?;
+        Ok(run_read(client, "", &checked, role.as_deref(), params, caller, usize::MAX, true)?.rows)
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
@@ -403,6 +415,10 @@ fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value
         Operation::Execute { sql, params: p } => {
             params.extend(p.iter());
             sql.clone()
+        }
+        // Refused by `apply` before it builds a statement.
+        Operation::Set { .. } | Operation::Remove { .. } | Operation::Swap { .. } | Operation::Increment { .. } => {
+            String::new()
         }
     };
     (sql, params)

@@ -3,7 +3,6 @@
 //! into a [`Value`], and the digest of a read's rows.
 
 use std::error::Error as StdError;
-use std::hash::Hasher;
 
 use bytes::BytesMut;
 use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -154,42 +153,6 @@ fn decode_numeric(raw: &[u8]) -> Result<Value, BoxError> {
         Some(w) if scale == 0 || real.fract() == 0.0 => Value::Integer(w),
         _ => Value::Real(if negative { -real } else { real }),
     })
-}
-
-/// Marks a new row in a digest.
-pub(super) const ROW: u8 = 0xff;
-
-/// Adds one value to a digest, tagged with its type (as the SQLite channel
-/// does), and returns its size as [`crate::command::value_size`] counts it.
-pub(super) fn digest_value(digest: &mut impl Hasher, value: &Value) -> usize {
-    match value {
-        Value::Null => {
-            digest.write_u8(0);
-            1
-        }
-        Value::Integer(i) => {
-            digest.write_u8(1);
-            digest.write_i64(*i);
-            8
-        }
-        Value::Real(f) => {
-            digest.write_u8(2);
-            digest.write_u64(f.to_bits());
-            8
-        }
-        Value::Text(t) => {
-            digest.write_u8(3);
-            digest.write_usize(t.len());
-            digest.write(t.as_bytes());
-            t.len()
-        }
-        Value::Blob(b) => {
-            digest.write_u8(4);
-            digest.write_usize(b.len());
-            digest.write(b);
-            b.len()
-        }
-    }
 }
 
 #[cfg(test)]

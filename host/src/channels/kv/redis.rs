@@ -1,0 +1,370 @@
+//! A `kv` channel on Redis (`url = "redis://HOST:PORT[/DB]"`).
+//!
+//! - Reads (`GET`; `SCAN` of the prefix, then `MGET`) run at once on a
+//!   pooled connection whose read timeout is what is left of the caller's
+//!   deadline.
+//! - A save holds one connection. A kept read runs again there after
+//!   `WATCH` of its keys. Every command is checked when it is applied: its
+//!   key is watched and read, a compare-and-swap compared (a mismatch is a
+//!   conflict), an increment's sum computed (a value that is not an integer,
+//!   or an overflow, fails the save). The writes that result wait in the
+//!   transaction.
+//! - The commit is one `MULTI` … `EXEC` of those writes. If any watched key
+//!   changed since it was watched, Redis runs none of them and the save is a
+//!   conflict. Nothing can fail inside the `EXEC`: every value was checked
+//!   before.
+//!
+//! Redis is not in the data channels' transactions: it commits before them
+//! (its commit is the one a concurrent change refuses), and a data channel
+//! that then fails to commit leaves Redis's writes applied; see
+//! `docs/channels.md`.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::time::{Duration, Instant};
+
+use redis::{Client, Connection};
+
+use super::{MAX_LIST, check_key, check_prefix};
+use crate::bindings::{Rows, Value};
+use crate::channels::{
+    Caller, Channel, ChannelError, CommitStage, DIGEST_ROW, Reading, Recheck, Transaction, digest_value,
+};
+use crate::command::{Kind, Operation, Outcome};
+
+type Pool = r2d2::Pool<Client>;
+type Pooled = r2d2::PooledConnection<Client>;
+
+/// Connections a channel opens at most.
+const POOL_SIZE: u32 = 16;
+/// How long the host waits for a connection at start-up and for a save.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keys one `SCAN` step asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// A Redis server used as a `kv` channel.
+pub struct RedisKv {
+    name: String,
+    pool: Pool,
+}
+
+impl RedisKv {
+    /// Connects to the server a `redis://` URL names, checking at once
+    /// that it answers.
+    pub fn open(name: &str, url: &str) -> Result<Self, ChannelError> {
+        let client = Client::open(url).map_err(|e| ChannelError::Invalid(format!("url {url}: {e}")))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .build(client)
+            .map_err(|e| ChannelError::Unavailable(format!("cannot connect to {url}: {e}")))?;
+        Ok(RedisKv { name: name.to_string(), pool })
+    }
+
+    /// A pooled connection that gives up at `deadline`.
+    fn take(&self, deadline: Instant) -> Result<Pooled, ChannelError> {
+        let left = left(deadline)?;
+        let conn = self.pool.get_timeout(left).map_err(|e| ChannelError::Unavailable(format!("no Redis connection: {e}")))?;
+        conn.set_read_timeout(Some(left)).map_err(redis_error)?;
+        Ok(conn)
+    }
+
+    fn recheck(&self, statement: &str, params: Vec<Value>, asked: String) -> Option<Recheck> {
+        Some(Recheck { channel: self.name.clone(), statement: statement.into(), params, host: false, asked })
+    }
+}
+
+/// What is left until `deadline`, or the deadline's error.
+fn left(deadline: Instant) -> Result<Duration, ChannelError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ChannelError::Timeout);
+    }
+    Ok(left)
+}
+
+impl Channel for RedisKv {
+    fn kind(&self) -> Kind {
+        Kind::Kv
+    }
+
+    /// Before the data channels: its `EXEC` is refused when a watched key
+    /// changed, and then nothing anywhere has committed.
+    fn commit_stage(&self) -> CommitStage {
+        CommitStage::Refusable
+    }
+
+    fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
+        check_key(caller, key, false)?;
+        let mut conn = self.take(caller.deadline)?;
+        let mut reading = get(&mut conn, key, max_bytes)?;
+        reading.recheck = self.recheck("GET", vec![Value::Text(key.into())], format!("get {key}"));
+        Ok(reading)
+    }
+
+    fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
+        check_prefix(caller, prefix)?;
+        let limit = limit.min(MAX_LIST);
+        let mut conn = self.take(caller.deadline)?;
+        let (mut reading, _) = list(&mut conn, prefix, limit, caller, max_bytes)?;
+        let params = vec![Value::Text(prefix.into()), Value::Integer(limit.into())];
+        reading.recheck = self.recheck("LIST", params, format!("list {prefix} (at most {limit})"));
+        Ok(reading)
+    }
+
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        match op.key() {
+            Some(key) => check_key(caller, key, true),
+            None => Err(crate::channels::wrong_kind(Kind::Kv, &op.describe())),
+        }
+    }
+
+    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        Err(crate::channels::wrong_kind(Kind::Kv, "query"))
+    }
+
+    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
+        Err(crate::channels::wrong_kind(Kind::Kv, "execute"))
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        let conn = self.take(Instant::now() + CONNECT_TIMEOUT)?;
+        Ok(Box::new(RedisTransaction { conn: Some(conn), pending: HashMap::new(), order: Vec::new() }))
+    }
+
+    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        Err(ChannelError::Invalid("a kv channel has no migrations".into()))
+    }
+}
+
+/// `GET key` as a reading: a `value` column, no row or one.
+fn get(conn: &mut Connection, key: &str, max_bytes: usize) -> Result<Reading, ChannelError> {
+    let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn).map_err(redis_error)?;
+    let rows = Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() };
+    reading(rows, max_bytes)
+}
+
+/// The keys under `prefix` (at most `limit`, in byte order) with their
+/// values, as a reading of `key` and `value` columns; and the keys.
+fn list(
+    conn: &mut Connection,
+    prefix: &str,
+    limit: u32,
+    caller: &Caller,
+    max_bytes: usize,
+) -> Result<(Reading, Vec<String>), ChannelError> {
+    let pattern = format!("{}*", escape_glob(prefix));
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        conn.set_read_timeout(Some(left(caller.deadline)?)).map_err(redis_error)?;
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(conn)
+            .map_err(redis_error)?;
+        keys.extend(batch);
+        if keys.iter().map(String::len).sum::<usize>() > max_bytes {
+            return Err(ChannelError::TooLarge { bytes: keys.iter().map(String::len).sum() });
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys.truncate(limit as usize);
+    let values: Vec<Option<Vec<u8>>> =
+        if keys.is_empty() { Vec::new() } else { redis::cmd("MGET").arg(&keys).query(conn).map_err(redis_error)? };
+    let mut listed = Vec::new();
+    let mut rows = Vec::new();
+    for (key, value) in keys.into_iter().zip(values) {
+        // A key removed between the scan and the values is not listed.
+        if let Some(value) = value {
+            rows.push(vec![Value::Text(key.clone()), Value::Blob(value)]);
+            listed.push(key);
+        }
+    }
+    let reading = reading(Rows { columns: vec!["key".into(), "value".into()], values: rows }, max_bytes)?;
+    Ok((reading, listed))
+}
+
+/// `prefix` with Redis's glob characters escaped, to match itself only.
+fn escape_glob(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Rows as a reading, digested as the SQL channels digest theirs, within
+/// `max_bytes`.
+fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelError> {
+    let mut digest = crate::channels::digester();
+    rows.columns.hash(&mut digest);
+    let mut bytes = rows.columns.iter().map(String::len).sum::<usize>();
+    for row in &rows.values {
+        bytes += 8;
+        digest.write_u8(DIGEST_ROW);
+        for value in row {
+            bytes += digest_value(&mut digest, value);
+        }
+    }
+    if bytes > max_bytes {
+        return Err(ChannelError::TooLarge { bytes });
+    }
+    Ok(Reading { rows, digest: digest.finish(), tables: Vec::new(), volatile: false, recheck: None })
+}
+
+/// One save's connection, the keys it watches and the writes it will make.
+struct RedisTransaction {
+    conn: Option<Pooled>,
+    /// Each key's value once the writes so far are made (`None`: removed).
+    pending: HashMap<String, Option<Vec<u8>>>,
+    /// Keys written, in the order first written.
+    order: Vec<String>,
+}
+
+impl RedisTransaction {
+    fn conn(&mut self, caller: &Caller) -> Result<&mut Pooled, ChannelError> {
+        let conn = self.conn.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        conn.set_read_timeout(Some(left(caller.deadline)?)).map_err(redis_error)?;
+        Ok(conn)
+    }
+
+    /// Watches `keys`: the commit fails if any changes from now on.
+    fn watch(&mut self, keys: &[String], caller: &Caller) -> Result<(), ChannelError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        redis::cmd("WATCH").arg(keys).exec(self.conn(caller)?).map_err(redis_error)
+    }
+
+    /// What `key` holds with this transaction's writes: watched, then read.
+    fn current(&mut self, key: &str, caller: &Caller) -> Result<Option<Vec<u8>>, ChannelError> {
+        if let Some(pending) = self.pending.get(key) {
+            return Ok(pending.clone());
+        }
+        self.watch(&[key.to_string()], caller)?;
+        redis::cmd("GET").arg(key).query(self.conn(caller)?).map_err(redis_error)
+    }
+
+    fn write(&mut self, key: &str, value: Option<Vec<u8>>) {
+        if self.pending.insert(key.to_string(), value).is_none() {
+            self.order.push(key.to_string());
+        }
+    }
+}
+
+impl Transaction for RedisTransaction {
+    fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
+        let changed = match op {
+            Operation::Set { key, value } => {
+                self.write(key, Some(value.clone()));
+                1
+            }
+            Operation::Remove { key } => {
+                let was = self.current(key, caller)?.is_some();
+                self.write(key, None);
+                u64::from(was)
+            }
+            Operation::Swap { key, expected, value } => {
+                if self.current(key, caller)? != *expected {
+                    return Err(ChannelError::Conflict(format!(
+                        "key {key} no longer holds what compare-and-swap expected"
+                    )));
+                }
+                self.write(key, value.clone());
+                1
+            }
+            Operation::Increment { key, by } => {
+                let now = super::counter(key, self.current(key, caller)?.as_deref())?;
+                let sum = now.checked_add(*by).ok_or_else(|| {
+                    ChannelError::Invalid(format!("key {key} holds {now}; adding {by} overflows a 64-bit integer"))
+                })?;
+                self.write(key, Some(sum.to_string().into_bytes()));
+                1
+            }
+            other => return Err(crate::channels::wrong_kind(Kind::Kv, &other.describe())),
+        };
+        Ok(Outcome::Affected(changed))
+    }
+
+    /// A kept `GET` or `LIST` again, its keys watched first (a `LIST`
+    /// watches the keys it finds: a key added under the prefix after this
+    /// is not seen).
+    fn digest(&mut self, statement: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError> {
+        match (statement, params) {
+            ("GET", [Value::Text(key)]) => {
+                self.watch(&[key.clone()], caller)?;
+                Ok(get(self.conn(caller)?, key, max_bytes)?.digest)
+            }
+            ("LIST", [Value::Text(prefix), Value::Integer(limit)]) => {
+                let limit = u32::try_from(*limit).unwrap_or(MAX_LIST);
+                let (_, keys) = list(self.conn(caller)?, prefix, limit, caller, max_bytes)?;
+                self.watch(&keys, caller)?;
+                // Listed again once watched, so that what is compared is
+                // what the watch covers.
+                Ok(list(self.conn(caller)?, prefix, limit, caller, max_bytes)?.0.digest)
+            }
+            _ => Err(ChannelError::Invalid(format!("a Redis channel cannot run {statement:?} again"))),
+        }
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
+        let mut conn = self.conn.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        conn.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(redis_error)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in &self.order {
+            match self.pending.get(key) {
+                Some(Some(value)) => pipe.cmd("SET").arg(key).arg(value).ignore(),
+                _ => pipe.cmd("DEL").arg(key).ignore(),
+            };
+        }
+        // EXEC answers nil when a watched key changed: nothing ran.
+        let ran: Option<()> = pipe.query(&mut *conn).map_err(redis_error)?;
+        match ran {
+            Some(()) => Ok(()),
+            None => Err(ChannelError::Conflict("a key this save read or checked changed before it committed".into())),
+        }
+    }
+}
+
+impl Drop for RedisTransaction {
+    fn drop(&mut self) {
+        // A connection goes back to the pool watching nothing.
+        if let Some(mut conn) = self.conn.take() {
+            let _ = redis::cmd("UNWATCH").exec(&mut *conn);
+        }
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> ChannelError {
+    if e.is_timeout() {
+        return ChannelError::Timeout;
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return ChannelError::Unavailable(format!("Redis: {e}"));
+    }
+    ChannelError::Invalid(format!("Redis: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_match_themselves() {
+        assert_eq!(escape_glob("a*b?[c]\\d/"), "a\\*b\\?\\[c\\]\\\\d/");
+    }
+}

@@ -1,0 +1,247 @@
+//! The `kv` channel kind: the example `cart` on the host's default `kv`
+//! channel (a table of `main`), and the probe's kv functions on both
+//! backends, a table of a real SQLite file and a real Redis server
+//! (127.0.0.1:6379; skipped without one, except in CI).
+
+use sluice_host::call::{self, Mode};
+use sluice_host::{Host, ScopeError};
+use wasmtime::component::Val;
+
+use crate::support::{Fixture, skip_without};
+
+fn s(v: &str) -> Val {
+    Val::String(v.to_string())
+}
+
+fn bytes(v: &[u8]) -> Val {
+    Val::List(v.iter().map(|b| Val::U8(*b)).collect())
+}
+
+fn maybe(v: Option<&[u8]>) -> Val {
+    Val::Option(v.map(|b| Box::new(bytes(b))))
+}
+
+/// The JSON of what a call returned.
+fn json(results: &[Val]) -> String {
+    sluice_host::values::to_json(&results[0]).to_string()
+}
+
+/// The value `key` of channel `channel` holds, read by the probe in a scope
+/// of its own, as text (`None` when unset).
+fn value(host: &Host, channel: &str, key: &str) -> Option<String> {
+    let report = call::run(host, "probe", "kv-get", &[s(channel), s(key)], Mode::Save).expect("kv-get");
+    match &report.results[0] {
+        Val::Result(Ok(Some(found))) => match found.as_ref() {
+            Val::Option(Some(list)) => match list.as_ref() {
+                Val::List(b) => {
+                    Some(String::from_utf8(b.iter().map(|v| if let Val::U8(x) = v { *x } else { 0 }).collect()).expect("utf-8"))
+                }
+                other => panic!("not bytes: {other:?}"),
+            },
+            Val::Option(None) => None,
+            other => panic!("not an option: {other:?}"),
+        },
+        other => panic!("kv-get failed: {other:?}"),
+    }
+}
+
+/// The README's cart: lines added by increments, shown by a list of the
+/// customer's prefix, cleared by removes; each request one scope.
+#[test]
+fn the_cart_keeps_lines_in_the_kv_channel() {
+    let f = Fixture::new(&["cart"]);
+    let host = f.host();
+    for (product, quantity) in [(1, 2), (7, 1), (1, 3)] {
+        let report = call::run(&host, "cart", "add", &[s("ann"), Val::S64(product), Val::U32(quantity)], Mode::Save)
+            .expect("add");
+        assert_eq!(json(&report.results), r#"{"ok":null}"#);
+    }
+    call::run(&host, "cart", "add", &[s("bob"), Val::S64(7), Val::U32(4)], Mode::Save).expect("add");
+    let shown = call::run(&host, "cart", "show", &[s("ann")], Mode::Save).expect("show");
+    assert_eq!(json(&shown.results), r#"{"ok":[{"product-id":1,"quantity":5},{"product-id":7,"quantity":1}]}"#);
+    let cleared = call::run(&host, "cart", "clear", &[s("ann")], Mode::Save).expect("clear");
+    assert_eq!(json(&cleared.results), r#"{"ok":2}"#);
+    let shown = call::run(&host, "cart", "show", &[s("ann")], Mode::Save).expect("show");
+    assert_eq!(json(&shown.results), r#"{"ok":[]}"#);
+    // The keys live in main's database, in the table of the kv channel.
+    let rows: Vec<(String, String)> = f
+        .db()
+        .prepare("SELECT key, CAST(value AS TEXT) FROM sluice_kv WHERE space = 'kv' ORDER BY key")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .expect("sluice_kv");
+    assert_eq!(rows, vec![("cart/bob/7".to_string(), "4".to_string())]);
+}
+
+/// Keys and rows queued in one scope commit together: when the save fails
+/// on a SQL constraint, the kv commands of the same scope are not applied
+/// either.
+#[test]
+fn keys_and_rows_of_one_scope_commit_together() {
+    let f = Fixture::new(&["cart", "products"]);
+    f.migrate();
+    let host = f.host();
+    let mut scope = host.scope();
+    scope.call("cart", "add", &[s("ann"), Val::S64(1), Val::U32(2)]).expect("add to cart");
+    // Both inserts read that no such product exists; the second breaks the
+    // unique name at save.
+    for _ in 0..2 {
+        scope.call("products", "add", &[s("widget"), Val::S64(250)]).expect("add product");
+    }
+    let error = scope.save().expect_err("the second insert breaks the unique name");
+    assert!(matches!(error, ScopeError::Command { .. }), "{error}");
+    assert!(error.to_string().contains("UNIQUE"), "{error}");
+    drop(scope);
+    assert_eq!(f.count("sluice_kv"), 0, "the kv increment was applied without the rows");
+    assert_eq!(f.count("products"), 0);
+    // Without the clash both commit.
+    let mut scope = host.scope();
+    scope.call("cart", "add", &[s("ann"), Val::S64(1), Val::U32(2)]).expect("add to cart");
+    scope.call("products", "add", &[s("widget"), Val::S64(250)]).expect("add product");
+    scope.save().expect("save");
+    assert_eq!((f.count("sluice_kv"), f.count("products")), (1, 1));
+}
+
+/// A key outside the service's granted prefixes is refused, naming the
+/// manifest line that would grant it; a list must be covered by one
+/// granted prefix; and the scope is not saved.
+#[test]
+fn keys_are_granted_by_prefix() {
+    let f = Fixture::new(&["cart"]);
+    f.write_manifest("cart", "[channels.kv]\nkeys = [\"cart/ann/\"]\n");
+    let host = f.host();
+    let add = |who: &str| call::run(&host, "cart", "add", &[s(who), Val::S64(1), Val::U32(1)], Mode::Save);
+    let ok = add("ann").expect("ann's cart is granted");
+    assert_eq!(json(&ok.results), r#"{"ok":null}"#);
+    let refused = add("bob").expect("a refusal is the service's error");
+    let manifest = f.manifest("cart").display().to_string();
+    assert_eq!(
+        json(&refused.results),
+        format!(
+            r#"{{"err":{{"store":{{"denied":"cart may not write key cart/bob/1 on channel kv; grant it in {manifest}: [channels.kv] keys = [\"cart/bob/1\"]"}}}}}}"#
+        )
+    );
+    assert!(matches!(refused.ending, sluice_host::scope::Ending::Denied { .. }), "{:?}", refused.ending);
+    let shown = call::run(&host, "cart", "show", &[s("bob")], Mode::Save).expect("show");
+    assert!(json(&shown.results).contains("may not read key cart/bob/"), "{}", json(&shown.results));
+    assert_eq!(f.count("sluice_kv"), 1);
+}
+
+/// A command or read of the wrong kind for its channel is refused when it
+/// is made, naming both kinds.
+#[test]
+fn the_wrong_kind_is_refused_when_queued() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let host = f.host();
+    let insert = [s("kv"), s("products"), Val::List(vec![s("name")]), Val::List(vec![Val::Variant("text".into(), Some(Box::new(s("x"))))])];
+    let report = call::run(&host, "probe", "insert", &insert, Mode::Save).expect("insert");
+    let told = json(&report.results);
+    assert!(told.contains("this is a kv channel; insert into products (name) needs a sql channel"), "{told}");
+    let report = call::run(&host, "probe", "kv-set", &[s("main"), s("k"), bytes(b"v")], Mode::Save).expect("kv-set");
+    let told = json(&report.results);
+    assert!(told.contains("this is a sql channel; set k (1 bytes) needs a kv channel"), "{told}");
+    let report = call::run(&host, "probe", "kv-get", &[s("main"), s("k")], Mode::Save).expect("kv-get");
+    assert!(json(&report.results).contains("this is a sql channel; get needs a kv channel"), "{}", json(&report.results));
+}
+
+/// The kv semantics, the same on every backend: set, get, list by prefix in
+/// byte order, remove (with whether the key was there), increment, and
+/// compare-and-swap, whose mismatch makes the save a conflict with nothing
+/// applied; a read kept by a scope is checked at save.
+pub(crate) fn semantics(host: &Host, channel: &str, ns: &str) {
+    let k = |name: &str| format!("{ns}{name}");
+    let run = |function: &str, args: Vec<Val>| call::run(host, "probe", function, &args, Mode::Save);
+    let saved = |function: &str, args: Vec<Val>| {
+        let report = run(function, args).unwrap_or_else(|e| panic!("{function}: {e}"));
+        assert!(matches!(report.ending, sluice_host::scope::Ending::Saved(_)), "{function}: {:?} {}", report.ending, json(&report.results));
+        report
+    };
+    saved("kv-set", vec![s(channel), s(&k("b")), bytes(b"2")]);
+    saved("kv-set", vec![s(channel), s(&k("a")), bytes(b"1")]);
+    saved("kv-set", vec![s(channel), s(&format!("{ns}x")), bytes(b"outside")]);
+    assert_eq!(value(host, channel, &k("a")).as_deref(), Some("1"));
+    assert_eq!(value(host, channel, &k("nothing")), None);
+    let listed = saved("kv-list", vec![s(channel), s(&k("")), Val::U32(2)]);
+    let text = json(&listed.results);
+    assert!(text.contains(&format!("\"key\":\"{ns}a\"")) && text.contains(&format!("\"key\":\"{ns}b\"")), "{text}");
+    assert!(!text.contains("outside"), "the limit of 2 was passed: {text}");
+    saved("kv-increment", vec![s(channel), s(&k("n")), Val::S64(40)]);
+    saved("kv-increment", vec![s(channel), s(&k("n")), Val::S64(2)]);
+    assert_eq!(value(host, channel, &k("n")).as_deref(), Some("42"));
+    // An increment of a value that is not a number fails the save.
+    saved("kv-set", vec![s(channel), s(&k("word")), bytes(b"abc")]);
+    let error = run("kv-increment", vec![s(channel), s(&k("word")), Val::S64(1)]).expect_err("not a number");
+    assert!(error.to_string().contains("not a decimal integer"), "{error}");
+    // Compare-and-swap: the right expectation swaps, a wrong one conflicts.
+    saved("kv-swap", vec![s(channel), s(&k("a")), maybe(Some(b"1")), maybe(Some(b"one"))]);
+    assert_eq!(value(host, channel, &k("a")).as_deref(), Some("one"));
+    let conflict = run("kv-swap", vec![s(channel), s(&k("a")), maybe(Some(b"1")), maybe(None)]).expect_err("stale");
+    assert!(matches!(conflict, ScopeError::Conflict { .. }), "{conflict}");
+    assert!(conflict.to_string().contains("no longer holds what compare-and-swap expected"), "{conflict}");
+    assert_eq!(value(host, channel, &k("a")).as_deref(), Some("one"));
+    saved("kv-swap", vec![s(channel), s(&k("new")), maybe(None), maybe(Some(b"fresh"))]);
+    assert_eq!(value(host, channel, &k("new")).as_deref(), Some("fresh"));
+    let removed = saved("kv-remove", vec![s(channel), s(&k("new"))]);
+    assert_eq!(removed.ending_applied_outcomes(), vec!["1 row(s) affected".to_string()]);
+    let again = saved("kv-remove", vec![s(channel), s(&k("new"))]);
+    assert_eq!(again.ending_applied_outcomes(), vec!["0 row(s) affected".to_string()]);
+    // A kept read that changed before the save is a conflict.
+    let mut scope = host.scope();
+    scope.call("probe", "kv-get", &[s(channel), s(&k("b"))]).expect("read");
+    scope.call("probe", "kv-set", &[s(channel), s(&k("c")), bytes(b"3")]).expect("queue");
+    saved("kv-set", vec![s(channel), s(&k("b")), bytes(b"changed")]);
+    let error = scope.save().expect_err("the read changed");
+    assert!(matches!(error, ScopeError::Conflict { .. }), "{error}");
+    assert!(error.to_string().contains(&format!("get {ns}b on {channel}")), "{error}");
+    drop(scope);
+    assert_eq!(value(host, channel, &k("c")), None);
+}
+
+trait Outcomes {
+    fn ending_applied_outcomes(&self) -> Vec<String>;
+}
+
+impl Outcomes for call::CallReport {
+    fn ending_applied_outcomes(&self) -> Vec<String> {
+        match &self.ending {
+            sluice_host::scope::Ending::Saved(report) => report.applied.iter().map(|a| a.outcome.to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The kv semantics on the default channel: a table of main's SQLite file.
+#[test]
+fn kv_semantics_in_a_sql_table() {
+    let f = Fixture::new(&["probe"]);
+    let host = f.host();
+    semantics(&host, "kv", "t/");
+}
+
+/// The kv semantics on a real Redis server, a channel `cache` beside
+/// `main`; keys under a prefix of this test's own.
+#[test]
+fn kv_semantics_on_redis() {
+    let url = "redis://127.0.0.1:6379";
+    if let Err(e) = redis::Client::open(url).and_then(|c| c.get_connection()) {
+        skip_without(&format!("skipping: no Redis at {url} ({e})"));
+        return;
+    }
+    let f = Fixture::new(&["probe"]);
+    let config = f.dir.path().join("sluice.toml");
+    let db = f.data().join("main.db");
+    std::fs::create_dir_all(f.data()).expect("data dir");
+    std::fs::write(
+        &config,
+        format!(
+            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[channels.cache]\nkind = \"kv\"\nurl = \"{url}\"\n",
+            db.display()
+        ),
+    )
+    .expect("config");
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = Host::open(&options).expect("host with redis");
+    let ns = format!("sluice-test/{}/", uuid::Uuid::new_v4().simple());
+    semantics(&host, "cache", &ns);
+}
