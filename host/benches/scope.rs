@@ -186,7 +186,10 @@ fn save_postgres(c: &mut Criterion) {
         }
     };
     let name = format!("sluice_bench_{}", std::process::id());
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).expect("bench database");
+    // Two statements: neither may run inside the implicit transaction of
+    // a batch.
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop the bench database");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create the bench database");
     let url = format!("{PG_SERVER}/{name}");
     let mut native = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
     native.batch_execute("CREATE TABLE blobs (data BYTEA)").expect("blobs table");

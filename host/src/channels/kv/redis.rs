@@ -363,6 +363,41 @@ fn redis_error(e: redis::RedisError) -> ChannelError {
 mod tests {
     use super::*;
 
+    /// A key watched by a save that another client changes before the
+    /// commit makes the commit a conflict, and none of the save's writes
+    /// happen. Needs Redis at 127.0.0.1:6379 (skipped without it, except
+    /// under SLUICE_REQUIRE_TOOLS=1).
+    #[test]
+    fn a_watched_key_changed_before_the_commit_is_a_conflict() -> Result<(), ChannelError> {
+        let url = "redis://127.0.0.1:6379";
+        let Ok(mut other) = Client::open(url).and_then(|c| c.get_connection()) else {
+            assert!(std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1"), "no Redis at {url}");
+            eprintln!("skipping: no Redis at {url}");
+            return Ok(());
+        };
+        let channel = RedisKv::open("cache", url)?;
+        let ns = format!("sluice-unit/{}/", std::process::id());
+        let (watched, written) = (format!("{ns}watched"), format!("{ns}written"));
+        let host = Caller::host(Instant::now() + Duration::from_secs(5));
+        let mut tx = channel.begin()?;
+        tx.apply(&Operation::Swap { key: watched.clone(), expected: None, value: Some(b"mine".to_vec()) }, &host)?;
+        tx.apply(&Operation::Set { key: written.clone(), value: b"x".to_vec() }, &host)?;
+        redis::cmd("SET").arg(&watched).arg("theirs").exec(&mut other).map_err(redis_error)?;
+        let refused = tx.commit();
+        assert!(matches!(refused, Err(ChannelError::Conflict(_))), "{refused:?}");
+        let (now, never): (Option<String>, Option<String>) =
+            redis::pipe().get(&watched).get(&written).query(&mut other).map_err(redis_error)?;
+        assert_eq!((now.as_deref(), never), (Some("theirs"), None));
+        // Without the change the same save commits.
+        let mut tx = channel.begin()?;
+        tx.apply(&Operation::Set { key: written.clone(), value: b"x".to_vec() }, &host)?;
+        tx.commit()?;
+        let value: Option<String> = redis::cmd("GET").arg(&written).query(&mut other).map_err(redis_error)?;
+        assert_eq!(value.as_deref(), Some("x"));
+        redis::cmd("DEL").arg(&watched).arg(&written).exec(&mut other).map_err(redis_error)?;
+        Ok(())
+    }
+
     #[test]
     fn glob_characters_match_themselves() {
         assert_eq!(escape_glob("a*b?[c]\\d/"), "a\\*b\\?\\[c\\]\\\\d/");
