@@ -225,9 +225,10 @@ impl Operation {
     /// The kind of channel that applies it.
     pub fn kind(&self) -> Kind {
         match self {
-            Operation::Insert { .. } | Operation::Update { .. } | Operation::Delete { .. } | Operation::Execute { .. } => {
-                Kind::Sql
-            }
+            Operation::Insert { .. }
+            | Operation::Update { .. }
+            | Operation::Delete { .. }
+            | Operation::Execute { .. } => Kind::Sql,
             Operation::Set { .. } | Operation::Remove { .. } | Operation::Swap { .. } | Operation::Increment { .. } => {
                 Kind::Kv
             }
@@ -268,7 +269,8 @@ impl Operation {
             Operation::Set { key, value } => format!("set {key} ({} bytes)", value.len()),
             Operation::Remove { key } => format!("remove {key}"),
             Operation::Swap { key, expected, value } => {
-                let state = |v: &Option<Vec<u8>>| v.as_ref().map_or("unset".to_string(), |b| format!("{} bytes", b.len()));
+                let state =
+                    |v: &Option<Vec<u8>>| v.as_ref().map_or("unset".to_string(), |b| format!("{} bytes", b.len()));
                 format!("compare-and-swap {key} ({} to {})", state(expected), state(value))
             }
             Operation::Increment { key, by } => format!("increment {key} by {by}"),

@@ -33,9 +33,10 @@ fn value(host: &Host, channel: &str, key: &str) -> Option<String> {
     match &report.results[0] {
         Val::Result(Ok(Some(found))) => match found.as_ref() {
             Val::Option(Some(list)) => match list.as_ref() {
-                Val::List(b) => {
-                    Some(String::from_utf8(b.iter().map(|v| if let Val::U8(x) = v { *x } else { 0 }).collect()).expect("utf-8"))
-                }
+                Val::List(b) => Some(
+                    String::from_utf8(b.iter().map(|v| if let Val::U8(x) = v { *x } else { 0 }).collect())
+                        .expect("utf-8"),
+                ),
                 other => panic!("not bytes: {other:?}"),
             },
             Val::Option(None) => None,
@@ -133,7 +134,12 @@ fn the_wrong_kind_is_refused_when_queued() {
     let f = Fixture::new(&["probe"]);
     f.migrate();
     let host = f.host();
-    let insert = [s("kv"), s("products"), Val::List(vec![s("name")]), Val::List(vec![Val::Variant("text".into(), Some(Box::new(s("x"))))])];
+    let insert = [
+        s("kv"),
+        s("products"),
+        Val::List(vec![s("name")]),
+        Val::List(vec![Val::Variant("text".into(), Some(Box::new(s("x"))))]),
+    ];
     let report = call::run(&host, "probe", "insert", &insert, Mode::Save).expect("insert");
     let told = json(&report.results);
     assert!(told.contains("this is a kv channel; insert into products (name) needs a sql channel"), "{told}");
@@ -141,7 +147,11 @@ fn the_wrong_kind_is_refused_when_queued() {
     let told = json(&report.results);
     assert!(told.contains("this is a sql channel; set k (1 bytes) needs a kv channel"), "{told}");
     let report = call::run(&host, "probe", "kv-get", &[s("main"), s("k")], Mode::Save).expect("kv-get");
-    assert!(json(&report.results).contains("this is a sql channel; get needs a kv channel"), "{}", json(&report.results));
+    assert!(
+        json(&report.results).contains("this is a sql channel; get needs a kv channel"),
+        "{}",
+        json(&report.results)
+    );
 }
 
 /// The kv semantics, the same on every backend: set, get, list by prefix in
@@ -153,7 +163,12 @@ pub(crate) fn semantics(host: &Host, channel: &str, ns: &str) {
     let run = |function: &str, args: Vec<Val>| call::run(host, "probe", function, &args, Mode::Save);
     let saved = |function: &str, args: Vec<Val>| {
         let report = run(function, args).unwrap_or_else(|e| panic!("{function}: {e}"));
-        assert!(matches!(report.ending, sluice_host::scope::Ending::Saved(_)), "{function}: {:?} {}", report.ending, json(&report.results));
+        assert!(
+            matches!(report.ending, sluice_host::scope::Ending::Saved(_)),
+            "{function}: {:?} {}",
+            report.ending,
+            json(&report.results)
+        );
         report
     };
     saved("kv-set", vec![s(channel), s(&k("b")), bytes(b"2")]);
@@ -244,4 +259,37 @@ fn kv_semantics_on_redis() {
     let host = Host::open(&options).expect("host with redis");
     let ns = format!("sluice-test/{}/", uuid::Uuid::new_v4().simple());
     semantics(&host, "cache", &ns);
+}
+
+/// What a service may cost through a kv channel is bounded like SQL: an
+/// oversized key is refused, a value over `command-bytes` traps the scope,
+/// and a list whose rows pass `result-bytes` stops there; nothing is
+/// applied and the host serves the next request.
+#[test]
+fn kv_costs_are_bounded_by_the_service_limits() {
+    let f = Fixture::new(&["probe"]);
+    f.write_manifest("probe", "[channels.kv]\nkeys = \"*\"\n[limits]\ncommand-bytes = 4096\nresult-bytes = 65536\n");
+    let host = f.host();
+    let long_key = "k".repeat(2000);
+    let report = call::run(&host, "probe", "kv-set", &[s("kv"), s(&long_key), bytes(b"v")], Mode::Save).expect("call");
+    assert!(
+        json(&report.results).contains("the key is 2000 bytes; at most 1024 are allowed"),
+        "{}",
+        json(&report.results)
+    );
+    let error = call::run(&host, "probe", "kv-set", &[s("kv"), s("big"), bytes(&[7u8; 8192])], Mode::Save)
+        .expect_err("a value over command-bytes");
+    assert!(error.to_string().contains("probe broke its limit command-bytes"), "{error}");
+    // 40 values of 2 KiB: 80 KiB of rows, over the 64 KiB result limit.
+    let mut scope = host.scope();
+    for i in 0..40 {
+        scope.call("probe", "kv-set", &[s("kv"), s(&format!("fill/{i:02}")), bytes(&[b'x'; 2048])]).expect("queue");
+    }
+    scope.save().expect("fill");
+    drop(scope);
+    let error = call::run(&host, "probe", "kv-list", &[s("kv"), s("fill/"), Val::U32(1000)], Mode::Save)
+        .expect_err("a list over result-bytes");
+    assert!(error.to_string().contains("probe broke its limit result-bytes"), "{error}");
+    assert_eq!(f.count("sluice_kv"), 40);
+    assert_eq!(value(&host, "kv", "fill/00").map(|v| v.len()), Some(2048));
 }

@@ -64,13 +64,8 @@ impl Drop for Database {
 }
 
 /// The example tables and their order.
-const EXAMPLE_TABLES: [(&str, &str); 5] = [
-    ("clearings", "id"),
-    ("order_events", "id"),
-    ("orders", "id"),
-    ("products", "id"),
-    ("stock", "product_id"),
-];
+const EXAMPLE_TABLES: [(&str, &str); 5] =
+    [("clearings", "id"), ("order_events", "id"), ("orders", "id"), ("products", "id"), ("stock", "product_id")];
 
 fn cell(row: &postgres::Row, i: usize) -> String {
     if let Ok(Some(n)) = row.try_get::<_, Option<i64>>(i) {
@@ -175,7 +170,13 @@ fn the_example_scenario_is_the_same_on_sqlite_and_postgres() {
 fn postgres_roles_hold_exactly_the_grant() {
     let Some(db) = Database::new() else { return };
     let (f, config) = fixture_on(&db);
-    let out = f.command().arg("--config").arg(&config).args(["migrate", &repo().join("examples/schema").to_string_lossy()]).output().expect("migrate");
+    let out = f
+        .command()
+        .arg("--config")
+        .arg(&config)
+        .args(["migrate", &repo().join("examples/schema").to_string_lossy()])
+        .output()
+        .expect("migrate");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut client = db.client();
     client.batch_execute("CREATE TABLE secret (v TEXT); INSERT INTO secret VALUES ('hidden')").expect("secret");
@@ -217,7 +218,9 @@ fn an_edited_migration_is_refused_on_postgres() {
     let dir = f.dir.path().join("migrations");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (a BIGINT);").expect("write");
-    let migrate = || f.command().arg("--config").arg(&config).args(["migrate", &dir.to_string_lossy()]).output().expect("migrate");
+    let migrate = || {
+        f.command().arg("--config").arg(&config).args(["migrate", &dir.to_string_lossy()]).output().expect("migrate")
+    };
     let out = migrate();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("applied 0001_t.sql"));
@@ -241,7 +244,13 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150_on_postgres() {
     const ORDERS: usize = 200;
     let Some(db) = Database::new() else { return };
     let (f, config) = fixture_on(&db);
-    let out = f.command().arg("--config").arg(&config).args(["migrate", &repo().join("examples/schema").to_string_lossy()]).output().expect("migrate");
+    let out = f
+        .command()
+        .arg("--config")
+        .arg(&config)
+        .args(["migrate", &repo().join("examples/schema").to_string_lossy()])
+        .output()
+        .expect("migrate");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let config = config.to_string_lossy().into_owned();
     let served = Arc::new(f.serve(&["--config", &config]));
@@ -256,7 +265,10 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150_on_postgres() {
             let (served, start) = (Arc::clone(&served), Arc::clone(&start));
             std::thread::spawn(move || {
                 start.wait();
-                served.post("/services/orders/place", &json!({ "customer": format!("c{i}"), "product-id": 1, "quantity": 1 }))
+                served.post(
+                    "/services/orders/place",
+                    &json!({ "customer": format!("c{i}"), "product-id": 1, "quantity": 1 }),
+                )
             })
         })
         .collect();
@@ -392,13 +404,17 @@ fn kv_semantics_in_a_postgres_table() {
     let config = f.dir.path().join("sluice.toml");
     std::fs::write(
         &config,
-        format!("[channels.main]\nkind = \"sql\"\nurl = \"{}\"\n\n[channels.kv]\nkind = \"kv\"\nurl = \"sql:main\"\n", db.url()),
+        format!(
+            "[channels.main]\nkind = \"sql\"\nurl = \"{}\"\n\n[channels.kv]\nkind = \"kv\"\nurl = \"sql:main\"\n",
+            db.url()
+        ),
     )
     .expect("config");
     let mut options = f.options();
     options.config = Some(config);
     let host = sluice_host::Host::open(&options).expect("host");
     crate::kv::semantics(&host, "kv", "t/");
-    let rows: i64 = db.client().query_one("SELECT count(*) FROM sluice_kv WHERE space = 'kv'", &[]).expect("count").get(0);
+    let rows: i64 =
+        db.client().query_one("SELECT count(*) FROM sluice_kv WHERE space = 'kv'", &[]).expect("count").get(0);
     assert!(rows > 0);
 }

@@ -283,12 +283,7 @@ pub trait Channel: Send + Sync {
 
     /// Applies one of this channel's commands inside `tx`, the save
     /// transaction of the channel it [`shares`](Channel::shares).
-    fn apply_shared(
-        &self,
-        tx: &mut dyn Transaction,
-        op: &Operation,
-        caller: &Caller,
-    ) -> Result<Outcome, ChannelError> {
+    fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         let _ = (tx, caller);
         Err(wrong_kind(self.kind(), &op.describe()))
     }
@@ -411,7 +406,9 @@ impl Channels {
             config.channels.iter().partition(|(_, c)| matches!(c, ChannelConfig::Kv { .. }));
         for (name, channel) in others.into_iter().chain(kv) {
             let opened: Arc<dyn Channel> = match channel {
-                ChannelConfig::Kv { url } => kv::open(name, url, &by_name).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?,
+                ChannelConfig::Kv { url } => {
+                    kv::open(name, url, &by_name).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?
+                }
                 ChannelConfig::Sql { url } if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                     Arc::new(sql::PostgresChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
                 }

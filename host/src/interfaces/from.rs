@@ -77,7 +77,9 @@ impl Host for ServiceView<'_> {
             .iter()
             .filter_map(|row| match row.as_slice() {
                 [Value::Text(key), Value::Blob(value)] => Some(Entry { key: key.clone(), value: value.clone() }),
-                [Value::Text(key), Value::Text(value)] => Some(Entry { key: key.clone(), value: value.clone().into_bytes() }),
+                [Value::Text(key), Value::Text(value)] => {
+                    Some(Entry { key: key.clone(), value: value.clone().into_bytes() })
+                }
                 _ => None,
             })
             .collect();

@@ -115,8 +115,8 @@ impl ServiceView<'_> {
         // service's grant, and again when the save runs it. A kv channel
         // checks the key's prefix.
         if matches!(op, Operation::Execute { .. }) || op.kind() != crate::command::Kind::Sql {
-            let caller =
-                Caller::service(name, service.grants().on(channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
+            let caller = Caller::service(name, service.grants().on(channel), self.deadline.at)
+                .cancelled_by(&self.deadline.cancel);
             let checked = match &op {
                 Operation::Execute { sql, .. } => target.check(sql, &caller),
                 other => target.check_command(other, &caller),

@@ -40,9 +40,13 @@ impl Scope {
         // saves never each hold a channel the other waits for.
         let mut needed: BTreeSet<&str> = state.reads.channels();
         // A channel that shares another's transaction needs that one.
-        needed.extend(state.queue.commands().iter().map(|c| {
-            channels.get(&c.channel).and_then(|channel| channel.shares()).unwrap_or(c.channel.as_str())
-        }));
+        needed.extend(
+            state
+                .queue
+                .commands()
+                .iter()
+                .map(|c| channels.get(&c.channel).and_then(|channel| channel.shares()).unwrap_or(c.channel.as_str())),
+        );
         for name in needed {
             if open.contains_key(name) {
                 continue;
@@ -57,12 +61,9 @@ impl Scope {
             let service = registry.service(&read.service).ok();
             let grant = service.and_then(|s| s.grants().on(&read.channel));
             let deadline = service.map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline));
-            let caller = if read.host {
-                Caller::host(deadline)
-            } else {
-                Caller::service(&read.service, grant, deadline)
-            }
-            .cancelled_by(&cancel);
+            let caller =
+                if read.host { Caller::host(deadline) } else { Caller::service(&read.service, grant, deadline) }
+                    .cancelled_by(&cancel);
             let max_bytes = service.map_or(usize::MAX, |s| s.limits.result_bytes);
             let why = match tx.digest(&read.sql, &read.params, &caller, max_bytes) {
                 Ok(digest) if digest == read.digest => continue,

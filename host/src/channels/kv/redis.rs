@@ -65,7 +65,8 @@ impl RedisKv {
     /// A pooled connection that gives up at `deadline`.
     fn take(&self, deadline: Instant) -> Result<Pooled, ChannelError> {
         let left = left(deadline)?;
-        let conn = self.pool.get_timeout(left).map_err(|e| ChannelError::Unavailable(format!("no Redis connection: {e}")))?;
+        let conn =
+            self.pool.get_timeout(left).map_err(|e| ChannelError::Unavailable(format!("no Redis connection: {e}")))?;
         conn.set_read_timeout(Some(left)).map_err(redis_error)?;
         Ok(conn)
     }
@@ -141,7 +142,8 @@ impl Channel for RedisKv {
 /// `GET key` as a reading: a `value` column, no row or one.
 fn get(conn: &mut Connection, key: &str, max_bytes: usize) -> Result<Reading, ChannelError> {
     let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn).map_err(redis_error)?;
-    let rows = Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() };
+    let rows =
+        Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() };
     reading(rows, max_bytes)
 }
 
@@ -236,7 +238,8 @@ struct RedisTransaction {
 
 impl RedisTransaction {
     fn conn(&mut self, caller: &Caller) -> Result<&mut Pooled, ChannelError> {
-        let conn = self.conn.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        let conn =
+            self.conn.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         conn.set_read_timeout(Some(left(caller.deadline)?)).map_err(redis_error)?;
         Ok(conn)
     }
@@ -302,10 +305,16 @@ impl Transaction for RedisTransaction {
     /// A kept `GET` or `LIST` again, its keys watched first (a `LIST`
     /// watches the keys it finds: a key added under the prefix after this
     /// is not seen).
-    fn digest(&mut self, statement: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError> {
+    fn digest(
+        &mut self,
+        statement: &str,
+        params: &[Value],
+        caller: &Caller,
+        max_bytes: usize,
+    ) -> Result<u64, ChannelError> {
         match (statement, params) {
             ("GET", [Value::Text(key)]) => {
-                self.watch(&[key.clone()], caller)?;
+                self.watch(std::slice::from_ref(key), caller)?;
                 Ok(get(self.conn(caller)?, key, max_bytes)?.digest)
             }
             ("LIST", [Value::Text(prefix), Value::Integer(limit)]) => {
@@ -321,7 +330,8 @@ impl Transaction for RedisTransaction {
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
-        let mut conn = self.conn.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        let mut conn =
+            self.conn.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         conn.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(redis_error)?;
         let mut pipe = redis::pipe();
         pipe.atomic();

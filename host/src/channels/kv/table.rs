@@ -81,10 +81,22 @@ impl TableKv {
 
     /// A read of the table as the host, kept to be run again in `base`'s
     /// save transaction.
-    fn read(&self, statement: &'static str, params: Vec<Value>, caller: &Caller, max_bytes: usize, asked: String) -> Result<Reading, ChannelError> {
+    fn read(
+        &self,
+        statement: &'static str,
+        params: Vec<Value>,
+        caller: &Caller,
+        max_bytes: usize,
+        asked: String,
+    ) -> Result<Reading, ChannelError> {
         let mut reading = self.base.query(statement, &params, &caller.as_host(), max_bytes)?;
-        reading.recheck =
-            Some(Recheck { channel: self.base_name.clone(), statement: statement.to_string(), params, host: true, asked });
+        reading.recheck = Some(Recheck {
+            channel: self.base_name.clone(),
+            statement: statement.to_string(),
+            params,
+            host: true,
+            asked,
+        });
         Ok(reading)
     }
 
@@ -99,7 +111,13 @@ impl TableKv {
     }
 
     /// Sets (`Some`) or removes (`None`) `key` in `tx`; the rows changed.
-    fn write(&self, tx: &mut dyn Transaction, key: &str, value: Option<Vec<u8>>, host: &Caller) -> Result<u64, ChannelError> {
+    fn write(
+        &self,
+        tx: &mut dyn Transaction,
+        key: &str,
+        value: Option<Vec<u8>>,
+        host: &Caller,
+    ) -> Result<u64, ChannelError> {
         let op = match value {
             Some(value) => Operation::Execute {
                 sql: self.sql.set.into(),

@@ -59,7 +59,13 @@ pub(super) fn read(
     drop(rows);
     let volatility = entered.volatility();
     let volatile = volatility.random || (volatility.clock && reads_the_clock(sql, params));
-    Ok(Reading { rows: Rows { columns, values }, digest: digest.finish(), tables: entered.read(), volatile, recheck: None })
+    Ok(Reading {
+        rows: Rows { columns, values },
+        digest: digest.finish(),
+        tables: entered.read(),
+        volatile,
+        recheck: None,
+    })
 }
 
 use crate::channels::DIGEST_ROW as ROW;

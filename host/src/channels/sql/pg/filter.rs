@@ -530,10 +530,17 @@ mod tests {
             "SELECT * FROM stock WHERE product_id = (SELECT set_config('role', 'postgres', false)::int)",
             "WITH r AS (SELECT current_setting('role')) SELECT * FROM r",
         ] {
-            assert!(denied(sql, Use::Command).starts_with("no grant allows it to"), "{sql}: {}", denied(sql, Use::Command));
+            assert!(
+                denied(sql, Use::Command).starts_with("no grant allows it to"),
+                "{sql}: {}",
+                denied(sql, Use::Command)
+            );
         }
         // What the parser does not know is refused too.
-        assert!(matches!(check("DO $$ BEGIN RESET ROLE; END $$", Some(&g), Use::Command), Err(ChannelError::Invalid(_))));
+        assert!(matches!(
+            check("DO $$ BEGIN RESET ROLE; END $$", Some(&g), Use::Command),
+            Err(ChannelError::Invalid(_))
+        ));
         assert_eq!(denied("CREATE TABLE t (a int)", Use::Command), "run CREATE TABLE needs raw-sql = true");
         assert!(matches!(check("SELECT 1; SELECT 2", Some(&g), Use::Read), Err(ChannelError::Invalid(_))));
         assert!(check("SELECT random() FROM stock", Some(&g), Use::Read).is_ok_and(|c| c.volatile));

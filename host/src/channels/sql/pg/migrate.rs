@@ -38,9 +38,13 @@ pub(super) fn apply(client: &mut Client, migrations: &[(String, String)]) -> Res
             .map(|row| row.get(0));
         match &applied {
             None => {
-                tx.batch_execute(sql).map_err(|e| ChannelError::Invalid(format!("migration {name}: {}", pg_error(e))))?;
-                tx.execute(&format!("INSERT INTO {MIGRATIONS_TABLE} (name, checksum) VALUES ($1, $2)"), &[name, &checksum])
-                    .map_err(pg_error)?;
+                tx.batch_execute(sql)
+                    .map_err(|e| ChannelError::Invalid(format!("migration {name}: {}", pg_error(e))))?;
+                tx.execute(
+                    &format!("INSERT INTO {MIGRATIONS_TABLE} (name, checksum) VALUES ($1, $2)"),
+                    &[name, &checksum],
+                )
+                .map_err(pg_error)?;
             }
             Some(None) => {
                 tx.execute(&format!("UPDATE {MIGRATIONS_TABLE} SET checksum = $2 WHERE name = $1"), &[name, &checksum])

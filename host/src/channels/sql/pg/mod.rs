@@ -34,10 +34,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use crate::bindings::{Rows, Value};
 use crate::channels::turns::{Turn, Turns};
 use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
+use crate::channels::{DIGEST_ROW as ROW, digest_value};
 use crate::command::{Kind, Operation, Outcome};
 use crate::manifest::ChannelGrant;
 use filter::Use;
-use crate::channels::{DIGEST_ROW as ROW, digest_value};
 use values::{Cell, Param};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -75,7 +75,12 @@ impl PostgresChannel {
             .connection_timeout(CONNECT_TIMEOUT)
             .build(manager)
             .map_err(|e| ChannelError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))?;
-        Ok(PostgresChannel { pool, turns: Turns::new(POOL_SIZE as usize / 2), roles: Arc::default(), keys: Arc::default() })
+        Ok(PostgresChannel {
+            pool,
+            turns: Turns::new(POOL_SIZE as usize / 2),
+            roles: Arc::default(),
+            keys: Arc::default(),
+        })
     }
 
     /// A pooled connection, waiting no longer than `deadline`.
@@ -84,9 +89,7 @@ impl PostgresChannel {
         if left.is_zero() {
             return Err(ChannelError::Timeout);
         }
-        self.pool
-            .get_timeout(left)
-            .map_err(|e| ChannelError::Unavailable(format!("no PostgreSQL connection: {e}")))
+        self.pool.get_timeout(left).map_err(|e| ChannelError::Unavailable(format!("no PostgreSQL connection: {e}")))
     }
 
     /// The role `caller` runs its SQL as (`None` for the host), set up on
@@ -113,7 +116,8 @@ impl Channel for PostgresChannel {
         let checked = checked(sql, caller, Use::Read)?;
         let mut client = self.take(caller.deadline)?;
         let role = self.role(&mut client, caller)?;
-        let read = run_read(&mut client, "BEGIN READ ONLY; ", &checked, role.as_deref(), params, caller, max_bytes, true);
+        let read =
+            run_read(&mut client, "BEGIN READ ONLY; ", &checked, role.as_deref(), params, caller, max_bytes, true);
         let ended = client.batch_execute("ROLLBACK").map_err(pg_error);
         if let (Err(ChannelError::Denied(_)), Some(service)) = (&read, caller.service.as_deref()) {
             self.roles.forget(service);
@@ -165,7 +169,12 @@ impl PostgresChannel {
     fn start(&self, turn: Turn) -> Result<Box<dyn Transaction>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
         client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").map_err(pg_error)?;
-        Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: true, _turn: Some(turn) }))
+        Ok(Box::new(PostgresTransaction {
+            client: Some(client),
+            channel: self.handle(),
+            writes: true,
+            _turn: Some(turn),
+        }))
     }
 
     /// What a transaction needs of its channel.
@@ -234,8 +243,8 @@ fn run_read(
         let mut out = Vec::with_capacity(if keep { columns.len() } else { 0 });
         bytes += 8;
         digest.write_u8(ROW);
-        for i in 0..columns.len() {
-            let Cell(value) = row.try_get(i).map_err(|e| ChannelError::Invalid(format!("column {}: {e}", columns[i])))?;
+        for (i, column) in columns.iter().enumerate() {
+            let Cell(value) = row.try_get(i).map_err(|e| ChannelError::Invalid(format!("column {column}: {e}")))?;
             bytes += digest_value(&mut digest, &value);
             if keep {
                 out.push(value);
@@ -371,7 +380,8 @@ impl Transaction for PostgresTransaction {
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
-        let mut client = self.client.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        let mut client =
+            self.client.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         client.batch_execute("COMMIT").map_err(pg_error)
     }
 }

@@ -51,7 +51,12 @@ impl Roles {
 
     /// The quoted role of `service`, set up with `grant` on `client` (a
     /// host connection, outside any transaction) unless it already is.
-    pub(super) fn ensure(&self, client: &mut Client, service: &str, grant: &ChannelGrant) -> Result<String, ChannelError> {
+    pub(super) fn ensure(
+        &self,
+        client: &mut Client,
+        service: &str,
+        grant: &ChannelGrant,
+    ) -> Result<String, ChannelError> {
         if let Some(role) = self.cached(service, grant) {
             return Ok(role);
         }
@@ -119,12 +124,9 @@ fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), pos
     let mut script = format!(
         "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {quoted}; REVOKE CREATE ON SCHEMA public FROM {quoted};"
     );
-    for (privilege, set) in [
-        ("SELECT", &grant.reads),
-        ("INSERT", &grant.inserts),
-        ("UPDATE", &grant.updates),
-        ("DELETE", &grant.deletes),
-    ] {
+    for (privilege, set) in
+        [("SELECT", &grant.reads), ("INSERT", &grant.inserts), ("UPDATE", &grant.updates), ("DELETE", &grant.deletes)]
+    {
         let named: Vec<String> = match set {
             Tables::None => continue,
             Tables::All => tables.iter().map(|t| format!("public.{}", quote(t))).collect(),

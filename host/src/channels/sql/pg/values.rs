@@ -11,10 +11,11 @@ use crate::bindings::Value;
 
 type BoxError = Box<dyn StdError + Sync + Send>;
 
-/// A value bound to a parameter of the type PostgreSQL inferred for it: an
-/// integer fits `int2`, `int4`, `int8`, `float8`, `numeric`, `bool` (0 or
-/// 1) or text; a real `float4` or `float8`; text any text type; a blob
-/// `bytea`. Anything else is refused with both types named.
+/// A value bound to a parameter of the type PostgreSQL inferred for it.
+/// An integer fits `int2`, `int4`, `int8`, `float8`, `numeric`, `bool` (0
+/// or 1) or text; a real fits `float4` or `float8`; text fits any text
+/// type and JSON; a blob fits `bytea`. Anything else is refused with both
+/// types named.
 #[derive(Debug)]
 pub(super) struct Param<'a>(pub &'a Value);
 
@@ -113,7 +114,12 @@ impl<'a> FromSql<'a> for Cell {
             Type::BYTEA => Value::Blob(raw.to_vec()),
             Type::JSONB => Value::Text(String::from_utf8(raw.get(1..).unwrap_or_default().to_vec())?),
             ref t if is_text(t) || *t == Type::JSON => Value::Text(<&str>::from_sql(&Type::TEXT, raw)?.to_string()),
-            ref t => return Err(format!("a column of type {t} cannot be read as a value; cast it (::text, ::bigint or ::float8)").into()),
+            ref t => {
+                return Err(format!(
+                    "a column of type {t} cannot be read as a value; cast it (::text, ::bigint or ::float8)"
+                )
+                .into());
+            }
         }))
     }
 
