@@ -128,16 +128,40 @@ const INSERT: &str = "INSERT INTO blobs (data) VALUES (x'07')";
 /// B4: applying N queued commands at save, against rusqlite doing the same.
 fn save(c: &mut Criterion) {
     let bench = bench_host(&["bench"]);
-    let host = &bench.host;
-    let db = bench.fixture.db_path();
+    let mut conn = rusqlite::Connection::open(bench.fixture.db_path()).expect("open db");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    let native = |n: usize| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("begin");
+        {
+            let mut stmt = tx.prepare_cached(INSERT).expect("prepare");
+            for _ in 0..n {
+                stmt.execute([]).expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    };
+    saves(c, &bench.host, INSERT, ("sluice", "rusqlite"), Duration::from_secs(10), native);
+}
+
+/// One B4 group: for 1, 100 and 10 000 commands, a scope whose `bench`
+/// service queued `statement` that many times is saved (`labels.0`), and
+/// `native(n)` issues the same statements (`labels.1`).
+fn saves(
+    c: &mut Criterion,
+    host: &Host,
+    statement: &str,
+    labels: (&str, &str),
+    longest: Duration,
+    mut native: impl FnMut(usize),
+) {
     let mut group = c.benchmark_group("b4_save");
     for n in [1usize, 100, 10_000] {
         group.throughput(Throughput::Elements(n as u64));
         if n == 10_000 {
-            group.sample_size(10).measurement_time(Duration::from_secs(10));
+            group.sample_size(10).measurement_time(longest);
         }
-        let args = [Val::U32(n as u32), Val::String(INSERT.into())];
-        group.bench_with_input(BenchmarkId::new("sluice", n), &n, |b, _| {
+        let args = [Val::U32(n as u32), Val::String(statement.into())];
+        group.bench_with_input(BenchmarkId::new(labels.0, n), &n, |b, _| {
             b.iter_batched(
                 || {
                     let mut scope = host.scope();
@@ -152,20 +176,7 @@ fn save(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
-        let mut conn = rusqlite::Connection::open(&db).expect("open db");
-        conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
-        group.bench_with_input(BenchmarkId::new("rusqlite", n), &n, |b, &n| {
-            b.iter(|| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("begin");
-                {
-                    let mut stmt = tx.prepare_cached(INSERT).expect("prepare");
-                    for _ in 0..n {
-                        stmt.execute([]).expect("insert");
-                    }
-                }
-                tx.commit().expect("commit");
-            })
-        });
+        group.bench_with_input(BenchmarkId::new(labels.1, n), &n, |b, &n| b.iter(|| native(n)));
     }
     group.finish();
 }
@@ -199,39 +210,15 @@ fn save_postgres(c: &mut Criterion) {
     let mut options = fixture.options();
     options.config = Some(config);
     let host = Host::open(&options).expect("host on PostgreSQL");
-    let mut group = c.benchmark_group("b4_save");
-    for n in [1usize, 100, 10_000] {
-        group.throughput(Throughput::Elements(n as u64));
-        if n == 10_000 {
-            group.sample_size(10).measurement_time(Duration::from_secs(20));
+    let issue = |n: usize| {
+        let mut tx = native.transaction().expect("begin");
+        let stmt = tx.prepare(PG_INSERT).expect("prepare");
+        for _ in 0..n {
+            tx.execute(&stmt, &[]).expect("insert");
         }
-        let args = [Val::U32(n as u32), Val::String(PG_INSERT.into())];
-        group.bench_with_input(BenchmarkId::new("sluice-postgres", n), &n, |b, _| {
-            b.iter_batched(
-                || {
-                    let mut scope = host.scope();
-                    scope.call("bench", "execute", &args).expect("queue");
-                    scope
-                },
-                |mut scope| {
-                    let report = scope.save().expect("save");
-                    (scope, report)
-                },
-                BatchSize::PerIteration,
-            )
-        });
-        group.bench_with_input(BenchmarkId::new("postgres", n), &n, |b, &n| {
-            b.iter(|| {
-                let mut tx = native.transaction().expect("begin");
-                let stmt = tx.prepare(PG_INSERT).expect("prepare");
-                for _ in 0..n {
-                    tx.execute(&stmt, &[]).expect("insert");
-                }
-                tx.commit().expect("commit");
-            })
-        });
-    }
-    group.finish();
+        tx.commit().expect("commit");
+    };
+    saves(c, &host, PG_INSERT, ("sluice-postgres", "postgres"), Duration::from_secs(20), issue);
     drop((host, native));
     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }

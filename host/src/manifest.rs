@@ -160,28 +160,10 @@ impl Prefixes {
 
 impl<'de> Deserialize<'de> for Prefixes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
-        }
-        let prefixes = match Raw::deserialize(d)? {
-            Raw::One(s) if s == "*" => vec!["*".to_string()],
-            Raw::One(s) => {
-                return Err(serde::de::Error::custom(format!(
-                    "expected a list of key prefixes or \"*\", found the string {s:?}; write [{s:?}]"
-                )));
-            }
-            Raw::Many(list) => list,
-        };
+        // "*" is every key: the empty prefix.
+        let Some(prefixes) = list_or_star(d, "key prefixes")? else { return Ok(Prefixes(vec![String::new()])) };
         if prefixes.iter().any(String::is_empty) {
             return Err(serde::de::Error::custom("a key prefix is empty; write \"*\" for every key"));
-        }
-        // "*" is every key: the empty prefix.
-        let prefixes: Vec<String> = prefixes.into_iter().map(|p| if p == "*" { String::new() } else { p }).collect();
-        if prefixes.iter().any(String::is_empty) && prefixes.len() > 1 {
-            return Ok(Prefixes(vec![String::new()]));
         }
         Ok(Prefixes(prefixes))
     }
@@ -213,24 +195,7 @@ impl Tables {
 
 impl<'de> Deserialize<'de> for Tables {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
-        }
-        let names = match Raw::deserialize(d)? {
-            Raw::One(s) if s == "*" => return Ok(Tables::All),
-            Raw::One(s) => {
-                return Err(serde::de::Error::custom(format!(
-                    "expected a list of tables or \"*\", found the string {s:?}; write [{s:?}]"
-                )));
-            }
-            Raw::Many(names) => names,
-        };
-        if names.iter().any(|n| n == "*") {
-            return Ok(Tables::All);
-        }
+        let Some(names) = list_or_star(d, "tables")? else { return Ok(Tables::All) };
         if let Some(empty) = names.iter().find(|n| n.trim().is_empty()) {
             return Err(serde::de::Error::custom(format!("table name {empty:?} is empty")));
         }
@@ -238,6 +203,26 @@ impl<'de> Deserialize<'de> for Tables {
             return Ok(Tables::None);
         }
         Ok(Tables::Some(names.iter().map(|n| n.to_lowercase()).collect()))
+    }
+}
+
+/// A manifest list (`["a", "b"]`) or `"*"` for everything (`None`; also a
+/// list holding `"*"`). A lone string other than `"*"` is an error that
+/// shows the list to write.
+fn list_or_star<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Raw::deserialize(d)? {
+        Raw::One(s) if s == "*" => Ok(None),
+        Raw::One(s) => Err(serde::de::Error::custom(format!(
+            "expected a list of {what} or \"*\", found the string {s:?}; write [{s:?}]"
+        ))),
+        Raw::Many(list) if list.iter().any(|n| n == "*") => Ok(None),
+        Raw::Many(list) => Ok(Some(list)),
     }
 }
 

@@ -112,6 +112,15 @@ fn fixture_on(db: &Database) -> (Fixture, std::path::PathBuf) {
     (f, config)
 }
 
+/// [`fixture_on`] with the example schema applied.
+fn migrated(db: &Database) -> (Fixture, std::path::PathBuf) {
+    let (f, config) = fixture_on(db);
+    let schema = repo().join("examples/schema").to_string_lossy().into_owned();
+    let out = f.command().arg("--config").arg(&config).args(["migrate", &schema]).output().expect("migrate");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (f, config)
+}
+
 /// The README's scenario, one `sluice` command per step; each step's
 /// output with scope ids taken out.
 fn scenario(f: &Fixture, config: Option<&std::path::Path>) -> Vec<String> {
@@ -169,15 +178,7 @@ fn the_example_scenario_is_the_same_on_sqlite_and_postgres() {
 #[test]
 fn postgres_roles_hold_exactly_the_grant() {
     let Some(db) = Database::new() else { return };
-    let (f, config) = fixture_on(&db);
-    let out = f
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["migrate", &repo().join("examples/schema").to_string_lossy()])
-        .output()
-        .expect("migrate");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (f, config) = migrated(&db);
     let mut client = db.client();
     client.batch_execute("CREATE TABLE secret (v TEXT); INSERT INTO secret VALUES ('hidden')").expect("secret");
     // inventory may read and write stock only: a read of products is
@@ -239,19 +240,11 @@ fn an_edited_migration_is_refused_on_postgres() {
 #[test]
 fn two_hundred_concurrent_orders_for_150_units_place_exactly_150_on_postgres() {
     use serde_json::json;
-    use std::sync::{Arc, Barrier};
+    use std::sync::Arc;
     const STOCK: usize = 150;
     const ORDERS: usize = 200;
     let Some(db) = Database::new() else { return };
-    let (f, config) = fixture_on(&db);
-    let out = f
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["migrate", &repo().join("examples/schema").to_string_lossy()])
-        .output()
-        .expect("migrate");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (f, config) = migrated(&db);
     let config = config.to_string_lossy().into_owned();
     let served = Arc::new(f.serve(&["--config", &config]));
     let (status, body) = served.post("/services/products/add", &json!({ "name": "widget", "price-cents": 250 }));
@@ -259,20 +252,7 @@ fn two_hundred_concurrent_orders_for_150_units_place_exactly_150_on_postgres() {
     let (status, body) = served.post("/services/inventory/restock", &json!({ "product-id": 1, "quantity": STOCK }));
     assert_eq!(status, 200, "{body}");
 
-    let start = Arc::new(Barrier::new(ORDERS));
-    let threads: Vec<_> = (0..ORDERS)
-        .map(|i| {
-            let (served, start) = (Arc::clone(&served), Arc::clone(&start));
-            std::thread::spawn(move || {
-                start.wait();
-                served.post(
-                    "/services/orders/place",
-                    &json!({ "customer": format!("c{i}"), "product-id": 1, "quantity": 1 }),
-                )
-            })
-        })
-        .collect();
-    let answers: Vec<(u16, serde_json::Value)> = threads.into_iter().map(|t| t.join().expect("client")).collect();
+    let answers = crate::serializable::all_at_once(&served, ORDERS, "/services/orders/place");
 
     let placed = answers.iter().filter(|(status, _)| *status == 200).count();
     let out_of_stock =

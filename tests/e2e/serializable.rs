@@ -226,7 +226,7 @@ fn on_hand(f: &Fixture) -> i64 {
 
 /// `n` orders of one unit of product 1, each from its own client thread,
 /// sent together to `path`; the answers.
-fn all_at_once(served: &Arc<crate::served::Served>, n: usize, path: &'static str) -> Vec<(u16, Json)> {
+pub(crate) fn all_at_once(served: &Arc<crate::served::Served>, n: usize, path: &'static str) -> Vec<(u16, Json)> {
     let start = Arc::new(Barrier::new(n));
     let threads: Vec<_> = (0..n)
         .map(|i| {

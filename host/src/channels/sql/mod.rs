@@ -391,7 +391,7 @@ fn where_clause<'a>(key: &'a Row, params: &mut Vec<&'a Value>) -> String {
         .join(" AND ")
 }
 
-/// Quotes an SQL identifier: `a"b` becomes `"a""b"`.
+/// Quotes an SQL identifier: `a"b` becomes `"a""b"` (both dialects).
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

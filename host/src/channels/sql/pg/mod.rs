@@ -31,6 +31,7 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
+use super::{check_param_count, quote};
 use crate::bindings::{Rows, Value};
 use crate::channels::turns::{Turn, Turns};
 use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
@@ -451,20 +452,6 @@ fn where_clause<'a>(key: &'a crate::bindings::Row, params: &mut Vec<&'a Value>) 
         })
         .collect::<Vec<_>>()
         .join(" AND ")
-}
-
-/// Quotes an SQL identifier: `a"b` becomes `"a""b"`.
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn check_param_count(expected: usize, given: usize) -> Result<(), ChannelError> {
-    if expected != given {
-        return Err(ChannelError::Invalid(format!(
-            "the statement takes {expected} parameter(s) but {given} were given"
-        )));
-    }
-    Ok(())
 }
 
 /// What a PostgreSQL failure means (by its SQLSTATE class): a conflict
