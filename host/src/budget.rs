@@ -9,7 +9,6 @@
 //! it ends.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, StoreContextMut, Trap, UpdateDeadline};
@@ -110,22 +109,7 @@ pub struct Cancelled {
     pub service: String,
 }
 
-/// A scope's cancel flag: set from any thread, seen by wasm at its next
-/// epoch tick, by SQLite within a thousand steps, and by a WASI wait.
-#[derive(Clone, Default)]
-pub struct Canceller(pub(crate) Arc<AtomicBool>);
-
-impl Canceller {
-    /// Cancels the scope.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the scope was cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use crate::work::Canceller;
 
 /// The deadline in force for the innermost call, and whose limit set it.
 #[derive(Clone)]

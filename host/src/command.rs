@@ -9,8 +9,7 @@ use serde::Serialize;
 use crate::bindings::{Row, Value};
 use std::collections::HashMap;
 
-use crate::invoke::Frame;
-use crate::state::ScopeId;
+use crate::work::ScopeId;
 
 /// One queued write and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -374,28 +373,35 @@ impl Default for Queue {
 }
 
 impl Queue {
-    /// Appends a command queued by the innermost of `frames` and returns its
-    /// ticket; refuses when the queue is closed.
-    pub fn push(&mut self, scope: ScopeId, frames: &[Frame], channel: &str, op: Operation) -> Result<u64, String> {
+    /// Appends a command queued by `service` at the end of `chain` (the
+    /// calls that led to it, outermost first) and returns its ticket;
+    /// refuses when the queue is closed.
+    pub fn push(
+        &mut self,
+        scope: ScopeId,
+        service: &str,
+        chain: Vec<String>,
+        channel: &str,
+        op: Operation,
+    ) -> Result<u64, String> {
         if let Some(why) = self.closed {
             return Err(why.to_string());
         }
         self.bytes += op.size();
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        let service = frames.last().map(|f| f.service.clone()).unwrap_or_default();
         // Count without allocating a key for a service already counted.
-        match self.per_service.get_mut(&service) {
+        match self.per_service.get_mut(service) {
             Some(n) => *n += 1,
             None => {
-                self.per_service.insert(service.clone(), 1);
+                self.per_service.insert(service.to_string(), 1);
             }
         }
         self.commands.push(Command {
             scope,
             ticket,
-            service,
-            chain: frames.iter().map(Frame::to_string).collect(),
+            service: service.to_string(),
+            chain,
             channel: channel.to_string(),
             op,
             expect: None,

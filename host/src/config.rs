@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::limits::{LimitSettings, Limits};
-use crate::reads::Isolation;
-use crate::runtime::RuntimeOptions;
+use crate::limits::LimitSettings;
 
 /// The name of the channel every host has when no configuration names any.
 pub const DEFAULT_CHANNEL: &str = "main";
@@ -66,6 +64,21 @@ pub struct ScopeSettings {
 
 /// The most `[scopes] retries` may be: each run costs a whole scope.
 pub const MAX_RETRIES: usize = 100;
+
+/// How a host checks its scopes' reads at save (`sluice.toml`: `[scopes]
+/// isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Every read of a table not relaxed by the manifest is run again at
+    /// save; a changed one makes the save a conflict, and the scope runs
+    /// again.
+    #[default]
+    Serializable,
+    /// Reads are not checked: a scope may save over data that changed since
+    /// it read it.
+    ReadCommitted,
+}
 
 /// How to reach one channel; `kind` selects the variant.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -130,32 +143,6 @@ impl Config {
     }
 }
 
-impl Config {
-    /// `options` with this file's `[caps]` and `[limits]` applied (caps
-    /// first, then defaults, which must fit under them), and its `[scopes]`.
-    pub fn apply_limits(&self, options: &mut RuntimeOptions) -> anyhow::Result<()> {
-        let caps = self.caps.apply(options.caps, &Limits::UNBOUNDED).map_err(|e| anyhow::anyhow!("[caps]: {e}"))?;
-        let ceiling = Limits { fuel: Some(caps.fuel.unwrap_or(u64::MAX)), ..caps };
-        options.limits = self.limits.apply(options.limits, &ceiling).map_err(|e| anyhow::anyhow!("[limits]: {e}"))?;
-        options.caps = caps;
-        self.apply_scopes(options)
-    }
-
-    /// `options` with this file's `[scopes]` applied.
-    pub fn apply_scopes(&self, options: &mut RuntimeOptions) -> anyhow::Result<()> {
-        if let Some(isolation) = self.scopes.isolation {
-            options.isolation = isolation;
-        }
-        if let Some(retries) = self.scopes.retries {
-            if retries > MAX_RETRIES {
-                anyhow::bail!("[scopes]: retries = {retries} is over the most allowed, {MAX_RETRIES}");
-            }
-            options.retries = retries;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,22 +167,5 @@ mod tests {
         assert!(err("[channels.main]\nkind = \"bus\"\nurl = \"x\"\n").contains("unknown variant `bus`"));
         assert!(err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n").contains("unknown field `pool`"));
         assert!(err("").contains("no channels"));
-    }
-
-    #[test]
-    fn scopes_set_isolation_and_retries_within_bounds() -> anyhow::Result<()> {
-        let base = "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://a.db\"\n";
-        let mut options = RuntimeOptions::default();
-        assert_eq!((options.isolation, options.retries), (Isolation::Serializable, 1));
-        let config =
-            Config::parse(&format!("{base}[scopes]\nisolation = \"read-committed\"\nretries = 0\n"), Path::new("."))?;
-        config.apply_limits(&mut options)?;
-        assert_eq!((options.isolation, options.retries), (Isolation::ReadCommitted, 0));
-        let over = Config::parse(&format!("{base}[scopes]\nretries = 101\n"), Path::new("."))?;
-        let refused = over.apply_limits(&mut options).map(|_| ()).map_err(|e| e.to_string());
-        assert_eq!(refused, Err("[scopes]: retries = 101 is over the most allowed, 100".to_string()));
-        let unknown = Config::parse(&format!("{base}[scopes]\nisolation = \"snapshot\"\n"), Path::new("."));
-        assert!(unknown.is_err_and(|e| format!("{e:#}").contains("unknown variant `snapshot`")));
-        Ok(())
     }
 }

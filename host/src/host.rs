@@ -64,10 +64,8 @@ impl Host {
         };
         let channels = Arc::new(Channels::open(&config)?);
         let mut runtime_options = options.runtime.clone();
-        config.apply_limits(&mut runtime_options)?;
-        Config { scopes: options.scopes.clone(), ..Config::default() }
-            .apply_scopes(&mut runtime_options)
-            .context("command line")?;
+        runtime_options.configure(&config)?;
+        runtime_options.apply_scopes(&options.scopes).context("command line")?;
         if runtime_options.cache_dir.is_none() {
             runtime_options.cache_dir = Some(options.data_dir.join("cache"));
         }

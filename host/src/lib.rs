@@ -25,12 +25,18 @@
 //!   scope's `Queue` of them.
 //! - [`reads`]: the reads a scope keeps to check at save, and the isolation
 //!   setting.
-//! - [`channels`]: channel kinds behind one trait; `sql` on SQLite.
+//! - [`channels`]: channel kinds behind one trait: `sql` (SQLite,
+//!   PostgreSQL) and `kv` (a table of a `sql` channel, Redis).
 //! - [`values`]: JSON to component values and back, by WIT type.
 //! - [`server`]: `sluice serve`, the HTTP host (axum), thin over [`call`].
 //! - [`watch`]: hot reload of the services directory.
 //! - [`signature`]: functions shown to people.
 //! - [`bindings`]: the one `bindgen!` call.
+//! - [`work`]: a unit of work's id and cancel flag, the bottom layer.
+//!
+//! The lower layers (`work`, `bindings`, `limits`, `manifest`, `config`,
+//! `command`, `channels`, `grants`, `reads`, `values`) each use only those
+//! before them; a test (`layers.rs`) fails on an import that points up.
 
 pub mod bindings;
 pub mod budget;
@@ -54,6 +60,10 @@ pub mod signature;
 pub mod state;
 pub mod values;
 pub mod watch;
+pub mod work;
+
+#[cfg(test)]
+mod layers;
 
 pub use call::{CallReport, Ending};
 pub use host::{Host, HostOptions};

@@ -97,6 +97,41 @@ impl Http {
     }
 }
 
+/// What a statement or command does to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Reads rows.
+    Read,
+    /// Inserts rows.
+    Insert,
+    /// Updates rows.
+    Update,
+    /// Deletes rows.
+    Delete,
+}
+
+impl Access {
+    /// The manifest key that grants it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Access::Read => "reads",
+            Access::Insert => "inserts",
+            Access::Update => "updates",
+            Access::Delete => "deletes",
+        }
+    }
+
+    /// The verb, for messages: `insert into`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Insert => "insert into",
+            Access::Update => "update",
+            Access::Delete => "delete from",
+        }
+    }
+}
+
 /// What a service may do on one channel.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

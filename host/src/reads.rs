@@ -10,20 +10,7 @@ use serde::Serialize;
 use crate::bindings::Value;
 use crate::command::value_size;
 
-/// How a host checks its scopes' reads at save (`sluice.toml`: `[scopes]
-/// isolation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// Every read of a table not relaxed by the manifest is run again at
-    /// save; a changed one makes the save a conflict, and the scope runs
-    /// again.
-    #[default]
-    Serializable,
-    /// Reads are not checked: a scope may save over data that changed since
-    /// it read it.
-    ReadCommitted,
-}
+pub use crate::config::Isolation;
 
 /// One read kept for the save.
 #[derive(Debug, Clone, Serialize)]

@@ -16,6 +16,7 @@ use wasmtime::component::{Component, HasData, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings;
+use crate::config::MAX_RETRIES;
 use crate::interfaces::poll::DeadlinePoll;
 use crate::limits::Limits;
 use crate::state::{ScopeState, ServiceView};
@@ -58,6 +59,35 @@ pub struct RuntimeOptions {
     /// the channels it needs from its start, so it cannot conflict with
     /// this host's other saves.
     pub retries: usize,
+}
+
+impl RuntimeOptions {
+    /// These options with `config`'s `[caps]` and `[limits]` applied (caps
+    /// first, then defaults, which must fit under them), and its `[scopes]`.
+    pub fn configure(&mut self, config: &crate::config::Config) -> anyhow::Result<()> {
+        let options = self;
+        let caps = config.caps.apply(options.caps, &Limits::UNBOUNDED).map_err(|e| anyhow::anyhow!("[caps]: {e}"))?;
+        let ceiling = Limits { fuel: Some(caps.fuel.unwrap_or(u64::MAX)), ..caps };
+        options.limits = config.limits.apply(options.limits, &ceiling).map_err(|e| anyhow::anyhow!("[limits]: {e}"))?;
+        options.caps = caps;
+        options.apply_scopes(&config.scopes)
+    }
+
+    /// These options with `scopes` (`[scopes]`, or the command line's)
+    /// applied.
+    pub fn apply_scopes(&mut self, scopes: &crate::config::ScopeSettings) -> anyhow::Result<()> {
+        let options = self;
+        if let Some(isolation) = scopes.isolation {
+            options.isolation = isolation;
+        }
+        if let Some(retries) = scopes.retries {
+            if retries > MAX_RETRIES {
+                anyhow::bail!("[scopes]: retries = {retries} is over the most allowed, {MAX_RETRIES}");
+            }
+            options.retries = retries;
+        }
+        Ok(())
+    }
 }
 
 impl Default for RuntimeOptions {
@@ -291,5 +321,34 @@ impl Drop for Ticker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use crate::reads::Isolation;
+
+    #[test]
+    fn scopes_set_isolation_and_retries_within_bounds() -> anyhow::Result<()> {
+        let base = "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://a.db\"\n";
+        let mut options = RuntimeOptions::default();
+        assert_eq!((options.isolation, options.retries), (Isolation::Serializable, 1));
+        let config = crate::config::Config::parse(
+            &format!("{base}[scopes]\nisolation = \"read-committed\"\nretries = 0\n"),
+            std::path::Path::new("."),
+        )?;
+        options.configure(&config)?;
+        assert_eq!((options.isolation, options.retries), (Isolation::ReadCommitted, 0));
+        let over =
+            crate::config::Config::parse(&format!("{base}[scopes]\nretries = 101\n"), std::path::Path::new("."))?;
+        let refused = options.configure(&over).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(refused, Err("[scopes]: retries = 101 is over the most allowed, 100".to_string()));
+        let unknown = crate::config::Config::parse(
+            &format!("{base}[scopes]\nisolation = \"snapshot\"\n"),
+            std::path::Path::new("."),
+        );
+        assert!(unknown.is_err_and(|e| format!("{e:#}").contains("unknown variant `snapshot`")));
+        Ok(())
     }
 }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use wasmtime::component::{Instance, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -75,32 +74,7 @@ pub struct ScopeState {
     pub(crate) touched: Vec<String>,
 }
 
-/// A scope's id: a UUIDv7, unique across hosts and restarts (time-ordered,
-/// with random bits), so that nothing assumes one host per database. It
-/// tags logs and commands; JSON and the `x-sluice-scope` header carry the
-/// UUID, logs and messages `scope-UUID`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct ScopeId(pub uuid::Uuid);
-
-impl std::fmt::Display for ScopeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "scope-{}", self.0)
-    }
-}
-
-impl ScopeId {
-    /// A new id.
-    pub fn new() -> ScopeId {
-        ScopeId(uuid::Uuid::now_v7())
-    }
-}
-
-impl Default for ScopeId {
-    fn default() -> ScopeId {
-        ScopeId::new()
-    }
-}
+pub use crate::work::ScopeId;
 
 impl ScopeState {
     pub(crate) fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> ScopeState {

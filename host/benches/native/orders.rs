@@ -126,8 +126,12 @@ impl<'a> Orders<'a> {
         Ok(applied)
     }
 
+    /// Queues as the host does: the innermost frame's service, and the
+    /// chain of calls as text.
     fn push(&mut self, frames: &[Frame], op: Operation) -> Result<u64, OrderError> {
-        self.queue.push(self.scope, frames, CHANNEL, op).map_err(OrderError::Store)
+        let service = frames.last().map(|f| f.service.as_str()).unwrap_or_default();
+        let chain = frames.iter().map(ToString::to_string).collect();
+        self.queue.push(self.scope, service, chain, CHANNEL, op).map_err(OrderError::Store)
     }
 
     fn read_integer(&self, sql: &str, id: i64, column: &str) -> Result<Option<i64>, OrderError> {

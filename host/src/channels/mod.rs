@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bindings::{Rows, Value};
-use crate::budget::Canceller;
 use crate::command::{Kind, Operation, Outcome};
 use crate::config::{ChannelConfig, Config};
-use crate::grants::Access;
+use crate::manifest::Access;
 use crate::manifest::ChannelGrant;
+use crate::work::Canceller;
 
 /// Why a channel refused or failed a request.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

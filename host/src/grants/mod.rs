@@ -12,39 +12,7 @@ use crate::channels::Denial;
 use crate::command::Operation;
 use crate::manifest::{ChannelGrant, Manifest};
 
-/// What a statement or command does to a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Access {
-    /// Reads rows.
-    Read,
-    /// Inserts rows.
-    Insert,
-    /// Updates rows.
-    Update,
-    /// Deletes rows.
-    Delete,
-}
-
-impl Access {
-    /// The manifest key that grants it.
-    pub fn key(self) -> &'static str {
-        match self {
-            Access::Read => "reads",
-            Access::Insert => "inserts",
-            Access::Update => "updates",
-            Access::Delete => "deletes",
-        }
-    }
-
-    fn verb(self) -> &'static str {
-        match self {
-            Access::Read => "read",
-            Access::Insert => "insert into",
-            Access::Update => "update",
-            Access::Delete => "delete from",
-        }
-    }
-}
+pub use crate::manifest::Access;
 
 /// Why a request was refused before it reached the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

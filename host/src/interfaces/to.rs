@@ -127,7 +127,7 @@ impl ServiceView<'_> {
         }
         Ok(self
             .queue
-            .push(self.scope, self.frames, channel, op)
+            .push(self.scope, name, self.frames.iter().map(ToString::to_string).collect(), channel, op)
             .map_err(|why| Error::Invalid(format!("{name}: {why}"))))
     }
 }

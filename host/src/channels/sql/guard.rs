@@ -27,10 +27,10 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 
 use super::functions::FUNCTIONS;
 use super::implied::Keys;
-use crate::budget::Canceller;
 use crate::channels::Denial;
-use crate::grants::Access;
+use crate::manifest::Access;
 use crate::manifest::ChannelGrant;
+use crate::work::Canceller;
 
 /// How many SQLite virtual machine steps run between two looks at the clock.
 const STEPS_PER_CHECK: i32 = 1000;

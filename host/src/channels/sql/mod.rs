@@ -26,7 +26,7 @@ use super::turns::{Turn, Turns, WAIT as BUSY_TIMEOUT};
 use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
 use crate::bindings::{Row, Value};
 use crate::command::{Operation, Outcome};
-use crate::grants::Access;
+use crate::manifest::Access;
 use guard::{Gate, Rules};
 use implied::Keys;
 use read::read;

@@ -19,7 +19,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::channels::{ChannelError, Denial};
-use crate::grants::Access;
+use crate::manifest::Access;
 use crate::manifest::ChannelGrant;
 
 /// The longest SQL text a service's statement may have (as on SQLite).

@@ -1,0 +1,52 @@
+//! What names a unit of work and what ends it early: its [`ScopeId`] and
+//! its [`Canceller`]. The bottom of the layers: channels and commands use
+//! them without depending on the scope that owns them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+/// A scope's id: a UUIDv7, unique across hosts and restarts (time-ordered,
+/// with random bits), so that nothing assumes one host per database. It
+/// tags logs and commands; JSON and the `x-sluice-scope` header carry the
+/// UUID, logs and messages `scope-UUID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ScopeId(pub uuid::Uuid);
+
+impl std::fmt::Display for ScopeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "scope-{}", self.0)
+    }
+}
+
+impl ScopeId {
+    /// A new id.
+    pub fn new() -> ScopeId {
+        ScopeId(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for ScopeId {
+    fn default() -> ScopeId {
+        ScopeId::new()
+    }
+}
+
+/// A scope's cancel flag: set from any thread, seen by wasm at its next
+/// epoch tick, by SQLite within a thousand steps, and by a WASI wait.
+#[derive(Clone, Default)]
+pub struct Canceller(pub(crate) Arc<AtomicBool>);
+
+impl Canceller {
+    /// Cancels the scope.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the scope was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
