@@ -171,7 +171,7 @@ pub(crate) fn on_epoch(store: StoreContextMut<'_, ScopeState>) -> wasmtime::Resu
     if Instant::now() < deadline.at && !deadline.cancel.is_cancelled() {
         return Ok(UpdateDeadline::Continue(1));
     }
-    let running = state.frames.last().map(|f| f.service.as_str()).unwrap_or_default();
+    let running = state.frames.last().map(|f| f.service.name.as_str()).unwrap_or_default();
     Err(deadline.passed(running))
 }
 
@@ -183,8 +183,7 @@ impl ScopeState {
     /// The service whose code is running, for limits checked from inside a
     /// guest call.
     fn running(&self) -> Option<&std::sync::Arc<Service>> {
-        let frame = self.frames.last()?;
-        self.registry.service(&frame.service).ok()
+        self.frames.last().map(|frame| &frame.service)
     }
 }
 

@@ -22,18 +22,26 @@ pub struct CallCycle {
     pub service: String,
 }
 
-/// One call on the scope's stack: `orders.place`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One call on the scope's stack: `orders.place`. It holds the service
+/// itself (from the scope's registry), so what runs inside the call (host
+/// calls, limits) needs no lookup by name.
+#[derive(Clone)]
 pub struct Frame {
     /// The service being called.
-    pub service: String,
+    pub service: Arc<Service>,
     /// The function (or hook) being called.
     pub function: String,
 }
 
 impl std::fmt::Display for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.service, self.function)
+        write!(f, "{}.{}", self.service.name, self.function)
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({self})")
     }
 }
 
@@ -57,8 +65,8 @@ pub(crate) fn call(
     args: &[Val],
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
-    let frame = Frame { service: target.service.name.clone(), function: target.function.to_string() };
-    if store.data().frames.iter().any(|f| f.service == frame.service) {
+    let frame = Frame { service: Arc::clone(target.service), function: target.function.to_string() };
+    if store.data().frames.iter().any(|f| f.service.name == frame.service.name) {
         let mut frames = store.data().frames.clone();
         frames.push(frame);
         return Err(wasmtime::Error::new(CallCycle { chain: chain(&frames), service: target.service.name.clone() }));
@@ -84,7 +92,7 @@ fn enter_and_call(
 ) -> wasmtime::Result<()> {
     let instance = instance(store, target.service)?;
     let func = instance.get_func(&mut *store, target.index).ok_or_else(|| {
-        wasmtime::Error::msg(format!("{}: the instance has no export {}", frame.service, frame.function))
+        wasmtime::Error::msg(format!("{}: the instance has no export {}", frame.service.name, frame.function))
     })?;
     store.data_mut().frames.push(frame);
     let outcome = func.call(&mut *store, args, results);
@@ -117,7 +125,7 @@ pub(crate) fn instance(
     if let Some(instance) = store.data().instances.get(&service.name) {
         return Ok(*instance);
     }
-    store.data_mut().frames.push(Frame { service: service.name.clone(), function: "instantiate".into() });
+    store.data_mut().frames.push(Frame { service: Arc::clone(service), function: "instantiate".into() });
     let created = service.pre.instantiate(&mut *store);
     store.data_mut().frames.pop();
     let instance = created?;

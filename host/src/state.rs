@@ -137,7 +137,7 @@ impl ScopeState {
     /// nothing new was printed.
     pub(crate) fn flush_output(&mut self, service: Option<&str>) {
         let ScopeState { id, frames, stdout, stderr, stdout_seen, stderr_seen, .. } = self;
-        let Some(service) = service.or_else(|| frames.last().map(|f| f.service.as_str())) else { return };
+        let Some(service) = service.or_else(|| frames.last().map(|f| f.service.name.as_str())) else { return };
         for (stream, pipe, seen) in [("stdout", &*stdout, stdout_seen), ("stderr", &*stderr, stderr_seen)] {
             let bytes = pipe.contents();
             if bytes.len() > *seen {
@@ -152,7 +152,7 @@ impl ScopeState {
     /// The view `from` and `to` work through.
     pub(crate) fn service_view(&mut self) -> ServiceView<'_> {
         let deadline = crate::budget::Deadline::current(self);
-        let service = self.frames.last().and_then(|f| self.registry.service(&f.service).ok());
+        let service = self.frames.last().map(|f| &f.service);
         ServiceView {
             deadline,
             scope: self.id,
@@ -171,7 +171,7 @@ impl ScopeState {
     /// call's deadline.
     pub(crate) fn poll_view(&mut self) -> crate::interfaces::poll::PollView<'_> {
         let deadline = crate::budget::Deadline::current(self);
-        let running = self.frames.last().map(|f| f.service.clone()).unwrap_or_default();
+        let running = self.frames.last().map(|f| f.service.name.clone()).unwrap_or_default();
         crate::interfaces::poll::PollView { table: &mut self.table, deadline, running }
     }
 }
@@ -231,6 +231,6 @@ pub struct ServiceView<'a> {
 impl ServiceView<'_> {
     /// The service whose code made the host call.
     pub fn service(&self) -> &str {
-        self.frames.last().map_or("", |f| f.service.as_str())
+        self.frames.last().map_or("", |f| f.service.name.as_str())
     }
 }

@@ -13,7 +13,6 @@ use sluice_host::bindings::{Row, Value};
 use sluice_host::channels::{Caller, Channel};
 use sluice_host::command::Queue;
 use sluice_host::command::{Command, Operation, Outcome};
-use sluice_host::invoke::Frame;
 use sluice_host::state::ScopeId;
 
 /// The channel the examples keep their tables in.
@@ -129,7 +128,7 @@ impl<'a> Orders<'a> {
     /// Queues as the host does: the innermost frame's service, and the
     /// chain of calls as text.
     fn push(&mut self, frames: &[Frame], op: Operation) -> Result<u64, OrderError> {
-        let service = frames.last().map(|f| f.service.as_str()).unwrap_or_default();
+        let service = frames.last().map(|f| f.service).unwrap_or_default();
         let chain = frames.iter().map(ToString::to_string).collect();
         self.queue.push(self.scope, service, chain, CHANNEL, op).map_err(OrderError::Store)
     }
@@ -154,8 +153,21 @@ fn host_caller() -> Caller {
     Caller::host(std::time::Instant::now() + std::time::Duration::from_secs(3600))
 }
 
-fn frame(service: &str, function: &str) -> Frame {
-    Frame { service: service.into(), function: function.into() }
+/// A call on the native port's stack, as the host keeps one: the chain of
+/// calls is written from these for each command.
+struct Frame {
+    service: &'static str,
+    function: &'static str,
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.service, self.function)
+    }
+}
+
+fn frame(service: &'static str, function: &'static str) -> Frame {
+    Frame { service, function }
 }
 
 fn row(pairs: &[(&str, Value)]) -> Row {
