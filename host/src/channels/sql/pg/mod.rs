@@ -342,8 +342,13 @@ impl Transaction for PostgresTransaction {
             check_param_count(stmt.params().len(), params.len())?;
             let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
             let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let changed = client.execute(&stmt, &refs).map_err(pg_error)?;
-            return Ok(Outcome::Affected(changed));
+            let changed = client.execute(&stmt, &refs).map_err(pg_error);
+            // A table granted since the role was set up (made by another
+            // service's raw SQL): set the role up again on its next use.
+            if let (Err(ChannelError::Denied(_)), Some(service)) = (&changed, caller.service.as_deref()) {
+                self.channel.roles.forget(service);
+            }
+            return Ok(Outcome::Affected(changed?));
         }
         let key = match op {
             Operation::Insert { table, .. } => self.key_of(table)?,
