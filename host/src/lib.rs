@@ -31,6 +31,7 @@
 //! - [`server`]: `sluice serve`, the HTTP host (axum), thin over [`call`].
 //! - [`watch`]: hot reload of the services directory.
 //! - [`signature`]: functions shown to people.
+//! - [`scaffold`]: `sluice new`, a new service project outside this repository.
 //! - [`bindings`]: the one `bindgen!` call.
 //! - [`work`]: a unit of work's id and cancel flag, the bottom layer.
 //!
@@ -54,6 +55,7 @@ pub mod manifest;
 pub mod reads;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod scope;
 pub mod server;
 pub mod signature;

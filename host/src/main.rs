@@ -85,6 +85,18 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a new service project into DIR (default: ./NAME), outside any
+    /// services directory; its README says the one command that builds it.
+    New {
+        /// The service's name: lower-case words joined by '-' (greeter).
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: sluice_host::scaffold::Lang,
+        /// Where to write it: a new or empty directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// List the services, their exported functions and their types.
     List {
         /// Print JSON instead of text.
@@ -174,6 +186,18 @@ fn isolation(text: &str) -> Result<sluice_host::reads::Isolation, String> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A new project needs no host: no services, channels or data dir.
+    if let Command::New { name, lang, dir } = &cli.command {
+        let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+        let written = sluice_host::scaffold::new(name, *lang, &dir).map_err(anyhow::Error::msg)?;
+        say!(
+            "wrote {} files into {}; {} says how to build it",
+            written.len(),
+            dir.display(),
+            dir.join("README.md").display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut options = HostOptions::new(&cli.services);
     options.config = cli.config;
     options.data_dir = cli.data_dir;
@@ -196,6 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
+        Command::New { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve {
             listen,
             max_body_bytes,

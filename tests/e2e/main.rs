@@ -14,6 +14,7 @@ mod postgres;
 mod reload;
 mod sandbox;
 mod save;
+mod scaffold;
 mod serializable;
 mod serve;
 mod served;

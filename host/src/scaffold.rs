@@ -1,0 +1,224 @@
+//! `sluice new NAME`: a new service, written as a project of its own
+//! outside this repository, that builds with one command and is live when
+//! its two files are dropped into a services directory.
+//!
+//! The `sluice:service` WIT package goes into the project's `wit/deps/`
+//! (the layout wit-bindgen and `wkg` read), copied from this binary, so the
+//! project needs nothing of this repository. The function it writes reads a
+//! key of the host's `kv` channel and queues an increment of it, which every
+//! host can run without a schema.
+
+use std::path::{Path, PathBuf};
+
+/// The `sluice:service` package, as this host implements it.
+const WIT: &[(&str, &str)] = &[
+    ("from.wit", include_str!("../../wit/from.wit")),
+    ("to.wit", include_str!("../../wit/to.wit")),
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("lifecycle.wit", include_str!("../../wit/lifecycle.wit")),
+    ("world.wit", include_str!("../../wit/world.wit")),
+];
+
+/// The languages `sluice new` writes a service in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust, with wit-bindgen from crates.io.
+    Rust,
+}
+
+/// Writes a new service `name` in `lang` into `dir` (which must not exist,
+/// or be empty) and returns the files written. `name` is a WIT and crate
+/// name: lower-case letters and digits in words joined by `-`
+/// (`greeter`, `order-history`).
+pub fn new(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    check_name(name)?;
+    if dir.exists() && std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_some() {
+        return Err(format!("{} is not empty; name a new directory", dir.display()));
+    }
+    let files = match lang {
+        Lang::Rust => rust(name),
+    };
+    let mut written = Vec::new();
+    for (path, text) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// A name that is a WIT identifier and a crate name alike.
+fn check_name(name: &str) -> Result<(), String> {
+    let words_ok = name.split('-').all(|w| {
+        !w.is_empty()
+            && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && w.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+    });
+    if name.len() > 64 || !words_ok {
+        return Err(format!(
+            "{name:?} is not a service name: use lower-case words of letters and digits joined by '-', \
+             each starting with a letter (greeter, order-history)"
+        ));
+    }
+    Ok(())
+}
+
+/// The Rust project's files, by path.
+fn rust(name: &str) -> Vec<(String, String)> {
+    let lib = name.replace('-', "_");
+    let mut files = vec![
+        ("Cargo.toml".to_string(), RUST_CARGO.replace("NAME", name)),
+        ("src/lib.rs".to_string(), RUST_LIB.replace("NAME_MODULE", &lib).replace("NAME", name)),
+        ("wit/world.wit".to_string(), WORLD.replace("NAME", name)),
+        ("manifest.toml".to_string(), MANIFEST.replace("NAME", name)),
+        ("README.md".to_string(), RUST_README.replace("LIB", &lib).replace("NAME", name)),
+        (".gitignore".to_string(), "/target\n".to_string()),
+    ];
+    for (file, text) in WIT {
+        files.push((format!("wit/deps/sluice-service/{file}"), (*text).to_string()));
+    }
+    files
+}
+
+const RUST_CARGO: &str = r#"[package]
+name = "NAME"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+
+[profile.release]
+opt-level = "s"
+strip = "debuginfo"
+"#;
+
+const WORLD: &str = r#"package local:NAME@0.1.0;
+
+/// What the service offers; every function is reachable over HTTP when the
+/// manifest's `[http] expose` lists it.
+interface api {
+    use sluice:service/types@0.1.0.{error};
+
+    /// Counts a greeting of `who`: reads how many there were, queues one
+    /// more (applied when the scope is saved) and returns the new count.
+    greet: func(who: string) -> result<u64, error>;
+}
+
+world NAME {
+    include sluice:service/imports@0.1.0;
+    export api;
+}
+"#;
+
+const RUST_LIB: &str = r#"//! The service NAME: a function that reads the host's `kv` channel and
+//! queues a command, applied only when the scope is saved.
+
+wit_bindgen::generate!({ world: "NAME", path: "wit", generate_all });
+
+use exports::local::NAME_MODULE::api::Guest;
+use sluice::service::{from, to, types::Error};
+
+/// The channel every host has: keys in a table of its database.
+const CHANNEL: &str = "kv";
+
+struct Component;
+
+impl Guest for Component {
+    fn greet(who: String) -> Result<u64, Error> {
+        let key = key(&who).map_err(Error::Invalid)?;
+        let before = from::get(CHANNEL, &key)?.map_or(Ok(0), |bytes| count(&bytes))?;
+        to::increment(CHANNEL, &key, 1)?;
+        Ok(before + 1)
+    }
+}
+
+/// The key counting `who`'s greetings; refuses an empty name.
+fn key(who: &str) -> Result<String, String> {
+    let who = who.trim();
+    if who.is_empty() {
+        return Err("who is empty".into());
+    }
+    Ok(format!("greetings/{who}"))
+}
+
+/// A counter's value: decimal text, as `to.increment` keeps it.
+fn count(bytes: &[u8]) -> Result<u64, Error> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| Error::Invalid("the counter is not a number".into()))
+}
+
+export!(Component);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_who_and_refuse_nobody() {
+        assert_eq!(key(" ann ").as_deref(), Ok("greetings/ann"));
+        assert!(key("  ").is_err());
+        assert_eq!(count(b"41").ok(), Some(41));
+    }
+}
+"#;
+
+const MANIFEST: &str = r#"# What NAME may do on the host: installed beside the component as
+# NAME.toml. Without it the service may compute and nothing more.
+[channels.kv]
+keys = ["greetings/"]
+
+[http]
+expose = ["greet"]
+"#;
+
+const RUST_README: &str = r#"# NAME
+
+A Sluice service. Build it (needs rustup's `wasm32-wasip2` target:
+`rustup target add wasm32-wasip2`), then drop it into a services directory:
+
+```sh
+cargo build --release --target wasm32-wasip2 && cp target/wasm32-wasip2/release/LIB.wasm SERVICES/NAME.wasm && cp manifest.toml SERVICES/NAME.toml
+```
+
+`sluice --services SERVICES call NAME.greet ann` runs it once;
+`sluice --services SERVICES serve` serves `POST /services/NAME/greet` with
+`{"who": "ann"}`. `cargo test` runs its unit tests natively.
+
+`wit/world.wit` is the service's world; `wit/deps/sluice-service/` is the
+`sluice:service` package of the host that wrote this project.
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_wit_and_crate_names() {
+        assert!(check_name("greeter").is_ok());
+        assert!(check_name("order-history2").is_ok());
+        for bad in ["", "Greeter", "a_b", "-a", "a-", "a--b", "2a", "a-2b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_project_is_written_into_an_empty_directory_only() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let files = new("order-history", Lang::Rust, &dir.path().join("svc"))?;
+        assert!(files.iter().any(|f| f.ends_with("wit/deps/sluice-service/to.wit")));
+        let lib = std::fs::read_to_string(dir.path().join("svc/src/lib.rs")).map_err(|e| e.to_string())?;
+        assert!(lib.contains("world: \"order-history\""), "{lib}");
+        assert!(new("again", Lang::Rust, &dir.path().join("svc")).is_err_and(|e| e.contains("is not empty")));
+        Ok(())
+    }
+}
