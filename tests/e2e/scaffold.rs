@@ -64,3 +64,52 @@ fn a_new_rust_service_builds_and_runs() {
     assert!(tests.status.success(), "{}", text(&tests.stderr));
     assert!(text(&tests.stdout).contains("1 passed"), "{}", text(&tests.stdout));
 }
+
+/// `sluice new greeter --lang python` in an empty temp dir, built and
+/// installed by the very command line its README gives (a venv with the
+/// pinned componentize-py, from PyPI), then called twice; its unit tests
+/// pass with plain `python3 -m unittest`.
+#[test]
+fn a_new_python_service_builds_and_runs() {
+    if Command::new("python3").args(["-m", "venv", "--help"]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        skip_without("skipping: python3 with venv is missing (apt-get install python3-venv)");
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["new", "greeter", "--lang", "python"])
+        .current_dir(work.path())
+        .output()
+        .expect("run sluice new");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let project = work.path().join("greeter");
+    let readme = std::fs::read_to_string(project.join("README.md")).expect("README");
+    let line =
+        readme.split("```sh\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("the README's build command");
+    let f = Fixture::new(&[]);
+    let build = Command::new("sh")
+        .arg("-c")
+        .arg(line.replace("SERVICES", &f.services().to_string_lossy()))
+        .current_dir(&project)
+        .output()
+        .expect("run the README's command");
+    if !build.status.success() && text(&build.stderr).contains("pip") {
+        skip_without(&format!("skipping: pip could not install componentize-py: {}", text(&build.stderr)));
+        return;
+    }
+    assert!(build.status.success(), "{}\n{}", text(&build.stdout), text(&build.stderr));
+    let host = f.host();
+    assert!(host.registry().failures().is_empty(), "{:?}", host.registry().failures());
+    for expected in [1u64, 2] {
+        let report = call::run(&host, "greeter", "greet", &[Val::String("ann".into())], Mode::Save).expect("greet");
+        assert_eq!(sluice_host::values::to_json(&report.results[0]), serde_json::json!({ "ok": expected }));
+    }
+    let refused = call::run(&host, "greeter", "greet", &[Val::String(" ".into())], Mode::Save).expect("greet");
+    assert_eq!(
+        sluice_host::values::to_json(&refused.results[0]),
+        serde_json::json!({ "err": { "invalid": "who is empty" } })
+    );
+    let tests = Command::new("python3").args(["-m", "unittest"]).current_dir(&project).output().expect("unittest");
+    assert!(tests.status.success(), "{}", text(&tests.stderr));
+    assert!(text(&tests.stderr).contains("Ran 1 test"), "{}", text(&tests.stderr));
+}
