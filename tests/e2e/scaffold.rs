@@ -65,24 +65,24 @@ fn a_new_rust_service_builds_and_runs() {
     assert!(text(&tests.stdout).contains("1 passed"), "{}", text(&tests.stdout));
 }
 
-/// `sluice new greeter --lang python` in an empty temp dir, built and
-/// installed by the very command line its README gives (a venv with the
-/// pinned componentize-py, from PyPI), then called twice; its unit tests
-/// pass with plain `python3 -m unittest`.
-#[test]
-fn a_new_python_service_builds_and_runs() {
-    if Command::new("python3").args(["-m", "venv", "--help"]).output().map(|o| !o.status.success()).unwrap_or(true) {
-        skip_without("skipping: python3 with venv is missing (apt-get install python3-venv)");
-        return;
+/// `sluice new greeter --lang LANG` in an empty temp dir, built and
+/// installed by the very command line its README gives (which installs the
+/// language's pinned toolchain the first time), then called: twice it
+/// counts, and an empty name is refused. Returns the project's directory
+/// (in `work`), or `None` when `tool` is missing or the toolchain could
+/// not be installed (a failure under SLUICE_REQUIRE_TOOLS=1).
+fn readme_build(lang: &str, tool: &[&str], work: &std::path::Path) -> Option<std::path::PathBuf> {
+    if Command::new(tool[0]).args(&tool[1..]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        skip_without(&format!("skipping: {} is missing for the {lang} scaffold", tool.join(" ")));
+        return None;
     }
-    let work = tempfile::tempdir().expect("temp dir");
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["new", "greeter", "--lang", "python"])
-        .current_dir(work.path())
+        .args(["new", "greeter", "--lang", lang])
+        .current_dir(work)
         .output()
         .expect("run sluice new");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let project = work.path().join("greeter");
+    let project = work.join("greeter");
     let readme = std::fs::read_to_string(project.join("README.md")).expect("README");
     let line =
         readme.split("```sh\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("the README's build command");
@@ -93,11 +93,12 @@ fn a_new_python_service_builds_and_runs() {
         .current_dir(&project)
         .output()
         .expect("run the README's command");
-    if !build.status.success() && text(&build.stderr).contains("pip") {
-        skip_without(&format!("skipping: pip could not install componentize-py: {}", text(&build.stderr)));
-        return;
+    let said = format!("{}\n{}", text(&build.stdout), text(&build.stderr));
+    if !build.status.success() && (said.contains("pip") || said.contains("npm")) {
+        skip_without(&format!("skipping: the {lang} toolchain could not be installed: {said}"));
+        return None;
     }
-    assert!(build.status.success(), "{}\n{}", text(&build.stdout), text(&build.stderr));
+    assert!(build.status.success(), "{said}");
     let host = f.host();
     assert!(host.registry().failures().is_empty(), "{:?}", host.registry().failures());
     for expected in [1u64, 2] {
@@ -109,7 +110,27 @@ fn a_new_python_service_builds_and_runs() {
         sluice_host::values::to_json(&refused.results[0]),
         serde_json::json!({ "err": { "invalid": "who is empty" } })
     );
+    Some(project)
+}
+
+/// The Python scaffold (componentize-py from PyPI); its unit tests pass
+/// with plain `python3 -m unittest`.
+#[test]
+fn a_new_python_service_builds_and_runs() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some(project) = readme_build("python", &["python3", "-m", "venv", "--help"], work.path()) else { return };
     let tests = Command::new("python3").args(["-m", "unittest"]).current_dir(&project).output().expect("unittest");
     assert!(tests.status.success(), "{}", text(&tests.stderr));
     assert!(text(&tests.stderr).contains("Ran 1 test"), "{}", text(&tests.stderr));
+}
+
+/// The JavaScript scaffold (componentize-js from the npm registry, at the
+/// host's own lockfile); its unit tests pass with `node --test`.
+#[test]
+fn a_new_javascript_service_builds_and_runs() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some(project) = readme_build("js", &["npm", "--version"], work.path()) else { return };
+    let tests = Command::new("node").arg("--test").current_dir(&project).output().expect("node --test");
+    assert!(tests.status.success(), "{}", text(&tests.stdout));
+    assert!(text(&tests.stdout).contains("# pass 1"), "{}", text(&tests.stdout));
 }
