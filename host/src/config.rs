@@ -97,6 +97,12 @@ pub enum ChannelConfig {
         /// Where the keys are, e.g. `sql:main` or `redis://127.0.0.1:6379`.
         url: String,
     },
+    /// A directory whose files are read and written through the `kv` reads
+    /// and commands, keys being relative paths.
+    Files {
+        /// The directory, relative to the config file's; created if missing.
+        path: String,
+    },
 }
 
 impl Config {
@@ -131,6 +137,11 @@ impl Config {
             anyhow::bail!("no channels: add a [channels.NAME] table with kind and url");
         }
         for channel in config.channels.values_mut() {
+            if let ChannelConfig::Files { path } = channel
+                && PathBuf::from(&*path).is_relative()
+            {
+                *path = base.join(&*path).display().to_string();
+            }
             let ChannelConfig::Sql { url } = channel else { continue };
             if let Some(rest) = url.strip_prefix("sqlite://") {
                 let file = PathBuf::from(rest);

@@ -6,6 +6,7 @@ mod cli;
 mod costs;
 mod discovery;
 mod edge;
+mod files;
 mod grants;
 mod hostile;
 mod kv;

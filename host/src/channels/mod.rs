@@ -5,6 +5,7 @@
 //! [`Transaction`], one per channel per save, so a channel's share of the
 //! queue is applied in full or not at all.
 
+pub mod files;
 pub mod kv;
 pub mod sql;
 pub mod turns;
@@ -408,6 +409,9 @@ impl Channels {
             let opened: Arc<dyn Channel> = match channel {
                 ChannelConfig::Kv { url } => {
                     kv::open(name, url, &by_name).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?
+                }
+                ChannelConfig::Files { path } => {
+                    Arc::new(files::FilesChannel::open(name, path).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
                 }
                 ChannelConfig::Sql { url } if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                     Arc::new(sql::PostgresChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)

@@ -1,0 +1,391 @@
+//! The `files` channel: one directory, whose files services read at once and
+//! write through commands applied at save. A directory is a key-value store
+//! whose keys are relative paths, so the channel takes the `kv` reads
+//! (`from.get`, `from.list`) and commands (`to.set`, `to.remove`,
+//! `to.compare-and-swap`, `to.increment`), granted by path prefix (`keys`,
+//! `read-keys`).
+//!
+//! - Every path is checked when it is read or queued: relative, `/`
+//!   separated, no empty, `.` or `..` component, no NUL or `\`, no
+//!   component that is a symbolic link. Every access goes through a
+//!   [`cap_std::fs::Dir`] opened on the directory, which refuses to leave it
+//!   whatever the path says.
+//! - A save stages each write as a file beside its target
+//!   (`.sluice-stage-…`), renames the staged files into place at commit, in
+//!   queue order, and removes them when the save rolls back.
+//! - It commits after the data channels ([`CommitStage::Effects`]): a file
+//!   appears only once the rows it goes with are durable. One save at a time
+//!   per channel within this host, so what a save checked holds to its
+//!   commit; another process writing the directory is not held off.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cap_std::fs::Dir;
+
+use super::kv::{MAX_LIST, check_key, check_prefix, counter};
+use super::turns::{Turn, Turns};
+use super::{Caller, Channel, ChannelError, CommitStage, DIGEST_ROW, Reading, Recheck, Transaction, digest_value};
+use crate::bindings::{Rows, Value};
+use crate::command::{Kind, Operation, Outcome};
+
+/// The prefix of staged files: no path may have a component starting with it.
+const STAGE: &str = ".sluice-stage-";
+
+/// A directory used as a `files` channel.
+pub struct FilesChannel {
+    name: String,
+    root: PathBuf,
+    dir: Arc<Dir>,
+    turns: Arc<Turns>,
+}
+
+impl FilesChannel {
+    /// The channel `name` on the directory `root`, created if missing.
+    pub fn open(name: &str, root: &str) -> Result<Self, ChannelError> {
+        let root = PathBuf::from(root);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| ChannelError::Unavailable(format!("cannot create {}: {e}", root.display())))?;
+        let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
+            .map_err(|e| ChannelError::Unavailable(format!("cannot open {}: {e}", root.display())))?;
+        Ok(FilesChannel { name: name.to_string(), root, dir: Arc::new(dir), turns: Turns::new(1) })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+}
+
+/// Checks a path's form, then that no component of it that exists is a
+/// symbolic link.
+fn check_path(dir: &Dir, path: &str) -> Result<(), ChannelError> {
+    let refuse = |why: &str| Err(ChannelError::Invalid(format!("path {path:?} {why}")));
+    if path.starts_with('/') {
+        return refuse("is absolute; paths are relative to the channel's directory");
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return refuse("holds a NUL or a backslash");
+    }
+    // Every component's form first, then the walk that stops at the first
+    // component that does not exist yet.
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return refuse("has an empty, `.` or `..` component");
+        }
+        if part.starts_with(STAGE) {
+            return refuse("names a file the host stages");
+        }
+    }
+    let mut prefix = String::new();
+    for part in path.split('/') {
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        match dir.symlink_metadata(&prefix) {
+            Ok(meta) if meta.is_symlink() => return refuse(&format!("goes through the symbolic link {prefix}")),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => break,
+            Err(e) => return Err(io_error(&prefix, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A file's contents, or `None` when it does not exist; at most `max_bytes`.
+fn read_file(dir: &Dir, path: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, ChannelError> {
+    match dir.metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(None),
+        Ok(meta) if meta.len() > max_bytes as u64 => {
+            return Err(ChannelError::TooLarge { bytes: usize::try_from(meta.len()).unwrap_or(usize::MAX) });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path, e)),
+    }
+    match dir.read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+/// The files under `prefix`, at most `limit`, in byte order: walks the
+/// directory the prefix ends in, not following symbolic links, checking the
+/// deadline as it goes.
+fn list_files(dir: &Dir, prefix: &str, limit: u32, caller: &Caller) -> Result<Vec<String>, ChannelError> {
+    let base = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+    let mut found = Vec::new();
+    let mut pending = vec![base.to_string()];
+    while let Some(at) = pending.pop() {
+        if Instant::now() >= caller.deadline {
+            return Err(ChannelError::Timeout);
+        }
+        let entries = if at.is_empty() { dir.entries() } else { dir.read_dir(&at) };
+        let entries = match entries {
+            Ok(entries) => entries,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => continue,
+            Err(e) => return Err(io_error(&at, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&at, e))?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if name.starts_with(STAGE) {
+                continue;
+            }
+            let path = if at.is_empty() { name } else { format!("{at}/{name}") };
+            let kind = entry.file_type().map_err(|e| io_error(&path, e))?;
+            if kind.is_dir() && (path.starts_with(prefix) || prefix.starts_with(&format!("{path}/"))) {
+                pending.push(path);
+            } else if kind.is_file() && path.starts_with(prefix) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found.truncate(limit as usize);
+    Ok(found)
+}
+
+/// Rows as a reading, digested like every channel's, within `max_bytes`.
+fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelError> {
+    let mut digest = super::digester();
+    rows.columns.hash(&mut digest);
+    let mut bytes = rows.columns.iter().map(String::len).sum::<usize>();
+    for row in &rows.values {
+        bytes += 8;
+        digest.write_u8(DIGEST_ROW);
+        for value in row {
+            bytes += digest_value(&mut digest, value);
+        }
+    }
+    if bytes > max_bytes {
+        return Err(ChannelError::TooLarge { bytes });
+    }
+    Ok(Reading { rows, digest: digest.finish(), tables: Vec::new(), volatile: false, recheck: None })
+}
+
+/// `GET path` as a reading: a `value` column, no row or one.
+fn get(dir: &Dir, path: &str, max_bytes: usize) -> Result<Reading, ChannelError> {
+    let value = read_file(dir, path, max_bytes)?;
+    reading(
+        Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() },
+        max_bytes,
+    )
+}
+
+/// `LIST prefix` as a reading of `key` and `value` columns.
+fn list(dir: &Dir, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    for path in list_files(dir, prefix, limit, caller)? {
+        let Some(value) = read_file(dir, &path, max_bytes.saturating_sub(bytes))? else { continue };
+        bytes += path.len() + value.len();
+        rows.push(vec![Value::Text(path), Value::Blob(value)]);
+    }
+    reading(Rows { columns: vec!["key".into(), "value".into()], values: rows }, max_bytes)
+}
+
+fn io_error(path: &str, e: std::io::Error) -> ChannelError {
+    ChannelError::Unavailable(format!("{path}: {e}"))
+}
+
+impl Channel for FilesChannel {
+    fn kind(&self) -> Kind {
+        Kind::Kv
+    }
+
+    fn commit_stage(&self) -> CommitStage {
+        CommitStage::Effects
+    }
+
+    fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
+        check_key(caller, key, false)?;
+        check_path(&self.dir, key)?;
+        let mut reading = get(&self.dir, key, max_bytes)?;
+        reading.recheck = Some(Recheck {
+            channel: self.name.clone(),
+            statement: "GET".into(),
+            params: vec![Value::Text(key.into())],
+            host: false,
+            asked: format!("get {key}"),
+        });
+        Ok(reading)
+    }
+
+    fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
+        check_prefix(caller, prefix)?;
+        let limit = limit.min(MAX_LIST);
+        let mut reading = list(&self.dir, prefix, limit, caller, max_bytes)?;
+        reading.recheck = Some(Recheck {
+            channel: self.name.clone(),
+            statement: "LIST".into(),
+            params: vec![Value::Text(prefix.into()), Value::Integer(limit.into())],
+            host: false,
+            asked: format!("list {prefix} (at most {limit})"),
+        });
+        Ok(reading)
+    }
+
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        let Some(key) = op.key() else { return Err(super::wrong_kind(Kind::Kv, &op.describe())) };
+        check_key(caller, key, true)?;
+        check_path(&self.dir, key)
+    }
+
+    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        Err(super::wrong_kind(Kind::Kv, "query"))
+    }
+
+    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
+        Err(super::wrong_kind(Kind::Kv, "execute"))
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        let turn = self.turns.one()?;
+        Ok(Box::new(FilesTransaction {
+            dir: Arc::clone(&self.dir),
+            pending: HashMap::new(),
+            order: Vec::new(),
+            _turn: turn,
+        }))
+    }
+
+    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        Err(ChannelError::Invalid("a files channel has no migrations".into()))
+    }
+}
+
+/// One save's writes: each path's staged file (`None`: removed), in the
+/// order first written.
+struct FilesTransaction {
+    dir: Arc<Dir>,
+    pending: HashMap<String, Option<String>>,
+    order: Vec<String>,
+    /// This channel's one turn at saving, given back when dropped.
+    _turn: Turn,
+}
+
+impl FilesTransaction {
+    /// What `path` holds with this save's writes.
+    fn current(&self, path: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        match self.pending.get(path) {
+            Some(Some(staged)) => read_file(&self.dir, staged, usize::MAX),
+            Some(None) => Ok(None),
+            None => read_file(&self.dir, path, usize::MAX),
+        }
+    }
+
+    /// Stages `value` for `path` (or its removal), replacing what this save
+    /// staged for it before.
+    fn stage(&mut self, path: &str, value: Option<&[u8]>) -> Result<(), ChannelError> {
+        let staged = match value {
+            Some(bytes) => {
+                let (parent, file) = path.rsplit_once('/').map_or(("", path), |(p, f)| (p, f));
+                if !parent.is_empty() {
+                    self.dir.create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+                }
+                let name = format!("{STAGE}{}-{file}", uuid::Uuid::new_v4().simple());
+                let staged = if parent.is_empty() { name } else { format!("{parent}/{name}") };
+                self.dir.write(&staged, bytes).map_err(|e| io_error(path, e))?;
+                Some(staged)
+            }
+            None => None,
+        };
+        match self.pending.insert(path.to_string(), staged) {
+            Some(Some(earlier)) => {
+                let _ = self.dir.remove_file(earlier);
+            }
+            Some(None) => {}
+            None => self.order.push(path.to_string()),
+        }
+        Ok(())
+    }
+}
+
+impl Transaction for FilesTransaction {
+    fn apply(&mut self, op: &Operation, _caller: &Caller) -> Result<Outcome, ChannelError> {
+        if let Some(key) = op.key() {
+            check_path(&self.dir, key)?;
+        }
+        let changed = match op {
+            Operation::Set { key, value } => {
+                self.stage(key, Some(value))?;
+                1
+            }
+            Operation::Remove { key } => {
+                let was = self.current(key)?.is_some();
+                self.stage(key, None)?;
+                u64::from(was)
+            }
+            Operation::Swap { key, expected, value } => {
+                if self.current(key)? != *expected {
+                    return Err(ChannelError::Conflict(format!(
+                        "file {key} no longer holds what compare-and-swap expected"
+                    )));
+                }
+                self.stage(key, value.as_deref())?;
+                1
+            }
+            Operation::Increment { key, by } => {
+                let now = counter(key, self.current(key)?.as_deref())?;
+                let sum = now.checked_add(*by).ok_or_else(|| {
+                    ChannelError::Invalid(format!("file {key} holds {now}; adding {by} overflows a 64-bit integer"))
+                })?;
+                self.stage(key, Some(sum.to_string().as_bytes()))?;
+                1
+            }
+            other => return Err(super::wrong_kind(Kind::Kv, &other.describe())),
+        };
+        Ok(Outcome::Affected(changed))
+    }
+
+    fn digest(
+        &mut self,
+        statement: &str,
+        params: &[Value],
+        caller: &Caller,
+        max_bytes: usize,
+    ) -> Result<u64, ChannelError> {
+        match (statement, params) {
+            ("GET", [Value::Text(path)]) => Ok(get(&self.dir, path, max_bytes)?.digest),
+            ("LIST", [Value::Text(prefix), Value::Integer(limit)]) => {
+                let limit = u32::try_from(*limit).unwrap_or(MAX_LIST);
+                Ok(list(&self.dir, prefix, limit, caller, max_bytes)?.digest)
+            }
+            _ => Err(ChannelError::Invalid(format!("a files channel cannot run {statement:?} again"))),
+        }
+    }
+
+    /// Renames each staged file into place (and removes each removed path)
+    /// in the order first written. A failure part way leaves the earlier
+    /// paths written: the error says which path failed.
+    fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
+        for path in std::mem::take(&mut self.order) {
+            match self.pending.remove(&path) {
+                Some(Some(staged)) => self.dir.rename(&staged, &self.dir, &path).map_err(|e| io_error(&path, e))?,
+                Some(None) => match self.dir.remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(&path, e)),
+                },
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FilesTransaction {
+    /// A save that did not commit leaves no staged file behind.
+    fn drop(&mut self) {
+        for staged in self.pending.values().flatten() {
+            let _ = self.dir.remove_file(staged);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The `files` channel on a real directory: the kv semantics with paths as
+//! keys, paths that would leave the directory refused when read or queued,
+//! and staged writes that appear only when the save commits.
+
+use sluice_host::call::{self, Mode};
+use sluice_host::{Host, ScopeError};
+use wasmtime::component::Val;
+
+use crate::support::Fixture;
+
+fn s(v: &str) -> Val {
+    Val::String(v.to_string())
+}
+
+fn bytes(v: &[u8]) -> Val {
+    Val::List(v.iter().map(|b| Val::U8(*b)).collect())
+}
+
+/// A host over `services` with `main` (SQLite, the example schema) and a
+/// `files` channel on `FIXTURE/files`.
+fn files_host(services: &[&str]) -> (Fixture, Host, std::path::PathBuf) {
+    let f = Fixture::new(services);
+    f.migrate();
+    let config = f.dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[channels.files]\nkind = \"files\"\npath = \"files\"\n",
+            f.db_path().display()
+        ),
+    )
+    .expect("config");
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = Host::open(&options).expect("host with a files channel");
+    let root = f.dir.path().join("files");
+    (f, host, root)
+}
+
+/// What the probe is told for `function(args)`, as JSON.
+fn told(host: &Host, function: &str, args: &[Val]) -> String {
+    let report = call::run(host, "probe", function, args, Mode::Save).expect("call");
+    sluice_host::values::to_json(&report.results[0]).to_string()
+}
+
+/// The kv semantics (set, get, list in byte order, remove, increment,
+/// compare-and-swap, a kept read that changed) hold with files.
+#[test]
+fn kv_semantics_on_files() {
+    let (_f, host, root) = files_host(&["probe"]);
+    crate::kv::semantics(&host, "files", "t/");
+    assert_eq!(std::fs::read_to_string(root.join("t/n")).expect("t/n"), "42");
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("t"))
+        .expect("t")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".sluice-stage-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staged files left behind: {leftovers:?}");
+}
+
+/// Absolute paths, `..`, empty components and paths through a symbolic
+/// link are refused when read or queued, naming the path; nothing is
+/// written outside the directory.
+#[test]
+fn paths_cannot_leave_the_directory() {
+    let (f, host, root) = files_host(&["probe"]);
+    let outside = f.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::os::unix::fs::symlink(&outside, root.join("link")).expect("symlink");
+    for (path, why) in [
+        ("../outside/x", "has an empty, `.` or `..` component"),
+        ("a/../../outside/x", "has an empty, `.` or `..` component"),
+        ("/etc/passwd", "is absolute"),
+        ("a//b", "has an empty, `.` or `..` component"),
+        ("link/x", "goes through the symbolic link link"),
+        ("a/.sluice-stage-x", "names a file the host stages"),
+    ] {
+        let set = told(&host, "kv-set", &[s("files"), s(path), bytes(b"escaped")]);
+        assert!(set.contains(why), "set {path}: {set}");
+        let get = told(&host, "kv-get", &[s("files"), s(path)]);
+        assert!(get.contains(why), "get {path}: {get}");
+    }
+    assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0, "a file was written outside");
+}
+
+/// A file queued in a scope whose save fails on the data channel is not
+/// written, and no staged file is left behind; with the data saved it is.
+#[test]
+fn files_appear_only_when_the_save_commits() {
+    let (_f, host, root) = files_host(&["probe", "products"]);
+    let mut scope = host.scope();
+    scope.call("probe", "kv-set", &[s("files"), s("reports/a.txt"), bytes(b"hello")]).expect("queue the file");
+    for _ in 0..2 {
+        scope.call("products", "add", &[s("widget"), Val::S64(250)]).expect("add product");
+    }
+    let error = scope.save().expect_err("the second insert breaks the unique name");
+    assert!(matches!(error, ScopeError::Command { .. }), "{error}");
+    drop(scope);
+    assert!(!root.join("reports/a.txt").exists(), "the file was written though the save failed");
+    let staged: Vec<_> = std::fs::read_dir(root.join("reports")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(staged.is_empty(), "staged files left behind: {staged:?}");
+    let mut scope = host.scope();
+    scope.call("probe", "kv-set", &[s("files"), s("reports/a.txt"), bytes(b"hello")]).expect("queue the file");
+    scope.call("products", "add", &[s("widget"), Val::S64(250)]).expect("add product");
+    scope.save().expect("save");
+    assert_eq!(std::fs::read_to_string(root.join("reports/a.txt")).expect("written"), "hello");
+}
