@@ -19,7 +19,6 @@
 //!   commit; another process writing the directory is not held off.
 
 use std::collections::HashMap;
-use std::hash::{Hash as _, Hasher as _};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,9 +26,9 @@ use std::time::Instant;
 
 use cap_std::fs::Dir;
 
-use super::kv::{MAX_LIST, check_key, check_prefix, counter};
+use super::kv::{MAX_LIST, check_key, check_prefix, reading, value_rows};
 use super::turns::{Turn, Turns};
-use super::{Caller, Channel, ChannelError, CommitStage, DIGEST_ROW, Reading, Recheck, Transaction, digest_value};
+use super::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
 use crate::bindings::{Rows, Value};
 use crate::command::{Kind, Operation, Outcome};
 
@@ -152,31 +151,9 @@ fn list_files(dir: &Dir, prefix: &str, limit: u32, caller: &Caller) -> Result<Ve
     Ok(found)
 }
 
-/// Rows as a reading, digested like every channel's, within `max_bytes`.
-fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelError> {
-    let mut digest = super::digester();
-    rows.columns.hash(&mut digest);
-    let mut bytes = rows.columns.iter().map(String::len).sum::<usize>();
-    for row in &rows.values {
-        bytes += 8;
-        digest.write_u8(DIGEST_ROW);
-        for value in row {
-            bytes += digest_value(&mut digest, value);
-        }
-    }
-    if bytes > max_bytes {
-        return Err(ChannelError::TooLarge { bytes });
-    }
-    Ok(Reading { rows, digest: digest.finish(), tables: Vec::new(), volatile: false, recheck: None })
-}
-
 /// `GET path` as a reading: a `value` column, no row or one.
 fn get(dir: &Dir, path: &str, max_bytes: usize) -> Result<Reading, ChannelError> {
-    let value = read_file(dir, path, max_bytes)?;
-    reading(
-        Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() },
-        max_bytes,
-    )
+    reading(value_rows(read_file(dir, path, max_bytes)?), max_bytes)
 }
 
 /// `LIST prefix` as a reading of `key` and `value` columns.
@@ -313,36 +290,7 @@ impl Transaction for FilesTransaction {
         if let Some(key) = op.key() {
             check_path(&self.dir, key)?;
         }
-        let changed = match op {
-            Operation::Set { key, value } => {
-                self.stage(key, Some(value))?;
-                1
-            }
-            Operation::Remove { key } => {
-                let was = self.current(key)?.is_some();
-                self.stage(key, None)?;
-                u64::from(was)
-            }
-            Operation::Swap { key, expected, value } => {
-                if self.current(key)? != *expected {
-                    return Err(ChannelError::Conflict(format!(
-                        "file {key} no longer holds what compare-and-swap expected"
-                    )));
-                }
-                self.stage(key, value.as_deref())?;
-                1
-            }
-            Operation::Increment { key, by } => {
-                let now = counter(key, self.current(key)?.as_deref())?;
-                let sum = now.checked_add(*by).ok_or_else(|| {
-                    ChannelError::Invalid(format!("file {key} holds {now}; adding {by} overflows a 64-bit integer"))
-                })?;
-                self.stage(key, Some(sum.to_string().as_bytes()))?;
-                1
-            }
-            other => return Err(super::wrong_kind(Kind::Kv, &other.describe())),
-        };
-        Ok(Outcome::Affected(changed))
+        super::kv::apply(self, op)
     }
 
     fn digest(
@@ -378,6 +326,16 @@ impl Transaction for FilesTransaction {
             }
         }
         Ok(())
+    }
+}
+
+impl super::kv::Keys for FilesTransaction {
+    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        FilesTransaction::current(self, key)
+    }
+
+    fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError> {
+        self.stage(key, value.as_deref())
     }
 }
 

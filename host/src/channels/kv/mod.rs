@@ -17,7 +17,9 @@ pub mod table;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Caller, Channel, ChannelError, Denial};
+use super::{Caller, Channel, ChannelError, Denial, Reading};
+use crate::bindings::{Rows, Value};
+use crate::command::{Kind, Operation, Outcome};
 use crate::manifest::ChannelGrant;
 
 /// The most keys one `list` returns, whatever the limit asked.
@@ -88,6 +90,76 @@ pub(crate) fn counter(key: &str, value: Option<&[u8]>) -> Result<i64, ChannelErr
     std::str::from_utf8(bytes).ok().and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
         ChannelError::Invalid(format!("key {key} holds {} bytes that are not a decimal integer", bytes.len()))
     })
+}
+
+/// A save's view of a key-value store: what a key holds with the save's
+/// writes so far, and a write (`None` removes). [`apply`] builds every kv
+/// command on these two.
+pub(crate) trait Keys {
+    /// What `key` holds now, with this save's writes.
+    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError>;
+    /// Sets (`Some`) or removes (`None`) `key` in this save.
+    fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError>;
+}
+
+/// Applies one kv command through `keys`: a compare-and-swap that finds
+/// another value is a conflict; an increment of a value that is not a
+/// decimal integer, or that overflows, is invalid. The outcome is the
+/// number of keys changed (a remove of an unset key changes none).
+pub(crate) fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, ChannelError> {
+    let changed = match op {
+        Operation::Set { key, value } => {
+            keys.write(key, Some(value.clone()))?;
+            1
+        }
+        Operation::Remove { key } => {
+            let was = keys.current(key)?.is_some();
+            keys.write(key, None)?;
+            u64::from(was)
+        }
+        Operation::Swap { key, expected, value } => {
+            if keys.current(key)? != *expected {
+                return Err(ChannelError::Conflict(format!("{key} no longer holds what compare-and-swap expected")));
+            }
+            keys.write(key, value.clone())?;
+            1
+        }
+        Operation::Increment { key, by } => {
+            let now = counter(key, keys.current(key)?.as_deref())?;
+            let sum = now.checked_add(*by).ok_or_else(|| {
+                ChannelError::Invalid(format!("{key} holds {now}; adding {by} overflows a 64-bit integer"))
+            })?;
+            keys.write(key, Some(sum.to_string().into_bytes()))?;
+            1
+        }
+        other => return Err(super::wrong_kind(Kind::Kv, &other.describe())),
+    };
+    Ok(Outcome::Affected(changed))
+}
+
+/// Rows read from a store that is not SQL, as a reading digested the way
+/// every channel digests its rows, within `max_bytes`.
+pub(crate) fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelError> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut digest = super::digester();
+    rows.columns.hash(&mut digest);
+    let mut bytes = rows.columns.iter().map(String::len).sum::<usize>();
+    for row in &rows.values {
+        bytes += 8;
+        digest.write_u8(super::DIGEST_ROW);
+        for value in row {
+            bytes += super::digest_value(&mut digest, value);
+        }
+    }
+    if bytes > max_bytes {
+        return Err(ChannelError::TooLarge { bytes });
+    }
+    Ok(Reading { rows, digest: digest.finish(), tables: Vec::new(), volatile: false, recheck: None })
+}
+
+/// A `get`'s rows: a `value` column, no row or one.
+pub(crate) fn value_rows(value: Option<Vec<u8>>) -> Rows {
+    Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() }
 }
 
 #[cfg(test)]

@@ -20,16 +20,13 @@
 //! `docs/channels.md`.
 
 use std::collections::HashMap;
-use std::hash::{Hash as _, Hasher as _};
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection};
 
-use super::{MAX_LIST, check_key, check_prefix};
+use super::{MAX_LIST, check_key, check_prefix, reading, value_rows};
 use crate::bindings::{Rows, Value};
-use crate::channels::{
-    Caller, Channel, ChannelError, CommitStage, DIGEST_ROW, Reading, Recheck, Transaction, digest_value,
-};
+use crate::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 
 type Pool = r2d2::Pool<Client>;
@@ -142,9 +139,7 @@ impl Channel for RedisKv {
 /// `GET key` as a reading: a `value` column, no row or one.
 fn get(conn: &mut Connection, key: &str, max_bytes: usize) -> Result<Reading, ChannelError> {
     let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn).map_err(redis_error)?;
-    let rows =
-        Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() };
-    reading(rows, max_bytes)
+    reading(value_rows(value), max_bytes)
 }
 
 /// The keys under `prefix` (at most `limit`, in byte order) with their
@@ -208,25 +203,6 @@ fn escape_glob(prefix: &str) -> String {
     out
 }
 
-/// Rows as a reading, digested as the SQL channels digest theirs, within
-/// `max_bytes`.
-fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelError> {
-    let mut digest = crate::channels::digester();
-    rows.columns.hash(&mut digest);
-    let mut bytes = rows.columns.iter().map(String::len).sum::<usize>();
-    for row in &rows.values {
-        bytes += 8;
-        digest.write_u8(DIGEST_ROW);
-        for value in row {
-            bytes += digest_value(&mut digest, value);
-        }
-    }
-    if bytes > max_bytes {
-        return Err(ChannelError::TooLarge { bytes });
-    }
-    Ok(Reading { rows, digest: digest.finish(), tables: Vec::new(), volatile: false, recheck: None })
-}
-
 /// One save's connection, the keys it watches and the writes it will make.
 struct RedisTransaction {
     conn: Option<Pooled>,
@@ -270,36 +246,7 @@ impl RedisTransaction {
 
 impl Transaction for RedisTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        let changed = match op {
-            Operation::Set { key, value } => {
-                self.write(key, Some(value.clone()));
-                1
-            }
-            Operation::Remove { key } => {
-                let was = self.current(key, caller)?.is_some();
-                self.write(key, None);
-                u64::from(was)
-            }
-            Operation::Swap { key, expected, value } => {
-                if self.current(key, caller)? != *expected {
-                    return Err(ChannelError::Conflict(format!(
-                        "key {key} no longer holds what compare-and-swap expected"
-                    )));
-                }
-                self.write(key, value.clone());
-                1
-            }
-            Operation::Increment { key, by } => {
-                let now = super::counter(key, self.current(key, caller)?.as_deref())?;
-                let sum = now.checked_add(*by).ok_or_else(|| {
-                    ChannelError::Invalid(format!("key {key} holds {now}; adding {by} overflows a 64-bit integer"))
-                })?;
-                self.write(key, Some(sum.to_string().into_bytes()));
-                1
-            }
-            other => return Err(crate::channels::wrong_kind(Kind::Kv, &other.describe())),
-        };
-        Ok(Outcome::Affected(changed))
+        super::apply(&mut Watched { tx: self, caller }, op)
     }
 
     /// A kept `GET` or `LIST` again, its keys watched first (a `LIST`
@@ -347,6 +294,23 @@ impl Transaction for RedisTransaction {
             Some(()) => Ok(()),
             None => Err(ChannelError::Conflict("a key this save read or checked changed before it committed".into())),
         }
+    }
+}
+
+/// The transaction's keys for [`super::apply`]: each read watched first.
+struct Watched<'a> {
+    tx: &'a mut RedisTransaction,
+    caller: &'a Caller,
+}
+
+impl super::Keys for Watched<'_> {
+    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        self.tx.current(key, self.caller)
+    }
+
+    fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError> {
+        self.tx.write(key, value);
+        Ok(())
     }
 }
 

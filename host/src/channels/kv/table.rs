@@ -11,7 +11,7 @@ use crate::bindings::{Rows, Value};
 use crate::channels::{Caller, Channel, ChannelError, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 
-use super::{MAX_LIST, check_key, check_prefix, counter};
+use super::{MAX_LIST, check_key, check_prefix};
 
 /// The table's statements in one SQL dialect.
 struct Statements {
@@ -161,30 +161,7 @@ impl Channel for TableKv {
     }
 
     fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        let host = caller.as_host();
-        let changed = match op {
-            Operation::Set { key, value } => self.write(tx, key, Some(value.clone()), &host)?,
-            Operation::Remove { key } => self.write(tx, key, None, &host)?,
-            Operation::Swap { key, expected, value } => {
-                if self.current(tx, key, &host)? != *expected {
-                    return Err(ChannelError::Conflict(format!(
-                        "key {key} no longer holds what compare-and-swap expected"
-                    )));
-                }
-                self.write(tx, key, value.clone(), &host)?;
-                1
-            }
-            Operation::Increment { key, by } => {
-                let now = counter(key, self.current(tx, key, &host)?.as_deref())?;
-                let sum = now.checked_add(*by).ok_or_else(|| {
-                    ChannelError::Invalid(format!("key {key} holds {now}; adding {by} overflows a 64-bit integer"))
-                })?;
-                self.write(tx, key, Some(sum.to_string().into_bytes()), &host)?;
-                1
-            }
-            other => return Err(crate::channels::wrong_kind(Kind::Kv, &other.describe())),
-        };
-        Ok(Outcome::Affected(changed))
+        super::apply(&mut InTable { kv: self, tx, host: caller.as_host() }, op)
     }
 
     fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
@@ -203,6 +180,24 @@ impl Channel for TableKv {
 
     fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
         Err(ChannelError::Invalid(format!("a kv channel has no migrations; migrate {} instead", self.base_name)))
+    }
+}
+
+/// The table's keys inside a `sql` channel's save transaction, for
+/// [`super::apply`].
+struct InTable<'a> {
+    kv: &'a TableKv,
+    tx: &'a mut dyn Transaction,
+    host: Caller,
+}
+
+impl super::Keys for InTable<'_> {
+    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError> {
+        self.kv.current(self.tx, key, &self.host)
+    }
+
+    fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError> {
+        self.kv.write(self.tx, key, value, &self.host).map(drop)
     }
 }
 
