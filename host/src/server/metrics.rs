@@ -208,12 +208,7 @@ fn process_metrics(out: &mut String) {
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|b| b.trim().parse::<f64>().ok())));
     let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).ok();
     let metrics = [
-        (
-            "process_cpu_seconds_total",
-            "counter",
-            "User and system CPU time spent, in seconds.",
-            field(14).zip(field(15)).map(|(u, s)| (u + s) / ticks),
-        ),
+        ("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.", cpu_seconds()),
         ("process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.", field(24).map(|p| p * page)),
         ("process_virtual_memory_bytes", "gauge", "Virtual memory size, in bytes.", field(23)),
         ("process_open_fds", "gauge", "Open file descriptors.", fds.map(|n| n as f64)),
@@ -230,6 +225,22 @@ fn process_metrics(out: &mut String) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
     }
+}
+
+/// User and system CPU time of the whole process (every thread, running or
+/// ended), in seconds, to the microsecond. `/proc/self/stat` counts it in
+/// 10 ms ticks, so a process that had used less than one read 0.
+#[expect(unsafe_code, reason = "getrusage writes into a struct this function owns")]
+fn cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: RUSAGE_SELF is a valid target and `usage` is a writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: getrusage returned 0, so it filled `usage` (and it was zeroed).
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// The counters of `service`, created on first use without allocating a
