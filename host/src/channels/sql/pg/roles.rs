@@ -81,6 +81,9 @@ impl Roles {
     }
 }
 
+/// The longest a role's set-up may take.
+const SYNC_TIMEOUT: std::time::Duration = crate::channels::turns::WAIT;
+
 /// The role of a service: `sluice_` and its name made an identifier, with a
 /// hash of the exact name, so that two names never share a role and the
 /// whole stays under PostgreSQL's 63 bytes.
@@ -101,6 +104,9 @@ pub(super) fn role_name(service: &str) -> String {
 fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), postgres::Error> {
     let quoted = quote(role);
     let mut tx = client.transaction()?;
+    // The host's own statements, bounded like a save's wait for a turn: a
+    // catalog lock held elsewhere fails the set-up instead of stalling it.
+    tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", SYNC_TIMEOUT.as_millis()))?;
     let exists = !tx.query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])?.is_empty();
     if !exists {
         tx.batch_execute(&format!("CREATE ROLE {quoted} NOLOGIN"))?;
