@@ -22,6 +22,9 @@ use crate::manifest::{ChannelGrant, Tables};
 #[derive(Default)]
 pub(super) struct Roles {
     synced: Mutex<HashMap<String, (ChannelGrant, u64, String)>>,
+    /// Held while a role is set up: the scopes that meet a role not set up
+    /// yet wait for the one setting it up instead of racing it.
+    setting_up: Mutex<()>,
     /// Bumped when the schema changes: every role is set up again.
     generation: AtomicU64,
 }
@@ -60,6 +63,10 @@ impl Roles {
         if let Some(role) = self.cached(service, grant) {
             return Ok(role);
         }
+        let _one_at_a_time = self.setting_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(role) = self.cached(service, grant) {
+            return Ok(role);
+        }
         let generation = self.generation.load(Ordering::SeqCst);
         let role = role_name(service);
         // Two hosts (or two threads) may set up the same role at once;
@@ -80,6 +87,9 @@ impl Roles {
         Ok(quoted)
     }
 }
+
+/// The advisory lock hosts take to set a role up (a constant they agree on).
+const SYNC_LOCK: i64 = 0x0073_6c75_6972_6f6c;
 
 /// The longest a role's set-up may take.
 const SYNC_TIMEOUT: std::time::Duration = crate::channels::turns::WAIT;
@@ -107,6 +117,8 @@ fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), pos
     // The host's own statements, bounded like a save's wait for a turn: a
     // catalog lock held elsewhere fails the set-up instead of stalling it.
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", SYNC_TIMEOUT.as_millis()))?;
+    // Hosts sharing the database set roles up one at a time.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SYNC_LOCK])?;
     let exists = !tx.query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])?.is_empty();
     if !exists {
         tx.batch_execute(&format!("CREATE ROLE {quoted} NOLOGIN"))?;
