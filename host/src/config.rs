@@ -82,7 +82,7 @@ pub enum Isolation {
 
 /// How to reach one channel; `kind` selects the variant.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase", rename_all_fields = "kebab-case", deny_unknown_fields)]
 pub enum ChannelConfig {
     /// A SQL database: SQLite or PostgreSQL.
     Sql {
@@ -103,6 +103,47 @@ pub enum ChannelConfig {
         /// The directory, relative to the config file's; created if missing.
         path: String,
     },
+    /// A message bus: NATS JetStream. Messages wait in the outbox of the
+    /// `sql` channel `outbox` and are published after the save commits.
+    Bus {
+        /// The server: `nats://127.0.0.1:4222`.
+        url: String,
+        /// The `sql` channel whose save transactions hold the outbox.
+        outbox: String,
+        /// The stream (created if missing): `SLUICE_<NAME>` by default.
+        stream: Option<String>,
+        /// Subjects on the server are `PREFIX.SUBJECT`; the channel's name
+        /// by default.
+        prefix: Option<String>,
+        /// How long the stream remembers message ids to drop a repeat
+        /// (86400, a day, by default).
+        duplicate_window_s: Option<u64>,
+    },
+    /// Outgoing HTTP requests, sent after the save commits from the outbox
+    /// of the `sql` channel `outbox`.
+    #[serde(rename = "http-out")]
+    HttpOut {
+        /// The `sql` channel whose save transactions hold the outbox.
+        outbox: String,
+        /// What a request URL that is a path (`/hooks/orders`) is relative to.
+        base: Option<String>,
+        /// Tries of one request before it is dead (8 by default).
+        tries: Option<u32>,
+        /// The longest one try may take (10000 by default).
+        timeout_ms: Option<u64>,
+    },
+}
+
+impl ChannelConfig {
+    /// The `sql` channel this one needs open first: a `kv` table's, or an
+    /// outbox's.
+    pub fn depends_on(&self) -> Option<&str> {
+        match self {
+            ChannelConfig::Kv { url } => url.strip_prefix("sql:"),
+            ChannelConfig::Bus { outbox, .. } | ChannelConfig::HttpOut { outbox, .. } => Some(outbox),
+            ChannelConfig::Sql { .. } | ChannelConfig::Files { .. } => None,
+        }
+    }
 }
 
 impl Config {
@@ -175,7 +216,8 @@ mod tests {
             Ok(_) => "parsed".to_string(),
             Err(e) => format!("{e:#}"),
         };
-        assert!(err("[channels.main]\nkind = \"bus\"\nurl = \"x\"\n").contains("unknown variant `bus`"));
+        assert!(err("[channels.main]\nkind = \"queue\"\nurl = \"x\"\n").contains("unknown variant `queue`"));
+        assert!(err("[channels.main]\nkind = \"bus\"\nurl = \"x\"\n").contains("missing field `outbox`"));
         assert!(err("[channels.main]\nkind = \"sql\"\nurl = \"x\"\npool = 3\n").contains("unknown field `pool`"));
         assert!(err("").contains("no channels"));
     }

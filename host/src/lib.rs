@@ -26,10 +26,14 @@
 //! - [`reads`]: the reads a scope keeps to check at save, and the isolation
 //!   setting.
 //! - [`channels`]: channel kinds behind one trait: `sql` (SQLite,
-//!   PostgreSQL) and `kv` (a table of a `sql` channel, Redis).
+//!   PostgreSQL), `kv` (a table of a `sql` channel, Redis), `files`, and
+//!   the effects delivered through an outbox after the save: `bus` (NATS
+//!   JetStream) and `http-out`.
 //! - [`values`]: JSON to component values and back, by WIT type.
 //! - [`server`]: `sluice serve`, the HTTP host (axum), thin over [`call`].
 //! - [`watch`]: hot reload of the services directory.
+//! - [`triggers`]: beside `serve`'s routes: the outbox relays, and the
+//!   services run by messages.
 //! - [`signature`]: functions shown to people.
 //! - [`scaffold`]: `sluice new`, a new service project outside this repository.
 //! - [`bindings`]: the one `bindgen!` call.
@@ -60,6 +64,7 @@ pub mod scope;
 pub mod server;
 pub mod signature;
 pub mod state;
+pub mod triggers;
 pub mod values;
 pub mod watch;
 pub mod work;

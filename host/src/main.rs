@@ -132,6 +132,19 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// Show where the effects of a `bus` or `http-out` channel are: its
+    /// latest outbox rows, newest first (pending, delivered or dead, with
+    /// tries and the last error). `sluice serve` delivers them.
+    Outbox {
+        /// The bus or http-out channel.
+        channel: String,
+        /// How many rows to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the `*.sql` files in DIR, in name order, each once, to a channel
     /// (from DIR/postgres instead on a PostgreSQL channel, when it exists).
     Migrate {
@@ -220,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
+        Command::Outbox { channel, limit, json } => outbox(&host, &channel, limit, json),
         Command::New { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve {
             listen,
@@ -237,6 +251,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(host, listen, options, !no_watch, stop)
         }
     }
+}
+
+fn outbox(host: &Host, channel: &str, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let relays = host.channels().relays();
+    let Some(parts) = relays.iter().find(|r| r.channel == channel) else {
+        let names: Vec<&str> = relays.iter().map(|r| r.channel.as_str()).collect();
+        anyhow::bail!("no bus or http-out channel {channel:?}; the host has: {}", names.join(", "));
+    };
+    let rows = parts.outbox.status(limit).map_err(|e| anyhow::anyhow!("channel {channel}: {e}"))?;
+    let objects: Vec<serde_json::Value> = rows
+        .values
+        .iter()
+        .map(|row| {
+            let fields = rows.columns.iter().zip(row).map(|(c, v)| (c.clone(), sluice_host::command::value_json(v)));
+            serde_json::Value::Object(fields.collect())
+        })
+        .collect();
+    if json {
+        say!("{}", serde_json::Value::Array(objects));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for o in &objects {
+        let field = |k: &str| match &o[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let error = field("last_error");
+        let error = if error.is_empty() { String::new() } else { format!("  ({error})") };
+        say!("{}  {:<9} tries {}  {}  {}{error}", field("id"), field("state"), field("tries"), field("service"), field("target"));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> anyhow::Result<ExitCode> {
@@ -440,6 +486,9 @@ fn serve(
         let addr = listener.local_addr().context("cannot read the listening address")?;
         // Held for its Drop, which stops watching.
         let _watcher = if watch { Some(Watcher::start(Arc::clone(&host))?) } else { None };
+        // The outbox relays and the services run by messages; dropped (and
+        // so stopped) when serving ends.
+        let _background = sluice_host::triggers::start(Arc::clone(&host));
         let registry = host.registry();
         let names: Vec<&str> = registry.services().map(|s| s.name.as_str()).collect();
         // The first line is for programs (tests read the port from it).

@@ -45,6 +45,119 @@ pub struct Manifest {
     /// What `sluice serve` exposes of the service.
     #[serde(default)]
     pub http: Http,
+    /// Subjects whose messages run the service (`[[subscribe]]`).
+    #[serde(default)]
+    pub subscribe: Vec<Subscription>,
+}
+
+/// `[[subscribe]]`: a subject of a `bus` channel whose messages each run
+/// one scope calling the service's `handler.handle`.
+///
+/// ```toml
+/// [[subscribe]]
+/// channel = "events"
+/// subject = "orders.placed"   # `*` matches one token, a last `>` the rest
+/// tries = 5                   # then the message goes to the dead-letter subject
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Subscription {
+    /// The `bus` channel.
+    pub channel: String,
+    /// The subject, as services publish it.
+    pub subject: String,
+    /// Runs of one message before it goes to the dead-letter subject
+    /// (1 to 100; 5 by default).
+    #[serde(default = "default_tries")]
+    pub tries: u32,
+}
+
+fn default_tries() -> u32 {
+    5
+}
+
+impl Subscription {
+    fn check(&self) -> Result<(), String> {
+        if !(1..=100).contains(&self.tries) {
+            return Err(format!("subscribe tries = {} must be from 1 to 100", self.tries));
+        }
+        let tokens: Vec<&str> = self.subject.split('.').collect();
+        let fine = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic()) && (t.len() == 1 || !t.contains(['*', '>']));
+        if self.subject.is_empty() || !tokens.iter().all(|t| fine(t)) || tokens[..tokens.len() - 1].contains(&">") {
+            return Err(format!(
+                "subscribe subject {:?} must be dot-separated tokens of printable ASCII, with `*` for one token and `>` only last",
+                self.subject
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The methods a request of an `http-out` channel may use.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Checks a request's method: one of [`METHODS`].
+pub fn check_method(method: &str) -> Result<(), String> {
+    if METHODS.contains(&method) {
+        return Ok(());
+    }
+    Err(format!("method {method:?} is not one of {}", METHODS.join(", ")))
+}
+
+/// The destinations an `http-out` grant allows: `"METHOD HOST"` or
+/// `"METHOD HOST:PORT"`, `*` for any method (`"POST api.example.com"`,
+/// `"* 127.0.0.1:9090"`). A host without a port allows every port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Destinations(Vec<(String, String, Option<u16>)>);
+
+impl Destinations {
+    /// Whether a `method` request to `host` on `port` is allowed.
+    pub fn allows(&self, method: &str, host: &str, port: u16) -> bool {
+        self.0.iter().any(|(m, h, p)| {
+            (m == "*" || m == method) && h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port)
+        })
+    }
+
+    /// Whether nothing is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The destinations, for people.
+    pub fn describe(&self) -> String {
+        let one = |(m, h, p): &(String, String, Option<u16>)| match p {
+            Some(p) => format!("{m} {h}:{p}"),
+            None => format!("{m} {h}"),
+        };
+        self.0.iter().map(one).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl<'de> Deserialize<'de> for Destinations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let lines = Vec::<String>::deserialize(d)?;
+        let mut out = Vec::new();
+        for line in lines {
+            let bad = || {
+                serde::de::Error::custom(format!(
+                    "destination {line:?} is not \"METHOD HOST\" or \"METHOD HOST:PORT\" (for example \"POST api.example.com\")"
+                ))
+            };
+            let (method, target) = line.split_once(' ').ok_or_else(bad)?;
+            if method != "*" && check_method(method).is_err() {
+                return Err(bad());
+            }
+            let (host, port) = match target.rsplit_once(':') {
+                Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+                _ => (target, None),
+            };
+            if host.is_empty() || host == "*" || host.contains(['/', ' ', '@']) {
+                return Err(bad());
+            }
+            out.push((method.to_string(), host.to_ascii_lowercase(), port));
+        }
+        Ok(Destinations(out))
+    }
 }
 
 /// What of a service is reachable over HTTP. Nothing is by default: calls
@@ -166,6 +279,13 @@ pub struct ChannelGrant {
     /// Key prefixes of a `kv` channel it may only read.
     #[serde(default)]
     pub read_keys: Prefixes,
+    /// Subject prefixes of a `bus` channel it may publish on
+    /// (`["orders."]`; `"*"` for every subject).
+    #[serde(default)]
+    pub subjects: Prefixes,
+    /// Where an `http-out` channel may send its requests.
+    #[serde(default)]
+    pub destinations: Destinations,
 }
 
 /// Key prefixes of a `kv` channel: a key is covered when it starts with
@@ -220,6 +340,9 @@ pub enum Tables {
 impl Tables {
     /// Whether `table` is in the set.
     pub fn allows(&self, table: &str) -> bool {
+        if is_host_table(table) {
+            return false;
+        }
         match self {
             Tables::None => false,
             Tables::All => true,
@@ -234,11 +357,23 @@ impl<'de> Deserialize<'de> for Tables {
         if let Some(empty) = names.iter().find(|n| n.trim().is_empty()) {
             return Err(serde::de::Error::custom(format!("table name {empty:?} is empty")));
         }
+        if let Some(own) = names.iter().find(|n| is_host_table(n)) {
+            return Err(serde::de::Error::custom(format!(
+                "table {own:?} is the host's own (sluice_…); no grant covers it"
+            )));
+        }
         if names.is_empty() {
             return Ok(Tables::None);
         }
         Ok(Tables::Some(names.iter().map(|n| n.to_lowercase()).collect()))
     }
+}
+
+/// Whether `table` is one of the host's own (`sluice_kv`, `sluice_outbox`,
+/// `sluice_migrations` …): no grant covers it, not even `"*"`, so a service
+/// reaches it only through the channel kinds built on it.
+pub fn is_host_table(table: &str) -> bool {
+    table.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("sluice_"))
 }
 
 /// A manifest list (`["a", "b"]`) or `"*"` for everything (`None`; also a
@@ -284,6 +419,9 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
         manifest.http.check()?;
+        for subscription in &manifest.subscribe {
+            subscription.check()?;
+        }
         Ok(manifest)
     }
 
@@ -312,10 +450,17 @@ impl Manifest {
             if grant.raw_sql {
                 parts.push("raw SQL".into());
             }
-            for (key, prefixes) in [("reads and writes keys", &grant.keys), ("reads keys", &grant.read_keys)] {
+            for (key, prefixes) in [
+                ("reads and writes keys", &grant.keys),
+                ("reads keys", &grant.read_keys),
+                ("publishes on", &grant.subjects),
+            ] {
                 if !prefixes.is_empty() {
                     parts.push(format!("{key} {}", prefixes.describe()));
                 }
+            }
+            if !grant.destinations.is_empty() {
+                parts.push(format!("sends {}", grant.destinations.describe()));
             }
             if !parts.is_empty() {
                 lines.push(format!("{channel}: {}", parts.join("; ")));

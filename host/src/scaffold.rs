@@ -17,6 +17,7 @@ const WIT: &[(&str, &str)] = &[
     ("to.wit", include_str!("../../wit/to.wit")),
     ("types.wit", include_str!("../../wit/types.wit")),
     ("lifecycle.wit", include_str!("../../wit/lifecycle.wit")),
+    ("handler.wit", include_str!("../../wit/handler.wit")),
     ("world.wit", include_str!("../../wit/world.wit")),
 ];
 

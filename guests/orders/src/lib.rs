@@ -2,7 +2,9 @@
 //! "do clearing" example). Reads go through `from`, writes are queued through
 //! `to` and applied only when the host saves the scope. Placing an order
 //! calls the `inventory` service in the same scope, and `on-save` turns the
-//! new order's id into its `placed` event in a second save round.
+//! new order's id into its `placed` event in a second save round: a row of
+//! `order_events` and, when the host has a `bus` channel `events`, a
+//! message on `orders.placed` that is published only if the save commits.
 
 sluice_guest::generate!("acme:orders/orders", ["../../wit", "../inventory/wit", "wit"]);
 
@@ -18,12 +20,23 @@ use sluice_guest::{
 
 /// The channel the examples keep their tables in.
 const CHANNEL: &str = "main";
+/// The bus the `placed` events go out on, when the host has it.
+const EVENTS: &str = "events";
 /// The largest quantity one order may ask for.
 const MAX_QUANTITY: u32 = 1000;
 
 thread_local! {
-    /// Tickets of order inserts queued in this scope, waiting for their ids.
-    static PLACED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Order inserts queued in this scope, waiting for their ids: the
+    /// ticket and the order.
+    static PLACED: RefCell<Vec<(u64, Order)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An order being placed, for its event.
+struct Order {
+    customer: String,
+    product_id: i64,
+    quantity: u32,
+    total_cents: i64,
 }
 
 struct Component;
@@ -42,7 +55,7 @@ impl Guest for Component {
             CHANNEL,
             "orders",
             &row(&[
-                ("customer", customer.into()),
+                ("customer", customer.clone().into()),
                 ("product_id", product_id.into()),
                 ("quantity", quantity.into()),
                 ("total_cents", total_cents.into()),
@@ -50,7 +63,8 @@ impl Guest for Component {
             ]),
         )
         .map_err(OrderError::Store)?;
-        PLACED.with(|p| p.borrow_mut().push(ticket));
+        let order = Order { customer, product_id, quantity, total_cents };
+        PLACED.with(|p| p.borrow_mut().push((ticket, order)));
         Ok(Placed { total_cents })
     }
 
@@ -90,12 +104,17 @@ impl lifecycle::Guest for Component {
     fn on_save(outcomes: Vec<(u64, Outcome)>) -> Result<(), Refusal> {
         let placed = PLACED.with(|p| std::mem::take(&mut *p.borrow_mut()));
         for (ticket, outcome) in outcomes {
-            if let (true, Outcome::Inserted(order_id)) = (placed.contains(&ticket), outcome) {
-                // A refusal here can only be a host misconfiguration (no
-                // channel); trapping makes the whole save fail visibly.
-                if let Err(e) = queue_event(order_id, "placed") {
-                    panic!("cannot queue the placed event of order {order_id}: {e:?}");
-                }
+            let Outcome::Inserted(order_id) = outcome else { continue };
+            let Some((_, order)) = placed.iter().find(|(t, _)| *t == ticket) else { continue };
+            // A refusal here can only be a host misconfiguration (no
+            // channel); trapping makes the whole save fail visibly.
+            if let Err(e) = queue_event(order_id, "placed") {
+                panic!("cannot queue the placed event of order {order_id}: {e:?}");
+            }
+            match publish_placed(order_id, order) {
+                // A host without an `events` bus just has no messages.
+                Ok(_) | Err(sluice_guest::types::Error::UnknownChannel(_)) => {}
+                Err(e) => panic!("cannot publish the placed event of order {order_id}: {e:?}"),
             }
         }
         Ok(())
@@ -108,6 +127,36 @@ impl lifecycle::Guest for Component {
 
 fn queue_event(order_id: i64, event: &str) -> Result<u64, sluice_guest::types::Error> {
     to::insert(CHANNEL, "order_events", &row(&[("order_id", order_id.into()), ("event", event.into())]))
+}
+
+/// Queues the `orders.placed` message: the order as JSON, its id also in
+/// the `order-id` header.
+fn publish_placed(order_id: i64, order: &Order) -> Result<u64, sluice_guest::types::Error> {
+    let payload = format!(
+        "{{\"order_id\":{order_id},\"customer\":{},\"product_id\":{},\"quantity\":{},\"total_cents\":{}}}",
+        json_string(&order.customer),
+        order.product_id,
+        order.quantity,
+        order.total_cents
+    );
+    let headers = [("order-id".to_string(), order_id.to_string()), ("content-type".into(), "application/json".into())];
+    to::publish(EVENTS, "orders.placed", payload.as_bytes(), &headers)
+}
+
+/// `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The checks that need no database.
@@ -132,6 +181,12 @@ export!(Component);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn customers_are_json_strings() {
+        assert_eq!(json_string("ann"), "\"ann\"");
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
 
     #[test]
     fn rejects_empty_customer_and_bad_quantities() {

@@ -84,6 +84,14 @@ impl Guest for Component {
         to::set(&channel, &key, &value)
     }
 
+    fn publish(channel: String, subject: String, payload: Vec<u8>) -> Result<u64, Error> {
+        to::publish(&channel, &subject, &payload, &[])
+    }
+
+    fn send(channel: String, method: String, url: String, body: Vec<u8>) -> Result<u64, Error> {
+        to::send(&channel, &sluice_guest::types::Request { method, url, headers: Vec::new(), body })
+    }
+
     fn kv_remove(channel: String, key: String) -> Result<u64, Error> {
         to::remove(&channel, &key)
     }

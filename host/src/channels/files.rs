@@ -210,17 +210,17 @@ impl Channel for FilesChannel {
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        let Some(key) = op.key() else { return Err(super::wrong_kind(Kind::Kv, &op.describe())) };
+        let Some(key) = op.key() else { return Err(super::wrong_kind(Kind::Kv, op.kind(), &op.describe())) };
         check_key(caller, key, true)?;
         check_path(&self.dir, key)
     }
 
     fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(super::wrong_kind(Kind::Kv, "query"))
+        Err(super::wrong_kind(Kind::Kv, Kind::Sql, "query"))
     }
 
     fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Err(super::wrong_kind(Kind::Kv, "execute"))
+        Err(super::wrong_kind(Kind::Kv, Kind::Sql, "execute"))
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {

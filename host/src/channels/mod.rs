@@ -5,8 +5,11 @@
 //! [`Transaction`], one per channel per save, so a channel's share of the
 //! queue is applied in full or not at all.
 
+pub mod bus;
 pub mod files;
+pub mod http_out;
 pub mod kv;
+pub mod outbox;
 pub mod sql;
 pub mod turns;
 
@@ -94,6 +97,16 @@ pub enum Denial {
         /// The key, or the prefix of a list.
         key: String,
     },
+    /// A subject of a `bus` channel that no granted prefix covers.
+    Subject(String),
+    /// A request of an `http-out` channel to a method and host that no
+    /// granted destination allows.
+    Destination {
+        /// The method.
+        method: String,
+        /// The host, with its port: `api.example.com:443`.
+        host: String,
+    },
 }
 
 impl std::fmt::Display for Denial {
@@ -108,6 +121,8 @@ impl std::fmt::Display for Denial {
             Denial::Key { write, key } => {
                 write!(f, "{} key {key} is not granted", if *write { "writing" } else { "reading" })
             }
+            Denial::Subject(subject) => write!(f, "publishing on subject {subject} is not granted"),
+            Denial::Destination { method, host } => write!(f, "sending {method} to {host} is not granted"),
         }
     }
 }
@@ -257,14 +272,14 @@ pub trait Channel: Send + Sync {
     /// `value`, and no row or one, under `caller`'s grant and deadline.
     fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         let _ = (key, caller, max_bytes);
-        Err(wrong_kind(self.kind(), "get"))
+        Err(wrong_kind(self.kind(), Kind::Kv, "get"))
     }
 
     /// Lists at once the keys that start with `prefix` (a `kv` channel), at
     /// most `limit`, in byte order: rows of `key` and `value`.
     fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         let _ = (prefix, limit, caller, max_bytes);
-        Err(wrong_kind(self.kind(), "list"))
+        Err(wrong_kind(self.kind(), Kind::Kv, "list"))
     }
 
     /// Checks, as it is queued, that `caller` may queue `op` (a command of
@@ -286,7 +301,7 @@ pub trait Channel: Send + Sync {
     /// transaction of the channel it [`shares`](Channel::shares).
     fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         let _ = (tx, caller);
-        Err(wrong_kind(self.kind(), &op.describe()))
+        Err(wrong_kind(self.kind(), op.kind(), &op.describe()))
     }
 
     /// Checks, without running it, that `sql` is one statement the engine
@@ -321,6 +336,10 @@ pub trait Channel: Send + Sync {
     fn commit_stage(&self) -> CommitStage {
         CommitStage::Data
     }
+
+    /// Called once a save that applied commands of this channel has
+    /// committed: an effect channel wakes its relay.
+    fn committed(&self) {}
 
     /// The SQL dialect of this channel's migrations: a migrations directory
     /// with a folder of this name (`sqlite`, `postgres`) is read from that
@@ -386,43 +405,107 @@ pub trait Transaction: Send {
 }
 
 /// The refusal of a read or command of the wrong kind for a channel.
-pub fn wrong_kind(kind: Kind, what: &str) -> ChannelError {
-    let wanted = if kind == Kind::Sql { "kv" } else { "sql" };
-    ChannelError::Invalid(format!("this is a {} channel; {what} needs a {wanted} channel", kind.name()))
+pub fn wrong_kind(kind: Kind, wanted: Kind, what: &str) -> ChannelError {
+    ChannelError::Invalid(format!("this is a {} channel; {what} needs a {} channel", kind.name(), wanted.name()))
 }
 
 /// Every channel the host has, by name. Built once per host from [`Config`].
 #[derive(Clone, Default)]
 pub struct Channels {
     by_name: BTreeMap<String, Arc<dyn Channel>>,
+    /// The `bus` channels, for the relays and the services they trigger.
+    buses: BTreeMap<String, Arc<bus::BusChannel>>,
+    /// Every effect channel's relay parts: its outbox, deliveries and wake.
+    relays: Vec<RelayParts>,
+}
+
+/// What a relay of one effect channel needs ([`outbox::relay::Relay`]).
+#[derive(Clone)]
+pub struct RelayParts {
+    /// The channel.
+    pub channel: String,
+    /// Its rows.
+    pub outbox: Arc<outbox::Outbox>,
+    /// Its deliveries.
+    pub deliver: Arc<dyn outbox::relay::Deliver>,
+    /// What its saves wake the relay with.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Channels {
     /// Opens every channel the configuration names.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        let mut by_name: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::new();
-        // `kv` channels after the others: one kept in a `sql` channel's
-        // table needs that channel open.
-        let (kv, others): (Vec<_>, Vec<_>) =
-            config.channels.iter().partition(|(_, c)| matches!(c, ChannelConfig::Kv { .. }));
-        for (name, channel) in others.into_iter().chain(kv) {
+        let mut channels = Channels::default();
+        // Channels kept in a `sql` channel (a kv table, an outbox) after
+        // the others: they need it open.
+        let (after, first): (Vec<_>, Vec<_>) = config.channels.iter().partition(|(_, c)| c.depends_on().is_some());
+        for (name, channel) in first.into_iter().chain(after) {
+            let base = |base: &str| {
+                channels.by_name.get(base).cloned().ok_or_else(|| {
+                    let known: Vec<&str> = channels.by_name.keys().map(String::as_str).collect();
+                    anyhow::anyhow!("channel {name}: no sql channel {base:?}; the host has: {}", known.join(", "))
+                })
+            };
+            let fail = |e: ChannelError| anyhow::anyhow!("channel {name}: {e}");
             let opened: Arc<dyn Channel> = match channel {
-                ChannelConfig::Kv { url } => {
-                    kv::open(name, url, &by_name).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?
-                }
-                ChannelConfig::Files { path } => {
-                    Arc::new(files::FilesChannel::open(name, path).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
-                }
+                ChannelConfig::Kv { url } => kv::open(name, url, &channels.by_name).map_err(fail)?,
+                ChannelConfig::Files { path } => Arc::new(files::FilesChannel::open(name, path).map_err(fail)?),
                 ChannelConfig::Sql { url } if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                    Arc::new(sql::PostgresChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
+                    Arc::new(sql::PostgresChannel::open(url).map_err(fail)?)
                 }
-                ChannelConfig::Sql { url } => {
-                    Arc::new(sql::SqliteChannel::open(url).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?)
+                ChannelConfig::Sql { url } => Arc::new(sql::SqliteChannel::open(url).map_err(fail)?),
+                ChannelConfig::Bus { url, outbox, stream, prefix, duplicate_window_s } => {
+                    let settings = bus::BusSettings {
+                        url: url.clone(),
+                        stream: stream.clone().unwrap_or_else(|| format!("SLUICE_{}", name.to_uppercase())),
+                        prefix: prefix.clone().unwrap_or_else(|| name.clone()),
+                        duplicate_window: std::time::Duration::from_secs(duplicate_window_s.unwrap_or(86_400)),
+                    };
+                    let opened = Arc::new(bus::BusChannel::open(name, settings, outbox, base(outbox)?).map_err(fail)?);
+                    channels.relays.push(RelayParts {
+                        channel: name.clone(),
+                        outbox: Arc::clone(opened.outbox()),
+                        deliver: opened.clone(),
+                        wake: Arc::clone(opened.wake()),
+                    });
+                    channels.buses.insert(name.clone(), Arc::clone(&opened));
+                    opened
+                }
+                ChannelConfig::HttpOut { outbox, base: url_base, tries, timeout_ms } => {
+                    let base_url = match url_base {
+                        Some(b) => Some(reqwest::Url::parse(b).map_err(|e| anyhow::anyhow!("channel {name}: base {b:?}: {e}"))?),
+                        None => None,
+                    };
+                    let settings = http_out::HttpOutSettings {
+                        base: base_url,
+                        tries: tries.unwrap_or(8).clamp(1, 100),
+                        timeout: std::time::Duration::from_millis(timeout_ms.unwrap_or(10_000).clamp(100, 120_000)),
+                    };
+                    let opened =
+                        Arc::new(http_out::HttpOutChannel::open(name, settings, outbox, base(outbox)?).map_err(fail)?);
+                    channels.relays.push(RelayParts {
+                        channel: name.clone(),
+                        outbox: Arc::clone(opened.outbox()),
+                        deliver: opened.clone(),
+                        wake: Arc::clone(opened.wake()),
+                    });
+                    opened
                 }
             };
-            by_name.insert(name.clone(), opened);
+            channels.by_name.insert(name.clone(), opened);
         }
-        Ok(Channels { by_name })
+        Ok(channels)
+    }
+
+    /// The `bus` channel called `name`, if there is one.
+    pub fn bus(&self, name: &str) -> Option<&Arc<bus::BusChannel>> {
+        self.buses.get(name)
+    }
+
+    /// The relays of the effect channels (`bus`, `http-out`), for `sluice
+    /// serve` to run.
+    pub fn relays(&self) -> &[RelayParts] {
+        &self.relays
     }
 
     /// Adds (or replaces) the channel `name`: for an embedder with a channel

@@ -56,13 +56,16 @@ impl Grants<'_> {
             Operation::Insert { table, .. } => (Access::Insert, table),
             Operation::Update { table, .. } => (Access::Update, table),
             Operation::Delete { table, .. } => (Access::Delete, table),
-            // The channel checks the service's own SQL, and a kv channel
-            // the key's prefix.
+            // The channel checks the service's own SQL, a kv channel the
+            // key's prefix, a bus the subject, http-out the destination.
             Operation::Execute { .. }
             | Operation::Set { .. }
             | Operation::Remove { .. }
             | Operation::Swap { .. }
-            | Operation::Increment { .. } => return Ok(()),
+            | Operation::Increment { .. }
+            | Operation::Publish { .. }
+            | Operation::Receipt { .. }
+            | Operation::Send { .. } => return Ok(()),
         };
         self.check_tables(channel, &[(access, table.to_lowercase())])
     }
@@ -84,6 +87,14 @@ impl Grants<'_> {
                 let (verb, manifest_key) = if *write { ("write", "keys") } else { ("read", "read-keys") };
                 self.denied(channel, &format!("{verb} key {key}"), &format!("{manifest_key} = [{key:?}]"))
             }
+            Denial::Subject(subject) => {
+                self.denied(channel, &format!("publish on subject {subject}"), &format!("subjects = [{subject:?}]"))
+            }
+            Denial::Destination { method, host } => self.denied(
+                channel,
+                &format!("send {method} requests to {host}"),
+                &format!("destinations = [\"{method} {host}\"]"),
+            ),
             Denial::Never(what) => {
                 Refusal::Denied(format!("{} may not {what} on channel {channel}; no grant allows it", self.service))
             }

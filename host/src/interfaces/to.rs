@@ -3,9 +3,10 @@
 
 use super::from::unknown_channel;
 use crate::bindings::sluice::service::to::Host;
+use crate::bindings::sluice::service::types::Request;
 use crate::bindings::{Error, Row, Value};
 use crate::channels::Caller;
-use crate::command::Operation;
+use crate::command::{Headers, Operation};
 use crate::limits::{Breach, size};
 use crate::state::ServiceView;
 
@@ -54,6 +55,21 @@ impl Host for ServiceView<'_> {
         self.enqueue(&channel, Operation::Increment { key, by })
     }
 
+    fn publish(
+        &mut self,
+        channel: String,
+        subject: String,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        self.enqueue(&channel, Operation::Publish { subject, payload, headers: Headers(headers) })
+    }
+
+    fn send(&mut self, channel: String, request: Request) -> wasmtime::Result<Result<u64, Error>> {
+        let Request { method, url, headers, body } = request;
+        self.enqueue(&channel, Operation::Send { method, url, headers: Headers(headers), body })
+    }
+
     fn expect(&mut self, ticket: u64, rows: u64) -> wasmtime::Result<Result<(), Error>> {
         let name = self.service().to_string();
         Ok(self.queue.expect(&name, ticket, rows).map_err(|why| Error::Invalid(format!("{name}: {why}"))))
@@ -78,7 +94,7 @@ impl ServiceView<'_> {
             return Ok(Err(Error::Invalid(format!("{name}: {m}"))));
         }
         if op.kind() != target.kind() {
-            let e = crate::channels::wrong_kind(target.kind(), &op.describe());
+            let e = crate::channels::wrong_kind(target.kind(), op.kind(), &op.describe());
             return Ok(Err(Error::Invalid(format!("{name} on {channel}: {e}"))));
         }
         let limits = &service.limits;

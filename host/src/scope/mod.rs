@@ -301,6 +301,24 @@ impl Scope {
         self.store.data().queue.commands()
     }
 
+    /// Queues the receipt of message `id` by `consumer` (a service's
+    /// subscription) on the `bus` channel `channel`, as the command of
+    /// `service`: the scope's save records that the message was handled,
+    /// in the same transaction as the handler's commands ([`crate::triggers`]).
+    pub fn queue_receipt(&mut self, service: &str, channel: &str, consumer: &str, id: &str) -> Result<(), ScopeError> {
+        self.check_open()?;
+        let scope = self.id();
+        let op = crate::command::Operation::Receipt { consumer: consumer.to_string(), id: id.to_string() };
+        let chain = vec![format!("{service}.handle")];
+        self.store.data_mut().queue.push(scope, service, chain, channel, op).map_err(|reason| ScopeError::Failed {
+            service: service.to_string(),
+            function: "handle".into(),
+            reason,
+            cause: Cause::Other,
+        })?;
+        Ok(())
+    }
+
     /// The services instantiated in this scope, in order.
     pub fn instantiated(&self) -> &[String] {
         &self.store.data().order

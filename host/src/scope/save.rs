@@ -88,6 +88,17 @@ impl Scope {
             committed.push(name);
         }
         self.stage = Stage::Settled("saved");
+        // Effect channels wake their relays: their rows are committed.
+        let channels = Arc::clone(&self.store.data().channels);
+        let mut woken: Vec<&str> = Vec::new();
+        for a in &report.applied {
+            if !woken.contains(&a.command.channel.as_str()) {
+                woken.push(&a.command.channel);
+                if let Some(channel) = channels.get(&a.command.channel) {
+                    channel.committed();
+                }
+            }
+        }
         for a in &report.applied {
             tracing::info!(scope = %scope, service = %a.command.service, round = a.round, "applied {} -> {}", a.command.describe(), a.outcome);
         }
@@ -230,7 +241,10 @@ impl Scope {
                     return Err(self.conflict(&open, &command.service, reason));
                 }
                 // Outcomes are only built for services that have an on-save hook.
-                if registry.service(&command.service).is_ok_and(|s| s.hooks.on_save.is_some()) {
+                // A receipt is the host's, not the service's.
+                if !matches!(command.op, crate::command::Operation::Receipt { .. })
+                    && registry.service(&command.service).is_ok_and(|s| s.hooks.on_save.is_some())
+                {
                     outcome_for(&mut by_service, &command, outcome);
                 }
                 applied.push(Applied { round, command, outcome });

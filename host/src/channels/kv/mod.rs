@@ -132,7 +132,7 @@ pub(crate) fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, Chan
             keys.write(key, Some(sum.to_string().into_bytes()))?;
             1
         }
-        other => return Err(super::wrong_kind(Kind::Kv, &other.describe())),
+        other => return Err(super::wrong_kind(Kind::Kv, other.kind(), &other.describe())),
     };
     Ok(Outcome::Affected(changed))
 }

@@ -152,7 +152,7 @@ impl Channel for TableKv {
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
         match op.key() {
             Some(key) => check_key(caller, key, true),
-            None => Err(crate::channels::wrong_kind(Kind::Kv, &op.describe())),
+            None => Err(crate::channels::wrong_kind(Kind::Kv, op.kind(), &op.describe())),
         }
     }
 
@@ -165,11 +165,11 @@ impl Channel for TableKv {
     }
 
     fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(crate::channels::wrong_kind(Kind::Kv, "query"))
+        Err(crate::channels::wrong_kind(Kind::Kv, Kind::Sql, "query"))
     }
 
     fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Err(crate::channels::wrong_kind(Kind::Kv, "execute"))
+        Err(crate::channels::wrong_kind(Kind::Kv, Kind::Sql, "execute"))
     }
 
     /// Never called by a save: the commands apply in the base channel's

@@ -261,7 +261,7 @@ struct SqliteTransaction {
 impl Transaction for SqliteTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         if op.kind() != crate::command::Kind::Sql {
-            return Err(super::wrong_kind(crate::command::Kind::Sql, &op.describe()));
+            return Err(super::wrong_kind(crate::command::Kind::Sql, op.kind(), &op.describe()));
         }
         let pooled =
             self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
@@ -370,7 +370,13 @@ fn statement(op: &Operation) -> (Cow<'_, str>, Vec<&Value>) {
         // The guest's text as it is: no copy per command.
         Operation::Execute { sql, params } => (Cow::Borrowed(sql.as_str()), params.iter().collect()),
         // Refused by `apply` before it builds a statement.
-        Operation::Set { .. } | Operation::Remove { .. } | Operation::Swap { .. } | Operation::Increment { .. } => {
+        Operation::Set { .. }
+        | Operation::Remove { .. }
+        | Operation::Swap { .. }
+        | Operation::Increment { .. }
+        | Operation::Publish { .. }
+        | Operation::Receipt { .. }
+        | Operation::Send { .. } => {
             (Cow::Borrowed(""), Vec::new())
         }
     }

@@ -328,7 +328,7 @@ impl PostgresTransaction {
 impl Transaction for PostgresTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         if op.kind() != Kind::Sql {
-            return Err(crate::channels::wrong_kind(Kind::Sql, &op.describe()));
+            return Err(crate::channels::wrong_kind(Kind::Sql, op.kind(), &op.describe()));
         }
         if !self.writes {
             return Err(ChannelError::Invalid("a snapshot applies no command".into()));
@@ -433,7 +433,13 @@ fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value
             sql.clone()
         }
         // Refused by `apply` before it builds a statement.
-        Operation::Set { .. } | Operation::Remove { .. } | Operation::Swap { .. } | Operation::Increment { .. } => {
+        Operation::Set { .. }
+        | Operation::Remove { .. }
+        | Operation::Swap { .. }
+        | Operation::Increment { .. }
+        | Operation::Publish { .. }
+        | Operation::Receipt { .. }
+        | Operation::Send { .. } => {
             String::new()
         }
     };

@@ -16,7 +16,7 @@ use postgres::Client;
 
 use super::{pg_error, quote};
 use crate::channels::ChannelError;
-use crate::manifest::{ChannelGrant, Tables};
+use crate::manifest::ChannelGrant;
 
 /// The roles this channel has set up, with the grant each was given.
 #[derive(Default)]
@@ -145,13 +145,10 @@ fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), pos
     for (privilege, set) in
         [("SELECT", &grant.reads), ("INSERT", &grant.inserts), ("UPDATE", &grant.updates), ("DELETE", &grant.deletes)]
     {
-        let named: Vec<String> = match set {
-            Tables::None => continue,
-            Tables::All => tables.iter().map(|t| format!("public.{}", quote(t))).collect(),
-            Tables::Some(_) => {
-                tables.iter().filter(|t| set.allows(t)).map(|t| format!("public.{}", quote(t))).collect()
-            }
-        };
+        // `allows` leaves out the host's own tables (`sluice_…`), even
+        // for `"*"`.
+        let named: Vec<String> =
+            tables.iter().filter(|t| set.allows(t)).map(|t| format!("public.{}", quote(t))).collect();
         if !named.is_empty() {
             script.push_str(&format!("GRANT {privilege} ON {} TO {quoted};", named.join(", ")));
         }

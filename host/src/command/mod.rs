@@ -6,10 +6,14 @@
 
 use serde::Serialize;
 
-use crate::bindings::{Row, Value};
-use std::collections::HashMap;
+mod effect;
+mod queue;
 
+use crate::bindings::{Row, Value};
 use crate::work::ScopeId;
+
+pub use effect::{Headers, check_method, check_subject};
+pub use queue::Queue;
 
 /// One queued write and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -103,6 +107,39 @@ pub enum Operation {
         /// What to add.
         by: i64,
     },
+    /// Publish a message on a `bus` channel once the save has committed.
+    Publish {
+        /// The subject, within the channel's subjects.
+        subject: String,
+        /// The message's bytes.
+        #[serde(serialize_with = "bytes_json")]
+        payload: Vec<u8>,
+        /// Its headers, in order.
+        headers: Headers,
+    },
+    /// Record, in the save, that a triggered service handled a message of
+    /// a `bus` channel: the host queues it for the scope a message runs,
+    /// never a service.
+    Receipt {
+        /// The subscription: `service/subject`.
+        consumer: String,
+        /// The message's id.
+        id: String,
+    },
+    /// Send an HTTP request through an `http-out` channel once the save has
+    /// committed.
+    Send {
+        /// The method: `POST`.
+        method: String,
+        /// Where to: an absolute `http(s)` URL, or a path under the
+        /// channel's `base`.
+        url: String,
+        /// Its headers, in order.
+        headers: Headers,
+        /// Its body.
+        #[serde(serialize_with = "bytes_json")]
+        body: Vec<u8>,
+    },
 }
 
 /// The families of commands, each applied by channels of one kind.
@@ -112,6 +149,11 @@ pub enum Kind {
     Sql,
     /// Keys: `set`, `remove`, `compare-and-swap`, `increment`.
     Kv,
+    /// Messages: `publish`, delivered after the save through the outbox.
+    Bus,
+    /// Outgoing HTTP requests: `send`, delivered after the save through the
+    /// outbox.
+    HttpOut,
 }
 
 impl Kind {
@@ -120,6 +162,8 @@ impl Kind {
         match self {
             Kind::Sql => "sql",
             Kind::Kv => "kv",
+            Kind::Bus => "bus",
+            Kind::HttpOut => "http-out",
         }
     }
 }
@@ -218,6 +262,18 @@ impl Operation {
             | Operation::Remove { key }
             | Operation::Swap { key, .. }
             | Operation::Increment { key, .. } => check_key(key),
+            Operation::Publish { subject, headers, .. } => {
+                check_subject(subject)?;
+                headers.check_message()
+            }
+            Operation::Receipt { .. } => Ok(()),
+            Operation::Send { method, url, headers, .. } => {
+                check_method(method)?;
+                if url.trim().is_empty() {
+                    return Err("the url is empty".into());
+                }
+                headers.check_request()
+            }
         }
     }
 
@@ -231,6 +287,8 @@ impl Operation {
             Operation::Set { .. } | Operation::Remove { .. } | Operation::Swap { .. } | Operation::Increment { .. } => {
                 Kind::Kv
             }
+            Operation::Publish { .. } | Operation::Receipt { .. } => Kind::Bus,
+            Operation::Send { .. } => Kind::HttpOut,
         }
     }
 
@@ -273,6 +331,16 @@ impl Operation {
                 format!("compare-and-swap {key} ({} to {})", state(expected), state(value))
             }
             Operation::Increment { key, by } => format!("increment {key} by {by}"),
+            Operation::Publish { subject, payload, .. } => format!("publish {subject} ({} bytes)", payload.len()),
+            Operation::Receipt { consumer, id } => format!("receipt of message {id} for {consumer}"),
+            Operation::Send { method, url, body, .. } => {
+                let mut url = url.clone();
+                if let Some((cut, _)) = url.char_indices().nth(DESCRIBED_SQL) {
+                    url.truncate(cut);
+                    url.push('…');
+                }
+                format!("send {method} {url} ({} bytes)", body.len())
+            }
         }
     }
 
@@ -291,6 +359,9 @@ impl Operation {
                 key.len() + expected.as_ref().map_or(1, Vec::len) + value.as_ref().map_or(1, Vec::len)
             }
             Operation::Increment { key, .. } => key.len() + 8,
+            Operation::Publish { subject, payload, headers } => subject.len() + payload.len() + headers.size(),
+            Operation::Send { method, url, headers, body } => method.len() + url.len() + headers.size() + body.len(),
+            Operation::Receipt { consumer, id } => consumer.len() + id.len(),
         }
     }
 }
@@ -348,128 +419,6 @@ fn check_row(what: &str, row: &Row) -> Result<(), String> {
         return Err(format!("{what} names column {dup:?} twice"));
     }
     Ok(())
-}
-
-/// The commands a scope has queued and not yet applied, in order.
-#[derive(Debug)]
-pub struct Queue {
-    commands: Vec<Command>,
-    next_ticket: u64,
-    /// Commands queued so far in this scope, per service (all rounds).
-    per_service: HashMap<String, usize>,
-    /// The bytes of every command queued so far in this scope (all rounds),
-    /// and the most it may hold (the host's `scope_queued_bytes`).
-    bytes: usize,
-    cap_bytes: usize,
-    /// Why nothing more may be queued, once the scope is saved or ending.
-    closed: Option<&'static str>,
-}
-
-impl Default for Queue {
-    /// A queue without a cap on its bytes.
-    fn default() -> Queue {
-        Queue::new(usize::MAX)
-    }
-}
-
-impl Queue {
-    /// Appends a command queued by `service` at the end of `chain` (the
-    /// calls that led to it, outermost first) and returns its ticket;
-    /// refuses when the queue is closed.
-    pub fn push(
-        &mut self,
-        scope: ScopeId,
-        service: &str,
-        chain: Vec<String>,
-        channel: &str,
-        op: Operation,
-    ) -> Result<u64, String> {
-        if let Some(why) = self.closed {
-            return Err(why.to_string());
-        }
-        self.bytes += op.size();
-        self.next_ticket += 1;
-        let ticket = self.next_ticket;
-        // Count without allocating a key for a service already counted.
-        match self.per_service.get_mut(service) {
-            Some(n) => *n += 1,
-            None => {
-                self.per_service.insert(service.to_string(), 1);
-            }
-        }
-        self.commands.push(Command {
-            scope,
-            ticket,
-            service: service.to_string(),
-            chain,
-            channel: channel.to_string(),
-            op,
-            expect: None,
-        });
-        Ok(ticket)
-    }
-
-    /// Makes the queued command `ticket`, queued by `service`, expect to
-    /// change exactly `rows` rows when applied.
-    pub fn expect(&mut self, service: &str, ticket: u64, rows: u64) -> Result<(), String> {
-        if let Some(why) = self.closed {
-            return Err(why.to_string());
-        }
-        let Some(command) = self.commands.iter_mut().find(|c| c.ticket == ticket && c.service == service) else {
-            return Err(format!(
-                "no command with ticket {ticket} queued by {service} waits to be applied (it may be another \
-                 service's, or applied in an earlier save round)"
-            ));
-        };
-        if matches!(command.op, Operation::Insert { .. }) {
-            return Err(format!(
-                "ticket {ticket} is an insert, which always adds one row; expect counts updates, deletes and executes"
-            ));
-        }
-        command.expect = Some(rows);
-        Ok(())
-    }
-
-    /// Counts `bytes` a scope holds for its save other than commands (the
-    /// reads it will check) against the same cap.
-    pub(crate) fn charge(&mut self, bytes: usize) {
-        self.bytes += bytes;
-    }
-
-    /// How many commands `service` has queued in this scope, in all rounds.
-    pub fn queued_by(&self, service: &str) -> usize {
-        self.per_service.get(service).copied().unwrap_or(0)
-    }
-
-    /// An empty queue that may hold `cap_bytes` of commands in all.
-    pub fn new(cap_bytes: usize) -> Queue {
-        Queue { commands: Vec::new(), next_ticket: 0, per_service: HashMap::new(), bytes: 0, cap_bytes, closed: None }
-    }
-
-    /// The bytes of every command queued in this scope, in all rounds.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// The most [`Queue::bytes`] may reach.
-    pub fn cap_bytes(&self) -> usize {
-        self.cap_bytes
-    }
-
-    /// The queued commands, oldest first.
-    pub fn commands(&self) -> &[Command] {
-        &self.commands
-    }
-
-    /// Removes and returns every queued command.
-    pub fn take(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.commands)
-    }
-
-    /// Refuses every later command with `why`.
-    pub(crate) fn close(&mut self, why: &'static str) {
-        self.closed = Some(why);
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,212 @@
+//! The `bus` channel kind: messages published on NATS JetStream after the
+//! save commits, through the [`outbox`](super::outbox).
+//!
+//! `to.publish` is checked as it is queued (the subject's form; a granted
+//! `subjects` prefix covers it) and, at save, written as an outbox row in
+//! the save transaction of the channel's `outbox` (a `sql` channel). The
+//! relay publishes each row on `PREFIX.SUBJECT` with the row's id as
+//! `Nats-Msg-Id`, so the stream stores it once even when a host dies
+//! between publishing and marking the row; the stream is created with a
+//! duplicate window of a day (`duplicate-window-s`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, OnceCell};
+
+use super::outbox::relay::{Deliver, Delivery, Failure};
+use super::outbox::{Entry, Outbox};
+use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction, wrong_kind};
+use crate::bindings::Value;
+use crate::command::{Kind, Operation, Outcome};
+
+/// How long a publish waits for the stream's acknowledgement.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a `bus` channel reaches its stream (`sluice.toml`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusSettings {
+    /// `nats://HOST:PORT`.
+    pub url: String,
+    /// The JetStream stream holding the channel's messages.
+    pub stream: String,
+    /// What subjects are prefixed with on the server: `PREFIX.SUBJECT`.
+    pub prefix: String,
+    /// How long the stream remembers message ids to drop repeats.
+    pub duplicate_window: Duration,
+}
+
+/// A `bus` channel.
+pub struct BusChannel {
+    name: String,
+    settings: BusSettings,
+    outbox: Arc<Outbox>,
+    wake: Arc<Notify>,
+    jetstream: OnceCell<async_nats::jetstream::Context>,
+}
+
+impl BusChannel {
+    /// The bus channel `name` with its outbox in the `sql` channel `base`
+    /// (called `base_name`), creating the outbox table if it is missing. It
+    /// connects to the server when it first needs to (in `sluice serve`).
+    pub fn open(
+        name: &str,
+        settings: BusSettings,
+        base_name: &str,
+        base: Arc<dyn Channel>,
+    ) -> Result<BusChannel, ChannelError> {
+        if !settings.url.starts_with("nats://") {
+            return Err(ChannelError::Invalid(format!("url {:?} is not nats://HOST:PORT", settings.url)));
+        }
+        crate::command::check_subject(&settings.prefix)
+            .map_err(|e| ChannelError::Invalid(format!("prefix {:?}: {e}", settings.prefix)))?;
+        let outbox = Arc::new(Outbox::open(name, base_name, base)?);
+        Ok(BusChannel {
+            name: name.to_string(),
+            settings,
+            outbox,
+            wake: Arc::new(Notify::new()),
+            jetstream: OnceCell::new(),
+        })
+    }
+
+    /// How the channel reaches its stream.
+    pub fn settings(&self) -> &BusSettings {
+        &self.settings
+    }
+
+    /// The outbox its messages wait in.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// What a relay's save wakes it with.
+    pub fn wake(&self) -> &Arc<Notify> {
+        &self.wake
+    }
+
+    /// The subject on the server of a service's `subject`.
+    pub fn wire_subject(&self, subject: &str) -> String {
+        format!("{}.{subject}", self.settings.prefix)
+    }
+
+    /// The JetStream context, connected and with the stream created, once.
+    pub async fn jetstream(&self) -> Result<&async_nats::jetstream::Context, String> {
+        self.jetstream
+            .get_or_try_init(|| async {
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(5))
+                    .connect(self.settings.url.trim_start_matches("nats://"))
+                    .await
+                    .map_err(|e| format!("cannot reach {}: {e}", self.settings.url))?;
+                let context = async_nats::jetstream::new(client);
+                context
+                    .get_or_create_stream(async_nats::jetstream::stream::Config {
+                        name: self.settings.stream.clone(),
+                        subjects: vec![format!("{}.>", self.settings.prefix)],
+                        duplicate_window: self.settings.duplicate_window,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| format!("stream {} on {}: {e}", self.settings.stream, self.settings.url))?;
+                Ok(context)
+            })
+            .await
+    }
+
+    async fn publish(&self, entry: &Entry) -> Result<(), Failure> {
+        let transient = |reason: String| Failure { reason, permanent: false };
+        let jetstream = self.jetstream().await.map_err(transient)?;
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, value) in &entry.headers.0 {
+            headers.append(name.as_str(), value.as_str());
+        }
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload(entry.body.clone().into())
+            .headers(headers)
+            .message_id(&entry.id);
+        let subject = self.wire_subject(&entry.target);
+        let ack = jetstream.send_publish(subject, message).await.map_err(|e| transient(e.to_string()))?;
+        tokio::time::timeout(PUBLISH_TIMEOUT, ack)
+            .await
+            .map_err(|_| transient("the stream did not acknowledge in time".into()))?
+            .map_err(|e| transient(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Deliver for BusChannel {
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> Delivery<'a> {
+        Box::pin(self.publish(entry))
+    }
+
+    /// A message is tried until the stream has it: none is ever dropped.
+    fn tries(&self) -> Option<u32> {
+        None
+    }
+
+    fn timeout(&self) -> Duration {
+        PUBLISH_TIMEOUT * 2
+    }
+
+    fn prepare(&self) -> Delivery<'_> {
+        Box::pin(async { self.jetstream().await.map(drop).map_err(|reason| Failure { reason, permanent: false }) })
+    }
+}
+
+impl Channel for BusChannel {
+    fn kind(&self) -> Kind {
+        Kind::Bus
+    }
+
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        let Operation::Publish { subject, .. } = op else {
+            return Err(wrong_kind(Kind::Bus, op.kind(), &op.describe()));
+        };
+        if caller.host || caller.grant.as_deref().is_some_and(|g| g.subjects.allows(subject)) {
+            return Ok(());
+        }
+        Err(ChannelError::Denied(Denial::Subject(subject.clone())))
+    }
+
+    fn shares(&self) -> Option<&str> {
+        Some(self.outbox.base_name())
+    }
+
+    fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
+        let (subject, payload, headers) = match op {
+            Operation::Publish { subject, payload, headers } => (subject, payload, headers),
+            // Only the host queues receipts (no `to` function makes one).
+            Operation::Receipt { consumer, id } => return self.outbox.receipt(tx, consumer, id, caller),
+            _ => return Err(wrong_kind(Kind::Bus, op.kind(), &op.describe())),
+        };
+        // Checked again: the grant may have changed since it was queued.
+        self.check_command(op, caller)?;
+        let service = caller.service.as_deref().unwrap_or("host");
+        self.outbox.insert(tx, service, subject, headers, payload, caller)
+    }
+
+    fn committed(&self) {
+        self.wake.notify_one();
+    }
+
+    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        Err(wrong_kind(Kind::Bus, Kind::Sql, "query"))
+    }
+
+    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
+        Err(wrong_kind(Kind::Bus, Kind::Sql, "execute"))
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        Err(ChannelError::Invalid(format!(
+            "channel {} applies its commands in the save transaction of {}",
+            self.name,
+            self.outbox.base_name()
+        )))
+    }
+
+    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        Err(ChannelError::Invalid(format!("a bus channel has no migrations; migrate {}", self.outbox.base_name())))
+    }
+}

@@ -1,0 +1,204 @@
+//! The `http-out` channel kind: HTTP requests sent after the save commits,
+//! through the [`outbox`](super::outbox).
+//!
+//! `to.send` is checked as it is queued: the method, the headers, the URL
+//! (absolute `http(s)`, or a path under the channel's `base`) and the
+//! manifest's `destinations` (method and host). At save the request is an
+//! outbox row in the save transaction of the channel's `outbox`; the relay
+//! sends it with `Idempotency-Key: <row id>`, the same on every try, never
+//! following a redirect. A 2xx answer delivers it; a 5xx, 408, 425 or 429
+//! answer, or no answer, is tried again with backoff up to `tries`; any
+//! other answer makes the row dead at once. The row's `state`, `tries` and
+//! `last_error` in `sluice_outbox` (and `sluice outbox CHANNEL`) say where
+//! each request is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::sync::Notify;
+
+use super::outbox::relay::{Deliver, Delivery, Failure};
+use super::outbox::{Entry, Outbox};
+use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction, wrong_kind};
+use crate::bindings::Value;
+use crate::command::{Kind, Operation, Outcome};
+
+/// How an `http-out` channel sends (`sluice.toml`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpOutSettings {
+    /// What a request URL that is a path is relative to.
+    pub base: Option<Url>,
+    /// Tries of one request before it is dead.
+    pub tries: u32,
+    /// The longest one try may take.
+    pub timeout: Duration,
+}
+
+/// An `http-out` channel.
+pub struct HttpOutChannel {
+    name: String,
+    settings: HttpOutSettings,
+    outbox: Arc<Outbox>,
+    wake: Arc<Notify>,
+    client: reqwest::Client,
+}
+
+impl HttpOutChannel {
+    /// The channel `name` with its outbox in the `sql` channel `base_name`.
+    pub fn open(
+        name: &str,
+        settings: HttpOutSettings,
+        base_name: &str,
+        base: Arc<dyn Channel>,
+    ) -> Result<HttpOutChannel, ChannelError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ChannelError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let outbox = Arc::new(Outbox::open(name, base_name, base)?);
+        Ok(HttpOutChannel { name: name.to_string(), settings, outbox, wake: Arc::new(Notify::new()), client })
+    }
+
+    /// The outbox its requests wait in.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// What a save wakes its relay with.
+    pub fn wake(&self) -> &Arc<Notify> {
+        &self.wake
+    }
+
+    /// The absolute URL a request names: itself, or a path under `base`.
+    fn resolve(&self, url: &str) -> Result<Url, ChannelError> {
+        let invalid = |why: String| ChannelError::Invalid(format!("url {url:?}: {why}"));
+        let resolved = match (&self.settings.base, url.starts_with('/')) {
+            (Some(base), true) => base.join(url.trim_start_matches('/')).map_err(|e| invalid(e.to_string()))?,
+            (None, true) => {
+                return Err(invalid(format!("channel {} has no base; give an absolute http(s) URL", self.name)));
+            }
+            (_, false) => Url::parse(url).map_err(|e| invalid(e.to_string()))?,
+        };
+        if !matches!(resolved.scheme(), "http" | "https") {
+            return Err(invalid("only http and https are sent".into()));
+        }
+        if !resolved.username().is_empty() || resolved.password().is_some() {
+            return Err(invalid("credentials in the URL are refused; send them in a header".into()));
+        }
+        if resolved.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("it names no host".into()));
+        }
+        Ok(resolved)
+    }
+
+    async fn send(&self, entry: &Entry) -> Result<(), Failure> {
+        let permanent = |reason: String| Failure { reason, permanent: true };
+        let (method, url) = entry.target.split_once(' ').ok_or_else(|| permanent("a malformed row".into()))?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| permanent(e.to_string()))?;
+        let mut request = self.client.request(method, url).header("Idempotency-Key", &entry.id);
+        for (name, value) in &entry.headers.0 {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let answer = request
+            .body(entry.body.clone())
+            .send()
+            .await
+            .map_err(|e| Failure { reason: error_chain(&e), permanent: false })?;
+        let status = answer.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let again = status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429);
+        Err(Failure { reason: format!("the receiver answered {status}"), permanent: !again })
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Deliver for HttpOutChannel {
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> Delivery<'a> {
+        Box::pin(self.send(entry))
+    }
+
+    fn tries(&self) -> Option<u32> {
+        Some(self.settings.tries)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+}
+
+impl Channel for HttpOutChannel {
+    fn kind(&self) -> Kind {
+        Kind::HttpOut
+    }
+
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        let Operation::Send { method, url, .. } = op else {
+            return Err(wrong_kind(Kind::HttpOut, op.kind(), &op.describe()));
+        };
+        let url = self.resolve(url)?;
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(0);
+        if caller.host || caller.grant.as_deref().is_some_and(|g| g.destinations.allows(method, host, port)) {
+            return Ok(());
+        }
+        Err(ChannelError::Denied(Denial::Destination { method: method.clone(), host: format!("{host}:{port}") }))
+    }
+
+    fn shares(&self) -> Option<&str> {
+        Some(self.outbox.base_name())
+    }
+
+    fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
+        let Operation::Send { method, url, headers, body } = op else {
+            return Err(wrong_kind(Kind::HttpOut, op.kind(), &op.describe()));
+        };
+        // Checked again: the grant (or the base) may have changed since.
+        self.check_command(op, caller)?;
+        let target = format!("{method} {}", self.resolve(url)?);
+        let service = caller.service.as_deref().unwrap_or("host");
+        self.outbox.insert(tx, service, &target, headers, body, caller)
+    }
+
+    fn committed(&self) {
+        self.wake.notify_one();
+    }
+
+    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        Err(wrong_kind(Kind::HttpOut, Kind::Sql, "query"))
+    }
+
+    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
+        Err(wrong_kind(Kind::HttpOut, Kind::Sql, "execute"))
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        Err(ChannelError::Invalid(format!(
+            "channel {} applies its commands in the save transaction of {}",
+            self.name,
+            self.outbox.base_name()
+        )))
+    }
+
+    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        Err(ChannelError::Invalid(format!(
+            "an http-out channel has no migrations; migrate {}",
+            self.outbox.base_name()
+        )))
+    }
+}

@@ -1,0 +1,192 @@
+//! The relay: a task of `sluice serve` per effect channel that claims due
+//! outbox rows, delivers them, and marks each delivered, to be tried again
+//! after a backoff, or dead after the channel's tries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::{Entry, Outbox};
+
+/// How many rows one claim takes; they are delivered at once.
+const BATCH: u32 = 32;
+
+/// How often a relay with nothing to do looks again (for rows of other
+/// hosts, and rows whose retry is due); a save of this host wakes it at once.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The first retry's delay; each later one doubles, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long delivered rows are kept for reading their status.
+const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Why one delivery failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// For people and the row's `last_error`.
+    pub reason: String,
+    /// Whether trying again cannot help (a 4xx answer): the row is dead at
+    /// once.
+    pub permanent: bool,
+}
+
+/// A future of one delivery.
+pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'a>>;
+
+/// What an effect channel does with one claimed row.
+pub trait Deliver: Send + Sync + 'static {
+    /// Delivers `entry` once; done when the receiver has it.
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> Delivery<'a>;
+    /// How many tries a row gets before it is dead; `None`: it is tried
+    /// until it is delivered.
+    fn tries(&self) -> Option<u32>;
+    /// The longest one delivery may take.
+    fn timeout(&self) -> Duration;
+    /// Readies the receiver before the first claim (a bus connects and
+    /// creates its stream, so that services subscribed to it find it).
+    fn prepare(&self) -> Delivery<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What a relay has done, for `/metrics` and the tests.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Rows delivered.
+    pub delivered: AtomicU64,
+    /// Tries that failed (and will be tried again, or are dead).
+    pub failed: AtomicU64,
+    /// Rows that went dead.
+    pub dead: AtomicU64,
+}
+
+/// One effect channel's relay.
+pub struct Relay {
+    /// The channel's name, for logs.
+    pub channel: String,
+    /// Its rows.
+    pub outbox: Arc<Outbox>,
+    /// Its deliveries.
+    pub deliver: Arc<dyn Deliver>,
+    /// Notified when a save of this host committed rows.
+    pub wake: Arc<Notify>,
+    /// What it has done.
+    pub counts: Arc<Counts>,
+}
+
+impl Relay {
+    /// Runs until the task is dropped: claim, deliver, mark, repeat.
+    pub async fn run(self, owner: String) {
+        let lease = self.deliver.timeout() * 2 + Duration::from_secs(5);
+        let mut pruned = Instant::now();
+        while let Err(e) = self.deliver.prepare().await {
+            tracing::warn!(channel = %self.channel, "{}; trying again in 2 s", e.reason);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        loop {
+            let outbox = Arc::clone(&self.outbox);
+            let who = owner.clone();
+            let claimed = tokio::task::spawn_blocking(move || outbox.claim(&who, BATCH, lease)).await;
+            let entries = match claimed {
+                Ok(Ok(entries)) => entries,
+                Ok(Err(e)) => {
+                    tracing::warn!(channel = %self.channel, "the outbox could not be read: {e}; trying again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(channel = %self.channel, "the outbox claim failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if entries.is_empty() {
+                if pruned.elapsed() > PRUNE_EVERY {
+                    pruned = Instant::now();
+                    let outbox = Arc::clone(&self.outbox);
+                    let _ = tokio::task::spawn_blocking(move || outbox.prune(KEEP_DELIVERED)).await;
+                }
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                }
+                continue;
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for entry in entries {
+                let deliver = Arc::clone(&self.deliver);
+                let outbox = Arc::clone(&self.outbox);
+                let counts = Arc::clone(&self.counts);
+                let channel = self.channel.clone();
+                tasks.spawn(async move {
+                    let timeout = deliver.timeout();
+                    let result = match tokio::time::timeout(timeout, deliver.deliver(&entry)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(Failure {
+                            reason: format!("no answer within {} ms", timeout.as_millis()),
+                            permanent: false,
+                        }),
+                    };
+                    let tries = deliver.tries();
+                    tokio::task::spawn_blocking(move || mark(&outbox, &channel, &entry, result, tries, &counts)).await
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Records the result of delivering `entry`.
+fn mark(outbox: &Outbox, channel: &str, entry: &Entry, result: Result<(), Failure>, tries: Option<u32>, counts: &Counts) {
+    let marked = match result {
+        Ok(()) => {
+            counts.delivered.fetch_add(1, Ordering::Relaxed);
+            outbox.delivered(&entry.id)
+        }
+        Err(failure) => {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            let spent = tries.is_some_and(|n| entry.tries >= n);
+            if failure.permanent || spent {
+                counts.dead.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(channel, id = %entry.id, service = %entry.service, "{} is dead after {} tries: {}", entry.target, entry.tries, failure.reason);
+                outbox.failed(&entry.id, &failure.reason, None)
+            } else {
+                let after = backoff(entry.tries);
+                tracing::info!(channel, id = %entry.id, service = %entry.service, "{} failed (try {}): {}; again in {} ms", entry.target, entry.tries, failure.reason, after.as_millis());
+                outbox.failed(&entry.id, &failure.reason, Some(after))
+            }
+        }
+    };
+    if let Err(e) = marked {
+        // The lease runs out and the row is tried again: never lost.
+        tracing::warn!(channel, id = %entry.id, "the outbox row could not be marked: {e}");
+    }
+}
+
+/// The delay before try `tries + 1`: doubling from [`FIRST_BACKOFF`] up to
+/// [`MAX_BACKOFF`], with up to a tenth more at random so that rows failed
+/// together spread out.
+pub fn backoff(tries: u32) -> Duration {
+    let base = FIRST_BACKOFF.saturating_mul(1u32 << tries.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * base.as_millis() as u64 / 2550;
+    base + Duration::from_millis(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        assert!(backoff(1) >= FIRST_BACKOFF && backoff(1) < FIRST_BACKOFF * 2);
+        assert!(backoff(3) >= FIRST_BACKOFF * 4);
+        assert!(backoff(40) >= MAX_BACKOFF && backoff(40) <= MAX_BACKOFF + MAX_BACKOFF / 10);
+    }
+}

@@ -1,0 +1,128 @@
+//! The checks of the effect commands (`publish`, `send`) that need no
+//! channel: a subject's form, a method, headers a service may set.
+
+use serde::Serialize;
+
+pub use crate::manifest::check_method;
+
+/// The longest subject a `publish` may name.
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
+/// The most headers one message or request may carry.
+pub const MAX_HEADERS: usize = 64;
+
+/// Request headers the host sets itself, or that belong to the connection:
+/// a service may not set them.
+const HOST_REQUEST_HEADERS: [&str; 11] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "idempotency-key",
+];
+
+/// A message's or request's headers, in order: `(name, value)`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    /// Their bytes, names and values.
+    pub fn size(&self) -> usize {
+        self.0.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+
+    /// Checks a message's headers: well formed, and none of the `Nats-`
+    /// headers, which steer JetStream (`Nats-Msg-Id` is the host's).
+    pub fn check_message(&self) -> Result<(), String> {
+        self.check_form()?;
+        if let Some((name, _)) = self.0.iter().find(|(n, _)| n.to_ascii_lowercase().starts_with("nats-")) {
+            return Err(format!("header {name:?} is reserved: Nats- headers steer the server, and the host sets them"));
+        }
+        Ok(())
+    }
+
+    /// Checks a request's headers: well formed, and none the host or the
+    /// connection owns (`Host`, `Content-Length`, `Idempotency-Key` …).
+    pub fn check_request(&self) -> Result<(), String> {
+        self.check_form()?;
+        if let Some((name, _)) = self.0.iter().find(|(n, _)| HOST_REQUEST_HEADERS.contains(&&*n.to_ascii_lowercase()))
+        {
+            return Err(format!("header {name:?} is set by the host; a service may not set it"));
+        }
+        Ok(())
+    }
+
+    fn check_form(&self) -> Result<(), String> {
+        if self.0.len() > MAX_HEADERS {
+            return Err(format!("{} headers; at most {MAX_HEADERS} are allowed", self.0.len()));
+        }
+        for (name, value) in &self.0 {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(format!("header name {name:?} is not a token (letters, digits and !#$%&'*+-.^_`|~)"));
+            }
+            if value.chars().any(|c| c == '\r' || c == '\n' || c == '\0') {
+                return Err(format!("header {name:?} has a line break or NUL in its value"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a subject to publish on: dot-separated tokens of printable ASCII,
+/// none empty, no wildcard (`*`, `>`), at most [`MAX_SUBJECT_BYTES`].
+pub fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("the subject is empty".into());
+    }
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(format!("the subject is {} bytes; at most {MAX_SUBJECT_BYTES} are allowed", subject.len()));
+    }
+    if !subject.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("subject {subject:?} has a space or a character that is not printable ASCII"));
+    }
+    for token in subject.split('.') {
+        if token.is_empty() {
+            return Err(format!("subject {subject:?} has an empty token (two dots, or a dot at an end)"));
+        }
+        if token == "*" || token == ">" {
+            return Err(format!("subject {subject:?} has a wildcard; a message is published on one subject"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_plain_tokens() {
+        assert!(check_subject("orders.placed").is_ok());
+        for bad in ["", "orders..placed", ".orders", "orders.*", "orders.>", "a b", "é"] {
+            assert!(check_subject(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_subject(&"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn headers_the_host_owns_are_refused() {
+        let one = |n: &str, v: &str| Headers(vec![(n.into(), v.into())]);
+        assert!(one("content-type", "application/json").check_request().is_ok());
+        assert!(one("Idempotency-Key", "x").check_request().is_err());
+        assert!(one("Host", "x").check_request().is_err());
+        assert!(one("x-a", "b\r\nHost: evil").check_request().is_err());
+        assert!(one("bad name", "x").check_request().is_err());
+        assert!(one("Nats-Msg-Id", "x").check_message().is_err());
+        assert!(one("trace", "x").check_message().is_ok());
+        assert!(check_method("POST").is_ok());
+        assert!(check_method("post").is_err());
+        assert!(check_method("CONNECT").is_err());
+    }
+}
