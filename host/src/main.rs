@@ -220,6 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     options.scopes = sluice_host::config::ScopeSettings { isolation: cli.isolation, retries: cli.retries };
     let host = Host::open(&options)?;
+    let owner = sluice_host::triggers::owner(&options);
     for failure in host.registry().failures() {
         eprintln!("warning: skipped {}", failure.error);
     }
@@ -248,7 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout };
             let stop =
                 Stop { unready: Duration::from_secs(unready_seconds), drain: Duration::from_secs(drain_seconds) };
-            serve(host, listen, options, !no_watch, stop)
+            serve(host, &owner, listen, options, !no_watch, stop)
         }
     }
 }
@@ -469,6 +470,7 @@ struct Stop {
 
 fn serve(
     host: Host,
+    owner: &str,
     listen: std::net::SocketAddr,
     options: ServeOptions,
     watch: bool,
@@ -488,7 +490,7 @@ fn serve(
         let _watcher = if watch { Some(Watcher::start(Arc::clone(&host))?) } else { None };
         // The outbox relays and the services run by messages; dropped (and
         // so stopped) when serving ends.
-        let _background = sluice_host::triggers::start(Arc::clone(&host));
+        let _background = sluice_host::triggers::start(Arc::clone(&host), owner);
         let registry = host.registry();
         let names: Vec<&str> = registry.services().map(|s| s.name.as_str()).collect();
         // The first line is for programs (tests read the port from it).

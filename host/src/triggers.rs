@@ -37,8 +37,11 @@ use crate::scope::{Answer, Ending, Mode, ScopeError};
 const RECONCILE: Duration = Duration::from_secs(1);
 
 /// How long the server waits for an ack before it delivers a message
-/// again: longer than any scope may run.
-const ACK_WAIT: Duration = Duration::from_secs(120);
+/// again; a scope still running tells it to wait longer every
+/// [`PROGRESS`], so this bounds only how late a message held by a host
+/// that died is delivered again.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+const PROGRESS: Duration = Duration::from_secs(3);
 
 /// The relays and subscriptions of one host; dropping it stops them.
 pub struct Background {
@@ -55,12 +58,25 @@ impl Drop for Background {
     }
 }
 
+/// The name this host claims outbox rows under: the machine and the
+/// host's services, data and configuration, so that the same host started
+/// again takes up the rows it held when it stopped (two processes started
+/// with the very same options share it, and may then deliver a row twice,
+/// which the receivers drop by its id).
+pub fn owner(options: &crate::HostOptions) -> String {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let mut hasher = std::hash::DefaultHasher::new();
+    for path in [Some(&options.services), Some(&options.data_dir), options.config.as_ref()].into_iter().flatten() {
+        std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).hash(&mut hasher);
+    }
+    format!("{machine}:{:016x}", hasher.finish())
+}
+
 /// Starts the relays and the subscriptions of `host` on the current tokio
-/// runtime.
-pub fn start(host: Arc<Host>) -> Background {
-    // Leases name the process: a restarted host is another owner, and waits
-    // for the leases of the one that died to run out.
-    let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+/// runtime; `owner` names the leases of its relays ([`owner`]).
+pub fn start(host: Arc<Host>, owner: &str) -> Background {
     let mut background = Background { tasks: Vec::new(), relays: BTreeMap::new() };
     for parts in host.channels().relays() {
         let counts = Arc::new(Counts::default());
@@ -72,7 +88,7 @@ pub fn start(host: Arc<Host>) -> Background {
             wake: Arc::clone(&parts.wake),
             counts,
         };
-        background.tasks.push(tokio::spawn(relay.run(owner.clone())));
+        background.tasks.push(tokio::spawn(relay.run(owner.to_string())));
     }
     background.tasks.push(tokio::spawn(reconcile(host)));
     background
@@ -242,9 +258,16 @@ async fn handle(
     let (service, channel, consumer_id) = (key.service.clone(), key.channel.clone(), consumer.to_string());
     let message_id = incoming.id.clone();
     let argument = incoming.val();
-    let outcome = tokio::task::spawn_blocking(move || run(&run_host, &service, &channel, &consumer_id, &message_id, argument))
-        .await
-        .unwrap_or_else(|e| Err(format!("the host thread running the scope failed: {e}")));
+    let mut running =
+        tokio::task::spawn_blocking(move || run(&run_host, &service, &channel, &consumer_id, &message_id, argument));
+    let outcome = loop {
+        tokio::select! {
+            done = &mut running => break done.unwrap_or_else(|e| Err(format!("the host thread running the scope failed: {e}"))),
+            () = tokio::time::sleep(PROGRESS) => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
     let acked = match outcome {
         Ok(()) => message.ack().await,
         Err(why) if delivery >= key.tries => {

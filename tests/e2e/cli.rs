@@ -30,8 +30,9 @@ fn list_shows_functions_and_types() {
     assert_eq!(orders["functions"][0]["params"][2]["type"], "u32");
     assert_eq!(orders["calls"][0]["service"], "inventory");
     assert_eq!(orders["hooks"], serde_json::json!(["init", "on-save", "on-finally", "dispose"]));
+    assert_eq!(orders["grants"][0], "events: publishes on orders.");
     assert_eq!(
-        orders["grants"][0],
+        orders["grants"][1],
         "main: reads orders, products; inserts clearings, order_events, orders; updates orders; relaxed reads of products"
     );
     assert_eq!(orders["limits"]["deadline-ms"], 10_000);

@@ -3,6 +3,7 @@
 
 mod channels;
 mod cli;
+mod crash;
 mod costs;
 mod discovery;
 mod edge;

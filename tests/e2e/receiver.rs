@@ -74,6 +74,10 @@ fn answer(stream: std::net::TcpStream, state: &Mutex<State>) -> std::io::Result<
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string());
+    if method.is_empty() {
+        // The connection closed before a request (a sender that died).
+        return Ok(());
+    }
     let mut headers = Vec::new();
     loop {
         let mut header = String::new();

@@ -13,6 +13,8 @@
 //! - A save stages each write as a file beside its target
 //!   (`.sluice-stage-…`), renames the staged files into place at commit, in
 //!   queue order, and removes them when the save rolls back.
+//! - Staged files a dead host left are removed when the channel opens
+//!   (their process no longer runs here, or they are over an hour old).
 //! - It commits after the data channels ([`CommitStage::Effects`]): a file
 //!   appears only once the rows it goes with are durable. One save at a time
 //!   per channel within this host, so what a save checked holds to its
@@ -35,6 +37,39 @@ use crate::command::{Kind, Operation, Outcome};
 /// The prefix of staged files: no path may have a component starting with it.
 const STAGE: &str = ".sluice-stage-";
 
+/// How old a staged file of a live process must be before it counts as
+/// left over.
+const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the staged files a host left when it died (killed between
+/// staging and commit): those of a process that no longer runs on this
+/// machine, and any over an hour old. Their saves never committed them; the
+/// targets were never touched (a rename is the only write to a target).
+fn sweep(dir: &Dir, at: &str) {
+    let Ok(entries) = (if at.is_empty() { dir.entries() } else { dir.read_dir(at) }) else { return };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        let path = if at.is_empty() { name.clone() } else { format!("{at}/{name}") };
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            sweep(dir, &path);
+            continue;
+        }
+        let Some(rest) = name.strip_prefix(STAGE) else { continue };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|pid| {
+            pid != std::process::id() && std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.into_std().elapsed().ok()).is_some_and(|age| age > STALE);
+        if gone || old || pid.is_none() {
+            match dir.remove_file(&path) {
+                Ok(()) => tracing::info!("removed {path}, staged by a save that never committed"),
+                Err(e) => tracing::warn!("cannot remove the left-over {path}: {e}"),
+            }
+        }
+    }
+}
+
 /// A directory used as a `files` channel.
 pub struct FilesChannel {
     name: String,
@@ -51,6 +86,7 @@ impl FilesChannel {
             .map_err(|e| ChannelError::Unavailable(format!("cannot create {}: {e}", root.display())))?;
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| ChannelError::Unavailable(format!("cannot open {}: {e}", root.display())))?;
+        sweep(&dir, "");
         Ok(FilesChannel { name: name.to_string(), root, dir: Arc::new(dir), turns: Turns::new(1) })
     }
 
@@ -267,7 +303,8 @@ impl FilesTransaction {
                 if !parent.is_empty() {
                     self.dir.create_dir_all(parent).map_err(|e| io_error(parent, e))?;
                 }
-                let name = format!("{STAGE}{}-{file}", uuid::Uuid::new_v4().simple());
+                // The process id says, after a crash, whose file it was.
+                let name = format!("{STAGE}{}-{}-{file}", std::process::id(), uuid::Uuid::new_v4().simple());
                 let staged = if parent.is_empty() { name } else { format!("{parent}/{name}") };
                 self.dir.write(&staged, bytes).map_err(|e| io_error(path, e))?;
                 Some(staged)

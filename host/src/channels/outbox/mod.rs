@@ -77,6 +77,8 @@ const RETRY: &str = "UPDATE sluice_outbox SET next_ms = ?1, last_error = ?2, lea
                      lease_until_ms = NULL WHERE id = ?3 AND state = 'pending'";
 const DEAD: &str = "UPDATE sluice_outbox SET state = 'dead', done_ms = ?1, last_error = ?2, lease_owner = NULL, \
                     lease_until_ms = NULL WHERE id = ?3 AND state = 'pending'";
+const RELEASE: &str = "UPDATE sluice_outbox SET lease_owner = NULL, lease_until_ms = NULL \
+                       WHERE channel = ?1 AND lease_owner = ?2 AND state = 'pending'";
 const PRUNE: &str = "DELETE FROM sluice_outbox WHERE channel = ?1 AND state = 'delivered' AND done_ms < ?2";
 const STATUS: &str = "SELECT id, service, target, state, tries, created_ms, done_ms, last_error FROM sluice_outbox \
                       WHERE channel = ?1 ORDER BY created_ms DESC, id LIMIT ?2";
@@ -211,6 +213,13 @@ impl Outbox {
             }
             None => self.update(DEAD, vec![Value::Integer(now_ms()), reason, text(id)]),
         }
+    }
+
+    /// Gives back the leases `owner` holds: a host that starts again under
+    /// the same name takes up at once the rows it had claimed when it died,
+    /// instead of waiting for their leases to run out.
+    pub fn release(&self, owner: &str) -> Result<(), ChannelError> {
+        self.update(RELEASE, vec![text(&self.channel), text(owner)])
     }
 
     /// Deletes the rows delivered more than `keep` ago.

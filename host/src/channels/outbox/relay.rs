@@ -86,6 +86,11 @@ impl Relay {
     pub async fn run(self, owner: String) {
         let lease = self.deliver.timeout() * 2 + Duration::from_secs(5);
         let mut pruned = Instant::now();
+        let outbox = Arc::clone(&self.outbox);
+        let me = owner.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || outbox.release(&me)).await {
+            tracing::warn!(channel = %self.channel, "the leases of an earlier run could not be given back: {e}");
+        }
         while let Err(e) = self.deliver.prepare().await {
             tracing::warn!(channel = %self.channel, "{}; trying again in 2 s", e.reason);
             tokio::time::sleep(Duration::from_secs(2)).await;
