@@ -58,12 +58,18 @@ impl Drop for Background {
     }
 }
 
-/// The name this host claims outbox rows under: the machine and the
-/// host's services, data and configuration, so that the same host started
+/// The name this host claims outbox rows under: `SLUICE_HOST_ID` when set
+/// (give each of several hosts that share their directories its own), else
+/// the machine and the host's services, data and configuration, so that the same host started
 /// again takes up the rows it held when it stopped (two processes started
 /// with the very same options share it, and may then deliver a row twice,
 /// which the receivers drop by its id).
 pub fn owner(options: &crate::HostOptions) -> String {
+    if let Ok(id) = std::env::var("SLUICE_HOST_ID")
+        && !id.trim().is_empty()
+    {
+        return id.trim().to_string();
+    }
     let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());

@@ -11,13 +11,13 @@ use crate::support::{Fixture, repo, skip_without, text};
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// A database of one test's own, dropped when it goes.
-struct Database {
+pub(crate) struct Database {
     name: String,
 }
 
 impl Database {
     /// A new empty database, or `None` (after saying why) without a server.
-    fn new() -> Option<Database> {
+    pub(crate) fn new() -> Option<Database> {
         let mut admin = match Client::connect(&format!("{SERVER}/test"), NoTls) {
             Ok(client) => client,
             Err(e) => {
@@ -30,7 +30,7 @@ impl Database {
         Some(Database { name })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{SERVER}/{}", self.name)
     }
 

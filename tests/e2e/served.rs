@@ -23,8 +23,14 @@ impl Fixture {
     /// Starts `sluice serve` on this fixture's services and data, with
     /// `extra` arguments after `serve`, and waits until it listens.
     pub fn serve(&self, extra: &[&str]) -> Served {
+        self.serve_env(&[], extra)
+    }
+
+    /// [`Fixture::serve`] with extra environment variables.
+    pub fn serve_env(&self, env: &[(&str, &str)], extra: &[&str]) -> Served {
         let mut child = self
             .command()
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)

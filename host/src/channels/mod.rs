@@ -321,6 +321,15 @@ pub trait Channel: Send + Sync {
         self.begin()
     }
 
+    /// Starts a transaction for the host's own bookkeeping (the outbox's
+    /// claims and marks): short, on rows no scope reads, so it needs no more
+    /// than the engine's default isolation, and it takes no turn of the
+    /// saves (PostgreSQL: `READ COMMITTED`). Kinds without such a level
+    /// begin as a save does.
+    fn begin_host(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        self.begin()
+    }
+
     /// Starts a transaction that only reads: one consistent snapshot for
     /// checking a scope that queued no command, without holding off other
     /// saves. [`Transaction::apply`] on it fails. Kinds without snapshots

@@ -237,16 +237,31 @@ impl Outbox {
     }
 
     fn update(&self, sql: &str, params: Vec<Value>) -> Result<(), ChannelError> {
-        self.host_tx(|tx, host| tx.apply(&Operation::Execute { sql: sql.into(), params }, host).map(drop))
+        self.host_tx(|tx, host| {
+            tx.apply(&Operation::Execute { sql: sql.into(), params: params.clone() }, host).map(drop)
+        })
     }
 
-    /// Runs `work` in a transaction of the base as the host, and commits.
-    fn host_tx<T>(&self, work: impl FnOnce(&mut dyn Transaction, &Caller) -> Result<T, ChannelError>) -> Result<T, ChannelError> {
-        let host = Caller::host(Instant::now() + Duration::from_secs(10));
-        let mut tx = self.base.begin()?;
-        let done = work(tx.as_mut(), &host)?;
-        tx.commit()?;
-        Ok(done)
+    /// Runs `work` in a bookkeeping transaction of the base as the host
+    /// ([`Channel::begin_host`]), and commits; a conflict with another
+    /// host's bookkeeping is tried again, up to five times.
+    fn host_tx<T>(&self, work: impl Fn(&mut dyn Transaction, &Caller) -> Result<T, ChannelError>) -> Result<T, ChannelError> {
+        let mut tries = 0;
+        loop {
+            let host = Caller::host(Instant::now() + Duration::from_secs(10));
+            let attempt = self.base.begin_host().and_then(|mut tx| {
+                let done = work(tx.as_mut(), &host)?;
+                tx.commit()?;
+                Ok(done)
+            });
+            match attempt {
+                Err(ChannelError::Conflict(_)) if tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(5 * tries));
+                }
+                other => return other,
+            }
+        }
     }
 }
 

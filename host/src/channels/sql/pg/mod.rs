@@ -143,6 +143,14 @@ impl Channel for PostgresChannel {
         self.start(self.turns.all()?)
     }
 
+    /// `READ COMMITTED`, outside the turns: the outbox's claims (`FOR
+    /// UPDATE SKIP LOCKED`) and marks.
+    fn begin_host(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
+        client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").map_err(pg_error)?;
+        Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: true, _turn: None }))
+    }
+
     /// One consistent snapshot that takes no locks.
     fn snapshot(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
