@@ -6,7 +6,7 @@ components := target / "components"
 # The venv with the Python tools the tests use.
 venv := target / "venv"
 # The example services, served by `just run`.
-examples := "orders products inventory api cart"
+examples := "orders products inventory api cart notifications"
 
 # List the recipes.
 default:
@@ -69,6 +69,14 @@ test: guests polyglot tools
     SLUICE_COMPONENTS={{components}} SLUICE_VENV={{venv}} cargo test --workspace
     cargo build --benches -p sluice-host
     cd guests && cargo test --target-dir {{target}}/guests-native
+
+# The crash test of the outbox at full length: 50 SIGKILLs of `sluice
+# serve` under a load of orders, each followed by a restart on the same
+# database and stream and a check that no message is lost or doubled
+# (`just test` runs it with 3). Needs NATS at 127.0.0.1:4222; the figures
+# go to stderr and target/crash-report.json.
+crash kills="50": guests
+    SLUICE_COMPONENTS={{components}} SLUICE_CRASH_KILLS={{kills}} SLUICE_REQUIRE_TOOLS=1 cargo test -p sluice-host --test e2e crash -- --nocapture
 
 # Python tools the tests use (the OpenAPI validator), pinned in
 # scripts/requirements-tools.txt, in a venv under the target dir. Without

@@ -281,7 +281,14 @@ fn outbox(host: &Host, channel: &str, limit: u32, json: bool) -> anyhow::Result<
         };
         let error = field("last_error");
         let error = if error.is_empty() { String::new() } else { format!("  ({error})") };
-        say!("{}  {:<9} tries {}  {}  {}{error}", field("id"), field("state"), field("tries"), field("service"), field("target"));
+        say!(
+            "{}  {:<9} tries {}  {}  {}{error}",
+            field("id"),
+            field("state"),
+            field("tries"),
+            field("service"),
+            field("target")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

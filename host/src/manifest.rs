@@ -82,7 +82,9 @@ impl Subscription {
             return Err(format!("subscribe tries = {} must be from 1 to 100", self.tries));
         }
         let tokens: Vec<&str> = self.subject.split('.').collect();
-        let fine = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic()) && (t.len() == 1 || !t.contains(['*', '>']));
+        let fine = |t: &str| {
+            !t.is_empty() && t.chars().all(|c| c.is_ascii_graphic()) && (t.len() == 1 || !t.contains(['*', '>']))
+        };
         if self.subject.is_empty() || !tokens.iter().all(|t| fine(t)) || tokens[..tokens.len() - 1].contains(&">") {
             return Err(format!(
                 "subscribe subject {:?} must be dot-separated tokens of printable ASCII, with `*` for one token and `>` only last",
@@ -113,9 +115,9 @@ pub struct Destinations(Vec<(String, String, Option<u16>)>);
 impl Destinations {
     /// Whether a `method` request to `host` on `port` is allowed.
     pub fn allows(&self, method: &str, host: &str, port: u16) -> bool {
-        self.0.iter().any(|(m, h, p)| {
-            (m == "*" || m == method) && h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port)
-        })
+        self.0
+            .iter()
+            .any(|(m, h, p)| (m == "*" || m == method) && h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port))
     }
 
     /// Whether nothing is listed.
@@ -148,7 +150,9 @@ impl<'de> Deserialize<'de> for Destinations {
                 return Err(bad());
             }
             let (host, port) = match target.rsplit_once(':') {
-                Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+                Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => {
+                    (h, Some(p.parse::<u16>().map_err(|_| bad())?))
+                }
                 _ => (target, None),
             };
             if host.is_empty() || host == "*" || host.contains(['/', ' ', '@']) {

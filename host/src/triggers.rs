@@ -28,7 +28,7 @@ use futures_util::StreamExt as _;
 use wasmtime::component::Val;
 
 use crate::channels::bus::BusChannel;
-use crate::channels::outbox::relay::{Counts, Relay, backoff};
+use crate::channels::outbox::relay::{Relay, backoff};
 use crate::host::Host;
 use crate::manifest::Subscription;
 use crate::scope::{Answer, Ending, Mode, ScopeError};
@@ -46,8 +46,6 @@ const PROGRESS: Duration = Duration::from_secs(3);
 /// The relays and subscriptions of one host; dropping it stops them.
 pub struct Background {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// What each relay has done, by channel.
-    pub relays: BTreeMap<String, Arc<Counts>>,
 }
 
 impl Drop for Background {
@@ -83,16 +81,14 @@ pub fn owner(options: &crate::HostOptions) -> String {
 /// Starts the relays and the subscriptions of `host` on the current tokio
 /// runtime; `owner` names the leases of its relays ([`owner`]).
 pub fn start(host: Arc<Host>, owner: &str) -> Background {
-    let mut background = Background { tasks: Vec::new(), relays: BTreeMap::new() };
+    let mut background = Background { tasks: Vec::new() };
     for parts in host.channels().relays() {
-        let counts = Arc::new(Counts::default());
-        background.relays.insert(parts.channel.clone(), Arc::clone(&counts));
         let relay = Relay {
             channel: parts.channel.clone(),
             outbox: Arc::clone(&parts.outbox),
             deliver: Arc::clone(&parts.deliver),
             wake: Arc::clone(&parts.wake),
-            counts,
+            counts: Arc::clone(&parts.counts),
         };
         background.tasks.push(tokio::spawn(relay.run(owner.to_string())));
     }
@@ -118,7 +114,12 @@ async fn reconcile(host: Arc<Host>) {
         let mut wanted: Vec<Key> = Vec::new();
         for service in registry.services() {
             for Subscription { channel, subject, tries } in &service.manifest.subscribe {
-                let key = Key { service: service.name.clone(), channel: channel.clone(), subject: subject.clone(), tries: *tries };
+                let key = Key {
+                    service: service.name.clone(),
+                    channel: channel.clone(),
+                    subject: subject.clone(),
+                    tries: *tries,
+                };
                 let problem = if host.channels().bus(channel).is_none() {
                     Some(format!("the host has no bus channel {channel:?}"))
                 } else if service.function("handle").is_err() {

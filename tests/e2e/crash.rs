@@ -65,7 +65,11 @@ fn effects_are_never_lost_or_doubled_when_the_host_is_killed() {
         // The backlog of the host that was killed is delivered.
         let start = Instant::now();
         while !settled(&f, &receiver) {
-            assert!(start.elapsed() < Duration::from_secs(90), "not settled 90 s after restart {round}\n{}", served.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "not settled 90 s after restart {round}\n{}",
+                served.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         figures.max_delay_after_restart = figures.max_delay_after_restart.max(restarted.elapsed());
@@ -80,11 +84,13 @@ fn effects_are_never_lost_or_doubled_when_the_host_is_killed() {
             .map(|client| {
                 let (stop, sent, url) = (Arc::clone(&stop), Arc::clone(&sent), served.url("/services/orders/place"));
                 std::thread::spawn(move || {
-                    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+                    let http =
+                        reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
-                        let body = json!({"customer": format!("c{round}-{client}-{n}"), "product-id": 1, "quantity": 1});
+                        let body =
+                            json!({"customer": format!("c{round}-{client}-{n}"), "product-id": 1, "quantity": 1});
                         if http.post(&url).json(&body).send().is_err() {
                             break;
                         }
@@ -144,7 +150,8 @@ fn check(f: &Fixture, nats: &Nats, bus: &TestBus, receiver: &Receiver, figures: 
     let column = |sql: &str| -> Vec<String> {
         db.prepare(sql).and_then(|mut s| s.query_map([], |r| r.get(0))?.collect()).expect(sql)
     };
-    let committed: BTreeSet<String> = column("SELECT id FROM sluice_outbox WHERE channel = 'events'").into_iter().collect();
+    let committed: BTreeSet<String> =
+        column("SELECT id FROM sluice_outbox WHERE channel = 'events'").into_iter().collect();
     let orders: BTreeSet<String> = column("SELECT CAST(id AS TEXT) FROM orders").into_iter().collect();
     let subject = format!("{}.orders.placed", bus.prefix);
     let messages: Vec<_> = nats.messages(&bus.stream).into_iter().filter(|m| m.subject == subject).collect();
@@ -182,10 +189,8 @@ fn check(f: &Fixture, nats: &Nats, bus: &TestBus, receiver: &Receiver, figures: 
     assert_eq!(key_of_message.len(), hooks.len(), "webhook rows and the messages they carry differ");
 
     // Receipt files: whole when there; staged files all gone.
-    let payloads: BTreeMap<String, Vec<u8>> = messages
-        .iter()
-        .filter_map(|m| m.header("order-id").map(|o| (o.to_string(), m.payload.clone())))
-        .collect();
+    let payloads: BTreeMap<String, Vec<u8>> =
+        messages.iter().filter_map(|m| m.header("order-id").map(|o| (o.to_string(), m.payload.clone()))).collect();
     let dir = f.dir.path().join("receipts");
     let mut missing = 0;
     for (order, payload) in &payloads {
@@ -195,7 +200,12 @@ fn check(f: &Fixture, nats: &Nats, bus: &TestBus, receiver: &Receiver, figures: 
         }
     }
     let staged: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with(".sluice-stage-")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(".sluice-stage-"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(staged.is_empty(), "staged files left: {staged:?}");
 

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_host::call::{self, Mode};
 use sluice_host::Host;
+use sluice_host::call::{self, Mode};
 use wasmtime::component::Val;
 
 use crate::receiver::Receiver;
@@ -213,9 +213,11 @@ fn a_placed_order_reaches_the_bus_a_webhook_and_a_file() {
     // the webhook row's id as its idempotency key.
     served.wait_for("the webhook row delivered", |_| {
         f.db()
-            .query_row("SELECT count(*) FROM sluice_outbox WHERE channel = 'webhooks' AND state = 'delivered'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM sluice_outbox WHERE channel = 'webhooks' AND state = 'delivered'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .unwrap_or(0)
             == 1
     });
@@ -265,7 +267,10 @@ fn failures_are_retried_then_dead() {
     // lost) is acknowledged without running: the next one is handled and
     // the first leaves no file.
     f.db()
-        .execute("INSERT INTO sluice_inbox (consumer, id, done_ms) VALUES ('notifications/orders.placed', 'm-0', 0)", [])
+        .execute(
+            "INSERT INTO sluice_inbox (consumer, id, done_ms) VALUES ('notifications/orders.placed', 'm-0', 0)",
+            [],
+        )
         .expect("receipt");
     nats.publish(&placed, &[("Nats-Msg-Id", "m-0"), ("order-id", "6")], b"{}");
     nats.publish(&placed, &[("Nats-Msg-Id", "m-1"), ("order-id", "7")], b"{}");
@@ -425,7 +430,11 @@ fn two_hosts_on_postgres_deliver_each_row_once() {
                 one("SELECT count(*) FROM sluice_outbox WHERE channel = 'webhooks'"),
                 one("SELECT count(*) FROM sluice_inbox"),
             );
-            panic!("not delivered after 30 s (pending, webhook rows, receipts): {counts:?}\n{}\n{}", hosts[0].log(), hosts[1].log());
+            panic!(
+                "not delivered after 30 s (pending, webhook rows, receipts): {counts:?}\n{}\n{}",
+                hosts[0].log(),
+                hosts[1].log()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -433,7 +442,15 @@ fn two_hosts_on_postgres_deliver_each_row_once() {
     assert_eq!(one("SELECT count(*) FROM sluice_inbox"), placed as i64);
     let received = receiver.received();
     let keys: std::collections::BTreeSet<_> = received.iter().filter_map(|r| r.header("idempotency-key")).collect();
-    assert_eq!(keys.len(), placed);
+    if keys.len() != placed {
+        let rows = client.query("SELECT id, state, tries, last_error, lease_owner FROM sluice_outbox WHERE channel = 'webhooks'", &[]).expect("rows");
+        let missing: Vec<String> = rows
+            .iter()
+            .filter(|r| !keys.contains(r.get::<_, String>(0).as_str()))
+            .map(|r| format!("{} {} {} {:?} {:?}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2), r.get::<_, Option<String>>(3), r.get::<_, Option<String>>(4)))
+            .collect();
+        panic!("{} keys of {placed}; not received: {missing:?}\n{}\n{}", keys.len(), hosts[0].log(), hosts[1].log());
+    }
     assert_eq!(received.len(), placed, "a webhook row was sent more than once");
     let messages = nats.messages(&bus.stream);
     let ids: std::collections::BTreeSet<_> = messages.iter().map(|m| m.id.as_str()).collect();

@@ -3,8 +3,8 @@
 
 mod channels;
 mod cli;
-mod crash;
 mod costs;
+mod crash;
 mod discovery;
 mod edge;
 mod effects;

@@ -149,6 +149,11 @@ impl Deliver for BusChannel {
         PUBLISH_TIMEOUT * 2
     }
 
+    /// Messages go out in the order their rows were written.
+    fn ordered(&self) -> bool {
+        true
+    }
+
     fn prepare(&self) -> Delivery<'_> {
         Box::pin(async { self.jetstream().await.map(drop).map_err(|reason| Failure { reason, permanent: false }) })
     }

@@ -58,9 +58,16 @@ fn sweep(dir: &Dir, at: &str) {
         let Some(rest) = name.strip_prefix(STAGE) else { continue };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
         let gone = pid.is_some_and(|pid| {
-            pid != std::process::id() && std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            pid != std::process::id()
+                && std::path::Path::new("/proc/self").exists()
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         });
-        let old = entry.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.into_std().elapsed().ok()).is_some_and(|age| age > STALE);
+        let old = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.into_std().elapsed().ok())
+            .is_some_and(|age| age > STALE);
         if gone || old || pid.is_none() {
             match dir.remove_file(&path) {
                 Ok(()) => tracing::info!("removed {path}, staged by a save that never committed"),

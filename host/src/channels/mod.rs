@@ -439,6 +439,8 @@ pub struct RelayParts {
     pub deliver: Arc<dyn outbox::relay::Deliver>,
     /// What its saves wake the relay with.
     pub wake: Arc<tokio::sync::Notify>,
+    /// What its relay has done.
+    pub counts: Arc<outbox::relay::Counts>,
 }
 
 impl Channels {
@@ -476,13 +478,16 @@ impl Channels {
                         outbox: Arc::clone(opened.outbox()),
                         deliver: opened.clone(),
                         wake: Arc::clone(opened.wake()),
+                        counts: Arc::default(),
                     });
                     channels.buses.insert(name.clone(), Arc::clone(&opened));
                     opened
                 }
                 ChannelConfig::HttpOut { outbox, base: url_base, tries, timeout_ms } => {
                     let base_url = match url_base {
-                        Some(b) => Some(reqwest::Url::parse(b).map_err(|e| anyhow::anyhow!("channel {name}: base {b:?}: {e}"))?),
+                        Some(b) => Some(
+                            reqwest::Url::parse(b).map_err(|e| anyhow::anyhow!("channel {name}: base {b:?}: {e}"))?,
+                        ),
                         None => None,
                     };
                     let settings = http_out::HttpOutSettings {
@@ -497,6 +502,7 @@ impl Channels {
                         outbox: Arc::clone(opened.outbox()),
                         deliver: opened.clone(),
                         wake: Arc::clone(opened.wake()),
+                        counts: Arc::default(),
                     });
                     opened
                 }

@@ -51,8 +51,7 @@ impl Headers {
     /// connection owns (`Host`, `Content-Length`, `Idempotency-Key` …).
     pub fn check_request(&self) -> Result<(), String> {
         self.check_form()?;
-        if let Some((name, _)) = self.0.iter().find(|(n, _)| HOST_REQUEST_HEADERS.contains(&&*n.to_ascii_lowercase()))
-        {
+        if let Some((name, _)) = self.0.iter().find(|(n, _)| HOST_REQUEST_HEADERS.contains(&&*n.to_ascii_lowercase())) {
             return Err(format!("header {name:?} is set by the host; a service may not set it"));
         }
         Ok(())

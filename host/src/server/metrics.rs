@@ -185,6 +185,22 @@ impl Metrics {
             out,
             "# HELP sluice_reloads_total Reloads of the services directory.\n# TYPE sluice_reloads_total counter\nsluice_reloads_total {reloads}"
         );
+        let relays = host.channels().relays();
+        for (name, help, count) in [
+            (
+                "sluice_outbox_delivered_total",
+                "Outbox rows (messages, requests) delivered by this host, by channel.",
+                (|c| &c.delivered) as fn(&crate::channels::outbox::relay::Counts) -> &std::sync::atomic::AtomicU64,
+            ),
+            ("sluice_outbox_failed_total", "Delivery tries that failed, by channel.", |c| &c.failed),
+            ("sluice_outbox_dead_total", "Outbox rows that went dead after their tries, by channel.", |c| &c.dead),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for r in relays {
+                let n = count(&r.counts).load(std::sync::atomic::Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{channel=\"{}\"}} {n}", r.channel);
+            }
+        }
         process_metrics(&mut out);
         out
     }

@@ -168,7 +168,13 @@ impl Outbox {
 
     /// Writes in `tx` that `consumer` has handled message `id`. A second
     /// receipt of the same message fails the save (a constraint).
-    pub fn receipt(&self, tx: &mut dyn Transaction, consumer: &str, id: &str, caller: &Caller) -> Result<Outcome, ChannelError> {
+    pub fn receipt(
+        &self,
+        tx: &mut dyn Transaction,
+        consumer: &str,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<Outcome, ChannelError> {
         let params = vec![text(consumer), text(id), Value::Integer(now_ms())];
         tx.apply(&Operation::Execute { sql: RECEIPT.into(), params }, &caller.as_host())
     }
@@ -187,7 +193,8 @@ impl Outbox {
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let due = if self.postgres { format!("{DUE} FOR UPDATE SKIP LOCKED") } else { DUE.to_string() };
         self.host_tx(|tx, host| {
-            let rows = tx.rows(&due, &[text(&self.channel), Value::Integer(now), Value::Integer(limit.into())], host)?;
+            let rows =
+                tx.rows(&due, &[text(&self.channel), Value::Integer(now), Value::Integer(limit.into())], host)?;
             let entries: Vec<Entry> = rows.values.iter().filter_map(|row| entry(row)).collect();
             for e in &entries {
                 let params = vec![text(owner), Value::Integer(until), text(&e.id)];
@@ -245,7 +252,10 @@ impl Outbox {
     /// Runs `work` in a bookkeeping transaction of the base as the host
     /// ([`Channel::begin_host`]), and commits; a conflict with another
     /// host's bookkeeping is tried again, up to five times.
-    fn host_tx<T>(&self, work: impl Fn(&mut dyn Transaction, &Caller) -> Result<T, ChannelError>) -> Result<T, ChannelError> {
+    fn host_tx<T>(
+        &self,
+        work: impl Fn(&mut dyn Transaction, &Caller) -> Result<T, ChannelError>,
+    ) -> Result<T, ChannelError> {
         let mut tries = 0;
         loop {
             let host = Caller::host(Instant::now() + Duration::from_secs(10));

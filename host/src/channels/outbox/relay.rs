@@ -49,6 +49,11 @@ pub trait Deliver: Send + Sync + 'static {
     fn tries(&self) -> Option<u32>;
     /// The longest one delivery may take.
     fn timeout(&self) -> Duration;
+    /// Whether rows are delivered one after another in the order they
+    /// were written (a bus), rather than all of a claim at once.
+    fn ordered(&self) -> bool {
+        false
+    }
     /// Readies the receiver before the first claim (a bus connects and
     /// creates its stream, so that services subscribed to it find it).
     fn prepare(&self) -> Delivery<'_> {
@@ -124,32 +129,77 @@ impl Relay {
                 }
                 continue;
             }
-            let mut tasks = tokio::task::JoinSet::new();
-            for entry in entries {
-                let deliver = Arc::clone(&self.deliver);
-                let outbox = Arc::clone(&self.outbox);
-                let counts = Arc::clone(&self.counts);
-                let channel = self.channel.clone();
-                tasks.spawn(async move {
-                    let timeout = deliver.timeout();
-                    let result = match tokio::time::timeout(timeout, deliver.deliver(&entry)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(Failure {
-                            reason: format!("no answer within {} ms", timeout.as_millis()),
-                            permanent: false,
-                        }),
-                    };
-                    let tries = deliver.tries();
-                    tokio::task::spawn_blocking(move || mark(&outbox, &channel, &entry, result, tries, &counts)).await
-                });
+            if self.deliver.ordered() {
+                self.in_order(entries).await;
+            } else {
+                self.at_once(entries).await;
             }
-            while tasks.join_next().await.is_some() {}
         }
+    }
+
+    /// Delivers one row within the channel's timeout.
+    async fn attempt(deliver: &dyn Deliver, entry: &Entry) -> Result<(), Failure> {
+        let timeout = deliver.timeout();
+        match tokio::time::timeout(timeout, deliver.deliver(entry)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure { reason: format!("no answer within {} ms", timeout.as_millis()), permanent: false }),
+        }
+    }
+
+    /// Delivers the rows one after another, in order; after a failure the
+    /// rest wait behind the failed row, so a later row never overtakes it
+    /// within this host.
+    async fn in_order(&self, entries: Vec<Entry>) {
+        let mut rows = entries.into_iter();
+        while let Some(entry) = rows.next() {
+            let result = Self::attempt(self.deliver.as_ref(), &entry).await;
+            let failed = result.is_err();
+            let rest: Vec<Entry> = if failed { rows.by_ref().collect() } else { Vec::new() };
+            let (outbox, counts, channel, tries) =
+                (Arc::clone(&self.outbox), Arc::clone(&self.counts), self.channel.clone(), self.deliver.tries());
+            let _ = tokio::task::spawn_blocking(move || {
+                // Behind the failed row's next try (at once, if it is dead).
+                let after = mark(&outbox, &channel, &entry, result, tries, &counts).unwrap_or_default();
+                for later in rest {
+                    let _ = outbox.failed(&later.id, "waiting behind an earlier row that failed", Some(after));
+                }
+            })
+            .await;
+            if failed {
+                return;
+            }
+        }
+    }
+
+    /// Delivers the rows all at once.
+    async fn at_once(&self, entries: Vec<Entry>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for entry in entries {
+            let deliver = Arc::clone(&self.deliver);
+            let outbox = Arc::clone(&self.outbox);
+            let counts = Arc::clone(&self.counts);
+            let channel = self.channel.clone();
+            tasks.spawn(async move {
+                let result = Self::attempt(deliver.as_ref(), &entry).await;
+                let tries = deliver.tries();
+                tokio::task::spawn_blocking(move || mark(&outbox, &channel, &entry, result, tries, &counts)).await
+            });
+        }
+        while tasks.join_next().await.is_some() {}
     }
 }
 
-/// Records the result of delivering `entry`.
-fn mark(outbox: &Outbox, channel: &str, entry: &Entry, result: Result<(), Failure>, tries: Option<u32>, counts: &Counts) {
+/// Records the result of delivering `entry`; returns when it is tried
+/// again (`None`: delivered, or dead).
+fn mark(
+    outbox: &Outbox,
+    channel: &str,
+    entry: &Entry,
+    result: Result<(), Failure>,
+    tries: Option<u32>,
+    counts: &Counts,
+) -> Option<Duration> {
+    let mut again = None;
     let marked = match result {
         Ok(()) => {
             counts.delivered.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +214,7 @@ fn mark(outbox: &Outbox, channel: &str, entry: &Entry, result: Result<(), Failur
                 outbox.failed(&entry.id, &failure.reason, None)
             } else {
                 let after = backoff(entry.tries);
+                again = Some(after);
                 tracing::info!(channel, id = %entry.id, service = %entry.service, "{} failed (try {}): {}; again in {} ms", entry.target, entry.tries, failure.reason, after.as_millis());
                 outbox.failed(&entry.id, &failure.reason, Some(after))
             }
@@ -173,6 +224,7 @@ fn mark(outbox: &Outbox, channel: &str, entry: &Entry, result: Result<(), Failur
         // The lease runs out and the row is tried again: never lost.
         tracing::warn!(channel, id = %entry.id, "the outbox row could not be marked: {e}");
     }
+    again
 }
 
 /// The delay before try `tries + 1`: doubling from [`FIRST_BACKOFF`] up to

@@ -376,9 +376,7 @@ fn statement(op: &Operation) -> (Cow<'_, str>, Vec<&Value>) {
         | Operation::Increment { .. }
         | Operation::Publish { .. }
         | Operation::Receipt { .. }
-        | Operation::Send { .. } => {
-            (Cow::Borrowed(""), Vec::new())
-        }
+        | Operation::Send { .. } => (Cow::Borrowed(""), Vec::new()),
     }
 }
 

@@ -447,9 +447,7 @@ fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value
         | Operation::Increment { .. }
         | Operation::Publish { .. }
         | Operation::Receipt { .. }
-        | Operation::Send { .. } => {
-            String::new()
-        }
+        | Operation::Send { .. } => String::new(),
     };
     (sql, params)
 }
