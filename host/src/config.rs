@@ -102,6 +102,10 @@ pub enum ChannelConfig {
     Files {
         /// The directory, relative to the config file's; created if missing.
         path: String,
+        /// A `sql` channel whose save transactions record each commit's
+        /// renames in advance, so that a host killed after the data
+        /// committed loses none of them (optional).
+        outbox: Option<String>,
     },
     /// A message bus: NATS JetStream. Messages wait in the outbox of the
     /// `sql` channel `outbox` and are published after the save commits.
@@ -141,7 +145,8 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Kv { url } => url.strip_prefix("sql:"),
             ChannelConfig::Bus { outbox, .. } | ChannelConfig::HttpOut { outbox, .. } => Some(outbox),
-            ChannelConfig::Sql { .. } | ChannelConfig::Files { .. } => None,
+            ChannelConfig::Files { outbox, .. } => outbox.as_deref(),
+            ChannelConfig::Sql { .. } => None,
         }
     }
 }
@@ -178,7 +183,7 @@ impl Config {
             anyhow::bail!("no channels: add a [channels.NAME] table with kind and url");
         }
         for channel in config.channels.values_mut() {
-            if let ChannelConfig::Files { path } = channel
+            if let ChannelConfig::Files { path, .. } = channel
                 && PathBuf::from(&*path).is_relative()
             {
                 *path = base.join(&*path).display().to_string();

@@ -9,8 +9,8 @@
 //! - every committed order has exactly its one message;
 //! - every webhook row reached the receiver at least once, every try with
 //!   the row's idempotency key, and a message never made two webhooks;
-//! - every receipt file is whole (the message's payload), and no staged
-//!   file is left.
+//! - every committed order has its receipt file, whole (the message's
+//!   payload), and no staged file is left.
 //!
 //! `SLUICE_CRASH_KILLS` kills (3 in `just test`; `just crash` runs 50);
 //! the figures go to stderr and to `target/crash-report.json`.
@@ -199,6 +199,7 @@ fn check(f: &Fixture, nats: &Nats, bus: &TestBus, receiver: &Receiver, figures: 
             Err(_) => missing += 1,
         }
     }
+    assert_eq!(missing, 0, "receipt files lost");
     let staged: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()

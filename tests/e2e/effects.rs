@@ -138,7 +138,7 @@ pub fn effects_config_on(f: &Fixture, url: &str, bus: &TestBus, receiver: &str, 
              [channels.kv]\nkind = \"kv\"\nurl = \"sql:main\"\n\n\
              [channels.events]\nkind = \"bus\"\nurl = \"{NATS}\"\noutbox = \"main\"\nstream = \"{stream}\"\nprefix = \"{prefix}\"\n\n\
              [channels.webhooks]\nkind = \"http-out\"\noutbox = \"main\"\nbase = \"{receiver}\"\ntries = {tries}\ntimeout-ms = 2000\n\n\
-             [channels.receipts]\nkind = \"files\"\npath = \"receipts\"\n",
+             [channels.receipts]\nkind = \"files\"\npath = \"receipts\"\noutbox = \"main\"\n",
             stream = bus.stream,
             prefix = bus.prefix,
         ),

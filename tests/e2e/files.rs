@@ -105,3 +105,59 @@ fn files_appear_only_when_the_save_commits() {
     scope.save().expect("save");
     assert_eq!(std::fs::read_to_string(root.join("reports/a.txt")).expect("written"), "hello");
 }
+
+/// With `outbox = "main"` a files commit is written in advance in main's
+/// save transaction: a commit cut short after the data committed (its row
+/// pending, its staged file there) is finished when the channel opens, and
+/// a staged file no row names, of a process gone, is removed.
+#[test]
+fn a_commit_cut_short_is_finished_when_the_channel_opens() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let config = f.dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[channels.files]\nkind = \"files\"\npath = \"files\"\noutbox = \"main\"\n",
+            f.db_path().display()
+        ),
+    )
+    .expect("config");
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = Host::open(&options).expect("host");
+    // A save through the journal: its row is delivered by its own commit.
+    let report = call::run(&host, "probe", "kv-set", &[s("files"), s("a.txt"), bytes(b"first")], Mode::Save)
+        .expect("set");
+    assert_eq!(sluice_host::values::to_json(&report.results[0]).to_string(), r#"{"ok":1}"#);
+    drop(host);
+    let root = f.dir.path().join("files");
+    assert_eq!(std::fs::read(root.join("a.txt")).expect("a.txt"), b"first");
+    let state: String =
+        f.db().query_row("SELECT state FROM sluice_outbox WHERE channel = 'files'", [], |r| r.get(0)).expect("row");
+    assert_eq!(state, "delivered");
+
+    // As a host killed after main committed leaves it.
+    let dead = ".sluice-stage-999999999-0-a.txt";
+    std::fs::write(root.join(dead), b"second").expect("staged");
+    std::fs::write(root.join(".sluice-stage-999999999-1-b.txt"), b"orphan").expect("orphan");
+    f.db()
+        .execute(
+            "INSERT INTO sluice_outbox (id, channel, service, target, headers, body, created_ms, next_ms) \
+             VALUES ('r1', 'files', 'host', 'write a.txt', '[]', ?1, 0, 0)",
+            [serde_json::json!({"path": "a.txt", "staged": dead}).to_string().into_bytes()],
+        )
+        .expect("row");
+    let host = Host::open(&options).expect("host opens again");
+    assert_eq!(std::fs::read(root.join("a.txt")).expect("a.txt"), b"second");
+    let left: Vec<String> = std::fs::read_dir(&root)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".sluice-stage-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let state: String = f.db().query_row("SELECT state FROM sluice_outbox WHERE id = 'r1'", [], |r| r.get(0)).expect("r1");
+    assert_eq!(state, "delivered");
+    drop(host);
+}

@@ -188,7 +188,7 @@ impl Channel for BusChannel {
         // Checked again: the grant may have changed since it was queued.
         self.check_command(op, caller)?;
         let service = caller.service.as_deref().unwrap_or("host");
-        self.outbox.insert(tx, service, subject, headers, payload, caller)
+        self.outbox.insert(tx, service, subject, headers, payload, caller).map(|_| Outcome::Affected(1))
     }
 
     fn committed(&self) {

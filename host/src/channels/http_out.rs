@@ -172,7 +172,7 @@ impl Channel for HttpOutChannel {
         self.check_command(op, caller)?;
         let target = format!("{method} {}", self.resolve(url)?);
         let service = caller.service.as_deref().unwrap_or("host");
-        self.outbox.insert(tx, service, &target, headers, body, caller)
+        self.outbox.insert(tx, service, &target, headers, body, caller).map(|_| Outcome::Affected(1))
     }
 
     fn committed(&self) {

@@ -346,6 +346,13 @@ pub trait Channel: Send + Sync {
         CommitStage::Data
     }
 
+    /// The `sql` channel whose save transaction records this channel's
+    /// commit in advance ([`Transaction::journal`]): the save begins that
+    /// channel first and writes the journal into it after its last round.
+    fn journal(&self) -> Option<&str> {
+        None
+    }
+
     /// Called once a save that applied commands of this channel has
     /// committed: an effect channel wakes its relay.
     fn committed(&self) {}
@@ -409,6 +416,15 @@ pub trait Transaction: Send {
         Ok(())
     }
 
+    /// Writes, into `into` (the save transaction of the channel's
+    /// [`Channel::journal`]), what this transaction's commit will do, so
+    /// that a commit cut short by a crash can be finished. Nothing by
+    /// default.
+    fn journal(&mut self, into: &mut dyn Transaction, caller: &Caller) -> Result<(), ChannelError> {
+        let _ = (into, caller);
+        Ok(())
+    }
+
     /// Makes everything applied so far durable.
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;
 }
@@ -460,7 +476,25 @@ impl Channels {
             let fail = |e: ChannelError| anyhow::anyhow!("channel {name}: {e}");
             let opened: Arc<dyn Channel> = match channel {
                 ChannelConfig::Kv { url } => kv::open(name, url, &channels.by_name).map_err(fail)?,
-                ChannelConfig::Files { path } => Arc::new(files::FilesChannel::open(name, path).map_err(fail)?),
+                ChannelConfig::Files { path, outbox } => {
+                    let journal = match outbox {
+                        Some(base_name) => {
+                            Some(Arc::new(outbox::Outbox::open(name, base_name, base(base_name)?).map_err(fail)?))
+                        }
+                        None => None,
+                    };
+                    let opened = Arc::new(files::FilesChannel::open(name, path, journal.clone()).map_err(fail)?);
+                    if let Some(journal) = journal {
+                        channels.relays.push(RelayParts {
+                            channel: name.clone(),
+                            outbox: journal,
+                            deliver: Arc::new(files::journal::Steps { dir: opened.dir() }),
+                            wake: Arc::new(tokio::sync::Notify::new()),
+                            counts: Arc::default(),
+                        });
+                    }
+                    opened
+                }
                 ChannelConfig::Sql { url } if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                     Arc::new(sql::PostgresChannel::open(url).map_err(fail)?)
                 }

@@ -44,7 +44,7 @@ impl Scope {
             self.stage = Stage::Unsaved("a guest was denied a grant".into());
             return Err(ScopeError::Denied { scope: self.id(), denials: self.denials().to_vec() });
         }
-        let Settled { open, applied, rounds, checked } = match self.rounds() {
+        let Settled { open, applied, rounds, checked } = match self.rounds().and_then(|s| self.journal(s)) {
             Ok(done) => done,
             Err(e) => {
                 // `rounds` already dropped its transactions, rolling back.
@@ -186,6 +186,16 @@ impl Scope {
                     let Some(holder) = channels.get(&held) else {
                         return Err(fail(format!("no channel {held:?}"), false));
                     };
+                    // The channel that journals this one's commit is begun
+                    // first, as every save begins them.
+                    if let Some(base) = holder.journal()
+                        && !open.contains_key(base)
+                    {
+                        let Some(journal) = channels.get(base) else {
+                            return Err(fail(format!("no channel {base:?}"), false));
+                        };
+                        open.insert(base.to_string(), begin(journal.as_ref(), base, false)?);
+                    }
                     open.insert(held.clone(), begin(holder.as_ref(), &held, false)?);
                 }
                 let Some(tx) = open.get_mut(&held) else { continue };
@@ -256,6 +266,30 @@ impl Scope {
                 return Err(ScopeError::Denied { scope: self.id(), denials: self.denials().to_vec() });
             }
         }
+    }
+
+    /// Writes each journaled channel's commit into the transaction of the
+    /// channel that journals it ([`Channel::journal`]), after the last round
+    /// and before anything commits.
+    fn journal(&mut self, mut settled: Settled) -> Result<Settled, ScopeError> {
+        let channels = Arc::clone(&self.store.data().channels);
+        let host = Caller::host(self.store.data().scope_deadline);
+        let names: Vec<String> = settled.open.keys().cloned().collect();
+        for name in names {
+            let Some(base) = channels.get(&name).and_then(|c| c.journal()).map(str::to_string) else { continue };
+            let Some(mut tx) = settled.open.remove(&name) else { continue };
+            let written = match settled.open.get_mut(&base) {
+                Some(into) => tx.journal(into.as_mut(), &host),
+                None => Err(ChannelError::Unavailable(format!("the journal's channel {base} is not open"))),
+            };
+            settled.open.insert(name.clone(), tx);
+            written.map_err(|e| ScopeError::Channel {
+                channel: name.clone(),
+                reason: format!("cannot journal its commit in {base}: {e}"),
+                applied: "nothing was applied".into(),
+            })?;
+        }
+        Ok(settled)
     }
 
     /// Hands each service the outcomes of its commands from this round.

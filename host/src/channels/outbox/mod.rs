@@ -68,7 +68,7 @@ const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_outbox_due ON sluice_outb
 const INSERT: &str = "INSERT INTO sluice_outbox (id, channel, service, target, headers, body, created_ms, next_ms) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
 const DUE: &str = "SELECT id, service, target, headers, body, tries FROM sluice_outbox \
-                   WHERE channel = ?1 AND state = 'pending' AND next_ms <= ?2 \
+                   WHERE channel = ?1 AND state = 'pending' AND next_ms <= ?2 AND created_ms <= ?4 \
                    AND (lease_until_ms IS NULL OR lease_until_ms <= ?2) ORDER BY created_ms, id LIMIT ?3";
 const LEASE: &str = "UPDATE sluice_outbox SET lease_owner = ?1, lease_until_ms = ?2, tries = tries + 1 WHERE id = ?3";
 const DELIVERED: &str = "UPDATE sluice_outbox SET state = 'delivered', done_ms = ?1, lease_owner = NULL, \
@@ -151,10 +151,11 @@ impl Outbox {
         headers: &Headers,
         body: &[u8],
         caller: &Caller,
-    ) -> Result<Outcome, ChannelError> {
+    ) -> Result<String, ChannelError> {
         let headers = serde_json::to_string(&headers.0).map_err(|e| ChannelError::Invalid(e.to_string()))?;
+        let id = uuid::Uuid::now_v7().to_string();
         let params = vec![
-            Value::Text(uuid::Uuid::now_v7().to_string()),
+            text(&id),
             text(&self.channel),
             text(service),
             text(target),
@@ -163,7 +164,7 @@ impl Outbox {
             Value::Integer(now_ms()),
         ];
         tx.apply(&Operation::Execute { sql: INSERT.into(), params }, &caller.as_host())?;
-        Ok(Outcome::Affected(1))
+        Ok(id)
     }
 
     /// Writes in `tx` that `consumer` has handled message `id`. A second
@@ -188,13 +189,16 @@ impl Outbox {
 
     /// Claims up to `limit` rows due now for `owner`, for `lease`: no other
     /// claim takes them until the lease runs out. Each claim counts a try.
-    pub fn claim(&self, owner: &str, limit: u32, lease: Duration) -> Result<Vec<Entry>, ChannelError> {
+    /// Only rows written at least `min_age` ago are claimed.
+    pub fn claim(&self, owner: &str, limit: u32, lease: Duration, min_age: Duration) -> Result<Vec<Entry>, ChannelError> {
         let now = now_ms();
+        let written_by = now - i64::try_from(min_age.as_millis()).unwrap_or(0);
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let due = if self.postgres { format!("{DUE} FOR UPDATE SKIP LOCKED") } else { DUE.to_string() };
         self.host_tx(|tx, host| {
-            let rows =
-                tx.rows(&due, &[text(&self.channel), Value::Integer(now), Value::Integer(limit.into())], host)?;
+            let params =
+                [text(&self.channel), Value::Integer(now), Value::Integer(limit.into()), Value::Integer(written_by)];
+            let rows = tx.rows(&due, &params, host)?;
             let entries: Vec<Entry> = rows.values.iter().filter_map(|row| entry(row)).collect();
             for e in &entries {
                 let params = vec![text(owner), Value::Integer(until), text(&e.id)];
@@ -207,6 +211,33 @@ impl Outbox {
     /// Marks row `id` delivered.
     pub fn delivered(&self, id: &str) -> Result<(), ChannelError> {
         self.update(DELIVERED, vec![Value::Integer(now_ms()), text(id)])
+    }
+
+    /// Marks the rows `ids` delivered, in one transaction.
+    pub fn delivered_all(&self, ids: &[String]) -> Result<(), ChannelError> {
+        self.host_tx(|tx, host| {
+            for id in ids {
+                let params = vec![Value::Integer(now_ms()), text(id)];
+                tx.apply(&Operation::Execute { sql: DELIVERED.into(), params }, host)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The bodies of this channel's rows not yet delivered.
+    pub fn pending_bodies(&self) -> Result<Vec<Vec<u8>>, ChannelError> {
+        let host = Caller::host(Instant::now() + Duration::from_secs(10));
+        let sql = "SELECT body FROM sluice_outbox WHERE channel = ?1 AND state = 'pending'";
+        let rows = self.base.query(sql, &[text(&self.channel)], &host, usize::MAX)?.rows;
+        Ok(rows
+            .values
+            .into_iter()
+            .filter_map(|row| match row.into_iter().next() {
+                Some(Value::Blob(b)) => Some(b),
+                Some(Value::Text(t)) => Some(t.into_bytes()),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Records a failed try of row `id`: tried again after `retry`, or,

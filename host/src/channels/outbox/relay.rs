@@ -49,6 +49,11 @@ pub trait Deliver: Send + Sync + 'static {
     fn tries(&self) -> Option<u32>;
     /// The longest one delivery may take.
     fn timeout(&self) -> Duration;
+    /// How old a row must be before this relay takes it: a files channel
+    /// leaves the rows its own commit is about to apply to that commit.
+    fn min_age(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Whether rows are delivered one after another in the order they
     /// were written (a bus), rather than all of a claim at once.
     fn ordered(&self) -> bool {
@@ -103,7 +108,8 @@ impl Relay {
         loop {
             let outbox = Arc::clone(&self.outbox);
             let who = owner.clone();
-            let claimed = tokio::task::spawn_blocking(move || outbox.claim(&who, BATCH, lease)).await;
+            let min_age = self.deliver.min_age();
+            let claimed = tokio::task::spawn_blocking(move || outbox.claim(&who, BATCH, lease, min_age)).await;
             let entries = match claimed {
                 Ok(Ok(entries)) => entries,
                 Ok(Err(e)) => {

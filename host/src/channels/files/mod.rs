@@ -15,6 +15,9 @@
 //!   queue order, and removes them when the save rolls back.
 //! - Staged files a dead host left are removed when the channel opens
 //!   (their process no longer runs here, or they are over an hour old).
+//! - With `outbox = "NAME"` the renames are written in advance to that
+//!   `sql` channel's outbox, in the save's transaction ([`journal`]): a host
+//!   killed after the data committed loses none of them.
 //! - It commits after the data channels ([`CommitStage::Effects`]): a file
 //!   appears only once the rows it goes with are durable. One save at a time
 //!   per channel within this host, so what a save checked holds to its
@@ -28,9 +31,13 @@ use std::time::Instant;
 
 use cap_std::fs::Dir;
 
+pub(crate) mod journal;
+
 use super::kv::{MAX_LIST, check_key, check_prefix, reading, value_rows};
+use super::outbox::Outbox;
 use super::turns::{Turn, Turns};
 use super::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
+use journal::Step;
 use crate::bindings::{Rows, Value};
 use crate::command::{Kind, Operation, Outcome};
 
@@ -45,14 +52,38 @@ const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// staging and commit): those of a process that no longer runs on this
 /// machine, and any over an hour old. Their saves never committed them; the
 /// targets were never touched (a rename is the only write to a target).
-fn sweep(dir: &Dir, at: &str) {
+/// Applies, in order, the steps of commits a host did not finish (it was
+/// killed after the data committed): before this host saves anything.
+fn recover(dir: &Dir, outbox: &Outbox) -> Result<(), ChannelError> {
+    let lease = std::time::Duration::from_secs(60);
+    loop {
+        let owner = format!("recovery-{}", std::process::id());
+        let rows = outbox.claim(&owner, 1000, lease, std::time::Duration::ZERO)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        for row in rows {
+            let Ok(step) = serde_json::from_slice::<Step>(&row.body) else { continue };
+            journal::apply(dir, &step).map_err(|e| io_error(&step.path, e))?;
+            tracing::info!("{} {}: a step of a commit a host did not finish", row.target, step.path);
+            done.push(row.id);
+        }
+        outbox.delivered_all(&done)?;
+    }
+}
+
+fn sweep(dir: &Dir, at: &str, kept: &std::collections::HashSet<String>) {
     let Ok(entries) = (if at.is_empty() { dir.entries() } else { dir.read_dir(at) }) else { return };
     for entry in entries.flatten() {
         let Ok(name) = entry.file_name().into_string() else { continue };
         let path = if at.is_empty() { name.clone() } else { format!("{at}/{name}") };
         let Ok(kind) = entry.file_type() else { continue };
         if kind.is_dir() {
-            sweep(dir, &path);
+            sweep(dir, &path, kept);
+            continue;
+        }
+        if kept.contains(&path) {
             continue;
         }
         let Some(rest) = name.strip_prefix(STAGE) else { continue };
@@ -83,23 +114,36 @@ pub struct FilesChannel {
     root: PathBuf,
     dir: Arc<Dir>,
     turns: Arc<Turns>,
+    /// Where its commits are written in advance, with `outbox = "NAME"`
+    /// ([`journal`]).
+    journal: Option<Arc<Outbox>>,
 }
 
 impl FilesChannel {
     /// The channel `name` on the directory `root`, created if missing.
-    pub fn open(name: &str, root: &str) -> Result<Self, ChannelError> {
+    pub fn open(name: &str, root: &str, journal: Option<Arc<Outbox>>) -> Result<Self, ChannelError> {
         let root = PathBuf::from(root);
         std::fs::create_dir_all(&root)
             .map_err(|e| ChannelError::Unavailable(format!("cannot create {}: {e}", root.display())))?;
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| ChannelError::Unavailable(format!("cannot open {}: {e}", root.display())))?;
-        sweep(&dir, "");
-        Ok(FilesChannel { name: name.to_string(), root, dir: Arc::new(dir), turns: Turns::new(1) })
+        let mut kept = std::collections::HashSet::new();
+        if let Some(outbox) = &journal {
+            recover(&dir, outbox)?;
+            kept = journal::kept(outbox);
+        }
+        sweep(&dir, "", &kept);
+        Ok(FilesChannel { name: name.to_string(), root, dir: Arc::new(dir), turns: Turns::new(1), journal })
     }
 
     /// The directory.
     pub fn root(&self) -> &std::path::Path {
         &self.root
+    }
+
+    /// The directory handle, for the relay of its journal.
+    pub(crate) fn dir(&self) -> Arc<Dir> {
+        Arc::clone(&self.dir)
     }
 }
 
@@ -272,8 +316,14 @@ impl Channel for FilesChannel {
             dir: Arc::clone(&self.dir),
             pending: HashMap::new(),
             order: Vec::new(),
+            journal: self.journal.clone(),
+            recorded: Vec::new(),
             _turn: turn,
         }))
+    }
+
+    fn journal(&self) -> Option<&str> {
+        self.journal.as_deref().map(Outbox::base_name)
     }
 
     fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
@@ -287,6 +337,10 @@ struct FilesTransaction {
     dir: Arc<Dir>,
     pending: HashMap<String, Option<String>>,
     order: Vec<String>,
+    /// The outbox its steps are written to in advance, if any.
+    journal: Option<Arc<Outbox>>,
+    /// The ids of the rows written for this save's steps.
+    recorded: Vec<String>,
     /// This channel's one turn at saving, given back when dropped.
     _turn: Turn,
 }
@@ -354,20 +408,42 @@ impl Transaction for FilesTransaction {
         }
     }
 
+    /// Writes this save's steps to the outbox in `into` (its save
+    /// transaction), when the channel has one.
+    fn journal(&mut self, into: &mut dyn Transaction, caller: &Caller) -> Result<(), ChannelError> {
+        let Some(outbox) = self.journal.clone() else { return Ok(()) };
+        let steps: Vec<Step> = self
+            .order
+            .iter()
+            .filter_map(|path| self.pending.get(path).map(|s| Step { path: path.clone(), staged: s.clone() }))
+            .collect();
+        self.recorded = journal::record(&outbox, into, &steps, caller)?;
+        Ok(())
+    }
+
     /// Renames each staged file into place (and removes each removed path)
     /// in the order first written. A failure part way leaves the earlier
-    /// paths written: the error says which path failed.
+    /// paths written: the error says which path failed. With an outbox, the
+    /// steps were committed with the data: the ones not done here are done
+    /// by the relay, and the staged files stay for it.
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
+        let journaled = self.journal.is_some() && !self.recorded.is_empty();
         for path in std::mem::take(&mut self.order) {
-            match self.pending.remove(&path) {
-                Some(Some(staged)) => self.dir.rename(&staged, &self.dir, &path).map_err(|e| io_error(&path, e))?,
-                Some(None) => match self.dir.remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_error(&path, e)),
-                },
-                None => {}
+            let Some(staged) = self.pending.get(&path).cloned() else { continue };
+            let step = Step { path: path.clone(), staged };
+            if let Err(e) = journal::apply(&self.dir, &step) {
+                if journaled {
+                    self.pending.clear();
+                }
+                return Err(io_error(&path, e));
             }
+            self.pending.remove(&path);
+        }
+        if let (Some(outbox), true) = (&self.journal, journaled)
+            && let Err(e) = outbox.delivered_all(&self.recorded)
+        {
+            // The relay finds the steps done (their staged files gone).
+            tracing::warn!("the steps of a files commit could not be marked done: {e}");
         }
         Ok(())
     }

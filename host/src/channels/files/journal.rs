@@ -1,0 +1,115 @@
+//! A files channel with an `outbox`: its commits are written in advance,
+//! as outbox rows in the save transaction of that `sql` channel, so that a
+//! host killed between the data commit and the renames loses none of them.
+//!
+//! Each row is one step, `{"path", "staged"}` (no `staged`: remove the
+//! path). The save writes the rows after its last round, before anything
+//! commits; the files commit then renames (or removes) and marks the rows
+//! delivered. Rows a commit did not get to (the host died, or a rename
+//! failed) are applied by the channel's relay in `sluice serve` once they
+//! are a few seconds old. A staged file is only ever renamed once, so a
+//! step applied twice finds its staged file gone and is done: a late step
+//! never puts back older content. Staged files that pending rows name are
+//! kept by the sweep at open.
+
+use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cap_std::fs::Dir;
+use serde::{Deserialize, Serialize};
+
+use crate::channels::outbox::relay::{Deliver, Delivery, Failure};
+use crate::channels::outbox::{Entry, Outbox};
+use crate::channels::{Caller, ChannelError, Transaction};
+use crate::command::Headers;
+
+/// One step of a commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Step {
+    /// The path written or removed.
+    pub path: String,
+    /// The staged file renamed onto it (`None`: the path is removed).
+    pub staged: Option<String>,
+}
+
+/// How old a row must be before the relay applies it instead of the
+/// commit that wrote it.
+const RELAY_AFTER: Duration = Duration::from_secs(5);
+
+/// Writes `steps` as rows of `outbox` in `tx`; returns their ids.
+pub(super) fn record(
+    outbox: &Outbox,
+    tx: &mut dyn Transaction,
+    steps: &[Step],
+    caller: &Caller,
+) -> Result<Vec<String>, ChannelError> {
+    let mut ids = Vec::with_capacity(steps.len());
+    for step in steps {
+        let body = serde_json::to_vec(step).map_err(|e| ChannelError::Invalid(e.to_string()))?;
+        let target = match step.staged {
+            Some(_) => format!("write {}", step.path),
+            None => format!("remove {}", step.path),
+        };
+        ids.push(outbox.insert(tx, "host", &target, &Headers::default(), &body, caller)?);
+    }
+    Ok(ids)
+}
+
+/// Applies one step: renames its staged file onto its path, or removes the
+/// path. A staged file already gone was renamed by an earlier try.
+pub(super) fn apply(dir: &Dir, step: &Step) -> std::io::Result<()> {
+    let done = match &step.staged {
+        Some(staged) => dir.rename(staged, dir, &step.path),
+        None => dir.remove_file(&step.path),
+    };
+    match done {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The staged files that rows not yet applied name: the sweep keeps them.
+pub(super) fn kept(outbox: &Outbox) -> HashSet<String> {
+    let bodies = outbox.pending_bodies().unwrap_or_default();
+    bodies.iter().filter_map(|b| serde_json::from_slice::<Step>(b).ok()).filter_map(|s| s.staged).collect()
+}
+
+/// The relay's part: the steps a commit did not get to.
+pub(crate) struct Steps {
+    pub(crate) dir: Arc<Dir>,
+}
+
+impl Steps {
+    async fn run(&self, entry: &Entry) -> Result<(), Failure> {
+        let step: Step = serde_json::from_slice(&entry.body)
+            .map_err(|e| Failure { reason: format!("a malformed step: {e}"), permanent: true })?;
+        apply(&self.dir, &step).map_err(|e| Failure { reason: format!("{}: {e}", step.path), permanent: false })
+    }
+}
+
+impl Deliver for Steps {
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> Delivery<'a> {
+        Box::pin(self.run(entry))
+    }
+
+    /// A step is tried until it is done: it is a committed write.
+    fn tries(&self) -> Option<u32> {
+        None
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn min_age(&self) -> Duration {
+        RELAY_AFTER
+    }
+
+    /// Steps go in the order they were written: a later write of a path
+    /// lands after an earlier one.
+    fn ordered(&self) -> bool {
+        true
+    }
+}
