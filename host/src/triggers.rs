@@ -147,9 +147,9 @@ async fn reconcile(host: Arc<Host>) {
             keep
         });
         for key in wanted {
-            if !running.contains_key(&key) {
-                let task = tokio::spawn(subscribe(Arc::clone(&host), key.clone()));
-                running.insert(key, task);
+            if let std::collections::btree_map::Entry::Vacant(slot) = running.entry(key) {
+                let task = tokio::spawn(subscribe(Arc::clone(&host), slot.key().clone()));
+                slot.insert(task);
             }
         }
         tokio::time::sleep(RECONCILE).await;

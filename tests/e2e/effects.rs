@@ -443,11 +443,25 @@ fn two_hosts_on_postgres_deliver_each_row_once() {
     let received = receiver.received();
     let keys: std::collections::BTreeSet<_> = received.iter().filter_map(|r| r.header("idempotency-key")).collect();
     if keys.len() != placed {
-        let rows = client.query("SELECT id, state, tries, last_error, lease_owner FROM sluice_outbox WHERE channel = 'webhooks'", &[]).expect("rows");
+        let rows = client
+            .query(
+                "SELECT id, state, tries, last_error, lease_owner FROM sluice_outbox WHERE channel = 'webhooks'",
+                &[],
+            )
+            .expect("rows");
         let missing: Vec<String> = rows
             .iter()
             .filter(|r| !keys.contains(r.get::<_, String>(0).as_str()))
-            .map(|r| format!("{} {} {} {:?} {:?}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2), r.get::<_, Option<String>>(3), r.get::<_, Option<String>>(4)))
+            .map(|r| {
+                format!(
+                    "{} {} {} {:?} {:?}",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                    r.get::<_, Option<String>>(3),
+                    r.get::<_, Option<String>>(4)
+                )
+            })
             .collect();
         panic!("{} keys of {placed}; not received: {missing:?}\n{}\n{}", keys.len(), hosts[0].log(), hosts[1].log());
     }

@@ -127,8 +127,8 @@ fn a_commit_cut_short_is_finished_when_the_channel_opens() {
     options.config = Some(config);
     let host = Host::open(&options).expect("host");
     // A save through the journal: its row is delivered by its own commit.
-    let report = call::run(&host, "probe", "kv-set", &[s("files"), s("a.txt"), bytes(b"first")], Mode::Save)
-        .expect("set");
+    let report =
+        call::run(&host, "probe", "kv-set", &[s("files"), s("a.txt"), bytes(b"first")], Mode::Save).expect("set");
     assert_eq!(sluice_host::values::to_json(&report.results[0]).to_string(), r#"{"ok":1}"#);
     drop(host);
     let root = f.dir.path().join("files");
@@ -157,7 +157,8 @@ fn a_commit_cut_short_is_finished_when_the_channel_opens() {
         .filter(|n| n.starts_with(".sluice-stage-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    let state: String = f.db().query_row("SELECT state FROM sluice_outbox WHERE id = 'r1'", [], |r| r.get(0)).expect("r1");
+    let state: String =
+        f.db().query_row("SELECT state FROM sluice_outbox WHERE id = 'r1'", [], |r| r.get(0)).expect("r1");
     assert_eq!(state, "delivered");
     drop(host);
 }

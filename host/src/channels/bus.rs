@@ -204,14 +204,10 @@ impl Channel for BusChannel {
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
-        Err(ChannelError::Invalid(format!(
-            "channel {} applies its commands in the save transaction of {}",
-            self.name,
-            self.outbox.base_name()
-        )))
+        Err(super::outbox::no_transaction(&self.name, self.outbox.base_name()))
     }
 
     fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(ChannelError::Invalid(format!("a bus channel has no migrations; migrate {}", self.outbox.base_name())))
+        Err(super::outbox::no_migrations(Kind::Bus, self.outbox.base_name()))
     }
 }

@@ -188,17 +188,10 @@ impl Channel for HttpOutChannel {
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
-        Err(ChannelError::Invalid(format!(
-            "channel {} applies its commands in the save transaction of {}",
-            self.name,
-            self.outbox.base_name()
-        )))
+        Err(super::outbox::no_transaction(&self.name, self.outbox.base_name()))
     }
 
     fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(ChannelError::Invalid(format!(
-            "an http-out channel has no migrations; migrate {}",
-            self.outbox.base_name()
-        )))
+        Err(super::outbox::no_migrations(Kind::HttpOut, self.outbox.base_name()))
     }
 }

@@ -459,6 +459,23 @@ pub struct RelayParts {
     pub counts: Arc<outbox::relay::Counts>,
 }
 
+impl RelayParts {
+    fn new(
+        channel: &str,
+        outbox: &Arc<outbox::Outbox>,
+        deliver: Arc<dyn outbox::relay::Deliver>,
+        wake: &Arc<tokio::sync::Notify>,
+    ) -> RelayParts {
+        RelayParts {
+            channel: channel.to_string(),
+            outbox: Arc::clone(outbox),
+            deliver,
+            wake: Arc::clone(wake),
+            counts: Arc::default(),
+        }
+    }
+}
+
 impl Channels {
     /// Opens every channel the configuration names.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
@@ -485,13 +502,8 @@ impl Channels {
                     };
                     let opened = Arc::new(files::FilesChannel::open(name, path, journal.clone()).map_err(fail)?);
                     if let Some(journal) = journal {
-                        channels.relays.push(RelayParts {
-                            channel: name.clone(),
-                            outbox: journal,
-                            deliver: Arc::new(files::journal::Steps { dir: opened.dir() }),
-                            wake: Arc::new(tokio::sync::Notify::new()),
-                            counts: Arc::default(),
-                        });
+                        let steps = Arc::new(files::journal::Steps { dir: opened.dir() });
+                        channels.relays.push(RelayParts::new(name, &journal, steps, &Arc::default()));
                     }
                     opened
                 }
@@ -507,13 +519,7 @@ impl Channels {
                         duplicate_window: std::time::Duration::from_secs(duplicate_window_s.unwrap_or(86_400)),
                     };
                     let opened = Arc::new(bus::BusChannel::open(name, settings, outbox, base(outbox)?).map_err(fail)?);
-                    channels.relays.push(RelayParts {
-                        channel: name.clone(),
-                        outbox: Arc::clone(opened.outbox()),
-                        deliver: opened.clone(),
-                        wake: Arc::clone(opened.wake()),
-                        counts: Arc::default(),
-                    });
+                    channels.relays.push(RelayParts::new(name, opened.outbox(), opened.clone(), opened.wake()));
                     channels.buses.insert(name.clone(), Arc::clone(&opened));
                     opened
                 }
@@ -531,13 +537,7 @@ impl Channels {
                     };
                     let opened =
                         Arc::new(http_out::HttpOutChannel::open(name, settings, outbox, base(outbox)?).map_err(fail)?);
-                    channels.relays.push(RelayParts {
-                        channel: name.clone(),
-                        outbox: Arc::clone(opened.outbox()),
-                        deliver: opened.clone(),
-                        wake: Arc::clone(opened.wake()),
-                        counts: Arc::default(),
-                    });
+                    channels.relays.push(RelayParts::new(name, opened.outbox(), opened.clone(), opened.wake()));
                     opened
                 }
             };

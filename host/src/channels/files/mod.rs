@@ -37,9 +37,9 @@ use super::kv::{MAX_LIST, check_key, check_prefix, reading, value_rows};
 use super::outbox::Outbox;
 use super::turns::{Turn, Turns};
 use super::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
-use journal::Step;
 use crate::bindings::{Rows, Value};
 use crate::command::{Kind, Operation, Outcome};
+use journal::Step;
 
 /// The prefix of staged files: no path may have a component starting with it.
 const STAGE: &str = ".sluice-stage-";

@@ -190,7 +190,13 @@ impl Outbox {
     /// Claims up to `limit` rows due now for `owner`, for `lease`: no other
     /// claim takes them until the lease runs out. Each claim counts a try.
     /// Only rows written at least `min_age` ago are claimed.
-    pub fn claim(&self, owner: &str, limit: u32, lease: Duration, min_age: Duration) -> Result<Vec<Entry>, ChannelError> {
+    pub fn claim(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+        min_age: Duration,
+    ) -> Result<Vec<Entry>, ChannelError> {
         let now = now_ms();
         let written_by = now - i64::try_from(min_age.as_millis()).unwrap_or(0);
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
@@ -304,6 +310,17 @@ impl Outbox {
             }
         }
     }
+}
+
+/// The refusal of `begin` on a channel whose commands become rows of the
+/// outbox in `base`: a save never asks for it.
+pub fn no_transaction(channel: &str, base: &str) -> ChannelError {
+    ChannelError::Invalid(format!("channel {channel} applies its commands in the save transaction of {base}"))
+}
+
+/// The refusal of `migrate` on such a channel.
+pub fn no_migrations(kind: Kind, base: &str) -> ChannelError {
+    ChannelError::Invalid(format!("a {} channel has no migrations; migrate {base}", kind.name()))
 }
 
 /// A claimed row: `id, service, target, headers, body, tries`.
