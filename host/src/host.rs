@@ -32,6 +32,14 @@ pub struct HostOptions {
 }
 
 impl HostOptions {
+    /// The configuration file's, or the embedded one.
+    fn config(&self) -> anyhow::Result<Config> {
+        match &self.config {
+            Some(path) => Config::load(path),
+            None => Ok(Config::embedded(&self.data_dir)),
+        }
+    }
+
     /// The defaults for a services directory: data in `data/`, no config file.
     pub fn new(services: impl Into<PathBuf>) -> HostOptions {
         HostOptions {
@@ -58,26 +66,33 @@ pub struct Host {
 impl Host {
     /// Opens the channels, builds the runtime and discovers the services.
     pub fn open(options: &HostOptions) -> anyhow::Result<Host> {
-        let config = match &options.config {
-            Some(path) => Config::load(path)?,
-            None => Config::embedded(&options.data_dir),
-        };
+        let config = HostOptions::config(options)?;
         let channels = Arc::new(Channels::open(&config)?);
-        let mut runtime_options = options.runtime.clone();
-        runtime_options.configure(&config)?;
-        runtime_options.apply_scopes(&options.scopes).context("command line")?;
-        if runtime_options.cache_dir.is_none() {
-            runtime_options.cache_dir = Some(options.data_dir.join("cache"));
-        }
-        let runtime = Runtime::new(runtime_options)?;
-        let registry = Registry::discover(runtime, &options.services)
-            .with_context(|| format!("cannot read services directory {}", options.services.display()))?;
+        let registry = Host::discover(options, &config)?;
         Ok(Host {
             registry: RwLock::new(Arc::new(registry)),
             reloading: Mutex::new(()),
             reloads: AtomicU64::new(0),
             channels,
         })
+    }
+
+    /// The runtime and the services of `options`, without opening any
+    /// channel: what `sluice test` replays recorded scopes against.
+    pub fn services(options: &HostOptions) -> anyhow::Result<Registry> {
+        Host::discover(options, &HostOptions::config(options)?)
+    }
+
+    fn discover(options: &HostOptions, config: &Config) -> anyhow::Result<Registry> {
+        let mut runtime_options = options.runtime.clone();
+        runtime_options.configure(config)?;
+        runtime_options.apply_scopes(&options.scopes).context("command line")?;
+        if runtime_options.cache_dir.is_none() {
+            runtime_options.cache_dir = Some(options.data_dir.join("cache"));
+        }
+        let runtime = Runtime::new(runtime_options)?;
+        Registry::discover(runtime, &options.services)
+            .with_context(|| format!("cannot read services directory {}", options.services.display()))
     }
 
     /// The services as they are now. A scope started later may see a newer

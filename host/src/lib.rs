@@ -19,6 +19,8 @@
 //! - [`linking`]: service-to-service imports resolved at discovery and
 //!   forwarded within the scope.
 //! - [`call`]: one request: a scope, one call, save or discard.
+//! - [`case`]: scopes recorded as test cases, replayed with no channel
+//!   (`sluice call --record`, `sluice test`).
 //! - [`state`]: what a scope's store holds and the views host functions get.
 //! - [`interfaces`]: the host side of `from`, `to` and `types`.
 //! - [`command`]: queued commands as data, checked when queued, and the
@@ -46,6 +48,7 @@
 pub mod bindings;
 pub mod budget;
 pub mod call;
+pub mod case;
 pub mod channels;
 pub mod command;
 pub mod config;

@@ -84,6 +84,24 @@ enum Command {
         /// it would have applied.
         #[arg(long)]
         dry_run: bool,
+        /// Also write the scope as a test case to FILE (JSON): the call,
+        /// every read with its rows, and every command with its outcome, for
+        /// `sluice test` to replay with no database.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Replay test cases (from `sluice call --record`, or written by hand)
+    /// against the current services with no database: each read is
+    /// answered from the case, and the commands and result are compared
+    /// with the case's. Exits 1 when any case differs.
+    Test {
+        /// Case files, or directories of them (`*.json`).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Rewrite the expected part of each case that differs with what
+        /// the scope does now.
+        #[arg(long)]
+        update: bool,
     },
     /// Write a new service project into DIR (default: ./NAME), outside any
     /// services directory; its README says the one command that builds it.
@@ -219,15 +237,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         options.runtime.limits.fuel = Some(fuel);
     }
     options.scopes = sluice_host::config::ScopeSettings { isolation: cli.isolation, retries: cli.retries };
+    // A replay needs the services only: no channel is opened.
+    if let Command::Test { paths, update } = &cli.command {
+        return test(&options, paths, *update);
+    }
     let host = Host::open(&options)?;
     let owner = sluice_host::triggers::owner(&options);
     for failure in host.registry().failures() {
         eprintln!("warning: skipped {}", failure.error);
     }
     match cli.command {
-        Command::Call { target, args, json, dry_run } => {
+        Command::Call { target, args, json, dry_run, record } => {
             let mode = if dry_run { Mode::DryRun } else { Mode::Save };
-            call(&host, &target, &args, json, mode)
+            call(&host, &target, &args, json, mode, record.as_deref())
         }
         Command::List { json } => {
             list(&host, json);
@@ -235,7 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
         Command::Outbox { channel, limit, json } => outbox(&host, &channel, limit, json),
-        Command::New { .. } => Ok(ExitCode::SUCCESS),
+        Command::New { .. } | Command::Test { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve {
             listen,
             max_body_bytes,
@@ -293,7 +315,39 @@ fn outbox(host: &Host, channel: &str, limit: u32, json: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> anyhow::Result<ExitCode> {
+/// `sluice test`: replays every case and prints a line per case, the
+/// differences of each that failed, and `N passed, M failed`.
+fn test(options: &HostOptions, paths: &[PathBuf], update: bool) -> anyhow::Result<ExitCode> {
+    let registry = Arc::new(Host::services(options)?);
+    for failure in registry.failures() {
+        eprintln!("warning: skipped {}", failure.error);
+    }
+    let verdicts = sluice_host::case::diff::run(&registry, paths, update).map_err(anyhow::Error::msg)?;
+    let failed = verdicts.iter().filter(|v| !v.passed()).count();
+    for verdict in &verdicts {
+        if verdict.passed() {
+            say!("ok    {}", verdict.path.display());
+            continue;
+        }
+        say!("FAIL  {}", verdict.path.display());
+        for difference in &verdict.differences {
+            for line in difference.lines() {
+                say!("      {line}");
+            }
+        }
+    }
+    say!("{} passed, {failed} failed", verdicts.len() - failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn call(
+    host: &Host,
+    target: &str,
+    args: &[String],
+    json: bool,
+    mode: Mode,
+    record: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     // `orders.place("ann", 1, 3)`: a WAVE call, as `wasmtime run --invoke`
     // takes; otherwise the name, then one JSON value per parameter.
     let wave = if target.contains('(') {
@@ -315,7 +369,16 @@ fn call(host: &Host, target: &str, args: &[String], json: bool, mode: Mode) -> a
         None => json_args(service, func, args)?,
     };
     let scope = Scope::new(Arc::clone(&registry), Arc::clone(&host.channels));
-    let report = match call::run_in(scope, service, function, &vals, mode) {
+    let ran = match record {
+        Some(path) => {
+            let (ran, case) = sluice_host::case::record(scope, service, function, &vals, mode);
+            sluice_host::case::diff::write(path, &case).map_err(anyhow::Error::msg)?;
+            eprintln!("recorded the scope as a test case in {}", path.display());
+            ran
+        }
+        None => call::run_in(scope, service, function, &vals, mode),
+    };
+    let report = match ran {
         Ok(report) => report,
         // The service refused the save: a business error, like an `err`.
         Err(e @ ScopeError::Refused { .. }) => {

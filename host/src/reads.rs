@@ -100,3 +100,91 @@ impl ReadSet {
         self.reads.iter().map(|r| r.channel.as_str()).collect()
     }
 }
+
+/// A read as a recorded scope keeps it ([`Tape`]): what was asked and the
+/// rows it returned, for a test to answer the same read again without the
+/// channel.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Taped {
+    /// The service that made it.
+    pub service: String,
+    /// The calls that led to it, outermost first.
+    pub chain: Vec<String>,
+    /// The channel it read.
+    pub channel: String,
+    /// What was asked.
+    #[serde(flatten)]
+    pub asked: Asked,
+    /// The rows it returned: column names, then values (a blob as an array
+    /// of bytes).
+    pub rows: serde_json::Value,
+}
+
+/// What one read asked, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "read", rename_all = "kebab-case")]
+pub enum Asked {
+    /// `from.query`.
+    Query {
+        /// The statement.
+        statement: String,
+        /// Its parameters, as JSON values.
+        params: Vec<serde_json::Value>,
+    },
+    /// `from.get`.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// `from.list`.
+    List {
+        /// The prefix.
+        prefix: String,
+        /// The most keys asked for.
+        limit: u32,
+    },
+}
+
+/// The reads of a scope being recorded, in order, with their rows.
+pub type Tape = Vec<Taped>;
+
+/// Rows as JSON: `{"columns": [...], "values": [[...], ...]}`.
+pub fn rows_json(rows: &crate::bindings::Rows) -> serde_json::Value {
+    let values: Vec<serde_json::Value> = rows
+        .values
+        .iter()
+        .map(|row| serde_json::Value::Array(row.iter().map(crate::command::value_json).collect()))
+        .collect();
+    serde_json::json!({ "columns": rows.columns, "values": values })
+}
+
+/// A value from its JSON form ([`crate::command::value_json`]): an integer,
+/// a float, a string (text), an array of bytes (a blob) or null.
+pub fn json_value(json: &serde_json::Value) -> Option<Value> {
+    Some(match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Integer(i64::from(*b)),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Real(n.as_f64()?),
+        },
+        serde_json::Value::String(s) => Value::Text(s.clone()),
+        serde_json::Value::Array(bytes) => {
+            Value::Blob(bytes.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect::<Option<_>>()?)
+        }
+        serde_json::Value::Object(_) => return None,
+    })
+}
+
+/// Rows from their JSON form ([`rows_json`]).
+pub fn json_rows(json: &serde_json::Value) -> Option<crate::bindings::Rows> {
+    let columns =
+        json.get("columns")?.as_array()?.iter().map(|c| c.as_str().map(str::to_string)).collect::<Option<_>>()?;
+    let values = json
+        .get("values")?
+        .as_array()?
+        .iter()
+        .map(|row| row.as_array()?.iter().map(json_value).collect::<Option<Vec<_>>>())
+        .collect::<Option<_>>()?;
+    Some(crate::bindings::Rows { columns, values })
+}

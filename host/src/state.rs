@@ -62,6 +62,8 @@ pub struct ScopeState {
     /// Whether reads are kept: the host's isolation is serializable and the
     /// save has not begun.
     pub(crate) keep_reads: bool,
+    /// The reads with their rows, when the scope is being recorded.
+    pub(crate) tape: Option<crate::reads::Tape>,
     /// Which run of the unit of work this is, from 1; a conflict runs it
     /// again in a new scope.
     pub(crate) attempt: usize,
@@ -110,6 +112,7 @@ impl ScopeState {
             cancel: crate::budget::Canceller::default(),
             reads: ReadSet::default(),
             keep_reads: registry_keeps_reads,
+            tape: None,
             attempt: 1,
             conflicts: Vec::new(),
             held: BTreeMap::new(),
@@ -162,6 +165,7 @@ impl ScopeState {
             service,
             denials: &mut self.denials,
             reads: self.keep_reads.then_some(&mut self.reads),
+            tape: self.tape.as_mut(),
         }
     }
 }
@@ -223,6 +227,8 @@ pub struct ServiceView<'a> {
     pub denials: &'a mut Vec<String>,
     /// Where reads are kept for the save to check; `None` when they are not.
     pub(crate) reads: Option<&'a mut ReadSet>,
+    /// Where reads are recorded with their rows; `None` when they are not.
+    pub(crate) tape: Option<&'a mut crate::reads::Tape>,
     /// The calling function's deadline: the channel interrupts a statement
     /// still running at it.
     pub(crate) deadline: crate::budget::Deadline,

@@ -1,6 +1,7 @@
 //! End-to-end tests: components built from `guests/` by `just guests`, real
 //! SQLite files in temp dirs, the library and the real `sluice` binary.
 
+mod cases;
 mod channels;
 mod cli;
 mod costs;

@@ -8,7 +8,7 @@ use crate::bindings::{Error, Rows, Value};
 use crate::channels::{Caller, ChannelError, Reading};
 use crate::grants::Refusal;
 use crate::limits::{Breach, size};
-use crate::reads::Read;
+use crate::reads::{Asked, Read, Taped};
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
@@ -22,6 +22,8 @@ impl Host for ServiceView<'_> {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
         };
+        let params_json = || params.iter().map(crate::command::value_json).collect();
+        self.tape(&channel, || Asked::Query { statement: sql.clone(), params: params_json() }, &reading);
         let grant = caller.grant.clone();
         let relaxed = |t: &String| grant.as_ref().is_some_and(|g| g.relaxed_reads.allows(t));
         // A read of no table cannot change; one of relaxed tables only is
@@ -53,6 +55,7 @@ impl Host for ServiceView<'_> {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
         };
+        self.tape(&channel, || Asked::Get { key: key.clone() }, &reading);
         if self.reads.is_some() {
             self.keep(channel, String::new(), Vec::new(), &reading)?;
         }
@@ -68,6 +71,7 @@ impl Host for ServiceView<'_> {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
         };
+        self.tape(&channel, || Asked::List { prefix: prefix.clone(), limit }, &reading);
         if self.reads.is_some() {
             self.keep(channel, String::new(), Vec::new(), &reading)?;
         }
@@ -88,6 +92,18 @@ impl Host for ServiceView<'_> {
 }
 
 impl ServiceView<'_> {
+    /// Records a read with its rows when the scope is being recorded.
+    fn tape(&mut self, channel: &str, asked: impl FnOnce() -> Asked, reading: &Reading) {
+        let Some(tape) = self.tape.as_deref_mut() else { return };
+        tape.push(Taped {
+            service: self.service.map(|s| s.name.clone()).unwrap_or_default(),
+            chain: self.frames.iter().map(ToString::to_string).collect(),
+            channel: channel.to_string(),
+            asked: asked(),
+            rows: crate::reads::rows_json(&reading.rows),
+        });
+    }
+
     /// What every read needs before it reaches its channel: the channel,
     /// the calling service within its `command-bytes` for what it sent
     /// (`asked` bytes; a trap otherwise), and the caller with its grant,

@@ -301,6 +301,22 @@ impl Scope {
         self.store.data().queue.commands()
     }
 
+    /// The channels the scope reads from and saves to.
+    pub fn channels(&self) -> &Arc<Channels> {
+        &self.store.data().channels
+    }
+
+    /// Starts recording this scope's reads with their rows (an empty tape);
+    /// [`Scope::take_tape`] gives them back.
+    pub fn record(&mut self) {
+        self.store.data_mut().tape = Some(Vec::new());
+    }
+
+    /// The reads recorded since [`Scope::record`], in order.
+    pub fn take_tape(&mut self) -> crate::reads::Tape {
+        self.store.data_mut().tape.take().unwrap_or_default()
+    }
+
     /// Queues the receipt of message `id` by `consumer` (a service's
     /// subscription) on the `bus` channel `channel`, as the command of
     /// `service`: the scope's save records that the message was handled,

@@ -1,0 +1,202 @@
+//! Test cases of services as data: a scope recorded (`sluice call
+//! --record FILE`) or written by hand, replayed against the current
+//! components with no channel at all (`sluice test`).
+//!
+//! A case is one JSON file: the call and its arguments, the channels the
+//! scope used with their kinds, every read with the rows it returned, and
+//! what is expected: the result, how the scope ended, and every command
+//! with its provenance (round, service, calls) and outcome. Replaying answers
+//! each read from the case ([`replay`]); a read the case does not hold fails
+//! the case with its statement. The commands and the result are compared
+//! with the expected ones, and a difference is shown command by command
+//! ([`diff`]).
+
+pub mod diff;
+pub mod replay;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use wasmtime::component::Val;
+
+use crate::call::CallReport;
+use crate::channels::Channels;
+use crate::reads::Taped;
+use crate::registry::Registry;
+use crate::scope::{Answer, Ending, Mode, Scope, ScopeError};
+
+/// One case: a call, what it reads, and what it must do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// What the case shows, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub about: String,
+    /// `SERVICE.FUNCTION`.
+    pub call: String,
+    /// One JSON value per parameter, as `sluice call --json` prints values.
+    pub args: Vec<Json>,
+    /// The channels the scope used, by name, with their kind (`sql`, `kv`,
+    /// `bus`, `http-out`).
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+    /// Every read, in order, with the rows it returned.
+    #[serde(default)]
+    pub reads: Vec<Taped>,
+    /// What the scope must do.
+    pub expect: Expected,
+}
+
+/// What a scope did, or must do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expected {
+    /// The function's result as JSON (`{"ok": …}`, `{"err": …}`), the
+    /// refusal of a save (`{"code", "message"}`), or the error.
+    pub result: Json,
+    /// `saved`, `discarded` (an `err` result), `denied` (a grant),
+    /// `refused` (an `on-save` refusal) or `failed` (a trap, a limit…).
+    pub ending: String,
+    /// The commands: applied ones with their round and outcome when saved,
+    /// else the ones that were queued.
+    #[serde(default)]
+    pub commands: Vec<Json>,
+}
+
+/// Runs `service.function(args)` in `scope` with its reads recorded, and
+/// ends it as [`crate::call::run_in`] does. Returns the call's report (or
+/// error) and the case it makes.
+pub fn record(
+    scope: Scope,
+    service: &str,
+    function: &str,
+    args: &[Val],
+    mode: Mode,
+) -> (Result<CallReport, ScopeError>, Case) {
+    let channels = Arc::clone(scope.channels());
+    let mut tape = Vec::new();
+    let ran = scope.run(|scope| {
+        scope.record();
+        let id = scope.id();
+        let called = scope.call(service, function, args);
+        let ended = called.and_then(|results| {
+            let ending = scope.finish(Answer::Results { service, function, results: &results }, mode)?;
+            Ok(CallReport { scope: id, results, ending })
+        });
+        tape = scope.take_tape();
+        ended
+    });
+    let expect = expected(&ran);
+    let mut kinds = BTreeMap::new();
+    let used = tape
+        .iter()
+        .map(|t| t.channel.clone())
+        .chain(expect.commands.iter().filter_map(|c| c.get("channel").and_then(Json::as_str).map(str::to_string)));
+    for name in used {
+        if let Some(channel) = channels.get(&name) {
+            kinds.insert(name, channel.kind().name().to_string());
+        }
+    }
+    let case = Case {
+        about: String::new(),
+        call: format!("{service}.{function}"),
+        args: args.iter().map(crate::values::to_json).collect(),
+        channels: kinds,
+        reads: tape,
+        expect,
+    };
+    (ran, case)
+}
+
+/// What a finished call did, in a case's terms.
+pub fn expected(ran: &Result<CallReport, ScopeError>) -> Expected {
+    let queued = |commands: &[crate::command::Command]| commands.iter().map(|c| command_json(c, None)).collect();
+    match ran {
+        Ok(report) => {
+            let result = report.result_json();
+            match &report.ending {
+                Ending::Saved(saved) | Ending::DryRun(saved) => Expected {
+                    result,
+                    ending: if matches!(report.ending, Ending::Saved(_)) { "saved" } else { "dry-run" }.into(),
+                    commands: saved
+                        .applied
+                        .iter()
+                        .map(|a| command_json(&a.command, Some((a.round, a.outcome))))
+                        .collect(),
+                },
+                Ending::Discarded { commands, .. } => {
+                    Expected { result, ending: "discarded".into(), commands: queued(commands) }
+                }
+                Ending::Denied { commands, .. } => {
+                    Expected { result, ending: "denied".into(), commands: queued(commands) }
+                }
+            }
+        }
+        Err(ScopeError::Refused { service, code, message }) => Expected {
+            result: json!({ "service": service, "code": code, "message": message }),
+            ending: "refused".into(),
+            commands: Vec::new(),
+        },
+        Err(e) => Expected { result: Json::String(e.to_string()), ending: "failed".into(), commands: Vec::new() },
+    }
+}
+
+/// One command as a case holds it: provenance, channel, operation and, when
+/// applied, round and outcome.
+fn command_json(command: &crate::command::Command, applied: Option<(usize, crate::command::Outcome)>) -> Json {
+    let mut out = json!({
+        "service": command.service,
+        "chain": command.chain,
+        "channel": command.channel,
+        "op": command.op,
+    });
+    if let Some(expect) = command.expect {
+        out["expect"] = json!(expect);
+    }
+    if let Some((round, outcome)) = applied {
+        out["round"] = json!(round);
+        out["outcome"] = json!(outcome);
+    }
+    out
+}
+
+/// What replaying a case did: the scope's doings, and the reads it asked
+/// for that the case did not hold.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// What the scope did.
+    pub actual: Expected,
+    /// Reads the case had no answer for, described.
+    pub unrecorded: Vec<String>,
+}
+
+/// Replays `case` against the services of `registry`, with no channel:
+/// every read is answered from the case.
+pub fn replay(registry: &Arc<Registry>, case: &Case) -> Result<Replayed, String> {
+    let (service, function) = crate::call::parse_target(&case.call)?;
+    let func = registry.service(service).map_err(|e| e.to_string())?.function(function).map_err(|e| e.to_string())?;
+    if func.params.len() != case.args.len() {
+        return Err(format!(
+            "{} takes {} argument(s); the case gives {}",
+            case.call,
+            func.params.len(),
+            case.args.len()
+        ));
+    }
+    let args = func
+        .params
+        .iter()
+        .zip(&case.args)
+        .map(|((name, ty), json)| crate::values::from_json(ty, json, name).map_err(|e| format!("argument {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let state = replay::State::new(case);
+    let mut channels = Channels::default();
+    for (name, kind) in &case.channels {
+        channels.insert(name.clone(), Arc::new(replay::ReplayChannel::new(name, kind, &state)?));
+    }
+    let scope = Scope::new(Arc::clone(registry), Arc::new(channels));
+    let ran = crate::call::run_in(scope, service, function, &args, Mode::Save);
+    Ok(Replayed { actual: expected(&ran), unrecorded: state.unrecorded() })
+}

@@ -1,0 +1,185 @@
+//! The channels of a replay: each answers reads from the case, and its
+//! transactions apply nothing, giving each command the outcome the case
+//! expects for the same command (so `on-save` rounds replay too). Only the
+//! host's own checks run (a grant's tables for `insert`, `update`,
+//! `delete`); what an engine enforces (SQLite's authorizer, key prefixes,
+//! subjects) is not there to check.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::Value as Json;
+
+use super::Case;
+use crate::bindings::Value;
+use crate::channels::{Caller, Channel, ChannelError, Reading, Transaction};
+use crate::command::{Kind, Operation, Outcome};
+use crate::reads::{Asked, Taped, json_rows};
+
+/// What the channels of one replay share: the case's reads and commands,
+/// which have been used, and the reads the case did not hold.
+pub struct State {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    reads: Vec<(Taped, bool)>,
+    commands: Vec<(Json, bool)>,
+    unrecorded: Vec<String>,
+}
+
+impl State {
+    /// The state of a replay of `case`.
+    pub fn new(case: &Case) -> Arc<State> {
+        Arc::new(State {
+            inner: Mutex::new(Inner {
+                reads: case.reads.iter().map(|r| (r.clone(), false)).collect(),
+                commands: case.expect.commands.iter().map(|c| (c.clone(), false)).collect(),
+                unrecorded: Vec::new(),
+            }),
+        })
+    }
+
+    /// The reads asked for that the case did not hold, described.
+    pub fn unrecorded(&self) -> Vec<String> {
+        self.lock().unrecorded.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The rows the case holds for `asked` on `channel`: the first such
+    /// read not answered yet, else one answered before.
+    fn answer(&self, channel: &str, asked: &Asked, caller: &Caller) -> Result<Reading, ChannelError> {
+        let mut inner = self.lock();
+        let fits = |t: &Taped| t.channel == channel && &t.asked == asked;
+        let found = inner
+            .reads
+            .iter()
+            .position(|(t, used)| !used && fits(t))
+            .or_else(|| inner.reads.iter().position(|(t, _)| fits(t)));
+        let Some(index) = found else {
+            let by = caller.service.as_deref().unwrap_or("the host");
+            let what = describe(asked);
+            inner.unrecorded.push(format!("{what} on {channel} by {by}"));
+            return Err(ChannelError::Invalid(format!("the case holds no read {what} on {channel}")));
+        };
+        inner.reads[index].1 = true;
+        let rows = json_rows(&inner.reads[index].0.rows)
+            .ok_or_else(|| ChannelError::Invalid(format!("the case's rows of {} are malformed", describe(asked))))?;
+        Ok(Reading { rows, digest: 0, tables: Vec::new(), volatile: false, recheck: None })
+    }
+
+    /// The outcome the case expects for `op` on `channel`: that of the first
+    /// expected command equal to it not used yet; else a neutral one (the
+    /// comparison then shows the difference).
+    fn outcome(&self, channel: &str, op: &Operation) -> Outcome {
+        let op_json = serde_json::to_value(op).unwrap_or_default();
+        let mut inner = self.lock();
+        let found = inner.commands.iter().position(|(c, used)| {
+            !used && c.get("channel").and_then(Json::as_str) == Some(channel) && c.get("op") == Some(&op_json)
+        });
+        if let Some(index) = found {
+            inner.commands[index].1 = true;
+            if let Some(outcome) = inner.commands[index].0.get("outcome").and_then(outcome_from) {
+                return outcome;
+            }
+        }
+        match op {
+            Operation::Insert { .. } => Outcome::Inserted(0),
+            _ => Outcome::Affected(1),
+        }
+    }
+}
+
+/// An outcome from its JSON form: `{"affected": n}` or `{"inserted": id}`.
+fn outcome_from(json: &Json) -> Option<Outcome> {
+    if let Some(n) = json.get("affected").and_then(Json::as_u64) {
+        return Some(Outcome::Affected(n));
+    }
+    json.get("inserted").and_then(Json::as_i64).map(Outcome::Inserted)
+}
+
+/// A read for people: `` `SELECT …` with [1] ``, `get cart/ann/1`.
+pub fn describe(asked: &Asked) -> String {
+    match asked {
+        Asked::Query { statement, params } => {
+            format!(
+                "`{}` with {}",
+                statement.split_whitespace().collect::<Vec<_>>().join(" "),
+                Json::from(params.clone())
+            )
+        }
+        Asked::Get { key } => format!("get {key}"),
+        Asked::List { prefix, limit } => format!("list {prefix} (at most {limit})"),
+    }
+}
+
+/// A channel of a replay.
+pub struct ReplayChannel {
+    name: String,
+    kind: Kind,
+    state: Arc<State>,
+}
+
+impl ReplayChannel {
+    /// The channel `name` of kind `kind` (its name in `sluice.toml`).
+    pub fn new(name: &str, kind: &str, state: &Arc<State>) -> Result<ReplayChannel, String> {
+        let kind = [Kind::Sql, Kind::Kv, Kind::Bus, Kind::HttpOut]
+            .into_iter()
+            .find(|k| k.name() == kind)
+            .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out)"))?;
+        Ok(ReplayChannel { name: name.to_string(), kind, state: Arc::clone(state) })
+    }
+}
+
+impl Channel for ReplayChannel {
+    fn query(&self, sql: &str, params: &[Value], caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        let params = params.iter().map(crate::command::value_json).collect();
+        self.state.answer(&self.name, &Asked::Query { statement: sql.to_string(), params }, caller)
+    }
+
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn get(&self, key: &str, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        self.state.answer(&self.name, &Asked::Get { key: key.to_string() }, caller)
+    }
+
+    fn list(&self, prefix: &str, limit: u32, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        self.state.answer(&self.name, &Asked::List { prefix: prefix.to_string(), limit }, caller)
+    }
+
+    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
+        Ok(())
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        Ok(Box::new(ReplayTransaction { name: self.name.clone(), state: Arc::clone(&self.state) }))
+    }
+
+    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        Err(ChannelError::Invalid("a replay has no migrations".into()))
+    }
+}
+
+/// A replay's transaction: applies nothing.
+struct ReplayTransaction {
+    name: String,
+    state: Arc<State>,
+}
+
+impl Transaction for ReplayTransaction {
+    fn apply(&mut self, op: &Operation, _: &Caller) -> Result<Outcome, ChannelError> {
+        Ok(self.state.outcome(&self.name, op))
+    }
+
+    fn digest(&mut self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<u64, ChannelError> {
+        Ok(0)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), ChannelError> {
+        Ok(())
+    }
+}
