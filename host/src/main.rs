@@ -89,6 +89,11 @@ enum Command {
         /// `sluice test` to replay with no database.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Redact a recorded case: `column:NAME` (that column in rows and
+        /// commands) or `arg:NAME` (that parameter); every value found there
+        /// is replaced wherever it appears. Repeatable.
+        #[arg(long, value_name = "RULE")]
+        redact: Vec<sluice_host::case::redact::Rule>,
     },
     /// Replay test cases (from `sluice call --record`, or written by hand)
     /// against the current services with no database: each read is
@@ -149,6 +154,17 @@ enum Command {
         /// Do not watch the services directory for changes.
         #[arg(long)]
         no_watch: bool,
+        /// Record the scopes of typed calls (`POST /services/…`) as test
+        /// cases in DIR, one `SCOPE-ID.json` each, for `sluice test`.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+        /// The share of scopes recorded, from 0 to 1.
+        #[arg(long, default_value_t = 1.0, value_name = "SHARE")]
+        record_rate: f64,
+        /// Redact recorded cases: `column:NAME` or `arg:NAME` (see `call
+        /// --redact`). Repeatable.
+        #[arg(long, value_name = "RULE")]
+        redact: Vec<sluice_host::case::redact::Rule>,
     },
     /// Show where the effects of a `bus` or `http-out` channel are: its
     /// latest outbox rows, newest first (pending, delivered or dead, with
@@ -247,9 +263,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("warning: skipped {}", failure.error);
     }
     match cli.command {
-        Command::Call { target, args, json, dry_run, record } => {
+        Command::Call { target, args, json, dry_run, record, redact } => {
             let mode = if dry_run { Mode::DryRun } else { Mode::Save };
-            call(&host, &target, &args, json, mode, record.as_deref())
+            call(&host, &target, &args, json, mode, record.as_deref().map(|file| (file, redact.as_slice())))
         }
         Command::List { json } => {
             list(&host, json);
@@ -266,9 +282,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drain_seconds,
             unready_seconds,
             no_watch,
+            record,
+            record_rate,
+            redact,
         } => {
             let read_timeout = Duration::from_millis(read_timeout_ms);
-            let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout };
+            if !(0.0..=1.0).contains(&record_rate) {
+                anyhow::bail!("--record-rate {record_rate} is not a share from 0 to 1");
+            }
+            let record = match record {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    Some(sluice_host::server::Recording { dir, rate: record_rate, rules: redact })
+                }
+                None => None,
+            };
+            let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout, record };
             let stop =
                 Stop { unready: Duration::from_secs(unready_seconds), drain: Duration::from_secs(drain_seconds) };
             serve(host, &owner, listen, options, !no_watch, stop)
@@ -346,7 +375,7 @@ fn call(
     args: &[String],
     json: bool,
     mode: Mode,
-    record: Option<&std::path::Path>,
+    record: Option<(&std::path::Path, &[sluice_host::case::redact::Rule])>,
 ) -> anyhow::Result<ExitCode> {
     // `orders.place("ann", 1, 3)`: a WAVE call, as `wasmtime run --invoke`
     // takes; otherwise the name, then one JSON value per parameter.
@@ -370,8 +399,9 @@ fn call(
     };
     let scope = Scope::new(Arc::clone(&registry), Arc::clone(&host.channels));
     let ran = match record {
-        Some(path) => {
-            let (ran, case) = sluice_host::case::record(scope, service, function, &vals, mode);
+        Some((path, rules)) => {
+            let (ran, case) = sluice_host::case::record(scope, service, function, &vals, mode, rules);
+            let case = case.map_err(|e| anyhow::anyhow!("cannot redact the case: {e}"))?;
             sluice_host::case::diff::write(path, &case).map_err(anyhow::Error::msg)?;
             eprintln!("recorded the scope as a test case in {}", path.display());
             ran

@@ -145,3 +145,40 @@ fn the_ports_pass_the_cases_of_the_rust_services() {
     assert!(passed, "{out}");
     assert!(out.contains("3 passed, 0 failed"), "{out}");
 }
+
+/// `sluice serve --record DIR` writes each typed call's scope as a case:
+/// the README's scenario, replayed, gives the same commands; with
+/// `--redact`, no customer's name is anywhere in a case, and the cases
+/// still replay (a redacted text is the same token everywhere).
+#[test]
+fn serve_records_cases_that_replay_and_hold_no_redacted_value() {
+    let f = Fixture::new(&["orders", "inventory", "products", "cart"]);
+    f.migrate();
+    let dir = f.dir.path().join("recorded");
+    let dir_arg = dir.to_string_lossy().to_string();
+    let served = f.serve(&["--record", &dir_arg, "--redact", "arg:customer", "--redact", "column:customer"]);
+    for (path, body) in [
+        ("/services/products/add", serde_json::json!({"name": "widget", "price-cents": 250})),
+        ("/services/inventory/restock", serde_json::json!({"product-id": 1, "quantity": 10})),
+        ("/services/orders/place", serde_json::json!({"customer": "annabel", "product-id": 1, "quantity": 3})),
+        ("/services/orders/place", serde_json::json!({"customer": "bobby", "product-id": 1, "quantity": 30})),
+        ("/services/orders/do-clearing", serde_json::json!({"order-id": 1})),
+        ("/services/cart/add", serde_json::json!({"customer": "annabel", "product-id": 1, "quantity": 2})),
+        ("/services/cart/show", serde_json::json!({"customer": "annabel"})),
+    ] {
+        let (status, answer) = served.post(path, &body);
+        assert!(status == 200 || status == 422, "{path}: {status} {answer}");
+    }
+    drop(served);
+    let files: Vec<_> = std::fs::read_dir(&dir).expect("recorded").flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 7, "{files:?}");
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("case");
+        for secret in ["annabel", "bobby"] {
+            assert!(!text.contains(secret), "{} holds {secret}:\n{text}", file.display());
+        }
+    }
+    let (passed, out) = replay(&f, &["test", &dir_arg]);
+    assert!(passed, "{out}");
+    assert!(out.contains("7 passed, 0 failed"), "{out}");
+}

@@ -12,6 +12,7 @@
 //! ([`diff`]).
 
 pub mod diff;
+pub mod redact;
 pub mod replay;
 
 use std::collections::BTreeMap;
@@ -67,15 +68,23 @@ pub struct Expected {
 
 /// Runs `service.function(args)` in `scope` with its reads recorded, and
 /// ends it as [`crate::call::run_in`] does. Returns the call's report (or
-/// error) and the case it makes.
+/// error) and the case it makes, redacted by `rules` ([`redact`]).
 pub fn record(
     scope: Scope,
     service: &str,
     function: &str,
     args: &[Val],
     mode: Mode,
-) -> (Result<CallReport, ScopeError>, Case) {
+    rules: &[redact::Rule],
+) -> (Result<CallReport, ScopeError>, Result<Case, String>) {
     let channels = Arc::clone(scope.channels());
+    let params: Vec<String> = scope
+        .registry()
+        .service(service)
+        .ok()
+        .and_then(|s| s.function(function).ok())
+        .map(|f| f.params.iter().map(|(name, _)| name.clone()).collect())
+        .unwrap_or_default();
     let mut tape = Vec::new();
     let ran = scope.run(|scope| {
         scope.record();
@@ -99,7 +108,7 @@ pub fn record(
             kinds.insert(name, channel.kind().name().to_string());
         }
     }
-    let case = Case {
+    let mut case = Case {
         about: String::new(),
         call: format!("{service}.{function}"),
         args: args.iter().map(crate::values::to_json).collect(),
@@ -107,7 +116,8 @@ pub fn record(
         reads: tape,
         expect,
     };
-    (ran, case)
+    let redacted = redact::apply(&mut case, &params, rules).map(|()| case);
+    (ran, redacted)
 }
 
 /// What a finished call did, in a case's terms.

@@ -92,10 +92,23 @@ async fn run(
     let guard = super::CancelOnDrop::new(scope.canceller());
     // Every log line of the scope carries its id, the service and the trace.
     let span = tracing::info_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
+    let recording = app.options.record.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let _entered = span.enter();
-        call::run_in(scope, &name, &fname, &args, mode)
+        match recording.filter(crate::server::Recording::sampled) {
+            Some(recording) => {
+                let scope_id = scope.id();
+                let (ran, case) = crate::case::record(scope, &name, &fname, &args, mode, &recording.rules);
+                let file = recording.dir.join(format!("{scope_id}.json"));
+                match case.and_then(|case| crate::case::diff::write(&file, &case)) {
+                    Ok(()) => tracing::info!("recorded the scope as {}", file.display()),
+                    Err(e) => tracing::warn!("the scope could not be recorded: {e}"),
+                }
+                ran
+            }
+            None => call::run_in(scope, &name, &fname, &args, mode),
+        }
     })
     .await;
     guard.disarm();

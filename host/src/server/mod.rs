@@ -42,11 +42,45 @@ pub struct ServeOptions {
     /// closed past it), and how long its body may stall between two pieces
     /// (408).
     pub read_timeout: Duration,
+    /// Where to record the scopes of typed calls as test cases, if anywhere.
+    pub record: Option<Recording>,
+}
+
+/// `sluice serve --record DIR`: a share of the typed calls' scopes written
+/// as test cases ([`crate::case`]), one file per scope.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The directory the cases go to (`SCOPE-ID.json`).
+    pub dir: std::path::PathBuf,
+    /// The share of scopes recorded, from 0 to 1.
+    pub rate: f64,
+    /// How each case is redacted.
+    pub rules: Vec<crate::case::redact::Rule>,
+}
+
+impl Recording {
+    /// Whether this scope is one of the share recorded.
+    pub fn sampled(&self) -> bool {
+        if self.rate >= 1.0 {
+            return true;
+        }
+        // 53 of the 62 random bits below a v4 UUID's variant bits: a
+        // uniform draw in [0, 1).
+        let bits = (uuid::Uuid::new_v4().as_u128() & ((1 << 62) - 1)) >> 9;
+        let draw = f64::from(u32::try_from(bits >> 32).unwrap_or(0)) * 4_294_967_296.0
+            + f64::from(u32::try_from(bits & 0xffff_ffff).unwrap_or(0));
+        draw / 9_007_199_254_740_992.0 < self.rate
+    }
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { max_body_bytes: 1 << 20, max_concurrent: 64, read_timeout: Duration::from_secs(10) }
+        ServeOptions {
+            max_body_bytes: 1 << 20,
+            max_concurrent: 64,
+            read_timeout: Duration::from_secs(10),
+            record: None,
+        }
     }
 }
 
