@@ -12,6 +12,8 @@
 //!   the Rust original, per call (a fresh scope's first call, which
 //!   instantiates, and a further call in the same scope), plus one timed
 //!   compile of each component, written to `criterion/b7_languages/compile.json`.
+//! - B8 replay: a recorded case of `orders.place` replayed with no
+//!   database (`sluice test`), beside the same call live on SQLite.
 //! - B4 save: 1, 100 and 10 000 queued inserts applied in one transaction,
 //!   against the same statements issued directly with rusqlite; and on
 //!   PostgreSQL (127.0.0.1:5432, a database of its own), against the
@@ -363,5 +365,32 @@ fn languages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scope_overhead, host_calls, parity, save, save_postgres, languages);
+/// B8: a recorded case of `orders.place` (with `inventory.reserve`)
+/// replayed with no database, as `sluice test` runs it, beside the same
+/// call live on SQLite (saved): scopes per second of each.
+fn replay(c: &mut Criterion) {
+    let bench = bench_host(&["orders", "inventory", "products"]);
+    stock_a_product(&bench.fixture);
+    let host = &bench.host;
+    let args = [Val::String("ann".into()), Val::S64(1), Val::U32(1)];
+    let (ran, case) =
+        sluice_host::case::record(host.scope(), "orders", "place", &args, sluice_host::call::Mode::Save, &[]);
+    ran.expect("record");
+    let case = case.expect("case");
+    let registry = host.registry();
+    let mut group = c.benchmark_group("b8_replay");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("live_sqlite", |b| {
+        b.iter(|| sluice_host::call::run(host, "orders", "place", &args, sluice_host::call::Mode::Save).expect("place"))
+    });
+    group.bench_function("replay", |b| {
+        b.iter(|| {
+            let replayed = sluice_host::case::replay(&registry, &case).expect("replay");
+            assert!(sluice_host::case::diff::compare(&case.expect, &replayed.actual).is_empty());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, scope_overhead, host_calls, parity, save, save_postgres, languages, replay);
 criterion_main!(benches);
