@@ -112,6 +112,29 @@ fn a_changed_scope_fails_with_a_diff_and_update_rewrites_it() {
     );
 }
 
+/// A deliberately changed service (its clearing now writes status
+/// `settled`, the bytes of its SQL changed in the component) fails the case
+/// recorded from the original, with the changed command in the diff.
+#[test]
+fn a_changed_service_fails_its_recorded_case() {
+    let f = Fixture::new(&["orders", "inventory", "products"]);
+    let cases = f.dir.path().join("cases");
+    std::fs::create_dir_all(&cases).expect("cases dir");
+    record(&f, &cases);
+    let component = f.services().join("orders.wasm");
+    let bytes = std::fs::read(&component).expect("orders.wasm");
+    let at = bytes.windows(9).position(|w| w == b"'cleared'").expect("the clearing SQL in the component");
+    let mut changed = bytes.clone();
+    changed[at..at + 9].copy_from_slice(b"'settled'");
+    std::fs::write(&component, changed).expect("write the changed service");
+    let (passed, out) = replay(&f, &["test", &cases.to_string_lossy()]);
+    assert!(!passed, "{out}");
+    assert!(out.contains("2 passed, 1 failed"), "{out}");
+    assert!(out.contains("FAIL") && out.contains("clear.json"), "{out}");
+    assert!(out.contains(r#"  - round 1: orders.do-clearing on main: {"kind":"execute","params":[1],"sql":"UPDATE orders SET status = 'cleared'"#), "{out}");
+    assert!(out.contains(r#"  + round 1: orders.do-clearing on main: {"kind":"execute","params":[1],"sql":"UPDATE orders SET status = 'settled'"#), "{out}");
+}
+
 /// The example cases under examples/tests pass against the example
 /// services, as `just test` runs them.
 #[test]
