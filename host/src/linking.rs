@@ -198,7 +198,18 @@ fn forward(linker: &mut Linker<ScopeState>, interface: &str, exporter: &Compiled
             // so a scope never mixes versions of a service.
             let registry = Arc::clone(&store.data().registry);
             let service = registry.service(&service).map_err(wasmtime::Error::new)?;
-            invoke::call(&mut store, Target { service, function: &function, index }, args, results)
+            let by: Vec<String> = store.data().frames.iter().map(ToString::to_string).collect();
+            invoke::call(&mut store, Target { service, function: &function, index }, args, results)?;
+            // A recorded scope keeps each call between services.
+            if let Some(tape) = store.data_mut().tape.as_mut() {
+                tape.calls.push(serde_json::json!({
+                    "by": by,
+                    "call": format!("{}.{function}", service.name),
+                    "args": args.iter().map(crate::values::to_json).collect::<Vec<_>>(),
+                    "results": results.iter().map(crate::values::to_json).collect::<Vec<_>>(),
+                }));
+            }
+            Ok(())
         })?;
     }
     Ok(())

@@ -145,8 +145,15 @@ pub enum Asked {
     },
 }
 
-/// The reads of a scope being recorded, in order, with their rows.
-pub type Tape = Vec<Taped>;
+/// What a scope being recorded did that a test needs: its reads with their
+/// rows, and its calls between services, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Tape {
+    /// The reads, in order.
+    pub reads: Vec<Taped>,
+    /// The calls one service made into another, in the order they returned.
+    pub calls: Vec<serde_json::Value>,
+}
 
 /// Rows as JSON: `{"columns": [...], "values": [[...], ...]}`.
 pub fn rows_json(rows: &crate::bindings::Rows) -> serde_json::Value {

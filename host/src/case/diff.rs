@@ -91,14 +91,41 @@ pub fn compare(expected: &Expected, actual: &Expected) -> Vec<String> {
     if expected.result != actual.result {
         out.push(format!("the result is {}, where the case expects {}", actual.result, expected.result));
     }
-    let want: Vec<String> = expected.commands.iter().map(line).collect();
-    let got: Vec<String> = actual.commands.iter().map(line).collect();
-    if want != got {
-        let mut lines = vec!["the commands differ (- expected, + now):".to_string()];
-        lines.extend(lines_diff(&want, &got));
-        out.push(lines.join("\n"));
+    for (what, want, got) in [
+        (
+            "commands",
+            expected.commands.iter().map(line).collect::<Vec<_>>(),
+            actual.commands.iter().map(line).collect::<Vec<_>>(),
+        ),
+        (
+            "calls between services",
+            expected.calls.iter().map(call_line).collect(),
+            actual.calls.iter().map(call_line).collect::<Vec<_>>(),
+        ),
+    ] {
+        if want != got {
+            let mut lines = vec![format!("the {what} differ (- expected, + now):")];
+            lines.extend(lines_diff(&want, &got));
+            out.push(lines.join("\n"));
+        }
     }
     out
+}
+
+/// One call between services on one line: `orders.place →
+/// inventory.reserve(1, 3) -> [{"ok":null}]`.
+fn call_line(call: &Json) -> String {
+    let strings = |key: &str| -> Vec<String> {
+        call.get(key)
+            .and_then(Json::as_array)
+            .map(|items| items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let args: Vec<String> =
+        call.get("args").and_then(Json::as_array).map(|a| a.iter().map(Json::to_string).collect()).unwrap_or_default();
+    let results = call.get("results").map(Json::to_string).unwrap_or_default();
+    let callee = call.get("call").and_then(Json::as_str).unwrap_or_default();
+    format!("{} → {callee}({}) -> {results}", strings("by").join(" → "), args.join(", "))
 }
 
 /// One command on one line: `round 1: orders.place → inventory.reserve on
@@ -177,7 +204,7 @@ mod tests {
             args: Vec::new(),
             channels: Default::default(),
             reads: Vec::new(),
-            expect: Expected { result: Json::Null, ending: "saved".into(), commands: Vec::new() },
+            expect: Expected { result: Json::Null, ending: "saved".into(), commands: Vec::new(), calls: Vec::new() },
         });
         assert!(replay::ReplayChannel::new("main", "postgres", &state).is_err());
         assert!(replay::ReplayChannel::new("main", "sql", &state).is_ok());

@@ -64,6 +64,10 @@ pub struct Expected {
     /// else the ones that were queued.
     #[serde(default)]
     pub commands: Vec<Json>,
+    /// The calls between services, in the order they returned: who called
+    /// (`by`), what (`call`), with which `args`, and its `results`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<Json>,
 }
 
 /// Runs `service.function(args)` in `scope` with its reads recorded, and
@@ -85,21 +89,12 @@ pub fn record(
         .and_then(|s| s.function(function).ok())
         .map(|f| f.params.iter().map(|(name, _)| name.clone()).collect())
         .unwrap_or_default();
-    let mut tape = Vec::new();
-    let ran = scope.run(|scope| {
-        scope.record();
-        let id = scope.id();
-        let called = scope.call(service, function, args);
-        let ended = called.and_then(|results| {
-            let ending = scope.finish(Answer::Results { service, function, results: &results }, mode)?;
-            Ok(CallReport { scope: id, results, ending })
-        });
-        tape = scope.take_tape();
-        ended
-    });
-    let expect = expected(&ran);
+    let (ran, tape) = run_recorded(scope, service, function, args, mode);
+    let mut expect = expected(&ran);
+    expect.calls = tape.calls;
     let mut kinds = BTreeMap::new();
     let used = tape
+        .reads
         .iter()
         .map(|t| t.channel.clone())
         .chain(expect.commands.iter().filter_map(|c| c.get("channel").and_then(Json::as_str).map(str::to_string)));
@@ -113,11 +108,36 @@ pub fn record(
         call: format!("{service}.{function}"),
         args: args.iter().map(crate::values::to_json).collect(),
         channels: kinds,
-        reads: tape,
+        reads: tape.reads,
         expect,
     };
     let redacted = redact::apply(&mut case, &params, rules).map(|()| case);
     (ran, redacted)
+}
+
+/// Runs `service.function(args)` in `scope` (again on a conflict, as
+/// [`crate::call::run_in`] does) with the scope recorded; returns how it
+/// ended and the last run's tape.
+fn run_recorded(
+    scope: Scope,
+    service: &str,
+    function: &str,
+    args: &[Val],
+    mode: Mode,
+) -> (Result<CallReport, ScopeError>, crate::reads::Tape) {
+    let mut tape = crate::reads::Tape::default();
+    let ran = scope.run(|scope| {
+        scope.record();
+        let id = scope.id();
+        let called = scope.call(service, function, args);
+        let ended = called.and_then(|results| {
+            let ending = scope.finish(Answer::Results { service, function, results: &results }, mode)?;
+            Ok(CallReport { scope: id, results, ending })
+        });
+        tape = scope.take_tape();
+        ended
+    });
+    (ran, tape)
 }
 
 /// What a finished call did, in a case's terms.
@@ -135,12 +155,13 @@ pub fn expected(ran: &Result<CallReport, ScopeError>) -> Expected {
                         .iter()
                         .map(|a| command_json(&a.command, Some((a.round, a.outcome))))
                         .collect(),
+                    calls: Vec::new(),
                 },
                 Ending::Discarded { commands, .. } => {
-                    Expected { result, ending: "discarded".into(), commands: queued(commands) }
+                    Expected { result, ending: "discarded".into(), commands: queued(commands), calls: Vec::new() }
                 }
                 Ending::Denied { commands, .. } => {
-                    Expected { result, ending: "denied".into(), commands: queued(commands) }
+                    Expected { result, ending: "denied".into(), commands: queued(commands), calls: Vec::new() }
                 }
             }
         }
@@ -148,8 +169,14 @@ pub fn expected(ran: &Result<CallReport, ScopeError>) -> Expected {
             result: json!({ "service": service, "code": code, "message": message }),
             ending: "refused".into(),
             commands: Vec::new(),
+            calls: Vec::new(),
         },
-        Err(e) => Expected { result: Json::String(e.to_string()), ending: "failed".into(), commands: Vec::new() },
+        Err(e) => Expected {
+            result: Json::String(e.to_string()),
+            ending: "failed".into(),
+            commands: Vec::new(),
+            calls: Vec::new(),
+        },
     }
 }
 
@@ -207,6 +234,8 @@ pub fn replay(registry: &Arc<Registry>, case: &Case) -> Result<Replayed, String>
         channels.insert(name.clone(), Arc::new(replay::ReplayChannel::new(name, kind, &state)?));
     }
     let scope = Scope::new(Arc::clone(registry), Arc::new(channels));
-    let ran = crate::call::run_in(scope, service, function, &args, Mode::Save);
-    Ok(Replayed { actual: expected(&ran), unrecorded: state.unrecorded() })
+    let (ran, tape) = run_recorded(scope, service, function, &args, Mode::Save);
+    let mut actual = expected(&ran);
+    actual.calls = tape.calls;
+    Ok(Replayed { actual, unrecorded: state.unrecorded() })
 }

@@ -95,7 +95,7 @@ impl ServiceView<'_> {
     /// Records a read with its rows when the scope is being recorded.
     fn tape(&mut self, channel: &str, asked: impl FnOnce() -> Asked, reading: &Reading) {
         let Some(tape) = self.tape.as_deref_mut() else { return };
-        tape.push(Taped {
+        tape.reads.push(Taped {
             service: self.service.map(|s| s.name.clone()).unwrap_or_default(),
             chain: self.frames.iter().map(ToString::to_string).collect(),
             channel: channel.to_string(),

@@ -309,7 +309,7 @@ impl Scope {
     /// Starts recording this scope's reads with their rows (an empty tape);
     /// [`Scope::take_tape`] gives them back.
     pub fn record(&mut self) {
-        self.store.data_mut().tape = Some(Vec::new());
+        self.store.data_mut().tape = Some(crate::reads::Tape::default());
     }
 
     /// The reads recorded since [`Scope::record`], in order.
