@@ -169,13 +169,14 @@ fn the_ports_pass_the_cases_of_the_rust_services() {
     assert!(out.contains("3 passed, 0 failed"), "{out}");
 }
 
-/// `sluice serve --record DIR` writes each typed call's scope as a case:
-/// the README's scenario, replayed, gives the same commands; with
+/// `sluice serve --record DIR` writes each typed call's scope, and each
+/// request to a mounted `wasi:http` component, as a case: the README's
+/// scenario, replayed, gives the same commands; with
 /// `--redact`, no customer's name is anywhere in a case, and the cases
 /// still replay (a redacted text is the same token everywhere).
 #[test]
 fn serve_records_cases_that_replay_and_hold_no_redacted_value() {
-    let f = Fixture::new(&["orders", "inventory", "products", "cart"]);
+    let f = Fixture::new(&["orders", "inventory", "products", "cart", "api"]);
     f.migrate();
     let dir = f.dir.path().join("recorded");
     let dir_arg = dir.to_string_lossy().to_string();
@@ -192,9 +193,15 @@ fn serve_records_cases_that_replay_and_hold_no_redacted_value() {
         let (status, answer) = served.post(path, &body);
         assert!(status == 200 || status == 422, "{path}: {status} {answer}");
     }
+    // The README's requests to the mounted wasi:http component.
+    let (status, answer) =
+        served.post("/shop/orders", &serde_json::json!({"customer": "bobby", "product-id": 1, "quantity": 2}));
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = served.get("/shop/orders/2");
+    assert_eq!(status, 200, "{answer}");
     drop(served);
     let files: Vec<_> = std::fs::read_dir(&dir).expect("recorded").flatten().map(|e| e.path()).collect();
-    assert_eq!(files.len(), 7, "{files:?}");
+    assert_eq!(files.len(), 9, "{files:?}");
     for file in &files {
         let text = std::fs::read_to_string(file).expect("case");
         for secret in ["annabel", "bobby"] {
@@ -203,5 +210,5 @@ fn serve_records_cases_that_replay_and_hold_no_redacted_value() {
     }
     let (passed, out) = replay(&f, &["test", &dir_arg]);
     assert!(passed, "{out}");
-    assert!(out.contains("7 passed, 0 failed"), "{out}");
+    assert!(out.contains("9 passed, 0 failed"), "{out}");
 }

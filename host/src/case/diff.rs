@@ -202,6 +202,7 @@ mod tests {
             about: String::new(),
             call: "a.b".into(),
             args: Vec::new(),
+            http: None,
             channels: Default::default(),
             reads: Vec::new(),
             expect: Expected { result: Json::Null, ending: "saved".into(), commands: Vec::new(), calls: Vec::new() },

@@ -12,6 +12,7 @@
 //! ([`diff`]).
 
 pub mod diff;
+pub mod http;
 pub mod redact;
 pub mod replay;
 
@@ -35,10 +36,15 @@ pub struct Case {
     /// What the case shows, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub about: String,
-    /// `SERVICE.FUNCTION`.
+    /// `SERVICE.FUNCTION` (none for a request to a `wasi:http` component).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub call: String,
     /// One JSON value per parameter, as `sluice call --json` prints values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Json>,
+    /// The request, for a scope of a `wasi:http` component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<http::HttpCall>,
     /// The channels the scope used, by name, with their kind (`sql`, `kv`,
     /// `bus`, `http-out`).
     #[serde(default)]
@@ -90,7 +96,17 @@ pub fn record(
         .map(|f| f.params.iter().map(|(name, _)| name.clone()).collect())
         .unwrap_or_default();
     let (ran, tape) = run_recorded(scope, service, function, args, mode);
-    let mut expect = expected(&ran);
+    let mut case = assemble(&channels, tape, expected(&ran));
+    case.call = format!("{service}.{function}");
+    case.args = args.iter().map(crate::values::to_json).collect();
+    let redacted = redact::apply(&mut case, &params, rules).map(|()| case);
+    (ran, redacted)
+}
+
+/// A case of what a recorded scope did: its reads and calls from `tape`,
+/// the kinds of the channels it used, and `expect`; the entry (call or
+/// request) is the caller's to set.
+pub(crate) fn assemble(channels: &Channels, tape: crate::reads::Tape, mut expect: Expected) -> Case {
     expect.calls = tape.calls;
     let mut kinds = BTreeMap::new();
     let used = tape
@@ -103,16 +119,15 @@ pub fn record(
             kinds.insert(name, channel.kind().name().to_string());
         }
     }
-    let mut case = Case {
+    Case {
         about: String::new(),
-        call: format!("{service}.{function}"),
-        args: args.iter().map(crate::values::to_json).collect(),
+        call: String::new(),
+        args: Vec::new(),
+        http: None,
         channels: kinds,
         reads: tape.reads,
         expect,
-    };
-    let redacted = redact::apply(&mut case, &params, rules).map(|()| case);
-    (ran, redacted)
+    }
 }
 
 /// Runs `service.function(args)` in `scope` (again on a conflict, as
@@ -142,42 +157,35 @@ fn run_recorded(
 
 /// What a finished call did, in a case's terms.
 pub fn expected(ran: &Result<CallReport, ScopeError>) -> Expected {
-    let queued = |commands: &[crate::command::Command]| commands.iter().map(|c| command_json(c, None)).collect();
     match ran {
-        Ok(report) => {
-            let result = report.result_json();
-            match &report.ending {
-                Ending::Saved(saved) | Ending::DryRun(saved) => Expected {
-                    result,
-                    ending: if matches!(report.ending, Ending::Saved(_)) { "saved" } else { "dry-run" }.into(),
-                    commands: saved
-                        .applied
-                        .iter()
-                        .map(|a| command_json(&a.command, Some((a.round, a.outcome))))
-                        .collect(),
-                    calls: Vec::new(),
-                },
-                Ending::Discarded { commands, .. } => {
-                    Expected { result, ending: "discarded".into(), commands: queued(commands), calls: Vec::new() }
-                }
-                Ending::Denied { commands, .. } => {
-                    Expected { result, ending: "denied".into(), commands: queued(commands), calls: Vec::new() }
-                }
-            }
-        }
-        Err(ScopeError::Refused { service, code, message }) => Expected {
-            result: json!({ "service": service, "code": code, "message": message }),
-            ending: "refused".into(),
-            commands: Vec::new(),
-            calls: Vec::new(),
-        },
-        Err(e) => Expected {
-            result: Json::String(e.to_string()),
-            ending: "failed".into(),
-            commands: Vec::new(),
-            calls: Vec::new(),
-        },
+        Ok(report) => ended(report.result_json(), &report.ending),
+        Err(e) => failed(e),
     }
+}
+
+/// A scope that answered `result` and ended so, in a case's terms.
+pub(crate) fn ended(result: Json, ending: &Ending) -> Expected {
+    let queued = |commands: &[crate::command::Command]| commands.iter().map(|c| command_json(c, None)).collect();
+    let (ending, commands) = match ending {
+        Ending::Saved(saved) | Ending::DryRun(saved) => (
+            if matches!(ending, Ending::Saved(_)) { "saved" } else { "dry-run" },
+            saved.applied.iter().map(|a| command_json(&a.command, Some((a.round, a.outcome)))).collect(),
+        ),
+        Ending::Discarded { commands, .. } => ("discarded", queued(commands)),
+        Ending::Denied { commands, .. } => ("denied", queued(commands)),
+    };
+    Expected { result, ending: ending.into(), commands, calls: Vec::new() }
+}
+
+/// A scope that ended in an error, in a case's terms.
+pub(crate) fn failed(error: &ScopeError) -> Expected {
+    let (result, ending) = match error {
+        ScopeError::Refused { service, code, message } => {
+            (json!({ "service": service, "code": code, "message": message }), "refused")
+        }
+        e => (Json::String(e.to_string()), "failed"),
+    };
+    Expected { result, ending: ending.into(), commands: Vec::new(), calls: Vec::new() }
 }
 
 /// One command as a case holds it: provenance, channel, operation and, when
@@ -212,6 +220,16 @@ pub struct Replayed {
 /// Replays `case` against the services of `registry`, with no channel:
 /// every read is answered from the case.
 pub fn replay(registry: &Arc<Registry>, case: &Case) -> Result<Replayed, String> {
+    let state = replay::State::new(case);
+    let mut channels = Channels::default();
+    for (name, kind) in &case.channels {
+        channels.insert(name.clone(), Arc::new(replay::ReplayChannel::new(name, kind, &state)?));
+    }
+    let scope = Scope::new(Arc::clone(registry), Arc::new(channels));
+    if let Some(request) = &case.http {
+        let actual = http::replay(registry, scope, request)?;
+        return Ok(Replayed { actual, unrecorded: state.unrecorded() });
+    }
     let (service, function) = crate::call::parse_target(&case.call)?;
     let func = registry.service(service).map_err(|e| e.to_string())?.function(function).map_err(|e| e.to_string())?;
     if func.params.len() != case.args.len() {
@@ -228,12 +246,6 @@ pub fn replay(registry: &Arc<Registry>, case: &Case) -> Result<Replayed, String>
         .zip(&case.args)
         .map(|((name, ty), json)| crate::values::from_json(ty, json, name).map_err(|e| format!("argument {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let state = replay::State::new(case);
-    let mut channels = Channels::default();
-    for (name, kind) in &case.channels {
-        channels.insert(name.clone(), Arc::new(replay::ReplayChannel::new(name, kind, &state)?));
-    }
-    let scope = Scope::new(Arc::clone(registry), Arc::new(channels));
     let (ran, tape) = run_recorded(scope, service, function, &args, Mode::Save);
     let mut actual = expected(&ran);
     actual.calls = tape.calls;

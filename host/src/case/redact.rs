@@ -92,6 +92,18 @@ pub fn apply(case: &mut Case, params: &[String], rules: &[Rule]) -> Result<(), S
     if let Some(args) = json.get_mut("args") {
         scrub(args, &secrets, &tokens);
     }
+    if let Some(http) = json.get_mut("http") {
+        for field in ["uri", "body"] {
+            if let Some(value) = http.get_mut(field) {
+                scrub(value, &secrets, &tokens);
+            }
+        }
+        for header in http.get_mut("headers").and_then(Json::as_array_mut).into_iter().flatten() {
+            if let Some(value) = header.get_mut(1) {
+                scrub(value, &secrets, &tokens);
+            }
+        }
+    }
     for read in json.get_mut("reads").and_then(Json::as_array_mut).into_iter().flatten() {
         for field in ["params", "key", "prefix", "statement"] {
             if let Some(value) = read.get_mut(field) {
@@ -105,6 +117,13 @@ pub fn apply(case: &mut Case, params: &[String], rules: &[Rule]) -> Result<(), S
     if let Some(expect) = json.get_mut("expect") {
         if let Some(result) = expect.get_mut("result") {
             scrub(result, &secrets, &tokens);
+        }
+        for call in expect.get_mut("calls").and_then(Json::as_array_mut).into_iter().flatten() {
+            for field in ["args", "results"] {
+                if let Some(value) = call.get_mut(field) {
+                    scrub(value, &secrets, &tokens);
+                }
+            }
         }
         for command in expect.get_mut("commands").and_then(Json::as_array_mut).into_iter().flatten() {
             if let Some(Json::Object(op)) = command.get_mut("op") {

@@ -21,6 +21,37 @@ use crate::scope::Cause;
 /// What a component answers: its response, or a `wasi:http` error code.
 pub type HttpAnswer = Result<hyper::Response<HyperOutgoingBody>, ErrorCode>;
 
+/// How long a response body may go on streaming after the component's
+/// handler returned before it counts as unfinished.
+const BODY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A component's response, its body read in full.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The status.
+    pub status: hyper::StatusCode,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Waits for the component to set its response, then reads its body, up to
+/// `limit` bytes.
+async fn collect(rx: tokio::sync::oneshot::Receiver<HttpAnswer>, limit: usize) -> Result<HttpReply, String> {
+    let response = rx
+        .await
+        .map_err(|_| "its handler returned without setting a response".to_string())?
+        .map_err(|code| format!("it answered with the error {code:?}"))?;
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| format!("its response body failed or passed {limit} bytes (limits.result-bytes): {e}"))?
+        .to_bytes();
+    Ok(HttpReply { status: parts.status, headers: parts.headers, body })
+}
+
 /// Where the component's response goes once it sets it.
 pub type ResponseSender = tokio::sync::oneshot::Sender<HttpAnswer>;
 
@@ -57,6 +88,34 @@ impl Scope {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail(&service.name, "handle", &e)),
         }
+    }
+
+    /// Hands `request` to `service`'s handler and reads the response it
+    /// sets, its body in full (up to the service's `result-bytes`), on
+    /// `runtime`. `Ok(Err(..))` is a response that could not be read, for
+    /// people; the caller decides whether to save.
+    pub fn serve_http(
+        &mut self,
+        service: &Arc<Service>,
+        request: hyper::Request<Full<Bytes>>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Result<HttpReply, String>, ScopeError> {
+        let name = &service.name;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let collector = runtime.spawn(collect(rx, service.limits.result_bytes));
+        if let Err(e) = self.handle_http(service, request, tx) {
+            collector.abort();
+            return Err(e);
+        }
+        let collected = runtime.block_on(async { tokio::time::timeout(BODY_GRACE, collector).await });
+        Ok(match collected {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(reason))) => Err(format!("{name}: {reason}; nothing was applied")),
+            Ok(Err(e)) => Err(format!("{name}: reading its response failed: {e}; nothing was applied")),
+            Err(_) => Err(format!(
+                "{name}: its response body was not finished when its handler returned; nothing was applied"
+            )),
+        })
     }
 
     fn http_resources<B>(

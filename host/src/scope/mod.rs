@@ -14,7 +14,7 @@ mod save;
 mod validate;
 
 pub use finish::{Answer, Ending, Mode};
-pub use http::{HttpAnswer, ResponseSender};
+pub use http::{HttpAnswer, HttpReply, ResponseSender};
 
 use std::sync::Arc;
 

@@ -8,31 +8,19 @@
 //! a success whose save failed or was refused.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt as _, Full, Limited};
-use tokio::sync::oneshot;
+use http_body_util::Full;
 
 use super::metrics::Outcome;
 use super::trace::{TRACEPARENT, Trace};
 use super::{App, Problem, SCOPE_HEADER};
 use crate::registry::Service;
-use crate::scope::{Answer, Ending, HttpAnswer, Mode, Scope};
-
-/// How long the response body may take to finish after the handler has
-/// returned.
-const BODY_GRACE: Duration = Duration::from_secs(1);
-
-/// A component's answer, read in full.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
+use crate::scope::{Answer, Ending, HttpReply, Mode, Scope};
 
 /// The fallback route: a mounted component's prefix, or 404.
 pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -121,29 +109,43 @@ fn run(
     app: &App,
 ) -> (Response, Outcome) {
     let name = &service.name;
+    let recording = app.options.record.as_ref().filter(|r| r.sampled());
+    let channels = Arc::clone(scope.channels());
+    let mut tape = None;
     let ran = scope.run(|scope| {
-        let request = hyper::Request::from_parts(parts.clone(), Full::new(bytes.clone()));
-        let (tx, rx) = oneshot::channel();
-        let collector = runtime.spawn(collect(rx, service.limits.result_bytes));
-        if let Err(e) = scope.handle_http(service, request, tx) {
-            collector.abort();
-            return Err(e);
+        if recording.is_some() {
+            scope.record();
         }
-        let collected = runtime.block_on(async { tokio::time::timeout(BODY_GRACE, collector).await });
-        let answer = match collected {
-            Ok(Ok(Ok(answer))) => answer,
-            Ok(Ok(Err(reason))) => return Ok(Err(format!("{name}: {reason}; nothing was applied"))),
-            Ok(Err(e)) => return Ok(Err(format!("{name}: reading its response failed: {e}; nothing was applied"))),
-            Err(_) => {
-                return Ok(Err(format!(
-                    "{name}: its response body was not finished when its handler returned; nothing was applied"
-                )));
+        let request = hyper::Request::from_parts(parts.clone(), Full::new(bytes.clone()));
+        let served = scope.serve_http(service, request, runtime);
+        let id = scope.id();
+        let result = match served {
+            Ok(Ok(answer)) => {
+                let status = answer.status.as_u16();
+                scope.finish(Answer::Http { service: name, status }, Mode::Save).map(|e| Ok((answer, e)))
             }
+            Ok(Err(message)) => Ok(Err(message)),
+            Err(e) => Err(e),
         };
-        let status = answer.status.as_u16();
-        let ending = scope.finish(Answer::Http { service: name, status }, Mode::Save)?;
-        Ok(Ok((scope.id(), answer, ending)))
+        tape = recording.map(|_| scope.take_tape());
+        result.map(|done| done.map(|(answer, ending)| (id, answer, ending)))
     });
+    if let (Some(recording), Some(tape)) = (recording, tape) {
+        let outcome = match &ran {
+            Ok(Ok((_, answer, ending))) => Ok(Ok((answer, ending))),
+            Ok(Err(message)) => Ok(Err(message.as_str())),
+            Err(e) => Err(e),
+        };
+        let expect = crate::case::http::expected(outcome);
+        let call = crate::case::http::HttpCall::new(name, parts, bytes);
+        let file = recording.dir.join(format!("{}.json", uuid::Uuid::now_v7()));
+        match crate::case::http::record(&channels, call, tape, expect, &recording.rules)
+            .and_then(|case| crate::case::diff::write(&file, &case))
+        {
+            Ok(()) => tracing::info!("recorded the scope as {}", file.display()),
+            Err(e) => tracing::warn!("the scope could not be recorded: {e}"),
+        }
+    }
     let (id, answer, ending) = match ran {
         Ok(Ok(done)) => done,
         Ok(Err(message)) => return unanswered(message),
@@ -172,7 +174,7 @@ fn unanswered(message: String) -> (Response, Outcome) {
 
 /// The component's answer, with the scope and the number of commands
 /// applied in headers.
-fn respond(answer: Reply, scope: crate::state::ScopeId, applied: usize) -> Response {
+fn respond(answer: HttpReply, scope: crate::state::ScopeId, applied: usize) -> Response {
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = answer.status;
     let headers = response.headers_mut();
@@ -185,20 +187,4 @@ fn respond(answer: Reply, scope: crate::state::ScopeId, applied: usize) -> Respo
     headers.insert(SCOPE_HEADER, super::scope_header(scope));
     headers.insert("x-sluice-applied", HeaderValue::from(applied));
     response
-}
-
-/// Waits for the component to set its response, then reads its body, up to
-/// `limit` bytes.
-async fn collect(rx: oneshot::Receiver<HttpAnswer>, limit: usize) -> Result<Reply, String> {
-    let response = rx
-        .await
-        .map_err(|_| "its handler returned without setting a response".to_string())?
-        .map_err(|code| format!("it answered with the error {code:?}"))?;
-    let (parts, body) = response.into_parts();
-    let body = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| format!("its response body failed or passed {limit} bytes (limits.result-bytes): {e}"))?
-        .to_bytes();
-    Ok(Reply { status: parts.status, headers: parts.headers, body })
 }
