@@ -19,22 +19,29 @@ fn bytes(v: &[u8]) -> Val {
 /// A host over `services` with `main` (SQLite, the example schema) and a
 /// `files` channel on `FIXTURE/files`.
 fn files_host(services: &[&str]) -> (Fixture, Host, std::path::PathBuf) {
+    let (f, options) = files_config(services, "");
+    let host = Host::open(&options).expect("host with a files channel");
+    let root = f.dir.path().join("files");
+    (f, host, root)
+}
+
+/// The fixture and host options of [`files_host`], with `extra` lines in
+/// the files channel's table.
+fn files_config(services: &[&str], extra: &str) -> (Fixture, sluice_host::HostOptions) {
     let f = Fixture::new(services);
     f.migrate();
     let config = f.dir.path().join("sluice.toml");
     std::fs::write(
         &config,
         format!(
-            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[channels.files]\nkind = \"files\"\npath = \"files\"\n",
+            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[channels.files]\nkind = \"files\"\npath = \"files\"\n{extra}",
             f.db_path().display()
         ),
     )
     .expect("config");
     let mut options = f.options();
     options.config = Some(config);
-    let host = Host::open(&options).expect("host with a files channel");
-    let root = f.dir.path().join("files");
-    (f, host, root)
+    (f, options)
 }
 
 /// What the probe is told for `function(args)`, as JSON.
@@ -112,19 +119,7 @@ fn files_appear_only_when_the_save_commits() {
 /// a staged file no row names, of a process gone, is removed.
 #[test]
 fn a_commit_cut_short_is_finished_when_the_channel_opens() {
-    let f = Fixture::new(&["probe"]);
-    f.migrate();
-    let config = f.dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[channels.files]\nkind = \"files\"\npath = \"files\"\noutbox = \"main\"\n",
-            f.db_path().display()
-        ),
-    )
-    .expect("config");
-    let mut options = f.options();
-    options.config = Some(config);
+    let (f, options) = files_config(&["probe"], "outbox = \"main\"\n");
     let host = Host::open(&options).expect("host");
     // A save through the journal: its row is delivered by its own commit.
     let report =
