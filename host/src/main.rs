@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use serde_json::json;
 use sluice_host::call::{self, Ending, Mode};
 use sluice_host::scope::SaveReport;
 use sluice_host::server::{self, ServeOptions};
 use sluice_host::watch::Watcher;
-use sluice_host::{Host, HostOptions, Scope, ScopeError, signature, values};
+use sluice_host::{Host, HostOptions, Scope, ScopeError, values};
 use tracing_subscriber::EnvFilter;
 use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
 
@@ -31,6 +30,8 @@ macro_rules! say {
         }
     }};
 }
+
+mod cli;
 
 /// Run WebAssembly component services; apply their queued commands only when
 /// a scope is saved.
@@ -255,7 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     options.scopes = sluice_host::config::ScopeSettings { isolation: cli.isolation, retries: cli.retries };
     // A replay needs the services only: no channel is opened.
     if let Command::Test { paths, update } = &cli.command {
-        return test(&options, paths, *update);
+        return cli::test(&options, paths, *update);
     }
     let host = Host::open(&options)?;
     let owner = sluice_host::triggers::owner(&options);
@@ -268,11 +269,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             call(&host, &target, &args, json, mode, record.as_deref().map(|file| (file, redact.as_slice())))
         }
         Command::List { json } => {
-            list(&host, json);
+            cli::list(&host, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate { dir, channel } => migrate(&host, &dir, &channel),
-        Command::Outbox { channel, limit, json } => outbox(&host, &channel, limit, json),
+        Command::Migrate { dir, channel } => cli::migrate(&host, &dir, &channel),
+        Command::Outbox { channel, limit, json } => cli::outbox(&host, &channel, limit, json),
         Command::New { .. } | Command::Test { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve {
             listen,
@@ -303,70 +304,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(host, &owner, listen, options, !no_watch, stop)
         }
     }
-}
-
-fn outbox(host: &Host, channel: &str, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
-    let relays = host.channels().relays();
-    let Some(parts) = relays.iter().find(|r| r.channel == channel) else {
-        let names: Vec<&str> = relays.iter().map(|r| r.channel.as_str()).collect();
-        anyhow::bail!("no bus or http-out channel {channel:?}; the host has: {}", names.join(", "));
-    };
-    let rows = parts.outbox.status(limit).map_err(|e| anyhow::anyhow!("channel {channel}: {e}"))?;
-    let objects: Vec<serde_json::Value> = rows
-        .values
-        .iter()
-        .map(|row| {
-            let fields = rows.columns.iter().zip(row).map(|(c, v)| (c.clone(), sluice_host::command::value_json(v)));
-            serde_json::Value::Object(fields.collect())
-        })
-        .collect();
-    if json {
-        say!("{}", serde_json::Value::Array(objects));
-        return Ok(ExitCode::SUCCESS);
-    }
-    for o in &objects {
-        let field = |k: &str| match &o[k] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        let error = field("last_error");
-        let error = if error.is_empty() { String::new() } else { format!("  ({error})") };
-        say!(
-            "{}  {:<9} tries {}  {}  {}{error}",
-            field("id"),
-            field("state"),
-            field("tries"),
-            field("service"),
-            field("target")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `sluice test`: replays every case and prints a line per case, the
-/// differences of each that failed, and `N passed, M failed`.
-fn test(options: &HostOptions, paths: &[PathBuf], update: bool) -> anyhow::Result<ExitCode> {
-    let registry = Arc::new(Host::services(options)?);
-    for failure in registry.failures() {
-        eprintln!("warning: skipped {}", failure.error);
-    }
-    let verdicts = sluice_host::case::diff::run(&registry, paths, update).map_err(anyhow::Error::msg)?;
-    let failed = verdicts.iter().filter(|v| !v.passed()).count();
-    for verdict in &verdicts {
-        if verdict.passed() {
-            say!("ok    {}", verdict.path.display());
-            continue;
-        }
-        say!("FAIL  {}", verdict.path.display());
-        for difference in &verdict.differences {
-            for line in difference.lines() {
-                say!("      {line}");
-            }
-        }
-    }
-    say!("{} passed, {failed} failed", verdicts.len() - failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn call(
@@ -522,44 +459,6 @@ fn print_applied(what: &str, note: &str, report: &SaveReport) {
     }
 }
 
-fn list(host: &Host, json: bool) {
-    if json {
-        let services: Vec<_> = host.registry().services().map(|s| signature::service_json(s)).collect();
-        let failures: Vec<_> = host
-            .registry()
-            .failures()
-            .iter()
-            .map(|f| json!({ "path": f.path, "error": f.error.to_string() }))
-            .collect();
-        say!("{:#}", json!({ "services": services, "failures": failures }));
-        return;
-    }
-    for svc in host.registry().services() {
-        say!("{}  ({})", svc.name, svc.path.display());
-        let grants = svc.manifest.summary();
-        if grants.is_empty() {
-            say!("  may use no channel (grants in {})", svc.manifest_path.display());
-        }
-        for line in grants {
-            say!("  may on {line}");
-        }
-        for (interface, exporter) in &svc.calls {
-            say!("  calls {exporter} through {interface}");
-        }
-        let mut interface = None;
-        for f in &svc.functions {
-            if f.interface != interface {
-                interface = f.interface.clone();
-                say!("  {}", interface.as_deref().unwrap_or("(world)"));
-            }
-            say!("    {}", signature::signature(f));
-        }
-    }
-    if host.registry().services().next().is_none() {
-        say!("no services in {}", host.registry().dir().display());
-    }
-}
-
 /// How `sluice serve` stops after a signal: unready but serving for
 /// `unready`, then no new connections and up to `drain` for the requests in
 /// flight.
@@ -661,31 +560,4 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("stopping: no new connections; waiting for the requests in flight");
-}
-
-fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Result<ExitCode> {
-    let target = host.channels.get(channel).with_context(|| {
-        format!("no channel {channel:?}; the host has: {}", host.channels.names().collect::<Vec<_>>().join(", "))
-    })?;
-    // A folder named for the channel's dialect holds that dialect's
-    // versions of the scripts (examples/schema/postgres).
-    let dialect = dir.join(target.dialect());
-    let dir = if dialect.is_dir() { &dialect } else { dir };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read migrations directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    files.sort();
-    let mut scripts = Vec::new();
-    for file in &files {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        scripts.push((name, sql));
-    }
-    let report = target.migrate(&scripts).with_context(|| format!("channel {channel}"))?;
-    for (name, applied) in report {
-        say!("{} {name}", if applied { "applied" } else { "already applied" });
-    }
-    Ok(ExitCode::SUCCESS)
 }
