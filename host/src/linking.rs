@@ -201,7 +201,10 @@ fn forward(linker: &mut Linker<ScopeState>, interface: &str, exporter: &Compiled
             let by: Vec<String> = store.data().frames.iter().map(ToString::to_string).collect();
             invoke::call(&mut store, Target { service, function: &function, index }, args, results)?;
             // A recorded scope keeps each call between services.
-            if let Some(tape) = store.data_mut().tape.as_mut() {
+            let bytes = args.iter().chain(results.iter()).map(crate::values::size).sum::<usize>();
+            if let Some(tape) = store.data_mut().tape.as_mut()
+                && tape.room(bytes)
+            {
                 tape.calls.push(serde_json::json!({
                     "by": by,
                     "call": format!("{}.{function}", service.name),

@@ -153,6 +153,26 @@ pub struct Tape {
     pub reads: Vec<Taped>,
     /// The calls one service made into another, in the order they returned.
     pub calls: Vec<serde_json::Value>,
+    /// About how many bytes it holds.
+    pub bytes: usize,
+    /// Whether it stopped at [`TAPE_CAP`]: the scope is not recorded.
+    pub full: bool,
+}
+
+/// The most a recorded scope's tape holds; past it the scope runs on, and
+/// is not recorded (recording never changes what a scope does).
+pub const TAPE_CAP: usize = 16 << 20;
+
+impl Tape {
+    /// Whether `bytes` more fit; marks it full when they do not.
+    pub fn room(&mut self, bytes: usize) -> bool {
+        if self.full || self.bytes + bytes > TAPE_CAP {
+            self.full = true;
+            return false;
+        }
+        self.bytes += bytes;
+        true
+    }
 }
 
 /// Rows as JSON: `{"columns": [...], "values": [[...], ...]}`.

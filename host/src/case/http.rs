@@ -87,6 +87,9 @@ pub fn record(
     expect: Expected,
     rules: &[redact::Rule],
 ) -> Result<Case, String> {
+    if tape.full {
+        return Err(super::full());
+    }
     let mut case = assemble(channels, tape, expect);
     case.http = Some(call);
     redact::apply(&mut case, &[], rules)?;

@@ -96,11 +96,22 @@ pub fn record(
         .map(|f| f.params.iter().map(|(name, _)| name.clone()).collect())
         .unwrap_or_default();
     let (ran, tape) = run_recorded(scope, service, function, args, mode);
+    if tape.full {
+        return (ran, Err(full()));
+    }
     let mut case = assemble(&channels, tape, expected(&ran));
     case.call = format!("{service}.{function}");
     case.args = args.iter().map(crate::values::to_json).collect();
     let redacted = redact::apply(&mut case, &params, rules).map(|()| case);
     (ran, redacted)
+}
+
+/// Why a scope was not recorded: its tape passed the cap.
+pub(crate) fn full() -> String {
+    format!(
+        "the scope read or called more than {} MiB, past what one case holds; it ran as usual and is not recorded",
+        crate::reads::TAPE_CAP >> 20
+    )
 }
 
 /// A case of what a recorded scope did: its reads and calls from `tape`,

@@ -95,6 +95,9 @@ impl ServiceView<'_> {
     /// Records a read with its rows when the scope is being recorded.
     fn tape(&mut self, channel: &str, asked: impl FnOnce() -> Asked, reading: &Reading) {
         let Some(tape) = self.tape.as_deref_mut() else { return };
+        if !tape.room(crate::values::rows_size(&reading.rows) + channel.len()) {
+            return;
+        }
         tape.reads.push(Taped {
             service: self.service.map(|s| s.name.clone()).unwrap_or_default(),
             chain: self.frames.iter().map(ToString::to_string).collect(),
