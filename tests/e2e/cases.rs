@@ -212,3 +212,26 @@ fn serve_records_cases_that_replay_and_hold_no_redacted_value() {
     assert!(passed, "{out}");
     assert!(out.contains("9 passed, 0 failed"), "{out}");
 }
+
+/// A scope that reads more than a case may hold runs as usual while being
+/// recorded; its tape stops at the cap instead of growing with what a
+/// service reads.
+#[test]
+fn a_recorded_scope_past_the_cap_runs_and_is_not_kept() {
+    let f = Fixture::new(&["hostile"]);
+    f.migrate();
+    let host = f.host();
+    let mut scope = host.scope();
+    scope.record();
+    // About 0.9 MiB per read, within the service's result-bytes.
+    let sql = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 15000) \
+               SELECT x, 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' FROM r";
+    for _ in 0..20 {
+        let out = scope.call("hostile", "query", &[wasmtime::component::Val::String(sql.into())]).expect("query");
+        assert_eq!(sluice_host::values::to_json(&out[0]), serde_json::json!({"ok": 15000}));
+    }
+    let tape = scope.take_tape();
+    assert!(tape.full, "the tape did not stop");
+    assert!(tape.bytes <= sluice_host::reads::TAPE_CAP);
+    assert!(tape.reads.len() < 20, "{} reads kept", tape.reads.len());
+}
