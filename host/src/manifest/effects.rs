@@ -30,6 +30,21 @@ fn default_tries() -> u32 {
 }
 
 impl Subscription {
+    /// The subject up to its first wildcard: `orders.` for `orders.>`,
+    /// the whole subject when it has none. A grant's prefix must cover it.
+    pub fn literal_prefix(&self) -> String {
+        let mut literal = String::new();
+        for token in self.subject.split('.') {
+            if token == "*" || token == ">" {
+                return literal;
+            }
+            literal.push_str(token);
+            literal.push('.');
+        }
+        literal.pop();
+        literal
+    }
+
     pub(super) fn check(&self) -> Result<(), String> {
         if !(1..=100).contains(&self.tries) {
             return Err(format!("subscribe tries = {} must be from 1 to 100", self.tries));
@@ -140,7 +155,10 @@ mod tests {
     #[test]
     fn subscriptions_are_checked() {
         let parse = |s: &str, tries: u32| {
-            Manifest::parse(&format!("[[subscribe]]\nchannel = \"events\"\nsubject = \"{s}\"\ntries = {tries}\n"))
+            Manifest::parse(&format!(
+                "[channels.events]\nread-subjects = \"*\"\n[[subscribe]]\nchannel = \"events\"\nsubject = \"{s}\"\n\
+                 tries = {tries}\n"
+            ))
         };
         assert!(parse("orders.placed", 5).is_ok());
         assert!(parse("orders.*", 5).is_ok());
@@ -160,5 +178,21 @@ mod tests {
         assert!(!main.reads.allows("sluice_outbox"));
         assert!(!main.reads.allows("SLUICE_KV"));
         assert!(Manifest::parse("[channels.main]\nreads = [\"sluice_inbox\"]\n").is_err());
+    }
+
+    #[test]
+    fn a_subscription_needs_a_grant_of_its_subjects() {
+        let sub = |grant: &str, subject: &str| {
+            Manifest::parse(&format!(
+                "[channels.events]\n{grant}\n[[subscribe]]\nchannel = \"events\"\nsubject = \"{subject}\"\n"
+            ))
+        };
+        assert!(sub("read-subjects = [\"orders.\"]", "orders.placed").is_ok());
+        assert!(sub("read-subjects = [\"orders.\"]", "orders.>").is_ok());
+        assert!(sub("subjects = [\"orders.\"]", "orders.*").is_ok());
+        let refused = sub("read-subjects = [\"orders.\"]", ">").err().unwrap_or_default();
+        assert!(refused.contains("read-subjects = [\">\"]"), "{refused}");
+        assert!(sub("read-subjects = [\"orders.\"]", "payments.done").is_err());
+        assert!(sub("", "orders.placed").is_err());
     }
 }

@@ -177,6 +177,10 @@ pub struct ChannelGrant {
     /// (`["orders."]`; `"*"` for every subject).
     #[serde(default)]
     pub subjects: Prefixes,
+    /// Subject prefixes of a `bus` channel whose messages it may be run by
+    /// (`[[subscribe]]`), besides those of `subjects`.
+    #[serde(default)]
+    pub read_subjects: Prefixes,
     /// Where an `http-out` channel may send its requests.
     #[serde(default)]
     pub destinations: Destinations,
@@ -315,6 +319,14 @@ impl Manifest {
         manifest.http.check()?;
         for subscription in &manifest.subscribe {
             subscription.check()?;
+            let grant = manifest.channel(&subscription.channel);
+            let literal = subscription.literal_prefix();
+            if !grant.is_some_and(|g| g.read_subjects.allows(&literal) || g.subjects.allows(&literal)) {
+                return Err(format!(
+                    "subscribe to {} on channel {} is not granted: add [channels.{}] read-subjects = [{:?}]",
+                    subscription.subject, subscription.channel, subscription.channel, subscription.subject
+                ));
+            }
         }
         Ok(manifest)
     }
@@ -348,6 +360,7 @@ impl Manifest {
                 ("reads and writes keys", &grant.keys),
                 ("reads keys", &grant.read_keys),
                 ("publishes on", &grant.subjects),
+                ("is run by messages on", &grant.read_subjects),
             ] {
                 if !prefixes.is_empty() {
                     parts.push(format!("{key} {}", prefixes.describe()));
