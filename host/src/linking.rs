@@ -198,12 +198,14 @@ fn forward(linker: &mut Linker<ScopeState>, interface: &str, exporter: &Compiled
             // so a scope never mixes versions of a service.
             let registry = Arc::clone(&store.data().registry);
             let service = registry.service(&service).map_err(wasmtime::Error::new)?;
-            let by: Vec<String> = store.data().frames.iter().map(ToString::to_string).collect();
+            // A recorded scope keeps each call between services; an
+            // unrecorded one pays nothing for it.
+            let by: Option<Vec<String>> =
+                store.data().tape.as_ref().map(|_| store.data().frames.iter().map(ToString::to_string).collect());
             invoke::call(&mut store, Target { service, function: &function, index }, args, results)?;
-            // A recorded scope keeps each call between services.
-            let bytes = args.iter().chain(results.iter()).map(crate::values::size).sum::<usize>();
-            if let Some(tape) = store.data_mut().tape.as_mut()
-                && tape.room(bytes)
+            if let Some(by) = by
+                && let Some(tape) = store.data_mut().tape.as_mut()
+                && tape.room(args.iter().chain(results.iter()).map(crate::values::size).sum())
             {
                 tape.calls.push(serde_json::json!({
                     "by": by,

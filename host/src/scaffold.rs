@@ -76,10 +76,18 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `files` and the `sluice:service` package under `wit/deps/`.
+fn with_wit(mut files: Vec<(String, String)>) -> Vec<(String, String)> {
+    for (file, text) in WIT {
+        files.push((format!("wit/deps/sluice-service/{file}"), (*text).to_string()));
+    }
+    files
+}
+
 /// The Rust project's files, by path.
 fn rust(name: &str) -> Vec<(String, String)> {
     let lib = name.replace('-', "_");
-    let mut files = vec![
+    let files = vec![
         ("Cargo.toml".to_string(), RUST_CARGO.replace("NAME", name)),
         ("src/lib.rs".to_string(), RUST_LIB.replace("NAME_MODULE", &lib).replace("NAME", name)),
         ("wit/world.wit".to_string(), WORLD.replace("NAME", name)),
@@ -87,15 +95,12 @@ fn rust(name: &str) -> Vec<(String, String)> {
         ("README.md".to_string(), RUST_README.replace("LIB", &lib).replace("NAME", name)),
         (".gitignore".to_string(), "/target\n".to_string()),
     ];
-    for (file, text) in WIT {
-        files.push((format!("wit/deps/sluice-service/{file}"), (*text).to_string()));
-    }
-    files
+    with_wit(files)
 }
 
 /// The Python project's files, by path.
 fn python(name: &str) -> Vec<(String, String)> {
-    let mut files = vec![
+    let files = vec![
         ("app.py".to_string(), PYTHON_APP.to_string()),
         ("greetings.py".to_string(), PYTHON_LOGIC.to_string()),
         ("test_greetings.py".to_string(), PYTHON_TEST.to_string()),
@@ -105,10 +110,7 @@ fn python(name: &str) -> Vec<(String, String)> {
         ("README.md".to_string(), PYTHON_README.replace("NAME", name)),
         (".gitignore".to_string(), "/.venv\n__pycache__/\n*.wasm\n".to_string()),
     ];
-    for (file, text) in WIT {
-        files.push((format!("wit/deps/sluice-service/{file}"), (*text).to_string()));
-    }
-    files
+    with_wit(files)
 }
 
 /// The componentize-py the host's Python port is built with.
@@ -195,7 +197,7 @@ python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && .venv/b
 
 /// The JavaScript project's files, by path.
 fn js(name: &str) -> Vec<(String, String)> {
-    let mut files = vec![
+    let files = vec![
         ("app.js".to_string(), JS_APP.to_string()),
         ("greetings.js".to_string(), JS_LOGIC.to_string()),
         ("greetings.test.js".to_string(), JS_TEST.to_string()),
@@ -206,10 +208,7 @@ fn js(name: &str) -> Vec<(String, String)> {
         ("README.md".to_string(), JS_README.replace("NAME", name)),
         (".gitignore".to_string(), "/node_modules\n*.wasm\n".to_string()),
     ];
-    for (file, text) in WIT {
-        files.push((format!("wit/deps/sluice-service/{file}"), (*text).to_string()));
-    }
-    files
+    with_wit(files)
 }
 
 /// The lockfile the host's JavaScript port is built with.

@@ -318,7 +318,7 @@ impl Channel for FilesChannel {
             order: Vec::new(),
             journal: self.journal.clone(),
             recorded: Vec::new(),
-            _turn: turn,
+            turn: Some(turn),
         }))
     }
 
@@ -341,8 +341,9 @@ struct FilesTransaction {
     journal: Option<Arc<Outbox>>,
     /// The ids of the rows written for this save's steps.
     recorded: Vec<String>,
-    /// This channel's one turn at saving, given back when dropped.
-    _turn: Turn,
+    /// This channel's one turn at saving, given back when dropped (or, with
+    /// an outbox, once the renames are done, before the steps are marked).
+    turn: Option<Turn>,
 }
 
 impl FilesTransaction {
@@ -439,6 +440,10 @@ impl Transaction for FilesTransaction {
             }
             self.pending.remove(&path);
         }
+        // The turn goes back before the steps are marked: marking waits
+        // for the outbox channel's own turn, which a save that holds it may
+        // be waiting to trade for this one.
+        self.turn = None;
         if let (Some(outbox), true) = (&self.journal, journaled)
             && let Err(e) = outbox.delivered_all(&self.recorded)
         {
