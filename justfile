@@ -91,6 +91,13 @@ bench: guests polyglot
     scripts/bench-http {{target}}/bench-http.json
     scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md
 
+# Instruction counts of B1 to B4's hot paths under callgrind, against
+# host/benches/counts.baseline: fails when one grew by more than 10% (CI
+# runs it). `just counts --update` rewrites the baseline; commit it with a
+# change that is meant to cost more.
+counts *args: guests
+    scripts/counts {{args}}
+
 # Formatting and clippy, warnings as errors, for the host and the guests.
 lint:
     cargo fmt --all --check

@@ -45,6 +45,32 @@ impl std::fmt::Debug for Frame {
     }
 }
 
+/// The names of the calls on the stack (`["orders.place",
+/// "inventory.reserve"]`), shared by every command and read made under the
+/// same calls, and built again only when the stack changed.
+#[derive(Default)]
+pub(crate) struct Chain {
+    frames: Vec<Frame>,
+    names: Option<Arc<[String]>>,
+}
+
+impl Chain {
+    /// The names of `frames`.
+    pub(crate) fn of(&mut self, frames: &[Frame]) -> Arc<[String]> {
+        let same = |a: &Frame, b: &Frame| Arc::ptr_eq(&a.service, &b.service) && a.function == b.function;
+        if let Some(names) = &self.names
+            && self.frames.len() == frames.len()
+            && self.frames.iter().zip(frames).all(|(a, b)| same(a, b))
+        {
+            return Arc::clone(names);
+        }
+        let names: Arc<[String]> = frames.iter().map(ToString::to_string).collect();
+        self.frames = frames.to_vec();
+        self.names = Some(Arc::clone(&names));
+        names
+    }
+}
+
 /// Frames as people read them: `orders.place → inventory.reserve`.
 pub fn chain(frames: &[Frame]) -> String {
     frames.iter().map(Frame::to_string).collect::<Vec<_>>().join(" → ")

@@ -20,7 +20,7 @@ pub struct Read {
     /// The service that made it.
     pub service: String,
     /// The calls that led to it, outermost first.
-    pub chain: Vec<String>,
+    pub chain: std::sync::Arc<[String]>,
     /// The statement.
     pub sql: String,
     /// Its parameters.

@@ -37,6 +37,8 @@ pub struct ScopeState {
     /// The calls currently executing, outermost first. The last one made any
     /// host call in progress.
     pub(crate) frames: Vec<Frame>,
+    /// The names of `frames`, for what is queued or kept under them.
+    pub(crate) chain: crate::invoke::Chain,
     /// The limits of each call on `frames` (see [`crate::budget`]).
     pub(crate) budgets: Vec<Budget>,
     /// When the scope's guests must have finished, and the timeout it
@@ -97,6 +99,7 @@ impl ScopeState {
             instances: HashMap::new(),
             order: Vec::new(),
             frames: Vec::new(),
+            chain: crate::invoke::Chain::default(),
             budgets: Vec::new(),
             scope_deadline: started + scope_timeout,
             scope_timeout,
@@ -160,6 +163,7 @@ impl ScopeState {
             deadline,
             scope: self.id,
             frames: &self.frames,
+            chain: &mut self.chain,
             channels: &self.channels,
             queue: &mut self.queue,
             service,
@@ -217,6 +221,7 @@ pub struct ServiceView<'a> {
     pub scope: ScopeId,
     /// The call stack; the last frame is the caller of the host function.
     pub frames: &'a [Frame],
+    pub(crate) chain: &'a mut crate::invoke::Chain,
     /// The host's channels.
     pub channels: &'a Channels,
     /// The scope's command queue.

@@ -25,8 +25,9 @@ pub struct Command {
     /// The service that queued it.
     pub service: String,
     /// The calls that led to it, outermost first:
-    /// `["orders.place", "inventory.reserve"]`.
-    pub chain: Vec<String>,
+    /// `["orders.place", "inventory.reserve"]`. Shared by the commands
+    /// queued under the same calls.
+    pub chain: std::sync::Arc<[String]>,
     /// The channel it is applied to.
     pub channel: String,
     /// What it does.
@@ -414,8 +415,15 @@ fn check_row(what: &str, row: &Row) -> Result<(), String> {
     if let Some(c) = row.columns.iter().find(|c| c.trim().is_empty()) {
         return Err(format!("{what} has an empty column name {c:?}"));
     }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(dup) = row.columns.iter().find(|c| !seen.insert(c.as_str())) {
+    // Rows are short: comparing each column with those before it costs
+    // less than hashing them, up to a few dozen columns.
+    let dup = if row.columns.len() <= 32 {
+        row.columns.iter().enumerate().find(|(i, c)| row.columns[..*i].contains(c)).map(|(_, c)| c)
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        row.columns.iter().find(|c| !seen.insert(c.as_str()))
+    };
+    if let Some(dup) = dup {
         return Err(format!("{what} names column {dup:?} twice"));
     }
     Ok(())

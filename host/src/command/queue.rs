@@ -35,7 +35,7 @@ impl Queue {
         &mut self,
         scope: ScopeId,
         service: &str,
-        chain: Vec<String>,
+        chain: std::sync::Arc<[String]>,
         channel: &str,
         op: Operation,
     ) -> Result<u64, String> {

@@ -154,7 +154,7 @@ impl ServiceView<'_> {
         let read = Read {
             channel,
             service: service.name.clone(),
-            chain: self.frames.iter().map(ToString::to_string).collect(),
+            chain: self.chain.of(self.frames),
             sql,
             params,
             host,

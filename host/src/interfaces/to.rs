@@ -143,7 +143,7 @@ impl ServiceView<'_> {
         }
         Ok(self
             .queue
-            .push(self.scope, name, self.frames.iter().map(ToString::to_string).collect(), channel, op)
+            .push(self.scope, name, self.chain.of(self.frames), channel, op)
             .map_err(|why| Error::Invalid(format!("{name}: {why}"))))
     }
 }

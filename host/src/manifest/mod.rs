@@ -244,7 +244,11 @@ impl Tables {
         match self {
             Tables::None => false,
             Tables::All => true,
-            Tables::Some(names) => names.contains(&table.to_lowercase()),
+            // Names are kept lower-cased; most arrive so already.
+            Tables::Some(names) if table.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) => {
+                names.contains(&table.to_lowercase())
+            }
+            Tables::Some(names) => names.contains(table),
         }
     }
 }

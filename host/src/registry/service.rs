@@ -77,6 +77,15 @@ impl Function {
             None => self.name.clone(),
         }
     }
+
+    /// Whether `name` is this function's [`Function::qualified_name`],
+    /// compared without building it (a lookup runs on every call).
+    fn has_qualified_name(&self, name: &str) -> bool {
+        match &self.interface {
+            Some(i) => name.strip_prefix(i.as_str()).and_then(|rest| rest.strip_prefix('#')) == Some(self.name.as_str()),
+            None => name == self.name,
+        }
+    }
 }
 
 /// A loaded service: its compiled component, pre-linked and ready to be
@@ -132,7 +141,7 @@ impl Service {
     /// Finds a function by its WIT name, or by `interface#name` when the
     /// plain name is exported by more than one interface.
     pub fn function(&self, name: &str) -> Result<&Function, LookupError> {
-        if let Some(f) = self.functions.iter().find(|f| f.qualified_name() == name) {
+        if let Some(f) = self.functions.iter().find(|f| f.has_qualified_name(name)) {
             return Ok(f);
         }
         let matches: Vec<&Function> = self.functions.iter().filter(|f| f.name == name).collect();

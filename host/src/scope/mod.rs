@@ -325,7 +325,7 @@ impl Scope {
         self.check_open()?;
         let scope = self.id();
         let op = crate::command::Operation::Receipt { consumer: consumer.to_string(), id: id.to_string() };
-        let chain = vec![format!("{service}.handle")];
+        let chain = std::sync::Arc::from([format!("{service}.handle")]);
         self.store.data_mut().queue.push(scope, service, chain, channel, op).map_err(|reason| ScopeError::Failed {
             service: service.to_string(),
             function: "handle".into(),

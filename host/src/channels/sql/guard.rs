@@ -87,8 +87,8 @@ pub(crate) enum Seen {
 struct State {
     /// None: the host's own statement, everything passes.
     rules: Option<Rules>,
-    /// What preparing reported so far.
-    seen: BTreeSet<Seen>,
+    /// What preparing reported so far (shared with a kept [`Judged`]).
+    seen: Arc<BTreeSet<Seen>>,
     /// Set once the first preparation was judged: later callbacks are
     /// judged one by one.
     judged: bool,
@@ -178,8 +178,53 @@ impl Gate {
                 return Authorization::Deny;
             }
         }
-        state.seen.insert(seen);
+        // A statement prepared again shares its record with the verdict
+        // kept for it: copy the record only for something new.
+        if !state.seen.contains(&seen) {
+            Arc::make_mut(&mut state.seen).insert(seen);
+        }
         Authorization::Allow
+    }
+
+    /// Applies `rules`, `deadline` and `cancel` to a statement prepared and
+    /// judged before under the same rules (`judged`): nothing is judged
+    /// again unless SQLite prepares it again (the schema changed), and then
+    /// each action as it comes, against the same record.
+    pub(crate) fn enter_judged(
+        &self,
+        rules: &Rules,
+        deadline: Option<Instant>,
+        cancel: Option<Canceller>,
+        judged: &Judged,
+    ) -> Entered<'_> {
+        let mut state = self.lock();
+        *state = State {
+            rules: Some(rules.clone()),
+            deadline,
+            cancel,
+            seen: Arc::clone(&judged.seen),
+            judged: true,
+            reported: true,
+            volatility: judged.volatility,
+            ..State::default()
+        };
+        Entered(self)
+    }
+}
+
+/// What judging a statement found, kept so that the same statement under
+/// the same rules need not be prepared and judged again.
+#[derive(Clone)]
+pub(crate) struct Judged {
+    seen: Arc<BTreeSet<Seen>>,
+    volatility: Volatility,
+}
+
+impl Judged {
+    /// Whether the statement changes the schema (`raw-sql`): the foreign
+    /// keys the connection knows may be out of date after it ran.
+    pub(crate) fn changes_schema(&self) -> bool {
+        self.seen.iter().any(|s| matches!(s, Seen::Schema(_)))
     }
 }
 
@@ -218,9 +263,16 @@ impl Entered<'_> {
         let mut state = self.0.lock();
         for table in std::mem::take(&mut state.unresolved) {
             if tables.contains(&table) || is_schema_table(&table) {
-                state.seen.insert(Seen::Table { access: Access::Read, table, column: String::new(), trigger: false });
+                Arc::make_mut(&mut state.seen).insert(Seen::Table { access: Access::Read, table, column: String::new(), trigger: false });
             }
         }
+    }
+
+    /// What judging found, to keep with the statement; call after
+    /// [`Entered::judge`] accepted it.
+    pub(crate) fn judged(&self) -> Judged {
+        let state = self.0.lock();
+        Judged { seen: Arc::clone(&state.seen), volatility: state.volatility }
     }
 
     /// The denial the authorizer made, if it made one (a failed prepare).

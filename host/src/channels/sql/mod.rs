@@ -12,6 +12,7 @@ mod implied;
 pub(crate) mod migrate;
 mod pg;
 mod read;
+mod statements;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -30,6 +31,7 @@ use crate::manifest::Access;
 use guard::{Gate, Rules};
 use implied::Keys;
 use read::read;
+use statements::{Prepared, Verdicts};
 
 pub use pg::PostgresChannel;
 
@@ -60,11 +62,26 @@ struct Pooled {
     conn: Connection,
     gate: Gate,
     keys: RefCell<Option<(i64, Arc<Keys>)>>,
+    /// Whether `keys` is known to hold inside the transaction open now:
+    /// only this connection's own statements change the schema inside a
+    /// transaction, so the version is read once per transaction and again
+    /// after a statement that changed the schema.
+    keys_fresh: std::cell::Cell<bool>,
+    /// Service statements judged on this connection ([`statements`]).
+    verdicts: RefCell<Verdicts>,
 }
 
 impl Pooled {
     /// The schema's foreign keys, read again whenever the schema changed.
     fn keys(&self) -> Result<Arc<Keys>, ChannelError> {
+        let in_transaction = !self.conn.is_autocommit();
+        if in_transaction
+            && self.keys_fresh.get()
+            && let Some((_, keys)) = self.keys.borrow().as_ref()
+        {
+            return Ok(Arc::clone(keys));
+        }
+        self.keys_fresh.set(in_transaction);
         let version: i64 = self
             .conn
             .prepare_cached("PRAGMA schema_version")
@@ -115,14 +132,24 @@ impl SqliteChannel {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
         conn.pragma_update(None, "foreign_keys", "on").map_err(unavailable)?;
         conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES).map_err(unavailable)?;
+        conn.set_prepared_statement_cache_capacity(statements::STATEMENT_CACHE);
         let gate = Gate::install(&conn);
-        Ok(Pooled { conn, gate, keys: RefCell::default() })
+        Ok(Pooled {
+            conn,
+            gate,
+            keys: RefCell::default(),
+            keys_fresh: std::cell::Cell::new(false),
+            verdicts: RefCell::default(),
+        })
     }
 
     fn take(&self) -> Result<Pooled, ChannelError> {
         let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
         match pooled {
-            Some(conn) => Ok(conn),
+            Some(conn) => {
+                conn.keys_fresh.set(false);
+                Ok(conn)
+            }
             None => self.connect(),
         }
     }
@@ -172,14 +199,22 @@ impl Channel for SqliteChannel {
 /// Prepares a service's `sql` under its grant (`writes` false for a read)
 /// and returns the statement with the gate still applied, or why SQLite
 /// refused it. An insert or update that would delete rows (`OR REPLACE`)
-/// needs the delete grant on the tables it writes.
+/// needs the delete grant on the tables it writes. A statement this
+/// connection judged before under the same rules is taken from the
+/// statement cache without being judged again ([`statements`]); the host's
+/// own statements are always cached.
 fn authorized<'c>(
     pooled: &'c Pooled,
     sql: &str,
     caller: &Caller,
     writes: bool,
-) -> Result<(rusqlite::Statement<'c>, guard::Entered<'c>), ChannelError> {
-    if !caller.host && sql.len() > MAX_SQL_BYTES {
+) -> Result<(Prepared<'c>, guard::Entered<'c>), ChannelError> {
+    if caller.host {
+        let entered = pooled.gate.enter(None, Some(caller.deadline), caller.cancel.clone());
+        let stmt = pooled.conn.prepare_cached(sql).map_err(prepare_failed)?;
+        return Ok((Prepared::Cached(stmt), entered));
+    }
+    if sql.len() > MAX_SQL_BYTES {
         return Err(ChannelError::Invalid(format!(
             "the statement is {} bytes of SQL; at most {MAX_SQL_BYTES} are accepted (bind values as parameters)",
             sql.len()
@@ -188,22 +223,30 @@ fn authorized<'c>(
     // Foreign keys are checked only when a statement writes; a read needs
     // no schema lookup (which costs a read of the database header) unless
     // SQLite reports a read it names no database for.
-    let mut keys = if caller.host || !writes { None } else { Some(pooled.keys()?) };
+    let mut keys = if writes { Some(pooled.keys()?) } else { None };
+    let kept = pooled.verdicts.borrow().find(sql, &caller.grant, writes, &keys).cloned();
+    if let Some(judged) = kept {
+        let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_default() };
+        let entered = pooled.gate.enter_judged(&rules, Some(caller.deadline), caller.cancel.clone(), &judged);
+        return match pooled.conn.prepare_cached(sql) {
+            Ok(stmt) => Ok((Prepared::Cached(stmt), entered)),
+            Err(e) => Err(entered.denial().map_or_else(|| prepare_failed(e), ChannelError::Denied)),
+        };
+    }
+    // Reads are kept without the keys they may have loaded below.
+    let verdict_keys = keys.clone();
     loop {
         let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_default() };
-        let entered = pooled.gate.enter((!caller.host).then_some(&rules), Some(caller.deadline), caller.cancel.clone());
+        let entered = pooled.gate.enter(Some(&rules), Some(caller.deadline), caller.cancel.clone());
         let stmt = match pooled.conn.prepare(sql) {
             Ok(stmt) => stmt,
-            Err(rusqlite::Error::MultipleStatement) => {
-                return Err(ChannelError::Invalid("the sql holds more than one statement; pass one per call".into()));
-            }
-            Err(e) => return Err(entered.denial().map_or_else(|| invalid(e), ChannelError::Denied)),
+            Err(e) => return Err(entered.denial().map_or_else(|| prepare_failed(e), ChannelError::Denied)),
         };
         // `SELECT count(*) FROM t` reads no column: SQLite names no
         // database, and only the schema tells the table from a CTE. The
         // schema is read with the gate open, then the statement prepared
         // again.
-        if !caller.host && entered.unresolved() {
+        if entered.unresolved() {
             let Some(schema) = &keys else {
                 drop((stmt, entered));
                 keys = Some(pooled.keys()?);
@@ -212,7 +255,19 @@ fn authorized<'c>(
             entered.resolve(&schema.tables);
         }
         entered.judge().map_err(ChannelError::Denied)?;
-        return finish_write_check(pooled, sql, caller, writes, stmt, entered);
+        let (stmt, entered) = finish_write_check(pooled, sql, caller, writes, stmt, entered)?;
+        pooled.verdicts.borrow_mut().keep(sql, &caller.grant, writes, &verdict_keys, entered.judged());
+        return Ok((Prepared::Fresh(stmt), entered));
+    }
+}
+
+/// Why SQLite would not prepare a statement, when no grant refused it.
+fn prepare_failed(e: rusqlite::Error) -> ChannelError {
+    match e {
+        rusqlite::Error::MultipleStatement => {
+            ChannelError::Invalid("the sql holds more than one statement; pass one per call".into())
+        }
+        e => invalid(e),
     }
 }
 
@@ -278,6 +333,9 @@ impl Transaction for SqliteTransaction {
             let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?;
             while rows.next().map_err(|e| ran(e, &entered))?.is_some() {}
             drop(rows);
+            if entered.judged().changes_schema() {
+                pooled.keys_fresh.set(false);
+            }
             usize::try_from(conn.changes()).unwrap_or(usize::MAX)
         } else {
             // Built by the host from a command whose table and operation
