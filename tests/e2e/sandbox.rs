@@ -87,6 +87,38 @@ fn sql_that_hides_a_table_is_judged_by_what_sqlite_resolves() {
     serves_normally(&host, &f, "after-hidden-tables");
 }
 
+/// `OR REPLACE` on a table with no index but its rowid: SQLite 3.50
+/// overwrites the row in place, with no delete in its bytecode, so an
+/// insert grant alone must not let a service replace a row that exists.
+#[test]
+fn an_insert_grant_does_not_overwrite_rows() {
+    let (f, host, _) = with_secrets("[channels.main]\nreads = [\"notes\"]\ninserts = [\"notes\"]\n");
+    f.db().execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'kept');")
+        .expect("notes");
+    let before = f.dump();
+    let delete_notes = denied(&f, "delete from table notes", "deletes = [\"notes\"]");
+    for sql in [
+        "INSERT OR REPLACE INTO notes (id, body) VALUES (1, 'overwritten')",
+        "REPLACE INTO notes (id, body) VALUES (1, 'overwritten')",
+    ] {
+        // Twice: the second comes from the connection's judged statements.
+        for _ in 0..2 {
+            assert_eq!(attack(&host, "execute", &[s(sql)]), delete_notes, "{sql}");
+            assert_eq!(f.dump(), before, "{sql} changed the database");
+        }
+    }
+    let added = call::run(
+        &host,
+        "hostile",
+        "execute",
+        &[s("INSERT INTO notes (id, body) VALUES (2, 'new')")],
+        Mode::Save,
+    )
+    .expect("a granted insert");
+    assert_eq!(sluice_host::values::to_json(&added.results[0]), json!({ "ok": 1 }));
+    serves_normally(&host, &f, "after-overwrite");
+}
+
 /// A service without a manifest reads nothing, whatever the SQL.
 #[test]
 fn without_a_manifest_nothing_is_read() {

@@ -90,7 +90,7 @@ fn on_save_uses_the_new_id_in_a_second_round() {
     let order = saved.applied.iter().find(|a| a.round == 1 && a.command.service == "orders").expect("order insert");
     assert_eq!(order.outcome, Outcome::Inserted(2));
     let event = saved.applied.iter().find(|a| a.round == 2).expect("round 2");
-    assert_eq!(event.command.chain, ["orders.on-save"]);
+    assert_eq!(*event.command.chain, ["orders.on-save"]);
     let (id, what): (i64, String) = f
         .db()
         .query_row("SELECT order_id, event FROM order_events ORDER BY id DESC LIMIT 1", [], |r| {

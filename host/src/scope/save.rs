@@ -166,6 +166,10 @@ impl Scope {
                 return Err(ScopeError::TooManyRounds { round, limit: *limit, services: services.join(", ") });
             }
             let mut by_service: Vec<(String, Vec<Val>)> = Vec::new();
+            // The service and caller of the last command, kept while the
+            // commands come from the same service for the same channel: a
+            // save of many commands looks each up once.
+            let mut last: Option<(String, String, Option<Arc<crate::registry::Service>>, Caller)> = None;
             for command in batch {
                 let position = applied.len() + 1;
                 let fail = |reason: String, retryable: bool| ScopeError::Command {
@@ -181,8 +185,8 @@ impl Scope {
                 };
                 // A channel that shares another's transaction (a kv table in
                 // a sql channel) applies its commands in that one.
-                let held = channel.shares().unwrap_or(&command.channel).to_string();
-                if !open.contains_key(&held) {
+                let held = channel.shares().unwrap_or(&command.channel);
+                if !open.contains_key(held) {
                     let Some(holder) = channels.get(&held) else {
                         return Err(fail(format!("no channel {held:?}"), false));
                     };
@@ -196,23 +200,28 @@ impl Scope {
                         };
                         open.insert(base.to_string(), begin(journal.as_ref(), base, false)?);
                     }
-                    open.insert(held.clone(), begin(holder.as_ref(), &held, false)?);
+                    open.insert(held.to_string(), begin(holder.as_ref(), held, false)?);
                 }
-                let Some(tx) = open.get_mut(&held) else { continue };
+                let Some(tx) = open.get_mut(held) else { continue };
                 // Each command runs under the grant of the service that
                 // queued it, and ends by that service's deadline counted from
                 // the start of the save (within the scope's own).
-                let service = registry.service(&command.service).ok();
-                let caller = Caller::service(
-                    &command.service,
-                    service.and_then(|s| s.grants().on(&command.channel)),
-                    service.map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
-                )
-                .cancelled_by(&cancel);
+                if !matches!(&last, Some((s, c, _, _)) if *s == command.service && *c == command.channel) {
+                    let service = registry.service(&command.service).ok().cloned();
+                    let caller = Caller::service(
+                        &command.service,
+                        service.as_ref().and_then(|s| s.grants().on(&command.channel)),
+                        service.as_ref().map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
+                    )
+                    .cancelled_by(&cancel);
+                    last = Some((command.service.clone(), command.channel.clone(), service, caller));
+                }
+                let Some((_, _, service, caller)) = &last else { continue };
+                let service = service.as_ref();
                 // Returning early drops `open`, which rolls every channel back.
                 let result = match channel.shares() {
-                    Some(_) => channel.apply_shared(tx.as_mut(), &command.op, &caller),
-                    None => tx.apply(&command.op, &caller),
+                    Some(_) => channel.apply_shared(tx.as_mut(), &command.op, caller),
+                    None => tx.apply(&command.op, caller),
                 };
                 let outcome = match result {
                     Ok(outcome) => outcome,
@@ -253,7 +262,7 @@ impl Scope {
                 // Outcomes are only built for services that have an on-save hook.
                 // A receipt is the host's, not the service's.
                 if !matches!(command.op, crate::command::Operation::Receipt { .. })
-                    && registry.service(&command.service).is_ok_and(|s| s.hooks.on_save.is_some())
+                    && service.is_some_and(|s| s.hooks.on_save.is_some())
                 {
                     outcome_for(&mut by_service, &command, outcome);
                 }

@@ -69,6 +69,12 @@ const DELETE_IS_UPDATE: i64 = 0x04;
 /// schema) compiles to. Deletes on the scratch tables of a recursive CTE or
 /// a sort do not count. A plain `DELETE` also has one; callers ask only
 /// about inserts and updates. Trigger programs are separate and not listed.
+///
+/// SQLite 3.50 compiles `OR REPLACE` on a table with no index but its rowid
+/// as an overwrite, without a `Delete`: the `NotExists` check of the rowid
+/// then goes on to the insert whether or not the row exists (its jump
+/// target is the next instruction). That replaces an existing row as
+/// surely as a delete does, and counts as one.
 pub(crate) fn deletes_rows(conn: &Connection, sql: &str) -> rusqlite::Result<bool> {
     let mut explain = conn.prepare(&format!("EXPLAIN {sql}"))?;
     // EXPLAIN runs nothing, so the parameters need no values.
@@ -76,6 +82,7 @@ pub(crate) fn deletes_rows(conn: &Connection, sql: &str) -> rusqlite::Result<boo
     let mut written = BTreeSet::new();
     let mut deletes = Vec::new();
     while let Some(row) = rows.next()? {
+        let address: i64 = row.get(0)?;
         let opcode: String = row.get(1)?;
         let (p1, p2): (i64, i64) = (row.get(2)?, row.get(3)?);
         match opcode.as_str() {
@@ -83,6 +90,7 @@ pub(crate) fn deletes_rows(conn: &Connection, sql: &str) -> rusqlite::Result<boo
                 written.insert(p1);
             }
             "Delete" if p2 & DELETE_IS_UPDATE == 0 => deletes.push(p1),
+            "NotExists" if p2 == address + 1 => deletes.push(p1),
             _ => {}
         }
     }
@@ -128,8 +136,13 @@ mod tests {
     #[test]
     fn replace_shows_as_a_delete_in_the_bytecode() {
         let (conn, _gate) = conn();
+        // A table with no index but its rowid: REPLACE overwrites in place.
+        conn.execute_batch("CREATE TABLE only_rowid (id INTEGER PRIMARY KEY, v)").expect("table");
         let deletes = |sql| deletes_rows(&conn, sql).expect(sql);
         for sql in [
+            "INSERT OR REPLACE INTO only_rowid (id, v) VALUES (1, 'x')",
+            "REPLACE INTO only_rowid (id, v) VALUES (1, 'x')",
+            "UPDATE OR REPLACE only_rowid SET id = 2 WHERE id = 1",
             "INSERT OR REPLACE INTO t (a) VALUES (1)",
             "REPLACE INTO t (a) VALUES (1)",
             "UPDATE OR REPLACE t SET a = 1 WHERE id = 2",
@@ -140,6 +153,9 @@ mod tests {
             assert!(deletes(sql), "{sql}");
         }
         for sql in [
+            "INSERT INTO only_rowid (id, v) VALUES (1, 'x')",
+            "INSERT OR IGNORE INTO only_rowid (id, v) VALUES (1, 'x')",
+            "UPDATE only_rowid SET v = 'y' WHERE id = 1",
             "INSERT INTO t (a) VALUES (1)",
             "UPDATE t SET a = ?2 WHERE id = ?1",
             "UPDATE w SET a = 1 WHERE k = 'y'",

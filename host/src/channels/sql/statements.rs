@@ -112,3 +112,82 @@ impl std::ops::DerefMut for Prepared<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::super::SqliteChannel;
+    use crate::channels::{Caller, Channel, ChannelError, Denial};
+    use crate::command::Operation;
+
+    fn channel() -> Result<(tempfile::TempDir, SqliteChannel), ChannelError> {
+        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        host_runs(&channel, &["CREATE TABLE t (a INTEGER PRIMARY KEY)", "CREATE TABLE secret (b)", "CREATE VIEW v AS SELECT a FROM t"])?;
+        Ok((dir, channel))
+    }
+
+    fn host_runs(channel: &SqliteChannel, statements: &[&str]) -> Result<(), ChannelError> {
+        let host = Caller::host(Instant::now() + Duration::from_secs(60));
+        let mut tx = channel.begin()?;
+        for sql in statements {
+            tx.apply(&Operation::Execute { sql: (*sql).into(), params: vec![] }, &host)?;
+        }
+        tx.commit()
+    }
+
+    fn service(grant: &str) -> Caller {
+        let grant: crate::manifest::ChannelGrant = toml::from_str(grant).expect("grant");
+        Caller::service("probe", Some(Arc::new(grant)), Instant::now() + Duration::from_secs(60))
+    }
+
+    fn denied(result: Result<crate::channels::Reading, ChannelError>) -> bool {
+        matches!(result, Err(ChannelError::Denied(Denial::Table { .. })))
+    }
+
+    /// One connection serves every service: a statement judged under one
+    /// grant is judged again under another, whatever the cache holds.
+    #[test]
+    fn a_statement_is_judged_again_for_another_grant() -> Result<(), ChannelError> {
+        let (_dir, channel) = channel()?;
+        let (wide, narrow) = (service("reads = [\"t\", \"secret\"]"), service("reads = [\"t\"]"));
+        for _ in 0..3 {
+            channel.query("SELECT b FROM secret", &[], &wide, usize::MAX)?;
+            assert!(denied(channel.query("SELECT b FROM secret", &[], &narrow, usize::MAX)));
+        }
+        Ok(())
+    }
+
+    /// A view redefined after a statement over it was judged: SQLite
+    /// prepares the kept statement again, and the grant is applied to what
+    /// the view reads now.
+    #[test]
+    fn a_kept_statement_is_judged_again_when_the_schema_changes() -> Result<(), ChannelError> {
+        let (_dir, channel) = channel()?;
+        let caller = service("reads = [\"t\", \"v\"]");
+        for _ in 0..2 {
+            assert_eq!(channel.query("SELECT a FROM v", &[], &caller, usize::MAX)?.tables, ["t", "v"]);
+        }
+        host_runs(&channel, &["DROP VIEW v", "CREATE VIEW v AS SELECT b AS a FROM secret"])?;
+        assert!(denied(channel.query("SELECT a FROM v", &[], &caller, usize::MAX)));
+        Ok(())
+    }
+
+    /// A write refused under a grant stays refused: only accepted
+    /// statements are kept.
+    #[test]
+    fn a_refused_write_is_refused_every_time() -> Result<(), ChannelError> {
+        let (_dir, channel) = channel()?;
+        let caller = service("reads = [\"t\"]\ninserts = [\"t\"]");
+        for _ in 0..3 {
+            channel.check("INSERT INTO t (a) VALUES (1)", &caller)?;
+            let replace = channel.check("INSERT OR REPLACE INTO t (a) VALUES (1)", &caller);
+            assert!(matches!(replace, Err(ChannelError::Denied(_))), "{replace:?}");
+            let secret = channel.check("INSERT INTO secret (b) VALUES (1)", &caller);
+            assert!(matches!(secret, Err(ChannelError::Denied(_))), "{secret:?}");
+        }
+        Ok(())
+    }
+}
