@@ -41,14 +41,8 @@ const LOOP: u32 = 200;
 const WARM: u32 = 3;
 
 /// Every measure: its name and how many times the counted region runs it.
-const MEASURES: &[(&str, u32)] = &[
-    ("b1_scope", 10),
-    ("b2_enqueue", 1),
-    ("b2_echo", 1),
-    ("b3_logic_2", 5),
-    ("b3_logic_20", 2),
-    ("b4_save_100", 3),
-];
+const MEASURES: &[(&str, u32)] =
+    &[("b1_scope", 10), ("b2_enqueue", 1), ("b2_echo", 1), ("b3_logic_2", 5), ("b3_logic_20", 2), ("b4_save_100", 3)];
 
 /// The counted region: callgrind collects only while this runs.
 #[inline(never)]
@@ -260,7 +254,9 @@ fn check(update: bool) {
         for f in &failed {
             eprintln!("  {f}");
         }
-        eprintln!("If the cost is intended, run `just counts --update` and commit host/benches/counts.baseline with the change.");
+        eprintln!(
+            "If the cost is intended, run `just counts --update` and commit host/benches/counts.baseline with the change."
+        );
         std::process::exit(1);
     }
     let missing: Vec<_> = MEASURES.iter().filter(|(m, _)| !baseline.contains_key(*m)).map(|(m, _)| *m).collect();

@@ -93,7 +93,8 @@ fn sql_that_hides_a_table_is_judged_by_what_sqlite_resolves() {
 #[test]
 fn an_insert_grant_does_not_overwrite_rows() {
     let (f, host, _) = with_secrets("[channels.main]\nreads = [\"notes\"]\ninserts = [\"notes\"]\n");
-    f.db().execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'kept');")
+    f.db()
+        .execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'kept');")
         .expect("notes");
     let before = f.dump();
     let delete_notes = denied(&f, "delete from table notes", "deletes = [\"notes\"]");
@@ -107,14 +108,9 @@ fn an_insert_grant_does_not_overwrite_rows() {
             assert_eq!(f.dump(), before, "{sql} changed the database");
         }
     }
-    let added = call::run(
-        &host,
-        "hostile",
-        "execute",
-        &[s("INSERT INTO notes (id, body) VALUES (2, 'new')")],
-        Mode::Save,
-    )
-    .expect("a granted insert");
+    let added =
+        call::run(&host, "hostile", "execute", &[s("INSERT INTO notes (id, body) VALUES (2, 'new')")], Mode::Save)
+            .expect("a granted insert");
     assert_eq!(sluice_host::values::to_json(&added.results[0]), json!({ "ok": 1 }));
     serves_normally(&host, &f, "after-overwrite");
 }

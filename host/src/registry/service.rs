@@ -82,7 +82,9 @@ impl Function {
     /// compared without building it (a lookup runs on every call).
     fn has_qualified_name(&self, name: &str) -> bool {
         match &self.interface {
-            Some(i) => name.strip_prefix(i.as_str()).and_then(|rest| rest.strip_prefix('#')) == Some(self.name.as_str()),
+            Some(i) => {
+                name.strip_prefix(i.as_str()).and_then(|rest| rest.strip_prefix('#')) == Some(self.name.as_str())
+            }
             None => name == self.name,
         }
     }

@@ -187,7 +187,7 @@ impl Scope {
                 // a sql channel) applies its commands in that one.
                 let held = channel.shares().unwrap_or(&command.channel);
                 if !open.contains_key(held) {
-                    let Some(holder) = channels.get(&held) else {
+                    let Some(holder) = channels.get(held) else {
                         return Err(fail(format!("no channel {held:?}"), false));
                     };
                     // The channel that journals this one's commit is begun

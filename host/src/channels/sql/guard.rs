@@ -263,7 +263,12 @@ impl Entered<'_> {
         let mut state = self.0.lock();
         for table in std::mem::take(&mut state.unresolved) {
             if tables.contains(&table) || is_schema_table(&table) {
-                Arc::make_mut(&mut state.seen).insert(Seen::Table { access: Access::Read, table, column: String::new(), trigger: false });
+                Arc::make_mut(&mut state.seen).insert(Seen::Table {
+                    access: Access::Read,
+                    table,
+                    column: String::new(),
+                    trigger: false,
+                });
             }
         }
     }

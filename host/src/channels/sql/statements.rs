@@ -125,7 +125,10 @@ mod tests {
     fn channel() -> Result<(tempfile::TempDir, SqliteChannel), ChannelError> {
         let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
-        host_runs(&channel, &["CREATE TABLE t (a INTEGER PRIMARY KEY)", "CREATE TABLE secret (b)", "CREATE VIEW v AS SELECT a FROM t"])?;
+        host_runs(
+            &channel,
+            &["CREATE TABLE t (a INTEGER PRIMARY KEY)", "CREATE TABLE secret (b)", "CREATE VIEW v AS SELECT a FROM t"],
+        )?;
         Ok((dir, channel))
     }
 
