@@ -226,7 +226,7 @@ fn authorized<'c>(
     let mut keys = if writes { Some(pooled.keys()?) } else { None };
     let kept = pooled.verdicts.borrow().find(sql, &caller.grant, writes, &keys).cloned();
     if let Some(judged) = kept {
-        let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_default() };
+        let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_else(no_keys) };
         let entered = pooled.gate.enter_judged(&rules, Some(caller.deadline), caller.cancel.clone(), &judged);
         return match pooled.conn.prepare_cached(sql) {
             Ok(stmt) => Ok((Prepared::Cached(stmt), entered)),
@@ -236,7 +236,7 @@ fn authorized<'c>(
     // Reads are kept without the keys they may have loaded below.
     let verdict_keys = keys.clone();
     loop {
-        let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_default() };
+        let rules = Rules { grant: caller.grant.clone(), writes, keys: keys.clone().unwrap_or_else(no_keys) };
         let entered = pooled.gate.enter(Some(&rules), Some(caller.deadline), caller.cancel.clone());
         let stmt = match pooled.conn.prepare(sql) {
             Ok(stmt) => stmt,
@@ -259,6 +259,13 @@ fn authorized<'c>(
         pooled.verdicts.borrow_mut().keep(sql, &caller.grant, writes, &verdict_keys, entered.judged());
         return Ok((Prepared::Fresh(stmt), entered));
     }
+}
+
+/// The foreign keys a read is judged with: none (reads are not checked
+/// against them), shared rather than made for every read.
+fn no_keys() -> Arc<Keys> {
+    static NONE: std::sync::LazyLock<Arc<Keys>> = std::sync::LazyLock::new(Arc::default);
+    Arc::clone(&NONE)
 }
 
 /// Why SQLite would not prepare a statement, when no grant refused it.
