@@ -17,17 +17,23 @@ wit_bindgen::generate!({
 
 pub use sluice::service::{from, to, types};
 
+/// The wit-bindgen this crate was built with, so a service depends on
+/// `sluice-guest` alone: [`generate!`] and the code it writes use this.
+pub use wit_bindgen;
+
 /// Generates a service's bindings for `world`, reading WIT from `paths`
 /// (relative to the service crate; the `sluice:service` package first, then
 /// packages it depends on, then its own), with the `sluice:service` types
 /// and imports shared from this crate so helpers work on them. The service
-/// must depend on this crate under its own name, `sluice-guest`.
+/// must depend on this crate under its own name, `sluice-guest`, and needs
+/// no dependency on wit-bindgen: the macro and its runtime are this crate's.
 #[macro_export]
 macro_rules! generate {
     ($world:literal, [$($path:literal),+ $(,)?]) => {
-        wit_bindgen::generate!({
+        $crate::wit_bindgen::generate!({
             path: [$($path),+],
             world: $world,
+            runtime_path: "::sluice_guest::wit_bindgen::rt",
             with: {
                 "sluice:service/types@0.1.0": ::sluice_guest::types,
                 "sluice:service/from@0.1.0": ::sluice_guest::from,
