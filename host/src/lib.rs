@@ -59,6 +59,7 @@ pub mod invoke;
 pub mod limits;
 mod linking;
 pub mod manifest;
+pub mod names;
 pub mod reads;
 pub mod registry;
 pub mod runtime;

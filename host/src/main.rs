@@ -423,7 +423,8 @@ fn json_args(
     func.check_arity(args.len()).map_err(|e| anyhow::anyhow!("{service}.{} {e}", func.name))?;
     let mut vals = Vec::with_capacity(args.len());
     for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
-        let val = values::from_arg(ty, arg, name).map_err(|e| {
+        let names = func.names.param(i);
+        let val = values::from_arg(ty, names, arg, name).map_err(|e| {
             // The path starts at the parameter; only name it when the problem
             // is deeper inside the value.
             let at = if e.path == *name { String::new() } else { format!("{}: ", e.path) };
@@ -431,7 +432,7 @@ fn json_args(
                 "{service}.{}: argument {} ({name}: {}): {at}{}",
                 func.name,
                 i + 1,
-                values::type_name(ty),
+                values::type_name(ty, names),
                 e.message
             )
         })?;

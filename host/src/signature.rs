@@ -4,21 +4,57 @@
 use serde_json::json;
 
 use crate::registry::{Function, Service};
-use crate::values::type_name;
+use wasmtime::component::types::Type;
 
-/// The parameter list: `customer: string, quantity: u32`.
+use crate::names::Names;
+use crate::values::{each_named, type_name, written_out};
+
+/// The parameter list: `customer: string, lines: list<line-item>`, with
+/// types named as their author named them.
 pub fn params(f: &Function) -> String {
-    f.params.iter().map(|(n, t)| format!("{n}: {}", type_name(t))).collect::<Vec<_>>().join(", ")
+    f.params
+        .iter()
+        .enumerate()
+        .map(|(i, (n, t))| format!("{n}: {}", type_name(t, f.names.param(i))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The result types, as [`params`] writes types.
+pub fn results(f: &Function) -> Vec<String> {
+    f.results.iter().enumerate().map(|(i, t)| type_name(t, f.names.result(i))).collect()
 }
 
 /// The whole signature: `name(params) -> result`.
 pub fn signature(f: &Function) -> String {
-    let results = f.results.iter().map(type_name).collect::<Vec<_>>();
+    let results = results(f);
     match results.as_slice() {
         [] => format!("{}({})", f.name, params(f)),
         [one] => format!("{}({}) -> {one}", f.name, params(f)),
         many => format!("{}({}) -> ({})", f.name, params(f), many.join(", ")),
     }
+}
+
+/// Every named type a function's signature uses, with what it is
+/// (`{"name": "line-item", "interface": "acme:orders/orders", "type": "record { sku: string, quantity: u32 }"}`),
+/// so a reader of the signature can look its names up.
+pub fn types(f: &Function) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    let mut found = Vec::new();
+    let mut visit = |ty: &Type, names: &Names| each_named(ty, names, &mut |ty, names, named: &crate::names::Named| {
+        let key = named.qualified();
+        if !seen.contains(&key) {
+            seen.push(key);
+            found.push(json!({ "name": named.name, "interface": named.owner, "type": written_out(ty, names) }));
+        }
+    });
+    for (i, (_, t)) in f.params.iter().enumerate() {
+        visit(t, f.names.param(i));
+    }
+    for (i, t) in f.results.iter().enumerate() {
+        visit(t, f.names.result(i));
+    }
+    found
 }
 
 /// A service as JSON, for `sluice list --json` and `GET /services`: its
@@ -31,9 +67,12 @@ pub fn service_json(svc: &Service) -> serde_json::Value {
             json!({
                 "interface": f.interface,
                 "name": f.name,
-                "params": f.params.iter().map(|(n, t)| json!({ "name": n, "type": type_name(t) })).collect::<Vec<_>>(),
-                "results": f.results.iter().map(type_name).collect::<Vec<_>>(),
+                "params": f.params.iter().enumerate()
+                    .map(|(i, (n, t))| json!({ "name": n, "type": type_name(t, f.names.param(i)) }))
+                    .collect::<Vec<_>>(),
+                "results": results(f),
                 "signature": signature(f),
+                "types": types(f),
                 "exposed": svc.manifest.http.exposes(&f.name),
             })
         })

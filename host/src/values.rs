@@ -10,6 +10,8 @@ use serde_json::{Map, Value as Json};
 use wasmtime::component::Val;
 use wasmtime::component::types::Type;
 
+use crate::names::{FunctionNames, Named, Names};
+
 /// A JSON value that does not fit the WIT type it is meant for.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -20,10 +22,11 @@ pub struct ValueError {
     pub message: String,
 }
 
-/// Converts `json` into a value of type `ty`. `path` names `json` in errors.
-pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> {
+/// Converts `json` into a value of type `ty`, whose names (for messages)
+/// are `names`. `path` names `json` in errors.
+pub fn from_json(ty: &Type, names: &Names, json: &Json, path: &str) -> Result<Val, ValueError> {
     let fail = |message: String| ValueError { path: path.to_string(), message };
-    let expected = || fail(format!("expected {}, got {}", type_name(ty), describe(json)));
+    let expected = || fail(format!("expected {}, got {}", type_name(ty, names), describe(json)));
     Ok(match ty {
         Type::Bool => Val::Bool(json.as_bool().ok_or_else(expected)?),
         Type::S8 => Val::S8(int(json, path, ty)?),
@@ -53,7 +56,7 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| from_json(&inner, v, &format!("{path}[{i}]")))
+                    .map(|(i, v)| from_json(&inner, names.part(0), v, &format!("{path}[{i}]")))
                     .collect::<Result<_, _>>()?,
             )
         }
@@ -68,28 +71,30 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
                     .iter()
                     .zip(items)
                     .enumerate()
-                    .map(|(i, (t, v))| from_json(t, v, &format!("{path}[{i}]")))
+                    .map(|(i, (t, v))| from_json(t, names.part(i), v, &format!("{path}[{i}]")))
                     .collect::<Result<_, _>>()?,
             )
         }
         Type::Record(record) => {
             let object = json.as_object().ok_or_else(expected)?;
-            let fields: Vec<(&str, Type)> = record.fields().map(|f| (f.name, f.ty)).collect();
-            let values = named(object, &fields, path, "field", || format!("{} has no such field", type_name(ty)))?;
-            Val::Record(fields.iter().zip(values).map(|((n, _), v)| (n.to_string(), v)).collect())
+            let fields: Vec<(&str, Type, &Names)> =
+                record.fields().enumerate().map(|(i, f)| (f.name, f.ty, names.part(i))).collect();
+            let values =
+                named(object, &fields, path, "field", || format!("{} has no such field", type_name(ty, names)))?;
+            Val::Record(fields.iter().zip(values).map(|((n, ..), v)| (n.to_string(), v)).collect())
         }
         Type::Variant(variant) => {
             let (case, payload) = single_key(json).ok_or_else(expected)?;
-            let Some(found) = variant.cases().find(|c| c.name == case) else {
-                return Err(fail(format!("unknown case {case:?}; expected one of {}", type_name(ty))));
+            let Some((index, found)) = variant.cases().enumerate().find(|(_, c)| c.name == case) else {
+                return Err(fail(format!("unknown case {case:?}; expected one of {}", spelled_out(ty, names))));
             };
             let at = format!("{path}.{case}");
             let payload = match (&found.ty, payload) {
-                (Some(t), Some(v)) => Some(Box::new(from_json(t, v, &at)?)),
+                (Some(t), Some(v)) => Some(Box::new(from_json(t, names.part(index), v, &at)?)),
                 (Some(t), None) => {
                     return Err(ValueError {
                         path: at,
-                        message: format!("case {case} needs a payload of type {}", type_name(t)),
+                        message: format!("case {case} needs a payload of type {}", type_name(t, names.part(index))),
                     });
                 }
                 (None, None | Some(Json::Null)) => None,
@@ -105,23 +110,23 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
         Type::Enum(e) => {
             let name = json.as_str().ok_or_else(expected)?;
             if !e.names().any(|n| n == name) {
-                return Err(fail(format!("unknown case {name:?}; expected one of {}", type_name(ty))));
+                return Err(fail(format!("unknown case {name:?}; expected one of {}", spelled_out(ty, names))));
             }
             Val::Enum(name.to_string())
         }
         Type::Option(option) => match json {
             Json::Null => Val::Option(None),
-            v => Val::Option(Some(Box::new(from_json(&option.ty(), v, path)?))),
+            v => Val::Option(Some(Box::new(from_json(&option.ty(), names.part(0), v, path)?))),
         },
         Type::Result(result) => {
             let (case, payload) = single_key(json).ok_or_else(expected)?;
             let at = format!("{path}.{case}");
-            let convert = |t: Option<Type>| -> Result<Option<Box<Val>>, ValueError> {
+            let convert = |t: Option<Type>, side: &Names| -> Result<Option<Box<Val>>, ValueError> {
                 match (t, payload) {
-                    (Some(t), Some(v)) => Ok(Some(Box::new(from_json(&t, v, &at)?))),
+                    (Some(t), Some(v)) => Ok(Some(Box::new(from_json(&t, side, v, &at)?))),
                     (Some(t), None) => Err(ValueError {
                         path: at.clone(),
-                        message: format!("needs a value of type {}", type_name(&t)),
+                        message: format!("needs a value of type {}", type_name(&t, side)),
                     }),
                     (None, None | Some(Json::Null)) => Ok(None),
                     (None, Some(v)) => {
@@ -130,8 +135,8 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
                 }
             };
             match case {
-                "ok" => Val::Result(Ok(convert(result.ok())?)),
-                "err" => Val::Result(Err(convert(result.err())?)),
+                "ok" => Val::Result(Ok(convert(result.ok(), names.part(0))?)),
+                "err" => Val::Result(Err(convert(result.err(), names.part(1))?)),
                 _ => return Err(expected()),
             }
         }
@@ -141,14 +146,14 @@ pub fn from_json(ty: &Type, json: &Json, path: &str) -> Result<Val, ValueError> 
             for (i, item) in items.iter().enumerate() {
                 let name = item.as_str().filter(|n| flags.names().any(|f| f == *n)).ok_or_else(|| ValueError {
                     path: format!("{path}[{i}]"),
-                    message: format!("expected a flag of {}, got {}", type_name(ty), describe(item)),
+                    message: format!("expected a flag of {}, got {}", spelled_out(ty, names), describe(item)),
                 })?;
                 set.push(name.to_string());
             }
             Val::Flags(set)
         }
         other => {
-            return Err(fail(format!("values of type {} cannot be given as JSON", type_name(other))));
+            return Err(fail(format!("values of type {} cannot be given as JSON", type_name(other, names))));
         }
     })
 }
@@ -191,16 +196,24 @@ pub fn to_json(val: &Val) -> Json {
 /// Converts a JSON object of named arguments (`{"customer": "ann", …}`)
 /// into values for `params`, in order. An absent `option` parameter is
 /// `none`; any other absent or unknown name is an error at its path.
-pub fn from_named(params: &[(String, Type)], json: &Json) -> Result<Vec<Val>, ValueError> {
-    let names = || params.iter().map(|(n, t)| format!("{n}: {}", type_name(t))).collect::<Vec<_>>().join(", ");
+pub fn from_named(params: &[(String, Type)], names: &FunctionNames, json: &Json) -> Result<Vec<Val>, ValueError> {
+    let list = || {
+        params
+            .iter()
+            .enumerate()
+            .map(|(i, (n, t))| format!("{n}: {}", type_name(t, names.param(i))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Some(object) = json.as_object() else {
         return Err(ValueError {
             path: "$".into(),
-            message: format!("expected an object of named arguments ({}), got {}", names(), describe(json)),
+            message: format!("expected an object of named arguments ({}), got {}", list(), describe(json)),
         });
     };
-    let params: Vec<(&str, Type)> = params.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-    named(object, &params, "$", "argument", || format!("the parameters are: {}", names()))
+    let params: Vec<(&str, Type, &Names)> =
+        params.iter().enumerate().map(|(i, (n, t))| (n.as_str(), t.clone(), names.param(i))).collect();
+    named(object, &params, "$", "argument", || format!("the parameters are: {}", list()))
 }
 
 /// The values of the named members of `object` (record fields, or a
@@ -210,23 +223,25 @@ pub fn from_named(params: &[(String, Type)], json: &Json) -> Result<Vec<Val>, Va
 /// member in messages and `members_are` lists the members.
 fn named(
     object: &Map<String, Json>,
-    members: &[(&str, Type)],
+    members: &[(&str, Type, &Names)],
     path: &str,
     what: &str,
     members_are: impl Fn() -> String,
 ) -> Result<Vec<Val>, ValueError> {
     let values = members
         .iter()
-        .map(|(name, ty)| {
+        .map(|(name, ty, names)| {
             let at = format!("{path}.{name}");
             match (object.get(*name), ty) {
-                (Some(v), t) => from_json(t, v, &at),
+                (Some(v), t) => from_json(t, names, v, &at),
                 (None, Type::Option(_)) => Ok(Val::Option(None)),
-                (None, t) => Err(ValueError { path: at, message: format!("missing {what} of type {}", type_name(t)) }),
+                (None, t) => {
+                    Err(ValueError { path: at, message: format!("missing {what} of type {}", type_name(t, names)) })
+                }
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(extra) = object.keys().find(|k| !members.iter().any(|(n, _)| n == k)) {
+    if let Some(extra) = object.keys().find(|k| !members.iter().any(|(n, ..)| n == k)) {
         return Err(ValueError {
             path: format!("{path}.{extra}"),
             message: format!("unknown {what}; {}", members_are()),
@@ -238,38 +253,40 @@ fn named(
 /// Reads one command-line argument as a value of `ty`: JSON, except that a
 /// string, char or enum parameter also takes its text unquoted (`ann` as
 /// well as `"ann"`).
-pub fn from_arg(ty: &Type, text: &str, path: &str) -> Result<Val, ValueError> {
+pub fn from_arg(ty: &Type, names: &Names, text: &str, path: &str) -> Result<Val, ValueError> {
     let parsed = serde_json::from_str::<Json>(text);
     if matches!(ty, Type::String | Type::Char | Type::Enum(_)) {
         let json = match parsed {
             Ok(quoted @ Json::String(_)) => quoted,
             _ => Json::String(text.to_string()),
         };
-        return from_json(ty, &json, path);
+        return from_json(ty, names, &json, path);
     }
     match parsed {
-        Ok(json) => from_json(ty, &json, path),
+        Ok(json) => from_json(ty, names, &json, path),
         Err(e) => Err(ValueError {
             path: path.to_string(),
-            message: format!("expected {} as JSON, but {text:?} is not JSON ({e})", type_name(ty)),
+            message: format!("expected {} as JSON, but {text:?} is not JSON ({e})", type_name(ty, names)),
         }),
     }
 }
 
 /// Checks that `val` has type `ty`, so a wrongly typed argument is reported
 /// as such (naming the path) instead of failing inside the call.
-pub fn check(ty: &Type, val: &Val, path: &str) -> Result<(), ValueError> {
-    let wrong =
-        || ValueError { path: path.to_string(), message: format!("expected {}, got {}", type_name(ty), val_kind(val)) };
+pub fn check(ty: &Type, names: &Names, val: &Val, path: &str) -> Result<(), ValueError> {
+    let wrong = || ValueError {
+        path: path.to_string(),
+        message: format!("expected {}, got {}", type_name(ty, names), val_kind(val)),
+    };
     let all = |items: &[Val], types: &mut dyn Iterator<Item = Type>| -> Result<(), ValueError> {
         for (i, item) in items.iter().enumerate() {
             let t = types.next().ok_or_else(wrong)?;
-            check(&t, item, &format!("{path}[{i}]"))?;
+            check(&t, names.part(i), item, &format!("{path}[{i}]"))?;
         }
         if types.next().is_some() { Err(wrong()) } else { Ok(()) }
     };
-    let payload = |t: Option<Type>, v: &Option<Box<Val>>, at: String| match (t, v) {
-        (Some(t), Some(v)) => check(&t, v, &at),
+    let payload = |t: Option<Type>, side: &Names, v: &Option<Box<Val>>, at: String| match (t, v) {
+        (Some(t), Some(v)) => check(&t, side, v, &at),
         (None, None) => Ok(()),
         _ => Err(wrong()),
     };
@@ -289,33 +306,33 @@ pub fn check(ty: &Type, val: &Val, path: &str) -> Result<(), ValueError> {
         | (Type::String, Val::String(_)) => Ok(()),
         (Type::List(l), Val::List(items)) => {
             let inner = l.ty();
-            items.iter().enumerate().try_for_each(|(i, v)| check(&inner, v, &format!("{path}[{i}]")))
+            items.iter().enumerate().try_for_each(|(i, v)| check(&inner, names.part(0), v, &format!("{path}[{i}]")))
         }
         (Type::Tuple(t), Val::Tuple(items)) => all(items, &mut t.types()),
         (Type::Record(r), Val::Record(fields)) => {
             if fields.len() != r.fields().len() {
                 return Err(wrong());
             }
-            for (field, (name, v)) in r.fields().zip(fields) {
+            for (i, (field, (name, v))) in r.fields().zip(fields).enumerate() {
                 if field.name != name {
                     return Err(ValueError {
                         path: format!("{path}.{name}"),
                         message: format!("expected field {}", field.name),
                     });
                 }
-                check(&field.ty, v, &format!("{path}.{name}"))?;
+                check(&field.ty, names.part(i), v, &format!("{path}.{name}"))?;
             }
             Ok(())
         }
         (Type::Variant(v), Val::Variant(case, value)) => {
-            let found = v.cases().find(|c| c.name == case).ok_or_else(wrong)?;
-            payload(found.ty, value, format!("{path}.{case}"))
+            let (i, found) = v.cases().enumerate().find(|(_, c)| c.name == case).ok_or_else(wrong)?;
+            payload(found.ty, names.part(i), value, format!("{path}.{case}"))
         }
         (Type::Enum(e), Val::Enum(case)) if e.names().any(|n| n == case) => Ok(()),
         (Type::Option(_), Val::Option(None)) => Ok(()),
-        (Type::Option(o), Val::Option(Some(v))) => check(&o.ty(), v, path),
-        (Type::Result(r), Val::Result(Ok(v))) => payload(r.ok(), v, format!("{path}.ok")),
-        (Type::Result(r), Val::Result(Err(v))) => payload(r.err(), v, format!("{path}.err")),
+        (Type::Option(o), Val::Option(Some(v))) => check(&o.ty(), names.part(0), v, path),
+        (Type::Result(r), Val::Result(Ok(v))) => payload(r.ok(), names.part(0), v, format!("{path}.ok")),
+        (Type::Result(r), Val::Result(Err(v))) => payload(r.err(), names.part(1), v, format!("{path}.err")),
         (Type::Flags(f), Val::Flags(names)) if names.iter().all(|n| f.names().any(|f| f == n)) => Ok(()),
         _ => Err(wrong()),
     }
@@ -343,9 +360,29 @@ fn val_kind(val: &Val) -> &'static str {
     }
 }
 
-/// The WIT spelling of a type, with records, variants, enums and flags
-/// written out structurally since components do not carry type names.
-pub fn type_name(ty: &Type) -> String {
+/// The WIT spelling of a type: its name where its author gave it one
+/// (`line-item`), otherwise written out (`list<line-item>`,
+/// `record { sku: string }`), with the names of its parts from `names`.
+pub fn type_name(ty: &Type, names: &Names) -> String {
+    match names.named() {
+        Some(named) => named.name.clone(),
+        None => written_out(ty, names),
+    }
+}
+
+/// A named type with what it is (`status, enum { pending, shipped }`), for a
+/// message that lists its cases; an unnamed type as [`type_name`] writes it.
+pub fn spelled_out(ty: &Type, names: &Names) -> String {
+    match names.named() {
+        Some(named) => format!("{}, {}", named.name, written_out(ty, names)),
+        None => written_out(ty, names),
+    }
+}
+
+/// The type written out one level, its parts by [`type_name`]
+/// (`record { sku: string, lines: list<line-item> }`).
+pub fn written_out(ty: &Type, names: &Names) -> String {
+    let part = |t: &Type, i: usize| type_name(t, names.part(i));
     match ty {
         Type::Bool => "bool".into(),
         Type::S8 => "s8".into(),
@@ -360,19 +397,22 @@ pub fn type_name(ty: &Type) -> String {
         Type::Float64 => "f64".into(),
         Type::Char => "char".into(),
         Type::String => "string".into(),
-        Type::List(l) => format!("list<{}>", type_name(&l.ty())),
-        Type::FixedLengthList(l) => format!("list<{}, {}>", type_name(&l.ty()), l.len()),
-        Type::Map(m) => format!("map<{}, {}>", type_name(&m.key()), type_name(&m.value())),
-        Type::Tuple(t) => format!("tuple<{}>", t.types().map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")),
+        Type::List(l) => format!("list<{}>", part(&l.ty(), 0)),
+        Type::FixedLengthList(l) => format!("list<{}, {}>", part(&l.ty(), 0), l.len()),
+        Type::Map(m) => format!("map<{}, {}>", part(&m.key(), 0), part(&m.value(), 1)),
+        Type::Tuple(t) => {
+            format!("tuple<{}>", t.types().enumerate().map(|(i, t)| part(&t, i)).collect::<Vec<_>>().join(", "))
+        }
         Type::Record(r) => format!(
             "record {{ {} }}",
-            r.fields().map(|f| format!("{}: {}", f.name, type_name(&f.ty))).collect::<Vec<_>>().join(", ")
+            r.fields().enumerate().map(|(i, f)| format!("{}: {}", f.name, part(&f.ty, i))).collect::<Vec<_>>().join(", ")
         ),
         Type::Variant(v) => format!(
             "variant {{ {} }}",
             v.cases()
-                .map(|c| match &c.ty {
-                    Some(t) => format!("{}({})", c.name, type_name(t)),
+                .enumerate()
+                .map(|(i, c)| match &c.ty {
+                    Some(t) => format!("{}({})", c.name, part(t, i)),
                     None => c.name.to_string(),
                 })
                 .collect::<Vec<_>>()
@@ -380,18 +420,52 @@ pub fn type_name(ty: &Type) -> String {
         ),
         Type::Enum(e) => format!("enum {{ {} }}", e.names().collect::<Vec<_>>().join(", ")),
         Type::Flags(f) => format!("flags {{ {} }}", f.names().collect::<Vec<_>>().join(", ")),
-        Type::Option(o) => format!("option<{}>", type_name(&o.ty())),
+        Type::Option(o) => format!("option<{}>", part(&o.ty(), 0)),
         Type::Result(r) => match (r.ok(), r.err()) {
             (None, None) => "result".into(),
-            (Some(ok), None) => format!("result<{}>", type_name(&ok)),
-            (None, Some(err)) => format!("result<_, {}>", type_name(&err)),
-            (Some(ok), Some(err)) => format!("result<{}, {}>", type_name(&ok), type_name(&err)),
+            (Some(ok), None) => format!("result<{}>", part(&ok, 0)),
+            (None, Some(err)) => format!("result<_, {}>", part(&err, 1)),
+            (Some(ok), Some(err)) => format!("result<{}, {}>", part(&ok, 0), part(&err, 1)),
         },
-        Type::Own(_) => "own<resource>".into(),
-        Type::Borrow(_) => "borrow<resource>".into(),
+        Type::Own(_) => names.named().map_or_else(|| "own<resource>".into(), |n| format!("own<{}>", n.name)),
+        Type::Borrow(_) => names.named().map_or_else(|| "borrow<resource>".into(), |n| format!("borrow<{}>", n.name)),
         Type::Future(_) => "future".into(),
         Type::Stream(_) => "stream".into(),
         Type::ErrorContext => "error-context".into(),
+    }
+}
+
+/// Calls `found` for every named type in `ty`, outermost first, with its
+/// type and names (a type used twice is visited twice).
+pub fn each_named(ty: &Type, names: &Names, found: &mut dyn FnMut(&Type, &Names, &Named)) {
+    if let Some(named) = names.named() {
+        found(ty, names, named);
+    }
+    let mut part = |i: usize, t: &Type| each_named(t, names.part(i), found);
+    match ty {
+        Type::List(l) => part(0, &l.ty()),
+        Type::FixedLengthList(l) => part(0, &l.ty()),
+        Type::Option(o) => part(0, &o.ty()),
+        Type::Map(m) => {
+            part(0, &m.key());
+            part(1, &m.value());
+        }
+        Type::Tuple(t) => t.types().enumerate().for_each(|(i, t)| part(i, &t)),
+        Type::Record(r) => r.fields().enumerate().for_each(|(i, f)| part(i, &f.ty)),
+        Type::Variant(v) => v.cases().enumerate().for_each(|(i, c)| {
+            if let Some(t) = &c.ty {
+                part(i, t);
+            }
+        }),
+        Type::Result(r) => {
+            if let Some(ok) = r.ok() {
+                part(0, &ok);
+            }
+            if let Some(err) = r.err() {
+                part(1, &err);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -402,14 +476,14 @@ fn int<T: TryFrom<i64> + TryFrom<u64>>(json: &Json, path: &str, ty: &Type) -> Re
             (Some(i), _) => T::try_from(i).ok(),
             (None, Some(u)) => T::try_from(u).ok(),
             _ => {
-                return Err(fail(format!("expected {}, got the non-integer {n}", type_name(ty))));
+                return Err(fail(format!("expected {}, got the non-integer {n}", type_name(ty, Names::none()))));
             }
         },
         other => {
-            return Err(fail(format!("expected {}, got {}", type_name(ty), describe(other))));
+            return Err(fail(format!("expected {}, got {}", type_name(ty, Names::none()), describe(other))));
         }
     };
-    converted.ok_or_else(|| fail(format!("{json} is out of range for {}", type_name(ty))))
+    converted.ok_or_else(|| fail(format!("{json} is out of range for {}", type_name(ty, Names::none()))))
 }
 
 /// `{"key": value}` with exactly one key, or a bare `"key"` (no payload).

@@ -259,12 +259,41 @@ fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
     assert_eq!(body["required"], json!(["name", "price-cents"]));
     assert_eq!(add["operationId"], "products.add");
     let echo = &doc["paths"]["/services/probe/echo"]["post"]["requestBody"]["content"]["application/json"]["schema"];
-    let sample = &echo["properties"]["input"];
-    assert_eq!(sample["properties"]["colour"]["enum"], json!(["red", "green", "blue"]));
+    // Named WIT types are schemas of their own, under their WIT names.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(echo["properties"]["input"], json!({ "$ref": "#/components/schemas/sample" }));
+    let sample = &schemas["sample"];
+    assert_eq!(sample["title"], "sample");
+    assert_eq!(sample["properties"]["colour"], json!({ "$ref": "#/components/schemas/colour" }));
+    assert_eq!(schemas["colour"]["enum"], json!(["red", "green", "blue"]));
     assert_eq!(sample["properties"]["maybe"]["anyOf"][0], json!({ "type": "null" }));
+    assert_eq!(sample["properties"]["big"]["format"], "int64");
+    assert_eq!(sample["properties"]["small"]["format"], "int32");
+    let placed = &doc["paths"]["/services/orders/place"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(placed["properties"]["result"]["oneOf"][0]["properties"]["ok"], json!({ "$ref": "#/components/schemas/placed" }));
+    // Two different types named `error` are told apart by where each is defined.
+    let refuse = &doc["paths"]["/services/probe/refuse"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        refuse["properties"]["result"]["oneOf"][1]["properties"]["err"],
+        json!({ "$ref": "#/components/schemas/test.probe.own-error.0.1.0.error" })
+    );
+    assert_eq!(schemas["test.probe.own-error.0.1.0.error"]["title"], "error");
+    assert!(schemas["sluice.service.types.0.1.0.error"].is_object(), "{schemas}");
+    assert!(schemas.get("error").is_none(), "no bare `error` when two share the name");
+    // The fixed routes have real schemas too.
+    assert_eq!(
+        doc["paths"]["/services"]["get"]["responses"]["200"]["content"]["application/json"]["schema"],
+        json!({ "$ref": "#/components/schemas/Services" })
+    );
+    assert_eq!(doc["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["required"], json!(["status", "services", "failures"]));
     let place = &doc["paths"]["/services/orders/place"]["post"]["responses"];
     let value = &place["422"]["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"]["value"];
-    assert!(value["oneOf"][0]["oneOf"].is_array(), "a function returning result documents its error value: {value}");
+    assert_eq!(
+        value["oneOf"][0],
+        json!({ "$ref": "#/components/schemas/order-error" }),
+        "a function returning result documents its error value: {value}"
+    );
+    assert!(schemas["order-error"]["oneOf"].is_array(), "{}", schemas["order-error"]);
     assert_eq!(value["oneOf"][1]["required"], json!(["code", "message"]), "and an on-save refusal");
 
     let Some(validator) = validator() else { return };

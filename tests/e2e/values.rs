@@ -50,21 +50,21 @@ fn bad_values_name_their_path() {
         assert_eq!(out.status.code(), Some(1));
         text(&out.stderr)
     };
-    let prefix = "error: probe.echo: argument 1 (input: record { flag: bool,";
+    let prefix = "error: probe.echo: argument 1 (input: sample): ";
     for (path, value, expected) in [
         ("pair", json!("x"), "): input.pair[0]: expected u32, got the string \"x\""),
         ("small", json!(256), "): input.small: 256 is out of range for u8"),
         (
             "colour",
             json!("purple"),
-            "): input.colour: unknown case \"purple\"; expected one of enum { red, green, blue }",
+            "): input.colour: unknown case \"purple\"; expected one of colour, enum { red, green, blue }",
         ),
         ("shape", json!({"circle": null}), "): input.shape.circle: expected f64, got null"),
         ("letter", json!("ab"), "): input.letter: expected exactly one character, got \"ab\""),
         (
             "access",
             json!(["exec"]),
-            "): input.access[0]: expected a flag of flags { read, write }, got the string \"exec\"",
+            "): input.access[0]: expected a flag of access, flags { read, write }, got the string \"exec\"",
         ),
         ("remove-label", Json::Null, "): input.label: missing field of type string"),
         ("extra", json!(1), "): input.extra: unknown field;"),

@@ -255,7 +255,10 @@ pub fn replay(registry: &Arc<Registry>, case: &Case) -> Result<Replayed, String>
         .params
         .iter()
         .zip(&case.args)
-        .map(|((name, ty), json)| crate::values::from_json(ty, json, name).map_err(|e| format!("argument {e}")))
+        .enumerate()
+        .map(|(i, ((name, ty), json))| {
+            crate::values::from_json(ty, func.names.param(i), json, name).map_err(|e| format!("argument {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let (ran, tape) = run_recorded(scope, service, function, &args, Mode::Save);
     let mut actual = expected(&ran);

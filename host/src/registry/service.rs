@@ -10,6 +10,7 @@ use super::{LoadError, LookupError};
 use crate::grants::Grants;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
+use crate::names::FunctionNames;
 use crate::runtime::{CodeSource, Runtime};
 use crate::state::ScopeState;
 
@@ -58,6 +59,9 @@ pub struct Function {
     pub params: Vec<(String, Type)>,
     /// Result types (zero or one).
     pub results: Vec<Type>,
+    /// The names its author gave the types of its parameters and results,
+    /// decoded from the component's WIT (none when it could not be).
+    pub names: FunctionNames,
     pub(crate) index: ComponentExportIndex,
 }
 
@@ -206,7 +210,8 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         path: path.to_path_buf(),
         reason: chain(&e),
     })?;
-    let (functions, hooks) = exports(runtime, &component);
+    let (mut functions, hooks) = exports(runtime, &component);
+    name_types(&name, &bytes, &mut functions);
     if manifest.http.prefix.is_some() && hooks.http.is_none() {
         return Err(bad_manifest(format!(
             "manifest {} mounts it under http.prefix, but it does not export {HTTP_HANDLER}.x",
@@ -229,6 +234,23 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         limits,
         digest,
     })
+}
+
+/// Gives `functions` the names of their types from the WIT in `bytes`; a
+/// component whose WIT cannot be decoded keeps its types unnamed (shown
+/// written out), with a warning.
+fn name_types(service: &str, bytes: &[u8], functions: &mut [Function]) {
+    match crate::names::exports(bytes) {
+        Ok(exports) => {
+            for export in exports {
+                let same = |f: &&mut Function| f.name == export.function && f.interface == export.interface;
+                if let Some(f) = functions.iter_mut().find(same) {
+                    f.names = export.names;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(service, "its WIT could not be decoded, so its types are shown unnamed: {e}"),
+    }
 }
 
 /// The service name of a component file: its stem, which must be usable in
@@ -345,6 +367,7 @@ fn function(
         name: name.to_string(),
         params: func.params().map(|(n, t)| (n.to_string(), t)).collect(),
         results: func.results().collect(),
+        names: FunctionNames::default(),
         index,
     }
 }

@@ -350,8 +350,8 @@ impl Scope {
         let failure =
             |message: String| ScopeError::Arguments { service: svc.name.clone(), function: func.name.clone(), message };
         func.check_arity(args.len()).map_err(failure)?;
-        for (arg, (name, ty)) in args.iter().zip(&func.params) {
-            crate::values::check(ty, arg, name).map_err(|e| failure(format!("argument {e}")))?;
+        for (i, (arg, (name, ty))) in args.iter().zip(&func.params).enumerate() {
+            crate::values::check(ty, func.names.param(i), arg, name).map_err(|e| failure(format!("argument {e}")))?;
         }
         let mut results = vec![Val::Bool(false); func.results.len()];
         let target = Target { service: svc, function: &func.name, index: func.index };

@@ -81,7 +81,7 @@ async fn run(
             Problem::new(StatusCode::BAD_REQUEST, "arguments", message).with("path", "$").into_response()
         })?
     };
-    let args = crate::values::from_named(&func.params, &json)
+    let args = crate::values::from_named(&func.params, &func.names, &json)
         .map_err(|e| Problem::arguments(&svc.name, &func.name, &e).into_response())?;
 
     let permit = app.turn().await?;

@@ -4,29 +4,55 @@
 //! the result; schemas are JSON Schema 2020-12, following the JSON mapping
 //! of [`crate::values`].
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value as Json, json};
 use wasmtime::component::types::Type;
 
+use crate::names::{Named, Names};
 use crate::registry::{Function, Registry, Service};
 use crate::signature;
+use crate::values::each_named;
 
 /// The whole document for the services in `registry`.
 pub fn document(registry: &Registry) -> Json {
     let mut paths = Map::new();
-    paths.insert("/services".into(), fixed("List the services, their functions and their types.", "application/json"));
-    paths.insert("/openapi.json".into(), fixed("This document.", "application/json"));
-    paths.insert("/healthz".into(), fixed("Liveness: 200 while the server accepts requests.", "application/json"));
-    paths.insert("/readyz".into(), fixed("Readiness: 200, or 503 once the server is stopping.", "application/json"));
-    paths.insert("/metrics".into(), fixed("Counters per service in the Prometheus text format.", "text/plain"));
-    for service in registry.services() {
-        for f in &service.functions {
+    paths.insert(
+        "/services".into(),
+        fixed("List the services, their functions and their types.", "application/json", json!({ "$ref": "#/components/schemas/Services" })),
+    );
+    paths.insert(
+        "/openapi.json".into(),
+        fixed("This document.", "application/json", json!({ "type": "object", "required": ["openapi", "paths"] })),
+    );
+    paths.insert("/healthz".into(), fixed("Liveness: 200 while the server accepts requests.", "application/json", health_schema()));
+    let mut readyz = fixed(
+        "Readiness: 200, or 503 once the server is stopping.",
+        "application/json",
+        json!({ "type": "object", "properties": { "status": { "const": "ready" } }, "required": ["status"] }),
+    );
+    readyz["get"]["responses"]["503"] = json!({ "$ref": "#/components/responses/Problem" });
+    paths.insert("/readyz".into(), readyz);
+    paths.insert(
+        "/metrics".into(),
+        fixed("Counters per service in the Prometheus text format.", "text/plain", json!({ "type": "string" })),
+    );
+    let exposed = || {
+        registry.services().flat_map(|service| {
             // A name exported by two interfaces has no plain route, and a
             // function the manifest does not expose has none either.
-            if service.function(&f.name).is_err() || !service.manifest.http.exposes(&f.name) {
-                continue;
-            }
-            paths.insert(format!("/services/{}/{}", service.name, f.name), json!({ "post": operation(service, f) }));
-        }
+            service
+                .functions
+                .iter()
+                .filter(|f| service.function(&f.name).is_ok() && service.manifest.http.exposes(&f.name))
+                .map(move |f| (service, f))
+        })
+    };
+    let mut schemas = Schemas::new(exposed().map(|(_, f)| f));
+    for (service, f) in exposed() {
+        paths.insert(format!("/services/{}/{}", service.name, f.name), json!({ "post": operation(service, f, &mut schemas) }));
+    }
+    for service in registry.services() {
         if let Some(prefix) = &service.manifest.http.prefix {
             paths.insert(prefix.clone(), mounted(service));
         }
@@ -41,9 +67,7 @@ pub fn document(registry: &Registry) -> Json {
         },
         "paths": paths,
         "components": {
-            "schemas": {
-                "Problem": problem_schema(),
-            },
+            "schemas": schemas.finish(),
             "responses": {
                 "Problem": {
                     "description": "The request failed; `kind` says why (see docs/http.md).",
@@ -54,11 +78,87 @@ pub fn document(registry: &Registry) -> Json {
     })
 }
 
-fn fixed(summary: &str, media: &str) -> Json {
+fn fixed(summary: &str, media: &str, schema: Json) -> Json {
     json!({ "get": {
         "summary": summary,
-        "responses": { "200": { "description": "OK", "content": { media: { "schema": {} } } } },
+        "responses": { "200": { "description": "OK", "content": { media: { "schema": schema } } } },
     }})
+}
+
+fn health_schema() -> Json {
+    json!({
+        "type": "object",
+        "properties": {
+            "status": { "const": "ok" },
+            "services": { "type": "integer", "format": "int64", "minimum": 0, "description": "Services loaded." },
+            "failures": { "type": "integer", "format": "int64", "minimum": 0, "description": "Files that failed to load." },
+        },
+        "required": ["status", "services", "failures"],
+    })
+}
+
+/// `GET /services`: what `signature::service_json` writes.
+fn services_schema() -> Json {
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    let function = json!({
+        "type": "object",
+        "properties": {
+            "interface": { "type": ["string", "null"] },
+            "name": { "type": "string" },
+            "params": { "type": "array", "items": {
+                "type": "object",
+                "properties": { "name": { "type": "string" }, "type": { "type": "string", "description": "WIT, types named as the author named them" } },
+                "required": ["name", "type"],
+            }},
+            "results": strings,
+            "signature": { "type": "string" },
+            "types": { "type": "array", "description": "The named types the signature uses.", "items": {
+                "type": "object",
+                "properties": {
+                    "name": { "type": "string" },
+                    "interface": { "type": "string", "description": "Where the type is defined." },
+                    "type": { "type": "string", "description": "The type written out." },
+                },
+                "required": ["name", "interface", "type"],
+            }},
+            "exposed": { "type": "boolean" },
+        },
+        "required": ["name", "params", "results", "signature", "types", "exposed"],
+    });
+    let service = json!({
+        "type": "object",
+        "properties": {
+            "name": { "type": "string" },
+            "path": { "type": "string" },
+            "code": { "type": "string" },
+            "functions": { "type": "array", "items": function },
+            "calls": { "type": "array", "items": {
+                "type": "object",
+                "properties": { "interface": { "type": "string" }, "service": { "type": "string" } },
+            }},
+            "hooks": strings,
+            "grants": strings,
+            "limits": { "type": "object", "additionalProperties": { "type": "integer", "format": "int64" } },
+            "http-prefix": { "type": ["string", "null"] },
+        },
+        "required": ["name", "functions", "grants", "limits"],
+    });
+    json!({
+        "type": "object",
+        "properties": {
+            "services": { "type": "array", "items": service },
+            "failures": { "type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "path": { "type": "string" },
+                    "error": { "type": "string" },
+                    "kept-previous": { "type": "boolean" },
+                },
+                "required": ["path", "error", "kept-previous"],
+            }},
+        },
+        "required": ["services", "failures"],
+    })
 }
 
 fn mounted(service: &Service) -> Json {
@@ -78,19 +178,22 @@ fn mounted(service: &Service) -> Json {
     json!({ "get": op("Read through the component."), "post": op("Write through the component.") })
 }
 
-fn operation(service: &Service, f: &Function) -> Json {
+fn operation(service: &Service, f: &Function, schemas: &mut Schemas) -> Json {
     let mut properties = Map::new();
     let mut required = Vec::new();
-    for (name, ty) in &f.params {
-        properties.insert(name.clone(), schema(ty));
+    for (i, (name, ty)) in f.params.iter().enumerate() {
+        properties.insert(name.clone(), schemas.schema(ty, f.names.param(i)));
         if !matches!(ty, Type::Option(_)) {
             required.push(json!(name));
         }
     }
     let result = match f.results.as_slice() {
         [] => json!({ "type": "null" }),
-        [one] => schema(one),
-        many => json!({ "type": "array", "prefixItems": many.iter().map(schema).collect::<Vec<_>>() }),
+        [one] => schemas.schema(one, f.names.result(0)),
+        many => json!({
+            "type": "array",
+            "prefixItems": many.iter().enumerate().map(|(i, t)| schemas.schema(t, f.names.result(i))).collect::<Vec<_>>(),
+        }),
     };
     let problem = json!({ "$ref": "#/components/responses/Problem" });
     let mut responses = Map::new();
@@ -117,7 +220,8 @@ fn operation(service: &Service, f: &Function) -> Json {
     });
     let value = match f.results.first() {
         Some(Type::Result(r)) => {
-            json!({ "oneOf": [r.err().map_or(json!({ "type": "null" }), |t| schema(&t)), refusal] })
+            let err = r.err().map_or(json!({ "type": "null" }), |t| schemas.schema(&t, f.names.result(0).part(1)));
+            json!({ "oneOf": [err, refusal] })
         }
         _ => refusal,
     };
@@ -181,76 +285,146 @@ fn problem_schema() -> Json {
     })
 }
 
-/// The JSON Schema of the JSON form of a WIT type (see `docs/values.md`).
-pub fn schema(ty: &Type) -> Json {
-    // OpenAPI's formats: int32 for what fits one, int64 for the rest (u64
-    // keeps its range, which is past int64's: the minimum and maximum say it).
-    let int = |min: i128, max: i128, format: &str| json!({ "type": "integer", "format": format, "minimum": min, "maximum": max });
-    match ty {
-        Type::Bool => json!({ "type": "boolean" }),
-        Type::S8 => int(i8::MIN.into(), i8::MAX.into(), "int32"),
-        Type::U8 => int(0, u8::MAX.into(), "int32"),
-        Type::S16 => int(i16::MIN.into(), i16::MAX.into(), "int32"),
-        Type::U16 => int(0, u16::MAX.into(), "int32"),
-        Type::S32 => int(i32::MIN.into(), i32::MAX.into(), "int32"),
-        Type::U32 => int(0, u32::MAX.into(), "int64"),
-        Type::S64 => int(i64::MIN.into(), i64::MAX.into(), "int64"),
-        Type::U64 => int(0, u64::MAX.into(), "int64"),
-        Type::Float32 => {
-            json!({ "type": ["number", "null"], "format": "float", "description": "null stands for NaN or an infinity" })
-        }
-        Type::Float64 => {
-            json!({ "type": ["number", "null"], "format": "double", "description": "null stands for NaN or an infinity" })
-        }
-        Type::Char => json!({ "type": "string", "minLength": 1, "maxLength": 1 }),
-        Type::String => json!({ "type": "string" }),
-        Type::List(l) => json!({ "type": "array", "items": schema(&l.ty()) }),
-        Type::FixedLengthList(l) => {
-            json!({ "type": "array", "items": schema(&l.ty()), "minItems": l.len(), "maxItems": l.len() })
-        }
-        Type::Map(m) => json!({
-            "type": "array",
-            "items": { "type": "array", "prefixItems": [schema(&m.key()), schema(&m.value())], "items": false },
-        }),
-        Type::Tuple(t) => {
-            let items: Vec<Json> = t.types().map(|t| schema(&t)).collect();
-            let n = items.len();
-            json!({ "type": "array", "prefixItems": items, "items": false, "minItems": n, "maxItems": n })
-        }
-        Type::Record(r) => {
-            let mut properties = Map::new();
-            let mut required = Vec::new();
-            for field in r.fields() {
-                properties.insert(field.name.to_string(), schema(&field.ty));
-                if !matches!(field.ty, Type::Option(_)) {
-                    required.push(json!(field.name));
+/// The named types of the document, each once under `components/schemas`:
+/// by its WIT name, or, where two different types share a name, by the
+/// name qualified with where it is defined (`acme.orders.orders.error`).
+struct Schemas {
+    /// `Named::qualified` to its key under `components/schemas`.
+    keys: HashMap<String, String>,
+    defs: Map<String, Json>,
+}
+
+impl Schemas {
+    /// Keys for every named type the `functions` use.
+    fn new<'a>(functions: impl Iterator<Item = &'a Function>) -> Schemas {
+        let mut by_name: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut note = |ty: &Type, names: &Names| {
+            each_named(ty, names, &mut |_, _, named: &Named| {
+                let same = by_name.entry(named.name.clone()).or_default();
+                let qualified = named.qualified();
+                if !same.iter().any(|(q, _)| *q == qualified) {
+                    same.push((qualified, format!("{}.{}", named.owner, named.name)));
                 }
+            });
+        };
+        for f in functions {
+            for (i, (_, t)) in f.params.iter().enumerate() {
+                note(t, f.names.param(i));
             }
-            json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false })
+            for (i, t) in f.results.iter().enumerate() {
+                note(t, f.names.result(i));
+            }
         }
-        Type::Variant(v) => {
-            let cases: Vec<Json> = v
-                .cases()
-                .map(|c| match &c.ty {
-                    Some(t) => tagged(c.name, schema(t)),
-                    None => json!({ "anyOf": [{ "const": c.name }, tagged(c.name, json!({ "type": "null" }))] }),
-                })
-                .collect();
-            json!({ "oneOf": cases })
+        let key_safe = |s: &str| {
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '.' }).collect::<String>()
+        };
+        let mut keys = HashMap::new();
+        for (name, same) in by_name {
+            // WIT names are kebab-case, so none is `Problem` or `Services`.
+            let clash = same.len() > 1;
+            for (qualified, long) in same {
+                keys.insert(qualified, if clash { key_safe(&long) } else { key_safe(&name) });
+            }
         }
-        Type::Enum(e) => json!({ "type": "string", "enum": e.names().collect::<Vec<_>>() }),
-        Type::Option(o) => json!({ "anyOf": [{ "type": "null" }, schema(&o.ty())] }),
-        Type::Result(r) => {
-            let side = |t: Option<Type>| t.map_or(json!({ "type": "null" }), |t| schema(&t));
-            json!({ "oneOf": [tagged("ok", side(r.ok())), tagged("err", side(r.err()))] })
+        Schemas { keys, defs: Map::new() }
+    }
+
+    /// `components/schemas`: the named types and the fixed schemas.
+    fn finish(mut self) -> Json {
+        self.defs.insert("Problem".into(), problem_schema());
+        self.defs.insert("Services".into(), services_schema());
+        Json::Object(self.defs)
+    }
+
+    /// The JSON Schema of the JSON form of a WIT type (see `docs/values.md`):
+    /// a `$ref` for a named type, whose schema is added once.
+    fn schema(&mut self, ty: &Type, names: &Names) -> Json {
+        let Some(named) = names.named() else { return self.structure(ty, names) };
+        let Some(key) = self.keys.get(&named.qualified()).cloned() else { return self.structure(ty, names) };
+        if !self.defs.contains_key(&key) {
+            // Taken before the parts are, so a part that names it again refers to it.
+            self.defs.insert(key.clone(), Json::Null);
+            let mut def = self.structure(ty, names);
+            def["title"] = json!(named.name);
+            self.defs.insert(key.clone(), def);
         }
-        Type::Flags(f) => json!({
-            "type": "array",
-            "items": { "type": "string", "enum": f.names().collect::<Vec<_>>() },
-            "uniqueItems": true,
-        }),
-        Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
-            json!({ "description": "a handle; it cannot be passed as JSON" })
+        json!({ "$ref": format!("#/components/schemas/{key}") })
+    }
+
+    /// The schema of the type itself, its parts by [`Schemas::schema`].
+    fn structure(&mut self, ty: &Type, names: &Names) -> Json {
+        // OpenAPI's formats: int32 for what fits one, int64 for the rest (u64
+        // keeps its range, which is past int64's: the minimum and maximum say it).
+        let int = |min: i128, max: i128, format: &str| json!({ "type": "integer", "format": format, "minimum": min, "maximum": max });
+        match ty {
+            Type::Bool => json!({ "type": "boolean" }),
+            Type::S8 => int(i8::MIN.into(), i8::MAX.into(), "int32"),
+            Type::U8 => int(0, u8::MAX.into(), "int32"),
+            Type::S16 => int(i16::MIN.into(), i16::MAX.into(), "int32"),
+            Type::U16 => int(0, u16::MAX.into(), "int32"),
+            Type::S32 => int(i32::MIN.into(), i32::MAX.into(), "int32"),
+            Type::U32 => int(0, u32::MAX.into(), "int64"),
+            Type::S64 => int(i64::MIN.into(), i64::MAX.into(), "int64"),
+            Type::U64 => int(0, u64::MAX.into(), "int64"),
+            Type::Float32 => {
+                json!({ "type": ["number", "null"], "format": "float", "description": "null stands for NaN or an infinity" })
+            }
+            Type::Float64 => {
+                json!({ "type": ["number", "null"], "format": "double", "description": "null stands for NaN or an infinity" })
+            }
+            Type::Char => json!({ "type": "string", "minLength": 1, "maxLength": 1 }),
+            Type::String => json!({ "type": "string" }),
+            Type::List(l) => json!({ "type": "array", "items": self.schema(&l.ty(), names.part(0)) }),
+            Type::FixedLengthList(l) => {
+                json!({ "type": "array", "items": self.schema(&l.ty(), names.part(0)), "minItems": l.len(), "maxItems": l.len() })
+            }
+            Type::Map(m) => json!({
+                "type": "array",
+                "items": { "type": "array", "prefixItems": [self.schema(&m.key(), names.part(0)), self.schema(&m.value(), names.part(1))], "items": false },
+            }),
+            Type::Tuple(t) => {
+                let items: Vec<Json> = t.types().enumerate().map(|(i, t)| self.schema(&t, names.part(i))).collect();
+                let n = items.len();
+                json!({ "type": "array", "prefixItems": items, "items": false, "minItems": n, "maxItems": n })
+            }
+            Type::Record(r) => {
+                let mut properties = Map::new();
+                let mut required = Vec::new();
+                for (i, field) in r.fields().enumerate() {
+                    properties.insert(field.name.to_string(), self.schema(&field.ty, names.part(i)));
+                    if !matches!(field.ty, Type::Option(_)) {
+                        required.push(json!(field.name));
+                    }
+                }
+                json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false })
+            }
+            Type::Variant(v) => {
+                let cases: Vec<Json> = v
+                    .cases()
+                    .enumerate()
+                    .map(|(i, c)| match &c.ty {
+                        Some(t) => tagged(c.name, self.schema(t, names.part(i))),
+                        None => json!({ "anyOf": [{ "const": c.name }, tagged(c.name, json!({ "type": "null" }))] }),
+                    })
+                    .collect();
+                json!({ "oneOf": cases })
+            }
+            Type::Enum(e) => json!({ "type": "string", "enum": e.names().collect::<Vec<_>>() }),
+            Type::Option(o) => json!({ "anyOf": [{ "type": "null" }, self.schema(&o.ty(), names.part(0))] }),
+            Type::Result(r) => {
+                let mut side =
+                    |t: Option<Type>, i: usize| t.map_or(json!({ "type": "null" }), |t| self.schema(&t, names.part(i)));
+                let (ok, err) = (side(r.ok(), 0), side(r.err(), 1));
+                json!({ "oneOf": [tagged("ok", ok), tagged("err", err)] })
+            }
+            Type::Flags(f) => json!({
+                "type": "array",
+                "items": { "type": "string", "enum": f.names().collect::<Vec<_>>() },
+                "uniqueItems": true,
+            }),
+            Type::Own(_) | Type::Borrow(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => {
+                json!({ "description": "a handle; it cannot be passed as JSON" })
+            }
         }
     }
 }
