@@ -91,6 +91,13 @@ pub(crate) fn call(
     args: &[Val],
     results: &mut [Val],
 ) -> wasmtime::Result<()> {
+    let _span = tracing::debug_span!(
+        "call",
+        scope = %store.data().id,
+        service = %target.service.name,
+        function = target.function
+    )
+    .entered();
     let frame = Frame { service: Arc::clone(target.service), function: target.function.to_string() };
     if store.data().frames.iter().any(|f| f.service.name == frame.service.name) {
         let mut frames = store.data().frames.clone();

@@ -13,6 +13,7 @@ use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
     fn query(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<Rows, Error>> {
+        let _span = self.span("query", &channel);
         let asked = sql.len() + params.iter().map(crate::command::value_size).sum::<usize>();
         let (target, caller, max_bytes) = match self.reader(&channel, asked)? {
             Ok(reader) => reader,
@@ -47,6 +48,7 @@ impl Host for ServiceView<'_> {
     }
 
     fn get(&mut self, channel: String, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        let _span = self.span("get", &channel);
         let (target, caller, max_bytes) = match self.reader(&channel, key.len())? {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(e)),
@@ -63,6 +65,7 @@ impl Host for ServiceView<'_> {
     }
 
     fn list(&mut self, channel: String, prefix: String, limit: u32) -> wasmtime::Result<Result<Vec<Entry>, Error>> {
+        let _span = self.span("list", &channel);
         let (target, caller, max_bytes) = match self.reader(&channel, prefix.len())? {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(e)),

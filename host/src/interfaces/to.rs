@@ -12,7 +12,7 @@ use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
     fn insert(&mut self, channel: String, table: String, row: Row) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Insert { table, row })
+        self.enqueue("insert", &channel, Operation::Insert { table, row })
     }
 
     fn update(
@@ -22,23 +22,23 @@ impl Host for ServiceView<'_> {
         key: Row,
         changes: Row,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Update { table, key, changes })
+        self.enqueue("update", &channel, Operation::Update { table, key, changes })
     }
 
     fn delete(&mut self, channel: String, table: String, key: Row) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Delete { table, key })
+        self.enqueue("delete", &channel, Operation::Delete { table, key })
     }
 
     fn execute(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Execute { sql, params })
+        self.enqueue("execute", &channel, Operation::Execute { sql, params })
     }
 
     fn set(&mut self, channel: String, key: String, value: Vec<u8>) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Set { key, value })
+        self.enqueue("set", &channel, Operation::Set { key, value })
     }
 
     fn remove(&mut self, channel: String, key: String) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Remove { key })
+        self.enqueue("remove", &channel, Operation::Remove { key })
     }
 
     fn compare_and_swap(
@@ -48,11 +48,11 @@ impl Host for ServiceView<'_> {
         expected: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Swap { key, expected, value })
+        self.enqueue("compare-and-swap", &channel, Operation::Swap { key, expected, value })
     }
 
     fn increment(&mut self, channel: String, key: String, by: i64) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Increment { key, by })
+        self.enqueue("increment", &channel, Operation::Increment { key, by })
     }
 
     fn publish(
@@ -62,15 +62,16 @@ impl Host for ServiceView<'_> {
         payload: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue(&channel, Operation::Publish { subject, payload, headers: Headers(headers) })
+        self.enqueue("publish", &channel, Operation::Publish { subject, payload, headers: Headers(headers) })
     }
 
     fn send(&mut self, channel: String, request: Request) -> wasmtime::Result<Result<u64, Error>> {
         let Request { method, url, headers, body } = request;
-        self.enqueue(&channel, Operation::Send { method, url, headers: Headers(headers), body })
+        self.enqueue("send", &channel, Operation::Send { method, url, headers: Headers(headers), body })
     }
 
     fn expect(&mut self, ticket: u64, rows: u64) -> wasmtime::Result<Result<(), Error>> {
+        let _span = self.span("expect", "");
         let name = self.service().to_string();
         Ok(self.queue.expect(&name, ticket, rows).map_err(|why| Error::Invalid(format!("{name}: {why}"))))
     }
@@ -81,7 +82,8 @@ impl ServiceView<'_> {
     /// exist, the operation must be well formed and granted, and the service
     /// must be within its limits. A refusal is the guest's error value; a
     /// breached limit traps, failing the scope.
-    fn enqueue(&mut self, channel: &str, op: Operation) -> wasmtime::Result<Result<u64, Error>> {
+    fn enqueue(&mut self, function: &'static str, channel: &str, op: Operation) -> wasmtime::Result<Result<u64, Error>> {
+        let _span = self.span(function, channel);
         let channels = self.channels;
         let Some(target) = channels.get(channel) else {
             return Ok(Err(unknown_channel(self, channel)));

@@ -38,6 +38,10 @@ impl Scope {
 
     fn settle(&mut self, commit: bool) -> Result<SaveReport, ScopeError> {
         self.check_open()?;
+        let state = self.store.data();
+        // The service whose call began the scope was instantiated first.
+        let service = state.order.first().map_or("", String::as_str);
+        let _span = tracing::info_span!("save", scope = %state.id, service, commit).entered();
         // The save rule lives in `Scope::finish`; this is its last line of
         // defence for a caller that saves directly.
         if !self.denials().is_empty() {
