@@ -84,10 +84,32 @@ fn with_wit(mut files: Vec<(String, String)>) -> Vec<(String, String)> {
     files
 }
 
+/// The guest SDK's source. It is not published, so a new Rust project gets
+/// a copy as its own `sluice-guest/` crate, reading the `sluice:service`
+/// package from the project's `wit/deps/`.
+const SDK_LIB: &str = include_str!("../../guests/sdk/src/lib.rs");
+
+/// Where the SDK reads the `sluice:service` package in this repository, and
+/// where its copy in a new project reads it.
+const SDK_WIT: (&str, &str) = (r#"path: "../../wit","#, r#"path: "../wit/deps/sluice-service","#);
+
+const SDK_CARGO: &str = r#"[package]
+name = "sluice-guest"
+description = "Rust bindings and helpers for writing Sluice services (a copy from the host that wrote this project)"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+"#;
+
 /// The Rust project's files, by path.
 fn rust(name: &str) -> Vec<(String, String)> {
     let lib = name.replace('-', "_");
     let files = vec![
+        ("sluice-guest/Cargo.toml".to_string(), SDK_CARGO.to_string()),
+        ("sluice-guest/src/lib.rs".to_string(), SDK_LIB.replacen(SDK_WIT.0, SDK_WIT.1, 1)),
         ("Cargo.toml".to_string(), RUST_CARGO.replace("NAME", name)),
         ("src/lib.rs".to_string(), RUST_LIB.replace("NAME_MODULE", &lib).replace("NAME", name)),
         ("wit/world.wit".to_string(), WORLD.replace("NAME", name)),
@@ -307,8 +329,10 @@ publish = false
 [lib]
 crate-type = ["cdylib"]
 
+# The guest SDK (its macro, wit-bindgen's runtime and helpers): the only
+# dependency a service needs.
 [dependencies]
-wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+sluice-guest = { path = "sluice-guest" }
 
 [profile.release]
 opt-level = "s"
@@ -336,10 +360,11 @@ world NAME {
 const RUST_LIB: &str = r#"//! The service NAME: a function that reads the host's `kv` channel and
 //! queues a command, applied only when the scope is saved.
 
-wit_bindgen::generate!({ world: "NAME", path: "wit", generate_all });
+// Bindings for the world in wit/, with sluice:service from wit/deps/.
+sluice_guest::generate!("local:NAME/NAME");
 
 use exports::local::NAME_MODULE::api::Guest;
-use sluice::service::{from, to, types::Error};
+use sluice_guest::{from, to, types::Error};
 
 /// The channel every host has: keys in a table of its database.
 const CHANNEL: &str = "kv";
@@ -410,7 +435,9 @@ cargo build --release --target wasm32-wasip2 && cp target/wasm32-wasip2/release/
 `{"who": "ann"}`. `cargo test` runs its unit tests natively.
 
 `wit/world.wit` is the service's world; `wit/deps/sluice-service/` is the
-`sluice:service` package of the host that wrote this project.
+`sluice:service` package of the host that wrote this project, and
+`sluice-guest/` its Rust SDK (`sluice_guest::generate!`, typed rows, value
+conversions), the one dependency.
 "#;
 
 #[cfg(test)]
@@ -441,7 +468,13 @@ mod tests {
         let files = new("order-history", Lang::Rust, &dir.path().join("svc"))?;
         assert!(files.iter().any(|f| f.ends_with("wit/deps/sluice-service/to.wit")));
         let lib = std::fs::read_to_string(dir.path().join("svc/src/lib.rs")).map_err(|e| e.to_string())?;
-        assert!(lib.contains("world: \"order-history\""), "{lib}");
+        assert!(lib.contains("sluice_guest::generate!(\"local:order-history/order-history\");"), "{lib}");
+        // The one dependency is the SDK's copy, which reads the project's WIT.
+        let cargo = std::fs::read_to_string(dir.path().join("svc/Cargo.toml")).map_err(|e| e.to_string())?;
+        assert!(cargo.contains("sluice-guest = { path = \"sluice-guest\" }") && !cargo.contains("wit-bindgen"), "{cargo}");
+        let sdk = std::fs::read_to_string(dir.path().join("svc/sluice-guest/src/lib.rs")).map_err(|e| e.to_string())?;
+        assert_eq!(SDK_LIB.matches(SDK_WIT.0).count(), 1, "the SDK reads sluice:service from one path");
+        assert!(sdk.contains(SDK_WIT.1) && !sdk.contains(SDK_WIT.0), "{sdk}");
         assert!(new("again", Lang::Rust, &dir.path().join("svc")).is_err_and(|e| e.contains("is not empty")));
         Ok(())
     }

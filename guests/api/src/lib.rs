@@ -16,7 +16,7 @@
 //! order, product or route), 405, 409 (out of stock, not placed), 422
 //! (invalid order) or 403/500 (the host refused a read or a command).
 
-sluice_guest::generate!("acme:api/api", ["../../wit", "../inventory/wit", "../orders/wit", "wit"]);
+sluice_guest::generate!("acme:api/api");
 
 use std::io::Write as _;
 

@@ -2,7 +2,7 @@
 //! of a chosen size, so the host-call cost can be measured from inside a
 //! guest (B2 in `host/benches`).
 
-sluice_guest::generate!("test:bench/bench", ["../../wit", "wit"]);
+sluice_guest::generate!("test:bench/bench");
 
 use exports::test::bench::loops::Guest;
 use sluice_guest::{

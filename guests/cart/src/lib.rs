@@ -2,7 +2,7 @@
 //! channel, one key per line (`cart/CUSTOMER/PRODUCT-ID`) holding the
 //! quantity as decimal text.
 
-sluice_guest::generate!("acme:cart/cart", ["../../wit", "wit"]);
+sluice_guest::generate!("acme:cart/cart");
 
 use exports::acme::cart::api::{CartError, Guest, Line};
 use sluice_guest::{from, to};

@@ -1,7 +1,7 @@
 //! Test service `hostile`: a corpus of attacks on the host, one function
 //! each. None of them may cost more than the scope they run in.
 
-sluice_guest::generate!("test:hostile/hostile", ["../../wit", "wit"]);
+sluice_guest::generate!("test:hostile/hostile");
 
 use std::cell::Cell;
 use std::hint::black_box;

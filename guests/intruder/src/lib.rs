@@ -1,7 +1,7 @@
 //! Test service `intruder`: imports the inventory service's interface but has
 //! no manifest granting the call, so discovery must refuse to load it.
 
-sluice_guest::generate!("test:intruder/intruder", ["../../wit", "../inventory/wit", "wit"]);
+sluice_guest::generate!("test:intruder/intruder");
 
 use acme::inventory::stock::{self, StockError};
 use exports::test::intruder::peek::Guest;

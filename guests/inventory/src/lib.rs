@@ -2,7 +2,7 @@
 //! interface and calls `reserve` inside the same scope, so the reservation
 //! and the order are saved together or not at all.
 
-sluice_guest::generate!("acme:inventory/inventory", ["../../wit", "wit"]);
+sluice_guest::generate!("acme:inventory/inventory");
 
 use exports::acme::inventory::stock::{Guest, StockError};
 use sluice_guest::{from, to};

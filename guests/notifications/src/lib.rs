@@ -5,7 +5,7 @@
 //! host sends the webhook and renames the file into place only if the scope
 //! saves, and saves each message once.
 
-sluice_guest::generate!("acme:notifications/notifications", ["../../wit", "wit"]);
+sluice_guest::generate!("acme:notifications/notifications");
 
 use exports::sluice::service::handler::Guest;
 use exports::sluice::service::lifecycle;

@@ -6,7 +6,7 @@
 //! `order_events` and, when the host has a `bus` channel `events`, a
 //! message on `orders.placed` that is published only if the save commits.
 
-sluice_guest::generate!("acme:orders/orders", ["../../wit", "../inventory/wit", "wit"]);
+sluice_guest::generate!("acme:orders/orders");
 
 use std::cell::RefCell;
 

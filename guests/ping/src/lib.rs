@@ -1,7 +1,7 @@
 //! Test service `ping`: calls `pong`, which calls back; `ping(2)` re-enters
 //! `ping` and must be refused by the host as a call cycle.
 
-sluice_guest::generate!("test:cycle/ping", ["../../wit", "wit"]);
+sluice_guest::generate!("test:cycle/ping");
 
 struct Component;
 

@@ -1,6 +1,6 @@
 //! Test service `pong`: the other half of the `ping` call cycle.
 
-sluice_guest::generate!("test:cycle/pong", ["../../wit", "../ping/wit"]);
+sluice_guest::generate!("test:cycle/pong", "../ping/wit");
 
 struct Component;
 

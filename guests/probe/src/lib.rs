@@ -1,7 +1,7 @@
 //! Test service `probe`: does exactly what a test asks through `from` and
 //! `to`, so the host's queue, save and rollback can be driven precisely.
 
-sluice_guest::generate!("test:probe/probe", ["../../wit", "wit"]);
+sluice_guest::generate!("test:probe/probe");
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -178,6 +178,12 @@ fn try_late(hook: &str) {
             Ok(ticket) => println!("{hook} queued ticket {ticket}"),
             Err(e) => println!("{hook} refused: {e:?}"),
         }
+    }
+}
+
+impl exports::test::probe::own_error::Guest for Component {
+    fn refuse(reason: String) -> Result<(), exports::test::probe::own_error::Error> {
+        Err(exports::test::probe::own_error::Error::Refused(reason))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Example service `products`: adds products to the catalogue and lists them.
 
-sluice_guest::generate!("acme:products/products", ["../../wit", "wit"]);
+sluice_guest::generate!("acme:products/products");
 
 use exports::acme::products::api::{Guest, Product, ProductError};
 use sluice_guest::{from, row, to};

@@ -6,7 +6,8 @@
 //! `sluice:service` interfaces at these modules:
 //!
 //! ```ignore
-//! sluice_guest::generate!("acme:orders/orders", ["../../wit", "../inventory/wit", "wit"]);
+//! // wit/orders.wit, with wit/deps/sluice-service/ and wit/deps/acme-inventory/
+//! sluice_guest::generate!("acme:orders/orders");
 //! ```
 
 wit_bindgen::generate!({
@@ -21,17 +22,24 @@ pub use sluice::service::{from, to, types};
 /// `sluice-guest` alone: [`generate!`] and the code it writes use this.
 pub use wit_bindgen;
 
-/// Generates a service's bindings for `world`, reading WIT from `paths`
-/// (relative to the service crate; the `sluice:service` package first, then
-/// packages it depends on, then its own), with the `sluice:service` types
-/// and imports shared from this crate so helpers work on them. The service
-/// must depend on this crate under its own name, `sluice-guest`, and needs
-/// no dependency on wit-bindgen: the macro and its runtime are this crate's.
+/// Generates a service's bindings for `world` from the WIT in the service
+/// crate's `wit/` directory, laid out the standard way: the service's own
+/// package at the top and the packages it uses under `wit/deps/` (the
+/// `sluice:service` package, and the packages of services it calls). A
+/// second argument names another directory. The `sluice:service` types
+/// and imports are shared from this crate, so helpers work on them.
+///
+/// The service depends on this crate under its own name, `sluice-guest`,
+/// and on nothing else: the macro and its runtime are this crate's
+/// re-export of wit-bindgen.
 #[macro_export]
 macro_rules! generate {
-    ($world:literal, [$($path:literal),+ $(,)?]) => {
+    ($world:literal) => {
+        $crate::generate!($world, "wit");
+    };
+    ($world:literal, $path:literal) => {
         $crate::wit_bindgen::generate!({
-            path: [$($path),+],
+            path: $path,
             world: $world,
             runtime_path: "::sluice_guest::wit_bindgen::rt",
             with: {

@@ -2,7 +2,7 @@
 //! reads `orders`, which it is not granted, ignores the denial and answers
 //! 200 "ok" as if all went well. The save rule must discard its scope.
 
-sluice_guest::generate!("test:sneak/sneak", ["../../wit", "wit"]);
+sluice_guest::generate!("test:sneak/sneak");
 
 use std::io::Write as _;
 
