@@ -113,7 +113,11 @@ pub fn exports(bytes: &[u8]) -> Result<Vec<ExportNames>, String> {
     for (key, item) in &resolve.worlds[world].exports {
         match item {
             WorldItem::Function(f) => {
-                found.push(ExportNames { interface: None, function: f.name.clone(), names: function(&resolve, f, &mut cache) });
+                found.push(ExportNames {
+                    interface: None,
+                    function: f.name.clone(),
+                    names: function(&resolve, f, &mut cache),
+                });
             }
             WorldItem::Interface { id, .. } => {
                 let interface = resolve.name_world_key(key);

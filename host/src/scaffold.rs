@@ -471,7 +471,10 @@ mod tests {
         assert!(lib.contains("sluice_guest::generate!(\"local:order-history/order-history\");"), "{lib}");
         // The one dependency is the SDK's copy, which reads the project's WIT.
         let cargo = std::fs::read_to_string(dir.path().join("svc/Cargo.toml")).map_err(|e| e.to_string())?;
-        assert!(cargo.contains("sluice-guest = { path = \"sluice-guest\" }") && !cargo.contains("wit-bindgen"), "{cargo}");
+        assert!(
+            cargo.contains("sluice-guest = { path = \"sluice-guest\" }") && !cargo.contains("wit-bindgen"),
+            "{cargo}"
+        );
         let sdk = std::fs::read_to_string(dir.path().join("svc/sluice-guest/src/lib.rs")).map_err(|e| e.to_string())?;
         assert_eq!(SDK_LIB.matches(SDK_WIT.0).count(), 1, "the SDK reads sluice:service from one path");
         assert!(sdk.contains(SDK_WIT.1) && !sdk.contains(SDK_WIT.0), "{sdk}");

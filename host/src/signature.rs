@@ -41,13 +41,15 @@ pub fn signature(f: &Function) -> String {
 pub fn types(f: &Function) -> Vec<serde_json::Value> {
     let mut seen = Vec::new();
     let mut found = Vec::new();
-    let mut visit = |ty: &Type, names: &Names| each_named(ty, names, &mut |ty, names, named: &crate::names::Named| {
-        let key = named.qualified();
-        if !seen.contains(&key) {
-            seen.push(key);
-            found.push(json!({ "name": named.name, "interface": named.owner, "type": written_out(ty, names) }));
-        }
-    });
+    let mut visit = |ty: &Type, names: &Names| {
+        each_named(ty, names, &mut |ty, names, named: &crate::names::Named| {
+            let key = named.qualified();
+            if !seen.contains(&key) {
+                seen.push(key);
+                found.push(json!({ "name": named.name, "interface": named.owner, "type": written_out(ty, names) }));
+            }
+        })
+    };
     for (i, (_, t)) in f.params.iter().enumerate() {
         visit(t, f.names.param(i));
     }

@@ -405,7 +405,11 @@ pub fn written_out(ty: &Type, names: &Names) -> String {
         }
         Type::Record(r) => format!(
             "record {{ {} }}",
-            r.fields().enumerate().map(|(i, f)| format!("{}: {}", f.name, part(&f.ty, i))).collect::<Vec<_>>().join(", ")
+            r.fields()
+                .enumerate()
+                .map(|(i, f)| format!("{}: {}", f.name, part(&f.ty, i)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Type::Variant(v) => format!(
             "variant {{ {} }}",

@@ -15,7 +15,10 @@ fn list_shows_functions_and_types() {
     assert!(stdout.contains("  acme:orders/api@0.1.0\n"), "{stdout}");
     // Types are named as the author named them in WIT, not written out.
     assert!(stdout.contains("    do-clearing(order-id: s64) -> result<_, order-error>\n"), "{stdout}");
-    assert!(stdout.contains("    place(customer: string, product-id: s64, quantity: u32) -> result<placed, order-error>\n"), "{stdout}");
+    assert!(
+        stdout.contains("    place(customer: string, product-id: s64, quantity: u32) -> result<placed, order-error>\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("    add(name: string, price-cents: s64) -> result<_, product-error>\n"), "{stdout}");
     assert!(
         stdout.contains(
@@ -38,7 +41,10 @@ fn list_shows_functions_and_types() {
     assert_eq!(placed["type"], "record { total-cents: s64 }");
     let error = named("order-error").expect("and order-error");
     assert!(error["type"].as_str().is_some_and(|t| t.ends_with("out-of-stock(s64), store(error) }")), "{error}");
-    assert_eq!(named("error").expect("and the sluice:service error it holds")["interface"], "sluice:service/types@0.1.0");
+    assert_eq!(
+        named("error").expect("and the sluice:service error it holds")["interface"],
+        "sluice:service/types@0.1.0"
+    );
     assert_eq!(orders["calls"][0]["service"], "inventory");
     assert_eq!(orders["hooks"], serde_json::json!(["init", "on-save", "on-finally", "dispose"]));
     assert_eq!(orders["grants"][0], "events: publishes on orders.");

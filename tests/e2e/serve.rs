@@ -269,10 +269,15 @@ fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
     assert_eq!(sample["properties"]["maybe"]["anyOf"][0], json!({ "type": "null" }));
     assert_eq!(sample["properties"]["big"]["format"], "int64");
     assert_eq!(sample["properties"]["small"]["format"], "int32");
-    let placed = &doc["paths"]["/services/orders/place"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
-    assert_eq!(placed["properties"]["result"]["oneOf"][0]["properties"]["ok"], json!({ "$ref": "#/components/schemas/placed" }));
+    let placed =
+        &doc["paths"]["/services/orders/place"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        placed["properties"]["result"]["oneOf"][0]["properties"]["ok"],
+        json!({ "$ref": "#/components/schemas/placed" })
+    );
     // Two different types named `error` are told apart by where each is defined.
-    let refuse = &doc["paths"]["/services/probe/refuse"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    let refuse =
+        &doc["paths"]["/services/probe/refuse"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
     assert_eq!(
         refuse["properties"]["result"]["oneOf"][1]["properties"]["err"],
         json!({ "$ref": "#/components/schemas/test.probe.own-error.0.1.0.error" })
@@ -285,7 +290,10 @@ fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
         doc["paths"]["/services"]["get"]["responses"]["200"]["content"]["application/json"]["schema"],
         json!({ "$ref": "#/components/schemas/Services" })
     );
-    assert_eq!(doc["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["required"], json!(["status", "services", "failures"]));
+    assert_eq!(
+        doc["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["required"],
+        json!(["status", "services", "failures"])
+    );
     let place = &doc["paths"]["/services/orders/place"]["post"]["responses"];
     let value = &place["422"]["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"]["value"];
     assert_eq!(

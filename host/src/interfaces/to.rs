@@ -82,7 +82,12 @@ impl ServiceView<'_> {
     /// exist, the operation must be well formed and granted, and the service
     /// must be within its limits. A refusal is the guest's error value; a
     /// breached limit traps, failing the scope.
-    fn enqueue(&mut self, function: &'static str, channel: &str, op: Operation) -> wasmtime::Result<Result<u64, Error>> {
+    fn enqueue(
+        &mut self,
+        function: &'static str,
+        channel: &str,
+        op: Operation,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         let _span = self.span(function, channel);
         let channels = self.channels;
         let Some(target) = channels.get(channel) else {

@@ -311,7 +311,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics_text(State(app): State<Arc<App>>) -> impl IntoResponse {
     let text = app.metrics.render(&app.host, app.in_flight());
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (StatusCode::OK, [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text)
 }
 
 async fn openapi_json(State(app): State<Arc<App>>) -> impl IntoResponse {

@@ -19,13 +19,20 @@ pub fn document(registry: &Registry) -> Json {
     let mut paths = Map::new();
     paths.insert(
         "/services".into(),
-        fixed("List the services, their functions and their types.", "application/json", json!({ "$ref": "#/components/schemas/Services" })),
+        fixed(
+            "List the services, their functions and their types.",
+            "application/json",
+            json!({ "$ref": "#/components/schemas/Services" }),
+        ),
     );
     paths.insert(
         "/openapi.json".into(),
         fixed("This document.", "application/json", json!({ "type": "object", "required": ["openapi", "paths"] })),
     );
-    paths.insert("/healthz".into(), fixed("Liveness: 200 while the server accepts requests.", "application/json", health_schema()));
+    paths.insert(
+        "/healthz".into(),
+        fixed("Liveness: 200 while the server accepts requests.", "application/json", health_schema()),
+    );
     let mut readyz = fixed(
         "Readiness: 200, or 503 once the server is stopping.",
         "application/json",
@@ -50,7 +57,10 @@ pub fn document(registry: &Registry) -> Json {
     };
     let mut schemas = Schemas::new(exposed().map(|(_, f)| f));
     for (service, f) in exposed() {
-        paths.insert(format!("/services/{}/{}", service.name, f.name), json!({ "post": operation(service, f, &mut schemas) }));
+        paths.insert(
+            format!("/services/{}/{}", service.name, f.name),
+            json!({ "post": operation(service, f, &mut schemas) }),
+        );
     }
     for service in registry.services() {
         if let Some(prefix) = &service.manifest.http.prefix {
@@ -316,7 +326,9 @@ impl Schemas {
             }
         }
         let key_safe = |s: &str| {
-            s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '.' }).collect::<String>()
+            s.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '.' })
+                .collect::<String>()
         };
         let mut keys = HashMap::new();
         for (name, same) in by_name {
