@@ -65,7 +65,7 @@ demo: build guests
 
 # Build what the tests need and run every test: host, guests' own unit
 # tests, end to end; and check that the benchmarks compile.
-test: guests polyglot tools
+test: guests polyglot tools wit-package
     SLUICE_COMPONENTS={{components}} SLUICE_VENV={{venv}} cargo test --workspace
     cargo build --benches -p sluice-host
     cd guests && cargo test --target-dir {{target}}/guests-native
@@ -77,6 +77,13 @@ test: guests polyglot tools
 # go to stderr and target/crash-report.json.
 crash kills="50": guests
     SLUICE_COMPONENTS={{components}} SLUICE_CRASH_KILLS={{kills}} SLUICE_REQUIRE_TOOLS=1 cargo test -p sluice-host --test e2e crash -- --nocapture
+
+# The sluice:service WIT package (wit/) as a distributable binary package,
+# built with wkg (`wkg build`, installed at a pinned version under the target
+# dir when missing) into target/wit/sluice-service.wasm: a service can use it
+# from its wit/deps/, a registry can hold it.
+wit-package:
+    scripts/wit-package {{target}}/wit/sluice-service.wasm
 
 # Python tools the tests use (the OpenAPI validator), pinned in
 # scripts/requirements-tools.txt, in a venv under the target dir. Without
@@ -97,6 +104,11 @@ bench: guests polyglot
 # change that is meant to cost more.
 counts *args: guests
     scripts/counts {{args}}
+
+# Type-check the host for macOS (aarch64-apple-darwin) from Linux: the
+# Rust compiles there, C dependencies stubbed (CI runs it).
+check-macos:
+    scripts/check-macos
 
 # Formatting and clippy, warnings as errors, for the host and the guests.
 lint:
