@@ -68,6 +68,7 @@ pub mod scope;
 pub mod server;
 pub mod signature;
 pub mod state;
+pub mod telemetry;
 pub mod triggers;
 pub mod values;
 pub mod watch;

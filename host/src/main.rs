@@ -13,7 +13,6 @@ use sluice_host::scope::SaveReport;
 use sluice_host::server::{self, ServeOptions};
 use sluice_host::watch::Watcher;
 use sluice_host::{Host, HostOptions, Scope, ScopeError, values};
-use tracing_subscriber::EnvFilter;
 use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
 
 /// `println!` for the CLI's output: when whoever reads it has gone away
@@ -63,6 +62,12 @@ struct Cli {
     /// retries` [default: 1].
     #[arg(long, global = true, env = "SLUICE_RETRIES")]
     retries: Option<usize>,
+    /// Send the host's spans (request, scope, save; call and host-call at
+    /// debug) to this OpenTelemetry collector over OTLP/HTTP with JSON
+    /// bodies (`/v1/traces` is added). Off by default; the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT turns it on too.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -202,20 +207,22 @@ fn main() -> ExitCode {
         (_, true) => "error,progress=info",
         (_, false) => "error",
     };
-    // SLUICE_LOG, else the Rust ecosystem's RUST_LOG, else the default.
-    let filter = EnvFilter::try_from_env("SLUICE_LOG")
-        .or_else(|_| EnvFilter::try_from_env("RUST_LOG"))
-        .unwrap_or_else(|_| EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in a log file.
-        .with_ansi(terminal);
-    if std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    // SLUICE_LOG, else the Rust ecosystem's RUST_LOG, else the default;
+    // colours only for a person at a terminal, not in a log file.
+    let options = sluice_host::telemetry::LogOptions {
+        default_level: default_level.to_string(),
+        ansi: terminal,
+        json: std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json"),
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+    };
+    // Kept until the command ends, so the last spans are sent.
+    let _telemetry = match sluice_host::telemetry::init(&options) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -24,6 +24,7 @@ mod serializable;
 mod serve;
 mod served;
 mod support;
+mod telemetry;
 mod unit_of_work;
 mod values;
 mod wasi_http;

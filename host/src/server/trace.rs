@@ -2,8 +2,16 @@
 //! kept, a new span id of ours), or a new trace begins; the scope's span and
 //! the request's log line carry the trace id, and the answer echoes our
 //! `traceparent`, so a caller can find its request in the host's log.
+//!
+//! Every request runs in a `request` span. When spans are exported
+//! (OpenTelemetry, see [`crate::telemetry`]) that span is the caller's
+//! span's child, and the ids echoed and logged are the exported span's, so
+//! the caller, the log and the collector name the same span.
 
 use axum::http::{HeaderMap, HeaderValue};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The header, as W3C Trace Context names it.
 pub(crate) const TRACEPARENT: &str = "traceparent";
@@ -23,13 +31,36 @@ impl Trace {
     /// The caller's trace continued, or a new one when the request has no
     /// valid `traceparent` (an invalid one is ignored, as the spec says).
     pub(crate) fn continue_from(headers: &HeaderMap) -> Trace {
-        let parsed = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse);
         let span_id = format!("{:016x}", random_id());
-        match parsed {
-            Some((trace_id, flags)) => Trace { trace_id, span_id, flags },
+        match caller(headers) {
+            Some(Caller { trace_id, flags, .. }) => Trace { trace_id, span_id, flags },
             None => {
                 Trace { trace_id: format!("{:016x}{:016x}", random_id(), random_id()), span_id, flags: "01".into() }
             }
+        }
+    }
+
+    /// The trace of `span`, a request's span: when its spans are exported,
+    /// it becomes the child of the caller's span and its own ids are the
+    /// trace; otherwise as [`Trace::continue_from`].
+    fn of_span(span: &tracing::Span, headers: &HeaderMap) -> Trace {
+        if let Some(c) = caller(headers)
+            && let (Ok(trace_id), Ok(parent)) = (TraceId::from_hex(&c.trace_id), SpanId::from_hex(&c.parent_id))
+        {
+            let flags = TraceFlags::new(u8::from_str_radix(&c.flags, 16).unwrap_or(1));
+            let remote = SpanContext::new(trace_id, parent, flags, true, TraceState::default());
+            // Without the export layer this does nothing.
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+        let context = span.context();
+        let exported = context.span().span_context().clone();
+        if !exported.is_valid() {
+            return Trace::continue_from(headers);
+        }
+        Trace {
+            trace_id: exported.trace_id().to_string(),
+            span_id: exported.span_id().to_string(),
+            flags: format!("{:02x}", exported.trace_flags().to_u8()),
         }
     }
 
@@ -46,17 +77,31 @@ pub(crate) async fn traced(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let trace = Trace::continue_from(request.headers());
+    let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
+    let trace = Trace::of_span(&span, request.headers());
     request.extensions_mut().insert(trace.clone());
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span).await;
     response.headers_mut().insert(TRACEPARENT, trace.header());
     response
 }
 
-/// The trace id and flags of a valid version-00 `traceparent`
-/// (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero); a later version is
-/// read by its first four fields, as the spec asks.
-fn parse(value: &str) -> Option<(String, String)> {
+/// A caller's span, from its `traceparent`.
+struct Caller {
+    trace_id: String,
+    parent_id: String,
+    flags: String,
+}
+
+fn caller(headers: &HeaderMap) -> Option<Caller> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?;
+    let (trace_id, parent_id, flags) = parse(value)?;
+    Some(Caller { trace_id, parent_id, flags })
+}
+
+/// The trace id, parent span id and flags of a valid version-00
+/// `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero); a later
+/// version is read by its first four fields, as the spec asks.
+fn parse(value: &str) -> Option<(String, String, String)> {
     let mut parts = value.trim().split('-');
     let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let lower_hex =
@@ -69,7 +114,7 @@ fn parse(value: &str) -> Option<(String, String)> {
         && lower_hex(parent_id, 16)
         && parent_id.bytes().any(|b| b != b'0')
         && lower_hex(flags, 2);
-    valid.then(|| (trace_id.to_string(), flags.to_string()))
+    valid.then(|| (trace_id.to_string(), parent_id.to_string(), flags.to_string()))
 }
 
 /// A non-zero id, unpredictable from outside (SipHash of a counter under
