@@ -472,7 +472,7 @@ mod tests {
         // The one dependency is the SDK's copy, which reads the project's WIT.
         let cargo = std::fs::read_to_string(dir.path().join("svc/Cargo.toml")).map_err(|e| e.to_string())?;
         assert!(
-            cargo.contains("sluice-guest = { path = \"sluice-guest\" }") && !cargo.contains("wit-bindgen"),
+            cargo.contains("sluice-guest = { path = \"sluice-guest\" }") && !cargo.contains("wit-bindgen ="),
             "{cargo}"
         );
         let sdk = std::fs::read_to_string(dir.path().join("svc/sluice-guest/src/lib.rs")).map_err(|e| e.to_string())?;
