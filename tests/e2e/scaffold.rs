@@ -72,6 +72,16 @@ fn a_new_rust_service_builds_and_runs() {
 /// (in `work`), or `None` when `tool` is missing or the toolchain could
 /// not be installed (a failure under SLUICE_REQUIRE_TOOLS=1).
 fn readme_build(lang: &str, tool: &[&str], work: &std::path::Path) -> Option<std::path::PathBuf> {
+    readme_build_with(lang, tool, work, std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// [`readme_build`] with the README's command run on `path` as its PATH.
+fn readme_build_with(
+    lang: &str,
+    tool: &[&str],
+    work: &std::path::Path,
+    path: std::ffi::OsString,
+) -> Option<std::path::PathBuf> {
     if Command::new(tool[0]).args(&tool[1..]).output().map(|o| !o.status.success()).unwrap_or(true) {
         skip_without(&format!("skipping: {} is missing for the {lang} scaffold", tool.join(" ")));
         return None;
@@ -88,6 +98,7 @@ fn readme_build(lang: &str, tool: &[&str], work: &std::path::Path) -> Option<std
         readme.split("```sh\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("the README's build command");
     let f = Fixture::new(&[]);
     let build = Command::new("sh")
+        .env("PATH", path)
         .arg("-c")
         .arg(line.replace("SERVICES", &f.services().to_string_lossy()))
         .current_dir(&project)
@@ -133,4 +144,25 @@ fn a_new_javascript_service_builds_and_runs() {
     let tests = Command::new("node").arg("--test").current_dir(&project).output().expect("node --test");
     assert!(tests.status.success(), "{}", text(&tests.stdout));
     assert!(text(&tests.stdout).contains("# pass 1"), "{}", text(&tests.stdout));
+}
+
+/// The C scaffold (`wit-bindgen c`, clang-19 and wasi-libc, `wasm-tools`,
+/// the WASI adapter the host writes beside it), built by `make` with the
+/// tools `just polyglot` installs; its unit test passes natively with
+/// `make test`.
+#[test]
+fn a_new_c_service_builds_and_runs() {
+    let tools = components().join("../guest-tools/bin");
+    if !tools.join("wit-bindgen").exists() || !tools.join("wasm-tools").exists() {
+        skip_without(&format!("skipping: no wit-bindgen and wasm-tools in {} (just polyglot installs them)", tools.display()));
+        return;
+    }
+    let mut path = std::ffi::OsString::from(&tools);
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let work = tempfile::tempdir().expect("temp dir");
+    let Some(project) = readme_build_with("c", &["clang-19", "--version"], work.path(), path) else { return };
+    let tests = Command::new("make").arg("test").current_dir(&project).output().expect("make test");
+    assert!(tests.status.success(), "{}{}", text(&tests.stdout), text(&tests.stderr));
+    assert!(text(&tests.stdout).contains("test_greetings: ok"), "{}", text(&tests.stdout));
 }

@@ -1,4 +1,4 @@
-//! `sluice new NAME [--lang rust|python|js]`: a new service, written as a
+//! `sluice new NAME [--lang rust|python|js|c]`: a new service, written as a
 //! project of its own outside this repository, that builds with one command
 //! (its README's) and is live when its two files are dropped into a
 //! services directory.
@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod c;
 mod js;
 mod python;
 mod rust;
@@ -36,6 +37,9 @@ pub enum Lang {
     /// JavaScript, with componentize-js from the npm registry (the host's
     /// own lockfile).
     Js,
+    /// C, with `wit-bindgen c`, clang and wasi-libc, and `wasm-tools`
+    /// (the versions the host's own C port is built with), under `make`.
+    C,
 }
 
 /// Writes a new service `name` in `lang` into `dir` (which must not exist,
@@ -47,10 +51,12 @@ pub fn new(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, String> {
     if dir.exists() && std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_some() {
         return Err(format!("{} is not empty; name a new directory", dir.display()));
     }
-    let files = match lang {
-        Lang::Rust => rust::files(name),
-        Lang::Python => python::files(name),
-        Lang::Js => js::files(name),
+    let text = |files: Vec<(String, String)>| files.into_iter().map(|(p, t)| (p, t.into_bytes())).collect();
+    let files: Vec<(String, Vec<u8>)> = match lang {
+        Lang::Rust => text(rust::files(name)),
+        Lang::Python => text(python::files(name)),
+        Lang::Js => text(js::files(name)),
+        Lang::C => c::files(name),
     };
     let mut written = Vec::new();
     for (path, text) in files {
@@ -81,9 +87,9 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// `files` and the `sluice:service` package under `wit/deps/`.
-fn with_wit(mut files: Vec<(String, String)>) -> Vec<(String, String)> {
+fn with_wit<T: From<String>>(mut files: Vec<(String, T)>) -> Vec<(String, T)> {
     for (file, text) in WIT {
-        files.push((format!("wit/deps/sluice-service/{file}"), (*text).to_string()));
+        files.push((format!("wit/deps/sluice-service/{file}"), (*text).to_string().into()));
     }
     files
 }
