@@ -154,7 +154,10 @@ fn a_new_javascript_service_builds_and_runs() {
 fn a_new_c_service_builds_and_runs() {
     let tools = components().join("../guest-tools/bin");
     if !tools.join("wit-bindgen").exists() || !tools.join("wasm-tools").exists() {
-        skip_without(&format!("skipping: no wit-bindgen and wasm-tools in {} (just polyglot installs them)", tools.display()));
+        skip_without(&format!(
+            "skipping: no wit-bindgen and wasm-tools in {} (just polyglot installs them)",
+            tools.display()
+        ));
         return;
     }
     let mut path = std::ffi::OsString::from(&tools);

@@ -337,14 +337,9 @@ fn validator() -> Option<std::path::PathBuf> {
 fn a_traceparent_is_continued_into_the_log_and_echoed() {
     let (_f, s) = shop();
     let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let response = reqwest::blocking::Client::new()
-        .post(s.url("/services/products/add"))
-        .header("traceparent", theirs)
-        .json(&json!({ "name": "widget", "price-cents": 250 }))
-        .send()
-        .expect("POST");
-    assert_eq!(response.status().as_u16(), 200);
-    let echoed = response.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (status, echoed) =
+        s.post_traced("/services/products/add", theirs, &json!({ "name": "widget", "price-cents": 250 }));
+    assert_eq!(status, 200);
     assert!(echoed.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && echoed.ends_with("-01"), "{echoed}");
     assert!(!echoed.contains("00f067aa0ba902b7"), "the host's span has its own id: {echoed}");
     s.wait_for("the trace id in the log", |s| {

@@ -90,6 +90,20 @@ impl Served {
         (status, json)
     }
 
+    /// `POST path` with a JSON body and a W3C `traceparent`: the status and
+    /// the `traceparent` the answer echoes.
+    pub fn post_traced(&self, path: &str, traceparent: &str, body: &Json) -> (u16, String) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("traceparent", traceparent)
+            .json(body)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.log()));
+        let echoed = response.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        (response.status().as_u16(), echoed.to_string())
+    }
+
     /// `GET path`: the status and the body text.
     pub fn get(&self, path: &str) -> (u16, String) {
         let response = self.client.get(self.url(path)).send().unwrap_or_else(|e| panic!("GET {path}: {e}"));

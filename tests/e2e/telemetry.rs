@@ -19,14 +19,9 @@ fn spans_go_to_the_collector_in_the_callers_trace() {
     f.migrate();
     let s = f.serve_env(&[("OTEL_BSP_SCHEDULE_DELAY", "100")], &["--otlp-endpoint", &collector.base]);
     let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let response = reqwest::blocking::Client::new()
-        .post(s.url("/services/products/add"))
-        .header("traceparent", theirs)
-        .json(&json!({ "name": "widget", "price-cents": 250 }))
-        .send()
-        .expect("POST");
-    assert_eq!(response.status().as_u16(), 200);
-    let echoed = response.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (status, echoed) =
+        s.post_traced("/services/products/add", theirs, &json!({ "name": "widget", "price-cents": 250 }));
+    assert_eq!(status, 200);
     let ours = echoed.split('-').nth(2).unwrap_or_default().to_string();
 
     let started = Instant::now();
