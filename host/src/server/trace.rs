@@ -31,8 +31,13 @@ impl Trace {
     /// The caller's trace continued, or a new one when the request has no
     /// valid `traceparent` (an invalid one is ignored, as the spec says).
     pub(crate) fn continue_from(headers: &HeaderMap) -> Trace {
+        Trace::ours(caller(headers))
+    }
+
+    /// `caller`'s trace with a span id of ours, or a new trace.
+    fn ours(caller: Option<Caller>) -> Trace {
         let span_id = format!("{:016x}", random_id());
-        match caller(headers) {
+        match caller {
             Some(Caller { trace_id, flags, .. }) => Trace { trace_id, span_id, flags },
             None => {
                 Trace { trace_id: format!("{:016x}{:016x}", random_id(), random_id()), span_id, flags: "01".into() }
@@ -44,7 +49,8 @@ impl Trace {
     /// it becomes the child of the caller's span and its own ids are the
     /// trace; otherwise as [`Trace::continue_from`].
     fn of_span(span: &tracing::Span, headers: &HeaderMap) -> Trace {
-        if let Some(c) = caller(headers)
+        let caller = caller(headers);
+        if let Some(c) = &caller
             && let (Ok(trace_id), Ok(parent)) = (TraceId::from_hex(&c.trace_id), SpanId::from_hex(&c.parent_id))
         {
             let flags = TraceFlags::new(u8::from_str_radix(&c.flags, 16).unwrap_or(1));
@@ -55,7 +61,7 @@ impl Trace {
         let context = span.context();
         let exported = context.span().span_context().clone();
         if !exported.is_valid() {
-            return Trace::continue_from(headers);
+            return Trace::ours(caller);
         }
         Trace {
             trace_id: exported.trace_id().to_string(),
