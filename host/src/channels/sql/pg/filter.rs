@@ -35,6 +35,9 @@ pub(super) struct Checked {
     /// Whether its rows may differ from run to run on the same data
     /// (`random()`, the clock).
     pub volatile: bool,
+    /// Whether it changes the schema (`CREATE`, `ALTER`, `DROP`, with
+    /// `raw-sql`).
+    pub schema: bool,
 }
 
 /// Whether the statement is a read (`from.query`) or a command
@@ -64,6 +67,7 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
     };
     let never = |what: &str| Err(ChannelError::Denied(Denial::Never(what.to_string())));
     let raw_sql = grant.is_some_and(|g| g.raw_sql);
+    let mut schema = false;
     match (&statement, usage) {
         (Statement::Query(_), _) => {}
         (_, Use::Read) => {
@@ -84,6 +88,7 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
             if !raw_sql {
                 return Err(ChannelError::Denied(Denial::Schema(describe(&statement))));
             }
+            schema = true;
         }
         _ => return never(&describe(&statement)),
     }
@@ -114,7 +119,7 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
             }
         }
     }
-    Ok(Checked { sql: text, reads, volatile: walk.volatile })
+    Ok(Checked { sql: text, reads, volatile: walk.volatile, schema })
 }
 
 /// A statement's kind, for a refusal: `SET`, `CREATE FUNCTION`.

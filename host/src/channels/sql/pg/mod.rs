@@ -16,6 +16,7 @@
 //!   when they were queued. An insert returns the new row's integer primary
 //!   key (`RETURNING`), or 0 for a table without one.
 
+mod conn;
 mod filter;
 mod migrate;
 mod roles;
@@ -23,13 +24,13 @@ mod values;
 
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator as _;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres::Client;
 
 use super::{check_param_count, quote};
 use crate::bindings::{Rows, Value};
@@ -41,8 +42,8 @@ use crate::manifest::ChannelGrant;
 use filter::Use;
 use values::{Cell, Param};
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Pooled = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<conn::Manager>;
+type Pooled = r2d2::PooledConnection<conn::Manager>;
 
 /// Connections a channel opens at most.
 const POOL_SIZE: u32 = 16;
@@ -61,6 +62,9 @@ pub struct PostgresChannel {
     /// Each table's integer primary key column (`None` without one), for an
     /// insert's `RETURNING`.
     keys: Arc<Mutex<HashMap<String, Option<String>>>>,
+    /// Moves on when the schema changes: every connection prepares its
+    /// statements again.
+    schema: Arc<AtomicU64>,
 }
 
 impl PostgresChannel {
@@ -69,7 +73,7 @@ impl PostgresChannel {
     pub fn open(url: &str) -> Result<Self, ChannelError> {
         let config: postgres::Config =
             url.parse().map_err(|e| ChannelError::Invalid(format!("url {}: {e}", redact(url))))?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = conn::Manager::new(config);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -81,6 +85,7 @@ impl PostgresChannel {
             turns: Turns::new(POOL_SIZE as usize / 2),
             roles: Arc::default(),
             keys: Arc::default(),
+            schema: Arc::default(),
         })
     }
 
@@ -117,11 +122,12 @@ impl Channel for PostgresChannel {
         let checked = checked(sql, caller, Use::Read)?;
         let mut client = self.take(caller.deadline)?;
         let role = self.role(&mut client, caller)?;
-        let read =
-            run_read(&mut client, "BEGIN READ ONLY; ", &checked, role.as_deref(), params, caller, max_bytes, true);
-        let ended = client.batch_execute("ROLLBACK").map_err(pg_error);
-        if let (Err(ChannelError::Denied(_)), Some(service)) = (&read, caller.service.as_deref()) {
-            self.roles.forget(service);
+        client.begin("BEGIN READ ONLY");
+        let generation = self.schema.load(Ordering::Relaxed);
+        let read = run_read(&mut client, generation, &checked, role.as_deref(), params, caller, max_bytes, true);
+        let ended = client.end("ROLLBACK");
+        if let Err(e) = &read {
+            self.handle().failed(e, caller);
         }
         let read = read?;
         ended?;
@@ -147,14 +153,14 @@ impl Channel for PostgresChannel {
     /// UPDATE SKIP LOCKED`) and marks.
     fn begin_host(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
-        client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED").map_err(pg_error)?;
+        client.begin("BEGIN ISOLATION LEVEL READ COMMITTED");
         Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: true, _turn: None }))
     }
 
     /// One consistent snapshot that takes no locks.
     fn snapshot(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
-        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").map_err(pg_error)?;
+        client.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: false, _turn: None }))
     }
 
@@ -165,10 +171,7 @@ impl Channel for PostgresChannel {
     fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
         let report = migrate::apply(&mut client, migrations);
-        self.roles.schema_changed();
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.clear();
-        }
+        self.handle().schema_changed();
         report
     }
 }
@@ -177,7 +180,7 @@ impl PostgresChannel {
     /// A serializable transaction for a save, in `turn`.
     fn start(&self, turn: Turn) -> Result<Box<dyn Transaction>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
-        client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").map_err(pg_error)?;
+        client.begin("BEGIN ISOLATION LEVEL SERIALIZABLE");
         Ok(Box::new(PostgresTransaction {
             client: Some(client),
             channel: self.handle(),
@@ -188,7 +191,12 @@ impl PostgresChannel {
 
     /// What a transaction needs of its channel.
     fn handle(&self) -> Handle {
-        Handle { roles: Arc::clone(&self.roles), keys: Arc::clone(&self.keys), pool: self.pool.clone() }
+        Handle {
+            roles: Arc::clone(&self.roles),
+            keys: Arc::clone(&self.keys),
+            schema: Arc::clone(&self.schema),
+            pool: self.pool.clone(),
+        }
     }
 }
 
@@ -196,8 +204,46 @@ impl PostgresChannel {
 struct Handle {
     roles: Arc<roles::Roles>,
     keys: Arc<Mutex<HashMap<String, Option<String>>>>,
+    schema: Arc<AtomicU64>,
     pool: Pool,
 }
+
+impl Handle {
+    /// The schema generation statements are prepared under.
+    fn generation(&self) -> u64 {
+        self.schema.load(Ordering::Relaxed)
+    }
+
+    /// The schema changed (a migration, a service's `CREATE` or `ALTER`, or
+    /// a prepared statement PostgreSQL found stale): roles are set up
+    /// again, keys looked up again and statements prepared again.
+    fn schema_changed(&self) {
+        self.schema.fetch_add(1, Ordering::Relaxed);
+        self.roles.schema_changed();
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.clear();
+        }
+    }
+
+    /// What a failed statement of `caller` tells the channel: a table
+    /// granted since its role was set up (made by another service's raw
+    /// SQL) means setting the role up again on its next use; a prepared
+    /// statement the schema made stale means preparing again.
+    fn failed(&self, e: &ChannelError, caller: &Caller) {
+        match e {
+            ChannelError::Denied(_) => {
+                if let Some(service) = caller.service.as_deref() {
+                    self.roles.forget(service);
+                }
+            }
+            ChannelError::Conflict(reason) if reason.contains(STALE) => self.schema_changed(),
+            _ => {}
+        }
+    }
+}
+
+/// How [`pg_error`] words a prepared statement the schema made stale.
+const STALE: &str = "a statement prepared before the schema changed";
 
 /// A service's statement through the filter; the host's own as it is.
 fn checked(sql: &str, caller: &Caller, usage: Use) -> Result<filter::Checked, ChannelError> {
@@ -208,29 +254,12 @@ fn checked(sql: &str, caller: &Caller, usage: Use) -> Result<filter::Checked, Ch
     filter::check(sql, caller.grant.as_deref(), usage)
 }
 
-/// Sets the role and the statement timeout (what is left of the caller's
-/// deadline) for the next statement of the transaction, in one round trip
-/// with `begin` (`BEGIN …;` to open it here, or empty).
-fn enter(client: &mut Client, begin: &str, role: Option<&str>, caller: &Caller) -> Result<(), ChannelError> {
-    if caller.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-        return Err(ChannelError::Timeout);
-    }
-    let left = caller.deadline.saturating_duration_since(Instant::now()).as_millis();
-    if left == 0 {
-        return Err(ChannelError::Timeout);
-    }
-    let role = role.unwrap_or("NONE");
-    client
-        .batch_execute(&format!("{begin}SET LOCAL ROLE {role}; SET LOCAL statement_timeout = {left}"))
-        .map_err(pg_error)
-}
-
 /// Runs a checked read in the open transaction as `role`; see
 /// [`crate::channels::Channel::query`]. `keep` false only digests.
 #[expect(clippy::too_many_arguments, reason = "one read's parts, passed as they are")]
 fn run_read(
-    client: &mut Client,
-    begin: &str,
+    client: &mut conn::Conn,
+    generation: u64,
     checked: &filter::Checked,
     role: Option<&str>,
     params: &[Value],
@@ -238,8 +267,8 @@ fn run_read(
     max_bytes: usize,
     keep: bool,
 ) -> Result<Reading, ChannelError> {
-    enter(client, begin, role, caller)?;
-    let stmt = client.prepare(&checked.sql).map_err(pg_error)?;
+    client.enter(role, caller)?;
+    let stmt = client.prepared(&checked.sql, generation)?;
     check_param_count(stmt.params().len(), params.len())?;
     let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
     let mut digest = crate::channels::digester();
@@ -344,17 +373,13 @@ impl Transaction for PostgresTransaction {
         if let Operation::Execute { sql, params } = op {
             let checked = checked(sql, caller, Use::Command)?;
             let role = self.role(caller)?;
+            let generation = self.channel.generation();
             let client = self.client()?;
-            enter(client, "", role.as_deref(), caller)?;
-            let stmt = client.prepare(&checked.sql).map_err(pg_error)?;
-            check_param_count(stmt.params().len(), params.len())?;
-            let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let changed = client.execute(&stmt, &refs).map_err(pg_error);
-            // A table granted since the role was set up (made by another
-            // service's raw SQL): set the role up again on its next use.
-            if let (Err(ChannelError::Denied(_)), Some(service)) = (&changed, caller.service.as_deref()) {
-                self.channel.roles.forget(service);
+            let changed = execute(client, generation, &checked.sql, params.iter(), role.as_deref(), caller);
+            if let Err(e) = &changed {
+                self.channel.failed(e, caller);
+            } else if checked.schema {
+                self.channel.schema_changed();
             }
             return Ok(Outcome::Affected(changed?));
         }
@@ -363,16 +388,21 @@ impl Transaction for PostgresTransaction {
             _ => None,
         };
         let (sql, params) = statement(op, key.as_deref());
+        let generation = self.channel.generation();
         let client = self.client()?;
-        enter(client, "", None, caller)?;
-        let bound: Vec<Param<'_>> = params.into_iter().map(Param).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         if let Some(key) = key {
-            let row = client.query_one(sql.as_str(), &refs).map_err(pg_error)?;
-            let Cell(id) = row.try_get(0).map_err(|e| ChannelError::Invalid(format!("column {key}: {e}")))?;
+            let inserted = returning(client, generation, &sql, params, caller);
+            if let Err(e) = &inserted {
+                self.channel.failed(e, caller);
+            }
+            let Cell(id) = inserted?.try_get(0).map_err(|e| ChannelError::Invalid(format!("column {key}: {e}")))?;
             return Ok(Outcome::Inserted(if let Value::Integer(id) = id { id } else { 0 }));
         }
-        let changed = client.execute(sql.as_str(), &refs).map_err(pg_error)?;
+        let changed = execute(client, generation, &sql, params.into_iter(), None, caller);
+        if let Err(e) = &changed {
+            self.channel.failed(e, caller);
+        }
+        let changed = changed?;
         Ok(match op {
             Operation::Insert { .. } => Outcome::Inserted(0),
             _ => Outcome::Affected(changed),
@@ -382,21 +412,31 @@ impl Transaction for PostgresTransaction {
     fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError> {
         let checked = checked(sql, caller, Use::Read)?;
         let role = self.role(caller)?;
+        let generation = self.channel.generation();
         let client = self.client()?;
-        Ok(run_read(client, "", &checked, role.as_deref(), params, caller, max_bytes, false)?.digest)
+        let read = run_read(client, generation, &checked, role.as_deref(), params, caller, max_bytes, false);
+        if let Err(e) = &read {
+            self.channel.failed(e, caller);
+        }
+        Ok(read?.digest)
     }
 
     fn rows(&mut self, sql: &str, params: &[Value], caller: &Caller) -> Result<Rows, ChannelError> {
         let checked = checked(sql, caller, Use::Read)?;
         let role = self.role(caller)?;
+        let generation = self.channel.generation();
         let client = self.client()?;
-        Ok(run_read(client, "", &checked, role.as_deref(), params, caller, usize::MAX, true)?.rows)
+        let read = run_read(client, generation, &checked, role.as_deref(), params, caller, usize::MAX, true);
+        if let Err(e) = &read {
+            self.channel.failed(e, caller);
+        }
+        Ok(read?.rows)
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
         let mut client =
             self.client.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        client.batch_execute("COMMIT").map_err(pg_error)
+        client.end("COMMIT")
     }
 }
 
@@ -406,9 +446,43 @@ impl Drop for PostgresTransaction {
         // (r2d2 cannot be told otherwise); the pool checks every connection
         // before handing it out again, and drops a broken one.
         if let Some(mut client) = self.client.take() {
-            let _ = client.batch_execute("ROLLBACK");
+            let _ = client.end("ROLLBACK");
         }
     }
+}
+
+/// Runs `sql` with `params` in the open transaction as `role`: the number
+/// of rows it changed.
+fn execute<'a>(
+    client: &mut conn::Conn,
+    generation: u64,
+    sql: &str,
+    params: impl Iterator<Item = &'a Value>,
+    role: Option<&str>,
+    caller: &Caller,
+) -> Result<u64, ChannelError> {
+    client.enter(role, caller)?;
+    let stmt = client.prepared(sql, generation)?;
+    let bound: Vec<Param<'_>> = params.map(Param).collect();
+    check_param_count(stmt.params().len(), bound.len())?;
+    let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    client.execute(&stmt, &refs).map_err(pg_error)
+}
+
+/// Runs the host's insert `sql` (`… RETURNING key`) in the open
+/// transaction: the row it returned.
+fn returning(
+    client: &mut conn::Conn,
+    generation: u64,
+    sql: &str,
+    params: Vec<&Value>,
+    caller: &Caller,
+) -> Result<postgres::Row, ChannelError> {
+    client.enter(None, caller)?;
+    let stmt = client.prepared(sql, generation)?;
+    let bound: Vec<Param<'_>> = params.into_iter().map(Param).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    client.query_one(&stmt, &refs).map_err(pg_error)
 }
 
 /// The SQL and parameters of a command the host builds: identifiers
@@ -477,6 +551,11 @@ fn pg_error(e: postgres::Error) -> ChannelError {
     let message = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
     match code.code() {
         "40001" | "40P01" => ChannelError::Conflict(format!("PostgreSQL: {message}")),
+        // A statement prepared before the schema changed under it (its
+        // result's type changed, or it is gone): the next run prepares it
+        // again.
+        "0A000" if message.starts_with("cached plan") => ChannelError::Conflict(format!("PostgreSQL: {STALE}")),
+        "26000" => ChannelError::Conflict(format!("PostgreSQL: {STALE}")),
         "57014" => ChannelError::Timeout,
         "42501" => ChannelError::Denied(Denial::Never(format!("do what PostgreSQL refused its role ({message})"))),
         "25006" => ChannelError::Invalid("a read must not write; queue writes with `to` so they apply at save".into()),

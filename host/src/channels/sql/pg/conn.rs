@@ -1,0 +1,184 @@
+//! A pooled PostgreSQL connection and what it keeps between statements, so
+//! that a service's statement costs one round trip where it can:
+//!
+//! - its prepared statements, by SQL text, until the schema changes (the
+//!   channel's generation moves on) or there are too many;
+//! - within a transaction, the `SET LOCAL ROLE` and `statement_timeout` in
+//!   force, set again only when the role changes or the timeout would let a
+//!   statement run past its caller's deadline by more than [`SLACK`];
+//! - a `BEGIN` not sent yet: it goes with the transaction's first
+//!   statement, and a transaction that ran none sends nothing.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls, Statement};
+
+use super::pg_error;
+use crate::channels::{Caller, ChannelError};
+
+/// Prepared statements one connection keeps at most; past that it starts
+/// again, so a service sending ever new SQL cannot grow the server's memory.
+const STATEMENTS: usize = 256;
+/// How far past its caller's deadline a statement's `statement_timeout`
+/// may reach before it is set again: the granularity of every deadline
+/// (the epoch tick).
+pub(super) const SLACK: Duration = crate::runtime::EPOCH_TICK;
+
+/// Makes [`Conn`]s for the channel's `r2d2` pool.
+#[derive(Debug)]
+pub(super) struct Manager {
+    config: postgres::Config,
+}
+
+impl Manager {
+    pub(super) fn new(config: postgres::Config) -> Manager {
+        Manager { config }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Conn, postgres::Error> {
+        let client = self.config.connect(NoTls)?;
+        Ok(Conn { client, statements: HashMap::new(), generation: 0, local: None, begin: None })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// The `SET LOCAL`s in force in the open transaction.
+struct Local {
+    role: Option<String>,
+    timeout: Duration,
+}
+
+/// One connection of the pool.
+pub(super) struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+    /// The channel's schema generation the statements were prepared under.
+    generation: u64,
+    local: Option<Local>,
+    /// A `BEGIN …` to send with the next statement.
+    begin: Option<&'static str>,
+}
+
+impl Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Conn {
+    /// `sql` prepared on this connection: kept from an earlier use unless
+    /// the schema has changed since (`generation`, the channel's).
+    pub(super) fn prepared(&mut self, sql: &str, generation: u64) -> Result<Statement, ChannelError> {
+        if self.generation != generation {
+            self.statements.clear();
+            self.generation = generation;
+        }
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        self.send_begin()?;
+        let statement = self.client.prepare(sql).map_err(pg_error)?;
+        if self.statements.len() >= STATEMENTS {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Opens a transaction with `begin` (`BEGIN ISOLATION LEVEL …`), sent
+    /// with its first statement.
+    pub(super) fn begin(&mut self, begin: &'static str) {
+        self.local = None;
+        self.begin = Some(begin);
+    }
+
+    /// Sends a `BEGIN` still held, on its own.
+    pub(super) fn send_begin(&mut self) -> Result<(), ChannelError> {
+        if let Some(begin) = self.begin.take() {
+            self.client.batch_execute(begin).map_err(pg_error)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the open transaction with `end` (`COMMIT` or `ROLLBACK`); one
+    /// that never sent its `BEGIN` ran nothing, and sends nothing.
+    pub(super) fn end(&mut self, end: &str) -> Result<(), ChannelError> {
+        self.local = None;
+        if self.begin.take().is_some() {
+            return Ok(());
+        }
+        self.client.batch_execute(end).map_err(pg_error)
+    }
+
+    /// Makes `role` (`None`: the host's own) and the time left to
+    /// `caller`'s deadline the `statement_timeout` of the next statement
+    /// of the open transaction, in one round trip with a held `BEGIN`, or
+    /// none when both are already in force closely enough.
+    pub(super) fn enter(&mut self, role: Option<&str>, caller: &Caller) -> Result<(), ChannelError> {
+        if caller.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(ChannelError::Timeout);
+        }
+        let now = Instant::now();
+        let left = caller.deadline.saturating_duration_since(now);
+        if left.as_millis() == 0 {
+            return Err(ChannelError::Timeout);
+        }
+        if let Some(local) = &self.local
+            && self.begin.is_none()
+            && local.role.as_deref() == role
+            && within(now + local.timeout, caller.deadline)
+        {
+            return Ok(());
+        }
+        let begin = self.begin.take().map(|b| format!("{b}; ")).unwrap_or_default();
+        let millis = left.as_millis();
+        let set = format!("{begin}SET LOCAL ROLE {}; SET LOCAL statement_timeout = {millis}", role.unwrap_or("NONE"));
+        self.local = None;
+        self.client.batch_execute(&set).map_err(pg_error)?;
+        self.local = Some(Local { role: role.map(str::to_string), timeout: Duration::from_millis(millis as u64) });
+        Ok(())
+    }
+}
+
+/// Whether a statement that may run until `ends` keeps to `deadline`
+/// within [`SLACK`] either way: not past it by more, nor cut short by more.
+fn within(ends: Instant, deadline: Instant) -> bool {
+    ends <= deadline + SLACK && deadline <= ends + SLACK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_kept_only_while_it_ends_near_the_deadline() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(1);
+        assert!(within(deadline, deadline));
+        assert!(within(deadline + SLACK, deadline));
+        assert!(!within(deadline + SLACK + Duration::from_millis(1), deadline));
+        assert!(within(deadline - SLACK, deadline));
+        assert!(!within(deadline - SLACK - Duration::from_millis(1), deadline));
+    }
+}
