@@ -342,6 +342,60 @@ fn endless_statements_end_at_the_deadline_on_postgres() {
     assert!(listed.is_ok_and(|r| sluice_host::values::to_json(&r.results[0]).to_string().contains("widget")));
 }
 
+/// Each pooled connection keeps its prepared statements. A schema changed
+/// under them by someone else (an operator's `ALTER TABLE` that changes
+/// what `SELECT *` returns and the type `RETURNING id` gives) costs a
+/// prepare again, never a failed request: a read runs again at once, and a
+/// save whose statement went stale is a conflict, so its scope runs again.
+#[test]
+fn statements_prepared_before_a_schema_change_are_prepared_again_on_postgres() {
+    use sluice_host::call::{self, Ending, Mode};
+    use wasmtime::component::Val;
+    let Some(db) = Database::new() else { return };
+    let (_f, host) = hostile_on(&db, "[channels.main]\nreads = [\"products\"]\ninserts = [\"products\"]\n");
+    let read = || {
+        let args = [Val::String("SELECT * FROM products".into())];
+        let report = call::run(&host, "hostile", "query", &args, Mode::Save).expect("read");
+        sluice_host::values::to_json(&report.results[0]).to_string()
+    };
+    let add = |name: &str| {
+        let args = [Val::String(name.into()), Val::S64(100)];
+        let report = call::run(&host, "products", "add", &args, Mode::Save).expect("add");
+        let Ending::Saved(saved) = &report.ending else { panic!("{name} was not saved: {:?}", report.ending) };
+        eprintln!("measured: products.add({name}) saved on attempt {}", saved.attempt);
+    };
+    for _ in 0..3 {
+        assert_eq!(read(), r#"{"ok":1}"#);
+    }
+    add("first");
+    add("second");
+    db.client()
+        .batch_execute("ALTER TABLE products ADD COLUMN note TEXT; ALTER TABLE products ALTER COLUMN id TYPE BIGINT")
+        .expect("alter products");
+    add("third");
+    assert_eq!(read(), r#"{"ok":4}"#);
+    // A service's own statement whose rows change shape (`RETURNING *`),
+    // prepared at save.
+    let insert = || {
+        let sql = "INSERT INTO products (name, price_cents) SELECT 'p' || count(*), 1 FROM products RETURNING *";
+        let report = call::run(&host, "hostile", "execute", &[Val::String(sql.into())], Mode::Save).expect("insert");
+        let Ending::Saved(saved) = &report.ending else { panic!("the insert was not saved: {:?}", report.ending) };
+        saved.attempt
+    };
+    assert_eq!((insert(), insert()), (1, 1));
+    db.client().batch_execute("ALTER TABLE products DROP COLUMN note").expect("alter products again");
+    eprintln!("measured: the insert after the second change saved on attempt {}", insert());
+    assert_eq!(read(), r#"{"ok":7}"#);
+    let names: Vec<String> = db
+        .client()
+        .query("SELECT name FROM products ORDER BY id", &[])
+        .expect("names")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(names, ["widget", "first", "second", "third", "p4", "p5", "p6"]);
+}
+
 /// On PostgreSQL no service SQL leaves its role or reaches what its grant
 /// does not name: role changes, session settings, the catalogs and
 /// ungranted tables are refused with the grant named, and nothing is

@@ -19,8 +19,10 @@ use super::pg_error;
 use crate::channels::{Caller, ChannelError};
 
 /// Prepared statements one connection keeps at most; past that it starts
-/// again, so a service sending ever new SQL cannot grow the server's memory.
+/// again. Only statements up to [`KEPT_SQL_BYTES`] long are kept, so a
+/// service sending ever new or long SQL cannot grow either side's memory.
 const STATEMENTS: usize = 256;
+const KEPT_SQL_BYTES: usize = 2048;
 /// How far past its caller's deadline a statement's `statement_timeout`
 /// may reach before it is set again: the granularity of every deadline
 /// (the epoch tick).
@@ -99,6 +101,9 @@ impl Conn {
         }
         self.send_begin()?;
         let statement = self.client.prepare(sql).map_err(pg_error)?;
+        if sql.len() > KEPT_SQL_BYTES {
+            return Ok(statement);
+        }
         if self.statements.len() >= STATEMENTS {
             self.statements.clear();
         }

@@ -8,8 +8,9 @@
 //! SQL would leave that role. Table grants are enforced by PostgreSQL
 //! itself ([`super::roles`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sqlparser::ast::{
     Expr, FromTable, ObjectName, ObjectNamePart, ObjectType, OnConflictAction, OnInsert, Query, SetExpr, Statement,
@@ -29,7 +30,7 @@ const MAX_SQL_BYTES: usize = 64 << 10;
 #[derive(Debug, Default)]
 pub(super) struct Checked {
     /// The text PostgreSQL runs: the service's, with `$N` parameters.
-    pub sql: String,
+    pub sql: Arc<str>,
     /// The tables it reads (not only writes), lower-cased.
     pub reads: Vec<String>,
     /// Whether its rows may differ from run to run on the same data
@@ -56,7 +57,58 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
             sql.len()
         )));
     }
-    let (text, _) = rewrite_parameters(sql)?;
+    judge(&*shaped(sql, usage)?, grant)
+}
+
+/// What a statement is and touches, whatever the grant: the parse and the
+/// walk, which depend only on its text and use.
+#[derive(Debug)]
+struct Shape {
+    sql: Arc<str>,
+    /// Each table it names (not a common table expression), with how it
+    /// writes it and whether it reads it.
+    tables: Vec<(String, Vec<Access>, bool)>,
+    volatile: bool,
+    /// `Some(what)` for a schema change, which needs `raw-sql`.
+    schema: Option<String>,
+}
+
+/// Distinct statements whose shapes are kept, per use; past that the
+/// cache starts again. Only statements up to [`SHAPE_SQL_BYTES`] long are
+/// kept: ever new or long SQL cannot grow the host's memory by more than
+/// a few megabytes.
+const SHAPES: usize = 2048;
+const SHAPE_SQL_BYTES: usize = 2048;
+
+type Shapes = [HashMap<String, Result<Arc<Shape>, ChannelError>>; 2];
+
+/// The shape of `sql` used as `usage`, parsed once per distinct text: a
+/// service's statement is checked when it is queued and again at save,
+/// and the same statements come back scope after scope.
+fn shaped(sql: &str, usage: Use) -> Result<Arc<Shape>, ChannelError> {
+    static CACHE: OnceLock<Mutex<Shapes>> = OnceLock::new();
+    if sql.len() > SHAPE_SQL_BYTES {
+        return shape(sql, usage).map(Arc::new);
+    }
+    let cache = CACHE.get_or_init(Mutex::default);
+    let index = usize::from(usage == Use::Command);
+    if let Some(known) = cache.lock().ok().and_then(|c| c[index].get(sql).cloned()) {
+        return known;
+    }
+    let shape = shape(sql, usage).map(Arc::new);
+    if let Ok(mut cache) = cache.lock() {
+        if cache[index].len() >= SHAPES {
+            cache[index].clear();
+        }
+        cache[index].insert(sql.to_string(), shape.clone());
+    }
+    shape
+}
+
+/// Parses and walks `sql`: one statement of an allowed shape for `usage`,
+/// calling only allowed functions, naming only tables of `public`.
+fn shape(sql: &str, usage: Use) -> Result<Shape, ChannelError> {
+    let (text, _) = super::params::rewrite(sql)?;
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, &text)
         .map_err(|e| ChannelError::Invalid(format!("PostgreSQL syntax: {e}")))?;
     if statements.len() != 1 {
@@ -66,8 +118,7 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
         return Err(ChannelError::Invalid("the sql holds no statement".into()));
     };
     let never = |what: &str| Err(ChannelError::Denied(Denial::Never(what.to_string())));
-    let raw_sql = grant.is_some_and(|g| g.raw_sql);
-    let mut schema = false;
+    let mut schema = None;
     match (&statement, usage) {
         (Statement::Query(_), _) => {}
         (_, Use::Read) => {
@@ -84,17 +135,33 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
             | Statement::AlterTable(_)
             | Statement::Drop { object_type: ObjectType::Table | ObjectType::Index | ObjectType::View, .. },
             Use::Command,
-        ) => {
-            if !raw_sql {
-                return Err(ChannelError::Denied(Denial::Schema(describe(&statement))));
-            }
-            schema = true;
-        }
+        ) => schema = Some(describe(&statement)),
         _ => return never(&describe(&statement)),
     }
     let mut walk = Walk::default();
     if let ControlFlow::Break(denial) = statement.visit(&mut walk) {
         return Err(ChannelError::Denied(denial));
+    }
+    let tables = walk
+        .relations
+        .iter()
+        .filter(|table| !walk.ctes.contains(*table))
+        .map(|table| {
+            let written: Vec<Access> = walk.writes.iter().filter(|(_, t)| t == table).map(|(a, _)| *a).collect();
+            let read = written.is_empty() || walk.read_targets.contains(table);
+            (table.clone(), written, read)
+        })
+        .collect();
+    Ok(Shape { sql: text.into(), tables, volatile: walk.volatile, schema })
+}
+
+/// `shape` under `grant`: a schema change needs `raw-sql`, and every
+/// table each access the statement makes of it.
+fn judge(shape: &Shape, grant: Option<&ChannelGrant>) -> Result<Checked, ChannelError> {
+    if let Some(what) = &shape.schema
+        && !grant.is_some_and(|g| g.raw_sql)
+    {
+        return Err(ChannelError::Denied(Denial::Schema(what.clone())));
     }
     let grant_allows = |access: Access, table: &str| {
         grant.is_some_and(|g| match access {
@@ -105,12 +172,8 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
         })
     };
     let mut reads = Vec::new();
-    for table in &walk.relations {
-        if walk.ctes.contains(table) {
-            continue;
-        }
-        let written: Vec<Access> = walk.writes.iter().filter(|(_, t)| t == table).map(|(a, _)| *a).collect();
-        if written.is_empty() || walk.read_targets.contains(table) {
+    for (table, written, read) in &shape.tables {
+        if *read {
             reads.push(table.clone());
         }
         for access in written.iter().copied().chain(written.is_empty().then_some(Access::Read)) {
@@ -119,7 +182,7 @@ pub(super) fn check(sql: &str, grant: Option<&ChannelGrant>, usage: Use) -> Resu
             }
         }
     }
-    Ok(Checked { sql: text, reads, volatile: walk.volatile, schema })
+    Ok(Checked { sql: Arc::clone(&shape.sql), reads, volatile: shape.volatile, schema: shape.schema.is_some() })
 }
 
 /// A statement's kind, for a refusal: `SET`, `CREATE FUNCTION`.
@@ -381,129 +444,12 @@ const FUNCTIONS: &[&str] = &[
     "variance",
 ];
 
-/// Rewrites SQLite's parameters (`?N`, and `?` for the next number) to
-/// PostgreSQL's `$N`, outside string literals, quoted identifiers and
-/// comments; returns the text and how many parameters it takes. `$N`
-/// written as such is kept.
-pub(super) fn rewrite_parameters(sql: &str) -> Result<(String, usize), ChannelError> {
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut most = 0usize;
-    let mut i = 0;
-    let mut copied = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' => i = skip_quoted(bytes, i, b'\'', i > 0 && matches!(bytes[i - 1], b'e' | b'E')),
-            b'"' => i = skip_quoted(bytes, i, b'"', false),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
-            b'$' => {
-                let digits = bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
-                if digits > 0 {
-                    most = most.max(number(&sql[i + 1..i + 1 + digits])?);
-                    i += 1 + digits;
-                } else {
-                    i = skip_dollar_quoted(sql, i);
-                }
-            }
-            b'?' => {
-                let digits = bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
-                let n = if digits > 0 { number(&sql[i + 1..i + 1 + digits])? } else { most + 1 };
-                most = most.max(n);
-                out.push_str(&sql[copied..i]);
-                out.push('$');
-                out.push_str(&n.to_string());
-                i += 1 + digits;
-                copied = i;
-            }
-            _ => i += 1,
-        }
-    }
-    out.push_str(&sql[copied..]);
-    Ok((out, most))
-}
-
-/// A parameter's number, 1 to 65535.
-fn number(digits: &str) -> Result<usize, ChannelError> {
-    match digits.parse::<usize>() {
-        Ok(n @ 1..=65535) => Ok(n),
-        _ => Err(ChannelError::Invalid(format!("parameter number {digits} is not between 1 and 65535"))),
-    }
-}
-
-/// The index just past a literal opened by `quote` at `start` (doubled
-/// quotes inside; backslash escapes too in an `E'…'` string).
-fn skip_quoted(bytes: &[u8], start: usize, quote: u8, backslashes: bool) -> usize {
-    let mut i = start + 1;
-    while i < bytes.len() {
-        if backslashes && bytes[i] == b'\\' {
-            i += 2;
-        } else if bytes[i] == quote {
-            if bytes.get(i + 1) == Some(&quote) {
-                i += 2;
-            } else {
-                return i + 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    bytes.len()
-}
-
-/// The index just past a `/* … */` comment, which nests in PostgreSQL.
-fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
-    let (mut depth, mut i) = (0usize, start);
-    while i + 1 < bytes.len() {
-        match (bytes[i], bytes[i + 1]) {
-            (b'/', b'*') => {
-                depth += 1;
-                i += 2;
-            }
-            (b'*', b'/') => {
-                depth -= 1;
-                i += 2;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-/// The index just past a `$tag$ … $tag$` string starting at `start`, or
-/// just past the `$` when none starts there.
-fn skip_dollar_quoted(sql: &str, start: usize) -> usize {
-    let rest = &sql[start + 1..];
-    let tag_len = rest.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
-    if rest.as_bytes().get(tag_len) != Some(&b'$') {
-        return start + 1;
-    }
-    let tag = &sql[start..start + tag_len + 2];
-    let body = start + tag.len();
-    sql[body..].find(tag).map_or(sql.len(), |n| body + n + tag.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn grant(text: &str) -> ChannelGrant {
         toml::from_str(text).unwrap_or_default()
-    }
-
-    #[test]
-    fn parameters_are_rewritten_outside_literals_and_comments() -> Result<(), ChannelError> {
-        let (sql, n) = rewrite_parameters("SELECT ?2, '?1', \"a?\", ? -- ?9\n, $$?$$, E'\\'?', /* ? /* ? */ */ ?1")?;
-        assert_eq!(sql, "SELECT $2, '?1', \"a?\", $3 -- ?9\n, $$?$$, E'\\'?', /* ? /* ? */ */ $1");
-        assert_eq!(n, 3);
-        assert_eq!(rewrite_parameters("SELECT $2")?.1, 2);
-        assert!(rewrite_parameters("SELECT ?0").is_err());
-        Ok(())
     }
 
     #[test]

@@ -19,7 +19,9 @@
 mod conn;
 mod filter;
 mod migrate;
+mod params;
 mod roles;
+mod transaction;
 mod values;
 
 use std::collections::HashMap;
@@ -28,18 +30,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator as _;
 use postgres::types::ToSql;
-use postgres::Client;
 
 use super::{check_param_count, quote};
 use crate::bindings::{Rows, Value};
 use crate::channels::turns::{Turn, Turns};
 use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
 use crate::channels::{DIGEST_ROW as ROW, digest_value};
-use crate::command::{Kind, Operation, Outcome};
 use crate::manifest::ChannelGrant;
 use filter::Use;
+use transaction::PostgresTransaction;
 use values::{Cell, Param};
 
 type Pool = r2d2::Pool<conn::Manager>;
@@ -121,17 +123,26 @@ impl Channel for PostgresChannel {
     fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         let checked = checked(sql, caller, Use::Read)?;
         let mut client = self.take(caller.deadline)?;
-        let role = self.role(&mut client, caller)?;
-        client.begin("BEGIN READ ONLY");
-        let generation = self.schema.load(Ordering::Relaxed);
-        let read = run_read(&mut client, generation, &checked, role.as_deref(), params, caller, max_bytes, true);
-        let ended = client.end("ROLLBACK");
-        if let Err(e) = &read {
-            self.handle().failed(e, caller);
+        // A read is its own transaction: one that met a statement the
+        // schema made stale runs again at once, prepared afresh.
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let role = self.role(&mut client, caller)?;
+            client.begin("BEGIN READ ONLY");
+            let generation = self.schema.load(Ordering::Relaxed);
+            let read = run_read(&mut client, generation, &checked, role.as_deref(), params, caller, max_bytes, true);
+            let ended = client.end("ROLLBACK");
+            match read {
+                Err(e) => {
+                    self.handle().failed(&e, caller);
+                    if tries == 0 || !stale(&e) {
+                        return Err(e);
+                    }
+                }
+                Ok(read) => return ended.map(|()| read),
+            }
         }
-        let read = read?;
-        ended?;
-        Ok(read)
     }
 
     fn check(&self, sql: &str, caller: &Caller) -> Result<(), ChannelError> {
@@ -236,10 +247,15 @@ impl Handle {
                     self.roles.forget(service);
                 }
             }
-            ChannelError::Conflict(reason) if reason.contains(STALE) => self.schema_changed(),
+            e if stale(e) => self.schema_changed(),
             _ => {}
         }
     }
+}
+
+/// Whether `e` is a prepared statement the schema made stale.
+fn stale(e: &ChannelError) -> bool {
+    matches!(e, ChannelError::Conflict(reason) if reason.contains(STALE))
 }
 
 /// How [`pg_error`] words a prepared statement the schema made stale.
@@ -248,8 +264,8 @@ const STALE: &str = "a statement prepared before the schema changed";
 /// A service's statement through the filter; the host's own as it is.
 fn checked(sql: &str, caller: &Caller, usage: Use) -> Result<filter::Checked, ChannelError> {
     if caller.host {
-        let (sql, _) = filter::rewrite_parameters(sql)?;
-        return Ok(filter::Checked { sql, ..Default::default() });
+        let (sql, _) = params::rewrite(sql)?;
+        return Ok(filter::Checked { sql: sql.into(), ..Default::default() });
     }
     filter::check(sql, caller.grant.as_deref(), usage)
 }
@@ -302,242 +318,6 @@ fn run_read(
         volatile: checked.volatile,
         recheck: None,
     })
-}
-
-/// One save's transaction: `SERIALIZABLE`, or a read-only snapshot.
-struct PostgresTransaction {
-    client: Option<Pooled>,
-    channel: Handle,
-    writes: bool,
-    /// The save's turn (`None` for a snapshot), given back after the
-    /// commit or rollback: field order is drop order.
-    _turn: Option<Turn>,
-}
-
-impl PostgresTransaction {
-    fn client(&mut self) -> Result<&mut Pooled, ChannelError> {
-        self.client.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))
-    }
-
-    /// The role of `caller` inside the transaction. Setting a role up needs
-    /// a connection outside any transaction: another one from the pool.
-    fn role(&mut self, caller: &Caller) -> Result<Option<String>, ChannelError> {
-        let Some((service, grant)) = identity(caller) else { return Ok(None) };
-        if let Some(role) = self.channel.roles.cached(service, grant) {
-            return Ok(Some(role));
-        }
-        let left = caller.deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        let mut other = self
-            .channel
-            .pool
-            .get_timeout(left)
-            .map_err(|e| ChannelError::Unavailable(format!("no PostgreSQL connection: {e}")))?;
-        self.channel.roles.ensure(&mut other, service, grant).map(Some)
-    }
-
-    /// The integer primary key column of `table`, looked up once.
-    fn key_of(&mut self, table: &str) -> Result<Option<String>, ChannelError> {
-        if let Some(known) = self.channel.keys.lock().ok().and_then(|k| k.get(table).cloned()) {
-            return Ok(known);
-        }
-        let client = self.client()?;
-        let rows = client
-            .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_index i \
-                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                 WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-                &[&format!("public.{}", quote(table))],
-            )
-            .map_err(pg_error)?;
-        let key = match rows.as_slice() {
-            [row] if matches!(row.get::<_, String>(1).as_str(), "bigint" | "integer" | "smallint") => {
-                Some(row.get::<_, String>(0))
-            }
-            _ => None,
-        };
-        if let Ok(mut keys) = self.channel.keys.lock() {
-            keys.insert(table.to_string(), key.clone());
-        }
-        Ok(key)
-    }
-}
-
-impl Transaction for PostgresTransaction {
-    fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        if op.kind() != Kind::Sql {
-            return Err(crate::channels::wrong_kind(Kind::Sql, op.kind(), &op.describe()));
-        }
-        if !self.writes {
-            return Err(ChannelError::Invalid("a snapshot applies no command".into()));
-        }
-        if let Operation::Execute { sql, params } = op {
-            let checked = checked(sql, caller, Use::Command)?;
-            let role = self.role(caller)?;
-            let generation = self.channel.generation();
-            let client = self.client()?;
-            let changed = execute(client, generation, &checked.sql, params.iter(), role.as_deref(), caller);
-            if let Err(e) = &changed {
-                self.channel.failed(e, caller);
-            } else if checked.schema {
-                self.channel.schema_changed();
-            }
-            return Ok(Outcome::Affected(changed?));
-        }
-        let key = match op {
-            Operation::Insert { table, .. } => self.key_of(table)?,
-            _ => None,
-        };
-        let (sql, params) = statement(op, key.as_deref());
-        let generation = self.channel.generation();
-        let client = self.client()?;
-        if let Some(key) = key {
-            let inserted = returning(client, generation, &sql, params, caller);
-            if let Err(e) = &inserted {
-                self.channel.failed(e, caller);
-            }
-            let Cell(id) = inserted?.try_get(0).map_err(|e| ChannelError::Invalid(format!("column {key}: {e}")))?;
-            return Ok(Outcome::Inserted(if let Value::Integer(id) = id { id } else { 0 }));
-        }
-        let changed = execute(client, generation, &sql, params.into_iter(), None, caller);
-        if let Err(e) = &changed {
-            self.channel.failed(e, caller);
-        }
-        let changed = changed?;
-        Ok(match op {
-            Operation::Insert { .. } => Outcome::Inserted(0),
-            _ => Outcome::Affected(changed),
-        })
-    }
-
-    fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError> {
-        let checked = checked(sql, caller, Use::Read)?;
-        let role = self.role(caller)?;
-        let generation = self.channel.generation();
-        let client = self.client()?;
-        let read = run_read(client, generation, &checked, role.as_deref(), params, caller, max_bytes, false);
-        if let Err(e) = &read {
-            self.channel.failed(e, caller);
-        }
-        Ok(read?.digest)
-    }
-
-    fn rows(&mut self, sql: &str, params: &[Value], caller: &Caller) -> Result<Rows, ChannelError> {
-        let checked = checked(sql, caller, Use::Read)?;
-        let role = self.role(caller)?;
-        let generation = self.channel.generation();
-        let client = self.client()?;
-        let read = run_read(client, generation, &checked, role.as_deref(), params, caller, usize::MAX, true);
-        if let Err(e) = &read {
-            self.channel.failed(e, caller);
-        }
-        Ok(read?.rows)
-    }
-
-    fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
-        let mut client =
-            self.client.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        client.end("COMMIT")
-    }
-}
-
-impl Drop for PostgresTransaction {
-    fn drop(&mut self) {
-        // A connection that failed to roll back goes back to the pool too
-        // (r2d2 cannot be told otherwise); the pool checks every connection
-        // before handing it out again, and drops a broken one.
-        if let Some(mut client) = self.client.take() {
-            let _ = client.end("ROLLBACK");
-        }
-    }
-}
-
-/// Runs `sql` with `params` in the open transaction as `role`: the number
-/// of rows it changed.
-fn execute<'a>(
-    client: &mut conn::Conn,
-    generation: u64,
-    sql: &str,
-    params: impl Iterator<Item = &'a Value>,
-    role: Option<&str>,
-    caller: &Caller,
-) -> Result<u64, ChannelError> {
-    client.enter(role, caller)?;
-    let stmt = client.prepared(sql, generation)?;
-    let bound: Vec<Param<'_>> = params.map(Param).collect();
-    check_param_count(stmt.params().len(), bound.len())?;
-    let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    client.execute(&stmt, &refs).map_err(pg_error)
-}
-
-/// Runs the host's insert `sql` (`… RETURNING key`) in the open
-/// transaction: the row it returned.
-fn returning(
-    client: &mut conn::Conn,
-    generation: u64,
-    sql: &str,
-    params: Vec<&Value>,
-    caller: &Caller,
-) -> Result<postgres::Row, ChannelError> {
-    client.enter(None, caller)?;
-    let stmt = client.prepared(sql, generation)?;
-    let bound: Vec<Param<'_>> = params.into_iter().map(Param).collect();
-    let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    client.query_one(&stmt, &refs).map_err(pg_error)
-}
-
-/// The SQL and parameters of a command the host builds: identifiers
-/// quoted, values bound; an insert returns `key` when the table has one.
-fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value>) {
-    let mut params: Vec<&Value> = Vec::new();
-    let sql = match op {
-        Operation::Insert { table, row } => {
-            let marks: Vec<String> = row.values.iter().map(|v| mark(&mut params, v)).collect();
-            let returning = key.map(|k| format!(" RETURNING {}", quote(k))).unwrap_or_default();
-            let columns: Vec<String> = row.columns.iter().map(|c| quote(c)).collect();
-            format!("INSERT INTO {} ({}) VALUES ({}){returning}", quote(table), columns.join(", "), marks.join(", "))
-        }
-        Operation::Update { table, key, changes } => {
-            let set: Vec<String> = changes
-                .columns
-                .iter()
-                .zip(&changes.values)
-                .map(|(c, v)| format!("{} = {}", quote(c), mark(&mut params, v)))
-                .collect();
-            let filter = where_clause(key, &mut params);
-            format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", "))
-        }
-        Operation::Delete { table, key } => {
-            let filter = where_clause(key, &mut params);
-            format!("DELETE FROM {} WHERE {filter}", quote(table))
-        }
-        Operation::Execute { sql, params: p } => {
-            params.extend(p.iter());
-            sql.clone()
-        }
-        // Commands of the other kinds: refused by `apply` before it builds
-        // a statement.
-        _ => String::new(),
-    };
-    (sql, params)
-}
-
-/// Binds `value` as the next parameter and returns its mark, `$N`.
-fn mark<'a>(params: &mut Vec<&'a Value>, value: &'a Value) -> String {
-    params.push(value);
-    format!("${}", params.len())
-}
-
-/// `"a" = $1 AND "b" IS NULL` for a key row.
-fn where_clause<'a>(key: &'a crate::bindings::Row, params: &mut Vec<&'a Value>) -> String {
-    key.columns
-        .iter()
-        .zip(&key.values)
-        .map(|(c, v)| match v {
-            Value::Null => format!("{} IS NULL", quote(c)),
-            v => format!("{} = {}", quote(c), mark(params, v)),
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ")
 }
 
 /// What a PostgreSQL failure means (by its SQLSTATE class): a conflict
