@@ -396,6 +396,50 @@ fn statements_prepared_before_a_schema_change_are_prepared_again_on_postgres() {
     assert_eq!(names, ["widget", "first", "second", "third", "p4", "p5", "p6"]);
 }
 
+/// The pool does not spend a round trip checking each connection it hands
+/// out: it asks the client whether the connection closed. When the server
+/// ends every connection of the host (as a restart does), the next read
+/// runs again on a new connection, and saves after that find new ones too.
+#[test]
+fn connections_the_server_ended_are_replaced_on_postgres() {
+    use sluice_host::call::{self, Ending, Mode};
+    use wasmtime::component::Val;
+    let Some(db) = Database::new() else { return };
+    let (_f, host) = hostile_on(&db, "[channels.main]\nreads = [\"products\"]\n");
+    let read = || {
+        let args = [Val::String("SELECT name FROM products".into())];
+        let report = call::run(&host, "hostile", "query", &args, Mode::Save).expect("read");
+        sluice_host::values::to_json(&report.results[0]).to_string()
+    };
+    assert_eq!(read(), r#"{"ok":1}"#);
+    let add = |name: &str| {
+        let args = [Val::String(name.into()), Val::S64(100)];
+        let report = call::run(&host, "products", "add", &args, Mode::Save).expect("add");
+        assert!(matches!(report.ending, Ending::Saved(_)), "{name}: {:?}", report.ending);
+    };
+    add("before");
+    let end_all = || {
+        let ended: i64 = db
+            .client()
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .expect("terminate")
+            .get(0);
+        assert!(ended > 0, "the host held no connection: the test proves nothing");
+    };
+    // At once: the read meets a connection the client may not know is closed.
+    end_all();
+    assert_eq!(read(), r#"{"ok":2}"#);
+    // After the client has seen the close: the pool replaces it on the take.
+    end_all();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    add("after");
+    assert_eq!(read(), r#"{"ok":3}"#);
+}
+
 /// On PostgreSQL no service SQL leaves its role or reaches what its grant
 /// does not name: role changes, session settings, the catalogs and
 /// ungranted tables are refused with the grant named, and nothing is

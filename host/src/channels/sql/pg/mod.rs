@@ -124,23 +124,31 @@ impl Channel for PostgresChannel {
         let checked = checked(sql, caller, Use::Read)?;
         let mut client = self.take(caller.deadline)?;
         // A read is its own transaction: one that met a statement the
-        // schema made stale runs again at once, prepared afresh.
-        let mut tries = 2;
+        // schema made stale runs again at once, prepared afresh, and one
+        // whose connection turned out gone (the server restarted, or ended
+        // it) runs again on another, as many times as the pool may hold
+        // such connections.
+        let (mut stale_tries, mut lost_tries) = (1, POOL_SIZE);
         loop {
-            tries -= 1;
-            let role = self.role(&mut client, caller)?;
-            client.begin("BEGIN READ ONLY");
-            let generation = self.schema.load(Ordering::Relaxed);
-            let read = run_read(&mut client, generation, &checked, role.as_deref(), params, caller, max_bytes, true);
-            let ended = client.end("ROLLBACK");
-            match read {
-                Err(e) => {
-                    self.handle().failed(&e, caller);
-                    if tries == 0 || !stale(&e) {
-                        return Err(e);
-                    }
-                }
-                Ok(read) => return ended.map(|()| read),
+            let read = self.role(&mut client, caller).and_then(|role| {
+                client.begin("BEGIN READ ONLY");
+                let generation = self.schema.load(Ordering::Relaxed);
+                let read =
+                    run_read(&mut client, generation, &checked, role.as_deref(), params, caller, max_bytes, true);
+                let ended = client.end("ROLLBACK");
+                read.and_then(|read| ended.map(|()| read))
+            });
+            let Err(e) = read else { return read };
+            self.handle().failed(&e, caller);
+            if (lost(&e) || client.is_closed()) && lost_tries > 0 {
+                lost_tries -= 1;
+                // Back to the pool, which drops it for being closed.
+                drop(client);
+                client = self.take(caller.deadline)?;
+            } else if stale(&e) && stale_tries > 0 {
+                stale_tries -= 1;
+            } else {
+                return Err(e);
             }
         }
     }
@@ -253,6 +261,14 @@ impl Handle {
     }
 }
 
+/// How [`pg_error`] words a connection that is gone.
+const LOST: &str = "the connection was lost";
+
+/// Whether `e` says the connection it ran on is gone.
+fn lost(e: &ChannelError) -> bool {
+    matches!(e, ChannelError::Unavailable(reason) if reason.contains(LOST))
+}
+
 /// Whether `e` is a prepared statement the schema made stale.
 fn stale(e: &ChannelError) -> bool {
     matches!(e, ChannelError::Conflict(reason) if reason.contains(STALE))
@@ -326,10 +342,15 @@ fn run_read(
 /// else a statement that cannot run.
 fn pg_error(e: postgres::Error) -> ChannelError {
     let Some(code) = e.code() else {
-        return ChannelError::Unavailable(format!("PostgreSQL: {e}"));
+        return ChannelError::Unavailable(format!("PostgreSQL: {LOST} ({e})"));
     };
     let message = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
     match code.code() {
+        // The server ended the connection (an administrator, a shutdown),
+        // or it broke.
+        c if c.starts_with("08") || c.starts_with("57P") => {
+            ChannelError::Unavailable(format!("PostgreSQL: {LOST} ({message})"))
+        }
         "40001" | "40P01" => ChannelError::Conflict(format!("PostgreSQL: {message}")),
         // A statement prepared before the schema changed under it (its
         // result's type changed, or it is gone): the next run prepares it
