@@ -21,9 +21,7 @@ use crate::interfaces::poll::DeadlinePoll;
 use crate::limits::Limits;
 use crate::state::{ScopeState, ServiceView};
 
-/// How often the ticker advances the engine's epoch. Deadlines are counted in
-/// these ticks, so this is also the granularity of every timeout.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub use crate::work::EPOCH_TICK;
 
 /// How much of each linear memory, and of each table, stays resident in its
 /// pooling slot after an instance is dropped, reset in place for the next

@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+/// How often the runtime's ticker advances the engine's epoch. Deadlines are
+/// counted in these ticks, so this is also the granularity of every timeout,
+/// in guests and in the channels alike.
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A scope's id: a UUIDv7, unique across hosts and restarts (time-ordered,
 /// with random bits), so that nothing assumes one host per database. It
 /// tags logs and commands; JSON and the `x-sluice-scope` header carry the

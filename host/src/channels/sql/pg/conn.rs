@@ -21,12 +21,12 @@ use crate::channels::{Caller, ChannelError};
 /// Prepared statements one connection keeps at most; past that it starts
 /// again. Only statements up to [`KEPT_SQL_BYTES`] long are kept, so a
 /// service sending ever new or long SQL cannot grow either side's memory.
-const STATEMENTS: usize = 256;
+const STATEMENTS: usize = 64;
 const KEPT_SQL_BYTES: usize = 2048;
 /// How far past its caller's deadline a statement's `statement_timeout`
 /// may reach before it is set again: the granularity of every deadline
 /// (the epoch tick).
-pub(super) const SLACK: Duration = crate::runtime::EPOCH_TICK;
+pub(super) const SLACK: Duration = crate::work::EPOCH_TICK;
 
 /// Makes [`Conn`]s for the channel's `r2d2` pool.
 #[derive(Debug)]
