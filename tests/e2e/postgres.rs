@@ -311,6 +311,15 @@ fn hostile(host: &sluice_host::Host, function: &str, sql: &str) -> String {
     }
 }
 
+/// What `hostile.query(sql)` answers (the number of rows, or the error),
+/// as JSON.
+fn hostile_read(host: &sluice_host::Host, sql: &str) -> String {
+    use sluice_host::call::{self, Mode};
+    let args = [wasmtime::component::Val::String(sql.to_string())];
+    let report = call::run(host, "hostile", "query", &args, Mode::Save).expect("read");
+    sluice_host::values::to_json(&report.results[0]).to_string()
+}
+
 /// On PostgreSQL a service's read or command that would run for ever is
 /// cancelled by the server at its deadline (`statement_timeout`), the scope
 /// ends with the deadline breached, nothing is applied, and the host serves
@@ -353,11 +362,7 @@ fn statements_prepared_before_a_schema_change_are_prepared_again_on_postgres() {
     use wasmtime::component::Val;
     let Some(db) = Database::new() else { return };
     let (_f, host) = hostile_on(&db, "[channels.main]\nreads = [\"products\"]\ninserts = [\"products\"]\n");
-    let read = || {
-        let args = [Val::String("SELECT * FROM products".into())];
-        let report = call::run(&host, "hostile", "query", &args, Mode::Save).expect("read");
-        sluice_host::values::to_json(&report.results[0]).to_string()
-    };
+    let read = || hostile_read(&host, "SELECT * FROM products");
     let add = |name: &str| {
         let args = [Val::String(name.into()), Val::S64(100)];
         let report = call::run(&host, "products", "add", &args, Mode::Save).expect("add");
@@ -406,11 +411,7 @@ fn connections_the_server_ended_are_replaced_on_postgres() {
     use wasmtime::component::Val;
     let Some(db) = Database::new() else { return };
     let (_f, host) = hostile_on(&db, "[channels.main]\nreads = [\"products\"]\n");
-    let read = || {
-        let args = [Val::String("SELECT name FROM products".into())];
-        let report = call::run(&host, "hostile", "query", &args, Mode::Save).expect("read");
-        sluice_host::values::to_json(&report.results[0]).to_string()
-    };
+    let read = || hostile_read(&host, "SELECT name FROM products");
     assert_eq!(read(), r#"{"ok":1}"#);
     let add = |name: &str| {
         let args = [Val::String(name.into()), Val::S64(100)];
