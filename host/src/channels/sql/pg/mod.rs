@@ -1,13 +1,15 @@
 //! The `sql` channel kind on PostgreSQL.
 //!
 //! - Connections come from an `r2d2` pool, as the user the channel's URL
-//!   names (the host's role).
+//!   names (the host's role). Each keeps its prepared statements and, in a
+//!   transaction, the `SET LOCAL`s in force ([`conn`]).
 //! - A service's own SQL (its reads, its `execute` commands, its kept reads
 //!   run again at save) passes the statement filter ([`filter`]) and then
 //!   runs under `SET LOCAL ROLE` to the service's role ([`roles`]), whose
 //!   privileges are exactly its grant: PostgreSQL enforces it.
 //! - Every such statement runs with `statement_timeout` set to what is left
-//!   of its caller's deadline; reads run in `READ ONLY` transactions.
+//!   of its caller's deadline, to within one epoch tick; reads run in
+//!   `READ ONLY` transactions.
 //! - A save is one `SERIALIZABLE` transaction: a concurrent save that
 //!   changed what it read, or a deadlock, is a [`ChannelError::Conflict`]
 //!   and the scope runs again (`[scopes] retries`).
