@@ -497,6 +497,29 @@ mod tests {
         assert!(check("SELECT random() FROM stock", Some(&g), Use::Read).is_ok_and(|c| c.volatile));
     }
 
+    /// The parse is kept per text, the grant is not: the same statement is
+    /// judged again for each grant, and a schema change is refused without
+    /// `raw-sql` after one with it was let through.
+    #[test]
+    fn a_kept_shape_is_judged_again_for_another_grant() {
+        let sql = "UPDATE stock SET on_hand = on_hand - 1 WHERE product_id = ?1";
+        let writer = grant("reads = [\"stock\"]\nupdates = [\"stock\"]");
+        let reader = grant("reads = [\"stock\"]");
+        for _ in 0..2 {
+            assert!(check(sql, Some(&writer), Use::Command).is_ok());
+            assert!(matches!(
+                check(sql, Some(&reader), Use::Command),
+                Err(ChannelError::Denied(Denial::Table { access: Access::Update, .. }))
+            ));
+            assert!(matches!(check(sql, None, Use::Command), Err(ChannelError::Denied(_))));
+        }
+        let create = "CREATE TABLE kept_shape_test (a int)";
+        let made = check(create, Some(&grant("raw-sql = true\nreads = [\"kept_shape_test\"]")), Use::Command);
+        assert!(made.as_ref().is_ok_and(|c| c.schema), "{made:?}");
+        let refused = check(create, Some(&grant("reads = [\"kept_shape_test\"]")), Use::Command);
+        assert!(matches!(refused, Err(ChannelError::Denied(Denial::Schema(_)))), "{refused:?}");
+    }
+
     #[test]
     fn the_function_list_is_sorted() {
         assert!(FUNCTIONS.windows(2).all(|w| w[0] < w[1]));
