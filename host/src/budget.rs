@@ -59,7 +59,11 @@ pub(crate) fn enter(store: &mut StoreContextMut<'_, ScopeState>, service: &Arc<S
         if own < outer_deadline { (own, Owner::Service(Arc::clone(service))) } else { (outer_deadline, outer_owner) };
     let mut budget =
         Budget { deadline, deadline_owner, fuel_reserve: 0, fuel_owner: Owner::Scope, fuel_limit: SCOPE_FUEL };
-    if let (Some(limit), Ok(left)) = (service.limits.fuel, store.get_fuel()) {
+    // Fuel is asked for only when the service has a fuel limit: without
+    // metering, `get_fuel` builds an error every call.
+    if let Some(limit) = service.limits.fuel
+        && let Ok(left) = store.get_fuel()
+    {
         if limit < left {
             budget.fuel_reserve = left - limit;
             budget.fuel_owner = Owner::Service(Arc::clone(service));
