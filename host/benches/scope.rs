@@ -75,9 +75,16 @@ fn scope_overhead(c: &mut Criterion) {
         let out = scope.call("probe", "add", &[Val::S32(1), Val::S32(2)]).expect("call");
         assert_eq!(out, [Val::S32(3)]);
     };
+    let add = ("test:probe/api@0.1.0", "add", vec![Val::S32(1), Val::S32(2)], 1);
+    let mut floor = wasmtime_alone::Floor::new(&host.registry(), &[("probe", Some(add))]);
+    // The instance B5's typed call makes (`bench.noop`), alone.
+    let noop = ("test:bench/loops@0.1.0", "noop", vec![], 0);
+    let mut floor_noop = wasmtime_alone::Floor::new(&host.registry(), &[("bench", Some(noop))]);
     let mut group = c.benchmark_group("b1_scope");
     group.throughput(Throughput::Elements(1));
     group.bench_function("1_thread", |b| b.iter(once));
+    group.bench_function("wasmtime_alone", |b| b.iter(|| floor.once()));
+    group.bench_function("wasmtime_alone_bench_noop", |b| b.iter(|| floor_noop.once()));
     group.bench_function("2_threads", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
@@ -90,6 +97,114 @@ fn scope_overhead(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// The floor of a fresh instance per scope: the same instances made and
+/// dropped by wasmtime alone. The same engine (pooling allocator, memory
+/// reset, epochs), the same compiled components, one store with a WASI
+/// context like a scope's (two memory pipes), each service's `init` and
+/// `dispose` hooks when it exports them and any call asked for; every
+/// import but WASI is a trap, and there is no scope, queue, budget or log.
+/// B1 minus this is what Sluice adds; no scope of these services can cost
+/// less than this.
+mod wasmtime_alone {
+    use sluice_host::registry::Registry;
+    use wasmtime::component::types::ComponentItem;
+    use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, ResourceTable, Val};
+    use wasmtime::{Engine, Store};
+    use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+    const LIFECYCLE: &str = "sluice:service/lifecycle@0.1.0";
+
+    struct State {
+        wasi: WasiCtx,
+        table: ResourceTable,
+    }
+
+    impl WasiView for State {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        }
+    }
+
+    /// A function to call: its export, arguments and how many results.
+    type Call = (ComponentExportIndex, Vec<Val>, usize);
+
+    pub struct Floor {
+        engine: Engine,
+        instances: Vec<(InstancePre<State>, Vec<Call>)>,
+    }
+
+    impl Floor {
+        /// For each `(service, call)`: its hooks, with `call` (an
+        /// interface, a function, its arguments and how many results)
+        /// between them.
+        pub fn new(registry: &Registry, services: &[(&str, Option<(&str, &str, Vec<Val>, usize)>)]) -> Floor {
+            let engine = registry.runtime().engine().clone();
+            let instances = services
+                .iter()
+                .map(|(service, call)| {
+                    let path = super::support::components().join(format!("{service}.wasm"));
+                    let component = Component::from_file(&engine, &path).expect("the component compiles");
+                    let pre = linker(&engine, &component).instantiate_pre(&component).expect("pre-instantiates");
+                    let index = |interface: &str, name: &str| {
+                        let iface = component.get_export_index(None, interface)?;
+                        component.get_export_index(Some(&iface), name)
+                    };
+                    let mut calls: Vec<Call> = index(LIFECYCLE, "init").map(|i| (i, vec![], 0)).into_iter().collect();
+                    if let Some((interface, name, args, results)) = call {
+                        calls.push((index(interface, name).expect("the function is exported"), args.clone(), *results));
+                    }
+                    calls.extend(index(LIFECYCLE, "dispose").map(|i| (i, vec![], 0)));
+                    (pre, calls)
+                })
+                .collect();
+            Floor { engine, instances }
+        }
+
+        /// A store, each instance and its calls, drop.
+        pub fn once(&mut self) {
+            let wasi = WasiCtx::builder()
+                .stdout(MemoryOutputPipe::new(1 << 16))
+                .stderr(MemoryOutputPipe::new(1 << 16))
+                .build();
+            let mut store = Store::new(&self.engine, State { wasi, table: ResourceTable::new() });
+            store.set_epoch_deadline(1 << 20);
+            for (pre, calls) in &self.instances {
+                let instance = pre.instantiate(&mut store).expect("instantiates");
+                for (index, args, results) in calls {
+                    let func = instance.get_func(&mut store, *index).expect("the function is there");
+                    let mut out = vec![Val::Bool(false); *results];
+                    func.call(&mut store, args, &mut out).expect("the call returns");
+                }
+            }
+        }
+    }
+
+    /// WASI as a scope has it; every other import (Sluice's, other
+    /// services') traps. Not
+    /// `define_unknown_imports_as_traps`: it would also shadow the WASI
+    /// functions that a newer WASI links by semver.
+    fn linker(engine: &Engine, component: &Component) -> Linker<State> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links");
+        for (name, item) in component.component_type().imports(engine) {
+            let ComponentItem::ComponentInstance(interface) = item.ty else { continue };
+            if name.starts_with("wasi:") {
+                continue;
+            }
+            let mut instance = linker.instance(name).expect("an instance in the linker");
+            for (function, item) in interface.exports(engine) {
+                if matches!(item.ty, ComponentItem::ComponentFunc(_)) {
+                    instance
+                        .func_new(function, |_, _, _, _| Err(wasmtime::Error::msg("no host here")))
+                        .expect("a trap links");
+                }
+            }
+        }
+        linker
+    }
 }
 
 /// Calls per guest loop in B2.
@@ -281,7 +396,9 @@ fn parity(c: &mut Criterion) {
             orders.save().expect("save");
         }
     };
+    let mut floor = wasmtime_alone::Floor::new(&host.registry(), &[("orders", None), ("inventory", None)]);
     let mut group = c.benchmark_group("b3_parity");
+    group.bench_function("instances_alone", |b| b.iter_custom(|n| cpu_time(n, || floor.once())));
     for places in [1u32, 10] {
         let commands = 2 * places;
         for (stage, save) in [("logic", false), ("saved", true)] {
