@@ -131,16 +131,18 @@ mod wasmtime_alone {
     /// A function to call: its export, arguments and how many results.
     type Call = (ComponentExportIndex, Vec<Val>, usize);
 
+    /// A call asked for by name: the interface, the function, its
+    /// arguments and how many results.
+    pub type Asked<'a> = (&'a str, &'a str, Vec<Val>, usize);
+
     pub struct Floor {
         engine: Engine,
         instances: Vec<(InstancePre<State>, Vec<Call>)>,
     }
 
     impl Floor {
-        /// For each `(service, call)`: its hooks, with `call` (an
-        /// interface, a function, its arguments and how many results)
-        /// between them.
-        pub fn new(registry: &Registry, services: &[(&str, Option<(&str, &str, Vec<Val>, usize)>)]) -> Floor {
+        /// For each `(service, call)`: its hooks, with `call` between them.
+        pub fn new(registry: &Registry, services: &[(&str, Option<Asked<'_>>)]) -> Floor {
             let engine = registry.runtime().engine().clone();
             let instances = services
                 .iter()
