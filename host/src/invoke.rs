@@ -47,26 +47,31 @@ impl std::fmt::Debug for Frame {
 
 /// The names of the calls on the stack (`["orders.place",
 /// "inventory.reserve"]`), shared by every command and read made under the
-/// same calls, and built again only when the stack changed.
+/// same calls, and built again only for a stack not among the last few.
 #[derive(Default)]
 pub(crate) struct Chain {
-    frames: Vec<Frame>,
-    names: Option<Arc<[String]>>,
+    /// The stacks seen most recently and their names, newest last: a scope
+    /// goes back and forth between a few (`orders.place`, then
+    /// `orders.place → inventory.reserve`, and again for the next order).
+    known: Vec<(Vec<Frame>, Arc<[String]>)>,
 }
+
+/// How many stacks a [`Chain`] keeps.
+const CHAINS_KEPT: usize = 8;
 
 impl Chain {
     /// The names of `frames`.
     pub(crate) fn of(&mut self, frames: &[Frame]) -> Arc<[String]> {
         let same = |a: &Frame, b: &Frame| Arc::ptr_eq(&a.service, &b.service) && a.function == b.function;
-        if let Some(names) = &self.names
-            && self.frames.len() == frames.len()
-            && self.frames.iter().zip(frames).all(|(a, b)| same(a, b))
-        {
+        let seen = |known: &[Frame]| known.len() == frames.len() && known.iter().zip(frames).all(|(a, b)| same(a, b));
+        if let Some((_, names)) = self.known.iter().rev().find(|(known, _)| seen(known)) {
             return Arc::clone(names);
         }
         let names: Arc<[String]> = frames.iter().map(ToString::to_string).collect();
-        self.frames = frames.to_vec();
-        self.names = Some(Arc::clone(&names));
+        if self.known.len() == CHAINS_KEPT {
+            self.known.remove(0);
+        }
+        self.known.push((frames.to_vec(), Arc::clone(&names)));
         names
     }
 }
