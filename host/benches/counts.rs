@@ -9,6 +9,10 @@
 //! - `b3_logic_2`, `b3_logic_20`: `orders.place` (with the
 //!   `inventory.reserve` it calls) once and ten times in a scope, dropped
 //!   unsaved (B3);
+//! - `b3_bare_20`, `b3_native_20`: the same ten orders on the bare host
+//!   (`native/bare.rs`: the components with the least host there can be)
+//!   and by the native port (`native/orders.rs`), so that B3's gap splits
+//!   into Sluice's part and what the components cost by being components;
 //! - `b4_save_100`: saving 100 queued inserts (B4).
 //!
 //! With no arguments (`cargo bench --bench counts`) it runs itself under
@@ -32,6 +36,13 @@ mod support;
 
 use support::Fixture;
 
+#[allow(dead_code)]
+#[path = "native/orders.rs"]
+mod native_orders;
+
+#[path = "native/bare.rs"]
+mod bare;
+
 /// How much a count may grow over its baseline before the check fails.
 const TOLERANCE: f64 = 0.10;
 /// Host calls per guest loop in the B2 measures.
@@ -42,7 +53,16 @@ const WARM: u32 = 3;
 
 /// Every measure: its name and how many times the counted region runs it.
 const MEASURES: &[(&str, u32)] =
-    &[("b1_scope", 10), ("b2_enqueue", 1), ("b2_echo", 1), ("b3_logic_2", 5), ("b3_logic_20", 2), ("b4_save_100", 3)];
+    &[
+        ("b1_scope", 10),
+        ("b2_enqueue", 1),
+        ("b2_echo", 1),
+        ("b3_logic_2", 5),
+        ("b3_logic_20", 2),
+        ("b3_bare_20", 2),
+        ("b3_native_20", 2),
+        ("b4_save_100", 3),
+    ];
 
 /// The counted region: callgrind collects only while this runs.
 #[inline(never)]
@@ -139,6 +159,24 @@ fn run_one(name: &str, n: u32) {
                     scope.call("orders", "place", &args).expect("place");
                 }
                 assert_eq!(scope.pending().len(), 2 * places);
+            });
+        }
+        "b3_bare_20" => {
+            let (_fixture, host) = host(&["orders", "inventory"]);
+            let channel = std::sync::Arc::clone(host.channels().get("main").expect("channel main"));
+            let bare = bare::BareHost::new(&host.registry(), channel);
+            let args = [Val::String("ann".into()), Val::S64(1), Val::U32(1)];
+            count(times, || assert_eq!(bare.scope(10, &args), 20));
+        }
+        "b3_native_20" => {
+            let (_fixture, host) = host(&["orders", "inventory"]);
+            let channel = host.channels().get("main").expect("channel main").as_ref();
+            count(times, || {
+                let mut orders = native_orders::Orders::new(channel);
+                for _ in 0..10 {
+                    orders.place("ann", 1, 1).expect("place");
+                }
+                assert_eq!(orders.pending().len(), 20);
             });
         }
         "b4_save_100" => {

@@ -41,6 +41,9 @@ use support::Fixture;
 #[path = "native/orders.rs"]
 mod native_orders;
 
+#[path = "native/bare.rs"]
+mod bare;
+
 /// A host over `services`, the example schema and a `blobs` table.
 struct Bench {
     fixture: Fixture,
@@ -399,10 +402,14 @@ fn parity(c: &mut Criterion) {
         }
     };
     let mut floor = wasmtime_alone::Floor::new(&host.registry(), &[("orders", None), ("inventory", None)]);
+    let bare = bare::BareHost::new(&host.registry(), std::sync::Arc::clone(host.channels().get("main").expect("main")));
     let mut group = c.benchmark_group("b3_parity");
     group.bench_function("instances_alone", |b| b.iter_custom(|n| cpu_time(n, || floor.once())));
     for places in [1u32, 10] {
         let commands = 2 * places;
+        group.bench_function(BenchmarkId::new("logic_bare", commands), |b| {
+            b.iter_custom(|n| cpu_time(n, || assert_eq!(bare.scope(places, &args), commands as usize)));
+        });
         for (stage, save) in [("logic", false), ("saved", true)] {
             let id = |who: &str| BenchmarkId::new(format!("{stage}_{who}"), commands);
             group.bench_function(id("component"), |b| {
