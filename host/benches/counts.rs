@@ -9,7 +9,7 @@
 //! - `b3_logic_2`, `b3_logic_20`: `orders.place` (with the
 //!   `inventory.reserve` it calls) once and ten times in a scope, dropped
 //!   unsaved (B3);
-//! - `b3_bare_20`, `b3_native_20`: the same ten orders on the bare host
+//! - `b3_bare_2`, `b3_bare_20`, `b3_native_20`: the same orders on the bare host
 //!   (`native/bare.rs`: the components with the least host there can be)
 //!   and by the native port (`native/orders.rs`), so that B3's gap splits
 //!   into Sluice's part and what the components cost by being components;
@@ -59,6 +59,7 @@ const MEASURES: &[(&str, u32)] =
         ("b2_echo", 1),
         ("b3_logic_2", 5),
         ("b3_logic_20", 2),
+        ("b3_bare_2", 5),
         ("b3_bare_20", 2),
         ("b3_native_20", 2),
         ("b4_save_100", 3),
@@ -161,12 +162,13 @@ fn run_one(name: &str, n: u32) {
                 assert_eq!(scope.pending().len(), 2 * places);
             });
         }
-        "b3_bare_20" => {
+        "b3_bare_2" | "b3_bare_20" => {
+            let places = if name == "b3_bare_2" { 1 } else { 10 };
             let (_fixture, host) = host(&["orders", "inventory"]);
             let channel = std::sync::Arc::clone(host.channels().get("main").expect("channel main"));
             let bare = bare::BareHost::new(&host.registry(), channel);
             let args = [Val::String("ann".into()), Val::S64(1), Val::U32(1)];
-            count(times, || assert_eq!(bare.scope(10, &args), 20));
+            count(times, || assert_eq!(bare.scope(places, &args), 2 * places as usize));
         }
         "b3_native_20" => {
             let (_fixture, host) = host(&["orders", "inventory"]);

@@ -145,13 +145,14 @@ impl ScopeState {
         let ScopeState { id, frames, stdout, stderr, stdout_seen, stderr_seen, .. } = self;
         let Some(service) = service.or_else(|| frames.last().map(|f| f.service.name.as_str())) else { return };
         for (stream, pipe, seen) in [("stdout", &*stdout, stdout_seen), ("stderr", &*stderr, stderr_seen)] {
-            let bytes = pipe.contents();
-            if bytes.len() > *seen {
-                for line in String::from_utf8_lossy(&bytes[*seen..]).lines() {
-                    tracing::info!(target: "guest", scope = %id, service, stream, "{line}");
-                }
-                *seen = bytes.len();
+            if printed(pipe) <= *seen {
+                continue;
             }
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes[*seen..]).lines() {
+                tracing::info!(target: "guest", scope = %id, service, stream, "{line}");
+            }
+            *seen = bytes.len();
         }
     }
 
@@ -171,6 +172,18 @@ impl ScopeState {
             reads: self.keep_reads.then_some(&mut self.reads),
             tape: self.tape.as_mut(),
         }
+    }
+}
+
+/// How many bytes a scope's output pipe holds, without copying them
+/// (`contents` copies the whole buffer, and is called around every call):
+/// the pipe's room left, from its own capacity.
+fn printed(pipe: &MemoryOutputPipe) -> usize {
+    use wasmtime_wasi::p2::OutputStream;
+    match pipe.clone().check_write() {
+        Ok(room) => OUTPUT_CAP.saturating_sub(room),
+        // Full: no more is ever written to it.
+        Err(_) => OUTPUT_CAP,
     }
 }
 
@@ -243,5 +256,27 @@ impl ServiceView<'_> {
     /// The service whose code made the host call.
     pub fn service(&self) -> &str {
         self.frames.last().map_or("", |f| f.service.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime_wasi::p2::OutputStream;
+
+    use super::{MemoryOutputPipe, OUTPUT_CAP, printed};
+
+    /// The length read without a copy is the length of what was written,
+    /// up to and including a full pipe.
+    #[test]
+    fn printed_is_what_the_pipe_holds() {
+        let pipe = MemoryOutputPipe::new(OUTPUT_CAP);
+        assert_eq!(printed(&pipe), 0);
+        let mut writer = pipe.clone();
+        writer.write(bytes::Bytes::from_static(b"hello\n")).expect("room");
+        assert_eq!(printed(&pipe), 6);
+        assert_eq!(printed(&pipe), pipe.contents().len());
+        writer.write(bytes::Bytes::from(vec![b'x'; OUTPUT_CAP - 6])).expect("exactly the room left");
+        assert_eq!(printed(&pipe), OUTPUT_CAP);
+        assert_eq!(printed(&pipe), pipe.contents().len());
     }
 }
