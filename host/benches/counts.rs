@@ -52,18 +52,17 @@ const LOOP: u32 = 200;
 const WARM: u32 = 3;
 
 /// Every measure: its name and how many times the counted region runs it.
-const MEASURES: &[(&str, u32)] =
-    &[
-        ("b1_scope", 10),
-        ("b2_enqueue", 1),
-        ("b2_echo", 1),
-        ("b3_logic_2", 5),
-        ("b3_logic_20", 2),
-        ("b3_bare_2", 5),
-        ("b3_bare_20", 2),
-        ("b3_native_20", 2),
-        ("b4_save_100", 3),
-    ];
+const MEASURES: &[(&str, u32)] = &[
+    ("b1_scope", 10),
+    ("b2_enqueue", 1),
+    ("b2_echo", 1),
+    ("b3_logic_2", 5),
+    ("b3_logic_20", 2),
+    ("b3_bare_2", 5),
+    ("b3_bare_20", 2),
+    ("b3_native_20", 2),
+    ("b4_save_100", 3),
+];
 
 /// The counted region: callgrind collects only while this runs.
 #[inline(never)]

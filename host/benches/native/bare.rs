@@ -25,9 +25,7 @@ use sluice_host::channels::{Caller, Channel};
 use sluice_host::command::{Operation, Queue};
 use sluice_host::registry::Registry;
 use sluice_host::state::ScopeId;
-use wasmtime::component::{
-    Component, ComponentExportIndex, Func, HasSelf, InstancePre, Linker, ResourceTable, Val,
-};
+use wasmtime::component::{Component, ComponentExportIndex, Func, HasSelf, InstancePre, Linker, ResourceTable, Val};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -80,9 +78,11 @@ impl from::Host for State {
             return Ok(Err(e));
         }
         let caller = Caller::host(Instant::now() + Duration::from_secs(3600));
-        Ok(self.channel.query(&sql, &params, &caller, usize::MAX).map(|r| r.rows).map_err(|e| {
-            Error::Unavailable(e.to_string())
-        }))
+        Ok(self
+            .channel
+            .query(&sql, &params, &caller, usize::MAX)
+            .map(|r| r.rows)
+            .map_err(|e| Error::Unavailable(e.to_string())))
     }
 
     fn get(&mut self, _: String, _: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
@@ -102,7 +102,13 @@ impl to::Host for State {
         self.push(&channel, Operation::Insert { table, row })
     }
 
-    fn update(&mut self, channel: String, table: String, key: Row, changes: Row) -> wasmtime::Result<Result<u64, Error>> {
+    fn update(
+        &mut self,
+        channel: String,
+        table: String,
+        key: Row,
+        changes: Row,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         if let Err(e) = known(&channel) {
             return Ok(Err(e));
         }
@@ -231,10 +237,8 @@ impl BareHost {
     /// called `places` times with `args`, the `dispose` hooks, and the
     /// store dropped unsaved. Returns how many commands were queued.
     pub fn scope(&self, places: u32, args: &[Val]) -> usize {
-        let wasi = WasiCtx::builder()
-            .stdout(MemoryOutputPipe::new(1 << 16))
-            .stderr(MemoryOutputPipe::new(1 << 16))
-            .build();
+        let wasi =
+            WasiCtx::builder().stdout(MemoryOutputPipe::new(1 << 16)).stderr(MemoryOutputPipe::new(1 << 16)).build();
         let state = State {
             wasi,
             table: ResourceTable::new(),
