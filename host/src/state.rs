@@ -177,7 +177,8 @@ impl ScopeState {
 
 /// How many bytes a scope's output pipe holds, without copying them
 /// (`contents` copies the whole buffer, and is called around every call):
-/// the pipe's room left, from its own capacity.
+/// [`OUTPUT_CAP`], which every scope's pipes are made with
+/// ([`ScopeState::new`]), less the room the pipe says is left.
 fn printed(pipe: &MemoryOutputPipe) -> usize {
     use wasmtime_wasi::p2::OutputStream;
     match pipe.clone().check_write() {

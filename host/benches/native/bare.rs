@@ -17,11 +17,10 @@
 //! Sluice's part.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use sluice_host::bindings::sluice::service::{from, to, types};
 use sluice_host::bindings::{Error, Imports, Row, Rows, Value};
-use sluice_host::channels::{Caller, Channel};
+use sluice_host::channels::Channel;
 use sluice_host::command::{Operation, Queue};
 use sluice_host::registry::Registry;
 use sluice_host::state::ScopeId;
@@ -77,7 +76,7 @@ impl from::Host for State {
         if let Err(e) = known(&channel) {
             return Ok(Err(e));
         }
-        let caller = Caller::host(Instant::now() + Duration::from_secs(3600));
+        let caller = super::native_orders::host_caller();
         Ok(self
             .channel
             .query(&sql, &params, &caller, usize::MAX)
