@@ -7,7 +7,7 @@ use sluice_host::command::{Operation, Outcome};
 use sluice_host::{ScopeError, values};
 use wasmtime::component::Val;
 
-use crate::support::Fixture;
+use crate::support::{Fixture, product};
 
 fn s(v: &str) -> Val {
     Val::String(v.to_string())
@@ -101,6 +101,89 @@ fn failing_command_rolls_back_the_whole_queue() {
     );
     assert!(message.ends_with("nothing was applied"), "{message}");
     assert_eq!(f.dump(), before, "the database is unchanged");
+}
+
+/// A run of the same statement is applied on one prepared statement, yet
+/// each command is its own: each sees what the one before it wrote, each
+/// has its outcome, and a failure names its command and applies nothing.
+#[test]
+fn a_run_of_one_statement_applies_command_by_command() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let host = f.host();
+    let mut scope = host.scope();
+    let numbered = "INSERT INTO products (name, price_cents) SELECT 'n' || count(*), 1 FROM products";
+    scope.call("probe", "execute-all", &[s("main"), strings(&[numbered; 4])]).expect("queue");
+    let report = scope.save().expect("save");
+    let outcomes: Vec<Outcome> = report.applied.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Affected(1); 4]);
+    let names: Vec<String> = f
+        .db()
+        .prepare("SELECT name FROM products ORDER BY id")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+        .expect("names");
+    assert_eq!(names, ["n0", "n1", "n2", "n3"]);
+
+    let before = f.dump();
+    let mut scope = host.scope();
+    let twice = "INSERT INTO products (name, price_cents) VALUES ('twice', 1)";
+    let statements = strings(&["UPDATE products SET price_cents = 2", twice, twice, twice]);
+    scope.call("probe", "execute-all", &[s("main"), statements]).expect("queue");
+    let err = scope.save().expect_err("the second insert of one name fails");
+    let ScopeError::Command { round, position, ref reason, .. } = err else { panic!("wrong error: {err}") };
+    assert_eq!((round, position), (1, 3), "{err}");
+    assert!(reason.contains("UNIQUE constraint failed"), "{reason}");
+    assert_eq!(f.dump(), before, "the database is unchanged");
+}
+
+/// A command that changed another number of rows than it expected fails
+/// the save as a conflict, even when a later command of the same run failed
+/// too: the save reports the first thing that went wrong, in queue order.
+#[test]
+fn a_missed_expectation_comes_before_a_later_failure_of_its_run() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let host = f.host();
+    call::run(
+        &host,
+        "probe",
+        "execute-all",
+        &[s("main"), strings(&["INSERT INTO products (name, price_cents) VALUES ('w', 15)"])],
+        Mode::Save,
+    )
+    .expect("seed");
+    let before = f.dump();
+    let mut scope = host.scope();
+    // The first takes the price to 5; the second would take it below zero.
+    let cut = "UPDATE products SET price_cents = price_cents - 10 WHERE name = 'w'";
+    let queued = scope.call("probe", "execute-all", &[s("main"), strings(&[cut, cut])]).expect("queue");
+    let Some(Val::Result(Ok(Some(tickets)))) = queued.first() else { panic!("execute-all: {queued:?}") };
+    let Val::List(tickets) = tickets.as_ref() else { panic!("{tickets:?}") };
+    let expected = scope.call("probe", "expect", &[tickets[0].clone(), Val::U64(2)]).expect("expect");
+    assert_eq!(expected, [Val::Result(Ok(None))]);
+    let err = scope.save().expect_err("the first update changes one row, not two");
+    let ScopeError::Conflict { ref reason, .. } = err else { panic!("expected a conflict, got {err}") };
+    assert!(
+        reason.contains("#1 probe.execute-all") && reason.contains("changed 1 row(s) where it expected 2"),
+        "{reason}"
+    );
+    assert_eq!(f.dump(), before, "the database is unchanged");
+}
+
+/// Inserts of the same table and columns share a prepared statement: each
+/// still gets its own row id.
+#[test]
+fn a_run_of_inserts_gives_each_its_row_id() {
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    let host = f.host();
+    let mut scope = host.scope();
+    for name in ["a", "b", "c"] {
+        scope.call("probe", "insert", &product(name, 1)).expect("insert");
+    }
+    let report = scope.save().expect("save");
+    let outcomes: Vec<Outcome> = report.applied.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Inserted(1), Outcome::Inserted(2), Outcome::Inserted(3)]);
 }
 
 /// Dropping a scope without saving applies nothing.

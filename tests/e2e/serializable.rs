@@ -9,28 +9,10 @@ use sluice_host::scope::Scope;
 use sluice_host::{Host, ScopeError};
 use wasmtime::component::Val;
 
-use crate::support::Fixture;
+use crate::support::{Fixture, product};
 
 fn s(v: &str) -> Val {
     Val::String(v.to_string())
-}
-
-fn text(t: &str) -> Val {
-    Val::Variant("text".into(), Some(Box::new(s(t))))
-}
-
-fn int(i: i64) -> Val {
-    Val::Variant("integer".into(), Some(Box::new(Val::S64(i))))
-}
-
-/// `probe.insert("main", "products", …)` of a product `name` at `price`.
-fn product(name: &str, price: i64) -> Vec<Val> {
-    vec![
-        s("main"),
-        s("products"),
-        Val::List(vec![s("name"), s("price_cents")]),
-        Val::List(vec![text(name), int(price)]),
-    ]
 }
 
 /// `probe.query("main", sql, [])`.

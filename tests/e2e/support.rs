@@ -182,3 +182,13 @@ pub fn skip_without(message: &str) {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// `probe.insert("main", "products", …)` of a product `name` at `price`, as
+/// the call's arguments.
+pub fn product(name: &str, price: i64) -> Vec<wasmtime::component::Val> {
+    use wasmtime::component::Val;
+    let text = Val::Variant("text".into(), Some(Box::new(Val::String(name.into()))));
+    let price = Val::Variant("integer".into(), Some(Box::new(Val::S64(price))));
+    let columns = Val::List(vec![Val::String("name".into()), Val::String("price_cents".into())]);
+    vec![Val::String("main".into()), Val::String("products".into()), columns, Val::List(vec![text, price])]
+}

@@ -7,22 +7,10 @@ use sluice_host::registry::LoadError;
 use sluice_host::{Host, ScopeError, values};
 use wasmtime::component::Val;
 
-use crate::support::Fixture;
+use crate::support::{Fixture, product};
 
 fn s(v: &str) -> Val {
     Val::String(v.to_string())
-}
-
-/// `probe.insert("main", "products", name, price)` as arguments.
-fn product(name: &str, price: i64) -> Vec<Val> {
-    let text = |t: &str| Val::Variant("text".into(), Some(Box::new(s(t))));
-    let int = |i: i64| Val::Variant("integer".into(), Some(Box::new(Val::S64(i))));
-    vec![
-        s("main"),
-        s("products"),
-        Val::List(vec![s("name"), s("price_cents")]),
-        Val::List(vec![text(name), int(price)]),
-    ]
 }
 
 /// Product 1, `widget` at 250 cents, with 10 in stock.

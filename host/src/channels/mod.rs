@@ -394,6 +394,24 @@ pub trait Transaction: Send {
     /// deadline of `caller` (the service that queued it).
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError>;
 
+    /// Applies a run of commands that `caller` queued one after another, in
+    /// order, pushing each one's outcome onto `outcomes`. It stops at the
+    /// first failure, which is then the command at `outcomes.len()` in
+    /// `ops`. A kind that can apply a run for less than its commands one by
+    /// one (SQLite: one prepared statement for a run of the same SQL)
+    /// overrides it.
+    fn apply_run(
+        &mut self,
+        ops: &[&Operation],
+        caller: &Caller,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<(), ChannelError> {
+        for op in ops {
+            outcomes.push(self.apply(op, caller)?);
+        }
+        Ok(())
+    }
+
     /// Runs a read again inside the transaction, before any command of the
     /// save is applied, and returns the [`Reading::digest`] of its rows: the
     /// save compares it with the digest the scope saw. Under `caller`'s

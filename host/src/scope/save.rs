@@ -16,7 +16,7 @@ use wasmtime::component::Val;
 
 use super::{Applied, Cause, SaveReport, Scope, ScopeError, Stage};
 use crate::channels::{Caller, Channel, ChannelError, Transaction};
-use crate::command::{Command, Outcome};
+use crate::command::{Command, Operation, Outcome};
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
 
@@ -159,7 +159,13 @@ impl Scope {
             round += 1;
             // Each service may queue up to its own last round (limits.save-rounds).
             let mut over: Vec<(String, usize)> = Vec::new();
+            let mut last: Option<&str> = None;
             for command in &batch {
+                // Looked up once for each service's commands in a row.
+                if last == Some(command.service.as_str()) {
+                    continue;
+                }
+                last = Some(&command.service);
                 let limit = registry.service(&command.service).map_or(1, |s| s.limits.save_rounds);
                 if round > limit && !over.iter().any(|(s, _)| *s == command.service) {
                     over.push((command.service.clone(), limit));
@@ -170,29 +176,28 @@ impl Scope {
                 return Err(ScopeError::TooManyRounds { round, limit: *limit, services: services.join(", ") });
             }
             let mut by_service: Vec<(String, Vec<Val>)> = Vec::new();
-            // The service and caller of the last command, kept while the
-            // commands come from the same service for the same channel: a
-            // save of many commands looks each up once.
-            let mut last: Option<(String, String, Option<Arc<crate::registry::Service>>, Caller)> = None;
-            for command in batch {
+            // Commands are applied in runs: the commands one service queued
+            // one after another for one channel share a caller (looked up
+            // once), and the channel applies them together
+            // ([`Transaction::apply_run`]: one prepared statement for a run
+            // of the same SQL).
+            applied.reserve(batch.len());
+            let mut batch = batch.into_iter();
+            while let Some(first) = batch.as_slice().first() {
+                let run = batch.as_slice();
+                let len = run.iter().take_while(|c| c.service == first.service && c.channel == first.channel).count();
+                let run = &run[..len];
                 let position = applied.len() + 1;
-                let fail = |reason: String, retryable: bool| ScopeError::Command {
-                    round,
-                    position,
-                    command: command.describe(),
-                    service: command.service.clone(),
-                    reason,
-                    retryable,
-                };
-                let Some(channel) = channels.get(&command.channel) else {
-                    return Err(fail(format!("no channel {:?}", command.channel), false));
+                let fail = |reason: String| command_failed(round, position, first, reason, false);
+                let Some(channel) = channels.get(&first.channel) else {
+                    return Err(fail(format!("no channel {:?}", first.channel)));
                 };
                 // A channel that shares another's transaction (a kv table in
                 // a sql channel) applies its commands in that one.
-                let held = channel.shares().unwrap_or(&command.channel);
+                let held = channel.shares().unwrap_or(&first.channel);
                 if !open.contains_key(held) {
                     let Some(holder) = channels.get(held) else {
-                        return Err(fail(format!("no channel {held:?}"), false));
+                        return Err(fail(format!("no channel {held:?}")));
                     };
                     // The channel that journals this one's commit is begun
                     // first, as every save begins them.
@@ -200,7 +205,7 @@ impl Scope {
                         && !open.contains_key(base)
                     {
                         let Some(journal) = channels.get(base) else {
-                            return Err(fail(format!("no channel {base:?}"), false));
+                            return Err(fail(format!("no channel {base:?}")));
                         };
                         open.insert(base.to_string(), begin(journal.as_ref(), base, false)?);
                     }
@@ -210,73 +215,113 @@ impl Scope {
                 // Each command runs under the grant of the service that
                 // queued it, and ends by that service's deadline counted from
                 // the start of the save (within the scope's own).
-                if !matches!(&last, Some((s, c, _, _)) if *s == command.service && *c == command.channel) {
-                    let service = registry.service(&command.service).ok().cloned();
-                    let caller = Caller::service(
-                        &command.service,
-                        service.as_ref().and_then(|s| s.grants().on(&command.channel)),
-                        service.as_ref().map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
-                    )
-                    .cancelled_by(&cancel);
-                    last = Some((command.service.clone(), command.channel.clone(), service, caller));
-                }
-                let Some((_, _, service, caller)) = &last else { continue };
+                let service = registry.service(&first.service).ok().cloned();
+                let caller = Caller::service(
+                    &first.service,
+                    service.as_ref().and_then(|s| s.grants().on(&first.channel)),
+                    service.as_ref().map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
+                )
+                .cancelled_by(&cancel);
                 let service = service.as_ref();
                 // Returning early drops `open`, which rolls every channel back.
+                let ops: Vec<&Operation> = run.iter().map(|c| &c.op).collect();
+                let mut outcomes = Vec::with_capacity(ops.len());
                 let result = match channel.shares() {
-                    Some(_) => channel.apply_shared(tx.as_mut(), &command.op, caller),
-                    None => tx.apply(&command.op, caller),
+                    Some(_) => ops.iter().try_for_each(|op| {
+                        outcomes.push(channel.apply_shared(tx.as_mut(), op, &caller)?);
+                        Ok(())
+                    }),
+                    None => tx.apply_run(&ops, &caller, &mut outcomes),
                 };
-                let outcome = match result {
-                    Ok(outcome) => outcome,
-                    Err(ChannelError::Denied(denial)) => {
-                        let why = match service {
-                            Some(s) => s.grants().refusal(&command.channel, &denial).to_string(),
-                            None => format!("{denial:?}"),
-                        };
-                        return Err(fail(why, false));
-                    }
-                    Err(ChannelError::Timeout) if cancel.is_cancelled() => {
-                        return Err(ScopeError::Failed {
-                            service: command.service.clone(),
-                            function: "save".into(),
-                            reason: format!("the save was cancelled at {}: the client went away", command.describe()),
-                            cause: Cause::Cancelled,
-                        });
-                    }
-                    Err(ChannelError::Timeout) => {
-                        let what = format!("its command {}", command.describe());
-                        return Err(overdue(&command.service, &what, service.map(|s| s.limits.deadline)));
-                    }
-                    Err(ChannelError::Conflict(why)) => {
-                        let reason = format!("{} was refused by a concurrent save: {why}", command.describe());
+                // One outcome for each command, or the failed command is the
+                // one after the last outcome (a channel that pushed one for
+                // every command failed on its last).
+                let result = result.and_then(|()| match outcomes.len() == ops.len() {
+                    true => Ok(()),
+                    false => Err(ChannelError::Invalid(format!(
+                        "the channel gave {} outcome(s) for {} command(s)",
+                        outcomes.len(),
+                        ops.len()
+                    ))),
+                });
+                if result.is_err() {
+                    outcomes.truncate(ops.len() - 1);
+                }
+                drop(ops);
+                // The outcomes come first: a command whose count was not the
+                // one expected is the save's error even when a later command
+                // of the run failed.
+                for outcome in outcomes {
+                    let Some(command) = batch.next() else { break };
+                    if let (Some(expected), Outcome::Affected(changed)) = (command.expect, outcome)
+                        && changed != expected
+                    {
+                        let reason = format!(
+                            "{} changed {changed} row(s) where it expected {expected} (to.expect)",
+                            command.describe()
+                        );
                         return Err(self.conflict(&open, &command.service, reason));
                     }
-                    Err(e) => return Err(fail(e.to_string(), e.retryable())),
-                };
-                if let (Some(expected), Outcome::Affected(changed)) = (command.expect, outcome)
-                    && changed != expected
-                {
-                    let reason = format!(
-                        "{} changed {changed} row(s) where it expected {expected} (to.expect)",
-                        command.describe()
-                    );
-                    return Err(self.conflict(&open, &command.service, reason));
+                    // Outcomes are only built for services that have an on-save hook.
+                    // A receipt is the host's, not the service's.
+                    if !matches!(command.op, Operation::Receipt { .. })
+                        && service.is_some_and(|s| s.hooks.on_save.is_some())
+                    {
+                        outcome_for(&mut by_service, &command, outcome);
+                    }
+                    applied.push(Applied { round, command, outcome });
                 }
-                // Outcomes are only built for services that have an on-save hook.
-                // A receipt is the host's, not the service's.
-                if !matches!(command.op, crate::command::Operation::Receipt { .. })
-                    && service.is_some_and(|s| s.hooks.on_save.is_some())
+                if let Err(e) = result
+                    && let Some(command) = batch.next()
                 {
-                    outcome_for(&mut by_service, &command, outcome);
+                    return Err(self.refused(&open, e, &command, service, round, applied.len() + 1));
                 }
-                applied.push(Applied { round, command, outcome });
             }
             self.on_save(by_service)?;
             // A hook that was denied a grant ends the save like a call that
             // was: nothing is applied.
             if !self.denials().is_empty() {
                 return Err(ScopeError::Denied { scope: self.id(), denials: self.denials().to_vec() });
+            }
+        }
+    }
+
+    /// The save's error for `command` (at `position` in round `round`),
+    /// which its channel refused with `e`.
+    fn refused(
+        &mut self,
+        open: &BTreeMap<String, Box<dyn Transaction>>,
+        e: ChannelError,
+        command: &Command,
+        service: Option<&Arc<crate::registry::Service>>,
+        round: usize,
+        position: usize,
+    ) -> ScopeError {
+        match e {
+            ChannelError::Denied(denial) => {
+                let why = match service {
+                    Some(s) => s.grants().refusal(&command.channel, &denial).to_string(),
+                    None => format!("{denial:?}"),
+                };
+                command_failed(round, position, command, why, false)
+            }
+            ChannelError::Timeout if self.store.data().cancel.is_cancelled() => ScopeError::Failed {
+                service: command.service.clone(),
+                function: "save".into(),
+                reason: format!("the save was cancelled at {}: the client went away", command.describe()),
+                cause: Cause::Cancelled,
+            },
+            ChannelError::Timeout => {
+                let what = format!("its command {}", command.describe());
+                overdue(&command.service, &what, service.map(|s| s.limits.deadline))
+            }
+            ChannelError::Conflict(why) => {
+                let reason = format!("{} was refused by a concurrent save: {why}", command.describe());
+                self.conflict(open, &command.service, reason)
+            }
+            e => {
+                let retryable = e.retryable();
+                command_failed(round, position, command, e.to_string(), retryable)
             }
         }
     }
@@ -409,6 +454,18 @@ pub(super) fn overdue(service: &str, what: &str, deadline: Option<std::time::Dur
         function: "save".into(),
         reason: breach.to_string(),
         cause: Cause::Limit { service: service.to_string(), limit: limit.into() },
+    }
+}
+
+/// The save's error for `command`, the `position`th applied in `round`.
+fn command_failed(round: usize, position: usize, command: &Command, reason: String, retryable: bool) -> ScopeError {
+    ScopeError::Command {
+        round,
+        position,
+        command: command.describe(),
+        service: command.service.clone(),
+        reason,
+        retryable,
     }
 }
 

@@ -4,6 +4,7 @@
 //! service's grants on its raw SQL and interrupts a statement at its
 //! caller's deadline.
 
+mod apply;
 #[cfg(test)]
 mod differential;
 mod functions;
@@ -14,7 +15,6 @@ mod pg;
 mod read;
 mod statements;
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,9 +25,10 @@ use rusqlite::{Connection, ToSql};
 
 use super::turns::{Turn, Turns, WAIT as BUSY_TIMEOUT};
 use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
-use crate::bindings::{Row, Value};
+use crate::bindings::Value;
 use crate::command::{Operation, Outcome};
 use crate::manifest::Access;
+use apply::quote;
 use guard::{Gate, Rules};
 use implied::Keys;
 use read::read;
@@ -322,41 +323,23 @@ struct SqliteTransaction {
 
 impl Transaction for SqliteTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        if op.kind() != crate::command::Kind::Sql {
-            return Err(super::wrong_kind(crate::command::Kind::Sql, op.kind(), &op.describe()));
-        }
+        let mut outcomes = Vec::with_capacity(1);
+        self.apply_run(&[op], caller, &mut outcomes)?;
+        outcomes.pop().ok_or_else(|| ChannelError::Invalid("no command was applied".into()))
+    }
+
+    fn apply_run(
+        &mut self,
+        ops: &[&Operation],
+        caller: &Caller,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<(), ChannelError> {
         let pooled =
             self.pooled.as_ref().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         if self.turn.is_none() {
             return Err(ChannelError::Invalid("a snapshot applies no command".into()));
         }
-        let conn = &pooled.conn;
-        let affected = if let Operation::Execute { sql, params } = op {
-            // The service's own SQL: SQLite checks it against its grant.
-            let (mut stmt, entered) = authorized(pooled, sql, caller, true)?;
-            check_param_count(stmt.parameter_count(), params.len())?;
-            // Stepped to the end, so that `RETURNING` rows are passed over
-            // rather than refused; the rows changed are SQLite's count.
-            let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?;
-            while rows.next().map_err(|e| ran(e, &entered))?.is_some() {}
-            drop(rows);
-            if entered.judged().changes_schema() {
-                pooled.keys_fresh.set(false);
-            }
-            usize::try_from(conn.changes()).unwrap_or(usize::MAX)
-        } else {
-            // Built by the host from a command whose table and operation
-            // were checked when it was queued; only the deadline applies.
-            let (sql, params) = statement(op);
-            let entered = pooled.gate.enter(None, Some(caller.deadline), caller.cancel.clone());
-            let mut stmt = conn.prepare_cached(&sql).map_err(invalid)?;
-            check_param_count(stmt.parameter_count(), params.len())?;
-            stmt.execute(rusqlite::params_from_iter(params)).map_err(|e| ran(e, &entered))?
-        };
-        Ok(match op {
-            Operation::Insert { .. } => Outcome::Inserted(conn.last_insert_rowid()),
-            _ => Outcome::Affected(affected as u64),
-        })
+        apply::apply_run(pooled, ops, caller, outcomes)
     }
 
     fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError> {
@@ -397,67 +380,6 @@ impl Drop for SqliteTransaction {
             give_back(&self.pool, pooled);
         }
     }
-}
-
-/// The SQL text and parameters that apply `op`. Identifiers are quoted, and
-/// every value is bound as a parameter, never spliced into the text.
-fn statement(op: &Operation) -> (Cow<'_, str>, Vec<&Value>) {
-    match op {
-        Operation::Insert { table, row } => {
-            let marks: Vec<String> = (1..=row.values.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES ({})",
-                quote(table),
-                row.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
-                marks.join(", ")
-            );
-            (Cow::Owned(sql), row.values.iter().collect())
-        }
-        Operation::Update { table, key, changes } => {
-            let mut params: Vec<&Value> = Vec::new();
-            let set: Vec<String> = changes
-                .columns
-                .iter()
-                .zip(&changes.values)
-                .map(|(c, v)| {
-                    params.push(v);
-                    format!("{} = ?{}", quote(c), params.len())
-                })
-                .collect();
-            let filter = where_clause(key, &mut params);
-            (Cow::Owned(format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", "))), params)
-        }
-        Operation::Delete { table, key } => {
-            let mut params = Vec::new();
-            let filter = where_clause(key, &mut params);
-            (Cow::Owned(format!("DELETE FROM {} WHERE {filter}", quote(table))), params)
-        }
-        // The guest's text as it is: no copy per command.
-        Operation::Execute { sql, params } => (Cow::Borrowed(sql.as_str()), params.iter().collect()),
-        // Commands of the other kinds: refused by `apply` before it builds
-        // a statement.
-        _ => (Cow::Borrowed(""), Vec::new()),
-    }
-}
-
-fn where_clause<'a>(key: &'a Row, params: &mut Vec<&'a Value>) -> String {
-    key.columns
-        .iter()
-        .zip(&key.values)
-        .map(|(c, v)| match v {
-            Value::Null => format!("{} IS NULL", quote(c)),
-            v => {
-                params.push(v);
-                format!("{} = ?{}", quote(c), params.len())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" AND ")
-}
-
-/// Quotes an SQL identifier: `a"b` becomes `"a""b"` (both dialects).
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn check_param_count(expected: usize, given: usize) -> Result<(), ChannelError> {

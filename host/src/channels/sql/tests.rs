@@ -2,6 +2,7 @@
 //! reads and their grants.
 
 use super::*;
+use crate::bindings::Row;
 use std::time::{Duration, Instant};
 
 /// A channel on a new database file in a temp dir (kept alive by the
@@ -30,7 +31,7 @@ fn statements_quote_identifiers_and_bind_values() {
         key: row(&[("id", Value::Integer(1)), ("gone", Value::Null)]),
         changes: row(&[("name", Value::Text("x'; DROP TABLE t; --".into()))]),
     };
-    let (sql, params) = statement(&op);
+    let (sql, params) = (apply::sql_of(&op), apply::params_of(&op));
     assert_eq!(sql, r#"UPDATE "we""ird" SET "name" = ?1 WHERE "id" = ?2 AND "gone" IS NULL"#);
     assert_eq!(params.len(), 2);
 }

@@ -1,0 +1,291 @@
+//! A save's commands applied on SQLite, in runs: the commands one service
+//! queued one after another with the same statement (the same SQL text for
+//! `to.execute`; the same table, columns and key shape for the others) run
+//! on one prepared statement, under one gate, judged once. Each command is
+//! still bound, stepped and counted on its own, so its outcome and its
+//! failure are its own.
+
+use std::borrow::Cow;
+
+use rusqlite::params_from_iter;
+
+use super::{Pooled, authorized, check_param_count, invalid, ran};
+use crate::bindings::{Row, Value};
+use crate::channels::{Caller, ChannelError, wrong_kind};
+use crate::command::{Kind, Operation, Outcome};
+
+/// Applies `ops` in order under `caller`'s grant and deadline, pushing each
+/// outcome; see [`crate::channels::Transaction::apply_run`].
+pub(super) fn apply_run(
+    pooled: &Pooled,
+    ops: &[&Operation],
+    caller: &Caller,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<(), ChannelError> {
+    let mut rest = ops;
+    while let Some(first) = rest.first() {
+        let taken = match first {
+            Operation::Execute { sql, .. } => executes(pooled, sql, rest, caller, outcomes)?,
+            op if op.kind() == Kind::Sql => built(pooled, rest, caller, outcomes)?,
+            op => return Err(wrong_kind(Kind::Sql, op.kind(), &op.describe())),
+        };
+        rest = &rest[taken..];
+    }
+    Ok(())
+}
+
+/// Runs the leading commands of `ops` that execute `sql`, the service's
+/// own SQL, which SQLite checks against its grant once for the run.
+/// Returns how many ran. A statement that changes the schema runs alone:
+/// the next one is judged against the schema it made.
+fn executes(
+    pooled: &Pooled,
+    sql: &str,
+    ops: &[&Operation],
+    caller: &Caller,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<usize, ChannelError> {
+    let (mut stmt, entered) = authorized(pooled, sql, caller, true)?;
+    let alone = entered.judged().changes_schema();
+    if alone {
+        pooled.keys_fresh.set(false);
+    }
+    let mut taken = 0;
+    for op in ops {
+        let Operation::Execute { sql: next, params } = op else { break };
+        if next != sql || (alone && taken == 1) {
+            break;
+        }
+        check_param_count(stmt.parameter_count(), params.len())?;
+        // Stepped to the end, so that `RETURNING` rows are passed over
+        // rather than refused; the rows changed are SQLite's count.
+        let mut rows = stmt.query(params_from_iter(params)).map_err(|e| ran(e, &entered))?;
+        while rows.next().map_err(|e| ran(e, &entered))?.is_some() {}
+        drop(rows);
+        outcomes.push(Outcome::Affected(u64::try_from(pooled.conn.changes()).unwrap_or(u64::MAX)));
+        taken += 1;
+    }
+    Ok(taken)
+}
+
+/// Runs the leading commands of `ops` whose statement the host builds the
+/// same as the first's. Their table and operation were checked when they
+/// were queued; only the deadline applies. Returns how many ran.
+fn built(
+    pooled: &Pooled,
+    ops: &[&Operation],
+    caller: &Caller,
+    outcomes: &mut Vec<Outcome>,
+) -> Result<usize, ChannelError> {
+    let Some(first) = ops.first() else { return Ok(0) };
+    let entered = pooled.gate.enter(None, Some(caller.deadline), caller.cancel.clone());
+    let mut stmt = pooled.conn.prepare_cached(&sql_of(first)).map_err(invalid)?;
+    let mut taken = 0;
+    for op in ops {
+        if taken > 0 && !same_statement(first, op) {
+            break;
+        }
+        let params = params_of(op);
+        check_param_count(stmt.parameter_count(), params.len())?;
+        let changed = stmt.execute(params_from_iter(params)).map_err(|e| ran(e, &entered))?;
+        outcomes.push(match op {
+            Operation::Insert { .. } => Outcome::Inserted(pooled.conn.last_insert_rowid()),
+            _ => Outcome::Affected(changed as u64),
+        });
+        taken += 1;
+    }
+    Ok(taken)
+}
+
+/// The SQL text of the statement that applies `op`. Identifiers are
+/// quoted, and every value is bound as a parameter ([`params_of`]), never
+/// spliced into the text. Commands of the other kinds have none:
+/// [`apply_run`] refuses them before it builds one.
+pub(super) fn sql_of(op: &Operation) -> Cow<'_, str> {
+    match op {
+        Operation::Insert { table, row } => {
+            let marks: Vec<String> = (1..=row.values.len()).map(|i| format!("?{i}")).collect();
+            let columns: Vec<String> = row.columns.iter().map(|c| quote(c)).collect();
+            Cow::Owned(format!("INSERT INTO {} ({}) VALUES ({})", quote(table), columns.join(", "), marks.join(", ")))
+        }
+        Operation::Update { table, key, changes } => {
+            let set: Vec<String> = (changes.columns.iter().zip(&changes.values).enumerate())
+                .map(|(i, (c, _))| format!("{} = ?{}", quote(c), i + 1))
+                .collect();
+            let filter = where_clause(key, set.len());
+            Cow::Owned(format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", ")))
+        }
+        Operation::Delete { table, key } => {
+            Cow::Owned(format!("DELETE FROM {} WHERE {}", quote(table), where_clause(key, 0)))
+        }
+        // The guest's text as it is: no copy per command.
+        Operation::Execute { sql, .. } => Cow::Borrowed(sql.as_str()),
+        _ => Cow::Borrowed(""),
+    }
+}
+
+/// The values bound to `op`'s statement, in the order of its `?N` marks:
+/// an update's changes, then its key's values that are not null (a null key
+/// value is matched with `IS NULL`, not bound).
+pub(super) fn params_of(op: &Operation) -> Vec<&Value> {
+    // As the text pairs them: a column with its value.
+    fn paired(row: &Row) -> impl Iterator<Item = &Value> {
+        row.columns.iter().zip(&row.values).map(|(_, v)| v)
+    }
+    fn key_values(key: &Row) -> impl Iterator<Item = &Value> {
+        paired(key).filter(|v| !matches!(v, Value::Null))
+    }
+    match op {
+        Operation::Insert { row, .. } => row.values.iter().collect(),
+        Operation::Update { key, changes, .. } => paired(changes).chain(key_values(key)).collect(),
+        Operation::Delete { key, .. } => key_values(key).collect(),
+        Operation::Execute { params, .. } => params.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `a` and `b` build the same SQL text ([`sql_of`]), so that one
+/// prepared statement runs both.
+fn same_statement(a: &Operation, b: &Operation) -> bool {
+    match (a, b) {
+        (Operation::Insert { table: t, row: r }, Operation::Insert { table: u, row: s }) => {
+            t == u && r.columns == s.columns && r.values.len() == s.values.len()
+        }
+        (Operation::Update { table: t, key: k, changes: c }, Operation::Update { table: u, key: l, changes: d }) => {
+            t == u && c.columns == d.columns && c.values.len() == d.values.len() && same_key(k, l)
+        }
+        (Operation::Delete { table: t, key: k }, Operation::Delete { table: u, key: l }) => t == u && same_key(k, l),
+        _ => false,
+    }
+}
+
+/// Whether two keys give the same `WHERE` clause: the same columns, null
+/// in the same places.
+fn same_key(a: &Row, b: &Row) -> bool {
+    a.columns == b.columns
+        && a.values.len() == b.values.len()
+        && a.values.iter().zip(&b.values).all(|(x, y)| matches!(x, Value::Null) == matches!(y, Value::Null))
+}
+
+/// The `WHERE` clause matching `key`, its marks numbered after the `before`
+/// values bound ahead of it.
+fn where_clause(key: &Row, before: usize) -> String {
+    let mut bound = before;
+    key.columns
+        .iter()
+        .zip(&key.values)
+        .map(|(c, v)| match v {
+            Value::Null => format!("{} IS NULL", quote(c)),
+            _ => {
+                bound += 1;
+                format!("{} = ?{bound}", quote(c))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Quotes an SQL identifier: `a"b` becomes `"a""b"` (both dialects).
+pub(super) fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::channels::sql::SqliteChannel;
+    use crate::channels::{Channel, Transaction};
+
+    fn row(columns: &[&str], values: &[Value]) -> Row {
+        Row { columns: columns.iter().map(|c| c.to_string()).collect(), values: values.to_vec() }
+    }
+
+    /// Commands of every shape: tables, columns, and null keys in
+    /// different places.
+    fn commands() -> Vec<Operation> {
+        let (one, none) = (Value::Integer(1), Value::Null);
+        let mut ops = Vec::new();
+        for table in ["t", "u"] {
+            let t = table.to_string();
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], &[one.clone(), none.clone()]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], &[none.clone(), one.clone()]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["b", "a"], &[one.clone(), one.clone()]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["a"], &[one.clone()]) });
+            for key in [[one.clone(), none.clone()], [none.clone(), one.clone()], [one.clone(), one.clone()]] {
+                ops.push(Operation::Delete { table: t.clone(), key: row(&["a", "b"], &key) });
+                for changes in [row(&["b"], &[one.clone()]), row(&["a"], &[none.clone()])] {
+                    ops.push(Operation::Update { table: t.clone(), key: row(&["a", "b"], &key), changes });
+                }
+            }
+            ops.push(Operation::Delete { table: t.clone(), key: row(&["a"], &[one.clone()]) });
+            // Rows left for the comparison to see.
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["b"], &[Value::Integer(2)]) });
+        }
+        ops.push(Operation::Execute { sql: "DELETE FROM t".into(), params: vec![] });
+        ops
+    }
+
+    /// Two commands share a prepared statement exactly when the host would
+    /// build them the same text.
+    #[test]
+    fn same_statement_is_same_text() {
+        let ops = commands();
+        for a in &ops {
+            for b in &ops {
+                let (same, text) = (same_statement(a, b), sql_of(a) == sql_of(b));
+                // Execute runs are matched by their text in `executes`.
+                if !matches!(a, Operation::Execute { .. }) {
+                    assert_eq!(same, text, "{} / {}", sql_of(a), sql_of(b));
+                }
+            }
+        }
+    }
+
+    /// Applied in runs, the commands do what they do one by one: the same
+    /// outcomes and the same rows. Each command comes twice in a row, so
+    /// runs form, and the row ids and counts of every second one depend on
+    /// the first.
+    #[test]
+    fn runs_do_what_single_commands_do() -> Result<(), ChannelError> {
+        let ops: Vec<Operation> = commands().into_iter().flat_map(|op| [op.clone(), op]).collect();
+        let run: Vec<&Operation> = ops.iter().collect();
+        let one_by_one = applied(|tx, host| run.iter().map(|op| tx.apply(op, host)).collect())?;
+        let in_runs = applied(|tx, host| {
+            let mut outcomes = Vec::new();
+            tx.apply_run(&run, host, &mut outcomes)?;
+            Ok(outcomes)
+        })?;
+        assert_eq!(one_by_one, in_runs);
+        assert_eq!(in_runs.0.len(), ops.len());
+        assert!(in_runs.1.len() > 1, "the commands left rows to compare: {:?}", in_runs.1);
+        Ok(())
+    }
+
+    /// The outcomes of `apply` on a new database with tables `t` and `u`,
+    /// and the rows left in them.
+    fn applied(
+        apply: impl FnOnce(&mut dyn Transaction, &Caller) -> Result<Vec<Outcome>, ChannelError>,
+    ) -> Result<(Vec<Outcome>, Vec<(String, i64, String)>), ChannelError> {
+        let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
+        let host = Caller::host(Instant::now() + Duration::from_secs(60));
+        let mut tx = channel.begin()?;
+        for sql in ["CREATE TABLE t (a, b)", "CREATE TABLE u (a, b)"] {
+            tx.apply(&Operation::Execute { sql: sql.into(), params: vec![] }, &host)?;
+        }
+        let outcomes = apply(tx.as_mut(), &host)?;
+        tx.commit()?;
+        let sql = "SELECT 't', rowid, quote(a) || ',' || quote(b) FROM t UNION ALL SELECT 'u', rowid, quote(a) || ',' || quote(b) FROM u ORDER BY 1, 2";
+        let rows = channel.query(sql, &[], &host, usize::MAX)?.rows.values;
+        let rows = rows
+            .into_iter()
+            .map(|r| match r.as_slice() {
+                [Value::Text(t), Value::Integer(id), Value::Text(v)] => (t.clone(), *id, v.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        Ok((outcomes, rows))
+    }
+}
