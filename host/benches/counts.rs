@@ -13,7 +13,9 @@
 //!   (`native/bare.rs`: the components with the least host there can be)
 //!   and by the native port (`native/orders.rs`), so that B3's gap splits
 //!   into Sluice's part and what the components cost by being components;
-//! - `b4_save_100`: saving 100 queued inserts (B4).
+//! - `b4_save_100`: saving 100 queued inserts (B4), and `b4_native_100`:
+//!   rusqlite issuing the same 100 inserts in one transaction on one
+//!   prepared statement, on the same database file.
 //!
 //! With no arguments (`cargo bench --bench counts`) it runs itself under
 //! callgrind once per measure, prints the counts beside the baseline kept
@@ -62,6 +64,7 @@ const MEASURES: &[(&str, u32)] = &[
     ("b3_bare_20", 2),
     ("b3_native_20", 2),
     ("b4_save_100", 3),
+    ("b4_native_100", 3),
 ];
 
 /// The counted region: callgrind collects only while this runs.
@@ -188,8 +191,28 @@ fn run_one(name: &str, n: u32) {
                 scope.call("bench", "execute", &args).expect("queue");
                 scope
             };
-            count_each(times, queued, |scope| {
-                scope.save().expect("save");
+            // The report is dropped outside the counted region, as B4's
+            // criterion bench drops it outside the timing.
+            count_each(
+                times,
+                || (queued(), None),
+                |(scope, report)| {
+                    *report = Some(scope.save().expect("save"));
+                },
+            );
+        }
+        "b4_native_100" => {
+            let (fixture, _host) = host(&["bench"]);
+            let mut db = fixture.db();
+            count(times, || {
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("begin");
+                {
+                    let mut stmt = tx.prepare_cached("INSERT INTO blobs (data) VALUES (x'07')").expect("prepare");
+                    for _ in 0..100 {
+                        stmt.execute([]).expect("insert");
+                    }
+                }
+                tx.commit().expect("commit");
             });
         }
         other => panic!("no measure {other}"),
