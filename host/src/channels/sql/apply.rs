@@ -62,7 +62,7 @@ fn executes(
         let mut rows = stmt.query(params_from_iter(params)).map_err(|e| ran(e, &entered))?;
         while rows.next().map_err(|e| ran(e, &entered))?.is_some() {}
         drop(rows);
-        outcomes.push(Outcome::Affected(u64::try_from(pooled.conn.changes()).unwrap_or(u64::MAX)));
+        outcomes.push(Outcome::Affected(pooled.conn.changes()));
         taken += 1;
     }
     Ok(taken)
@@ -198,9 +198,12 @@ mod tests {
     use crate::channels::sql::SqliteChannel;
     use crate::channels::{Channel, Transaction};
 
-    fn row(columns: &[&str], values: &[Value]) -> Row {
-        Row { columns: columns.iter().map(|c| c.to_string()).collect(), values: values.to_vec() }
+    fn row(columns: &[&str], values: Vec<Value>) -> Row {
+        Row { columns: columns.iter().map(|c| c.to_string()).collect(), values }
     }
+
+    /// Each table's rows: the table, the row id, the values quoted.
+    type Left = Vec<(String, i64, String)>;
 
     /// Commands of every shape: tables, columns, and null keys in
     /// different places.
@@ -209,19 +212,19 @@ mod tests {
         let mut ops = Vec::new();
         for table in ["t", "u"] {
             let t = table.to_string();
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], &[one.clone(), none.clone()]) });
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], &[none.clone(), one.clone()]) });
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["b", "a"], &[one.clone(), one.clone()]) });
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["a"], &[one.clone()]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], vec![one.clone(), none.clone()]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], vec![none.clone(), one.clone()]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["b", "a"], vec![one.clone(), one.clone()]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["a"], vec![one.clone()]) });
             for key in [[one.clone(), none.clone()], [none.clone(), one.clone()], [one.clone(), one.clone()]] {
-                ops.push(Operation::Delete { table: t.clone(), key: row(&["a", "b"], &key) });
-                for changes in [row(&["b"], &[one.clone()]), row(&["a"], &[none.clone()])] {
-                    ops.push(Operation::Update { table: t.clone(), key: row(&["a", "b"], &key), changes });
+                ops.push(Operation::Delete { table: t.clone(), key: row(&["a", "b"], key.to_vec()) });
+                for changes in [row(&["b"], vec![one.clone()]), row(&["a"], vec![none.clone()])] {
+                    ops.push(Operation::Update { table: t.clone(), key: row(&["a", "b"], key.to_vec()), changes });
                 }
             }
-            ops.push(Operation::Delete { table: t.clone(), key: row(&["a"], &[one.clone()]) });
+            ops.push(Operation::Delete { table: t.clone(), key: row(&["a"], vec![one.clone()]) });
             // Rows left for the comparison to see.
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["b"], &[Value::Integer(2)]) });
+            ops.push(Operation::Insert { table: t.clone(), row: row(&["b"], vec![Value::Integer(2)]) });
         }
         ops.push(Operation::Execute { sql: "DELETE FROM t".into(), params: vec![] });
         ops
@@ -267,7 +270,7 @@ mod tests {
     /// and the rows left in them.
     fn applied(
         apply: impl FnOnce(&mut dyn Transaction, &Caller) -> Result<Vec<Outcome>, ChannelError>,
-    ) -> Result<(Vec<Outcome>, Vec<(String, i64, String)>), ChannelError> {
+    ) -> Result<(Vec<Outcome>, Left), ChannelError> {
         let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         let channel = SqliteChannel::open(&format!("sqlite://{}", dir.path().join("t.db").display()))?;
         let host = Caller::host(Instant::now() + Duration::from_secs(60));
