@@ -9,10 +9,26 @@ use std::borrow::Cow;
 
 use rusqlite::params_from_iter;
 
+use super::guard::Entered;
 use super::{Pooled, authorized, check_param_count, invalid, ran};
 use crate::bindings::{Row, Value};
 use crate::channels::{Caller, ChannelError, wrong_kind};
 use crate::command::{Kind, Operation, Outcome};
+
+/// How many commands of a run run between two looks at the deadline. The
+/// progress handler interrupts a statement that runs long; this stops a long
+/// run of short ones, which may each end before the handler is called.
+const COMMANDS_PER_CHECK: usize = 64;
+
+/// Fails with [`ChannelError::Timeout`] when the run's deadline has passed
+/// (or its scope was cancelled), looking every [`COMMANDS_PER_CHECK`]
+/// commands, the first included.
+fn in_time(taken: usize, entered: &Entered<'_>) -> Result<(), ChannelError> {
+    if taken % COMMANDS_PER_CHECK == 0 && entered.overdue() {
+        return Err(ChannelError::Timeout);
+    }
+    Ok(())
+}
 
 /// Applies `ops` in order under `caller`'s grant and deadline, pushing each
 /// outcome; see [`crate::channels::Transaction::apply_run`].
@@ -56,6 +72,7 @@ fn executes(
         if next != sql || (alone && taken == 1) {
             break;
         }
+        in_time(taken, &entered)?;
         check_param_count(stmt.parameter_count(), params.len())?;
         // Stepped to the end, so that `RETURNING` rows are passed over
         // rather than refused; the rows changed are SQLite's count.
@@ -85,6 +102,7 @@ fn built(
         if taken > 0 && !same_statement(first, op) {
             break;
         }
+        in_time(taken, &entered)?;
         let params = params_of(op);
         check_param_count(stmt.parameter_count(), params.len())?;
         let changed = stmt.execute(params_from_iter(params)).map_err(|e| ran(e, &entered))?;
@@ -263,6 +281,28 @@ mod tests {
         assert_eq!(one_by_one, in_runs);
         assert_eq!(in_runs.0.len(), ops.len());
         assert!(in_runs.1.len() > 1, "the commands left rows to compare: {:?}", in_runs.1);
+        Ok(())
+    }
+
+    /// A run stops at its deadline even when each of its statements is too
+    /// short for the progress handler to be called: no command of a run
+    /// whose deadline has passed is applied.
+    #[test]
+    fn a_run_stops_at_its_deadline() -> Result<(), ChannelError> {
+        let insert = Operation::Insert { table: "t".into(), row: row(&["a"], vec![Value::Integer(1)]) };
+        let execute = Operation::Execute { sql: "INSERT INTO t (a) VALUES (1)".into(), params: vec![] };
+        for op in [insert, execute] {
+            let run = vec![&op; 1000];
+            let late = applied(|tx, _| {
+                let mut outcomes = Vec::new();
+                let past = Caller::host(Instant::now());
+                match tx.apply_run(&run, &past, &mut outcomes) {
+                    Err(ChannelError::Timeout) => Ok(outcomes),
+                    other => panic!("{}: {other:?} after {} outcome(s)", op.describe(), outcomes.len()),
+                }
+            })?;
+            assert_eq!(late, (Vec::new(), Vec::new()), "{}", op.describe());
+        }
         Ok(())
     }
 
