@@ -24,7 +24,7 @@ const COMMANDS_PER_CHECK: usize = 64;
 /// (or its scope was cancelled), looking every [`COMMANDS_PER_CHECK`]
 /// commands, the first included.
 fn in_time(taken: usize, entered: &Entered<'_>) -> Result<(), ChannelError> {
-    if taken % COMMANDS_PER_CHECK == 0 && entered.overdue() {
+    if taken.is_multiple_of(COMMANDS_PER_CHECK) && entered.overdue() {
         return Err(ChannelError::Timeout);
     }
     Ok(())
