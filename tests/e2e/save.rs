@@ -28,8 +28,9 @@ fn example_scenario_applies_commands_at_save() {
     let added = call::run(&host, "products", "add", &[s("widget"), Val::S64(250)], Mode::Save).expect("add runs");
     let Ending::Saved(saved) = &added.ending else { panic!("add was not saved: {:?}", added.ending) };
     assert_eq!(saved.applied.len(), 1);
-    assert_eq!(saved.applied[0].outcome, Outcome::Inserted(1));
-    assert_eq!(saved.applied[0].command.service, "products");
+    let first = saved.applied.get(0).expect("one applied");
+    assert_eq!(first.outcome, Outcome::Inserted(1));
+    assert_eq!(&*first.command.service, "products");
 
     call::run(&host, "inventory", "restock", &[Val::S64(1), Val::U32(5)], Mode::Save).expect("restock runs");
     let placed =
@@ -38,7 +39,7 @@ fn example_scenario_applies_commands_at_save() {
     let cleared = call::run(&host, "orders", "do-clearing", &[Val::S64(1)], Mode::Save).expect("clearing runs");
     let Ending::Saved(saved) = &cleared.ending else { panic!("clearing was not saved") };
     assert_eq!(saved.applied.len(), 3, "an update and two inserts");
-    assert_eq!(saved.applied[0].outcome, Outcome::Affected(1));
+    assert_eq!(saved.applied.get(0).map(|a| a.outcome), Some(Outcome::Affected(1)));
 
     let status: String = f.db().query_row("SELECT status FROM orders WHERE id = 1", [], |r| r.get(0)).expect("order");
     assert_eq!(status, "cleared");

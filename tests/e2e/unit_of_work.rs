@@ -75,7 +75,7 @@ fn on_save_uses_the_new_id_in_a_second_round() {
     let report = call::run(&host, "orders", "place", &[s("bob"), Val::S64(1), Val::U32(2)], Mode::Save).expect("place");
     let Ending::Saved(saved) = report.ending else { panic!("not saved") };
     assert_eq!(saved.rounds, 2);
-    let order = saved.applied.iter().find(|a| a.round == 1 && a.command.service == "orders").expect("order insert");
+    let order = saved.applied.iter().find(|a| a.round == 1 && &*a.command.service == "orders").expect("order insert");
     assert_eq!(order.outcome, Outcome::Inserted(2));
     let event = saved.applied.iter().find(|a| a.round == 2).expect("round 2");
     assert_eq!(*event.command.chain, ["orders.on-save"]);

@@ -22,14 +22,14 @@ pub struct Command {
     pub scope: ScopeId,
     /// The handle returned to the guest; unique within its scope.
     pub ticket: u64,
-    /// The service that queued it.
-    pub service: String,
+    /// The service that queued it (shared by the commands it queued).
+    pub service: std::sync::Arc<str>,
     /// The calls that led to it, outermost first:
     /// `["orders.place", "inventory.reserve"]`. Shared by the commands
     /// queued under the same calls.
     pub chain: std::sync::Arc<[String]>,
-    /// The channel it is applied to.
-    pub channel: String,
+    /// The channel it is applied to (shared by the commands for it).
+    pub channel: std::sync::Arc<str>,
     /// What it does.
     pub op: Operation,
     /// How many rows it must change when applied (`to.expect`); any other
@@ -387,6 +387,18 @@ impl Command {
         let expect = self.expect.map(|n| format!(" (expects {n} row(s))")).unwrap_or_default();
         format!("#{} {} on {}: {}{expect}", self.ticket, self.chain.join(" → "), self.channel, self.op.describe())
     }
+
+    /// Whether `other` was queued by the same service for the same channel.
+    /// The queue shares each name among its commands, so this is most often
+    /// a comparison of pointers.
+    pub fn same_source(&self, other: &Command) -> bool {
+        same_name(&self.service, &other.service) && same_name(&self.channel, &other.channel)
+    }
+}
+
+/// Whether two names are equal, by pointer first.
+pub fn same_name(a: &std::sync::Arc<str>, b: &std::sync::Arc<str>) -> bool {
+    std::sync::Arc::ptr_eq(a, b) || a == b
 }
 
 impl std::fmt::Display for Outcome {

@@ -1,6 +1,6 @@
 //! The [`Queue`]: the commands a scope has queued and not yet applied.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{Command, Operation};
 use crate::work::ScopeId;
@@ -10,8 +10,12 @@ use crate::work::ScopeId;
 pub struct Queue {
     commands: Vec<Command>,
     next_ticket: u64,
-    /// Commands queued so far in this scope, per service (all rounds).
-    per_service: HashMap<String, usize>,
+    /// The services that queued commands in this scope, with how many each
+    /// queued (all rounds), and the channels they named. Each name is kept
+    /// once and shared by every command that carries it.
+    services: Names,
+    per_service: Vec<usize>,
+    channels: Names,
     /// The bytes of every command queued so far in this scope (all rounds),
     /// and the most it may hold (the host's `scope_queued_bytes`).
     bytes: usize,
@@ -45,22 +49,13 @@ impl Queue {
         self.bytes += op.size();
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        // Count without allocating a key for a service already counted.
-        match self.per_service.get_mut(service) {
+        let (at, service) = self.services.get(service);
+        match self.per_service.get_mut(at) {
             Some(n) => *n += 1,
-            None => {
-                self.per_service.insert(service.to_string(), 1);
-            }
+            None => self.per_service.push(1),
         }
-        self.commands.push(Command {
-            scope,
-            ticket,
-            service: service.to_string(),
-            chain,
-            channel: channel.to_string(),
-            op,
-            expect: None,
-        });
+        let (_, channel) = self.channels.get(channel);
+        self.commands.push(Command { scope, ticket, service, chain, channel, op, expect: None });
         Ok(ticket)
     }
 
@@ -70,7 +65,7 @@ impl Queue {
         if let Some(why) = self.closed {
             return Err(why.to_string());
         }
-        let Some(command) = self.commands.iter_mut().find(|c| c.ticket == ticket && c.service == service) else {
+        let Some(command) = self.commands.iter_mut().find(|c| c.ticket == ticket && *c.service == *service) else {
             return Err(format!(
                 "no command with ticket {ticket} queued by {service} waits to be applied (it may be another \
                  service's, or applied in an earlier save round)"
@@ -93,12 +88,21 @@ impl Queue {
 
     /// How many commands `service` has queued in this scope, in all rounds.
     pub fn queued_by(&self, service: &str) -> usize {
-        self.per_service.get(service).copied().unwrap_or(0)
+        self.services.find(service).and_then(|at| self.per_service.get(at)).copied().unwrap_or(0)
     }
 
     /// An empty queue that may hold `cap_bytes` of commands in all.
     pub fn new(cap_bytes: usize) -> Queue {
-        Queue { commands: Vec::new(), next_ticket: 0, per_service: HashMap::new(), bytes: 0, cap_bytes, closed: None }
+        Queue {
+            commands: Vec::new(),
+            next_ticket: 0,
+            services: Names::default(),
+            per_service: Vec::new(),
+            channels: Names::default(),
+            bytes: 0,
+            cap_bytes,
+            closed: None,
+        }
     }
 
     /// The bytes of every command queued in this scope, in all rounds.
@@ -124,5 +128,69 @@ impl Queue {
     /// Refuses every later command with `why`.
     pub(crate) fn close(&mut self, why: &'static str) {
         self.closed = Some(why);
+    }
+}
+
+/// Names kept once, in the order first seen. A scope names few services and
+/// channels (those of the registry and of their grants), so they are found
+/// by comparing, the last one found first.
+#[derive(Debug, Default)]
+struct Names {
+    names: Vec<Arc<str>>,
+    last: usize,
+}
+
+impl Names {
+    /// Where `name` is kept, if it is.
+    fn find(&self, name: &str) -> Option<usize> {
+        match self.names.get(self.last) {
+            Some(last) if **last == *name => Some(self.last),
+            _ => self.names.iter().position(|n| **n == *name),
+        }
+    }
+
+    /// Where `name` is kept and the shared copy, keeping it if it is new.
+    fn get(&mut self, name: &str) -> (usize, Arc<str>) {
+        if let Some(at) = self.find(name)
+            && let Some(kept) = self.names.get(at)
+        {
+            self.last = at;
+            return (at, Arc::clone(kept));
+        }
+        let kept: Arc<str> = Arc::from(name);
+        self.names.push(Arc::clone(&kept));
+        self.last = self.names.len() - 1;
+        (self.last, kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(queue: &mut Queue, service: &str, channel: &str) -> u64 {
+        let op = Operation::Remove { key: "k".into() };
+        let chain: Arc<[String]> = Arc::from([format!("{service}.f")]);
+        queue.push(ScopeId(uuid::Uuid::nil()), service, chain, channel, op).expect("queued")
+    }
+
+    /// Each name is kept once and shared; counts stay per service whatever
+    /// the order the services queue in.
+    #[test]
+    fn names_are_shared_and_counted_per_service() {
+        let mut queue = Queue::default();
+        for (service, channel) in [("a", "main"), ("b", "main"), ("a", "kv"), ("c", "kv"), ("a", "main"), ("b", "kv")] {
+            push(&mut queue, service, channel);
+        }
+        let counts: Vec<usize> = ["a", "b", "c", "d"].iter().map(|s| queue.queued_by(s)).collect();
+        assert_eq!(counts, vec![3, 2, 1, 0]);
+        let commands = queue.commands();
+        let seen: Vec<(&str, &str)> = commands.iter().map(|c| (&*c.service, &*c.channel)).collect();
+        assert_eq!(seen, vec![("a", "main"), ("b", "main"), ("a", "kv"), ("c", "kv"), ("a", "main"), ("b", "kv")]);
+        let [a1, b1, a2, c1, a3, b2] = commands else { panic!("six commands") };
+        assert!(Arc::ptr_eq(&a1.service, &a2.service) && Arc::ptr_eq(&a1.service, &a3.service));
+        assert!(Arc::ptr_eq(&b1.service, &b2.service));
+        assert!(Arc::ptr_eq(&a1.channel, &b1.channel) && Arc::ptr_eq(&a2.channel, &c1.channel));
+        assert!(a3.same_source(a1) && !a2.same_source(a1) && !b1.same_source(a1));
     }
 }

@@ -9,12 +9,14 @@
 
 mod finish;
 mod http;
+mod report;
 mod retry;
 mod save;
 mod validate;
 
 pub use finish::{Answer, Ending, Mode};
 pub use http::{HttpAnswer, HttpReply, ResponseSender};
+pub use report::{Applied, AppliedList, Conflicted, SaveReport};
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ use wasmtime::component::Val;
 use wasmtime::{AsContextMut, Store, Trap};
 
 use crate::channels::Channels;
-use crate::command::{Command, Outcome};
+use crate::command::Command;
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
 use crate::registry::{LookupError, Registry, chain};
@@ -181,50 +183,6 @@ pub enum Cause {
     Cancelled,
     /// Anything else: a call cycle, an instantiation that failed.
     Other,
-}
-
-/// One command as it was applied at save.
-#[derive(Debug, Clone, Serialize)]
-pub struct Applied {
-    /// The save round that applied it.
-    pub round: usize,
-    /// The command.
-    pub command: Command,
-    /// What applying it did.
-    pub outcome: Outcome,
-}
-
-/// Why one run of a scope was a conflict.
-#[derive(Debug, Clone, Serialize)]
-pub struct Conflicted {
-    /// The service whose read changed or whose command missed its count.
-    pub service: String,
-    /// What changed, naming the read or the command and the calls that made it.
-    pub reason: String,
-}
-
-/// The result of a save or a dry run.
-#[derive(Debug, Clone, Serialize)]
-pub struct SaveReport {
-    /// The scope.
-    pub scope: ScopeId,
-    /// True when everything was rolled back after the last round.
-    pub dry_run: bool,
-    /// How many rounds ran.
-    pub rounds: usize,
-    /// Every command, in the order applied.
-    pub applied: Vec<Applied>,
-    /// Hooks that failed after the commit (`on-finally`); the data is
-    /// committed regardless.
-    pub after_commit: Vec<String>,
-    /// Which run of the unit of work was saved (1 unless earlier ones
-    /// conflicted).
-    pub attempt: usize,
-    /// Why each earlier run was a conflict, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub conflicts: Vec<Conflicted>,
-    /// How many reads were checked at save.
-    pub reads_checked: usize,
 }
 
 /// What the scope's guests printed, returned by [`Scope::end`].

@@ -14,9 +14,9 @@ use std::time::Instant;
 use wasmtime::AsContextMut;
 use wasmtime::component::Val;
 
-use super::{Applied, Cause, SaveReport, Scope, ScopeError, Stage};
+use super::{AppliedList, Cause, SaveReport, Scope, ScopeError, Stage};
 use crate::channels::{Caller, Channel, ChannelError, Transaction};
-use crate::command::{Command, Operation, Outcome};
+use crate::command::{Command, Operation, Outcome, same_name};
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
 
@@ -94,17 +94,15 @@ impl Scope {
         self.stage = Stage::Settled("saved");
         // Effect channels wake their relays: their rows are committed.
         let channels = Arc::clone(&self.store.data().channels);
-        let mut woken: Vec<&str> = Vec::new();
-        for a in &report.applied {
-            if !woken.contains(&a.command.channel.as_str()) {
-                woken.push(&a.command.channel);
-                if let Some(channel) = channels.get(&a.command.channel) {
-                    channel.committed();
-                }
+        for name in &committed {
+            if let Some(channel) = channels.get(name) {
+                channel.committed();
             }
         }
-        for a in &report.applied {
-            tracing::info!(scope = %scope, service = %a.command.service, round = a.round, "applied {} -> {}", a.command.describe(), a.outcome);
+        if tracing::level_enabled!(tracing::Level::INFO) {
+            for a in &report.applied {
+                tracing::info!(scope = %scope, service = %a.command.service, round = a.round, "applied {} -> {}", a.command.describe(), a.outcome);
+            }
         }
         report.after_commit = self.on_finally();
         Ok(report)
@@ -149,7 +147,7 @@ impl Scope {
         // nothing to check them against.
         self.store.data_mut().keep_reads = false;
         let checked = self.validate(&mut open, started)?;
-        let mut applied: Vec<Applied> = Vec::new();
+        let mut applied = AppliedList::default();
         let mut round = 0;
         loop {
             let batch = self.store.data_mut().queue.take();
@@ -159,16 +157,16 @@ impl Scope {
             round += 1;
             // Each service may queue up to its own last round (limits.save-rounds).
             let mut over: Vec<(String, usize)> = Vec::new();
-            let mut last: Option<&str> = None;
+            let mut last: Option<&Arc<str>> = None;
             for command in &batch {
                 // Looked up once for each service's commands in a row.
-                if last == Some(command.service.as_str()) {
+                if last.is_some_and(|l| same_name(l, &command.service)) {
                     continue;
                 }
                 last = Some(&command.service);
                 let limit = registry.service(&command.service).map_or(1, |s| s.limits.save_rounds);
-                if round > limit && !over.iter().any(|(s, _)| *s == command.service) {
-                    over.push((command.service.clone(), limit));
+                if round > limit && !over.iter().any(|(s, _)| **s == *command.service) {
+                    over.push((command.service.to_string(), limit));
                 }
             }
             if let Some((_, limit)) = over.first() {
@@ -181,13 +179,14 @@ impl Scope {
             // once), and the channel applies them together
             // ([`Transaction::apply_run`]: one prepared statement for a run
             // of the same SQL).
-            applied.reserve(batch.len());
-            let mut batch = batch.into_iter();
-            while let Some(first) = batch.as_slice().first() {
-                let run = batch.as_slice();
-                let len = run.iter().take_while(|c| c.service == first.service && c.channel == first.channel).count();
-                let run = &run[..len];
-                let position = applied.len() + 1;
+            // The round's outcomes, one for each command of `batch` applied so far.
+            let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+            while let Some(first) = batch.get(outcomes.len()) {
+                let at = outcomes.len();
+                let run = batch.get(at..).unwrap_or_default();
+                let len = run.iter().take_while(|c| c.same_source(first)).count();
+                let run = run.get(..len).unwrap_or_default();
+                let position = applied.len() + at + 1;
                 let fail = |reason: String| command_failed(round, position, first, reason, false);
                 let Some(channel) = channels.get(&first.channel) else {
                     return Err(fail(format!("no channel {:?}", first.channel)));
@@ -211,7 +210,9 @@ impl Scope {
                     }
                     open.insert(held.to_string(), begin(holder.as_ref(), held, false)?);
                 }
-                let Some(tx) = open.get_mut(held) else { continue };
+                let Some(tx) = open.get_mut(held) else {
+                    return Err(fail(format!("channel {held:?} was not begun")));
+                };
                 // Each command runs under the grant of the service that
                 // queued it, and ends by that service's deadline counted from
                 // the start of the save (within the scope's own).
@@ -225,7 +226,6 @@ impl Scope {
                 let service = service.as_ref();
                 // Returning early drops `open`, which rolls every channel back.
                 let ops: Vec<&Operation> = run.iter().map(|c| &c.op).collect();
-                let mut outcomes = Vec::with_capacity(ops.len());
                 let result = match channel.shares() {
                     Some(_) => ops.iter().try_for_each(|op| {
                         outcomes.push(channel.apply_shared(tx.as_mut(), op, &caller)?);
@@ -236,23 +236,26 @@ impl Scope {
                 // One outcome for each command, or the failed command is the
                 // one after the last outcome (a channel that pushed one for
                 // every command failed on its last).
-                let result = result.and_then(|()| match outcomes.len() == ops.len() {
+                let Some(given) = outcomes.len().checked_sub(at) else {
+                    return Err(fail("the channel took back the outcomes of earlier commands".into()));
+                };
+                let result = result.and_then(|()| match given == len {
                     true => Ok(()),
-                    false => Err(ChannelError::Invalid(format!(
-                        "the channel gave {} outcome(s) for {} command(s)",
-                        outcomes.len(),
-                        ops.len()
-                    ))),
+                    false => {
+                        Err(ChannelError::Invalid(format!("the channel gave {given} outcome(s) for {len} command(s)")))
+                    }
                 });
                 if result.is_err() {
-                    outcomes.truncate(ops.len() - 1);
+                    outcomes.truncate(at + given.min(len - 1));
                 }
-                drop(ops);
                 // The outcomes come first: a command whose count was not the
                 // one expected is the save's error even when a later command
                 // of the run failed.
-                for outcome in outcomes {
-                    let Some(command) = batch.next() else { break };
+                let hooked = service.is_some_and(|s| s.hooks.on_save.is_some());
+                // Looked at one by one only when there is something to see.
+                let checked = hooked || run.iter().any(|c| c.expect.is_some());
+                let done = if checked { outcomes.get(at..).unwrap_or_default() } else { &[] };
+                for (command, &outcome) in run.iter().zip(done) {
                     if let (Some(expected), Outcome::Affected(changed)) = (command.expect, outcome)
                         && changed != expected
                     {
@@ -264,19 +267,19 @@ impl Scope {
                     }
                     // Outcomes are only built for services that have an on-save hook.
                     // A receipt is the host's, not the service's.
-                    if !matches!(command.op, Operation::Receipt { .. })
-                        && service.is_some_and(|s| s.hooks.on_save.is_some())
-                    {
-                        outcome_for(&mut by_service, &command, outcome);
+                    if hooked && !matches!(command.op, Operation::Receipt { .. }) {
+                        outcome_for(&mut by_service, command, outcome);
                     }
-                    applied.push(Applied { round, command, outcome });
                 }
                 if let Err(e) = result
-                    && let Some(command) = batch.next()
+                    && let Some(command) = batch.get(outcomes.len())
                 {
-                    return Err(self.refused(&open, e, &command, service, round, applied.len() + 1));
+                    let position = applied.len() + outcomes.len() + 1;
+                    return Err(self.refused(&open, e, command, service, round, position));
                 }
             }
+            // The round's commands move into the report together.
+            applied.extend(round, batch, outcomes);
             self.on_save(by_service)?;
             // A hook that was denied a grant ends the save like a call that
             // was: nothing is applied.
@@ -306,7 +309,7 @@ impl Scope {
                 command_failed(round, position, command, why, false)
             }
             ChannelError::Timeout if self.store.data().cancel.is_cancelled() => ScopeError::Failed {
-                service: command.service.clone(),
+                service: command.service.to_string(),
                 function: "save".into(),
                 reason: format!("the save was cancelled at {}: the client went away", command.describe()),
                 cause: Cause::Cancelled,
@@ -406,7 +409,7 @@ impl Scope {
 /// them), every applied command, and how many rounds ran.
 struct Settled {
     open: BTreeMap<String, Box<dyn Transaction>>,
-    applied: Vec<Applied>,
+    applied: AppliedList,
     rounds: usize,
     /// How many reads were checked before round 1.
     checked: usize,
@@ -463,7 +466,7 @@ fn command_failed(round: usize, position: usize, command: &Command, reason: Stri
         round,
         position,
         command: command.describe(),
-        service: command.service.clone(),
+        service: command.service.to_string(),
         reason,
         retryable,
     }
@@ -473,9 +476,9 @@ fn command_failed(round: usize, position: usize, command: &Command, reason: Stri
 /// command, keeping services in the order of their first command.
 fn outcome_for(by_service: &mut Vec<(String, Vec<Val>)>, command: &Command, outcome: Outcome) {
     let value = Val::Tuple(vec![Val::U64(command.ticket), outcome_val(outcome)]);
-    match by_service.iter_mut().find(|(s, _)| *s == command.service) {
+    match by_service.iter_mut().find(|(s, _)| **s == *command.service) {
         Some((_, list)) => list.push(value),
-        None => by_service.push((command.service.clone(), vec![value])),
+        None => by_service.push((command.service.to_string(), vec![value])),
     }
 }
 

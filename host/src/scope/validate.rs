@@ -45,7 +45,7 @@ impl Scope {
                 .queue
                 .commands()
                 .iter()
-                .map(|c| channels.get(&c.channel).and_then(|channel| channel.shares()).unwrap_or(c.channel.as_str())),
+                .map(|c| channels.get(&c.channel).and_then(|channel| channel.shares()).unwrap_or(&c.channel)),
         );
         for name in needed {
             if open.contains_key(name) {

@@ -140,7 +140,7 @@ impl App {
     /// Counts what a saved scope applied, and the conflicts of the runs
     /// before it (retries of `called`, the service the request called).
     fn saved(&self, called: &str, report: &crate::scope::SaveReport) {
-        self.metrics.applied(report.applied.iter().map(|a| a.command.service.as_str()));
+        self.metrics.applied(report.applied.iter().map(|a| &*a.command.service));
         self.metrics.conflicts(report.conflicts.iter().map(|c| c.service.as_str()));
         self.metrics.retried(called, report.conflicts.len());
     }

@@ -66,6 +66,10 @@ fn executes(
     if alone {
         pooled.keys_fresh.set(false);
     }
+    // A statement with result columns (`RETURNING`) is stepped to the end,
+    // its rows passed over rather than refused; one without is executed.
+    let returns_rows = stmt.column_count() > 0;
+    let expected = stmt.parameter_count();
     let mut taken = 0;
     for op in ops {
         let Operation::Execute { sql: next, params } = op else { break };
@@ -73,13 +77,17 @@ fn executes(
             break;
         }
         in_time(taken, &entered)?;
-        check_param_count(stmt.parameter_count(), params.len())?;
-        // Stepped to the end, so that `RETURNING` rows are passed over
-        // rather than refused; the rows changed are SQLite's count.
-        let mut rows = stmt.query(params_from_iter(params)).map_err(|e| ran(e, &entered))?;
-        while rows.next().map_err(|e| ran(e, &entered))?.is_some() {}
-        drop(rows);
-        outcomes.push(Outcome::Affected(pooled.conn.changes()));
+        check_param_count(expected, params.len())?;
+        // The rows changed are SQLite's count either way.
+        let changed = if returns_rows {
+            let mut rows = stmt.query(params_from_iter(params)).map_err(|e| ran(e, &entered))?;
+            while rows.next().map_err(|e| ran(e, &entered))?.is_some() {}
+            drop(rows);
+            pooled.conn.changes()
+        } else {
+            execute(&mut stmt, params).map_err(|e| ran(e, &entered))? as u64
+        };
+        outcomes.push(Outcome::Affected(changed));
         taken += 1;
     }
     Ok(taken)
@@ -105,7 +113,7 @@ fn built(
         in_time(taken, &entered)?;
         let params = params_of(op);
         check_param_count(stmt.parameter_count(), params.len())?;
-        let changed = stmt.execute(params_from_iter(params)).map_err(|e| ran(e, &entered))?;
+        let changed = execute(&mut stmt, params).map_err(|e| ran(e, &entered))?;
         outcomes.push(match op {
             Operation::Insert { .. } => Outcome::Inserted(pooled.conn.last_insert_rowid()),
             _ => Outcome::Affected(changed as u64),
@@ -113,6 +121,20 @@ fn built(
         taken += 1;
     }
     Ok(taken)
+}
+
+/// Executes `stmt` (which returns no rows) with `params`, their count
+/// already checked against its own, and returns the rows it changed. Each
+/// parameter is bound at its index, so every binding of the command before
+/// is replaced.
+fn execute<'p>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl IntoIterator<Item = &'p Value>,
+) -> rusqlite::Result<usize> {
+    for (index, value) in params.into_iter().enumerate() {
+        stmt.raw_bind_parameter(index + 1, value)?;
+    }
+    stmt.raw_execute()
 }
 
 /// The SQL text of the statement that applies `op`. Identifiers are
@@ -281,6 +303,44 @@ mod tests {
         assert_eq!(one_by_one, in_runs);
         assert_eq!(in_runs.0.len(), ops.len());
         assert!(in_runs.1.len() > 1, "the commands left rows to compare: {:?}", in_runs.1);
+        Ok(())
+    }
+
+    /// A `to.execute` counts the rows it changed whether its statement
+    /// returns rows (stepped to the end) or not (executed), binds each
+    /// command's own parameters, and refuses a wrong parameter count.
+    #[test]
+    fn executes_count_their_rows_with_or_without_returning() -> Result<(), ChannelError> {
+        let exec = |sql: &str, params: Vec<Value>| Operation::Execute { sql: sql.into(), params };
+        let ops = [
+            exec("INSERT INTO t (a, b) VALUES (?1, ?2)", vec![Value::Integer(1), Value::Integer(10)]),
+            exec("INSERT INTO t (a, b) VALUES (?1, ?2)", vec![Value::Integer(2), Value::Integer(20)]),
+            exec("INSERT INTO t (a, b) VALUES (?1, ?2)", vec![Value::Integer(3), Value::Null]),
+            exec("UPDATE t SET b = 0 WHERE a >= ?1 RETURNING a", vec![Value::Integer(2)]),
+            exec("UPDATE t SET b = 0 WHERE a >= ?1 RETURNING a", vec![Value::Integer(3)]),
+            exec("DELETE FROM t WHERE a <= ?1", vec![Value::Integer(1)]),
+        ];
+        let run: Vec<&Operation> = ops.iter().collect();
+        let (outcomes, left) = applied(|tx, host| {
+            let mut outcomes = Vec::new();
+            tx.apply_run(&run, host, &mut outcomes)?;
+            Ok(outcomes)
+        })?;
+        let counts: Vec<Outcome> = [1, 1, 1, 2, 1, 1].into_iter().map(Outcome::Affected).collect();
+        assert_eq!(outcomes, counts);
+        let rows = |rows: &[(i64, &str)]| rows.iter().map(|&(id, v)| ("t".to_string(), id, v.to_string())).collect();
+        let expected: Left = rows(&[(2, "2,0"), (3, "3,0")]);
+        assert_eq!(left, expected);
+
+        let wrong = exec("INSERT INTO t (a) VALUES (?1)", vec![Value::Integer(1), Value::Integer(2)]);
+        let refused = applied(|tx, host| {
+            let mut outcomes = Vec::new();
+            tx.apply_run(&[&ops[0], &wrong], host, &mut outcomes).map(|()| outcomes)
+        });
+        match refused {
+            Err(ChannelError::Invalid(why)) => assert!(why.contains("takes 1 parameter(s) but 2"), "{why}"),
+            other => panic!("a wrong parameter count was not refused: {other:?}"),
+        }
         Ok(())
     }
 
