@@ -180,7 +180,7 @@ pub(crate) fn ended(result: Json, ending: &Ending) -> Expected {
     let (ending, commands) = match ending {
         Ending::Saved(saved) | Ending::DryRun(saved) => (
             if matches!(ending, Ending::Saved(_)) { "saved" } else { "dry-run" },
-            saved.applied.iter().map(|a| command_json(&a.command, Some((a.round, a.outcome)))).collect(),
+            saved.applied.iter().map(|a| command_json(a.command, Some((a.round, a.outcome)))).collect(),
         ),
         Ending::Discarded { commands, .. } => ("discarded", queued(commands)),
         Ending::Denied { commands, .. } => ("denied", queued(commands)),
