@@ -354,8 +354,8 @@ pub trait Channel: Send + Sync {
         None
     }
 
-    /// Called once a save that held a transaction of this channel has
-    /// committed it: an effect channel wakes its relay.
+    /// Called once a save that applied commands of this channel has
+    /// committed: an effect channel wakes its relay.
     fn committed(&self) {}
 
     /// The SQL dialect of this channel's migrations: a migrations directory

@@ -48,7 +48,7 @@ impl Scope {
             self.stage = Stage::Unsaved("a guest was denied a grant".into());
             return Err(ScopeError::Denied { scope: self.id(), denials: self.denials().to_vec() });
         }
-        let Settled { open, applied, rounds, checked } = match self.rounds().and_then(|s| self.journal(s)) {
+        let Settled { open, applied, rounds, checked, touched } = match self.rounds().and_then(|s| self.journal(s)) {
             Ok(done) => done,
             Err(e) => {
                 // `rounds` already dropped its transactions, rolling back.
@@ -94,7 +94,9 @@ impl Scope {
         self.stage = Stage::Settled("saved");
         // Effect channels wake their relays: their rows are committed.
         let channels = Arc::clone(&self.store.data().channels);
-        for name in &committed {
+        // By the commands' own channels: one that shares another's
+        // transaction (bus, http-out) is not among the committed names.
+        for name in &touched {
             if let Some(channel) = channels.get(name) {
                 channel.committed();
             }
@@ -148,11 +150,12 @@ impl Scope {
         self.store.data_mut().keep_reads = false;
         let checked = self.validate(&mut open, started)?;
         let mut applied = AppliedList::default();
+        let mut touched: Vec<Arc<str>> = Vec::new();
         let mut round = 0;
         loop {
             let batch = self.store.data_mut().queue.take();
             if batch.is_empty() {
-                return Ok(Settled { open, applied, rounds: round, checked });
+                return Ok(Settled { open, applied, rounds: round, checked, touched });
             }
             round += 1;
             // Each service may queue up to its own last round (limits.save-rounds).
@@ -270,6 +273,9 @@ impl Scope {
                     if hooked && !matches!(command.op, Operation::Receipt { .. }) {
                         outcome_for(&mut by_service, command, outcome);
                     }
+                }
+                if !touched.iter().any(|t| same_name(t, &first.channel)) {
+                    touched.push(Arc::clone(&first.channel));
                 }
                 if let Err(e) = result
                     && let Some(command) = batch.get(outcomes.len())
@@ -413,6 +419,8 @@ struct Settled {
     rounds: usize,
     /// How many reads were checked before round 1.
     checked: usize,
+    /// The channels that commands were applied to, each once.
+    touched: Vec<Arc<str>>,
 }
 
 /// The save's transactions in the order they commit: data channels, then

@@ -105,6 +105,7 @@ fn built(
     let Some(first) = ops.first() else { return Ok(0) };
     let entered = pooled.gate.enter(None, Some(caller.deadline), caller.cancel.clone());
     let mut stmt = pooled.conn.prepare_cached(&sql_of(first)).map_err(invalid)?;
+    let expected = stmt.parameter_count();
     let mut taken = 0;
     for op in ops {
         if taken > 0 && !same_statement(first, op) {
@@ -112,7 +113,7 @@ fn built(
         }
         in_time(taken, &entered)?;
         let params = params_of(op);
-        check_param_count(stmt.parameter_count(), params.len())?;
+        check_param_count(expected, params.len())?;
         let changed = execute(&mut stmt, params).map_err(|e| ran(e, &entered))?;
         outcomes.push(match op {
             Operation::Insert { .. } => Outcome::Inserted(pooled.conn.last_insert_rowid()),
