@@ -64,11 +64,32 @@ demo: build guests
     sluice call orders.do-clearing 1 || echo "(exit $?: the service returned an error)" >&2
 
 # Build what the tests need and run every test: host, guests' own unit
-# tests, end to end; and check that the benchmarks compile.
-test: guests polyglot tools wit-package
-    SLUICE_COMPONENTS={{components}} SLUICE_VENV={{venv}} cargo test --workspace
-    cargo build --benches -p sluice-host
-    cd guests && cargo test --target-dir {{target}}/guests-native
+# tests, end to end; and check that the benchmarks compile. Each step is
+# timed (scripts/step) and the table printed at the end; `.ci/run` passes
+# its own SLUICE_STEPS so that its table holds these steps and its own.
+test:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -z "${SLUICE_STEPS:-}" ]; then
+        export SLUICE_STEPS=$(mktemp)
+        trap '{{quote(justfile_directory() / "scripts/step")}} --table; rm -f "$SLUICE_STEPS"' EXIT
+    fi
+    step() { {{quote(justfile_directory() / "scripts/step")}} "$@"; }
+    just={{quote(just_executable())}}
+    step guests "$just" guests
+    step polyglot "$just" polyglot
+    step tools "$just" tools
+    step wit-package "$just" wit-package
+    export SLUICE_COMPONENTS={{quote(components)}} SLUICE_VENV={{quote(venv)}}
+    step "build: host tests (dev)" cargo test --workspace --no-run
+    step "build: host benches" cargo build --benches -p sluice-host
+    step "test: host lib" cargo test -p sluice-host --lib
+    step "test: sluice bin" cargo test -p sluice-host --bins
+    step "test: e2e" cargo test -p sluice-host --test e2e
+    step "test: doc" cargo test -p sluice-host --doc
+    cd guests
+    step "build: guests native" cargo test --no-run --target-dir {{quote(target / "guests-native")}}
+    step "test: guests native" cargo test --target-dir {{quote(target / "guests-native")}}
 
 # The crash test of the outbox at full length: 50 SIGKILLs of `sluice
 # serve` under a load of orders, each followed by a restart on the same
