@@ -157,3 +157,81 @@ fn a_commit_cut_short_is_finished_when_the_channel_opens() {
     assert_eq!(state, "delivered");
     drop(host);
 }
+
+/// The rows of `table` in `f`'s database.
+fn count(f: &Fixture, table: &str) -> i64 {
+    f.db().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+}
+
+/// A save whose renames could not all succeed at commit is refused before
+/// any channel commits, so nothing of it is applied: a key and a key below
+/// it (`d` and `d/x`, in either order), a write onto a directory. A removal
+/// of a path that holds no file has nothing to do and does not fail the
+/// save. Before, each of the first three failed after `main` had committed.
+#[test]
+fn a_save_whose_renames_could_not_succeed_is_refused_before_anything_commits() {
+    let (f, host, root) = files_host(&["probe", "products"]);
+    std::fs::create_dir_all(root.join("existing/dir")).expect("a directory");
+    let cases: [&[&str]; 3] = [&["d", "d/x"], &["e/x", "e"], &["existing/dir"]];
+    for keys in cases {
+        let mut scope = host.scope();
+        scope.call("products", "add", &[s("widget"), Val::S64(250)]).expect("add product");
+        for key in keys {
+            scope.call("probe", "kv-set", &[s("files"), s(key), bytes(b"v")]).expect("queue the file");
+        }
+        let error = scope.save().expect_err("the save cannot rename all its files");
+        let said = error.to_string();
+        assert!(matches!(error, ScopeError::Command { .. }), "{keys:?}: {said}");
+        assert!(said.contains("probe") && said.contains("directory"), "{keys:?}: {said}");
+        drop(scope);
+        assert_eq!(count(&f, "products"), 0, "{keys:?}: main committed though the files could not");
+        assert!(!root.join(keys[0]).is_file() && !root.join(keys[keys.len() - 1]).is_file(), "{keys:?}");
+    }
+    let mut scope = host.scope();
+    scope.call("products", "add", &[s("widget"), Val::S64(250)]).expect("add product");
+    scope.call("probe", "kv-remove", &[s("files"), s("existing/dir")]).expect("queue the removal");
+    scope.call("probe", "kv-remove", &[s("files"), s("missing")]).expect("queue the removal");
+    scope.save().expect("removing what holds no file is nothing to do");
+    assert_eq!(count(&f, "products"), 1);
+    assert!(root.join("existing/dir").is_dir());
+}
+
+/// A step of a journaled commit that can never be applied (here a
+/// directory stands where its file goes, as a service could once leave it)
+/// does not stop the host from starting: it is dead, with the path and the
+/// cause, its staged file is removed, and saves go on. Before, every start
+/// failed until the outbox row was edited by hand.
+#[test]
+fn a_step_that_can_never_be_applied_does_not_stop_the_host_from_starting() {
+    let (f, options) = files_config(&["probe"], "outbox = \"main\"\n");
+    drop(Host::open(&options).expect("host"));
+    let root = f.dir.path().join("files");
+    std::fs::create_dir_all(root.join("d/x")).expect("a directory where the file goes");
+    let staged = ".sluice-stage-999999999-0-d";
+    std::fs::write(root.join(staged), b"never").expect("staged");
+    f.db()
+        .execute(
+            "INSERT INTO sluice_outbox (id, channel, service, target, headers, body, created_ms, next_ms) \
+             VALUES ('r1', 'files', 'probe', 'write d', '[]', ?1, 0, 0)",
+            [serde_json::json!({"path": "d", "staged": staged}).to_string().into_bytes()],
+        )
+        .expect("row");
+    let host = Host::open(&options).expect("the host starts though the step cannot be applied");
+    let (state, error): (String, String) = f
+        .db()
+        .query_row("SELECT state, last_error FROM sluice_outbox WHERE id = 'r1'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("r1");
+    assert_eq!(state, "dead");
+    assert!(error.starts_with("d: ") && error.to_lowercase().contains("directory"), "{error}");
+    assert!(!root.join(staged).exists(), "the dead step's staged file is still there");
+    assert!(root.join("d/x").is_dir());
+    let report =
+        call::run(&host, "probe", "kv-set", &[s("files"), s("a.txt"), bytes(b"next")], Mode::Save).expect("set");
+    assert_eq!(sluice_host::values::to_json(&report.results[0]).to_string(), r#"{"ok":1}"#);
+    assert_eq!(std::fs::read(root.join("a.txt")).expect("a.txt"), b"next");
+    let service: String = f
+        .db()
+        .query_row("SELECT service FROM sluice_outbox WHERE target = 'write a.txt'", [], |r| r.get(0))
+        .expect("the new row");
+    assert_eq!(service, "probe", "a journal row names the service that wrote the path");
+}

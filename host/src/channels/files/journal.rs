@@ -38,21 +38,22 @@ pub(super) struct Step {
 /// commit that wrote it.
 const RELAY_AFTER: Duration = Duration::from_secs(5);
 
-/// Writes `steps` as rows of `outbox` in `tx`; returns their ids.
+/// Writes `steps`, each with the service that wrote its path, as rows of
+/// `outbox` in `tx`; returns their ids.
 pub(super) fn record(
     outbox: &Outbox,
     tx: &mut dyn Transaction,
-    steps: &[Step],
+    steps: &[(Step, &str)],
     caller: &Caller,
 ) -> Result<Vec<String>, ChannelError> {
     let mut ids = Vec::with_capacity(steps.len());
-    for step in steps {
+    for (step, service) in steps {
         let body = serde_json::to_vec(step).map_err(|e| ChannelError::Invalid(e.to_string()))?;
         let target = match step.staged {
             Some(_) => format!("write {}", step.path),
             None => format!("remove {}", step.path),
         };
-        ids.push(outbox.insert(tx, "host", &target, &Headers::default(), &body, caller)?);
+        ids.push(outbox.insert(tx, service, &target, &Headers::default(), &body, caller)?);
     }
     Ok(ids)
 }
@@ -70,6 +71,20 @@ pub(super) fn apply(dir: &Dir, step: &Step) -> std::io::Result<()> {
     }
 }
 
+/// Whether a step that failed with `e` can never succeed as the directory
+/// stands: a directory where its file goes, or a file where one of its
+/// directories goes. Trying again cannot help, so the step is dead at once.
+pub(super) fn permanent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::IsADirectory
+            | ErrorKind::NotADirectory
+            | ErrorKind::DirectoryNotEmpty
+            | ErrorKind::InvalidInput
+            | ErrorKind::InvalidFilename
+    )
+}
+
 /// The staged files that rows not yet applied name: the sweep keeps them.
 pub(super) fn kept(outbox: &Outbox) -> HashSet<String> {
     let bodies = outbox.pending_bodies().unwrap_or_default();
@@ -85,7 +100,13 @@ impl Steps {
     async fn run(&self, entry: &Entry) -> Result<(), Failure> {
         let step: Step = serde_json::from_slice(&entry.body)
             .map_err(|e| Failure { reason: format!("a malformed step: {e}"), permanent: true })?;
-        apply(&self.dir, &step).map_err(|e| Failure { reason: format!("{}: {e}", step.path), permanent: false })
+        apply(&self.dir, &step).map_err(|e| {
+            let permanent = permanent(&e);
+            if let (true, Some(staged)) = (permanent, &step.staged) {
+                let _ = self.dir.remove_file(staged);
+            }
+            Failure { reason: format!("{}: {e}", step.path), permanent }
+        })
     }
 }
 
@@ -94,7 +115,8 @@ impl Deliver for Steps {
         Box::pin(self.run(entry))
     }
 
-    /// A step is tried until it is done: it is a committed write.
+    /// A step is tried until it is done: it is a committed write. One that
+    /// can never succeed ([`permanent`]) is dead at once.
     fn tries(&self) -> Option<u32> {
         None
     }
@@ -111,5 +133,32 @@ impl Deliver for Steps {
     /// lands after an earlier one.
     fn ordered(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step whose target is a directory, or whose parent is a file, fails
+    /// for good; one whose staged file is gone was done by an earlier try.
+    #[test]
+    fn steps_that_can_never_succeed_are_told_apart() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = Dir::open_ambient_dir(root.path(), cap_std::ambient_authority()).expect("open");
+        dir.create_dir_all("d/x").expect("a directory");
+        dir.write("f", b"a file").expect("a file");
+        for (path, staged) in [("d", Some("s1")), ("f/y", Some("s2")), ("d", None)] {
+            if let Some(staged) = staged {
+                dir.write(staged, b"staged").expect("staged");
+            }
+            let step = Step { path: path.into(), staged: staged.map(String::from) };
+            let e = apply(&dir, &step).expect_err(path);
+            assert!(permanent(&e), "{path}: {e} ({:?})", e.kind());
+        }
+        let gone = Step { path: "g".into(), staged: Some("never-staged".into()) };
+        apply(&dir, &gone).expect("a staged file already renamed is a step done");
+        let busy = std::io::Error::from(ErrorKind::TimedOut);
+        assert!(!permanent(&busy));
     }
 }

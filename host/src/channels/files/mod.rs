@@ -23,7 +23,7 @@
 //!   per channel within this host, so what a save checked holds to its
 //!   commit; another process writing the directory is not held off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,11 +53,16 @@ const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// machine, and any over an hour old. Their saves never committed them; the
 /// targets were never touched (a rename is the only write to a target).
 /// Applies, in order, the steps of commits a host did not finish (it was
-/// killed after the data committed): before this host saves anything.
+/// killed after the data committed): before this host saves anything. A
+/// step that can never succeed (a directory where its file goes) is dead at
+/// once, its staged file removed, and the error names its service; at the
+/// first step that fails otherwise, the rest is left, in order, to the
+/// relay. No step stops the channel from opening, so no service can stop
+/// the host from starting.
 fn recover(dir: &Dir, outbox: &Outbox) -> Result<(), ChannelError> {
     let lease = std::time::Duration::from_secs(60);
+    let owner = format!("recovery-{}", std::process::id());
     loop {
-        let owner = format!("recovery-{}", std::process::id());
         let rows = outbox.claim(&owner, 1000, lease, std::time::Duration::ZERO)?;
         if rows.is_empty() {
             return Ok(());
@@ -65,9 +70,35 @@ fn recover(dir: &Dir, outbox: &Outbox) -> Result<(), ChannelError> {
         let mut done = Vec::new();
         for row in rows {
             let Ok(step) = serde_json::from_slice::<Step>(&row.body) else { continue };
-            journal::apply(dir, &step).map_err(|e| io_error(&step.path, e))?;
-            tracing::info!("{} {}: a step of a commit a host did not finish", row.target, step.path);
-            done.push(row.id);
+            match journal::apply(dir, &step) {
+                Ok(()) => {
+                    tracing::info!("{} {}: a step of a commit a host did not finish", row.target, step.path);
+                    done.push(row.id);
+                }
+                Err(e) if journal::permanent(&e) => {
+                    tracing::error!(
+                        service = %row.service,
+                        "{} {}: a step of a commit a host did not finish can never be applied ({e}); it is dead and the path keeps what it held",
+                        row.target,
+                        step.path
+                    );
+                    outbox.failed(&row.id, &format!("{}: {e}", step.path), None)?;
+                    if let Some(staged) = &step.staged {
+                        let _ = dir.remove_file(staged);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        service = %row.service,
+                        "{} {}: a step of a commit a host did not finish failed ({e}); it and the steps after it are left to the relay",
+                        row.target,
+                        step.path
+                    );
+                    outbox.delivered_all(&done)?;
+                    outbox.failed(&row.id, &format!("{}: {e}", step.path), Some(std::time::Duration::ZERO))?;
+                    return outbox.release(&owner);
+                }
+            }
         }
         outbox.delivered_all(&done)?;
     }
@@ -316,6 +347,9 @@ impl Channel for FilesChannel {
             dir: Arc::clone(&self.dir),
             pending: HashMap::new(),
             order: Vec::new(),
+            dirs: HashSet::new(),
+            writers: HashMap::new(),
+            writer: None,
             journal: self.journal.clone(),
             recorded: Vec::new(),
             turn: Some(turn),
@@ -337,6 +371,13 @@ struct FilesTransaction {
     dir: Arc<Dir>,
     pending: HashMap<String, Option<String>>,
     order: Vec<String>,
+    /// The directories this save's writes need (`a` and `a/b` for `a/b/c`):
+    /// none of them may be written as a file in the same save.
+    dirs: HashSet<String>,
+    /// The service whose command wrote each path last, for its journal row.
+    writers: HashMap<String, Arc<str>>,
+    /// The service of the command being applied.
+    writer: Option<Arc<str>>,
     /// The outbox its steps are written to in advance, if any.
     journal: Option<Arc<Outbox>>,
     /// The ids of the rows written for this save's steps.
@@ -356,9 +397,50 @@ impl FilesTransaction {
         }
     }
 
+    /// Refuses, before anything commits, a write whose rename could not
+    /// succeed at commit: onto a directory, below a path this save writes
+    /// as a file, or onto a path this save writes below (as a directory).
+    fn check_write(&self, path: &str) -> Result<(), ChannelError> {
+        let refuse = |why: String| Err(ChannelError::Invalid(format!("path {path:?} {why}")));
+        if self.dirs.contains(path) {
+            return refuse("is a directory of another path this save writes: it cannot also be a file".into());
+        }
+        for (i, _) in path.match_indices('/') {
+            let parent = &path[..i];
+            if matches!(self.pending.get(parent), Some(Some(_))) {
+                return refuse(format!(
+                    "is below {parent:?}, which this save writes as a file: a path cannot be both a file and a directory"
+                ));
+            }
+        }
+        match self.dir.symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => refuse("is a directory: only a file can be written".into()),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(path, e)),
+        }
+    }
+
+    /// Whether `path` holds a file now (not a directory): a removal of
+    /// anything else has nothing to do.
+    fn is_file(&self, path: &str) -> Result<bool, ChannelError> {
+        match self.dir.symlink_metadata(path) {
+            Ok(meta) => Ok(!meta.is_dir()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(path, e)),
+        }
+    }
+
     /// Stages `value` for `path` (or its removal), replacing what this save
-    /// staged for it before.
+    /// staged for it before. Every check that the commit's rename (or
+    /// removal) will succeed is made here, before any channel commits.
     fn stage(&mut self, path: &str, value: Option<&[u8]>) -> Result<(), ChannelError> {
+        match value {
+            Some(_) => self.check_write(path)?,
+            // Not written by this save and no file there: nothing to remove.
+            None if !self.pending.contains_key(path) && !self.is_file(path)? => return Ok(()),
+            None => {}
+        }
         let staged = match value {
             Some(bytes) => {
                 let (parent, file) = path.rsplit_once('/').map_or(("", path), |(p, f)| (p, f));
@@ -373,6 +455,14 @@ impl FilesTransaction {
             }
             None => None,
         };
+        if value.is_some() {
+            for (i, _) in path.match_indices('/') {
+                self.dirs.insert(path[..i].to_string());
+            }
+        }
+        if let Some(writer) = &self.writer {
+            self.writers.insert(path.to_string(), Arc::clone(writer));
+        }
         match self.pending.insert(path.to_string(), staged) {
             Some(Some(earlier)) => {
                 let _ = self.dir.remove_file(earlier);
@@ -385,10 +475,11 @@ impl FilesTransaction {
 }
 
 impl Transaction for FilesTransaction {
-    fn apply(&mut self, op: &Operation, _caller: &Caller) -> Result<Outcome, ChannelError> {
+    fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         if let Some(key) = op.key() {
             check_path(&self.dir, key)?;
         }
+        self.writer = caller.service.clone();
         super::kv::apply(self, op)
     }
 
@@ -413,10 +504,13 @@ impl Transaction for FilesTransaction {
     /// transaction), when the channel has one.
     fn journal(&mut self, into: &mut dyn Transaction, caller: &Caller) -> Result<(), ChannelError> {
         let Some(outbox) = self.journal.clone() else { return Ok(()) };
-        let steps: Vec<Step> = self
+        let steps: Vec<(Step, &str)> = self
             .order
             .iter()
-            .filter_map(|path| self.pending.get(path).map(|s| Step { path: path.clone(), staged: s.clone() }))
+            .filter_map(|path| {
+                let step = Step { path: path.clone(), staged: self.pending.get(path)?.clone() };
+                Some((step, self.writers.get(path).map_or("host", |w| &**w)))
+            })
             .collect();
         self.recorded = journal::record(&outbox, into, &steps, caller)?;
         Ok(())
