@@ -153,6 +153,34 @@ fn no_statement_controls_the_transaction() {
     serves_normally(&host, &f, "after-transaction-control");
 }
 
+/// `raw-sql` means schema changes, never state left on the pooled
+/// connection, a trigger or a host table: a temporary table named like an
+/// application table (it would take the next scopes' inserts and answer
+/// their reads on that connection), a trigger (its writes run under no
+/// grant) and any schema action on a `sluice_` table are refused, and the
+/// next scopes' inserts reach the real tables.
+#[test]
+fn raw_sql_leaves_nothing_on_the_connection_and_never_reaches_host_tables() {
+    let manifest =
+        "[channels.main]\nreads = \"*\"\ninserts = \"*\"\nupdates = \"*\"\ndeletes = \"*\"\nraw-sql = true\n";
+    let (f, host, before) = with_secrets(manifest);
+    for sql in [
+        "CREATE TEMP TABLE products (id INTEGER PRIMARY KEY, name TEXT, price_cents INTEGER)",
+        "CREATE TABLE temp.orders (id INTEGER PRIMARY KEY)",
+        "CREATE TEMP VIEW products_view AS SELECT 1",
+        "CREATE TRIGGER wipe AFTER INSERT ON products BEGIN DELETE FROM secrets; END",
+        "CREATE TABLE sluice_planted (a)",
+        "CREATE TABLE \"SLUICE_Outbox2\" (a)",
+        "ALTER TABLE sluice_migrations ADD COLUMN planted",
+        "DROP TABLE sluice_migrations",
+    ] {
+        let error = attack(&host, "execute", &[s(sql)]);
+        assert!(error.contains("hostile may not") && error.contains("no grant allows it"), "{sql}: {error}");
+        assert_eq!(f.dump(), before, "{sql} changed the database");
+    }
+    serves_normally(&host, &f, "after-temporary-objects");
+}
+
 /// A denial in an `on-save` hook stops the save even when the hook carries
 /// on: no caller can save a scope that saw a denial.
 #[test]

@@ -30,6 +30,7 @@ use super::implied::Keys;
 use crate::channels::Denial;
 use crate::manifest::Access;
 use crate::manifest::ChannelGrant;
+use crate::manifest::is_host_table;
 use crate::work::Canceller;
 
 /// How many SQLite virtual machine steps run between two looks at the clock.
@@ -336,7 +337,22 @@ fn observe(ctx: &AuthContext<'_>, rules: &Rules) -> Result<Option<Seen>, Denial>
         let trigger = trigger && access != Access::Read;
         Ok(Some(Seen::Table { access, table: name.to_lowercase(), column: column.to_lowercase(), trigger }))
     };
+    // A schema change is the grant's to judge (`raw-sql`), except on the
+    // host's own tables: none of those is any service's, by any grant.
     let schema = |what: &str, name: &str| Ok(Some(Seen::Schema(format!("{what} {name}"))));
+    // A temporary object lives on the connection, which the pool hands to
+    // the next scope, and shadows the table of its name in every later
+    // statement there, the host's included: none for a service, whether
+    // SQLite reports it as TEMP or as an object of the `temp` schema.
+    let temporary = |what: &str, name: &str| {
+        Err(Denial::Never(format!("{what} {name} (a temporary object would outlive the scope on its connection)")))
+    };
+    let in_temp = ctx.database_name.is_some_and(|db| db.eq_ignore_ascii_case("temp"));
+    let on = |what: &str, name: &str, table: &str| match [name, table].into_iter().find(|n| is_host_table(n)) {
+        Some(own) => Err(Denial::Never(format!("{what} {name}: {own} is the host's own table (sluice_…)"))),
+        None if in_temp => temporary(what, name),
+        None => schema(what, name),
+    };
     match ctx.action {
         AuthAction::Select | AuthAction::Recursive => Ok(None),
         // A table in no database is a CTE or a subquery's result: what it
@@ -366,25 +382,31 @@ fn observe(ctx: &AuthContext<'_>, rules: &Rules) -> Result<Option<Seen>, Denial>
         AuthAction::CreateVtable { table_name, .. } | AuthAction::DropVtable { table_name, .. } => {
             Err(Denial::Never(format!("create or drop the virtual table {table_name}")))
         }
-        AuthAction::CreateIndex { index_name, .. } => schema("CREATE INDEX", index_name),
-        AuthAction::CreateTable { table_name } => schema("CREATE TABLE", table_name),
-        AuthAction::CreateTempIndex { index_name, .. } => schema("CREATE TEMP INDEX", index_name),
-        AuthAction::CreateTempTable { table_name } => schema("CREATE TEMP TABLE", table_name),
-        AuthAction::CreateTempTrigger { trigger_name, .. } => schema("CREATE TEMP TRIGGER", trigger_name),
-        AuthAction::CreateTempView { view_name } => schema("CREATE TEMP VIEW", view_name),
-        AuthAction::CreateTrigger { trigger_name, .. } => schema("CREATE TRIGGER", trigger_name),
-        AuthAction::CreateView { view_name } => schema("CREATE VIEW", view_name),
-        AuthAction::DropIndex { index_name, .. } => schema("DROP INDEX", index_name),
-        AuthAction::DropTable { table_name } => schema("DROP TABLE", table_name),
-        AuthAction::DropTempIndex { index_name, .. } => schema("DROP TEMP INDEX", index_name),
-        AuthAction::DropTempTable { table_name } => schema("DROP TEMP TABLE", table_name),
-        AuthAction::DropTempTrigger { trigger_name, .. } => schema("DROP TEMP TRIGGER", trigger_name),
-        AuthAction::DropTempView { view_name } => schema("DROP TEMP VIEW", view_name),
-        AuthAction::DropTrigger { trigger_name, .. } => schema("DROP TRIGGER", trigger_name),
-        AuthAction::DropView { view_name } => schema("DROP VIEW", view_name),
-        AuthAction::AlterTable { table_name, .. } => schema("ALTER TABLE", table_name),
-        AuthAction::Reindex { index_name } => schema("REINDEX", index_name),
-        AuthAction::Analyze { table_name } => schema("ANALYZE", table_name),
+        AuthAction::CreateIndex { index_name, table_name } => on("CREATE INDEX", index_name, table_name),
+        AuthAction::CreateTable { table_name } => on("CREATE TABLE", table_name, table_name),
+        AuthAction::CreateTempIndex { index_name, .. } => temporary("CREATE TEMP INDEX", index_name),
+        AuthAction::CreateTempTable { table_name } => temporary("CREATE TEMP TABLE", table_name),
+        AuthAction::CreateTempTrigger { trigger_name, .. } => temporary("CREATE TEMP TRIGGER", trigger_name),
+        AuthAction::CreateTempView { view_name } => temporary("CREATE TEMP VIEW", view_name),
+        // A trigger's writes are not judged against the grant of the
+        // statement that fires them (they are the operator's schema at
+        // work, like the statements the host builds), so no service may
+        // create one: triggers come from migrations (`sluice migrate`).
+        AuthAction::CreateTrigger { trigger_name, .. } => Err(Denial::Never(format!(
+            "CREATE TRIGGER {trigger_name} (a trigger's writes run under no grant: triggers come from `sluice migrate`)"
+        ))),
+        AuthAction::CreateView { view_name } => on("CREATE VIEW", view_name, view_name),
+        AuthAction::DropIndex { index_name, table_name } => on("DROP INDEX", index_name, table_name),
+        AuthAction::DropTable { table_name } => on("DROP TABLE", table_name, table_name),
+        AuthAction::DropTempIndex { index_name, .. } => temporary("DROP TEMP INDEX", index_name),
+        AuthAction::DropTempTable { table_name } => temporary("DROP TEMP TABLE", table_name),
+        AuthAction::DropTempTrigger { trigger_name, .. } => temporary("DROP TEMP TRIGGER", trigger_name),
+        AuthAction::DropTempView { view_name } => temporary("DROP TEMP VIEW", view_name),
+        AuthAction::DropTrigger { trigger_name, table_name } => on("DROP TRIGGER", trigger_name, table_name),
+        AuthAction::DropView { view_name } => on("DROP VIEW", view_name, view_name),
+        AuthAction::AlterTable { table_name, .. } => on("ALTER TABLE", table_name, table_name),
+        AuthAction::Reindex { index_name } => on("REINDEX", index_name, index_name),
+        AuthAction::Analyze { table_name } => on("ANALYZE", table_name, table_name),
         _ if raw => Ok(Some(Seen::Schema(format!("{:?}", ctx.action)))),
         _ => Err(Denial::Never(format!("run {:?}", ctx.action))),
     }
@@ -477,7 +499,8 @@ pub(super) mod tests {
              CREATE TABLE secrets (x);
              CREATE TABLE log (m);
              CREATE VIEW v AS SELECT x FROM secrets;
-             CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.a); END;",
+             CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.a); END;
+             CREATE TABLE sluice_kv (k TEXT PRIMARY KEY, v);",
         )
         .expect("schema");
         let gate = Gate::install(&conn);
@@ -557,6 +580,41 @@ pub(super) mod tests {
         let raw = rules("[channels.main]\nraw-sql = true\n", true);
         assert_eq!(super::tests::check(&conn, &gate, &raw, "CREATE TABLE z (a)"), Ok(()));
         assert!(matches!(super::tests::check(&conn, &gate, &raw, "PRAGMA journal_mode = off"), Err(Denial::Never(_))));
+    }
+
+    /// `raw-sql` means schema changes and nothing more: no temporary
+    /// object (it would stay on the pooled connection and shadow tables
+    /// for the next scope, the host's statements included), no trigger
+    /// (its writes would run under no grant), and no schema action on a
+    /// host table. A rename runs SQLite's `sqlite_rename_table()`, which no
+    /// service may call, so no rename can give a table a host table's name.
+    #[test]
+    fn raw_sql_changes_the_schema_but_never_the_connection_triggers_or_host_tables() {
+        let (conn, gate) = conn();
+        let raw = rules("[channels.main]\nraw-sql = true\n", true);
+        let check = |sql| check(&conn, &gate, &raw, sql);
+        for sql in [
+            "CREATE TEMP TABLE products (id, name)",
+            "CREATE TABLE temp.x (a)",
+            "CREATE TEMP VIEW tv AS SELECT 1",
+            "CREATE TEMP TRIGGER tt AFTER INSERT ON t BEGIN DELETE FROM secrets; END",
+            "CREATE TRIGGER t2 AFTER INSERT ON t BEGIN DELETE FROM secrets; END",
+            "CREATE TABLE sluice_x (a)",
+            "CREATE TABLE \"SLUICE_X\" (a)",
+            "ALTER TABLE sluice_kv ADD COLUMN planted",
+            "ALTER TABLE t RENAME TO sluice_outbox",
+            "ALTER TABLE t RENAME TO [Sluice_Outbox]",
+            "CREATE INDEX i ON sluice_kv (v)",
+            "DROP TABLE sluice_kv",
+            "CREATE VIEW sluice_v AS SELECT 1",
+        ] {
+            assert!(matches!(check(sql), Err(Denial::Never(_))), "{sql}: {:?}", check(sql));
+        }
+        for sql in
+            ["CREATE TABLE z (a)", "ALTER TABLE t ADD COLUMN c", "CREATE VIEW v2 AS SELECT a FROM t", "DROP TRIGGER tr"]
+        {
+            assert_eq!(check(sql), Ok(()), "{sql}");
+        }
     }
 
     #[test]
