@@ -200,6 +200,32 @@ fn every_error_class_has_its_status_and_the_server_survives() {
     }
 }
 
+/// A route asked with a method it does not take answers 405 as a problem
+/// document, with `Allow` naming the methods it takes; before, the body was
+/// empty.
+#[test]
+fn a_method_a_route_does_not_take_gets_405_as_a_problem() {
+    let f = Fixture::new(&["probe"]);
+    let s = f.serve(&[]);
+    let client = reqwest::blocking::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/services/probe/note", "POST"),
+        (reqwest::Method::DELETE, "/services/probe/note", "POST"),
+        (reqwest::Method::POST, "/openapi.json", "GET,HEAD"),
+        (reqwest::Method::PUT, "/services", "GET,HEAD"),
+    ] {
+        let response = client.request(method.clone(), s.url(path)).send().expect("request");
+        let status = response.status().as_u16();
+        let allowed = response.headers().get("allow").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let media = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body: Json = response.json().expect("a JSON body");
+        let e = expect_error((status, body), 405, "method-not-allowed");
+        assert!(e["detail"].as_str().is_some_and(|d| d.contains(method.as_str()) && d.contains(path)), "{e}");
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        assert_eq!(media.as_deref(), Some("application/problem+json"), "{method} {path}");
+    }
+}
+
 #[test]
 fn a_body_over_the_limit_gets_413() {
     let f = Fixture::new(&["probe"]);

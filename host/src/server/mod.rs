@@ -244,10 +244,22 @@ pub fn router_with(host: Arc<Host>, options: ServeOptions, readiness: Readiness)
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(mount::handle)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(trace::traced))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(options.read_timeout))
         .with_state(app)
+}
+
+/// A route asked with a method it does not take: 405 as a problem
+/// document, like every other error (axum adds the `Allow` header).
+async fn method_not_allowed(request: axum::extract::Request) -> Response {
+    let message = format!(
+        "{} is not a method of {}; the Allow header lists the ones it takes",
+        request.method(),
+        request.uri().path()
+    );
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", message).into_response()
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops

@@ -27,7 +27,7 @@ pub struct Problem {
     pub status: StatusCode,
     /// A stable name of the cause: `arguments`, `not-found`, `denied`,
     /// `service-error`, `trap`, `limit`, `save`, `conflict`, `unavailable`,
-    /// `too-large`.
+    /// `too-large`, `timeout`, `cancelled`, `method-not-allowed`.
     pub kind: &'static str,
     /// What went wrong, naming the service and the cause.
     pub message: String,
@@ -98,6 +98,7 @@ fn title(kind: &str) -> &'static str {
         "too-large" => "The request is too large",
         "timeout" => "The request stopped arriving",
         "cancelled" => "The client went away",
+        "method-not-allowed" => "The route does not take that method",
         _ => "The request failed",
     }
 }
