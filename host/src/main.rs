@@ -168,7 +168,9 @@ enum Command {
         #[arg(long, default_value_t = 1.0, value_name = "SHARE")]
         record_rate: f64,
         /// Redact recorded cases: `column:NAME` or `arg:NAME` (see `call
-        /// --redact`). Repeatable.
+        /// --redact`), or `header:NAME` (that header of a recorded request;
+        /// `Authorization`, `Proxy-Authorization`, `Cookie` and `Set-Cookie`
+        /// always are). Repeatable.
         #[arg(long, value_name = "RULE")]
         redact: Vec<sluice_host::case::redact::Rule>,
     },

@@ -213,6 +213,39 @@ fn serve_records_cases_that_replay_and_hold_no_redacted_value() {
     assert!(out.contains("9 passed, 0 failed"), "{out}");
 }
 
+/// A recorded request's credentials never reach the case: `Authorization`
+/// and `Cookie` with no rule, a header named by `--redact header:NAME` too;
+/// each value is a token wherever it appears, and the case still replays.
+/// Before, they were kept verbatim.
+#[test]
+fn recorded_requests_keep_no_credential() {
+    let f = Fixture::new(&["orders", "inventory", "products", "api"]);
+    f.migrate();
+    let dir = f.dir.path().join("recorded");
+    let dir_arg = dir.to_string_lossy().to_string();
+    let served = f.serve(&["--record", &dir_arg, "--redact", "header:x-api-key"]);
+    let secrets = ["Bearer s3cret-token", "sid=c00kie-value", "k3y-value"];
+    let answer = reqwest::blocking::Client::new()
+        .get(served.url("/shop/orders/1"))
+        .header("authorization", secrets[0])
+        .header("cookie", secrets[1])
+        .header("x-api-key", secrets[2])
+        .header("x-request-note", "kept as it is")
+        .send()
+        .expect("GET");
+    assert_eq!(answer.status().as_u16(), 404);
+    drop(served);
+    let files: Vec<_> = std::fs::read_dir(&dir).expect("recorded").flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).expect("case");
+    for secret in secrets {
+        assert!(!text.contains(secret), "the case holds {secret}:\n{text}");
+    }
+    assert!(text.contains("redacted-1") && text.contains("kept as it is"), "{text}");
+    let (passed, out) = replay(&f, &["test", &dir_arg]);
+    assert!(passed, "{out}");
+}
+
 /// A scope that reads more than a case may hold runs as usual while being
 /// recorded; its tape stops at the cap instead of growing with what a
 /// service reads.

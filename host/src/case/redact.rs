@@ -6,6 +6,8 @@
 //! inside any text (a statement's parameters, a message's payload), by a
 //! token: `redacted-1`, `redacted-2`… The same value always gets the same
 //! token, so a case whose redacted values are all text still replays.
+//! A recorded request's credentials ([`CREDENTIAL_HEADERS`]) are redacted
+//! the same way in every case, with no rule; `header:NAME` adds a header.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,14 @@ pub enum Rule {
     Column(String),
     /// A parameter of the call, by name.
     Arg(String),
+    /// A header of a recorded request, by name (compared without regard
+    /// to case).
+    Header(String),
 }
+
+/// The headers whose values are credentials: redacted in every recorded
+/// request, whatever the rules.
+pub const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
 
 impl std::str::FromStr for Rule {
     type Err = String;
@@ -29,7 +38,8 @@ impl std::str::FromStr for Rule {
         match text.split_once(':') {
             Some(("column", name)) if !name.is_empty() => Ok(Rule::Column(name.to_lowercase())),
             Some(("arg", name)) if !name.is_empty() => Ok(Rule::Arg(name.to_string())),
-            _ => Err(format!("redaction rule {text:?} is not column:NAME or arg:NAME")),
+            Some(("header", name)) if !name.is_empty() => Ok(Rule::Header(name.to_lowercase())),
+            _ => Err(format!("redaction rule {text:?} is not column:NAME, arg:NAME or header:NAME")),
         }
     }
 }
@@ -40,12 +50,16 @@ const MIN_INSIDE: usize = 3;
 
 /// Applies `rules` to `case`, whose call has parameters named `params`.
 pub fn apply(case: &mut Case, params: &[String], rules: &[Rule]) -> Result<(), String> {
-    if rules.is_empty() {
-        return Ok(());
-    }
     let mut secrets: Vec<Json> = Vec::new();
+    for (name, value) in case.http.iter().flat_map(|http| &http.headers) {
+        let name = name.to_lowercase();
+        if CREDENTIAL_HEADERS.contains(&name.as_str()) || rules.contains(&Rule::Header(name)) {
+            leaves(&Json::String(value.clone()), &mut secrets);
+        }
+    }
     for rule in rules {
         match rule {
+            Rule::Header(_) => {}
             Rule::Arg(name) => {
                 if let Some(arg) = params.iter().position(|p| p == name).and_then(|i| case.args.get(i)) {
                     leaves(arg, &mut secrets);
@@ -79,6 +93,9 @@ pub fn apply(case: &mut Case, params: &[String], rules: &[Rule]) -> Result<(), S
                 }
             }
         }
+    }
+    if secrets.is_empty() {
+        return Ok(());
     }
     let mut tokens: BTreeMap<String, String> = BTreeMap::new();
     for secret in &secrets {
