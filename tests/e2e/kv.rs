@@ -210,6 +210,28 @@ pub(crate) fn semantics(host: &Host, channel: &str, ns: &str) {
     assert!(error.to_string().contains(&format!("get {ns}b on {channel}")), "{error}");
     drop(scope);
     assert_eq!(value(host, channel, &k("c")), None);
+    longer_values_are_judged_unread(host, channel, ns);
+}
+
+/// A command reads no more of a value than it needs: a value longer than
+/// any counter fails an increment as not a number, a longer value than the
+/// one compare-and-swap expects is a mismatch, the same value swaps, and a
+/// remove only asks whether the key is set; an empty value is set.
+fn longer_values_are_judged_unread(host: &Host, channel: &str, ns: &str) {
+    let key = format!("{ns}long");
+    let run = |function: &str, args: Vec<Val>| call::run(host, "probe", function, &args, Mode::Save);
+    let long = vec![b'7'; 4096];
+    run("kv-set", vec![s(channel), s(&key), bytes(&long)]).expect("set");
+    let error = run("kv-increment", vec![s(channel), s(&key), Val::S64(1)]).expect_err("too long for a counter");
+    assert!(error.to_string().contains("more than 20 bytes: not a decimal integer"), "{error}");
+    let conflict = run("kv-swap", vec![s(channel), s(&key), maybe(Some(b"7")), maybe(None)]).expect_err("longer");
+    assert!(matches!(conflict, ScopeError::Conflict { .. }), "{conflict}");
+    let swapped = run("kv-swap", vec![s(channel), s(&key), maybe(Some(&long)), maybe(Some(b""))]).expect("swap");
+    assert!(matches!(swapped.ending, sluice_host::scope::Ending::Saved(_)), "{:?}", swapped.ending);
+    let removed = run("kv-remove", vec![s(channel), s(&key)]).expect("remove");
+    assert_eq!(removed.ending_applied_outcomes(), vec!["1 row(s) affected".to_string()], "an empty value is set");
+    let again = run("kv-remove", vec![s(channel), s(&key)]).expect("remove");
+    assert_eq!(again.ending_applied_outcomes(), vec!["0 row(s) affected".to_string()]);
 }
 
 trait Outcomes {

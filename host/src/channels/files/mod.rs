@@ -33,7 +33,7 @@ use cap_std::fs::Dir;
 
 pub(crate) mod journal;
 
-use super::kv::{MAX_LIST, check_key, check_prefix, reading, value_rows};
+use super::kv::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
 use super::outbox::Outbox;
 use super::turns::{Turn, Turns};
 use super::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
@@ -214,22 +214,30 @@ fn check_path(dir: &Dir, path: &str) -> Result<(), ChannelError> {
     Ok(())
 }
 
-/// A file's contents, or `None` when it does not exist; at most `max_bytes`.
+/// A file's contents, or `None` when it does not exist; at most
+/// `max_bytes`, read no further than one byte past them (a file that grows
+/// while it is read is still not held whole).
 fn read_file(dir: &Dir, path: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, ChannelError> {
+    let too_large = |len: u64| ChannelError::TooLarge { bytes: usize::try_from(len).unwrap_or(usize::MAX) };
     match dir.metadata(path) {
         Ok(meta) if meta.is_dir() => return Ok(None),
-        Ok(meta) if meta.len() > max_bytes as u64 => {
-            return Err(ChannelError::TooLarge { bytes: usize::try_from(meta.len()).unwrap_or(usize::MAX) });
-        }
+        Ok(meta) if meta.len() > max_bytes as u64 => return Err(too_large(meta.len())),
         Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(path, e)),
     }
-    match dir.read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path, e)),
+    let file = match dir.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit), &mut bytes).map_err(|e| io_error(path, e))?;
+    if bytes.len() > max_bytes {
+        return Err(too_large(bytes.len() as u64));
     }
+    Ok(Some(bytes))
 }
 
 /// The files under `prefix`, at most `limit`, in byte order: walks the
@@ -388,12 +396,18 @@ struct FilesTransaction {
 }
 
 impl FilesTransaction {
-    /// What `path` holds with this save's writes.
-    fn current(&self, path: &str) -> Result<Option<Vec<u8>>, ChannelError> {
-        match self.pending.get(path) {
-            Some(Some(staged)) => read_file(&self.dir, staged, usize::MAX),
-            Some(None) => Ok(None),
-            None => read_file(&self.dir, path, usize::MAX),
+    /// What `path` holds with this save's writes, read only when it is at
+    /// most `max_bytes` long (its length is looked at first).
+    fn current(&self, path: &str, max_bytes: usize) -> Result<Held, ChannelError> {
+        let at = match self.pending.get(path) {
+            Some(Some(staged)) => staged.as_str(),
+            Some(None) => return Ok(Held::Unset),
+            None => path,
+        };
+        match read_file(&self.dir, at, max_bytes) {
+            Ok(value) => Ok(Held::of(value.as_deref(), max_bytes)),
+            Err(ChannelError::TooLarge { .. }) => Ok(Held::Longer),
+            Err(e) => Err(e),
         }
     }
 
@@ -549,8 +563,8 @@ impl Transaction for FilesTransaction {
 }
 
 impl super::kv::Keys for FilesTransaction {
-    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError> {
-        FilesTransaction::current(self, key)
+    fn current(&mut self, key: &str, max_bytes: usize) -> Result<Held, ChannelError> {
+        FilesTransaction::current(self, key, max_bytes)
     }
 
     fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError> {

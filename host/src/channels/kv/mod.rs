@@ -96,11 +96,38 @@ pub(crate) fn counter(key: &str, value: Option<&[u8]>) -> Result<i64, ChannelErr
 /// writes so far, and a write (`None` removes). [`apply`] builds every kv
 /// command on these two.
 pub(crate) trait Keys {
-    /// What `key` holds now, with this save's writes.
-    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError>;
+    /// What `key` holds now, with this save's writes: its value when it is
+    /// at most `max_bytes` long, [`Held::Longer`] otherwise, found without
+    /// reading the value (a command reads no more than it needs).
+    fn current(&mut self, key: &str, max_bytes: usize) -> Result<Held, ChannelError>;
     /// Sets (`Some`) or removes (`None`) `key` in this save.
     fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError>;
 }
+
+/// What a key holds, read no further than a command needs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// The key is not set.
+    Unset,
+    /// Its value, no longer than was asked.
+    Value(Vec<u8>),
+    /// A value longer than was asked, left unread.
+    Longer,
+}
+
+impl Held {
+    /// `Held` of an optional value in memory, asked for at most `max_bytes`.
+    pub(crate) fn of(value: Option<&[u8]>, max_bytes: usize) -> Held {
+        match value {
+            None => Held::Unset,
+            Some(v) if v.len() > max_bytes => Held::Longer,
+            Some(v) => Held::Value(v.to_vec()),
+        }
+    }
+}
+
+/// The most bytes a counter's value may hold: a sign and 19 digits.
+const COUNTER_BYTES: usize = 20;
 
 /// Applies one kv command through `keys`: a compare-and-swap that finds
 /// another value is a conflict; an increment of a value that is not a
@@ -113,19 +140,34 @@ pub(crate) fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, Chan
             1
         }
         Operation::Remove { key } => {
-            let was = keys.current(key)?.is_some();
+            let was = keys.current(key, 0)? != Held::Unset;
             keys.write(key, None)?;
             u64::from(was)
         }
         Operation::Swap { key, expected, value } => {
-            if keys.current(key)? != *expected {
+            // A value longer than the expected one differs from it unread.
+            let now = keys.current(key, expected.as_ref().map_or(0, Vec::len))?;
+            let same = match (&now, expected) {
+                (Held::Unset, None) => true,
+                (Held::Value(now), Some(expected)) => now == expected,
+                _ => false,
+            };
+            if !same {
                 return Err(ChannelError::Conflict(format!("{key} no longer holds what compare-and-swap expected")));
             }
             keys.write(key, value.clone())?;
             1
         }
         Operation::Increment { key, by } => {
-            let now = counter(key, keys.current(key)?.as_deref())?;
+            let now = match keys.current(key, COUNTER_BYTES)? {
+                Held::Unset => 0,
+                Held::Value(bytes) => counter(key, Some(&bytes))?,
+                Held::Longer => {
+                    return Err(ChannelError::Invalid(format!(
+                        "key {key} holds more than {COUNTER_BYTES} bytes: not a decimal integer"
+                    )));
+                }
+            };
             let sum = now.checked_add(*by).ok_or_else(|| {
                 ChannelError::Invalid(format!("{key} holds {now}; adding {by} overflows a 64-bit integer"))
             })?;

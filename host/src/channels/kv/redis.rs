@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Client, Connection};
 
-use super::{MAX_LIST, check_key, check_prefix, reading, value_rows};
+use super::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
 use crate::bindings::{Rows, Value};
 use crate::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
@@ -229,12 +229,20 @@ impl RedisTransaction {
     }
 
     /// What `key` holds with this transaction's writes: watched, then read.
-    fn current(&mut self, key: &str, caller: &Caller) -> Result<Option<Vec<u8>>, ChannelError> {
+    /// What `key` holds, its value read only up to `max_bytes` (and one
+    /// more, to tell a longer one): `GETRANGE` never sends more.
+    fn current(&mut self, key: &str, max_bytes: usize, caller: &Caller) -> Result<Held, ChannelError> {
         if let Some(pending) = self.pending.get(key) {
-            return Ok(pending.clone());
+            return Ok(Held::of(pending.as_deref(), max_bytes));
         }
         self.watch(&[key.to_string()], caller)?;
-        redis::cmd("GET").arg(key).query(self.conn(caller)?).map_err(redis_error)
+        let conn = self.conn(caller)?;
+        let head: Vec<u8> = redis::cmd("GETRANGE").arg(key).arg(0).arg(max_bytes).query(conn).map_err(redis_error)?;
+        if head.is_empty() {
+            let exists: bool = redis::cmd("EXISTS").arg(key).query(conn).map_err(redis_error)?;
+            return Ok(if exists { Held::Value(Vec::new()) } else { Held::Unset });
+        }
+        Ok(Held::of(Some(&head), max_bytes))
     }
 
     fn write(&mut self, key: &str, value: Option<Vec<u8>>) {
@@ -304,8 +312,8 @@ struct Watched<'a> {
 }
 
 impl super::Keys for Watched<'_> {
-    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError> {
-        self.tx.current(key, self.caller)
+    fn current(&mut self, key: &str, max_bytes: usize) -> Result<Held, ChannelError> {
+        self.tx.current(key, max_bytes, self.caller)
     }
 
     fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError> {

@@ -11,11 +11,13 @@ use crate::bindings::{Rows, Value};
 use crate::channels::{Caller, Channel, ChannelError, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 
-use super::{MAX_LIST, check_key, check_prefix};
+use super::{Held, MAX_LIST, check_key, check_prefix};
 
 /// The table's statements in one SQL dialect.
 struct Statements {
     get: &'static str,
+    /// A value's length, and the value only when it is at most `?3` bytes.
+    held: &'static str,
     list: &'static str,
     set: &'static str,
     remove: &'static str,
@@ -23,6 +25,8 @@ struct Statements {
 
 const SQLITE: Statements = Statements {
     get: "SELECT value FROM sluice_kv WHERE space = ?1 AND key = ?2",
+    held: "SELECT length(value), CASE WHEN length(value) <= CAST(?3 AS BIGINT) THEN value END \
+           FROM sluice_kv WHERE space = ?1 AND key = ?2",
     // Keys compare as bytes (SQLite's BINARY collation); `key >= ?2` lets
     // the primary key find the first one.
     list: "SELECT key, value FROM sluice_kv WHERE space = ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2 \
@@ -34,6 +38,8 @@ const SQLITE: Statements = Statements {
 
 const POSTGRES: Statements = Statements {
     get: SQLITE.get,
+    held: "SELECT octet_length(value), CASE WHEN octet_length(value) <= CAST(?3 AS BIGINT) THEN value END \
+           FROM sluice_kv WHERE space = ?1 AND key = ?2",
     // The "C" collation orders keys as bytes, whatever the database's.
     list: "SELECT key, value FROM sluice_kv WHERE space = ?1 AND left(key, char_length(?2)) = ?2 \
            ORDER BY key COLLATE \"C\" LIMIT ?3",
@@ -101,9 +107,23 @@ impl TableKv {
     }
 
     /// What `key` holds now, read in the save transaction `tx`.
-    fn current(&self, tx: &mut dyn Transaction, key: &str, host: &Caller) -> Result<Option<Vec<u8>>, ChannelError> {
-        let rows = tx.rows(self.sql.get, &[self.space(), text(key)], host)?;
-        Ok(first_value(&rows))
+    /// What `key` holds in `tx`, its value read only when it is at most
+    /// `max_bytes` long (the engine compares the length first).
+    fn current(
+        &self,
+        tx: &mut dyn Transaction,
+        key: &str,
+        max_bytes: usize,
+        host: &Caller,
+    ) -> Result<Held, ChannelError> {
+        let max = Value::Integer(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        let rows = tx.rows(self.sql.held, &[self.space(), text(key), max], host)?;
+        let Some(row) = rows.values.first() else { return Ok(Held::Unset) };
+        Ok(match row.get(1) {
+            Some(Value::Blob(bytes)) => Held::Value(bytes.clone()),
+            Some(Value::Text(text)) => Held::Value(text.clone().into_bytes()),
+            _ => Held::Longer,
+        })
     }
 
     fn space(&self) -> Value {
@@ -192,8 +212,8 @@ struct InTable<'a> {
 }
 
 impl super::Keys for InTable<'_> {
-    fn current(&mut self, key: &str) -> Result<Option<Vec<u8>>, ChannelError> {
-        self.kv.current(self.tx, key, &self.host)
+    fn current(&mut self, key: &str, max_bytes: usize) -> Result<Held, ChannelError> {
+        self.kv.current(self.tx, key, max_bytes, &self.host)
     }
 
     fn write(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), ChannelError> {
