@@ -113,6 +113,23 @@ fn files_appear_only_when_the_save_commits() {
     assert_eq!(std::fs::read_to_string(root.join("reports/a.txt")).expect("written"), "hello");
 }
 
+/// Writes the pending outbox row `r1` of a files step that renames
+/// `staged` onto `path` for `service`, as a host killed after main
+/// committed leaves it.
+fn pending_step(f: &Fixture, service: &str, path: &str, staged: &str) {
+    f.db()
+        .execute(
+            "INSERT INTO sluice_outbox (id, channel, service, target, headers, body, created_ms, next_ms) \
+             VALUES ('r1', 'files', ?1, ?2, '[]', ?3, 0, 0)",
+            rusqlite::params![
+                service,
+                format!("write {path}"),
+                serde_json::json!({"path": path, "staged": staged}).to_string().into_bytes()
+            ],
+        )
+        .expect("row");
+}
+
 /// With `outbox = "main"` a files commit is written in advance in main's
 /// save transaction: a commit cut short after the data committed (its row
 /// pending, its staged file there) is finished when the channel opens, and
@@ -136,13 +153,7 @@ fn a_commit_cut_short_is_finished_when_the_channel_opens() {
     let dead = ".sluice-stage-999999999-0-a.txt";
     std::fs::write(root.join(dead), b"second").expect("staged");
     std::fs::write(root.join(".sluice-stage-999999999-1-b.txt"), b"orphan").expect("orphan");
-    f.db()
-        .execute(
-            "INSERT INTO sluice_outbox (id, channel, service, target, headers, body, created_ms, next_ms) \
-             VALUES ('r1', 'files', 'host', 'write a.txt', '[]', ?1, 0, 0)",
-            [serde_json::json!({"path": "a.txt", "staged": dead}).to_string().into_bytes()],
-        )
-        .expect("row");
+    pending_step(&f, "host", "a.txt", dead);
     let host = Host::open(&options).expect("host opens again");
     assert_eq!(std::fs::read(root.join("a.txt")).expect("a.txt"), b"second");
     let left: Vec<String> = std::fs::read_dir(&root)
@@ -209,13 +220,7 @@ fn a_step_that_can_never_be_applied_does_not_stop_the_host_from_starting() {
     std::fs::create_dir_all(root.join("d/x")).expect("a directory where the file goes");
     let staged = ".sluice-stage-999999999-0-d";
     std::fs::write(root.join(staged), b"never").expect("staged");
-    f.db()
-        .execute(
-            "INSERT INTO sluice_outbox (id, channel, service, target, headers, body, created_ms, next_ms) \
-             VALUES ('r1', 'files', 'probe', 'write d', '[]', ?1, 0, 0)",
-            [serde_json::json!({"path": "d", "staged": staged}).to_string().into_bytes()],
-        )
-        .expect("row");
+    pending_step(&f, "probe", "d", staged);
     let host = Host::open(&options).expect("the host starts though the step cannot be applied");
     let (state, error): (String, String) = f
         .db()
