@@ -136,10 +136,54 @@ impl Channel for RedisKv {
     }
 }
 
-/// `GET key` as a reading: a `value` column, no row or one.
+/// `GET key` as a reading: a `value` column, no row or one. At most
+/// `max_bytes` of the value (and one more, to tell a longer one) is ever
+/// sent: `GETRANGE`, then `EXISTS` when that is empty.
 fn get(conn: &mut Connection, key: &str, max_bytes: usize) -> Result<Reading, ChannelError> {
-    let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn).map_err(redis_error)?;
+    let head: Vec<u8> = redis::cmd("GETRANGE").arg(key).arg(0).arg(max_bytes).query(conn).map_err(redis_error)?;
+    if head.len() > max_bytes {
+        return Err(ChannelError::TooLarge { bytes: head.len() });
+    }
+    let value = if !head.is_empty() || redis::cmd("EXISTS").arg(key).query(conn).map_err(redis_error)? {
+        Some(head)
+    } else {
+        None
+    };
     reading(value_rows(value), max_bytes)
+}
+
+/// The values of `KEYS` (as `MGET`), unless the keys and their values come
+/// to more than `ARGV[1]` bytes: then `{total}` and nothing is sent. One
+/// script, so that no value can grow between the count and the read.
+const MGET_WITHIN: &str = r"
+local total = 0
+for _, key in ipairs(KEYS) do
+    local ok, length = pcall(redis.call, 'STRLEN', key)
+    total = total + string.len(key) + (ok and length or 0)
+end
+if total > tonumber(ARGV[1]) then return {total} end
+return {total, redis.call('MGET', unpack(KEYS))}
+";
+
+/// The values of `keys`, or `TooLarge` before any is sent when they and
+/// the keys come to more than `max_bytes`.
+fn values_within(
+    conn: &mut Connection,
+    keys: &[String],
+    max_bytes: usize,
+) -> Result<Vec<Option<Vec<u8>>>, ChannelError> {
+    let answer: redis::Value =
+        redis::Script::new(MGET_WITHIN).key(keys).arg(max_bytes).invoke(conn).map_err(redis_error)?;
+    let malformed = || ChannelError::Unavailable("redis: the script of a list answered something else".into());
+    let redis::Value::Array(mut parts) = answer else { return Err(malformed()) };
+    let total = match parts.first() {
+        Some(redis::Value::Int(total)) => usize::try_from(*total).unwrap_or(usize::MAX),
+        _ => return Err(malformed()),
+    };
+    if parts.len() < 2 {
+        return Err(ChannelError::TooLarge { bytes: total });
+    }
+    redis::from_redis_value(parts.swap_remove(1)).map_err(|e| ChannelError::Unavailable(format!("redis: {e}")))
 }
 
 /// The keys under `prefix` (at most `limit`, in byte order) with their
@@ -176,8 +220,7 @@ fn list(
     keys.sort();
     keys.dedup();
     keys.truncate(limit as usize);
-    let values: Vec<Option<Vec<u8>>> =
-        if keys.is_empty() { Vec::new() } else { redis::cmd("MGET").arg(&keys).query(conn).map_err(redis_error)? };
+    let values = if keys.is_empty() { Vec::new() } else { values_within(conn, &keys, max_bytes)? };
     let mut listed = Vec::new();
     let mut rows = Vec::new();
     for (key, value) in keys.into_iter().zip(values) {
@@ -383,5 +426,43 @@ mod tests {
     #[test]
     fn glob_characters_match_themselves() {
         assert_eq!(escape_glob("a*b?[c]\\d/"), "a\\*b\\?\\[c\\]\\\\d/");
+    }
+
+    /// A read of a value longer than its limit is refused with no more
+    /// than one byte past the limit sent to the host: a get of 5 MB under
+    /// 1,000 bytes receives 1,001; a list's keys and values are counted in
+    /// Redis before any value is sent. Needs Redis at 127.0.0.1:6379 (a
+    /// failure under SLUICE_REQUIRE_TOOLS=1, as in CI).
+    #[test]
+    fn reads_stop_at_their_limit_before_the_bytes_arrive() {
+        let url = "redis://127.0.0.1:6379";
+        let mut conn = match Client::open(url).and_then(|c| c.get_connection()) {
+            Ok(conn) => conn,
+            Err(e) if std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1") => {
+                eprintln!("skipping: no Redis at {url} ({e})");
+                return;
+            }
+            Err(e) => panic!("no Redis at {url}: {e}"),
+        };
+        let ns = format!("sluice-unit/{}/", uuid::Uuid::new_v4().simple());
+        let (big, small, unset) = (format!("{ns}big"), format!("{ns}small"), format!("{ns}unset"));
+        let set = |conn: &mut Connection, key: &str, value: Vec<u8>| {
+            redis::cmd("SET").arg(key).arg(value).query::<()>(conn).expect("SET");
+        };
+        set(&mut conn, &big, vec![b'x'; 5_000_000]);
+        set(&mut conn, &small, b"v".to_vec());
+        match get(&mut conn, &big, 1000) {
+            Err(ChannelError::TooLarge { bytes }) => assert_eq!(bytes, 1001),
+            other => panic!("{:?}", other.map(|r| r.rows.values.len())),
+        }
+        assert_eq!(get(&mut conn, &small, 1000).expect("small").rows.values, vec![vec![Value::Blob(b"v".to_vec())]]);
+        assert!(get(&mut conn, &unset, 1000).expect("unset").rows.values.is_empty());
+        match values_within(&mut conn, &[small.clone(), big.clone()], 1000) {
+            Err(ChannelError::TooLarge { bytes }) => assert!(bytes > 5_000_000, "{bytes}"),
+            other => panic!("{:?}", other.map(|v| v.len())),
+        }
+        let values = values_within(&mut conn, &[small.clone(), unset.clone()], 1000).expect("within");
+        assert_eq!(values, vec![Some(b"v".to_vec()), None]);
+        redis::cmd("DEL").arg(&big).arg(&small).query::<()>(&mut conn).expect("DEL");
     }
 }
