@@ -9,6 +9,7 @@ mod crash;
 mod discovery;
 mod edge;
 mod effects;
+mod fairness;
 mod files;
 mod grants;
 mod hostile;

@@ -63,7 +63,7 @@ fn recover(dir: &Dir, outbox: &Outbox) -> Result<(), ChannelError> {
     let lease = std::time::Duration::from_secs(60);
     let owner = format!("recovery-{}", std::process::id());
     loop {
-        let rows = outbox.claim(&owner, 1000, lease, std::time::Duration::ZERO)?;
+        let rows = outbox.claim(&owner, 1000, lease, std::time::Duration::ZERO, &[])?;
         if rows.is_empty() {
             return Ok(());
         }

@@ -69,7 +69,10 @@ const INSERT: &str = "INSERT INTO sluice_outbox (id, channel, service, target, h
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
 const DUE: &str = "SELECT id, service, target, headers, body, tries FROM sluice_outbox \
                    WHERE channel = ?1 AND state = 'pending' AND next_ms <= ?2 AND created_ms <= ?4 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms <= ?2) ORDER BY created_ms, id LIMIT ?3";
+                   AND (lease_until_ms IS NULL OR lease_until_ms <= ?2)";
+const DUE_ORDER: &str = " ORDER BY created_ms, id LIMIT ?3";
+const UNCLAIM: &str = "UPDATE sluice_outbox SET lease_owner = NULL, lease_until_ms = NULL, tries = tries - 1 \
+                       WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'";
 const LEASE: &str = "UPDATE sluice_outbox SET lease_owner = ?1, lease_until_ms = ?2, tries = tries + 1 WHERE id = ?3";
 const DELIVERED: &str = "UPDATE sluice_outbox SET state = 'delivered', done_ms = ?1, lease_owner = NULL, \
                          lease_until_ms = NULL, last_error = NULL WHERE id = ?2 AND state = 'pending'";
@@ -196,14 +199,29 @@ impl Outbox {
         limit: u32,
         lease: Duration,
         min_age: Duration,
+        skip: &[String],
     ) -> Result<Vec<Entry>, ChannelError> {
         let now = now_ms();
         let written_by = now - i64::try_from(min_age.as_millis()).unwrap_or(0);
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let due = if self.postgres { format!("{DUE} FOR UPDATE SKIP LOCKED") } else { DUE.to_string() };
+        // The rows of the services in `skip` (those at their share of
+        // deliveries in flight) are left for later claims.
+        let skipped = match skip.len() {
+            0 => String::new(),
+            n => {
+                format!(" AND service NOT IN ({})", (5..5 + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", "))
+            }
+        };
+        let lock = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let due = format!("{DUE}{skipped}{DUE_ORDER}{lock}");
         self.host_tx(|tx, host| {
-            let params =
-                [text(&self.channel), Value::Integer(now), Value::Integer(limit.into()), Value::Integer(written_by)];
+            let mut params = vec![
+                text(&self.channel),
+                Value::Integer(now),
+                Value::Integer(limit.into()),
+                Value::Integer(written_by),
+            ];
+            params.extend(skip.iter().map(|service| text(service)));
             let rows = tx.rows(&due, &params, host)?;
             let entries: Vec<Entry> = rows.values.iter().filter_map(|row| entry(row)).collect();
             for e in &entries {
@@ -211,6 +229,18 @@ impl Outbox {
                 tx.apply(&Operation::Execute { sql: LEASE.into(), params }, host)?;
             }
             Ok(entries)
+        })
+    }
+
+    /// Gives back rows `owner` claimed but will not deliver now, as if
+    /// they had not been claimed (their try not counted).
+    pub fn unclaim(&self, owner: &str, ids: &[String]) -> Result<(), ChannelError> {
+        self.host_tx(|tx, host| {
+            for id in ids {
+                let params = vec![text(id), text(owner)];
+                tx.apply(&Operation::Execute { sql: UNCLAIM.into(), params }, host)?;
+            }
+            Ok(())
         })
     }
 

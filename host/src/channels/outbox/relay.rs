@@ -2,6 +2,7 @@
 //! outbox rows, delivers them, and marks each delivered, to be tried again
 //! after a backoff, or dead after the channel's tries.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,8 +13,15 @@ use tokio::sync::Notify;
 
 use super::{Entry, Outbox};
 
-/// How many rows one claim takes; they are delivered at once.
+/// How many rows one claim takes at most.
 const BATCH: u32 = 32;
+
+/// How many deliveries an unordered channel has in flight at once.
+const IN_FLIGHT: usize = 64;
+
+/// How many of them one service's rows may be: a destination that is slow,
+/// or never answers, holds up its own service's rows only.
+const PER_SERVICE: usize = 8;
 
 /// How often a relay with nothing to do looks again (for rows of other
 /// hosts, and rows whose retry is due); a save of this host wakes it at once.
@@ -105,41 +113,52 @@ impl Relay {
             tracing::warn!(channel = %self.channel, "{}; trying again in 2 s", e.reason);
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        loop {
+        if self.deliver.ordered() {
+            loop {
+                let entries = self.claim(&owner, BATCH, lease, Vec::new()).await;
+                if entries.is_empty() {
+                    self.idle(&mut pruned).await;
+                } else {
+                    self.in_order(entries).await;
+                }
+            }
+        } else {
+            self.side_by_side(&owner, lease, &mut pruned).await;
+        }
+    }
+
+    /// Claims up to `limit` due rows, none of the services in `skip`; a
+    /// failed claim is logged and gives none, after a second.
+    async fn claim(&self, owner: &str, limit: u32, lease: Duration, skip: Vec<String>) -> Vec<Entry> {
+        let outbox = Arc::clone(&self.outbox);
+        let who = owner.to_string();
+        let min_age = self.deliver.min_age();
+        match tokio::task::spawn_blocking(move || outbox.claim(&who, limit, lease, min_age, &skip)).await {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::warn!(channel = %self.channel, "the outbox could not be read: {e}; trying again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(channel = %self.channel, "the outbox claim failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Nothing to do: prunes now and then, then waits for a save of this
+    /// host or the poll.
+    async fn idle(&self, pruned: &mut Instant) {
+        if pruned.elapsed() > PRUNE_EVERY {
+            *pruned = Instant::now();
             let outbox = Arc::clone(&self.outbox);
-            let who = owner.clone();
-            let min_age = self.deliver.min_age();
-            let claimed = tokio::task::spawn_blocking(move || outbox.claim(&who, BATCH, lease, min_age)).await;
-            let entries = match claimed {
-                Ok(Ok(entries)) => entries,
-                Ok(Err(e)) => {
-                    tracing::warn!(channel = %self.channel, "the outbox could not be read: {e}; trying again in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(channel = %self.channel, "the outbox claim failed: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            if entries.is_empty() {
-                if pruned.elapsed() > PRUNE_EVERY {
-                    pruned = Instant::now();
-                    let outbox = Arc::clone(&self.outbox);
-                    let _ = tokio::task::spawn_blocking(move || outbox.prune(KEEP_DELIVERED)).await;
-                }
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(POLL) => {}
-                }
-                continue;
-            }
-            if self.deliver.ordered() {
-                self.in_order(entries).await;
-            } else {
-                self.at_once(entries).await;
-            }
+            let _ = tokio::task::spawn_blocking(move || outbox.prune(KEEP_DELIVERED)).await;
+        }
+        tokio::select! {
+            () = self.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
         }
     }
 
@@ -177,21 +196,87 @@ impl Relay {
         }
     }
 
-    /// Delivers the rows all at once.
-    async fn at_once(&self, entries: Vec<Entry>) {
+    /// Delivers rows side by side as they come due: at most [`IN_FLIGHT`]
+    /// at once and [`PER_SERVICE`] of one service's, whose further rows
+    /// are left unclaimed, so that one service's slow destination never
+    /// holds up another service's rows.
+    async fn side_by_side(&self, owner: &str, lease: Duration, pruned: &mut Instant) {
         let mut tasks = tokio::task::JoinSet::new();
-        for entry in entries {
-            let deliver = Arc::clone(&self.deliver);
-            let outbox = Arc::clone(&self.outbox);
-            let counts = Arc::clone(&self.counts);
-            let channel = self.channel.clone();
-            tasks.spawn(async move {
-                let result = Self::attempt(deliver.as_ref(), &entry).await;
-                let tries = deliver.tries();
-                tokio::task::spawn_blocking(move || mark(&outbox, &channel, &entry, result, tries, &counts)).await
-            });
+        let mut services: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        loop {
+            let mut started = 0;
+            let free = IN_FLIGHT - tasks.len();
+            if free > 0 {
+                let full: Vec<String> =
+                    busy.iter().filter(|(_, n)| **n >= PER_SERVICE).map(|(service, _)| service.clone()).collect();
+                let limit = u32::try_from(free).unwrap_or(BATCH).min(BATCH);
+                let mut over = Vec::new();
+                for entry in self.claim(owner, limit, lease, full).await {
+                    let running = busy.entry(entry.service.clone()).or_default();
+                    if *running >= PER_SERVICE {
+                        over.push(entry.id);
+                        continue;
+                    }
+                    *running += 1;
+                    started += 1;
+                    let service = entry.service.clone();
+                    let id = tasks.spawn(self.delivery(entry)).id();
+                    services.insert(id, service);
+                }
+                if !over.is_empty() {
+                    let (outbox, who) = (Arc::clone(&self.outbox), owner.to_string());
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || outbox.unclaim(&who, &over)).await {
+                        // Their leases run out, and they are claimed again.
+                        tracing::warn!(channel = %self.channel, "rows over a service's share could not be given back: {e}");
+                    }
+                }
+            }
+            if tasks.is_empty() && started == 0 {
+                self.idle(pruned).await;
+                continue;
+            }
+            // Claim again at once while rows come and there is room;
+            // otherwise wait for a delivery to end, a save, or the poll.
+            if started == 0 || tasks.len() >= IN_FLIGHT {
+                tokio::select! {
+                    Some(done) = tasks.join_next_with_id() => {
+                        let id = done.map_or_else(|e| e.id(), |(id, ())| id);
+                        finished(&mut services, &mut busy, id);
+                    }
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                }
+            }
+            while let Some(done) = tasks.try_join_next_with_id() {
+                let id = done.map_or_else(|e| e.id(), |(id, ())| id);
+                finished(&mut services, &mut busy, id);
+            }
         }
-        while tasks.join_next().await.is_some() {}
+    }
+
+    /// One row's delivery and its mark, to run beside others.
+    fn delivery(&self, entry: Entry) -> impl Future<Output = ()> + Send + 'static {
+        let deliver = Arc::clone(&self.deliver);
+        let outbox = Arc::clone(&self.outbox);
+        let counts = Arc::clone(&self.counts);
+        let channel = self.channel.clone();
+        async move {
+            let result = Self::attempt(deliver.as_ref(), &entry).await;
+            let tries = deliver.tries();
+            let _ = tokio::task::spawn_blocking(move || mark(&outbox, &channel, &entry, result, tries, &counts)).await;
+        }
+    }
+}
+
+/// A delivery ended: its service has one fewer in flight.
+fn finished(services: &mut HashMap<tokio::task::Id, String>, busy: &mut HashMap<String, usize>, id: tokio::task::Id) {
+    let Some(service) = services.remove(&id) else { return };
+    if let Some(running) = busy.get_mut(&service) {
+        *running = running.saturating_sub(1);
+        if *running == 0 {
+            busy.remove(&service);
+        }
     }
 }
 
