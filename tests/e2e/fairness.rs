@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use sluice_host::call::{self, Mode};
+use wasmtime::component::Val;
+
+use crate::effects::{Nats, TestBus, effects_config};
 use crate::receiver::Receiver;
 use crate::support::Fixture;
 
@@ -65,4 +69,47 @@ fn a_destination_that_never_answers_holds_up_only_its_own_service() {
     let took = started.elapsed();
     eprintln!("the neighbour's webhook was delivered {} ms after it was saved", took.as_millis());
     assert!(took < Duration::from_secs(2), "the neighbour's webhook waited {took:?} behind another service's rows");
+}
+
+/// A message the bus server can never take (over its `max_payload`, 1 MiB
+/// by default) is dead at once, with the reason, and the messages written
+/// after it still go out. Before, it was tried forever and, as messages go
+/// out in order, held up every later one.
+#[test]
+fn a_message_the_server_can_never_take_is_dead_and_holds_up_nothing() {
+    let Some(nats) = Nats::connect() else { return };
+    let bus = TestBus::new();
+    let f = Fixture::new(&["probe"]);
+    f.add_component_as("probe", "neighbour");
+    let grant = "[channels.events]\nsubjects = [\"probe.\"]\n\n[limits]\ncommand-bytes = 4194304\n";
+    f.write_manifest("probe", grant);
+    f.write_manifest("neighbour", grant);
+    std::fs::create_dir_all(f.data()).expect("data dir");
+    let receiver = Receiver::start();
+    let config = effects_config(&f, &bus, &receiver.base, 2);
+    let served = f.serve(&["--config", &config.to_string_lossy()]);
+    served.wait_for("the stream", |_| nats.exists(&bus.stream));
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = sluice_host::Host::open(&options).expect("a second host on the same database");
+    let publish = |service: &str, subject: &str, payload: Vec<u8>| {
+        let payload = Val::List(payload.into_iter().map(Val::U8).collect());
+        let args = [Val::String("events".into()), Val::String(subject.into()), payload];
+        let report = call::run(&host, service, "publish", &args, Mode::Save).expect("publish");
+        assert!(matches!(report.ending, sluice_host::scope::Ending::Saved(_)), "{service}: {:?}", report.ending);
+    };
+    publish("probe", "probe.big", vec![7; 1_500_000]);
+    publish("neighbour", "probe.small", b"after".to_vec());
+    let small = format!("{}.probe.small", bus.prefix);
+    served.wait_for("the message written after", |_| nats.messages(&bus.stream).iter().any(|m| m.subject == small));
+    let (state, error): (String, String) = f
+        .db()
+        .query_row(
+            "SELECT state, last_error FROM sluice_outbox WHERE channel = 'events' AND target = 'probe.big'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the big message's row");
+    assert_eq!(state, "dead", "{error}");
+    assert!(error.contains("max payload"), "{error}");
 }

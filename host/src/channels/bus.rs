@@ -126,7 +126,13 @@ impl BusChannel {
             .headers(headers)
             .message_id(&entry.id);
         let subject = self.wire_subject(&entry.target);
-        let ack = jetstream.send_publish(subject, message).await.map_err(|e| transient(e.to_string()))?;
+        // A message over the server's max_payload can never be taken:
+        // dead at once, or, delivered in order, it would hold up every
+        // message written after it for good.
+        let ack = jetstream.send_publish(subject, message).await.map_err(|e| Failure {
+            permanent: matches!(e.kind(), async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded),
+            reason: e.to_string(),
+        })?;
         tokio::time::timeout(PUBLISH_TIMEOUT, ack)
             .await
             .map_err(|_| transient("the stream did not acknowledge in time".into()))?
@@ -140,7 +146,9 @@ impl Deliver for BusChannel {
         Box::pin(self.publish(entry))
     }
 
-    /// A message is tried until the stream has it: none is ever dropped.
+    /// A message is tried until the stream has it: none is ever dropped,
+    /// but one the server can never take (over its `max_payload`), which is
+    /// dead at once.
     fn tries(&self) -> Option<u32> {
         None
     }
