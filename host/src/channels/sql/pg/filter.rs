@@ -118,6 +118,16 @@ fn shape(sql: &str, usage: Use) -> Result<Shape, ChannelError> {
         return Err(ChannelError::Invalid("the sql holds no statement".into()));
     };
     let never = |what: &str| Err(ChannelError::Denied(Denial::Never(what.to_string())));
+    // A temporary object lives on the connection, which the pool hands to
+    // the next scope, and shadows the table of its name there, the host's
+    // statements included: none for a service, as on SQLite, whether marked
+    // TEMP or made in pg_temp.
+    if temporary(&statement) {
+        return never(&format!(
+            "{} (a temporary object would outlive the scope on its connection)",
+            describe(&statement)
+        ));
+    }
     let mut schema = None;
     match (&statement, usage) {
         (Statement::Query(_), _) => {}
@@ -153,6 +163,20 @@ fn shape(sql: &str, usage: Use) -> Result<Shape, ChannelError> {
         })
         .collect();
     Ok(Shape { sql: text.into(), tables, volatile: walk.volatile, schema })
+}
+
+/// Whether `statement` makes a temporary table or view.
+fn temporary(statement: &Statement) -> bool {
+    let in_pg_temp = |name: &ObjectName| {
+        name.0.len() > 1
+            && matches!(name.0.first(), Some(ObjectNamePart::Identifier(schema))
+                if schema.value.to_ascii_lowercase().starts_with("pg_temp"))
+    };
+    match statement {
+        Statement::CreateTable(table) => table.temporary || in_pg_temp(&table.name),
+        Statement::CreateView(view) => view.temporary || in_pg_temp(&view.name),
+        _ => false,
+    }
 }
 
 /// `shape` under `grant`: a schema change needs `raw-sql`, and every
@@ -493,6 +517,22 @@ mod tests {
             Err(ChannelError::Invalid(_))
         ));
         assert_eq!(denied("CREATE TABLE t (a int)", Use::Command), "run CREATE TABLE needs raw-sql = true");
+        let raw = grant("raw-sql = true\nreads = \"*\"");
+        let made = check("CREATE TABLE t (a int)", Some(&raw), Use::Command).map(|_| ());
+        assert!(made.is_ok(), "{made:?}");
+        for sql in [
+            "CREATE TEMP TABLE stock (product_id int, on_hand int)",
+            "CREATE TEMPORARY TABLE t (a int)",
+            "CREATE TABLE pg_temp.t (a int)",
+            "CREATE TEMPORARY VIEW v AS SELECT 1",
+        ] {
+            match check(sql, Some(&raw), Use::Command) {
+                Err(ChannelError::Denied(Denial::Never(why))) => {
+                    assert!(why.contains("temporary object"), "{sql}: {why}")
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
         assert!(matches!(check("SELECT 1; SELECT 2", Some(&g), Use::Read), Err(ChannelError::Invalid(_))));
         assert!(check("SELECT random() FROM stock", Some(&g), Use::Read).is_ok_and(|c| c.volatile));
     }
