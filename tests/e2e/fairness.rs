@@ -15,6 +15,17 @@ use crate::effects::{Nats, TestBus, effects_config};
 use crate::receiver::Receiver;
 use crate::support::Fixture;
 
+/// Two services, `probe` and a copy of it, `neighbour`, both under `grant`,
+/// with the fixture's data directory made.
+fn two_tenants(grant: &str) -> Fixture {
+    let f = Fixture::new(&["probe"]);
+    f.add_component_as("probe", "neighbour");
+    f.write_manifest("probe", grant);
+    f.write_manifest("neighbour", grant);
+    std::fs::create_dir_all(f.data()).expect("data dir");
+    f
+}
+
 /// One service's 64 requests to a destination that accepts and never
 /// answers, with a 10 s timeout, do not hold up another service's webhook:
 /// it is delivered within 2 s. Before, the relay took rows 32 at a time in
@@ -31,13 +42,8 @@ fn a_destination_that_never_answers_holds_up_only_its_own_service() {
         }
     });
     let receiver = Receiver::start();
-    let f = Fixture::new(&["probe"]);
-    f.add_component_as("probe", "neighbour");
-    let grant = "[channels.webhooks]\ndestinations = [\"POST 127.0.0.1\"]\n\n[http]\nexpose = \"*\"\n";
-    f.write_manifest("probe", grant);
-    f.write_manifest("neighbour", grant);
+    let f = two_tenants("[channels.webhooks]\ndestinations = [\"POST 127.0.0.1\"]\n\n[http]\nexpose = \"*\"\n");
     let config = f.dir.path().join("sluice.toml");
-    std::fs::create_dir_all(f.data()).expect("data dir");
     std::fs::write(
         &config,
         format!(
@@ -79,12 +85,7 @@ fn a_destination_that_never_answers_holds_up_only_its_own_service() {
 fn a_message_the_server_can_never_take_is_dead_and_holds_up_nothing() {
     let Some(nats) = Nats::connect() else { return };
     let bus = TestBus::new();
-    let f = Fixture::new(&["probe"]);
-    f.add_component_as("probe", "neighbour");
-    let grant = "[channels.events]\nsubjects = [\"probe.\"]\n\n[limits]\ncommand-bytes = 4194304\n";
-    f.write_manifest("probe", grant);
-    f.write_manifest("neighbour", grant);
-    std::fs::create_dir_all(f.data()).expect("data dir");
+    let f = two_tenants("[channels.events]\nsubjects = [\"probe.\"]\n\n[limits]\ncommand-bytes = 4194304\n");
     let receiver = Receiver::start();
     let config = effects_config(&f, &bus, &receiver.base, 2);
     let served = f.serve(&["--config", &config.to_string_lossy()]);
