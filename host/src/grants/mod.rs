@@ -73,10 +73,7 @@ impl Grants<'_> {
     /// What the guest is told when the engine refused its statement.
     pub fn refusal(&self, channel: &str, denial: &Denial) -> Refusal {
         match denial {
-            Denial::Table { access, table } => {
-                let line = format!("{} = [{table:?}]", access.key());
-                self.denied(channel, &format!("{} table {table}", access.verb()), &line)
-            }
+            Denial::Table { access, table } => self.table_denied(channel, *access, table),
             Denial::WriteInRead { access, table } => Refusal::Invalid(format!(
                 "{}: a read must not write (this statement would {} table {table}); queue writes with `to`",
                 self.service,
@@ -114,11 +111,23 @@ impl Grants<'_> {
                 tables.allows(table)
             });
             if !granted {
-                let line = format!("{} = [{table:?}]", access.key());
-                return Err(self.denied(channel, &format!("{} table {table}", access.verb()), &line));
+                return Err(self.table_denied(channel, *access, table));
             }
         }
         Ok(())
+    }
+
+    /// `access` to `table` refused: with the manifest line that grants it,
+    /// or, for a table no grant covers (the host's, the engine's), why not.
+    fn table_denied(&self, channel: &str, access: Access, table: &str) -> Refusal {
+        let what = format!("{} table {table}", access.verb());
+        match crate::manifest::ungrantable(table) {
+            Some(whose) => Refusal::Denied(format!(
+                "{} may not {what} on channel {channel}; no grant allows it ({table} is {whose})",
+                self.service
+            )),
+            None => self.denied(channel, &what, &format!("{} = [{table:?}]", access.key())),
+        }
     }
 
     fn denied(&self, channel: &str, what: &str, line: &str) -> Refusal {
@@ -163,6 +172,25 @@ mod tests {
         assert_eq!(check(m, "main", insert("ORDERS")), Ok(()));
         assert!(matches!(check(m, "other", insert("orders")), Err(Refusal::Denied(_))));
         assert!(matches!(check(m, "main", insert("stock")), Err(Refusal::Denied(_))));
+    }
+
+    /// `"*"` is the application's tables: never the host's own, nor the
+    /// engine's catalogs, whatever the case; and no manifest may name them.
+    #[test]
+    fn a_star_grant_covers_the_application_tables_only() {
+        let all = "[channels.main]\nreads = \"*\"\ninserts = \"*\"\nupdates = \"*\"\ndeletes = \"*\"\n";
+        assert_eq!(check(all, "main", insert("orders")), Ok(()));
+        for table in
+            ["sluice_outbox", "SQLITE_sequence", "sqlite_master", "pg_sequence", "PG_AUTHID", "information_schema"]
+        {
+            let Err(Refusal::Denied(why)) = check(all, "main", insert(table)) else { panic!("{table} granted by *") };
+            assert!(why.contains("no grant allows it"), "{why}");
+            assert!(!why.contains("grant it in"), "{why}");
+        }
+        for table in ["sluice_kv", "pg_class", "sqlite_schema"] {
+            let named = format!("[channels.main]\ndeletes = [\"{table}\"]\n");
+            assert!(Manifest::parse(&named).is_err(), "{table} may be named in a manifest");
+        }
     }
 
     #[test]

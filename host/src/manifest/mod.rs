@@ -238,7 +238,7 @@ pub enum Tables {
 impl Tables {
     /// Whether `table` is in the set.
     pub fn allows(&self, table: &str) -> bool {
-        if is_host_table(table) {
+        if ungrantable(table).is_some() {
             return false;
         }
         match self {
@@ -259,10 +259,8 @@ impl<'de> Deserialize<'de> for Tables {
         if let Some(empty) = names.iter().find(|n| n.trim().is_empty()) {
             return Err(serde::de::Error::custom(format!("table name {empty:?} is empty")));
         }
-        if let Some(own) = names.iter().find(|n| is_host_table(n)) {
-            return Err(serde::de::Error::custom(format!(
-                "table {own:?} is the host's own (sluice_…); no grant covers it"
-            )));
+        if let Some((name, whose)) = names.iter().find_map(|n| ungrantable(n).map(|w| (n, w))) {
+            return Err(serde::de::Error::custom(format!("table {name:?} is {whose}; no grant covers it")));
         }
         if names.is_empty() {
             return Ok(Tables::None);
@@ -276,6 +274,22 @@ impl<'de> Deserialize<'de> for Tables {
 /// reaches it only through the channel kinds built on it.
 pub fn is_host_table(table: &str) -> bool {
     table.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("sluice_"))
+}
+
+/// Whose `table` is when it is not the application's: the host's own
+/// ([`is_host_table`]) or the engine's (SQLite's `sqlite_…` tables,
+/// PostgreSQL's `pg_…` catalogs and `information_schema`). No grant covers
+/// such a table, not even `"*"`, on any kind: a grant names the
+/// application's tables only. `None` for an application table.
+pub fn ungrantable(table: &str) -> Option<&'static str> {
+    let starts = |prefix: &str| table.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
+    if is_host_table(table) {
+        Some("the host's own (sluice_…)")
+    } else if starts("sqlite_") || starts("pg_") || table.eq_ignore_ascii_case("information_schema") {
+        Some("the database engine's own catalog")
+    } else {
+        None
+    }
 }
 
 /// A manifest list (`["a", "b"]`) or `"*"` for everything (`None`; also a

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use rusqlite::params_from_iter;
 
 use super::guard::Entered;
-use super::{Pooled, authorized, check_param_count, invalid, ran};
+use super::{Pooled, authorized, check_param_count, ran};
 use crate::bindings::{Row, Value};
 use crate::channels::{Caller, ChannelError, wrong_kind};
 use crate::command::{Kind, Operation, Outcome};
@@ -95,7 +95,11 @@ fn executes(
 
 /// Runs the leading commands of `ops` whose statement the host builds the
 /// same as the first's. Their table and operation were checked when they
-/// were queued; only the deadline applies. Returns how many ran.
+/// were queued; SQLite judges the statement against the caller's grant
+/// all the same, as it does the service's own SQL: the engine is the gate
+/// for every statement run on a service's behalf (a table of the engine's
+/// own, which `"*"` does not cover, is refused there too). Returns how
+/// many ran.
 fn built(
     pooled: &Pooled,
     ops: &[&Operation],
@@ -103,8 +107,7 @@ fn built(
     outcomes: &mut Vec<Outcome>,
 ) -> Result<usize, ChannelError> {
     let Some(first) = ops.first() else { return Ok(0) };
-    let entered = pooled.gate.enter(None, Some(caller.deadline), caller.cancel.clone());
-    let mut stmt = pooled.conn.prepare_cached(&sql_of(first)).map_err(invalid)?;
+    let (mut stmt, entered) = authorized(pooled, &sql_of(first), caller, true)?;
     let expected = stmt.parameter_count();
     let mut taken = 0;
     for op in ops {

@@ -30,7 +30,7 @@ use super::implied::Keys;
 use crate::channels::Denial;
 use crate::manifest::Access;
 use crate::manifest::ChannelGrant;
-use crate::manifest::is_host_table;
+use crate::manifest::ungrantable;
 use crate::work::Canceller;
 
 /// How many SQLite virtual machine steps run between two looks at the clock.
@@ -348,8 +348,11 @@ fn observe(ctx: &AuthContext<'_>, rules: &Rules) -> Result<Option<Seen>, Denial>
         Err(Denial::Never(format!("{what} {name} (a temporary object would outlive the scope on its connection)")))
     };
     let in_temp = ctx.database_name.is_some_and(|db| db.eq_ignore_ascii_case("temp"));
-    let on = |what: &str, name: &str, table: &str| match [name, table].into_iter().find(|n| is_host_table(n)) {
-        Some(own) => Err(Denial::Never(format!("{what} {name}: {own} is the host's own table (sluice_…)"))),
+    let on = |what: &str, name: &str, table: &str| match [name, table]
+        .into_iter()
+        .find_map(|n| ungrantable(n).map(|w| (n, w)))
+    {
+        Some((own, whose)) => Err(Denial::Never(format!("{what} {name}: {own} is {whose}"))),
         None if in_temp => temporary(what, name),
         None => schema(what, name),
     };
