@@ -4,6 +4,7 @@
 mod cases;
 mod channels;
 mod cli;
+mod conformance;
 mod costs;
 mod crash;
 mod discovery;
@@ -14,8 +15,10 @@ mod files;
 mod grants;
 mod hostile;
 mod kv;
+mod memory;
 mod polyglot;
 mod postgres;
+mod postgres_sandbox;
 mod receiver;
 mod reload;
 mod sandbox;

@@ -35,6 +35,10 @@ impl Guest for Component {
         to::insert(&channel, &table, &Row { columns, values })
     }
 
+    fn delete(channel: String, table: String, columns: Vec<String>, values: Vec<Value>) -> Result<u64, Error> {
+        to::delete(&channel, &table, &Row { columns, values })
+    }
+
     fn query(channel: String, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
         from::query(&channel, &sql, &params)
     }

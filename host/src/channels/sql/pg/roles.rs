@@ -1,8 +1,11 @@
 //! One PostgreSQL role per service, holding exactly the service's grant:
-//! `SELECT`, `INSERT`, `UPDATE`, `DELETE` on the tables its manifest lists
-//! for the channel, `CREATE` on the schema with `raw-sql`. A service's own
-//! SQL runs under `SET LOCAL ROLE` to it, so PostgreSQL itself refuses what
-//! the grant does not allow.
+//! `SELECT`, `INSERT`, `UPDATE`, `DELETE` on the tables of schema `public`
+//! its manifest lists for the channel, `CREATE` on the schema with
+//! `raw-sql` (see [`sync`] for what the statements the host builds add).
+//! Every statement run for the service, its own SQL and the inserts,
+//! updates and deletes the host builds for it, runs under `SET LOCAL ROLE`
+//! to it, so PostgreSQL itself refuses what the grant does not allow: the
+//! catalogs, the host's tables, another service's tables.
 //!
 //! A role is made and its privileges set the first time the service uses
 //! the channel, and again when its grant changed (a reloaded manifest) or
@@ -111,6 +114,14 @@ pub(super) fn role_name(service: &str) -> String {
 /// Creates the role if missing, makes the host a member (so that it may
 /// `SET ROLE` to it without being a superuser), then replaces its
 /// privileges with the grant's, in one transaction.
+///
+/// The privileges are the grant's tables of schema `public` (never the
+/// host's own, whatever the grant says), plus what the statements the host
+/// builds for the service need, as on SQLite: an update or delete finds its
+/// rows by their columns (`SELECT` on a table it may update or delete
+/// from), an insert returns the new row's key (`SELECT` on that table's
+/// primary key columns only) and takes it from the table's own sequence
+/// (`USAGE` on the sequences its columns own).
 fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), postgres::Error> {
     let quoted = quote(role);
     let mut tx = client.transaction()?;
@@ -130,28 +141,70 @@ fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), pos
     if !member.get::<_, bool>(0) {
         tx.batch_execute(&format!("GRANT {quoted} TO CURRENT_USER"))?;
     }
+    let names = |rows: Vec<postgres::Row>| -> Vec<(String, String)> {
+        rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect()
+    };
+    // The tables the host may grant on: those of `public` whose owner it
+    // is a member of (it ran their migration, or a service's `raw-sql`
+    // made them). Another user's table is not the application's to the
+    // host, and no role gets it.
     let tables: Vec<String> = tx
         .query(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'p', 'f')",
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'p', 'f') \
+               AND pg_has_role(c.relowner, 'USAGE')",
             &[],
         )?
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect();
-    let mut script = format!(
-        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {quoted}; REVOKE CREATE ON SCHEMA public FROM {quoted};"
-    );
-    for (privilege, set) in
-        [("SELECT", &grant.reads), ("INSERT", &grant.inserts), ("UPDATE", &grant.updates), ("DELETE", &grant.deletes)]
-    {
-        // `allows` leaves out the host's own tables (`sluice_…`), even
-        // for `"*"`.
-        let named: Vec<String> =
-            tables.iter().filter(|t| set.allows(t)).map(|t| format!("public.{}", quote(t))).collect();
-        if !named.is_empty() {
-            script.push_str(&format!("GRANT {privilege} ON {} TO {quoted};", named.join(", ")));
+    // (table, primary key column) and (table, sequence one of its columns owns).
+    let keys = names(tx.query(
+        "SELECT c.relname::text, a.attname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+         WHERE i.indisprimary AND n.nspname = 'public'",
+        &[],
+    )?);
+    let sequences = names(tx.query(
+        "SELECT t.relname::text, s.relname::text FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace \
+         JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid \
+              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
+         JOIN pg_class t ON t.oid = d.refobjid \
+         WHERE s.relkind = 'S' AND n.nspname = 'public' AND pg_has_role(s.relowner, 'USAGE')",
+        &[],
+    )?);
+    let public = |t: &str| format!("public.{}", quote(t));
+    let mut script = format!("REVOKE CREATE ON SCHEMA public FROM {quoted};");
+    if !tables.is_empty() {
+        let all: Vec<String> = tables.iter().map(|t| public(t)).collect();
+        script.push_str(&format!("REVOKE ALL ON {} FROM {quoted};", all.join(", ")));
+    }
+    if !sequences.is_empty() {
+        let all: Vec<String> = sequences.iter().map(|(_, s)| public(s)).collect();
+        script.push_str(&format!("REVOKE ALL ON SEQUENCE {} FROM {quoted};", all.join(", ")));
+    }
+    let mut grant_on = |privilege: &str, objects: Vec<String>| {
+        if !objects.is_empty() {
+            script.push_str(&format!("GRANT {privilege} ON {} TO {quoted};", objects.join(", ")));
         }
+    };
+    // `allows` leaves out the host's own tables (`sluice_…`), even for `"*"`.
+    let finds = |t: &String| grant.reads.allows(t) || grant.updates.allows(t) || grant.deletes.allows(t);
+    grant_on("SELECT", tables.iter().filter(|t| finds(t)).map(|t| public(t)).collect());
+    for (privilege, set) in [("INSERT", &grant.inserts), ("UPDATE", &grant.updates), ("DELETE", &grant.deletes)] {
+        grant_on(privilege, tables.iter().filter(|t| set.allows(t)).map(|t| public(t)).collect());
+    }
+    for (table, column) in keys.iter().filter(|(t, _)| grant.inserts.allows(t) && !finds(t)) {
+        grant_on(&format!("SELECT ({})", quote(column)), vec![public(table)]);
+    }
+    let owned: Vec<String> = sequences
+        .iter()
+        .filter(|(t, _)| grant.inserts.allows(t))
+        .map(|(_, s)| format!("SEQUENCE {}", public(s)))
+        .collect();
+    for sequence in owned {
+        grant_on("USAGE", vec![sequence]);
     }
     if grant.raw_sql {
         script.push_str(&format!("GRANT CREATE ON SCHEMA public TO {quoted};"));

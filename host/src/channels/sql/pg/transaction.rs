@@ -93,6 +93,10 @@ impl Transaction for PostgresTransaction {
             }
             return Ok(Outcome::Affected(changed?));
         }
+        // The host builds the statement; it runs under the service's role
+        // all the same, so PostgreSQL is its gate as for the service's own
+        // SQL ([`super::roles`]).
+        let role = self.role(caller)?;
         let key = match op {
             Operation::Insert { table, .. } => self.key_of(table)?,
             _ => None,
@@ -101,14 +105,14 @@ impl Transaction for PostgresTransaction {
         let generation = self.channel.generation();
         let client = self.client()?;
         if let Some(key) = key {
-            let inserted = returning(client, generation, &sql, params, caller);
+            let inserted = returning(client, generation, &sql, params, role.as_deref(), caller);
             if let Err(e) = &inserted {
                 self.channel.failed(e, caller);
             }
             let Cell(id) = inserted?.try_get(0).map_err(|e| ChannelError::Invalid(format!("column {key}: {e}")))?;
             return Ok(Outcome::Inserted(if let Value::Integer(id) = id { id } else { 0 }));
         }
-        let changed = execute(client, generation, &sql, params.into_iter(), None, caller);
+        let changed = execute(client, generation, &sql, params.into_iter(), role.as_deref(), caller);
         if let Err(e) = &changed {
             self.channel.failed(e, caller);
         }
@@ -141,6 +145,20 @@ impl Transaction for PostgresTransaction {
             self.channel.failed(e, caller);
         }
         Ok(read?.rows)
+    }
+
+    /// Checks the constraints the schema defers to the commit (`DEFERRABLE
+    /// INITIALLY DEFERRED` foreign keys) now, before any channel of the
+    /// save commits: a violation then applies nothing anywhere, where at
+    /// `COMMIT` it would come after a Redis channel had committed. What
+    /// can still refuse the `COMMIT` itself is a serialization failure
+    /// (docs/channels.md, Commit order).
+    fn prepare(&mut self) -> Result<(), ChannelError> {
+        let client = self.client()?;
+        if client.untouched() {
+            return Ok(());
+        }
+        client.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").map_err(pg_error)
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
@@ -180,15 +198,16 @@ fn execute<'a>(
 }
 
 /// Runs the host's insert `sql` (`… RETURNING key`) in the open
-/// transaction: the row it returned.
+/// transaction as `role`: the row it returned.
 fn returning(
     client: &mut conn::Conn,
     generation: u64,
     sql: &str,
     params: Vec<&Value>,
+    role: Option<&str>,
     caller: &Caller,
 ) -> Result<postgres::Row, ChannelError> {
-    client.enter(None, caller)?;
+    client.enter(role, caller)?;
     let stmt = client.prepared(sql, generation)?;
     let bound: Vec<Param<'_>> = params.into_iter().map(Param).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -196,7 +215,9 @@ fn returning(
 }
 
 /// The SQL and parameters of a command the host builds: identifiers
-/// quoted, values bound; an insert returns `key` when the table has one.
+/// quoted, the table in schema `public` (an unqualified name could resolve
+/// to a catalog of `pg_catalog`, which the search path puts first), values
+/// bound; an insert returns `key` when the table has one.
 fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value>) {
     let mut params: Vec<&Value> = Vec::new();
     let sql = match op {
@@ -204,7 +225,12 @@ fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value
             let marks: Vec<String> = row.values.iter().map(|v| mark(&mut params, v)).collect();
             let returning = key.map(|k| format!(" RETURNING {}", quote(k))).unwrap_or_default();
             let columns: Vec<String> = row.columns.iter().map(|c| quote(c)).collect();
-            format!("INSERT INTO {} ({}) VALUES ({}){returning}", quote(table), columns.join(", "), marks.join(", "))
+            format!(
+                "INSERT INTO public.{} ({}) VALUES ({}){returning}",
+                quote(table),
+                columns.join(", "),
+                marks.join(", ")
+            )
         }
         Operation::Update { table, key, changes } => {
             let set: Vec<String> = changes
@@ -214,11 +240,11 @@ fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value
                 .map(|(c, v)| format!("{} = {}", quote(c), mark(&mut params, v)))
                 .collect();
             let filter = where_clause(key, &mut params);
-            format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", "))
+            format!("UPDATE public.{} SET {} WHERE {filter}", quote(table), set.join(", "))
         }
         Operation::Delete { table, key } => {
             let filter = where_clause(key, &mut params);
-            format!("DELETE FROM {} WHERE {filter}", quote(table))
+            format!("DELETE FROM public.{} WHERE {filter}", quote(table))
         }
         Operation::Execute { sql, params: p } => {
             params.extend(p.iter());
