@@ -8,6 +8,15 @@
 //!   statement run past its caller's deadline by more than [`SLACK`];
 //! - a `BEGIN` not sent yet: it goes with the transaction's first
 //!   statement, and a transaction that ran none sends nothing.
+//!
+//! A connection goes back to the pool as it came out: every transaction
+//! that ran a statement ends with [`RESET`] in the same round trip, which
+//! drops what a session can keep (temporary objects, settings and the
+//! search path, advisory locks, listens, cursors). A connection that could
+//! not be reset is dropped by the pool. What it keeps is the host's own:
+//! statements prepared by the host (a service's SQL cannot `PREPARE`, and
+//! PostgreSQL checks a prepared statement's privileges against the role in
+//! force each time it runs).
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -28,6 +37,13 @@ const KEPT_SQL_BYTES: usize = 2048;
 /// (the epoch tick).
 pub(super) const SLACK: Duration = crate::work::EPOCH_TICK;
 
+/// What ends every transaction that ran a statement: the session as it
+/// was when the connection was opened, but for the host's prepared
+/// statements. (`DISCARD ALL` would drop those too, and cannot share a
+/// round trip with `COMMIT`.)
+const RESET: &str = "RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; \
+                     SELECT pg_advisory_unlock_all(); UNLISTEN *; CLOSE ALL";
+
 /// Makes [`Conn`]s for the channel's `r2d2` pool.
 #[derive(Debug)]
 pub(super) struct Manager {
@@ -46,7 +62,7 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Conn, postgres::Error> {
         let client = self.config.connect(NoTls)?;
-        Ok(Conn { client, statements: HashMap::new(), generation: 0, local: None, begin: None })
+        Ok(Conn { client, statements: HashMap::new(), generation: 0, local: None, begin: None, unreset: false })
     }
 
     /// Checked on every take from the pool. A round trip each time would
@@ -55,14 +71,14 @@ impl r2d2::ManageConnection for Manager {
     /// fails, so the pool opens another). A connection that breaks
     /// silently fails its next statement, as it would have after a check.
     fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
-        if conn.client.is_closed() {
+        if conn.client.is_closed() || conn.unreset {
             return conn.client.simple_query("").map(drop);
         }
         Ok(())
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
+        conn.client.is_closed() || conn.unreset
     }
 }
 
@@ -81,6 +97,9 @@ pub(super) struct Conn {
     local: Option<Local>,
     /// A `BEGIN …` to send with the next statement.
     begin: Option<&'static str>,
+    /// Set when a transaction's end could not [`RESET`] the session: the
+    /// pool drops the connection instead of handing it out again.
+    unreset: bool,
 }
 
 impl Deref for Conn {
@@ -126,6 +145,12 @@ impl Conn {
         self.begin = Some(begin);
     }
 
+    /// Whether the open transaction has run nothing yet (its `BEGIN` is
+    /// still held).
+    pub(super) fn untouched(&self) -> bool {
+        self.begin.is_some()
+    }
+
     /// Sends a `BEGIN` still held, on its own.
     pub(super) fn send_begin(&mut self) -> Result<(), ChannelError> {
         if let Some(begin) = self.begin.take() {
@@ -134,14 +159,21 @@ impl Conn {
         Ok(())
     }
 
-    /// Ends the open transaction with `end` (`COMMIT` or `ROLLBACK`); one
-    /// that never sent its `BEGIN` ran nothing, and sends nothing.
+    /// Ends the open transaction with `end` (`COMMIT` or `ROLLBACK`) and
+    /// resets the session ([`RESET`]) in the same round trip; one that
+    /// never sent its `BEGIN` ran nothing, and sends nothing. When the end
+    /// fails (a `COMMIT` refused), the reset is sent on its own; a
+    /// connection it fails on is not used again.
     pub(super) fn end(&mut self, end: &str) -> Result<(), ChannelError> {
         self.local = None;
         if self.begin.take().is_some() {
             return Ok(());
         }
-        self.client.batch_execute(end).map_err(pg_error)
+        let ended = self.client.batch_execute(&format!("{end}; {RESET}")).map_err(pg_error);
+        if ended.is_err() && self.client.batch_execute(&format!("ROLLBACK; {RESET}")).is_err() {
+            self.unreset = true;
+        }
+        ended
     }
 
     /// Makes `role` (`None`: the host's own) and the time left to
@@ -183,6 +215,72 @@ fn within(ends: Instant, deadline: Instant) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pool of one connection to the test server (127.0.0.1:5432,
+    /// database `test`), or `None` without one (a failure under
+    /// SLUICE_REQUIRE_TOOLS=1, as in CI).
+    fn pool_of_one() -> Option<r2d2::Pool<Manager>> {
+        let url = "postgres://postgres@127.0.0.1:5432/test";
+        let config: postgres::Config = url.parse().expect("url");
+        match r2d2::Pool::builder().max_size(1).connection_timeout(Duration::from_secs(5)).build(Manager::new(config)) {
+            Ok(pool) => Some(pool),
+            Err(e) if std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1") => {
+                eprintln!("skipping: no PostgreSQL at {url} ({e})");
+                None
+            }
+            Err(e) => panic!("no PostgreSQL at {url}: {e}"),
+        }
+    }
+
+    /// What a session holds that a later scope could see: a temporary
+    /// table, the search path and another setting, an advisory lock, a
+    /// cursor held past its transaction.
+    fn state(conn: &mut Conn) -> String {
+        let row = conn
+            .query_one(
+                "SELECT to_regclass('pg_temp.planted')::text, current_setting('search_path'), \
+                 current_setting('application_name'), \
+                 (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+                 (SELECT count(*) FROM pg_cursors)",
+                &[],
+            )
+            .expect("state");
+        format!(
+            "{:?} {} {:?} {} {}",
+            row.get::<_, Option<String>>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, i64>(3),
+            row.get::<_, i64>(4)
+        )
+    }
+
+    /// Whatever a transaction left on its session (committed or rolled
+    /// back) is gone when the connection next comes out of the pool.
+    #[test]
+    fn a_connection_goes_back_to_the_pool_as_it_came_out() {
+        let Some(pool) = pool_of_one() else { return };
+        let clean = state(&mut pool.get().expect("conn"));
+        for end in ["COMMIT", "ROLLBACK"] {
+            let mut conn = pool.get().expect("conn");
+            let pid: i32 = conn.query_one("SELECT pg_backend_pid()", &[]).expect("pid").get(0);
+            conn.begin("BEGIN");
+            conn.send_begin().expect("begin");
+            conn.batch_execute(
+                "CREATE TEMP TABLE planted (a int); SET search_path = pg_temp, public; \
+                 SET application_name = 'planted'; SELECT pg_advisory_lock(7); \
+                 DECLARE held CURSOR WITH HOLD FOR SELECT 1",
+            )
+            .expect("plant");
+            assert_ne!(state(&mut conn), clean);
+            conn.end(end).expect("end");
+            drop(conn);
+            let mut again = pool.get().expect("conn");
+            let same: i32 = again.query_one("SELECT pg_backend_pid()", &[]).expect("pid").get(0);
+            assert_eq!(same, pid, "the pool of one handed out another connection: the test proves nothing");
+            assert_eq!(state(&mut again), clean, "after {end}");
+        }
+    }
 
     #[test]
     fn a_timeout_is_kept_only_while_it_ends_near_the_deadline() {
