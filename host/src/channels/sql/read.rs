@@ -23,6 +23,9 @@ pub(super) fn read(
     keep: bool,
 ) -> Result<Reading, ChannelError> {
     let (mut stmt, entered) = authorized(pooled, sql, caller, false)?;
+    // No string or blob longer than the read may return is made or loaded
+    // while it runs: SQLite refuses it before it holds the bytes.
+    let _bounded = ValueLimit::set(pooled, max_bytes);
     if !stmt.readonly() {
         return Err(ChannelError::Invalid(
             "a read must not write; queue writes with `to` so they apply at save".into(),
@@ -34,7 +37,14 @@ pub(super) fn read(
     let mut digest = crate::channels::digester();
     columns.hash(&mut digest);
     let mut bytes = columns.iter().map(String::len).sum::<usize>();
-    let ran = |e| ran(e, &entered);
+    let ran = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::TooBig) => ChannelError::Invalid(format!(
+            "string or blob too big: a read makes or loads no value longer than it may return \
+             ({} bytes, limits.result-bytes)",
+            max_bytes.min(super::MAX_VALUE_BYTES as usize)
+        )),
+        _ => ran(e, &entered),
+    };
     let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(ran)?;
     let mut values = Vec::new();
     while let Some(row) = rows.next().map_err(ran)? {
@@ -69,6 +79,25 @@ pub(super) fn read(
 }
 
 use crate::channels::DIGEST_ROW as ROW;
+
+/// The longest string or blob SQLite makes or loads on a connection while
+/// a read runs there: what the read may return (within the channel's own
+/// cap, [`super::MAX_VALUE_BYTES`]), restored when it is dropped.
+struct ValueLimit<'c>(&'c Pooled);
+
+impl<'c> ValueLimit<'c> {
+    fn set(pooled: &'c Pooled, max_bytes: usize) -> ValueLimit<'c> {
+        let limit = i32::try_from(max_bytes).unwrap_or(i32::MAX).clamp(1, super::MAX_VALUE_BYTES);
+        let _ = pooled.conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, limit);
+        ValueLimit(pooled)
+    }
+}
+
+impl Drop for ValueLimit<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, super::MAX_VALUE_BYTES);
+    }
+}
 
 /// Adds one value to a digest, tagged with its type as
 /// [`crate::channels::digest_value`] does (here without making a `Value`

@@ -13,11 +13,14 @@
 //! - A save is one `SERIALIZABLE` transaction: a concurrent save that
 //!   changed what it read, or a deadlock, is a [`ChannelError::Conflict`]
 //!   and the scope runs again (`[scopes] retries`).
-//! - The commands the host builds (insert, update, delete) run as the host,
-//!   as on SQLite: their table and operation were checked against the grant
-//!   when they were queued. An insert returns the new row's integer primary
-//!   key (`RETURNING`), or 0 for a table without one.
+//! - The commands the host builds (insert, update, delete) run under the
+//!   service's role too, on the tables of schema `public`: their table and
+//!   operation were checked against the grant when they were queued, and
+//!   PostgreSQL checks them again, so `"*"` reaches no catalog and no host
+//!   table. An insert returns the new row's integer primary key
+//!   (`RETURNING`), or 0 for a table without one.
 
+mod bounded;
 mod conn;
 mod filter;
 mod migrate;
@@ -302,7 +305,15 @@ fn run_read(
     keep: bool,
 ) -> Result<Reading, ChannelError> {
     client.enter(role, caller)?;
-    let stmt = client.prepared(&checked.sql, generation)?;
+    let mut stmt = client.prepared(&checked.sql, generation)?;
+    // A service's read sends no row larger than it may return: the
+    // server measures each one before sending it ([`bounded`]).
+    if !caller.host
+        && max_bytes < usize::MAX
+        && let Some(wrapped) = bounded::wrap(&checked.sql, stmt.columns(), max_bytes)
+    {
+        stmt = client.prepared(&wrapped, generation)?;
+    }
     check_param_count(stmt.params().len(), params.len())?;
     let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
     let mut digest = crate::channels::digester();
@@ -360,6 +371,10 @@ fn pg_error(e: postgres::Error) -> ChannelError {
         "0A000" if message.starts_with("cached plan") => ChannelError::Conflict(format!("PostgreSQL: {STALE}")),
         "26000" => ChannelError::Conflict(format!("PostgreSQL: {STALE}")),
         "57014" => ChannelError::Timeout,
+        // A row [`bounded`] measured past the read's limit, never sent.
+        "22P02" if bounded::too_large(&message).is_some() => {
+            ChannelError::TooLarge { bytes: bounded::too_large(&message).unwrap_or(usize::MAX) }
+        }
         "42501" => ChannelError::Denied(Denial::Never(format!("do what PostgreSQL refused its role ({message})"))),
         "25006" => ChannelError::Invalid("a read must not write; queue writes with `to` so they apply at save".into()),
         c if c.starts_with("23") => ChannelError::Constraint(message),
