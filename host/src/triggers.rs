@@ -269,7 +269,7 @@ async fn handle(
         tokio::task::spawn_blocking(move || run(&run_host, &service, &channel, &consumer_id, &message_id, argument));
     let outcome = loop {
         tokio::select! {
-            done = &mut running => break done.unwrap_or_else(|e| Err(format!("the host thread running the scope failed: {e}"))),
+            done = &mut running => break done.unwrap_or_else(|e| Err(Failed::again(format!("the host thread running the scope failed: {e}")))),
             () = tokio::time::sleep(PROGRESS) => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
@@ -277,7 +277,7 @@ async fn handle(
     };
     let acked = match outcome {
         Ok(()) => message.ack().await,
-        Err(why) if delivery >= key.tries => {
+        Err(Failed { why, again }) if !again || delivery >= key.tries => {
             tracing::warn!(service = %key.service, id = %incoming.id, "message on {} failed {} time(s), the last: {why}; it goes to the dead letters", incoming.subject, delivery);
             match dead_letter(bus, key, &incoming, &why).await {
                 Ok(()) => message.ack_with(AckKind::Term).await,
@@ -287,7 +287,7 @@ async fn handle(
                 }
             }
         }
-        Err(why) => {
+        Err(Failed { why, .. }) => {
             let after = backoff(delivery);
             tracing::info!(service = %key.service, id = %incoming.id, "message on {} failed (run {delivery} of {}): {why}; again in {} ms", incoming.subject, key.tries, after.as_millis());
             message.ack_with(AckKind::Nak(Some(after))).await
@@ -300,11 +300,25 @@ async fn handle(
     }
 }
 
+/// Why a message's scope did not save, and whether running it again may
+/// (a save that left part of itself applied must not run again: that part
+/// would be applied twice).
+struct Failed {
+    why: String,
+    again: bool,
+}
+
+impl Failed {
+    fn again(why: String) -> Failed {
+        Failed { why, again: true }
+    }
+}
+
 /// Runs the scope of one message: `Ok` when it saved (or the message's
 /// receipt shows an earlier save did), else why not.
-fn run(host: &Host, service: &str, channel: &str, consumer: &str, id: &str, message: Val) -> Result<(), String> {
-    let bus = host.channels().bus(channel).ok_or("no such bus channel")?;
-    if bus.outbox().received(consumer, id).map_err(|e| e.to_string())? {
+fn run(host: &Host, service: &str, channel: &str, consumer: &str, id: &str, message: Val) -> Result<(), Failed> {
+    let bus = host.channels().bus(channel).ok_or_else(|| Failed::again("no such bus channel".into()))?;
+    if bus.outbox().received(consumer, id).map_err(|e| Failed::again(e.to_string()))? {
         return Ok(());
     }
     let scope = host.scope();
@@ -322,17 +336,20 @@ fn run(host: &Host, service: &str, channel: &str, consumer: &str, id: &str, mess
         Ok((_, Ending::Saved(_))) => Ok(()),
         Ok((results, Ending::Discarded { reason, .. })) => {
             let refusal = results.first().map(crate::values::to_json).unwrap_or_default();
-            Err(format!("{reason}: {refusal}"))
+            Err(Failed::again(format!("{reason}: {refusal}")))
         }
-        Ok((_, Ending::Denied { denials, .. })) => Err(format!("denied: {}", denials.join("; "))),
-        Ok((_, Ending::DryRun(_))) => Err("a dry run".into()),
+        Ok((_, Ending::Denied { denials, .. })) => Err(Failed::again(format!("denied: {}", denials.join("; ")))),
+        Ok((_, Ending::DryRun(_))) => Err(Failed::again("a dry run".into())),
         // Another run (another host, or a delivery after a lost ack)
         // saved the receipt first.
         Err(e @ ScopeError::Command { .. }) if bus.outbox().received(consumer, id).unwrap_or(false) => {
             tracing::info!("message {id} was handled by another run: {e}");
             Ok(())
         }
-        Err(e) => Err(e.to_string()),
+        // Part of the save committed (its receipt maybe not): straight to
+        // the dead letters, with what committed, for someone to look at.
+        Err(e) if e.partially_applied() => Err(Failed { why: e.to_string(), again: false }),
+        Err(e) => Err(Failed::again(e.to_string())),
     }
 }
 

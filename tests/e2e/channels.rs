@@ -106,11 +106,25 @@ fn product(channel: &str, name: &str) -> Vec<Val> {
     vec![s(channel), s("products"), Val::List(vec![s("name"), s("price_cents")]), Val::List(vec![text, price])]
 }
 
-/// Asserts the save failed on channel `zz` for `reason`, saying `applied`.
-fn zz_failed(saved: Result<sluice_host::scope::SaveReport, ScopeError>, reason: &str, applied: &str) {
+/// Asserts the save failed on channel `zz` for `reason`, after `committed`
+/// had committed, and that its message says what stays applied.
+fn zz_failed(saved: Result<sluice_host::scope::SaveReport, ScopeError>, reason: &str, committed: &[&str]) {
     match saved {
-        Err(ScopeError::Channel { channel, reason: why, applied: said }) => {
-            assert_eq!((channel.as_str(), why.as_str(), said.as_str()), ("zz", reason, applied));
+        Err(ScopeError::Channel { channel, reason: why, committed: said }) => {
+            assert_eq!((channel.as_str(), why.as_str()), ("zz", reason));
+            assert_eq!(said.iter().map(String::as_str).collect::<Vec<_>>(), committed);
+            let e = ScopeError::Channel { channel, reason: why, committed: said };
+            let message = e.to_string();
+            assert_eq!(e.partially_applied(), !committed.is_empty());
+            if committed.is_empty() {
+                assert!(message.ends_with("nothing was applied"), "{message}");
+            } else {
+                let kept = format!(
+                    "channel(s) {} had already committed and keep what this save applied there; the scope is not run again",
+                    committed.join(", ")
+                );
+                assert!(message.contains(&kept), "{message}");
+            }
         }
         other => panic!("expected channel zz to fail, got {other:?}"),
     }
@@ -129,7 +143,7 @@ fn a_later_channel_that_fails_to_commit_is_named_with_what_committed() {
         "zz",
         |_| fake,
         |f, saved| {
-            zz_failed(saved, "the fake refuses to commit", "channels main had already committed");
+            zz_failed(saved, "the fake refuses to commit", &["main"]);
             assert_eq!(f.count("products"), 1, "main committed before zz failed");
         },
     );
@@ -145,7 +159,7 @@ fn a_channel_that_fails_to_prepare_applies_nothing() {
         "zz",
         |_| fake,
         |f, saved| {
-            zz_failed(saved, "a watched key changed", "nothing was applied");
+            zz_failed(saved, "a watched key changed", &[]);
             assert_eq!(f.count("products"), 0, "main must not commit when another channel cannot");
         },
     );

@@ -147,16 +147,40 @@ pub enum ScopeError {
         services: String,
     },
     /// A channel could not begin or commit its transaction.
-    #[error("save failed: channel {channel}: {reason}; {applied}")]
+    #[error("save failed: channel {channel}: {reason}; {}", applied_anyway(.committed))]
     Channel {
         /// The channel.
         channel: String,
         /// What the channel said.
         reason: String,
-        /// What was applied anyway: nothing, or the channels that had already
-        /// committed when a later channel's commit failed.
-        applied: String,
+        /// The channels that had already committed when this one's commit
+        /// failed (the save's commit order, docs/channels.md): what they
+        /// applied stays applied. Empty when nothing was applied.
+        committed: Vec<String>,
     },
+}
+
+impl ScopeError {
+    /// Whether the save failed after some of its channels had committed:
+    /// what they applied stays, and running the scope again would apply
+    /// it twice.
+    pub fn partially_applied(&self) -> bool {
+        matches!(self, ScopeError::Channel { committed, .. } if !committed.is_empty())
+    }
+}
+
+/// What a save that failed at `committed`'s heels left applied, for its
+/// error: nothing, or the channels that keep what they committed, and why
+/// the scope is not run again.
+fn applied_anyway(committed: &[String]) -> String {
+    if committed.is_empty() {
+        return "nothing was applied".into();
+    }
+    format!(
+        "channel(s) {} had already committed and keep what this save applied there; the scope is not run again, \
+         which would apply that twice (see docs/channels.md, Commit order)",
+        committed.join(", ")
+    )
 }
 
 /// What kind of failure ended a scope in [`ScopeError::Failed`].

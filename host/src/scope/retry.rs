@@ -72,7 +72,7 @@ impl Scope {
             let tx = channel.hold().map_err(|e| ScopeError::Channel {
                 channel: name.clone(),
                 reason: e.to_string(),
-                applied: "nothing was applied".into(),
+                committed: Vec::new(),
             })?;
             self.store.data_mut().held.insert(name.clone(), tx);
         }

@@ -124,15 +124,7 @@ impl Scope {
             return conflict;
         }
         self.stage = Stage::Unsaved(format!("channel {name} failed to commit"));
-        ScopeError::Channel {
-            channel: name.to_string(),
-            reason: e.to_string(),
-            applied: if committed.is_empty() {
-                "nothing was applied".into()
-            } else {
-                format!("channels {} had already committed", committed.join(", "))
-            },
-        }
+        ScopeError::Channel { channel: name.to_string(), reason: e.to_string(), committed: committed.to_vec() }
     }
 
     /// Runs rounds until the queue is empty. Returns the open transactions,
@@ -353,7 +345,7 @@ impl Scope {
             written.map_err(|e| ScopeError::Channel {
                 channel: name.clone(),
                 reason: format!("cannot journal its commit in {base}: {e}"),
-                applied: "nothing was applied".into(),
+                committed: Vec::new(),
             })?;
         }
         Ok(settled)
@@ -438,11 +430,7 @@ fn commit_order(
 /// `read_only`, checks its reads in).
 pub(super) fn begin(channel: &dyn Channel, name: &str, read_only: bool) -> Result<Box<dyn Transaction>, ScopeError> {
     let begun = if read_only { channel.snapshot() } else { channel.begin() };
-    begun.map_err(|e| ScopeError::Channel {
-        channel: name.to_string(),
-        reason: e.to_string(),
-        applied: "nothing was applied".into(),
-    })
+    begun.map_err(|e| ScopeError::Channel { channel: name.to_string(), reason: e.to_string(), committed: Vec::new() })
 }
 
 /// Work of the save done for `service` (its command, or checking its read:

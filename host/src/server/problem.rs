@@ -185,11 +185,18 @@ impl From<ScopeError> for Problem {
             ScopeError::TooManyRounds { services, .. } => {
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "save", message).with("services", services)
             }
-            ScopeError::Channel { channel, .. } => {
+            ScopeError::Channel { channel, committed, .. } if committed.is_empty() => {
                 let mut problem =
                     Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).with("channel", channel);
                 problem.retry_after = Some(RETRY_AFTER_SECONDS);
                 problem
+            }
+            // Part of the save stays applied: a client that sent the
+            // request again would apply that part twice. Not a 503.
+            ScopeError::Channel { channel, committed, .. } => {
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "partially-applied", message)
+                    .with("channel", channel)
+                    .with("committed", json!(committed))
             }
             ScopeError::Denied { denials, .. } => {
                 Problem::new(StatusCode::FORBIDDEN, "denied", message).with("denials", denials)
