@@ -36,6 +36,18 @@ impl CallReport {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({ "scope": self.scope, "result": self.result_json(), "ending": self.ending })
     }
+
+    /// What a client of `sluice serve` is told when the operator did not
+    /// turn reports on (`--reports`): the scope, the result, and only the
+    /// status and attempt of the ending. The save report (each applied
+    /// command, with its SQL, parameters and tables) is the operator's.
+    pub fn to_public_json(&self) -> serde_json::Value {
+        let mut ending = serde_json::json!({ "status": self.ending.status() });
+        if let Ending::Saved(report) | Ending::DryRun(report) = &self.ending {
+            ending["attempt"] = report.attempt.into();
+        }
+        serde_json::json!({ "scope": self.scope, "result": self.result_json(), "ending": ending })
+    }
 }
 
 /// Splits `service.function` at the first dot (service names have none).

@@ -173,6 +173,13 @@ enum Command {
         /// always are). Repeatable.
         #[arg(long, value_name = "RULE")]
         redact: Vec<sluice_host::case::redact::Rule>,
+        /// Answer typed calls with the whole save report (each applied
+        /// command, with its SQL, parameters and tables), as `sluice call
+        /// --json` prints it, for an operator's own clients. Off by
+        /// default: a client gets the scope, the result and the ending's
+        /// status and attempt.
+        #[arg(long, env = "SLUICE_REPORTS")]
+        reports: bool,
     },
     /// Show where the effects of a `bus` or `http-out` channel are: its
     /// latest outbox rows, newest first (pending, delivered or dead, with
@@ -295,6 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             record,
             record_rate,
             redact,
+            reports,
         } => {
             let read_timeout = Duration::from_millis(read_timeout_ms);
             if !(0.0..=1.0).contains(&record_rate) {
@@ -307,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout, record };
+            let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout, record, reports };
             let stop =
                 Stop { unready: Duration::from_secs(unready_seconds), drain: Duration::from_secs(drain_seconds) };
             serve(host, &owner, listen, options, !no_watch, stop)

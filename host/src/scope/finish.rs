@@ -39,6 +39,19 @@ pub enum Ending {
     },
 }
 
+impl Ending {
+    /// Its `status`, as it is serialized: `saved`, `dry-run`, `denied` or
+    /// `discarded`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Ending::Saved(_) => "saved",
+            Ending::DryRun(_) => "dry-run",
+            Ending::Denied { .. } => "denied",
+            Ending::Discarded { .. } => "discarded",
+        }
+    }
+}
+
 /// What to do with the queue when the rule allows a save.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -131,7 +131,7 @@ fn answer(service: &str, function: &str, outcome: Result<CallReport, ScopeError>
         Ok(report) => report,
         Err(e) => return app.failed(service, e),
     };
-    let body = report.to_json();
+    let body = if app.options.reports { report.to_json() } else { report.to_public_json() };
     let (mut response, outcome) = match &report.ending {
         Ending::Saved(saved) => {
             app.saved(service, saved);

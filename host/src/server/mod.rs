@@ -44,6 +44,11 @@ pub struct ServeOptions {
     pub read_timeout: Duration,
     /// Where to record the scopes of typed calls as test cases, if anywhere.
     pub record: Option<Recording>,
+    /// Whether a typed route's answer holds the save report (every applied
+    /// command, with its SQL, parameters and tables): off by default, for
+    /// an operator's own clients (`--reports`). Without it the answer holds
+    /// the scope, the result and the ending's status and attempt.
+    pub reports: bool,
 }
 
 /// `sluice serve --record DIR`: a share of the typed calls' scopes written
@@ -80,6 +85,7 @@ impl Default for ServeOptions {
             max_concurrent: 64,
             read_timeout: Duration::from_secs(10),
             record: None,
+            reports: false,
         }
     }
 }

@@ -214,9 +214,17 @@ fn operation(service: &Service, f: &Function, schemas: &mut Schemas) -> Json {
             "content": { "application/json": { "schema": {
                 "type": "object",
                 "properties": {
-                    "scope": { "type": "integer", "description": "The scope the call ran in." },
+                    "scope": { "type": "string", "format": "uuid", "description": "The scope the call ran in (also the x-sluice-scope header)." },
                     "result": result,
-                    "ending": { "type": "object", "description": "How the scope ended: saved or dry-run, with the commands applied." },
+                    "ending": {
+                        "type": "object",
+                        "description": "How the scope ended, and on which run of it. A host served with --reports adds the save report: each applied command with its outcome.",
+                        "properties": {
+                            "status": { "type": "string", "enum": ["saved", "dry-run"] },
+                            "attempt": { "type": "integer", "minimum": 1 },
+                        },
+                        "required": ["status", "attempt"],
+                    },
                 },
                 "required": ["scope", "result", "ending"],
             }}},
