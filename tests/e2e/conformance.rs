@@ -1,0 +1,234 @@
+//! The conformance suite: one set of hostile and fault cases, written once,
+//! that every channel kind of a family passes. A kind is registered with
+//! one line in [`SQL_KINDS`] or [`KV_KINDS`] (its name and how a host gets a
+//! channel `x` of it), and fails here until it holds.
+//!
+//! - SQL kinds: a grant of `"*"` reaches no host table and no catalog, for
+//!   the service's own SQL and for the commands the host builds; no
+//!   temporary object outlives its scope on a pooled connection; a value
+//!   larger than the read may return is refused before it is held, in
+//!   time.
+//! - kv kinds: a key just outside the granted prefix is refused, to read,
+//!   list or write; a value over `result-bytes` that is in the store is
+//!   refused to `get` and to `list`, before it is held and in time; a
+//!   counter or a swap over a long value is judged without reading it
+//!   whole.
+//!
+//! Other cases shared by every kind live beside their machinery: a channel
+//! that fails at commit after another committed (`channels.rs`, with a
+//! fake kind), a host killed mid-save (`crash.rs`), a destination that
+//! never answers (`fairness.rs`), memory with eight scopes at once
+//! (`memory.rs`).
+
+use std::time::{Duration, Instant};
+
+use sluice_host::Host;
+use sluice_host::call::{self, Ending, Mode};
+use wasmtime::component::Val;
+
+use crate::support::{Fixture, repo, skip_without, text};
+
+/// The `sluice.toml` lines of a channel, with what keeps its database
+/// alive while they are used (a PostgreSQL database of the test's own).
+type Opened = (String, Box<dyn std::any::Any>);
+
+/// A kind of the `sql` family: its name, and the `sluice.toml` lines of a
+/// channel `main` of it (`None`, after saying why, where the backend is
+/// missing).
+struct SqlKind {
+    name: &'static str,
+    open: fn(&Fixture) -> Option<Opened>,
+    /// A read of one computed value of hundreds of megabytes.
+    huge: &'static str,
+}
+
+const SQL_KINDS: &[SqlKind] = &[
+    SqlKind { name: "sql on SQLite", open: sqlite, huge: "SELECT randomblob(60000000)" },
+    SqlKind { name: "sql on PostgreSQL", open: postgres, huge: "SELECT repeat('x', 100000000)" },
+];
+
+/// A kind of the `kv` family: its name and the `sluice.toml` lines of a
+/// channel `x` of it beside `main` (`None` where the backend is missing).
+struct KvKind {
+    name: &'static str,
+    open: fn(&Fixture) -> Option<String>,
+}
+
+const KV_KINDS: &[KvKind] = &[
+    KvKind { name: "kv in a SQLite table", open: kv_table },
+    KvKind { name: "kv on Redis", open: redis },
+    KvKind { name: "files", open: files },
+];
+
+fn kv_table(_: &Fixture) -> Option<String> {
+    Some("[channels.x]\nkind = \"kv\"\nurl = \"sql:main\"\n".into())
+}
+
+fn files(_: &Fixture) -> Option<String> {
+    Some("[channels.x]\nkind = \"files\"\npath = \"files\"\n".into())
+}
+
+fn sqlite(f: &Fixture) -> Option<Opened> {
+    Some((format!("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n", f.db_path().display()), Box::new(())))
+}
+
+fn postgres(_: &Fixture) -> Option<Opened> {
+    let db = crate::postgres::Database::new()?;
+    Some((format!("[channels.main]\nkind = \"sql\"\nurl = \"{}\"\n", db.url()), Box::new(db)))
+}
+
+fn redis(_: &Fixture) -> Option<String> {
+    let url = "redis://127.0.0.1:6379";
+    if let Err(e) = ::redis::Client::open(url).and_then(|c| c.get_connection()) {
+        skip_without(&format!("skipping: no Redis at {url} ({e})"));
+        return None;
+    }
+    Some(format!("[channels.x]\nkind = \"kv\"\nurl = \"{url}\"\n"))
+}
+
+/// A host on `config` (the example schema migrated into `main`) serving
+/// `services`, whose manifests the caller wrote.
+fn host_on(f: &Fixture, config: &str) -> Host {
+    let path = f.dir.path().join("sluice.toml");
+    std::fs::write(&path, config).expect("config");
+    let schema = repo().join("examples/schema").to_string_lossy().into_owned();
+    let out = f.command().arg("--config").arg(&path).args(["migrate", &schema]).output().expect("migrate");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut options = f.options();
+    options.config = Some(path);
+    let host = Host::open(&options).expect("host");
+    assert!(host.registry().failures().is_empty(), "{:?}", host.registry().failures());
+    host
+}
+
+fn s(v: &str) -> Val {
+    Val::String(v.to_string())
+}
+
+fn bytes(v: &[u8]) -> Val {
+    Val::List(v.iter().map(|b| Val::U8(*b)).collect())
+}
+
+/// What `service.function(args)` ended with: `saved`, the guest's error
+/// (a discarded or denied scope), or the scope's error.
+fn told(host: &Host, service: &str, function: &str, args: &[Val]) -> String {
+    match call::run(host, service, function, args, Mode::Save) {
+        Err(e) => e.to_string(),
+        Ok(report) => match report.ending {
+            Ending::Saved(_) => format!("saved: {}", sluice_host::values::to_json(&report.results[0])),
+            _ => sluice_host::values::to_json(&report.results[0]).to_string(),
+        },
+    }
+}
+
+/// SQL kinds: `"*"` is the application's tables; nothing of a scope stays
+/// on a connection; a huge value is refused before it is held.
+#[test]
+fn every_sql_kind_keeps_services_to_the_application_and_their_scope() {
+    for kind in SQL_KINDS {
+        let f = Fixture::new(&["hostile", "probe"]);
+        let Some((config, _db)) = (kind.open)(&f) else { continue };
+        let every = "reads = \"*\"\ninserts = \"*\"\nupdates = \"*\"\ndeletes = \"*\"\n";
+        f.write_manifest("hostile", &format!("[channels.main]\n{every}raw-sql = true\n"));
+        f.write_manifest("probe", &format!("[channels.main]\n{every}"));
+        let host = host_on(&f, &config);
+        let name = kind.name;
+        // The service's own SQL, on host tables and catalogs.
+        for (function, sql) in [
+            ("query", "SELECT * FROM sluice_migrations"),
+            ("execute", "DELETE FROM sluice_migrations"),
+            ("query", "SELECT * FROM sqlite_master"),
+            ("query", "SELECT * FROM pg_catalog.pg_class"),
+            ("execute", "DELETE FROM pg_catalog.pg_sequence"),
+            ("execute", "CREATE TABLE sluice_mine (a INTEGER)"),
+            ("execute", "ALTER TABLE sluice_migrations ADD COLUMN x INTEGER"),
+        ] {
+            let answer = told(&host, "hostile", function, &[s(sql)]);
+            assert!(answer.contains("\"denied\"") || answer.contains("\"invalid\""), "{name}: {sql}: {answer}");
+        }
+        // The commands the host builds, on the same.
+        for table in ["sluice_migrations", "sqlite_sequence", "sqlite_master", "pg_sequence", "pg_authid"] {
+            let args = [s("main"), s(table), Val::List(vec![s("name")]), Val::List(vec![text_value("x")])];
+            let answer = told(&host, "probe", "delete", &args);
+            assert!(answer.contains("no grant allows it"), "{name}: delete from {table}: {answer}");
+        }
+        // Temporary objects, which would stay on the pooled connection.
+        for sql in ["CREATE TEMP TABLE products (x INTEGER)", "CREATE TEMPORARY VIEW stock AS SELECT 1 AS x"] {
+            let answer = told(&host, "hostile", "execute", &[s(sql)]);
+            assert!(answer.contains("would outlive the scope"), "{name}: {sql}: {answer}");
+        }
+        // A value far over result-bytes, refused before it is held.
+        let started = Instant::now();
+        let answer = told(&host, "hostile", "query", &[s(kind.huge)]);
+        assert!(answer.contains("limits.result-bytes"), "{name}: {}: {answer}", kind.huge);
+        assert!(started.elapsed() < Duration::from_secs(10), "{name}: took {:?}", started.elapsed());
+        // And the host serves the next scope, with the migrations intact.
+        let listed = told(&host, "probe", "query", &[s("main"), s("SELECT count(*) FROM products"), Val::List(vec![])]);
+        assert!(listed.starts_with("saved: "), "{name}: {listed}");
+        eprintln!("conformance: {name}: passed");
+    }
+}
+
+fn text_value(v: &str) -> Val {
+    Val::Variant("text".into(), Some(Box::new(s(v))))
+}
+
+/// kv kinds: a key just outside the grant is refused every way; a value
+/// over `result-bytes` in the store is refused to read, in time.
+#[test]
+fn every_kv_kind_holds_its_grant_and_its_read_limit() {
+    for kind in KV_KINDS {
+        let f = Fixture::new(&["probe"]);
+        let Some(lines) = (kind.open)(&f) else { continue };
+        let ns = format!("c{}/", uuid::Uuid::new_v4().simple());
+        let granted = format!("{ns}granted/");
+        f.write_manifest(
+            "probe",
+            &format!("[channels.x]\nkeys = [\"{granted}\"]\n[limits]\nresult-bytes = 65536\ncommand-bytes = 1048576\n"),
+        );
+        let main = format!("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n", f.db_path().display());
+        let host = host_on(&f, &format!("{main}{lines}"));
+        let name = kind.name;
+        // Just outside: the prefix without its slash, a longer word, the
+        // prefix inside another path.
+        let outside = [format!("{ns}granted"), format!("{ns}grantedx/a"), format!("{ns}other/{granted}a")];
+        for key in &outside {
+            for (function, args) in [
+                ("kv-set", vec![s("x"), s(key), bytes(b"v")]),
+                ("kv-get", vec![s("x"), s(key)]),
+                ("kv-remove", vec![s("x"), s(key)]),
+                ("kv-increment", vec![s("x"), s(key), Val::S64(1)]),
+            ] {
+                let answer = told(&host, "probe", function, &args);
+                assert!(
+                    answer.contains("\"denied\"") || answer.contains("\"invalid\""),
+                    "{name}: {function} {key}: {answer}"
+                );
+            }
+        }
+        let answer = told(&host, "probe", "kv-list", &[s("x"), s(&format!("{ns}grant")), Val::U32(10)]);
+        assert!(answer.contains("\"denied\""), "{name}: list of a shorter prefix: {answer}");
+        // A value over result-bytes (and within command-bytes), stored.
+        let big = format!("{granted}big");
+        let stored = told(&host, "probe", "kv-set", &[s("x"), s(&big), bytes(&vec![b'b'; 200_000])]);
+        assert!(stored.starts_with("saved: "), "{name}: {stored}");
+        let started = Instant::now();
+        for (function, args) in
+            [("kv-get", vec![s("x"), s(&big)]), ("kv-list", vec![s("x"), s(&granted), Val::U32(10)])]
+        {
+            let answer = told(&host, "probe", function, &args);
+            assert!(answer.contains("limits.result-bytes"), "{name}: {function}: {answer}");
+        }
+        // A counter over a long value: refused as no counter, unread.
+        let answer = told(&host, "probe", "kv-increment", &[s("x"), s(&big), Val::S64(1)]);
+        assert!(!answer.starts_with("saved: "), "{name}: increment of a long value: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{name}: took {:?}", started.elapsed());
+        // Within the grant, all is well.
+        let small = format!("{granted}small");
+        assert!(told(&host, "probe", "kv-set", &[s("x"), s(&small), bytes(b"ok")]).starts_with("saved: "), "{name}");
+        let got = told(&host, "probe", "kv-get", &[s("x"), s(&small)]);
+        assert!(got.contains("[111,107]"), "{name}: {got}");
+        let _ = told(&host, "probe", "kv-remove", &[s("x"), s(&big)]);
+        eprintln!("conformance: {name}: passed");
+    }
+}
