@@ -1,6 +1,6 @@
 //! The conformance suite: one set of hostile and fault cases, written once,
 //! that every channel kind of a family passes. A kind is registered with
-//! one line in [`SQL_KINDS`] or [`KV_KINDS`] (its name and how a host gets a
+//! one line in [`SQL_KINDS`], [`KV_KINDS`] or [`EFFECT_KINDS`] (its name and how a host gets a
 //! channel `x` of it), and fails here until it holds.
 //!
 //! - SQL kinds: a grant of `"*"` reaches no host table and no catalog, for
@@ -8,6 +8,9 @@
 //!   temporary object outlives its scope on a pooled connection; a value
 //!   larger than the read may return is refused before it is held, in
 //!   time.
+//! - effect kinds (bus, http-out): a subject or destination just outside
+//!   the grant is refused when queued; a payload over `command-bytes` is
+//!   refused before anything is stored.
 //! - kv kinds: a key just outside the granted prefix is refused, to read,
 //!   list or write; a value over `result-bytes` that is in the store is
 //!   refused to `get` and to `list`, before it is held and in time; a
@@ -229,6 +232,94 @@ fn every_kv_kind_holds_its_grant_and_its_read_limit() {
         let got = told(&host, "probe", "kv-get", &[s("x"), s(&small)]);
         assert!(got.contains("[111,107]"), "{name}: {got}");
         let _ = told(&host, "probe", "kv-remove", &[s("x"), s(&big)]);
+        eprintln!("conformance: {name}: passed");
+    }
+}
+
+/// A kind of the effects family (what a save sends out after its commit):
+/// its name and the `sluice.toml` lines of a channel `x` of it, whose
+/// outbox is `main` (`None` where the backend is missing); `inside` and
+/// `outside` are a target (a subject, or a method and URL) the test grant
+/// covers and ones just outside it.
+struct EffectKind {
+    name: &'static str,
+    open: fn() -> Option<String>,
+    /// The manifest lines of the test grant on `x`.
+    grant: &'static str,
+    /// `(function, target args)` the grant covers.
+    inside: (&'static str, &'static [&'static str]),
+    /// Targets just outside it.
+    outside: &'static [(&'static str, &'static [&'static str])],
+}
+
+const EFFECT_KINDS: &[EffectKind] = &[
+    EffectKind {
+        name: "bus",
+        open: bus,
+        grant: "subjects = [\"granted.\"]",
+        inside: ("publish", &["granted.a"]),
+        outside: &[("publish", &["granted"]), ("publish", &["grantedx.a"]), ("publish", &["other.granted.a"])],
+    },
+    EffectKind {
+        name: "http-out",
+        open: http_out,
+        grant: "destinations = [\"POST 127.0.0.1\"]",
+        inside: ("send", &["POST", "http://127.0.0.1:9/hook"]),
+        outside: &[
+            ("send", &["PUT", "http://127.0.0.1:9/hook"]),
+            ("send", &["POST", "http://127.0.0.2:9/hook"]),
+            ("send", &["POST", "http://localhost:9/hook"]),
+        ],
+    },
+];
+
+fn bus() -> Option<String> {
+    crate::effects::Nats::connect()?;
+    let bus = crate::effects::TestBus::new();
+    Some(format!(
+        "[channels.x]\nkind = \"bus\"\nurl = \"{}\"\noutbox = \"main\"\nstream = \"{}\"\nprefix = \"{}\"\n",
+        crate::effects::NATS,
+        bus.stream,
+        bus.prefix
+    ))
+}
+
+fn http_out() -> Option<String> {
+    Some("[channels.x]\nkind = \"http-out\"\noutbox = \"main\"\nbase = \"http://127.0.0.1:9\"\n".into())
+}
+
+/// The probe's arguments for `publish` or `send` on `x`: the target
+/// `args` and a payload of `size` bytes.
+fn effect_args(args: &[&str], size: usize) -> Vec<Val> {
+    let mut all = vec![s("x")];
+    all.extend(args.iter().map(|a| s(a)));
+    all.push(bytes(&vec![b'p'; size]));
+    all
+}
+
+/// Effect kinds: a target just outside the grant is refused when queued;
+/// a payload over `command-bytes` breaks the limit when queued, before
+/// anything is stored; one inside the grant is stored with the data.
+#[test]
+fn every_effect_kind_holds_its_grant_and_its_size_limit() {
+    for kind in EFFECT_KINDS {
+        let Some(lines) = (kind.open)() else { continue };
+        let f = Fixture::new(&["probe"]);
+        f.write_manifest("probe", &format!("[channels.x]\n{}\n[limits]\ncommand-bytes = 65536\n", kind.grant));
+        let main = format!("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n", f.db_path().display());
+        let host = host_on(&f, &format!("{main}{lines}"));
+        let name = kind.name;
+        for (function, target) in kind.outside {
+            let answer = told(&host, "probe", function, &effect_args(target, 10));
+            assert!(answer.contains("\"denied\""), "{name}: {function} {target:?}: {answer}");
+        }
+        let (function, target) = kind.inside;
+        let answer = told(&host, "probe", function, &effect_args(target, 100_000));
+        assert!(answer.contains("limits.command-bytes"), "{name}: a payload over command-bytes: {answer}");
+        assert_eq!(f.count("sluice_outbox"), 0, "{name}: something refused was stored");
+        let answer = told(&host, "probe", function, &effect_args(target, 10));
+        assert!(answer.starts_with("saved: "), "{name}: {answer}");
+        assert_eq!(f.count("sluice_outbox"), 1, "{name}: the granted effect is not in the outbox");
         eprintln!("conformance: {name}: passed");
     }
 }
