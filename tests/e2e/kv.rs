@@ -315,3 +315,65 @@ fn kv_costs_are_bounded_by_the_service_limits() {
     assert_eq!(f.count("sluice_kv"), 40);
     assert_eq!(value(&host, "kv", "fill/00").map(|v| v.len()), Some(2048));
 }
+
+/// A save that increments a Redis key and writes a row that a deferred
+/// foreign key refuses at the data commit applies nothing anywhere: Redis
+/// commits after the data, under the locks its prepare took, so the key is
+/// never incremented (it was, when Redis committed first), and the locks
+/// are given back. The same save without the bad row applies both.
+#[test]
+fn a_data_commit_that_fails_leaves_redis_untouched() {
+    let url = "redis://127.0.0.1:6379";
+    let mut redis = match redis::Client::open(url).and_then(|c| c.get_connection()) {
+        Ok(conn) => conn,
+        Err(e) => return skip_without(&format!("skipping: no Redis at {url} ({e})")),
+    };
+    let f = Fixture::new(&["probe"]);
+    f.migrate();
+    f.db()
+        .execute_batch(
+            "CREATE TABLE parents (id INTEGER PRIMARY KEY);
+             CREATE TABLE children (id INTEGER PRIMARY KEY,
+                 parent INTEGER NOT NULL REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .expect("schema");
+    f.write_manifest("probe", "[channels.main]\ninserts = \"*\"\n[channels.cache]\nkeys = \"*\"\n");
+    let config = f.dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[channels.cache]\nkind = \"kv\"\nurl = \"{url}\"\n",
+            f.db_path().display()
+        ),
+    )
+    .expect("config");
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = Host::open(&options).expect("host with redis");
+    let key = format!("sluice-test/{}/count", uuid::Uuid::new_v4().simple());
+    let child = |parent: i64| {
+        let integer = |i: i64| Val::Variant("integer".into(), Some(Box::new(Val::S64(i))));
+        [s("main"), s("children"), Val::List(vec![s("parent")]), Val::List(vec![integer(parent)])]
+    };
+    let mut scope = host.scope();
+    scope.call("probe", "kv-increment", &[s("cache"), s(&key), Val::S64(5)]).expect("queue the increment");
+    scope.call("probe", "insert", &child(999)).expect("queue the orphan");
+    let failed = scope.save().expect_err("the deferred foreign key refuses the data commit");
+    assert!(!failed.partially_applied(), "{failed}");
+    assert!(failed.to_string().contains("nothing was applied"), "{failed}");
+    drop(scope);
+    let value: Option<String> = redis::Commands::get(&mut redis, &key).expect("get");
+    assert_eq!(value, None, "Redis kept the increment of a save whose data did not commit");
+    let locks: Vec<String> = redis::Commands::keys(&mut redis, format!("sluice:lock:{key}")).expect("keys");
+    assert!(locks.is_empty(), "locks left: {locks:?}");
+    // The same save with a parent that exists applies both.
+    f.db().execute_batch("INSERT INTO parents (id) VALUES (1)").expect("parent");
+    let mut scope = host.scope();
+    scope.call("probe", "kv-increment", &[s("cache"), s(&key), Val::S64(5)]).expect("queue");
+    scope.call("probe", "insert", &child(1)).expect("queue");
+    scope.save().expect("saved");
+    let value: Option<String> = redis::Commands::get(&mut redis, &key).expect("get");
+    assert_eq!(value.as_deref(), Some("5"));
+    assert_eq!(f.count("children"), 1);
+    let _: () = redis::Commands::del(&mut redis, &key).expect("clean up");
+}

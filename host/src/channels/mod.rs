@@ -339,10 +339,9 @@ pub trait Channel: Send + Sync {
         self.begin()
     }
 
-    /// When this channel commits in a save: [`CommitStage::Refusable`]
-    /// channels first, then [`CommitStage::Data`], then
-    /// [`CommitStage::Effects`], each stage in name order, so that an effect
-    /// can depend on the data having committed.
+    /// When this channel commits in a save: [`CommitStage::Data`] first,
+    /// then [`CommitStage::Effects`], each stage in name order, so that an
+    /// effect can depend on the data having committed.
     fn commit_stage(&self) -> CommitStage {
         CommitStage::Data
     }
@@ -374,14 +373,13 @@ pub trait Channel: Send + Sync {
 /// Where a channel commits in a save ([`Channel::commit_stage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CommitStage {
-    /// A store whose commit a concurrent change can refuse (Redis's `EXEC`
-    /// after `WATCH`): commits before every data channel, so that a refusal
-    /// leaves nothing applied anywhere and the scope can run again.
-    Refusable,
-    /// A store of data (SQL): commits after the refusable ones.
+    /// A store of data (SQL): commits first, in name order.
     Data,
-    /// A side effect that must happen only once the data committed (a
-    /// message, a request, a file): commits after every data channel.
+    /// What must happen only once the data committed: a side effect (a
+    /// message, a request, a file), or a store outside the data
+    /// transactions whose prepare made its commit one nothing concurrent
+    /// can refuse (Redis, which locks its keys then). A kind whose commit a
+    /// concurrent change could refuse must find that out in `prepare`.
     Effects,
 }
 
@@ -429,8 +427,9 @@ pub trait Transaction: Send {
     /// Checks, after the last round and before any channel of the save
     /// commits, that the commit can succeed; a failure here applies nothing
     /// anywhere. SQLite has nothing to check (its transaction already holds
-    /// the write lock); a kind whose commit can be refused (a watched key
-    /// that changed) checks it here.
+    /// the write lock); a kind whose commit a concurrent change could
+    /// refuse finds that out here, and makes sure it cannot happen later
+    /// (Redis locks its keys).
     fn prepare(&mut self) -> Result<(), ChannelError> {
         Ok(())
     }

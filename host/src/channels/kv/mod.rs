@@ -12,6 +12,7 @@
 //!   in one `MULTI`/`EXEC` after the data channels committed.
 
 pub mod redis;
+mod redis_commit;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,7 @@ pub fn open(
 /// prefix covers it. The host itself may do anything.
 pub(crate) fn check_key(caller: &Caller, key: &str, write: bool) -> Result<(), ChannelError> {
     crate::command::check_key(key).map_err(ChannelError::Invalid)?;
+    host_key(caller, key)?;
     if caller.host || caller.grant.as_deref().is_some_and(|g| covers(g, key, write)) {
         return Ok(());
     }
@@ -71,10 +73,24 @@ pub(crate) fn check_prefix(caller: &Caller, prefix: &str) -> Result<(), ChannelE
             crate::command::MAX_KEY_BYTES
         )));
     }
+    host_key(caller, prefix)?;
     if caller.host || caller.grant.as_deref().is_some_and(|g| covers(g, prefix, false)) {
         return Ok(());
     }
     Err(ChannelError::Denied(Denial::Key { write: false, key: prefix.to_string() }))
+}
+
+/// Refuses a service a key (or prefix) under `sluice:`, the host's own on
+/// every kv kind (a Redis save's locks live there): no grant covers it,
+/// not even `"*"`.
+fn host_key(caller: &Caller, key: &str) -> Result<(), ChannelError> {
+    if !caller.host && key.starts_with(redis_commit::HOST_PREFIX) {
+        return Err(ChannelError::Denied(Denial::Never(format!(
+            "use key {key} (keys under {} are the host's own)",
+            redis_commit::HOST_PREFIX
+        ))));
+    }
+    Ok(())
 }
 
 /// Whether `grant` covers `key` (and so every key it prefixes): `keys`

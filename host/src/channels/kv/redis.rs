@@ -9,21 +9,19 @@
 //!   conflict), an increment's sum computed (a value that is not an integer,
 //!   or an overflow, fails the save). The writes that result wait in the
 //!   transaction.
-//! - The commit is one `MULTI` … `EXEC` of those writes. If any watched key
-//!   changed since it was watched, Redis runs none of them and the save is a
-//!   conflict. Nothing can fail inside the `EXEC`: every value was checked
-//!   before.
-//!
-//! Redis is not in the data channels' transactions: it commits before them
-//! (its commit is the one a concurrent change refuses), and a data channel
-//! that then fails to commit leaves Redis's writes applied; see
-//! `docs/channels.md`.
+//! - The commit comes after the data channels', made so that no concurrent
+//!   save can refuse it then: the save's keys are locked when it prepares
+//!   (a key that changed since it was watched, or is locked by another
+//!   save, is a conflict with nothing applied), and the writes are made
+//!   under those locks once the data committed ([`super::redis_commit`]).
+//!   Nothing can fail inside them: every value was checked before.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection};
 
+use super::redis_commit::{self, HOST_PREFIX};
 use super::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
 use crate::bindings::{Rows, Value};
 use crate::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
@@ -87,10 +85,11 @@ impl Channel for RedisKv {
         Kind::Kv
     }
 
-    /// Before the data channels: its `EXEC` is refused when a watched key
-    /// changed, and then nothing anywhere has committed.
+    /// After the data channels: a concurrent change is refused when the
+    /// save prepares, before anything commits, and a data channel that
+    /// fails to commit leaves Redis untouched.
     fn commit_stage(&self) -> CommitStage {
-        CommitStage::Refusable
+        CommitStage::Effects
     }
 
     fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
@@ -128,7 +127,13 @@ impl Channel for RedisKv {
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         let conn = self.take(Instant::now() + CONNECT_TIMEOUT)?;
-        Ok(Box::new(RedisTransaction { conn: Some(conn), pending: HashMap::new(), order: Vec::new() }))
+        Ok(Box::new(RedisTransaction {
+            conn: Some(conn),
+            pending: HashMap::new(),
+            order: Vec::new(),
+            watched: Vec::new(),
+            locked: None,
+        }))
     }
 
     fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
@@ -208,7 +213,8 @@ fn list(
             .arg(SCAN_COUNT)
             .query(conn)
             .map_err(redis_error)?;
-        keys.extend(batch);
+        // The host's own keys (a save's locks) are no service's to list.
+        keys.extend(batch.into_iter().filter(|k| !k.starts_with(HOST_PREFIX)));
         if keys.iter().map(String::len).sum::<usize>() > max_bytes {
             return Err(ChannelError::TooLarge { bytes: keys.iter().map(String::len).sum() });
         }
@@ -253,6 +259,10 @@ struct RedisTransaction {
     pending: HashMap<String, Option<Vec<u8>>>,
     /// Keys written, in the order first written.
     order: Vec<String>,
+    /// Keys watched (read), each once.
+    watched: Vec<String>,
+    /// Once prepared: the keys locked and the save's token.
+    locked: Option<(Vec<String>, String)>,
 }
 
 impl RedisTransaction {
@@ -268,7 +278,32 @@ impl RedisTransaction {
         if keys.is_empty() {
             return Ok(());
         }
-        redis::cmd("WATCH").arg(keys).exec(self.conn(caller)?).map_err(redis_error)
+        redis::cmd("WATCH").arg(keys).exec(self.conn(caller)?).map_err(redis_error)?;
+        for key in keys {
+            if !self.watched.contains(key) {
+                self.watched.push(key.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks every key read or written ([`redis_commit::prepare`]), once.
+    fn lock(&mut self) -> Result<(), ChannelError> {
+        if self.locked.is_some() {
+            return Ok(());
+        }
+        let mut keys: Vec<String> = self.watched.clone();
+        keys.extend(self.order.iter().filter(|k| !self.watched.contains(k)).cloned());
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let conn =
+            self.conn.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
+        conn.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(redis_error)?;
+        redis_commit::prepare(conn, &keys, &token)?;
+        self.locked = Some((keys, token));
+        Ok(())
     }
 
     /// What `key` holds with this transaction's writes: watched, then read.
@@ -327,24 +362,28 @@ impl Transaction for RedisTransaction {
         }
     }
 
+    /// Locks the save's keys, before any channel commits: a key changed
+    /// since it was read, or held by another save, is a conflict here, when
+    /// nothing anywhere is applied yet.
+    fn prepare(&mut self) -> Result<(), ChannelError> {
+        self.lock()
+    }
+
+    /// Makes the writes under the locks and drops them. Called after the
+    /// data channels committed (`CommitStage::Effects`); a save that did
+    /// not prepare locks first.
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
+        self.lock()?;
+        let Some((keys, token)) = self.locked.take() else { return Ok(()) };
         let mut conn =
             self.conn.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        conn.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(redis_error)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for key in &self.order {
-            match self.pending.get(key) {
-                Some(Some(value)) => pipe.cmd("SET").arg(key).arg(value).ignore(),
-                _ => pipe.cmd("DEL").arg(key).ignore(),
-            };
+        let writes: Vec<(&String, Option<&Vec<u8>>)> =
+            self.order.iter().map(|k| (k, self.pending.get(k).and_then(Option::as_ref))).collect();
+        let done = redis_commit::commit(&mut conn, &keys, &writes, &token);
+        if done.is_err() {
+            redis_commit::release(&mut conn, &keys, &token);
         }
-        // EXEC answers nil when a watched key changed: nothing ran.
-        let ran: Option<()> = pipe.query(&mut *conn).map_err(redis_error)?;
-        match ran {
-            Some(()) => Ok(()),
-            None => Err(ChannelError::Conflict("a key this save read or checked changed before it committed".into())),
-        }
+        done
     }
 }
 
@@ -367,14 +406,18 @@ impl super::Keys for Watched<'_> {
 
 impl Drop for RedisTransaction {
     fn drop(&mut self) {
-        // A connection goes back to the pool watching nothing.
+        // A connection goes back to the pool watching nothing, and a save
+        // that prepared but will not commit gives its locks back.
         if let Some(mut conn) = self.conn.take() {
+            if let Some((keys, token)) = self.locked.take() {
+                redis_commit::release(&mut conn, &keys, &token);
+            }
             let _ = redis::cmd("UNWATCH").exec(&mut *conn);
         }
     }
 }
 
-fn redis_error(e: redis::RedisError) -> ChannelError {
+pub(super) fn redis_error(e: redis::RedisError) -> ChannelError {
     if e.is_timeout() {
         return ChannelError::Timeout;
     }
@@ -385,84 +428,5 @@ fn redis_error(e: redis::RedisError) -> ChannelError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A key watched by a save that another client changes before the
-    /// commit makes the commit a conflict, and none of the save's writes
-    /// happen. Needs Redis at 127.0.0.1:6379 (skipped without it, except
-    /// under SLUICE_REQUIRE_TOOLS=1).
-    #[test]
-    fn a_watched_key_changed_before_the_commit_is_a_conflict() -> Result<(), ChannelError> {
-        let url = "redis://127.0.0.1:6379";
-        let Ok(mut other) = Client::open(url).and_then(|c| c.get_connection()) else {
-            assert!(std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1"), "no Redis at {url}");
-            eprintln!("skipping: no Redis at {url}");
-            return Ok(());
-        };
-        let channel = RedisKv::open("cache", url)?;
-        let ns = format!("sluice-unit/{}/", std::process::id());
-        let (watched, written) = (format!("{ns}watched"), format!("{ns}written"));
-        let host = Caller::host(Instant::now() + Duration::from_secs(5));
-        let mut tx = channel.begin()?;
-        tx.apply(&Operation::Swap { key: watched.clone(), expected: None, value: Some(b"mine".to_vec()) }, &host)?;
-        tx.apply(&Operation::Set { key: written.clone(), value: b"x".to_vec() }, &host)?;
-        redis::cmd("SET").arg(&watched).arg("theirs").exec(&mut other).map_err(redis_error)?;
-        let refused = tx.commit();
-        assert!(matches!(refused, Err(ChannelError::Conflict(_))), "{refused:?}");
-        let (now, never): (Option<String>, Option<String>) =
-            redis::pipe().get(&watched).get(&written).query(&mut other).map_err(redis_error)?;
-        assert_eq!((now.as_deref(), never), (Some("theirs"), None));
-        // Without the change the same save commits.
-        let mut tx = channel.begin()?;
-        tx.apply(&Operation::Set { key: written.clone(), value: b"x".to_vec() }, &host)?;
-        tx.commit()?;
-        let value: Option<String> = redis::cmd("GET").arg(&written).query(&mut other).map_err(redis_error)?;
-        assert_eq!(value.as_deref(), Some("x"));
-        redis::cmd("DEL").arg(&watched).arg(&written).exec(&mut other).map_err(redis_error)?;
-        Ok(())
-    }
-
-    #[test]
-    fn glob_characters_match_themselves() {
-        assert_eq!(escape_glob("a*b?[c]\\d/"), "a\\*b\\?\\[c\\]\\\\d/");
-    }
-
-    /// A read of a value longer than its limit is refused with no more
-    /// than one byte past the limit sent to the host: a get of 5 MB under
-    /// 1,000 bytes receives 1,001; a list's keys and values are counted in
-    /// Redis before any value is sent. Needs Redis at 127.0.0.1:6379 (a
-    /// failure under SLUICE_REQUIRE_TOOLS=1, as in CI).
-    #[test]
-    fn reads_stop_at_their_limit_before_the_bytes_arrive() {
-        let url = "redis://127.0.0.1:6379";
-        let mut conn = match Client::open(url).and_then(|c| c.get_connection()) {
-            Ok(conn) => conn,
-            Err(e) if std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1") => {
-                eprintln!("skipping: no Redis at {url} ({e})");
-                return;
-            }
-            Err(e) => panic!("no Redis at {url}: {e}"),
-        };
-        let ns = format!("sluice-unit/{}/", uuid::Uuid::new_v4().simple());
-        let (big, small, unset) = (format!("{ns}big"), format!("{ns}small"), format!("{ns}unset"));
-        let set = |conn: &mut Connection, key: &str, value: Vec<u8>| {
-            redis::cmd("SET").arg(key).arg(value).query::<()>(conn).expect("SET");
-        };
-        set(&mut conn, &big, vec![b'x'; 5_000_000]);
-        set(&mut conn, &small, b"v".to_vec());
-        match get(&mut conn, &big, 1000) {
-            Err(ChannelError::TooLarge { bytes }) => assert_eq!(bytes, 1001),
-            other => panic!("{:?}", other.map(|r| r.rows.values.len())),
-        }
-        assert_eq!(get(&mut conn, &small, 1000).expect("small").rows.values, vec![vec![Value::Blob(b"v".to_vec())]]);
-        assert!(get(&mut conn, &unset, 1000).expect("unset").rows.values.is_empty());
-        match values_within(&mut conn, &[small.clone(), big.clone()], 1000) {
-            Err(ChannelError::TooLarge { bytes }) => assert!(bytes > 5_000_000, "{bytes}"),
-            other => panic!("{:?}", other.map(|v| v.len())),
-        }
-        let values = values_within(&mut conn, &[small.clone(), unset.clone()], 1000).expect("within");
-        assert_eq!(values, vec![Some(b"v".to_vec()), None]);
-        redis::cmd("DEL").arg(&big).arg(&small).query::<()>(&mut conn).expect("DEL");
-    }
-}
+#[path = "redis_tests.rs"]
+mod tests;
