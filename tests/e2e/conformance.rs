@@ -4,8 +4,9 @@
 //! channel `x` of it), and fails here until it holds.
 //!
 //! - SQL kinds: a grant of `"*"` reaches no host table and no catalog, for
-//!   the service's own SQL and for the commands the host builds; no
-//!   temporary object outlives its scope on a pooled connection; a value
+//!   the service's own SQL and for the commands the host builds; no service
+//!   makes a trigger, even with `raw-sql`; no temporary object outlives its
+//!   scope on a pooled connection; a value
 //!   larger than the read may return is refused before it is held, in
 //!   time.
 //! - effect kinds (bus, http-out): a subject or destination just outside
@@ -155,6 +156,11 @@ fn every_sql_kind_keeps_services_to_the_application_and_their_scope() {
             let answer = told(&host, "probe", "delete", &args);
             assert!(answer.contains("no grant allows it"), "{name}: delete from {table}: {answer}");
         }
+        // A trigger, whose writes would run under no grant (or, on
+        // PostgreSQL, under the role of whoever fires it).
+        let trigger = "CREATE TRIGGER planted AFTER INSERT ON products BEGIN DELETE FROM stock; END";
+        let answer = told(&host, "hostile", "execute", &[s(trigger)]);
+        assert!(answer.contains("\"denied\"") || answer.contains("\"invalid\""), "{name}: {trigger}: {answer}");
         // Temporary objects, which would stay on the pooled connection.
         for sql in ["CREATE TEMP TABLE products (x INTEGER)", "CREATE TEMPORARY VIEW stock AS SELECT 1 AS x"] {
             let answer = told(&host, "hostile", "execute", &[s(sql)]);
