@@ -5,6 +5,7 @@ mod cases;
 mod channels;
 mod cli;
 mod conformance;
+mod contract;
 mod costs;
 mod crash;
 mod discovery;

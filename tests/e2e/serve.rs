@@ -211,14 +211,18 @@ fn every_error_class_has_its_status_and_the_server_survives() {
 /// empty.
 #[test]
 fn a_method_a_route_does_not_take_gets_405_as_a_problem() {
-    let f = Fixture::new(&["probe"]);
+    let f = Fixture::new(&["probe", "orders", "products", "inventory", "api"]);
     let s = f.serve(&[]);
     let client = reqwest::blocking::Client::new();
+    let trace = reqwest::Method::from_bytes(b"TRACE").expect("TRACE");
     for (method, path, allow) in [
         (reqwest::Method::GET, "/services/probe/note", "POST"),
         (reqwest::Method::DELETE, "/services/probe/note", "POST"),
         (reqwest::Method::POST, "/openapi.json", "GET,HEAD"),
         (reqwest::Method::PUT, "/services", "GET,HEAD"),
+        // A mounted component takes the methods its operations list; the
+        // host answers the others.
+        (trace, "/shop", "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS"),
     ] {
         let response = client.request(method.clone(), s.url(path)).send().expect("request");
         let status = response.status().as_u16();
@@ -230,6 +234,20 @@ fn a_method_a_route_does_not_take_gets_405_as_a_problem() {
         assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
         assert_eq!(media.as_deref(), Some("application/problem+json"), "{method} {path}");
     }
+}
+
+/// A path the router cannot decode (a service name that is not UTF-8) is
+/// a 400 problem document, as every error the host answers itself.
+#[test]
+fn an_undecodable_path_gets_400_as_a_problem() {
+    let f = Fixture::new(&["probe"]);
+    let s = f.serve(&[]);
+    let response = reqwest::blocking::Client::new().post(s.url("/services/%FF/note")).send().expect("request");
+    let media = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let status = response.status().as_u16();
+    let body: Json = response.json().expect("a JSON body");
+    expect_error((status, body), 400, "arguments");
+    assert_eq!(media.as_deref(), Some("application/problem+json"));
 }
 
 #[test]
@@ -351,15 +369,7 @@ fn the_openapi_document_describes_the_functions_and_passes_a_real_validator() {
 /// `openapi-spec-validator` from the venv `just tools` makes, or `None`
 /// with a message when it is missing (an error when SLUICE_REQUIRE_TOOLS=1).
 fn validator() -> Option<std::path::PathBuf> {
-    let venv = std::env::var_os("SLUICE_VENV").map(std::path::PathBuf::from);
-    let found = venv.map(|v| v.join("bin/openapi-spec-validator")).filter(|p| p.exists());
-    if found.is_none() {
-        crate::support::skip_without(
-            "openapi-spec-validator not found: run `just tools` (pip from PyPI) or `just test`; \
-             skipping the validation of /openapi.json",
-        );
-    }
-    found
+    crate::contract::tool("openapi-spec-validator", "the validation of /openapi.json")
 }
 
 /// A caller's W3C `traceparent` is continued: the answer carries the same

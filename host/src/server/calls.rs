@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -38,11 +38,18 @@ pub(super) async fn list(State(app): State<Arc<App>>) -> Json<serde_json::Value>
 /// of named arguments.
 pub(super) async fn call(
     State(app): State<Arc<App>>,
-    Path((service, function)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     Extension(trace): Extension<Trace>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // A path or query the extractors cannot read (a name that is not
+    // UTF-8 once decoded) is the client's error, told as a problem.
+    let (Path((service, function)), Query(query)) = match (path, query) {
+        (Ok(path), Ok(query)) => (path, query),
+        (Err(e), _) => return Problem::new(StatusCode::BAD_REQUEST, "arguments", e.body_text()).into_response(),
+        (_, Err(e)) => return Problem::new(StatusCode::BAD_REQUEST, "arguments", e.body_text()).into_response(),
+    };
     match run(&app, &service, &function, &query, body, &trace).await {
         Ok(response) | Err(response) => response,
     }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 
@@ -22,6 +22,11 @@ use super::{App, Problem, SCOPE_HEADER};
 use crate::registry::Service;
 use crate::scope::{Answer, Ending, HttpReply, Mode, Scope};
 
+/// The methods a request to a mounted component may have, as its OpenAPI
+/// operations list them.
+pub(super) const MOUNT_METHODS: [Method; 7] =
+    [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+
 /// The fallback route: a mounted component's prefix, or 404.
 pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
@@ -30,6 +35,22 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
         let message = format!("no route {} {path}; the routes are listed in /openapi.json", request.method());
         return Problem::new(StatusCode::NOT_FOUND, "not-found", message).into_response();
     };
+    // Methods a mounted component may take (its OpenAPI operations); the
+    // host answers the others (TRACE, CONNECT, any extension) itself.
+    if !MOUNT_METHODS.contains(request.method()) {
+        let message = format!(
+            "{} is not a method of {path} (the component {} takes {}); the Allow header lists them",
+            request.method(),
+            service.name,
+            MOUNT_METHODS.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")
+        );
+        let mut response = Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", message).into_response();
+        let allow = MOUNT_METHODS.iter().map(Method::as_str).collect::<Vec<_>>().join(",");
+        if let Ok(value) = HeaderValue::from_str(&allow) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        return response;
+    }
     let prefix = service.manifest.http.prefix.clone().unwrap_or_default();
     let (mut parts, body) = request.into_parts();
     // The caller's trace continues into the component's request as ours.

@@ -148,7 +148,11 @@ fn services_schema() -> Json {
             }},
             "hooks": strings,
             "grants": strings,
-            "limits": { "type": "object", "additionalProperties": { "type": "integer", "format": "int64" } },
+            "limits": {
+                "type": "object",
+                "description": "Each limit of docs/security.md; null for one not set (fuel, on a host that meters none).",
+                "additionalProperties": { "type": ["integer", "null"], "format": "int64" },
+            },
             "http-prefix": { "type": ["string", "null"] },
         },
         "required": ["name", "functions", "grants", "limits"],
@@ -185,7 +189,17 @@ fn mounted(service: &Service) -> Json {
             "responses": { "default": { "description": "Whatever the component answers." } },
         })
     };
-    json!({ "get": op("Read through the component."), "post": op("Write through the component.") })
+    // Every method the host passes to a component (`mount::MOUNT_METHODS`);
+    // it answers the others 405 itself.
+    json!({
+        "get": op("Read through the component."),
+        "head": op("Read the headers of an answer of the component."),
+        "post": op("Write through the component."),
+        "put": op("Write through the component."),
+        "patch": op("Write through the component."),
+        "delete": op("Write through the component."),
+        "options": op("Ask the component what it takes."),
+    })
 }
 
 fn operation(service: &Service, f: &Function, schemas: &mut Schemas) -> Json {
