@@ -269,7 +269,10 @@ fn operation(service: &Service, f: &Function, schemas: &mut Schemas) -> Json {
             }}},
         }),
     );
-    for code in ["400", "403", "404", "409", "413", "500", "503"] {
+    // Every status the host answers a typed call with (docs/http.md's
+    // table), each a problem document: 408 for a body that stalled, 500
+    // for a trap or a save left partly applied.
+    for code in ["400", "403", "404", "408", "409", "413", "500", "503"] {
         responses.insert(code.into(), problem.clone());
     }
     json!({
@@ -297,7 +300,7 @@ fn operation(service: &Service, f: &Function, schemas: &mut Schemas) -> Json {
 }
 
 fn problem_schema() -> Json {
-    let kind = json!({ "type": "string", "description": "arguments, not-found, denied, service-error, trap, limit, save, conflict, unavailable, too-large, timeout, cancelled" });
+    let kind = json!({ "type": "string", "description": "arguments, not-found, method-not-allowed, denied, service-error, trap, limit, save, conflict, unavailable, partially-applied, too-large, timeout, cancelled" });
     json!({
         "type": "object",
         "description": "An RFC 9457 problem; `kind` and the cause's fields are extension members, repeated under `error` for clients of the earlier form.",

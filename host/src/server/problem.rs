@@ -99,6 +99,7 @@ fn title(kind: &str) -> &'static str {
         "timeout" => "The request stopped arriving",
         "cancelled" => "The client went away",
         "method-not-allowed" => "The route does not take that method",
+        "partially-applied" => "The save failed after part of it committed",
         _ => "The request failed",
     }
 }
