@@ -5,8 +5,8 @@
 //!
 //! - SQL kinds: a grant of `"*"` reaches no host table and no catalog, for
 //!   the service's own SQL and for the commands the host builds; no service
-//!   makes a trigger, even with `raw-sql`; no temporary object outlives its
-//!   scope on a pooled connection; a value
+//!   makes a trigger, even with `raw-sql`; no temporary object, setting,
+//!   lock or listen outlives its scope on a pooled connection; a value
 //!   larger than the read may return is refused before it is held, in
 //!   time.
 //! - effect kinds (bus, http-out): a subject or destination just outside
@@ -44,11 +44,30 @@ struct SqlKind {
     open: fn(&Fixture) -> Option<Opened>,
     /// A read of one computed value of hundreds of megabytes.
     huge: &'static str,
+    /// `(function, sql)` that would leave state on the pooled connection
+    /// for the next scope: settings, the search path, locks.
+    leave: &'static [(&'static str, &'static str)],
 }
 
 const SQL_KINDS: &[SqlKind] = &[
-    SqlKind { name: "sql on SQLite", open: sqlite, huge: "SELECT randomblob(60000000)" },
-    SqlKind { name: "sql on PostgreSQL", open: postgres, huge: "SELECT repeat('x', 100000000)" },
+    SqlKind {
+        name: "sql on SQLite",
+        open: sqlite,
+        huge: "SELECT randomblob(60000000)",
+        leave: &[("execute", "PRAGMA foreign_keys = OFF"), ("execute", "PRAGMA query_only = 1")],
+    },
+    SqlKind {
+        name: "sql on PostgreSQL",
+        open: postgres,
+        huge: "SELECT repeat('x', 100000000)",
+        leave: &[
+            ("execute", "SET search_path = pg_temp, public"),
+            ("query", "SELECT set_config('search_path', 'pg_temp', false)"),
+            ("query", "SELECT pg_advisory_lock(1)"),
+            ("execute", "PREPARE planted AS SELECT 1"),
+            ("execute", "LISTEN planted"),
+        ],
+    },
 ];
 
 /// A kind of the `kv` family: its name and the `sluice.toml` lines of a
@@ -165,6 +184,11 @@ fn every_sql_kind_keeps_services_to_the_application_and_their_scope() {
         for sql in ["CREATE TEMP TABLE products (x INTEGER)", "CREATE TEMPORARY VIEW stock AS SELECT 1 AS x"] {
             let answer = told(&host, "hostile", "execute", &[s(sql)]);
             assert!(answer.contains("would outlive the scope"), "{name}: {sql}: {answer}");
+        }
+        // Session state for the next scope on the connection.
+        for (function, sql) in kind.leave {
+            let answer = told(&host, "hostile", function, &[s(sql)]);
+            assert!(answer.contains("\"denied\"") || answer.contains("\"invalid\""), "{name}: {sql}: {answer}");
         }
         // A value far over result-bytes, refused before it is held.
         let started = Instant::now();
