@@ -16,7 +16,7 @@
 //!   under those locks once the data committed ([`super::redis_commit`]).
 //!   Nothing can fail inside them: every value was checked before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection};
@@ -131,7 +131,7 @@ impl Channel for RedisKv {
             conn: Some(conn),
             pending: HashMap::new(),
             order: Vec::new(),
-            watched: Vec::new(),
+            watched: BTreeSet::new(),
             locked: None,
         }))
     }
@@ -259,8 +259,8 @@ struct RedisTransaction {
     pending: HashMap<String, Option<Vec<u8>>>,
     /// Keys written, in the order first written.
     order: Vec<String>,
-    /// Keys watched (read), each once.
-    watched: Vec<String>,
+    /// Keys watched (read).
+    watched: BTreeSet<String>,
     /// Once prepared: the keys locked and the save's token.
     locked: Option<(Vec<String>, String)>,
 }
@@ -279,11 +279,7 @@ impl RedisTransaction {
             return Ok(());
         }
         redis::cmd("WATCH").arg(keys).exec(self.conn(caller)?).map_err(redis_error)?;
-        for key in keys {
-            if !self.watched.contains(key) {
-                self.watched.push(key.clone());
-            }
-        }
+        self.watched.extend(keys.iter().cloned());
         Ok(())
     }
 
@@ -292,8 +288,8 @@ impl RedisTransaction {
         if self.locked.is_some() {
             return Ok(());
         }
-        let mut keys: Vec<String> = self.watched.clone();
-        keys.extend(self.order.iter().filter(|k| !self.watched.contains(k)).cloned());
+        let mut keys: Vec<String> = self.watched.iter().cloned().collect();
+        keys.extend(self.order.iter().filter(|k| !self.watched.contains(*k)).cloned());
         if keys.is_empty() {
             return Ok(());
         }
