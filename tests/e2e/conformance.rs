@@ -30,7 +30,7 @@ use sluice_host::Host;
 use sluice_host::call::{self, Ending, Mode};
 use wasmtime::component::Val;
 
-use crate::support::{Fixture, repo, skip_without, text};
+use crate::support::{Fixture, repo, text};
 
 /// The `sluice.toml` lines of a channel, with what keeps its database
 /// alive while they are used (a PostgreSQL database of the test's own).
@@ -101,12 +101,8 @@ fn postgres(_: &Fixture) -> Option<Opened> {
 }
 
 fn redis(_: &Fixture) -> Option<String> {
-    let url = "redis://127.0.0.1:6379";
-    if let Err(e) = ::redis::Client::open(url).and_then(|c| c.get_connection()) {
-        skip_without(&format!("skipping: no Redis at {url} ({e})"));
-        return None;
-    }
-    Some(format!("[channels.x]\nkind = \"kv\"\nurl = \"{url}\"\n"))
+    crate::kv::redis_server()?;
+    Some(format!("[channels.x]\nkind = \"kv\"\nurl = \"{}\"\n", crate::kv::REDIS))
 }
 
 /// A host on `config` (the example schema migrated into `main`) serving

@@ -255,13 +255,27 @@ fn kv_semantics_in_a_sql_table() {
     semantics(&host, "kv", "t/");
 }
 
+/// The Redis server the tests use.
+pub(crate) const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// A connection to [`REDIS`], or `None` (after saying why) without a
+/// server; a failure under SLUICE_REQUIRE_TOOLS=1, as in CI.
+pub(crate) fn redis_server() -> Option<redis::Connection> {
+    match redis::Client::open(REDIS).and_then(|c| c.get_connection()) {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            skip_without(&format!("skipping: no Redis at {REDIS} ({e})"));
+            None
+        }
+    }
+}
+
 /// The kv semantics on a real Redis server, a channel `cache` beside
 /// `main`; keys under a prefix of this test's own.
 #[test]
 fn kv_semantics_on_redis() {
-    let url = "redis://127.0.0.1:6379";
-    if let Err(e) = redis::Client::open(url).and_then(|c| c.get_connection()) {
-        skip_without(&format!("skipping: no Redis at {url} ({e})"));
+    let url = REDIS;
+    if redis_server().is_none() {
         return;
     }
     let f = Fixture::new(&["probe"]);
@@ -323,11 +337,8 @@ fn kv_costs_are_bounded_by_the_service_limits() {
 /// are given back. The same save without the bad row applies both.
 #[test]
 fn a_data_commit_that_fails_leaves_redis_untouched() {
-    let url = "redis://127.0.0.1:6379";
-    let mut redis = match redis::Client::open(url).and_then(|c| c.get_connection()) {
-        Ok(conn) => conn,
-        Err(e) => return skip_without(&format!("skipping: no Redis at {url} ({e})")),
-    };
+    let url = REDIS;
+    let Some(mut redis) = redis_server() else { return };
     let f = Fixture::new(&["probe"]);
     f.migrate();
     f.db()

@@ -10,7 +10,7 @@
 use serde_json::{Value as Json, json};
 
 use crate::served::Served;
-use crate::support::{Fixture, skip_without};
+use crate::support::Fixture;
 
 /// Scopes at once.
 const SCOPES: usize = 8;
@@ -92,11 +92,8 @@ fn memory_held_by_eight_reads_on_postgres() {
 #[test]
 fn memory_held_by_eight_reads_on_redis() {
     use redis::Commands as _;
-    let url = "redis://127.0.0.1:6379";
-    let mut redis = match redis::Client::open(url).and_then(|c| c.get_connection()) {
-        Ok(conn) => conn,
-        Err(e) => return skip_without(&format!("skipping: no Redis at {url} ({e})")),
-    };
+    let url = crate::kv::REDIS;
+    let Some(mut redis) = crate::kv::redis_server() else { return };
     let ns = format!("sluice-test/{}/", uuid::Uuid::new_v4().simple());
     let three = vec![b'v'; 3 << 20];
     for i in 0..16 {
