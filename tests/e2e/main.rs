@@ -28,6 +28,7 @@ mod scaffold;
 mod serializable;
 mod serve;
 mod served;
+mod stall;
 mod support;
 mod telemetry;
 mod unit_of_work;

@@ -53,6 +53,11 @@ pub enum ChannelError {
     /// interrupted.
     #[error("interrupted at the deadline")]
     Timeout,
+    /// A commit was sent and never answered (the server stopped answering,
+    /// or the connection broke on the way): it may have applied or not.
+    /// The scope is not run again, which could apply it twice.
+    #[error("{0}; whether the commit applied is unknown")]
+    Unknown(String),
     /// A read's rows passed the caller's byte limit; reading stopped there.
     #[error("the rows passed {bytes} bytes")]
     TooLarge {

@@ -217,7 +217,8 @@ impl ServiceView<'_> {
             ChannelError::Invalid(m) | ChannelError::Constraint(m) => {
                 Ok(Err(Error::Invalid(format!("{name} on {channel}: {m}"))))
             }
-            ChannelError::Unavailable(m) | ChannelError::Conflict(m) => {
+            // (A commit's outcome is never a read's; told as unavailable.)
+            ChannelError::Unavailable(m) | ChannelError::Conflict(m) | ChannelError::Unknown(m) => {
                 Ok(Err(Error::Unavailable(format!("{name} on {channel}: {m}"))))
             }
         }

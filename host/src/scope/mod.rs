@@ -147,7 +147,7 @@ pub enum ScopeError {
         services: String,
     },
     /// A channel could not begin or commit its transaction.
-    #[error("save failed: channel {channel}: {reason}; {}", applied_anyway(.committed))]
+    #[error("save failed: channel {channel}: {reason}; {}", applied_anyway(.channel, .committed))]
     Channel {
         /// The channel.
         channel: String,
@@ -155,7 +155,9 @@ pub enum ScopeError {
         reason: String,
         /// The channels that had already committed when this one's commit
         /// failed (the save's commit order, docs/channels.md): what they
-        /// applied stays applied. Empty when nothing was applied.
+        /// applied stays applied. Empty when nothing was applied. It names
+        /// `channel` itself when its commit went unanswered, and so may
+        /// have applied.
         committed: Vec<String>,
     },
 }
@@ -172,15 +174,20 @@ impl ScopeError {
 /// What a save that failed at `committed`'s heels left applied, for its
 /// error: nothing, or the channels that keep what they committed, and why
 /// the scope is not run again.
-fn applied_anyway(committed: &[String]) -> String {
-    if committed.is_empty() {
+fn applied_anyway(channel: &str, committed: &[String]) -> String {
+    let before: Vec<&str> = committed.iter().map(String::as_str).filter(|c| *c != channel).collect();
+    let mut told = String::new();
+    if !before.is_empty() {
+        told =
+            format!("channel(s) {} had already committed and keep what this save applied there; ", before.join(", "));
+    }
+    if before.len() < committed.len() {
+        told.push_str(&format!("channel {channel} may have applied it too; "));
+    }
+    if told.is_empty() {
         return "nothing was applied".into();
     }
-    format!(
-        "channel(s) {} had already committed and keep what this save applied there; the scope is not run again, \
-         which would apply that twice (see docs/channels.md, Commit order)",
-        committed.join(", ")
-    )
+    format!("{told}the scope is not run again, which would apply that twice (see docs/channels.md, Commit order)")
 }
 
 /// What kind of failure ended a scope in [`ScopeError::Failed`].

@@ -124,7 +124,13 @@ impl Scope {
             return conflict;
         }
         self.stage = Stage::Unsaved(format!("channel {name} failed to commit"));
-        ScopeError::Channel { channel: name.to_string(), reason: e.to_string(), committed: committed.to_vec() }
+        // A commit that went unanswered may have applied: it counts with
+        // those that did, so the save is reported as partly applied.
+        let mut committed = committed.to_vec();
+        if matches!(e, ChannelError::Unknown(_)) {
+            committed.push(name.to_string());
+        }
+        ScopeError::Channel { channel: name.to_string(), reason: e.to_string(), committed }
     }
 
     /// Runs rounds until the queue is empty. Returns the open transactions,

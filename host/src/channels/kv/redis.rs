@@ -1,8 +1,10 @@
 //! A `kv` channel on Redis (`url = "redis://HOST:PORT[/DB]"`).
 //!
 //! - Reads (`GET`; `SCAN` of the prefix, then `MGET`) run at once on a
-//!   pooled connection whose read timeout is what is left of the caller's
-//!   deadline.
+//!   pooled connection whose read and write timeouts are what is left of
+//!   the caller's deadline; a connection's opening, the pool's check and
+//!   the host's own commands wait at most 5 s, so a server that stops
+//!   answering holds no thread for longer.
 //! - A save holds one connection. A kept read runs again there after
 //!   `WATCH` of its keys. Every command is checked when it is applied: its
 //!   key is watched and read, a compare-and-swap compared (a mismatch is a
@@ -19,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection};
+use redis::{Client, Connection, ConnectionLike as _};
 
 use super::redis_commit::{self, HOST_PREFIX};
 use super::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
@@ -27,13 +29,55 @@ use crate::bindings::{Rows, Value};
 use crate::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 
-type Pool = r2d2::Pool<Client>;
-type Pooled = r2d2::PooledConnection<Client>;
+type Pool = r2d2::Pool<Manager>;
+type Pooled = r2d2::PooledConnection<Manager>;
+
+/// Makes the pool's connections, every one bounded in time: a server
+/// that stops answering must not hold a caller past its deadline, nor
+/// the pool's own check of a connection for ever.
+#[derive(Debug)]
+struct Manager {
+    client: Client,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = redis::RedisError;
+
+    fn connect(&self) -> Result<Connection, redis::RedisError> {
+        let conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        bound(&conn, CONNECT_TIMEOUT)?;
+        Ok(conn)
+    }
+
+    /// Checked on every take, without a round trip (the client knows when
+    /// its connection closed); the take starts with the host's own wait,
+    /// until the caller sets its deadline.
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), redis::RedisError> {
+        bound(conn, CONNECT_TIMEOUT)?;
+        if conn.is_open() {
+            return Ok(());
+        }
+        redis::cmd("PING").exec(conn)
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        !conn.is_open()
+    }
+}
+
+/// Makes every read and write of `conn` wait at most `wait`.
+fn bound(conn: &Connection, wait: Duration) -> Result<(), redis::RedisError> {
+    conn.set_read_timeout(Some(wait))?;
+    conn.set_write_timeout(Some(wait))
+}
 
 /// Connections a channel opens at most.
 const POOL_SIZE: u32 = 16;
 /// How long the host waits for a connection at start-up and for a save.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a save that will not commit waits to give its locks back.
+const CLEANUP_WAIT: Duration = Duration::from_millis(500);
 /// Keys one `SCAN` step asks for.
 const SCAN_COUNT: usize = 1000;
 
@@ -52,7 +96,7 @@ impl RedisKv {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
-            .build(client)
+            .build(Manager { client })
             .map_err(|e| ChannelError::Unavailable(format!("cannot connect to {url}: {e}")))?;
         Ok(RedisKv { name: name.to_string(), pool })
     }
@@ -62,7 +106,7 @@ impl RedisKv {
         let left = left(deadline)?;
         let conn =
             self.pool.get_timeout(left).map_err(|e| ChannelError::Unavailable(format!("no Redis connection: {e}")))?;
-        conn.set_read_timeout(Some(left)).map_err(redis_error)?;
+        bound(&conn, left).map_err(redis_error)?;
         Ok(conn)
     }
 
@@ -204,7 +248,7 @@ fn list(
     let mut keys: Vec<String> = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        conn.set_read_timeout(Some(left(caller.deadline)?)).map_err(redis_error)?;
+        bound(conn, left(caller.deadline)?).map_err(redis_error)?;
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
@@ -269,7 +313,7 @@ impl RedisTransaction {
     fn conn(&mut self, caller: &Caller) -> Result<&mut Pooled, ChannelError> {
         let conn =
             self.conn.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        conn.set_read_timeout(Some(left(caller.deadline)?)).map_err(redis_error)?;
+        bound(conn, left(caller.deadline)?).map_err(redis_error)?;
         Ok(conn)
     }
 
@@ -296,7 +340,7 @@ impl RedisTransaction {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let conn =
             self.conn.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        conn.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(redis_error)?;
+        bound(conn, CONNECT_TIMEOUT).map_err(redis_error)?;
         redis_commit::prepare(conn, &keys, &token)?;
         self.locked = Some((keys, token));
         Ok(())
@@ -362,7 +406,13 @@ impl Transaction for RedisTransaction {
     /// since it was read, or held by another save, is a conflict here, when
     /// nothing anywhere is applied yet.
     fn prepare(&mut self) -> Result<(), ChannelError> {
-        self.lock()
+        self.lock().map_err(|e| match e {
+            ChannelError::Timeout => ChannelError::Unavailable(format!(
+                "Redis did not answer within {} s when the save locked its keys",
+                CONNECT_TIMEOUT.as_secs()
+            )),
+            e => e,
+        })
     }
 
     /// Makes the writes under the locks and drops them. Called after the
@@ -405,6 +455,9 @@ impl Drop for RedisTransaction {
         // A connection goes back to the pool watching nothing, and a save
         // that prepared but will not commit gives its locks back.
         if let Some(mut conn) = self.conn.take() {
+            // Briefly: a server that stopped answering gets the locks back
+            // when they expire.
+            let _ = bound(&conn, CLEANUP_WAIT);
             if let Some((keys, token)) = self.locked.take() {
                 redis_commit::release(&mut conn, &keys, &token);
             }

@@ -16,7 +16,8 @@
 //!    them in between.
 //!
 //! What can still fail after the data committed is Redis itself (it stops
-//! answering) or a lock that outlived its [`LOCK_TTL`] (the host stalled
+//! answering, or the connection breaks: whether the script ran is then
+//! unknown, [`ChannelError::Unknown`]) or a lock that outlived its [`LOCK_TTL`] (the host stalled
 //! that long between prepare and commit): the save's Redis writes are then
 //! not made, and the error says the data committed without them. A host
 //! that dies holding locks holds them for at most [`LOCK_TTL`]. Keys under
@@ -109,7 +110,12 @@ pub(super) fn commit(
             None => script.arg("D"),
         };
     }
-    let done: i64 = script.invoke(conn).map_err(redis_error)?;
+    // A script sent and never answered may have run, or not.
+    let done: i64 = script.invoke(conn).map_err(|e| match redis_error(e) {
+        ChannelError::Timeout => ChannelError::Unknown("Redis did not answer the commit".into()),
+        ChannelError::Unavailable(why) => ChannelError::Unknown(why),
+        other => other,
+    })?;
     if done == 1 {
         return Ok(());
     }

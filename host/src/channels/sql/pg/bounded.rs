@@ -22,7 +22,7 @@
 //! the cumulative check (the host's, as the rows arrive) is exact: a row is
 //! refused here when it alone passes the limit.
 
-use postgres::types::{Kind, Type};
+use tokio_postgres::types::{Kind, Type};
 
 use super::quote;
 
@@ -32,7 +32,7 @@ const MARK: &str = "sluice: a row of ";
 /// `sql` (a read whose result columns are `columns`) as a statement that
 /// sends no row measured larger than `limit` bytes. A statement with no
 /// result column is returned as it is: its rows hold nothing.
-pub(super) fn wrap(sql: &str, columns: &[postgres::Column], limit: usize) -> Option<String> {
+pub(super) fn wrap(sql: &str, columns: &[tokio_postgres::Column], limit: usize) -> Option<String> {
     if columns.is_empty() {
         return None;
     }

@@ -9,6 +9,10 @@
 //! - a `BEGIN` not sent yet: it goes with the transaction's first
 //!   statement, and a transaction that ran none sends nothing.
 //!
+//! Every round trip is bounded in time on the host's side too ([`link`]):
+//! by the service's deadline for its statements ([`Conn::enter`]), by
+//! [`HOST_WAIT`] for the ends of transactions.
+//!
 //! A connection goes back to the pool as it came out: every transaction
 //! that ran a statement ends with [`RESET`] in the same round trip, which
 //! drops what a session can keep (temporary objects, settings and the
@@ -22,9 +26,9 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls, Statement};
+use tokio_postgres::Statement;
 
-use super::pg_error;
+use super::link::{GRACE, Link, Wait};
 use crate::channels::{Caller, ChannelError};
 
 /// Prepared statements one connection keeps at most; past that it starts
@@ -36,6 +40,10 @@ const KEPT_SQL_BYTES: usize = 2048;
 /// may reach before it is set again: the granularity of every deadline
 /// (the epoch tick).
 pub(super) const SLACK: Duration = crate::work::EPOCH_TICK;
+/// How long the host waits for the server to answer its own statements:
+/// the end of a transaction (a commit, a rollback, the reset), a
+/// connection's opening and its check.
+pub(super) const HOST_WAIT: Duration = Duration::from_secs(10);
 
 /// What ends every transaction that ran a statement: the session as it
 /// was when the connection was opened, but for the host's prepared
@@ -47,22 +55,22 @@ const RESET: &str = "RESET SESSION AUTHORIZATION; RESET ALL; DISCARD TEMP; DISCA
 /// Makes [`Conn`]s for the channel's `r2d2` pool.
 #[derive(Debug)]
 pub(super) struct Manager {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
 }
 
 impl Manager {
-    pub(super) fn new(config: postgres::Config) -> Manager {
+    pub(super) fn new(config: tokio_postgres::Config) -> Manager {
         Manager { config }
     }
 }
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Conn;
-    type Error = postgres::Error;
+    type Error = ChannelError;
 
-    fn connect(&self) -> Result<Conn, postgres::Error> {
-        let client = self.config.connect(NoTls)?;
-        Ok(Conn { client, statements: HashMap::new(), generation: 0, local: None, begin: None, unreset: false })
+    fn connect(&self) -> Result<Conn, ChannelError> {
+        let link = Link::connect(&self.config, HOST_WAIT)?;
+        Ok(Conn { link, statements: HashMap::new(), generation: 0, local: None, begin: None, unreset: false })
     }
 
     /// Checked on every take from the pool. A round trip each time would
@@ -70,15 +78,19 @@ impl r2d2::ManageConnection for Manager {
     /// when its connection has closed, and only then is it asked (and
     /// fails, so the pool opens another). A connection that breaks
     /// silently fails its next statement, as it would have after a check.
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
-        if conn.client.is_closed() || conn.unreset {
-            return conn.client.simple_query("").map(drop);
+    ///
+    /// Every take starts the connection's wait afresh: its round trips are
+    /// the host's until a service's statement sets its own.
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), ChannelError> {
+        conn.link.host_wait(HOST_WAIT);
+        if conn.link.is_closed() || conn.unreset {
+            return conn.link.simple_query("").map(drop);
         }
         Ok(())
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed() || conn.unreset
+        conn.link.is_closed() || conn.unreset
     }
 }
 
@@ -90,7 +102,7 @@ struct Local {
 
 /// One connection of the pool.
 pub(super) struct Conn {
-    client: Client,
+    link: Link,
     statements: HashMap<String, Statement>,
     /// The channel's schema generation the statements were prepared under.
     generation: u64,
@@ -103,15 +115,15 @@ pub(super) struct Conn {
 }
 
 impl Deref for Conn {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
+    type Target = Link;
+    fn deref(&self) -> &Link {
+        &self.link
     }
 }
 
 impl DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut Client {
-        &mut self.client
+    fn deref_mut(&mut self) -> &mut Link {
+        &mut self.link
     }
 }
 
@@ -127,7 +139,7 @@ impl Conn {
             return Ok(statement.clone());
         }
         self.send_begin()?;
-        let statement = self.client.prepare(sql).map_err(pg_error)?;
+        let statement = self.link.prepare(sql)?;
         if sql.len() > KEPT_SQL_BYTES {
             return Ok(statement);
         }
@@ -154,7 +166,7 @@ impl Conn {
     /// Sends a `BEGIN` still held, on its own.
     pub(super) fn send_begin(&mut self) -> Result<(), ChannelError> {
         if let Some(begin) = self.begin.take() {
-            self.client.batch_execute(begin).map_err(pg_error)?;
+            self.link.batch_execute(begin)?;
         }
         Ok(())
     }
@@ -169,11 +181,30 @@ impl Conn {
         if self.begin.take().is_some() {
             return Ok(());
         }
-        let ended = self.client.batch_execute(&format!("{end}; {RESET}")).map_err(pg_error);
-        if ended.is_err() && self.client.batch_execute(&format!("ROLLBACK; {RESET}")).is_err() {
+        self.link.host_wait(HOST_WAIT);
+        let ended = self.link.batch_execute(&format!("{end}; {RESET}"));
+        if ended.is_err() && self.link.batch_execute(&format!("ROLLBACK; {RESET}")).is_err() {
             self.unreset = true;
         }
         ended
+    }
+
+    /// Runs `work` in a transaction of its own, for the host's statements
+    /// (a migration, a role's set-up): committed when it returns `Ok`,
+    /// rolled back otherwise, and the session reset either way.
+    pub(super) fn in_transaction<T>(
+        &mut self,
+        work: impl FnOnce(&mut Link) -> Result<T, ChannelError>,
+    ) -> Result<T, ChannelError> {
+        self.link.batch_execute("BEGIN")?;
+        let done = work(&mut self.link);
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.link.batch_execute(&format!("{end}; {RESET}"));
+        if ended.is_err() && self.link.batch_execute(&format!("ROLLBACK; {RESET}")).is_err() {
+            self.unreset = true;
+        }
+        let done = done?;
+        ended.map(|()| done)
     }
 
     /// Makes `role` (`None`: the host's own) and the time left to
@@ -189,6 +220,7 @@ impl Conn {
         if left.as_millis() == 0 {
             return Err(ChannelError::Timeout);
         }
+        self.link.bound(caller.deadline + GRACE, Wait::Caller);
         if let Some(local) = &self.local
             && self.begin.is_none()
             && local.role.as_deref() == role
@@ -200,7 +232,7 @@ impl Conn {
         let millis = left.as_millis();
         let set = format!("{begin}SET LOCAL ROLE {}; SET LOCAL statement_timeout = {millis}", role.unwrap_or("NONE"));
         self.local = None;
-        self.client.batch_execute(&set).map_err(pg_error)?;
+        self.link.batch_execute(&set)?;
         self.local = Some(Local { role: role.map(str::to_string), timeout: Duration::from_millis(millis as u64) });
         Ok(())
     }
@@ -221,7 +253,7 @@ mod tests {
     /// SLUICE_REQUIRE_TOOLS=1, as in CI).
     fn pool_of_one() -> Option<r2d2::Pool<Manager>> {
         let url = "postgres://postgres@127.0.0.1:5432/test";
-        let config: postgres::Config = url.parse().expect("url");
+        let config: tokio_postgres::Config = url.parse().expect("url");
         match r2d2::Pool::builder().max_size(1).connection_timeout(Duration::from_secs(5)).build(Manager::new(config)) {
             Ok(pool) => Some(pool),
             Err(e) if std::env::var("SLUICE_REQUIRE_TOOLS").as_deref() != Ok("1") => {

@@ -23,6 +23,7 @@
 mod bounded;
 mod conn;
 mod filter;
+mod link;
 mod migrate;
 mod params;
 mod roles;
@@ -35,9 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::Client;
-use postgres::fallible_iterator::FallibleIterator as _;
-use postgres::types::ToSql;
+use tokio_postgres::types::ToSql;
 
 use super::{check_param_count, quote};
 use crate::bindings::{Rows, Value};
@@ -78,7 +77,7 @@ impl PostgresChannel {
     /// Connects to the database a `postgres://` URL names, checking at once
     /// that it answers.
     pub fn open(url: &str) -> Result<Self, ChannelError> {
-        let config: postgres::Config =
+        let config: tokio_postgres::Config =
             url.parse().map_err(|e| ChannelError::Invalid(format!("url {}: {e}", redact(url))))?;
         let manager = conn::Manager::new(config);
         let pool = r2d2::Pool::builder()
@@ -107,7 +106,7 @@ impl PostgresChannel {
 
     /// The role `caller` runs its SQL as (`None` for the host), set up on
     /// `client` if needed; `client` must be outside a transaction.
-    fn role(&self, client: &mut Client, caller: &Caller) -> Result<Option<String>, ChannelError> {
+    fn role(&self, client: &mut conn::Conn, caller: &Caller) -> Result<Option<String>, ChannelError> {
         let Some((service, grant)) = identity(caller) else { return Ok(None) };
         self.roles.ensure(client, service, grant).map(Some)
     }
@@ -320,9 +319,9 @@ fn run_read(
     columns.hash(&mut digest);
     let mut bytes = columns.iter().map(String::len).sum::<usize>();
     let bound: Vec<Param<'_>> = params.iter().map(Param).collect();
-    let mut rows = client.query_raw(&stmt, bound.iter().map(|p| p as &dyn ToSql)).map_err(pg_error)?;
+    let mut rows = client.query_raw(&stmt, bound.iter().map(|p| p as &dyn ToSql))?;
     let mut values = Vec::new();
-    while let Some(row) = rows.next().map_err(pg_error)? {
+    while let Some(row) = client.next_row(&mut rows)? {
         let mut out = Vec::with_capacity(if keep { columns.len() } else { 0 });
         bytes += 8;
         digest.write_u8(ROW);
@@ -353,7 +352,7 @@ fn run_read(
 /// with a concurrent transaction, the deadline, a refusal of the role, a
 /// constraint of the data, a server that is unreachable or failing, or
 /// else a statement that cannot run.
-fn pg_error(e: postgres::Error) -> ChannelError {
+fn pg_error(e: tokio_postgres::Error) -> ChannelError {
     let Some(code) = e.code() else {
         return ChannelError::Unavailable(format!("PostgreSQL: {LOST} ({e})"));
     };

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use postgres::Client;
-
-use super::{pg_error, quote};
+use super::conn::Conn;
+use super::link::Link;
+use super::quote;
 use crate::channels::ChannelError;
 use crate::manifest::ChannelGrant;
 
@@ -59,7 +59,7 @@ impl Roles {
     /// host connection, outside any transaction) unless it already is.
     pub(super) fn ensure(
         &self,
-        client: &mut Client,
+        client: &mut Conn,
         service: &str,
         grant: &ChannelGrant,
     ) -> Result<String, ChannelError> {
@@ -80,7 +80,7 @@ impl Roles {
             match sync(client, &role, grant) {
                 Ok(()) => break,
                 Err(_) if tried < 2 => tried += 1,
-                Err(e) => return Err(pg_error(e)),
+                Err(e) => return Err(e),
             }
         }
         let quoted = quote(&role);
@@ -122,9 +122,14 @@ pub(super) fn role_name(service: &str) -> String {
 /// from), an insert returns the new row's key (`SELECT` on that table's
 /// primary key columns only) and takes it from the table's own sequence
 /// (`USAGE` on the sequences its columns own).
-fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), postgres::Error> {
+fn sync(client: &mut Conn, role: &str, grant: &ChannelGrant) -> Result<(), ChannelError> {
+    client.host_wait(SYNC_TIMEOUT + super::link::GRACE);
+    client.in_transaction(|tx| sync_in(tx, role, grant))
+}
+
+/// [`sync`]'s statements, in its transaction.
+fn sync_in(tx: &mut Link, role: &str, grant: &ChannelGrant) -> Result<(), ChannelError> {
     let quoted = quote(role);
-    let mut tx = client.transaction()?;
     // The host's own statements, bounded like a save's wait for a turn: a
     // catalog lock held elsewhere fails the set-up instead of stalling it.
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {}", SYNC_TIMEOUT.as_millis()))?;
@@ -141,7 +146,7 @@ fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), pos
     if !member.get::<_, bool>(0) {
         tx.batch_execute(&format!("GRANT {quoted} TO CURRENT_USER"))?;
     }
-    let names = |rows: Vec<postgres::Row>| -> Vec<(String, String)> {
+    let names = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String)> {
         rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect()
     };
     // The tables the host may grant on: those of `public` whose owner it
@@ -209,8 +214,7 @@ fn sync(client: &mut Client, role: &str, grant: &ChannelGrant) -> Result<(), pos
     if grant.raw_sql {
         script.push_str(&format!("GRANT CREATE ON SCHEMA public TO {quoted};"));
     }
-    tx.batch_execute(&script)?;
-    tx.commit()
+    tx.batch_execute(&script)
 }
 
 #[cfg(test)]

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use postgres::types::ToSql;
+use tokio_postgres::types::ToSql;
 
 use super::filter::Use;
 use super::values::{Cell, Param};
-use super::{Handle, Pooled, checked, conn, identity, pg_error, quote, run_read};
+use super::{Handle, LOST, Pooled, checked, conn, identity, lost, quote, run_read};
 use crate::bindings::{Rows, Value};
 use crate::channels::sql::check_param_count;
 use crate::channels::turns::Turn;
@@ -51,14 +51,13 @@ impl PostgresTransaction {
             return Ok(known);
         }
         let client = self.client()?;
-        let rows = client
-            .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_index i \
+        client.host_wait(conn::HOST_WAIT);
+        let rows = client.query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_index i \
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
                  WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-                &[&format!("public.{}", quote(table))],
-            )
-            .map_err(pg_error)?;
+            &[&format!("public.{}", quote(table))],
+        )?;
         let key = match rows.as_slice() {
             [row] if matches!(row.get::<_, String>(1).as_str(), "bigint" | "integer" | "smallint") => {
                 Some(row.get::<_, String>(0))
@@ -158,13 +157,23 @@ impl Transaction for PostgresTransaction {
         if client.untouched() {
             return Ok(());
         }
-        client.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").map_err(pg_error)
+        client.host_wait(conn::HOST_WAIT);
+        client.batch_execute("SET CONSTRAINTS ALL IMMEDIATE")
     }
 
+    /// A `COMMIT` the server did not answer (it stopped answering, or the
+    /// connection broke while it was on its way) may have applied or not:
+    /// that is [`ChannelError::Unknown`], never "nothing applied".
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
         let mut client =
             self.client.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        client.end("COMMIT")
+        if client.is_closed() {
+            return Err(ChannelError::Unavailable(format!("PostgreSQL: {LOST} before the commit")));
+        }
+        match client.end("COMMIT") {
+            Err(e) if client.stalled() || lost(&e) => Err(ChannelError::Unknown(e.to_string())),
+            ended => ended,
+        }
     }
 }
 
@@ -194,7 +203,7 @@ fn execute<'a>(
     let bound: Vec<Param<'_>> = params.map(Param).collect();
     check_param_count(stmt.params().len(), bound.len())?;
     let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    client.execute(&stmt, &refs).map_err(pg_error)
+    client.execute(&stmt, &refs)
 }
 
 /// Runs the host's insert `sql` (`… RETURNING key`) in the open
@@ -206,12 +215,12 @@ fn returning(
     params: Vec<&Value>,
     role: Option<&str>,
     caller: &Caller,
-) -> Result<postgres::Row, ChannelError> {
+) -> Result<tokio_postgres::Row, ChannelError> {
     client.enter(role, caller)?;
     let stmt = client.prepared(sql, generation)?;
     let bound: Vec<Param<'_>> = params.into_iter().map(Param).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    client.query_one(&stmt, &refs).map_err(pg_error)
+    client.query_one(&stmt, &refs)
 }
 
 /// The SQL and parameters of a command the host builds: identifiers

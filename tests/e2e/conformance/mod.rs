@@ -18,11 +18,14 @@
 //!   counter or a swap over a long value is judged without reading it
 //!   whole.
 //!
-//! Other cases shared by every kind live beside their machinery: a channel
-//! that fails at commit after another committed (`channels.rs`, with a
-//! fake kind), a host killed mid-save (`crash.rs`), a destination that
-//! never answers (`fairness.rs`), memory with eight scopes at once
-//! (`memory.rs`).
+//! - kinds reached over the network ([`faults`]): a server that stops
+//!   answering, a commit that breaks after another channel committed.
+//!
+//! Other cases shared by every kind live beside their machinery: a host
+//! killed mid-save (`crash.rs`), a destination that never answers
+//! (`fairness.rs`), memory with eight scopes at once (`memory.rs`).
+
+mod faults;
 
 use std::time::{Duration, Instant};
 
