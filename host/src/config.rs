@@ -96,6 +96,11 @@ pub enum ChannelConfig {
     Kv {
         /// Where the keys are, e.g. `sql:main` or `redis://127.0.0.1:6379`.
         url: String,
+        /// For Redis: a `sql` channel whose save transactions record each
+        /// commit's writes in advance, so that writes a save could not make
+        /// after its data committed (Redis failed, the host was killed)
+        /// are made by the relay (optional).
+        outbox: Option<String>,
     },
     /// A directory whose files are read and written through the `kv` reads
     /// and commands, keys being relative paths.
@@ -143,7 +148,7 @@ impl ChannelConfig {
     /// outbox's.
     pub fn depends_on(&self) -> Option<&str> {
         match self {
-            ChannelConfig::Kv { url } => url.strip_prefix("sql:"),
+            ChannelConfig::Kv { url, outbox } => url.strip_prefix("sql:").or(outbox.as_deref()),
             ChannelConfig::Bus { outbox, .. } | ChannelConfig::HttpOut { outbox, .. } => Some(outbox),
             ChannelConfig::Files { outbox, .. } => outbox.as_deref(),
             ChannelConfig::Sql { .. } => None,
@@ -160,7 +165,10 @@ impl Config {
         Config {
             channels: BTreeMap::from([
                 (DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url }),
-                (DEFAULT_KV_CHANNEL.to_string(), ChannelConfig::Kv { url: format!("sql:{DEFAULT_CHANNEL}") }),
+                (
+                    DEFAULT_KV_CHANNEL.to_string(),
+                    ChannelConfig::Kv { url: format!("sql:{DEFAULT_CHANNEL}"), outbox: None },
+                ),
             ]),
             limits: LimitSettings::default(),
             caps: LimitSettings::default(),

@@ -388,3 +388,39 @@ fn a_data_commit_that_fails_leaves_redis_untouched() {
     assert_eq!(f.count("children"), 1);
     let _: () = redis::Commands::del(&mut redis, &key).expect("clean up");
 }
+
+/// A journaled Redis commit (`outbox = "main"`) that its save could not
+/// make, and whose keys' locks are gone by the time the relay takes it (a
+/// host down longer than the locks hold), is dead with its writes unmade:
+/// another save may have written the keys since, and older values must
+/// not land over newer ones.
+#[test]
+fn a_journaled_redis_commit_whose_locks_expired_is_dead_and_unmade() {
+    let Some(mut redis) = redis_server() else { return };
+    let stall = crate::stall::Stall::to("127.0.0.1:6379");
+    let f = Fixture::new(&["probe"]);
+    let key = format!("sluice-test/{}/k", uuid::Uuid::new_v4().simple());
+    f.write_manifest("probe", "[channels.main]\nreads = [\"products\"]\n[channels.cache]\nkeys = [\"sluice-test/\"]\n");
+    let config = f.dir.path().join("sluice.toml");
+    let cache = format!("kind = \"kv\"\nurl = \"redis://127.0.0.1:{}\"\noutbox = \"main\"", stall.port());
+    let main = format!("kind = \"sql\"\nurl = \"sqlite://{}\"", f.db_path().display());
+    std::fs::write(&config, format!("[channels.main]\n{main}\n\n[channels.cache]\n{cache}\n")).expect("config");
+    let mut options = f.options();
+    options.config = Some(config);
+    let host = std::sync::Arc::new(Host::open(&options).expect("host"));
+    stall.cut_on(b"the value");
+    let e = call::run(&host, "probe", "kv-set", &[s("cache"), s(&key), bytes(b"the value")], Mode::Save)
+        .expect_err("the commit is cut");
+    assert!(stall.was_cut() && e.partially_applied(), "{e}");
+    // The locks expire (here: go at once).
+    let _: () = redis::cmd("DEL").arg(format!("sluice:lock:{key}")).query(&mut redis).expect("del");
+    let dead = || {
+        let sql = "SELECT state, coalesce(last_error, '') FROM sluice_outbox WHERE channel = 'cache'";
+        f.db().query_row(sql, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).expect("row")
+    };
+    crate::support::relay_until(&host, || dead().0 == "dead", std::time::Duration::from_secs(20));
+    let (_, reason) = dead();
+    assert!(reason.contains("expired") && reason.contains("not made"), "{reason}");
+    let held: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(&mut redis).expect("get");
+    assert_eq!(held, None, "a commit whose locks expired was made");
+}

@@ -192,3 +192,16 @@ pub fn product(name: &str, price: i64) -> Vec<wasmtime::component::Val> {
     let columns = Val::List(vec![Val::String("name".into()), Val::String("price_cents".into())]);
     vec![Val::String("main".into()), Val::String("products".into()), columns, Val::List(vec![text, price])]
 }
+
+/// Runs `host`'s relays (as `sluice serve` does) until `done` holds; fails
+/// after `within`.
+pub fn relay_until(host: &std::sync::Arc<Host>, mut done: impl FnMut() -> bool, within: std::time::Duration) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let relays = runtime.block_on(async { sluice_host::triggers::start(std::sync::Arc::clone(host), "e2e") });
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "not done within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(relays);
+}

@@ -65,7 +65,19 @@ impl Channels {
             };
             let fail = |e: ChannelError| anyhow::anyhow!("channel {name}: {e}");
             let opened: Arc<dyn Channel> = match channel {
-                ChannelConfig::Kv { url } => kv::open(name, url, &channels.by_name).map_err(fail)?,
+                ChannelConfig::Kv { url, outbox } => {
+                    let journal = match outbox {
+                        Some(base_name) => {
+                            Some(Arc::new(outbox::Outbox::open(name, base_name, base(base_name)?).map_err(fail)?))
+                        }
+                        None => None,
+                    };
+                    let (opened, commits) = kv::open(name, url, &channels.by_name, journal.clone()).map_err(fail)?;
+                    if let (Some(journal), Some(commits)) = (journal, commits) {
+                        channels.relays.push(RelayParts::new(name, &journal, commits, &Arc::default()));
+                    }
+                    opened
+                }
                 ChannelConfig::Files { path, outbox } => {
                     let journal = match outbox {
                         Some(base_name) => {

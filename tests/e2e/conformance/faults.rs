@@ -10,9 +10,12 @@
 //! - **A commit that fails after another channel committed** (the request
 //!   carrying the commit never reaches the server): the save is reported
 //!   as partly applied, naming what committed, and is not run again; the
-//!   channel keeps nothing of it and serves the next save.
+//!   channel keeps nothing of it and serves the next save. A kind that
+//!   journals its commits in an outbox (`journaled`) has its relay make
+//!   the commit instead, soon after.
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_host::Host;
@@ -40,6 +43,9 @@ struct NetKind {
     /// What the commit of a save that wrote `tag` sends and nothing before
     /// it does.
     commit: fn(tag: &str) -> Vec<u8>,
+    /// Whether the channel records its commits in `main`'s outbox first, so
+    /// that its relay makes one the save could not.
+    journaled: bool,
 }
 
 /// A channel's `sluice.toml` lines and its store.
@@ -60,6 +66,7 @@ const NET_KINDS: &[NetKind] = &[
         read: || ("query", vec![s("x"), s("SELECT count(*) FROM t"), Val::List(vec![])]),
         write: |tag| ("insert", vec![s("x"), s("t"), Val::List(vec![s("k")]), Val::List(vec![text_value(tag)])]),
         commit: |_| b"COMMIT".to_vec(),
+        journaled: false,
     },
     NetKind {
         name: "kv on Redis",
@@ -71,6 +78,17 @@ const NET_KINDS: &[NetKind] = &[
         // The values go to Redis only with the commit; the key goes with
         // the locks before it.
         commit: value,
+        journaled: false,
+    },
+    NetKind {
+        name: "kv on Redis, journaled",
+        server: "127.0.0.1:6379",
+        open: redis_journaled,
+        grant: "keys = [\"conformance-faults/\"]",
+        read: || ("kv-get", vec![s("x"), s("conformance-faults/read")]),
+        write: |tag| ("kv-set", vec![s("x"), s(&format!("conformance-faults/{tag}")), bytes(&value(tag))]),
+        commit: value,
+        journaled: true,
     },
 ];
 
@@ -114,6 +132,11 @@ fn redis(port: u16) -> Option<Opened> {
     Some((format!("[channels.x]\nkind = \"kv\"\nurl = \"redis://127.0.0.1:{port}\"\n"), Box::new(Redis(conn))))
 }
 
+fn redis_journaled(port: u16) -> Option<Opened> {
+    let (lines, store) = redis(port)?;
+    Some((format!("{lines}outbox = \"main\"\n"), store))
+}
+
 /// The deadline of the probe's calls in these cases.
 const DEADLINE: Duration = Duration::from_millis(1500);
 
@@ -139,7 +162,7 @@ fn every_networked_kind_survives_a_server_that_stops_answering_or_breaks_at_comm
             ),
         );
         let main = format!("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n", f.db_path().display());
-        let host = host_on(&f, &format!("{main}{lines}"));
+        let host = Arc::new(host_on(&f, &format!("{main}{lines}")));
         let name = kind.name;
         let tag = |n: u32| format!("t{n}-{}", uuid::Uuid::new_v4().simple());
         let (read, args) = (kind.read)();
@@ -158,6 +181,11 @@ fn every_networked_kind_survives_a_server_that_stops_answering_or_breaks_at_comm
         let (write, wargs) = (kind.write)(&next);
         let answer = told(&host, "probe", write, &wargs);
         assert!(!failed(&answer) && store.holds(&next), "{name}: the write after the faults: {answer}");
+        if kind.journaled {
+            let pending = "SELECT count(*) FROM sluice_outbox WHERE channel = 'x' AND state = 'pending'";
+            let left: i64 = f.db().query_row(pending, [], |r| r.get(0)).expect("pending rows");
+            assert_eq!(left, 0, "{name}: a commit made by its save is still pending in the journal");
+        }
         eprintln!("conformance: {name}: faults passed");
     }
 }
@@ -206,7 +234,7 @@ fn never_answers(host: &Host, stall: &Stall, kind: &NetKind, store: &mut dyn Sto
 
 /// The request that carries the commit never reaches the server, after
 /// `main` committed: see the module docs.
-fn breaks_at_commit(host: &Host, f: &Fixture, stall: &Stall, kind: &NetKind, store: &mut dyn Store, tag: &str) {
+fn breaks_at_commit(host: &Arc<Host>, f: &Fixture, stall: &Stall, kind: &NetKind, store: &mut dyn Store, tag: &str) {
     let name = kind.name;
     stall.cut_on(&(kind.commit)(tag));
     let mut scope = host.scope();
@@ -225,4 +253,13 @@ fn breaks_at_commit(host: &Host, f: &Fixture, stall: &Stall, kind: &NetKind, sto
     assert_eq!(kept, 1, "{name}: main committed before x");
     assert!(!store.holds(tag), "{name}: the cut commit applied on x");
     eprintln!("conformance: {name}: a commit cut after main committed: {said}");
+    if kind.journaled {
+        assert!(said.contains("the relay makes its writes"), "{name}: {said}");
+        let started = Instant::now();
+        crate::support::relay_until(host, || store.holds(tag), Duration::from_secs(20));
+        eprintln!("conformance: {name}: the relay made the cut commit {:?} later", started.elapsed());
+        let sql = "SELECT state FROM sluice_outbox WHERE channel = 'x' ORDER BY created_ms DESC LIMIT 1";
+        let state: String = f.db().query_row(sql, [], |r| r.get(0)).expect("the journal's row");
+        assert_eq!(state, "delivered", "{name}");
+    }
 }

@@ -9,15 +9,19 @@
 //!   transaction applies the commands, so that keys and rows commit
 //!   together;
 //! - [`redis`]: a Redis server (`url = "redis://…"`), whose commands apply
-//!   in one `MULTI`/`EXEC` after the data channels committed.
+//!   in one script after the data channels committed, recorded in advance
+//!   in an outbox when the channel has one ([`redis_journal`]).
 
 pub mod redis;
 mod redis_commit;
+pub(crate) mod redis_journal;
 pub mod table;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::outbox::Outbox;
+use super::outbox::relay::Deliver;
 use super::{Caller, Channel, ChannelError, Denial, Reading};
 use crate::bindings::{Rows, Value};
 use crate::command::{Kind, Operation, Outcome};
@@ -26,13 +30,24 @@ use crate::manifest::ChannelGrant;
 /// The most keys one `list` returns, whatever the limit asked.
 pub const MAX_LIST: u32 = 1000;
 
+/// A kv channel, and the relay's part of it when it has one (a Redis
+/// channel's journal).
+pub type Opened = (Arc<dyn Channel>, Option<Arc<dyn Deliver>>);
+
 /// Opens the `kv` channel `name` at `url`; `open` holds the channels opened
-/// so far (a `sql:NAME` url names one of them).
+/// so far (a `sql:NAME` url names one of them); `journal` is the outbox of
+/// a Redis channel that has one.
 pub fn open(
     name: &str,
     url: &str,
     open: &BTreeMap<String, Arc<dyn Channel>>,
-) -> Result<Arc<dyn Channel>, ChannelError> {
+    journal: Option<Arc<Outbox>>,
+) -> Result<Opened, ChannelError> {
+    if journal.is_some() && !url.starts_with("redis://") {
+        return Err(ChannelError::Invalid(
+            "an outbox is for a kv channel on Redis; keys in a sql table commit with its channel already".into(),
+        ));
+    }
     if let Some(base) = url.strip_prefix("sql:") {
         let Some(channel) = open.get(base) else {
             let known: Vec<&str> = open.keys().map(String::as_str).collect();
@@ -41,10 +56,13 @@ pub fn open(
                 known.join(", ")
             )));
         };
-        return Ok(Arc::new(table::TableKv::open(name, base, Arc::clone(channel))?));
+        return Ok((Arc::new(table::TableKv::open(name, base, Arc::clone(channel))?), None));
     }
     if url.starts_with("redis://") {
-        return Ok(Arc::new(redis::RedisKv::open(name, url)?));
+        let journaled = journal.is_some();
+        let opened = Arc::new(redis::RedisKv::open(name, url, journal)?);
+        let commits = journaled.then(|| opened.commits());
+        return Ok((opened, commits));
     }
     Err(ChannelError::Invalid(format!(
         "url {url:?} is not supported for a kv channel; use sql:CHANNEL (a table of that sql channel) or \

@@ -19,24 +19,28 @@
 //!   Nothing can fail inside them: every value was checked before.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Client, Connection, ConnectionLike as _};
 
-use super::redis_commit::{self, HOST_PREFIX};
+use super::redis_commit::{self, Committed, HOST_PREFIX, LOCK_TTL};
+use super::redis_journal;
 use super::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
 use crate::bindings::{Rows, Value};
+use crate::channels::outbox::Outbox;
+use crate::channels::outbox::relay::Deliver;
 use crate::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 
-type Pool = r2d2::Pool<Manager>;
+pub(super) type Pool = r2d2::Pool<Manager>;
 type Pooled = r2d2::PooledConnection<Manager>;
 
 /// Makes the pool's connections, every one bounded in time: a server
 /// that stops answering must not hold a caller past its deadline, nor
 /// the pool's own check of a connection for ever.
 #[derive(Debug)]
-struct Manager {
+pub(super) struct Manager {
     client: Client,
 }
 
@@ -85,12 +89,15 @@ const SCAN_COUNT: usize = 1000;
 pub struct RedisKv {
     name: String,
     pool: Pool,
+    /// The outbox that records each save's commit in advance
+    /// ([`super::redis_journal`]).
+    journal: Option<Arc<Outbox>>,
 }
 
 impl RedisKv {
     /// Connects to the server a `redis://` URL names, checking at once
     /// that it answers.
-    pub fn open(name: &str, url: &str) -> Result<Self, ChannelError> {
+    pub fn open(name: &str, url: &str, journal: Option<Arc<Outbox>>) -> Result<Self, ChannelError> {
         let client = Client::open(url).map_err(|e| ChannelError::Invalid(format!("url {url}: {e}")))?;
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -98,7 +105,13 @@ impl RedisKv {
             .connection_timeout(CONNECT_TIMEOUT)
             .build(Manager { client })
             .map_err(|e| ChannelError::Unavailable(format!("cannot connect to {url}: {e}")))?;
-        Ok(RedisKv { name: name.to_string(), pool })
+        Ok(RedisKv { name: name.to_string(), pool, journal })
+    }
+
+    /// What the relay of the channel's journal makes: the commits their
+    /// saves did not.
+    pub fn commits(&self) -> Arc<dyn Deliver> {
+        Arc::new(redis_journal::Commits { pool: self.pool.clone() })
     }
 
     /// A pooled connection that gives up at `deadline`.
@@ -176,8 +189,16 @@ impl Channel for RedisKv {
             pending: HashMap::new(),
             order: Vec::new(),
             watched: BTreeSet::new(),
-            locked: None,
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            locked: false,
+            journal: self.journal.clone(),
+            writer: None,
+            recorded: None,
         }))
+    }
+
+    fn journal(&self) -> Option<&str> {
+        self.journal.as_deref().map(Outbox::base_name)
     }
 
     fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
@@ -305,8 +326,15 @@ struct RedisTransaction {
     order: Vec<String>,
     /// Keys watched (read).
     watched: BTreeSet<String>,
-    /// Once prepared: the keys locked and the save's token.
-    locked: Option<(Vec<String>, String)>,
+    /// The save's token: its locks hold it.
+    token: String,
+    /// Whether the keys are locked (the save prepared).
+    locked: bool,
+    journal: Option<Arc<Outbox>>,
+    /// The first service that wrote, named by the journal's row.
+    writer: Option<String>,
+    /// The journal's row of this save's commit.
+    recorded: Option<String>,
 }
 
 impl RedisTransaction {
@@ -327,22 +355,29 @@ impl RedisTransaction {
         Ok(())
     }
 
-    /// Locks every key read or written ([`redis_commit::prepare`]), once.
-    fn lock(&mut self) -> Result<(), ChannelError> {
-        if self.locked.is_some() {
-            return Ok(());
-        }
+    /// Every key read or written, each once: what the save locks.
+    fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.watched.iter().cloned().collect();
         keys.extend(self.order.iter().filter(|k| !self.watched.contains(*k)).cloned());
-        if keys.is_empty() {
+        keys
+    }
+
+    /// The writes, in the order first written.
+    fn writes(&self) -> Vec<(&str, Option<&[u8]>)> {
+        self.order.iter().map(|k| (k.as_str(), self.pending.get(k).and_then(Option::as_deref))).collect()
+    }
+
+    /// Locks every key read or written ([`redis_commit::prepare`]), once.
+    fn lock(&mut self) -> Result<(), ChannelError> {
+        let keys = self.keys();
+        if self.locked || keys.is_empty() {
             return Ok(());
         }
-        let token = uuid::Uuid::new_v4().simple().to_string();
         let conn =
             self.conn.as_mut().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
         bound(conn, CONNECT_TIMEOUT).map_err(redis_error)?;
-        redis_commit::prepare(conn, &keys, &token)?;
-        self.locked = Some((keys, token));
+        redis_commit::prepare(conn, &keys, &self.token)?;
+        self.locked = true;
         Ok(())
     }
 
@@ -372,6 +407,9 @@ impl RedisTransaction {
 
 impl Transaction for RedisTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
+        if self.writer.is_none() && !caller.host {
+            self.writer = caller.service.as_deref().map(str::to_string);
+        }
         super::apply(&mut Watched { tx: self, caller }, op)
     }
 
@@ -415,21 +453,55 @@ impl Transaction for RedisTransaction {
         })
     }
 
+    /// Records this save's commit in the channel's outbox, in `into`
+    /// (the save transaction of its `sql` channel), when it has one and
+    /// the save writes ([`super::redis_journal`]).
+    fn journal(&mut self, into: &mut dyn Transaction, caller: &Caller) -> Result<(), ChannelError> {
+        let Some(outbox) = self.journal.clone() else { return Ok(()) };
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        let record = redis_journal::Record {
+            token: self.token.clone(),
+            locks: self.keys(),
+            writes: self.writes().into_iter().map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec))).collect(),
+        };
+        let service = self.writer.clone().unwrap_or_else(|| "host".into());
+        self.recorded = Some(redis_journal::record(&outbox, into, &service, &record, caller)?);
+        Ok(())
+    }
+
     /// Makes the writes under the locks and drops them. Called after the
     /// data channels committed (`CommitStage::Effects`); a save that did
-    /// not prepare locks first.
+    /// not prepare locks first. A journaled commit that fails keeps its
+    /// locks for the relay, which makes it while they hold.
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
         self.lock()?;
-        let Some((keys, token)) = self.locked.take() else { return Ok(()) };
+        if !self.locked {
+            return Ok(());
+        }
+        let keys = self.keys();
         let mut conn =
             self.conn.take().ok_or_else(|| ChannelError::Unavailable("transaction already finished".into()))?;
-        let writes: Vec<(&String, Option<&Vec<u8>>)> =
-            self.order.iter().map(|k| (k, self.pending.get(k).and_then(Option::as_ref))).collect();
-        let done = redis_commit::commit(&mut conn, &keys, &writes, &token);
-        if done.is_err() {
-            redis_commit::release(&mut conn, &keys, &token);
+        let journaled = self.recorded.is_some();
+        let done = redis_commit::commit(&mut conn, &keys, &self.writes(), &self.token, journaled);
+        self.locked = false;
+        match (done, &self.recorded, &self.journal) {
+            (Ok(Committed::Now | Committed::Before), Some(id), Some(outbox)) => {
+                match outbox.delivered(id) {
+                    Ok(()) => redis_commit::forget(&mut conn, &self.token),
+                    Err(e) => tracing::warn!("a Redis commit could not be marked done in its outbox: {e}"),
+                }
+                Ok(())
+            }
+            (Ok(Committed::Now | Committed::Before), ..) => Ok(()),
+            (Ok(Committed::LocksLost), ..) => Err(ChannelError::Unavailable(redis_commit::locks_lost())),
+            (Err(e), Some(_), _) => Err(journaled_failure(e)),
+            (Err(e), None, _) => {
+                redis_commit::release(&mut conn, &keys, &self.token);
+                Err(e)
+            }
         }
-        done
     }
 }
 
@@ -458,11 +530,23 @@ impl Drop for RedisTransaction {
             // Briefly: a server that stopped answering gets the locks back
             // when they expire.
             let _ = bound(&conn, CLEANUP_WAIT);
-            if let Some((keys, token)) = self.locked.take() {
-                redis_commit::release(&mut conn, &keys, &token);
+            if self.locked {
+                redis_commit::release(&mut conn, &self.keys(), &self.token);
             }
             let _ = redis::cmd("UNWATCH").exec(&mut *conn);
         }
+    }
+}
+
+/// The failure of a journaled commit: the relay makes it from the outbox
+/// while the keys' locks hold.
+fn journaled_failure(e: ChannelError) -> ChannelError {
+    let note =
+        format!("the relay makes its writes from the outbox while the keys' locks hold ({} s)", LOCK_TTL.as_secs());
+    match e {
+        ChannelError::Unknown(why) => ChannelError::Unknown(format!("{why}; {note}")),
+        ChannelError::Unavailable(why) => ChannelError::Unavailable(format!("{why}; {note}")),
+        other => other,
     }
 }
 

@@ -65,16 +65,23 @@ pub(super) fn prepare(conn: &mut Connection, keys: &[String], token: &str) -> Re
 }
 
 /// Checks every lock (`KEYS[1..ARGV[2]]`) holds the token (`ARGV[1]`), then
-/// makes each write (the other keys, with `ARGV[3..]`: `S` and the value,
-/// or `D`) and drops the locks. Answers 0, having done nothing, when a lock
-/// is lost.
+/// makes each write (the next keys, with `ARGV[5..]`: `S` and the value,
+/// or `D`) and drops the locks. With `ARGV[3]` = `1` the last key is the
+/// save's marker: a commit already made answers 2 and does nothing, and
+/// one made now sets it (for `ARGV[4]` ms). Answers 0, having done
+/// nothing, when a lock is lost.
 const COMMIT: &str = r"
-local token, locks = ARGV[1], tonumber(ARGV[2])
+local token, locks, marked = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+local last = #KEYS
+if marked then
+    if redis.call('EXISTS', KEYS[last]) == 1 then return 2 end
+    last = last - 1
+end
 for i = 1, locks do
     if redis.call('GET', KEYS[i]) ~= token then return 0 end
 end
-local arg = 3
-for i = locks + 1, #KEYS do
+local arg = 5
+for i = locks + 1, last do
     if ARGV[arg] == 'S' then
         redis.call('SET', KEYS[i], ARGV[arg + 1])
         arg = arg + 2
@@ -84,17 +91,43 @@ for i = locks + 1, #KEYS do
     end
 end
 for i = 1, locks do redis.call('DEL', KEYS[i]) end
+if marked then redis.call('SET', KEYS[#KEYS], '1', 'PX', ARGV[4]) end
 return 1
 ";
 
+/// How long a journaled commit's marker tells that it was made: the
+/// relay takes a row within seconds of its save, while the keys' locks
+/// hold ([`LOCK_TTL`]); a commit that was made and marked in its outbox
+/// drops its marker at once.
+const MARKER_TTL: Duration = Duration::from_secs(600);
+
+/// The marker of the journaled commit of the save `token`.
+fn marker(token: &str) -> String {
+    format!("{HOST_PREFIX}done:{token}")
+}
+
+/// What a commit found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Committed {
+    /// It made the writes.
+    Now,
+    /// An earlier try had made them (a journaled commit only).
+    Before,
+    /// A lock no longer held the token: nothing was made.
+    LocksLost,
+}
+
 /// Makes `writes` (each key's value, `None` to remove it) if every lock of
 /// `keys` still holds `token`, and drops the locks; see [`COMMIT`].
+/// `journaled`: the save's commit is in an outbox, to be made once only
+/// whoever makes it (the save, or the relay after it).
 pub(super) fn commit(
     conn: &mut Connection,
     keys: &[String],
-    writes: &[(&String, Option<&Vec<u8>>)],
+    writes: &[(&str, Option<&[u8]>)],
     token: &str,
-) -> Result<(), ChannelError> {
+    journaled: bool,
+) -> Result<Committed, ChannelError> {
     let commit = redis::Script::new(COMMIT);
     let mut script = commit.prepare_invoke();
     for key in keys {
@@ -103,10 +136,13 @@ pub(super) fn commit(
     for (key, _) in writes {
         script.key(*key);
     }
-    script.arg(token).arg(keys.len());
+    if journaled {
+        script.key(marker(token));
+    }
+    script.arg(token).arg(keys.len()).arg(if journaled { "1" } else { "0" }).arg(MARKER_TTL.as_millis() as u64);
     for (_, value) in writes {
         match value {
-            Some(value) => script.arg("S").arg(value.as_slice()),
+            Some(value) => script.arg("S").arg(*value),
             None => script.arg("D"),
         };
     }
@@ -116,13 +152,25 @@ pub(super) fn commit(
         ChannelError::Unavailable(why) => ChannelError::Unknown(why),
         other => other,
     })?;
-    if done == 1 {
-        return Ok(());
-    }
-    Err(ChannelError::Unavailable(format!(
+    Ok(match done {
+        1 => Committed::Now,
+        2 => Committed::Before,
+        _ => Committed::LocksLost,
+    })
+}
+
+/// Why a commit that found [`Committed::LocksLost`] made nothing.
+pub(super) fn locks_lost() -> String {
+    format!(
         "a lock of this save's keys expired before its commit (held over {} s): its Redis writes were not made",
         LOCK_TTL.as_secs()
-    )))
+    )
+}
+
+/// Drops the marker of the journaled commit of `token`, once its outbox
+/// row is marked done.
+pub(super) fn forget(conn: &mut Connection, token: &str) {
+    let _ = redis::cmd("DEL").arg(marker(token)).exec(conn);
 }
 
 /// Drops the locks of `keys` that still hold `token`: a prepared save that

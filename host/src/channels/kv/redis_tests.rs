@@ -16,7 +16,7 @@ fn a_watched_key_changed_before_the_commit_is_a_conflict() -> Result<(), Channel
         eprintln!("skipping: no Redis at {url}");
         return Ok(());
     };
-    let channel = RedisKv::open("cache", url)?;
+    let channel = RedisKv::open("cache", url, None)?;
     let ns = format!("sluice-unit/{}/", std::process::id());
     let (watched, written) = (format!("{ns}watched"), format!("{ns}written"));
     let host = Caller::host(Instant::now() + Duration::from_secs(5));
@@ -94,7 +94,7 @@ fn server() -> Option<(RedisKv, Connection, String)> {
         }
         Err(e) => panic!("no Redis at {url}: {e}"),
     };
-    let channel = RedisKv::open("cache", url).expect("open");
+    let channel = RedisKv::open("cache", url, None).expect("open");
     Some((channel, other, format!("sluice-unit/{}/", uuid::Uuid::new_v4().simple())))
 }
 
