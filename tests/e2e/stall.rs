@@ -8,6 +8,8 @@
 //!   fires); new connections are accepted and hang the same way.
 //! - [`Stall::cut_on`]: the next request that carries a marker never
 //!   reaches the server; its connection is closed both ways instead.
+//! - [`Stall::hold_on`]: the same request is held, its connection open and
+//!   silent, as when the host's process is stopped right there.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -24,9 +26,12 @@ pub(crate) struct Stall {
 #[derive(Default)]
 struct State {
     frozen: AtomicBool,
-    /// The marker of the request to cut, until it is seen.
-    cut_on: Mutex<Option<Vec<u8>>>,
+    /// The marker of the request to cut (or to hold: `true`), until it is
+    /// seen.
+    trap: Mutex<Option<(Vec<u8>, bool)>>,
     cut: AtomicBool,
+    /// Ends the holding of a held request: its connection is closed.
+    released: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -79,10 +84,27 @@ impl Stall {
     /// Closes, instead of passing it on, the connection whose next request
     /// to the server carries `marker`.
     pub(crate) fn cut_on(&self, marker: &[u8]) {
-        *self.state.cut_on.lock().expect("marker") = Some(marker.to_vec());
+        self.arm(marker, false);
     }
 
-    /// Whether a request was cut.
+    fn arm(&self, marker: &[u8], hold: bool) {
+        self.state.cut.store(false, Ordering::SeqCst);
+        self.state.released.store(false, Ordering::SeqCst);
+        *self.state.trap.lock().expect("marker") = Some((marker.to_vec(), hold));
+    }
+
+    /// Closes the connection of a held request.
+    pub(crate) fn release(&self) {
+        self.state.released.store(true, Ordering::SeqCst);
+    }
+
+    /// Holds, instead of passing it on, the request to the server that
+    /// carries `marker`, and everything after it on its connection.
+    pub(crate) fn hold_on(&self, marker: &[u8]) {
+        self.arm(marker, true);
+    }
+
+    /// Whether a request was cut or held.
     pub(crate) fn was_cut(&self) -> bool {
         self.state.cut.load(Ordering::SeqCst)
     }
@@ -117,10 +139,13 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, up: bool, state: &State) {
             std::thread::sleep(TICK);
         }
         if up {
-            let mut marker = state.cut_on.lock().expect("marker");
-            if marker.as_ref().is_some_and(|m| buf[..n].windows(m.len()).any(|w| w == m.as_slice())) {
-                *marker = None;
+            let mut trap = state.trap.lock().expect("marker");
+            if let Some((_, hold)) = trap.take_if(|(m, _)| buf[..n].windows(m.len()).any(|w| w == m.as_slice())) {
+                drop(trap);
                 state.cut.store(true, Ordering::SeqCst);
+                while hold && !state.stop.load(Ordering::SeqCst) && !state.released.load(Ordering::SeqCst) {
+                    std::thread::sleep(TICK);
+                }
                 return close(&from, &to);
             }
         }

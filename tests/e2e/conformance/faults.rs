@@ -13,6 +13,10 @@
 //!   channel keeps nothing of it and serves the next save. A kind that
 //!   journals its commits in an outbox (`journaled`) has its relay make
 //!   the commit instead, soon after.
+//! - **A host killed mid-commit** (a `sluice call` process, SIGKILLed while
+//!   the request that carries the commit is held): the next host on the
+//!   same configuration starts, the channel keeps nothing of the save, or,
+//!   journaled, that host's relay makes the commit.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -175,6 +179,7 @@ fn every_networked_kind_survives_a_server_that_stops_answering_or_breaks_at_comm
 
         never_answers(&host, &stall, kind, &mut *store, &tag(1));
         breaks_at_commit(&host, &f, &stall, kind, &mut *store, &tag(2));
+        killed_mid_commit(&f, &stall, kind, &mut *store, &tag(4));
 
         // And the channel serves the next save.
         let next = tag(3);
@@ -261,5 +266,50 @@ fn breaks_at_commit(host: &Arc<Host>, f: &Fixture, stall: &Stall, kind: &NetKind
         let sql = "SELECT state FROM sluice_outbox WHERE channel = 'x' ORDER BY created_ms DESC LIMIT 1";
         let state: String = f.db().query_row(sql, [], |r| r.get(0)).expect("the journal's row");
         assert_eq!(state, "delivered", "{name}");
+    }
+}
+
+/// A `sluice call` whose commit on `x` is held is killed there: see the
+/// module docs.
+fn killed_mid_commit(f: &Fixture, stall: &Stall, kind: &NetKind, store: &mut dyn Store, tag: &str) {
+    let name = kind.name;
+    stall.hold_on(&(kind.commit)(tag));
+    let (write, wargs) = (kind.write)(tag);
+    let args: Vec<String> = wargs.iter().map(|v| sluice_host::values::to_json(v).to_string()).collect();
+    let mut call = f
+        .command()
+        .arg("--config")
+        .arg(f.dir.path().join("sluice.toml"))
+        .arg("call")
+        .arg(format!("probe.{write}"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sluice call");
+    let started = Instant::now();
+    while !stall.was_cut() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{name}: the call never reached its commit");
+        assert!(call.try_wait().expect("wait").is_none(), "{name}: the call ended before its commit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    call.kill().expect("kill");
+    call.wait().expect("wait");
+    stall.release();
+    // The next host starts, on the same stores.
+    let mut options = f.options();
+    options.config = Some(f.dir.path().join("sluice.toml"));
+    let next = Arc::new(Host::open(&options).expect("a host after the kill"));
+    if kind.journaled {
+        let started = Instant::now();
+        crate::support::relay_until(&next, || store.holds(tag), Duration::from_secs(20));
+        eprintln!(
+            "conformance: {name}: killed mid-commit; the next host's relay made it {:?} later",
+            started.elapsed()
+        );
+    } else {
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!store.holds(tag), "{name}: a commit held when its host was killed applied on x");
+        eprintln!("conformance: {name}: killed mid-commit; x kept nothing of it");
     }
 }

@@ -18,12 +18,15 @@
 //!   counter or a swap over a long value is judged without reading it
 //!   whole.
 //!
-//! - kinds reached over the network ([`faults`]): a server that stops
-//!   answering, a commit that breaks after another channel committed.
+//! - kinds reached over the network ([`faults`]: PostgreSQL, Redis, Redis
+//!   with an outbox): a server that stops answering, a commit that breaks
+//!   after another channel committed, a host killed mid-commit.
 //!
 //! Other cases shared by every kind live beside their machinery: a host
-//! killed mid-save (`crash.rs`), a destination that never answers
-//! (`fairness.rs`), memory with eight scopes at once (`memory.rs`).
+//! killed under load (`crash.rs`: SQLite, bus, http-out, files), a
+//! destination that never answers (`fairness.rs`), memory with eight
+//! scopes at once (`memory.rs`), a SQLite database locked past the
+//! deadline (`channels.rs`).
 
 mod faults;
 

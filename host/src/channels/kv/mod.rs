@@ -60,6 +60,13 @@ pub fn open(
     }
     if url.starts_with("redis://") {
         let journaled = journal.is_some();
+        if !journaled {
+            tracing::warn!(
+                "channel {name}: Redis without an outbox: a host killed (or Redis failing) between a save's data \
+                 commit and its Redis commit loses the Redis writes; set outbox = \"<a sql channel>\" to have the \
+                 relay make them (docs/channels.md)"
+            );
+        }
         let opened = Arc::new(redis::RedisKv::open(name, url, journal)?);
         let commits = journaled.then(|| opened.commits());
         return Ok((opened, commits));
