@@ -77,6 +77,10 @@ pub(crate) fn migrate(host: &Host, dir: &PathBuf, channel: &str) -> anyhow::Resu
     let target = host.channels.get(channel).with_context(|| {
         format!("no channel {channel:?}; the host has: {}", host.channels.names().collect::<Vec<_>>().join(", "))
     })?;
+    let Some(target) = target.sql() else {
+        let hint = target.shares().map(|base| format!("; migrate {base}")).unwrap_or_default();
+        anyhow::bail!("channel {channel}: a {} channel has no migrations{hint}", target.kind().name());
+    };
     // A folder named for the channel's dialect holds that dialect's
     // versions of the scripts (examples/schema/postgres).
     let dialect = dir.join(target.dialect());

@@ -8,11 +8,12 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_host::ScopeError;
 use sluice_host::bindings::Value;
-use sluice_host::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Transaction};
-use sluice_host::command::{Operation, Outcome};
+use sluice_host::channels::{Caller, Channel, ChannelError, CommitStage, Transaction};
+use sluice_host::command::{Kind, Operation, Outcome};
 use wasmtime::component::Val;
 
 use crate::support::Fixture;
+use crate::support::s;
 
 /// What a [`Fake`] channel's transaction does when it is prepared and
 /// committed.
@@ -34,12 +35,8 @@ impl Fake {
 }
 
 impl Channel for Fake {
-    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(ChannelError::Invalid("the fake channel has nothing to read".into()))
-    }
-
-    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Ok(())
+    fn kind(&self) -> Kind {
+        Kind::Sql
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
@@ -48,10 +45,6 @@ impl Channel for Fake {
 
     fn commit_stage(&self) -> CommitStage {
         self.stage
-    }
-
-    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Ok(Vec::new())
     }
 }
 
@@ -93,10 +86,6 @@ fn with_fake(
     scope.call("probe", "insert", &product("main", "kept")).expect("insert on main");
     scope.call("probe", "insert", &product(name, "elsewhere")).expect("insert on the fake");
     run(&f, scope.save());
-}
-
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
 }
 
 /// `probe.insert(channel, "products", …)` of a product `name`.

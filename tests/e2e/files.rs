@@ -7,14 +7,7 @@ use sluice_host::{Host, ScopeError};
 use wasmtime::component::Val;
 
 use crate::support::Fixture;
-
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
-}
-
-fn bytes(v: &[u8]) -> Val {
-    Val::List(v.iter().map(|b| Val::U8(*b)).collect())
-}
+use crate::support::{bytes, s};
 
 /// A host over `services` with `main` (SQLite, the example schema) and a
 /// `files` channel on `FIXTURE/files`.

@@ -6,11 +6,8 @@ use sluice_host::registry::LoadError;
 use sluice_host::values;
 use wasmtime::component::Val;
 
+use crate::support::s;
 use crate::support::{Fixture, text};
-
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
-}
 
 /// Without a manifest a service may compute and nothing more: its first
 /// read is denied, naming the line that would grant it.

@@ -8,14 +8,7 @@ use sluice_host::{Host, ScopeError};
 use wasmtime::component::Val;
 
 use crate::support::{Fixture, skip_without};
-
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
-}
-
-fn bytes(v: &[u8]) -> Val {
-    Val::List(v.iter().map(|b| Val::U8(*b)).collect())
-}
+use crate::support::{bytes, s};
 
 fn maybe(v: Option<&[u8]>) -> Val {
     Val::Option(v.map(|b| Box::new(bytes(b))))

@@ -12,6 +12,7 @@ use sluice_host::call::{self, Mode};
 use sluice_host::runtime::CodeSource;
 use wasmtime::component::Val;
 
+use crate::support::s;
 use crate::support::{Fixture, components, text};
 
 /// The ports, by the service each one stands in for.
@@ -41,10 +42,6 @@ fn examples(components: [&str; 3]) -> Fixture {
     }
     fixture.migrate();
     fixture
-}
-
-fn s(v: &str) -> Val {
-    Val::String(v.into())
 }
 
 /// The example scenario, every error included, one scope per step.

@@ -5,6 +5,7 @@
 use wasmtime::component::Val;
 
 use crate::postgres::Database;
+use crate::support::text_value;
 use crate::support::{Fixture, repo, text};
 
 /// A host over `hostile` (with `manifest`) and `products`, on `db` with the
@@ -225,10 +226,6 @@ fn probe_command(host: &sluice_host::Host, function: &str, table: &str, columns:
             _ => sluice_host::values::to_json(&report.results[0]).to_string(),
         },
     }
-}
-
-fn text_value(v: &str) -> Val {
-    Val::Variant("text".into(), Some(Box::new(Val::String(v.to_string()))))
 }
 
 fn integer(i: i64) -> Val {

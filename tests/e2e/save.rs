@@ -7,11 +7,8 @@ use sluice_host::command::{Operation, Outcome};
 use sluice_host::{ScopeError, values};
 use wasmtime::component::Val;
 
+use crate::support::s;
 use crate::support::{Fixture, product};
-
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
-}
 
 fn strings(items: &[&str]) -> Val {
     Val::List(items.iter().map(|i| s(i)).collect())

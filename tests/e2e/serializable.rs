@@ -9,11 +9,8 @@ use sluice_host::scope::Scope;
 use sluice_host::{Host, ScopeError};
 use wasmtime::component::Val;
 
+use crate::support::s;
 use crate::support::{Fixture, product};
-
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
-}
 
 /// `probe.query("main", sql, [])`.
 fn query(sql: &str) -> Vec<Val> {

@@ -205,3 +205,18 @@ pub fn relay_until(host: &std::sync::Arc<Host>, mut done: impl FnMut() -> bool, 
     }
     drop(relays);
 }
+
+/// A WIT `string` argument.
+pub fn s(v: &str) -> wasmtime::component::Val {
+    wasmtime::component::Val::String(v.to_string())
+}
+
+/// A WIT `list<u8>` argument.
+pub fn bytes(v: &[u8]) -> wasmtime::component::Val {
+    wasmtime::component::Val::List(v.iter().map(|b| wasmtime::component::Val::U8(*b)).collect())
+}
+
+/// The WIT `value` `text(v)`.
+pub fn text_value(v: &str) -> wasmtime::component::Val {
+    wasmtime::component::Val::Variant("text".into(), Some(Box::new(s(v))))
+}

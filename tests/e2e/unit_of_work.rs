@@ -7,11 +7,8 @@ use sluice_host::registry::LoadError;
 use sluice_host::{Host, ScopeError, values};
 use wasmtime::component::Val;
 
+use crate::support::s;
 use crate::support::{Fixture, product};
-
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
-}
 
 /// Product 1, `widget` at 250 cents, with 10 in stock.
 fn stock_widgets(host: &Host) {

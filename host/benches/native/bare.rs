@@ -77,9 +77,8 @@ impl from::Host for State {
             return Ok(Err(e));
         }
         let caller = super::native_orders::host_caller();
-        Ok(self
-            .channel
-            .query(&sql, &params, &caller, usize::MAX)
+        Ok(sluice_host::channels::sql_of(self.channel.as_ref(), "query")
+            .and_then(|c| c.query(&sql, &params, &caller, usize::MAX))
             .map(|r| r.rows)
             .map_err(|e| Error::Unavailable(e.to_string())))
     }

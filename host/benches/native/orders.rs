@@ -134,9 +134,8 @@ impl<'a> Orders<'a> {
     }
 
     fn read_integer(&self, sql: &str, id: i64, column: &str) -> Result<Option<i64>, OrderError> {
-        let rows = self
-            .channel
-            .query(sql, &[Value::Integer(id)], &host_caller(), usize::MAX)
+        let rows = sluice_host::channels::sql_of(self.channel, "query")
+            .and_then(|c| c.query(sql, &[Value::Integer(id)], &host_caller(), usize::MAX))
             .map_err(|e| OrderError::Store(e.to_string()))?
             .rows;
         let Some(index) = rows.columns.iter().position(|c| c == column) else { return Ok(None) };

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 
 use super::Case;
 use crate::bindings::Value;
-use crate::channels::{Caller, Channel, ChannelError, Reading, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, KeyReads, Reading, SqlChannel, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 use crate::reads::{Asked, Taped, json_rows};
 
@@ -133,16 +133,27 @@ impl ReplayChannel {
     }
 }
 
-impl Channel for ReplayChannel {
+/// A replay answers reads of its channel's kind, from the tape.
+impl SqlChannel for ReplayChannel {
     fn query(&self, sql: &str, params: &[Value], caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
         let params = params.iter().map(crate::command::value_json).collect();
         self.state.answer(&self.name, &Asked::Query { statement: sql.to_string(), params }, caller)
     }
 
-    fn kind(&self) -> Kind {
-        self.kind
+    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
+        Ok(())
     }
 
+    fn dialect(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        Err(ChannelError::Invalid("a replay has no migrations".into()))
+    }
+}
+
+impl KeyReads for ReplayChannel {
     fn get(&self, key: &str, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
         self.state.answer(&self.name, &Asked::Get { key: key.to_string() }, caller)
     }
@@ -150,17 +161,23 @@ impl Channel for ReplayChannel {
     fn list(&self, prefix: &str, limit: u32, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
         self.state.answer(&self.name, &Asked::List { prefix: prefix.to_string(), limit }, caller)
     }
+}
 
-    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Ok(())
+impl Channel for ReplayChannel {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn sql(&self) -> Option<&dyn SqlChannel> {
+        (self.kind == Kind::Sql).then_some(self as &dyn SqlChannel)
+    }
+
+    fn keys(&self) -> Option<&dyn KeyReads> {
+        (self.kind == Kind::Kv).then_some(self as &dyn KeyReads)
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Ok(Box::new(ReplayTransaction { name: self.name.clone(), state: Arc::clone(&self.state) }))
-    }
-
-    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(ChannelError::Invalid("a replay has no migrations".into()))
     }
 }
 

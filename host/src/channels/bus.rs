@@ -16,8 +16,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::outbox::relay::{Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
-use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction, wrong_kind};
-use crate::bindings::Value;
+use super::{Caller, Channel, ChannelError, Denial, Transaction, wrong_kind};
 use crate::command::{Kind, Operation, Outcome};
 
 /// How long a publish waits for the stream's acknowledgement.
@@ -203,19 +202,7 @@ impl Channel for BusChannel {
         self.wake.notify_one();
     }
 
-    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(wrong_kind(Kind::Bus, Kind::Sql, "query"))
-    }
-
-    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Err(wrong_kind(Kind::Bus, Kind::Sql, "execute"))
-    }
-
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Err(super::outbox::no_transaction(&self.name, self.outbox.base_name()))
-    }
-
-    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(super::outbox::no_migrations(Kind::Bus, self.outbox.base_name()))
     }
 }

@@ -20,8 +20,7 @@ use tokio::sync::Notify;
 
 use super::outbox::relay::{Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
-use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction, wrong_kind};
-use crate::bindings::Value;
+use super::{Caller, Channel, ChannelError, Denial, Transaction, wrong_kind};
 use crate::command::{Kind, Operation, Outcome};
 
 /// How an `http-out` channel sends (`sluice.toml`).
@@ -179,19 +178,7 @@ impl Channel for HttpOutChannel {
         self.wake.notify_one();
     }
 
-    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(wrong_kind(Kind::HttpOut, Kind::Sql, "query"))
-    }
-
-    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Err(wrong_kind(Kind::HttpOut, Kind::Sql, "execute"))
-    }
-
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Err(super::outbox::no_transaction(&self.name, self.outbox.base_name()))
-    }
-
-    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(super::outbox::no_migrations(Kind::HttpOut, self.outbox.base_name()))
     }
 }

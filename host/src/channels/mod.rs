@@ -262,35 +262,29 @@ pub fn digest_value(digest: &mut impl std::hash::Hasher, value: &Value) -> usize
 /// A named connection that services read from and queue commands for.
 ///
 /// Implementations are shared by every scope of the host, so they are
-/// `Send + Sync` and do their own connection pooling.
+/// `Send + Sync` and do their own connection pooling. The contract is a
+/// small core (its kind, its save transactions and where they commit) and
+/// optional capabilities a kind has or has not: SQL ([`Channel::sql`]) and
+/// key reads ([`Channel::keys`]). A kind that lacks one is refused by the
+/// caller with one text ([`wrong_kind`]), never by a stub of its own.
 pub trait Channel: Send + Sync {
-    /// Runs one read at once, against committed data, under `caller`'s
-    /// grant and deadline; the rows stop at `max_bytes`.
-    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
-
     /// The kind of commands and reads it takes ([`Operation::kind`]): a
     /// command of another kind is refused when it is queued.
-    fn kind(&self) -> Kind {
-        Kind::Sql
+    fn kind(&self) -> Kind;
+
+    /// Its SQL: reads, checks of `to.execute`, migrations (`sql` kinds).
+    fn sql(&self) -> Option<&dyn SqlChannel> {
+        None
     }
 
-    /// Reads one key at once (a `kv` channel): the rows are one column,
-    /// `value`, and no row or one, under `caller`'s grant and deadline.
-    fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
-        let _ = (key, caller, max_bytes);
-        Err(wrong_kind(self.kind(), Kind::Kv, "get"))
-    }
-
-    /// Lists at once the keys that start with `prefix` (a `kv` channel), at
-    /// most `limit`, in byte order: rows of `key` and `value`.
-    fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
-        let _ = (prefix, limit, caller, max_bytes);
-        Err(wrong_kind(self.kind(), Kind::Kv, "list"))
+    /// Its key reads (`kv` kinds, `files`).
+    fn keys(&self) -> Option<&dyn KeyReads> {
+        None
     }
 
     /// Checks, as it is queued, that `caller` may queue `op` (a command of
     /// this channel's kind): the `kv` kind checks the key's prefix. SQL
-    /// commands are checked by [`crate::grants`] and [`Channel::check`].
+    /// commands are checked by [`crate::grants`] and [`SqlChannel::check`].
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
         let _ = (op, caller);
         Ok(())
@@ -309,11 +303,6 @@ pub trait Channel: Send + Sync {
         let _ = (tx, caller);
         Err(wrong_kind(self.kind(), op.kind(), &op.describe()))
     }
-
-    /// Checks, without running it, that `sql` is one statement the engine
-    /// accepts under `caller`'s grant as a command: `to.execute` is refused
-    /// when it is queued, not only at save.
-    fn check(&self, sql: &str, caller: &Caller) -> Result<(), ChannelError>;
 
     /// Starts the transaction a save applies this channel's commands in.
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
@@ -361,18 +350,51 @@ pub trait Channel: Send + Sync {
     /// Called once a save that applied commands of this channel has
     /// committed: an effect channel wakes its relay.
     fn committed(&self) {}
+}
+
+/// The SQL capability of a channel ([`Channel::sql`]).
+pub trait SqlChannel: Send + Sync {
+    /// Runs one read at once, against committed data, under `caller`'s
+    /// grant and deadline; the rows stop at `max_bytes`.
+    fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
+
+    /// Checks, without running it, that `sql` is one statement the engine
+    /// accepts under `caller`'s grant as a command: `to.execute` is refused
+    /// when it is queued, not only at save.
+    fn check(&self, sql: &str, caller: &Caller) -> Result<(), ChannelError>;
 
     /// The SQL dialect of this channel's migrations: a migrations directory
     /// with a folder of this name (`sqlite`, `postgres`) is read from that
     /// folder instead.
-    fn dialect(&self) -> &'static str {
-        "sqlite"
-    }
+    fn dialect(&self) -> &'static str;
 
     /// Applies each `(name, script)` migration this channel has not had yet,
     /// in order, each atomically, and records it. Returns each name with
     /// `true` when it was applied now and `false` when it was applied before.
     fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError>;
+}
+
+/// The key reads of a channel ([`Channel::keys`]).
+pub trait KeyReads: Send + Sync {
+    /// Reads one key at once: the rows are one column, `value`, and no row
+    /// or one, under `caller`'s grant and deadline.
+    fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
+
+    /// Lists at once the keys that start with `prefix`, at most `limit`, in
+    /// byte order: rows of `key` and `value`.
+    fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
+}
+
+/// The SQL of `channel`, or the refusal of `what` (`query`, `execute`,
+/// `migrate`) on a channel of another kind.
+pub fn sql_of<'a>(channel: &'a dyn Channel, what: &str) -> Result<&'a dyn SqlChannel, ChannelError> {
+    channel.sql().ok_or_else(|| wrong_kind(channel.kind(), Kind::Sql, what))
+}
+
+/// The key reads of `channel`, or the refusal of `what` (`get`, `list`) on
+/// a channel of another kind.
+pub fn keys_of<'a>(channel: &'a dyn Channel, what: &str) -> Result<&'a dyn KeyReads, ChannelError> {
+    channel.keys().ok_or_else(|| wrong_kind(channel.kind(), Kind::Kv, what))
 }
 
 /// Where a channel commits in a save ([`Channel::commit_stage`]).

@@ -5,7 +5,7 @@
 use crate::bindings::sluice::service::from::Host;
 use crate::bindings::sluice::service::types::Entry;
 use crate::bindings::{Error, Rows, Value};
-use crate::channels::{Caller, ChannelError, Reading};
+use crate::channels::{Caller, ChannelError, Reading, keys_of, sql_of};
 use crate::grants::Refusal;
 use crate::limits::{Breach, size};
 use crate::reads::{Asked, Read, Taped};
@@ -19,7 +19,7 @@ impl Host for ServiceView<'_> {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(e)),
         };
-        let reading = match target.query(&sql, &params, &caller, max_bytes) {
+        let reading = match sql_of(target.as_ref(), "query").and_then(|t| t.query(&sql, &params, &caller, max_bytes)) {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
         };
@@ -53,7 +53,7 @@ impl Host for ServiceView<'_> {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(e)),
         };
-        let reading = match target.get(&key, &caller, max_bytes) {
+        let reading = match keys_of(target.as_ref(), "get").and_then(|t| t.get(&key, &caller, max_bytes)) {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
         };
@@ -70,7 +70,7 @@ impl Host for ServiceView<'_> {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(e)),
         };
-        let reading = match target.list(&prefix, limit, &caller, max_bytes) {
+        let reading = match keys_of(target.as_ref(), "list").and_then(|t| t.list(&prefix, limit, &caller, max_bytes)) {
             Ok(reading) => reading,
             Err(e) => return self.channel_failed(&channel, e, "a read"),
         };

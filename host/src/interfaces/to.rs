@@ -141,7 +141,9 @@ impl ServiceView<'_> {
             let caller = Caller::service(name, service.grants().on(channel), self.deadline.at)
                 .cancelled_by(&self.deadline.cancel);
             let checked = match &op {
-                Operation::Execute { sql, .. } => target.check(sql, &caller),
+                Operation::Execute { sql, .. } => {
+                    crate::channels::sql_of(target.as_ref(), "execute").and_then(|t| t.check(sql, &caller))
+                }
                 other => target.check_command(other, &caller),
             };
             if let Err(e) = checked {

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use sluice_host::Host;
 use wasmtime::component::Val;
 
-use super::{bytes, host_on, s, text_value, told};
+use super::{host_on, told};
 use crate::stall::Stall;
 use crate::support::Fixture;
+use crate::support::{bytes, s, text_value};
 
 /// A kind whose server is reached over TCP.
 struct NetKind {

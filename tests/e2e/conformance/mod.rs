@@ -37,6 +37,7 @@ use sluice_host::call::{self, Ending, Mode};
 use wasmtime::component::Val;
 
 use crate::support::{Fixture, repo, text};
+use crate::support::{bytes, s, text_value};
 
 /// The `sluice.toml` lines of a channel, with what keeps its database
 /// alive while they are used (a PostgreSQL database of the test's own).
@@ -126,14 +127,6 @@ fn host_on(f: &Fixture, config: &str) -> Host {
     host
 }
 
-fn s(v: &str) -> Val {
-    Val::String(v.to_string())
-}
-
-fn bytes(v: &[u8]) -> Val {
-    Val::List(v.iter().map(|b| Val::U8(*b)).collect())
-}
-
 /// What `service.function(args)` ended with: `saved`, the guest's error
 /// (a discarded or denied scope), or the scope's error.
 fn told(host: &Host, service: &str, function: &str, args: &[Val]) -> String {
@@ -202,10 +195,6 @@ fn every_sql_kind_keeps_services_to_the_application_and_their_scope() {
         assert!(listed.starts_with("saved: "), "{name}: {listed}");
         eprintln!("conformance: {name}: passed");
     }
-}
-
-fn text_value(v: &str) -> Val {
-    Val::Variant("text".into(), Some(Box::new(s(v))))
 }
 
 /// kv kinds: a key just outside the grant is refused every way; a value

@@ -36,7 +36,7 @@ pub(crate) mod journal;
 use super::kv::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
 use super::outbox::Outbox;
 use super::turns::{Turn, Turns};
-use super::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
+use super::{Caller, Channel, ChannelError, CommitStage, KeyReads, Reading, Recheck, Transaction};
 use crate::bindings::{Rows, Value};
 use crate::command::{Kind, Operation, Outcome};
 use journal::Step;
@@ -298,15 +298,7 @@ fn io_error(path: &str, e: std::io::Error) -> ChannelError {
     ChannelError::Unavailable(format!("{path}: {e}"))
 }
 
-impl Channel for FilesChannel {
-    fn kind(&self) -> Kind {
-        Kind::Kv
-    }
-
-    fn commit_stage(&self) -> CommitStage {
-        CommitStage::Effects
-    }
-
+impl KeyReads for FilesChannel {
     fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         check_key(caller, key, false)?;
         check_path(&self.dir, key)?;
@@ -334,19 +326,25 @@ impl Channel for FilesChannel {
         });
         Ok(reading)
     }
+}
+
+impl Channel for FilesChannel {
+    fn kind(&self) -> Kind {
+        Kind::Kv
+    }
+
+    fn keys(&self) -> Option<&dyn KeyReads> {
+        Some(self)
+    }
+
+    fn commit_stage(&self) -> CommitStage {
+        CommitStage::Effects
+    }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
         let Some(key) = op.key() else { return Err(super::wrong_kind(Kind::Kv, op.kind(), &op.describe())) };
         check_key(caller, key, true)?;
         check_path(&self.dir, key)
-    }
-
-    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(super::wrong_kind(Kind::Kv, Kind::Sql, "query"))
-    }
-
-    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Err(super::wrong_kind(Kind::Kv, Kind::Sql, "execute"))
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
@@ -366,10 +364,6 @@ impl Channel for FilesChannel {
 
     fn journal(&self) -> Option<&str> {
         self.journal.as_deref().map(Outbox::base_name)
-    }
-
-    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(ChannelError::Invalid("a files channel has no migrations".into()))
     }
 }
 

@@ -30,7 +30,7 @@ use super::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
 use crate::bindings::{Rows, Value};
 use crate::channels::outbox::Outbox;
 use crate::channels::outbox::relay::Deliver;
-use crate::channels::{Caller, Channel, ChannelError, CommitStage, Reading, Recheck, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, CommitStage, KeyReads, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 
 pub(super) type Pool = r2d2::Pool<Manager>;
@@ -137,18 +137,7 @@ fn left(deadline: Instant) -> Result<Duration, ChannelError> {
     Ok(left)
 }
 
-impl Channel for RedisKv {
-    fn kind(&self) -> Kind {
-        Kind::Kv
-    }
-
-    /// After the data channels: a concurrent change is refused when the
-    /// save prepares, before anything commits, and a data channel that
-    /// fails to commit leaves Redis untouched.
-    fn commit_stage(&self) -> CommitStage {
-        CommitStage::Effects
-    }
-
+impl KeyReads for RedisKv {
     fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         check_key(caller, key, false)?;
         let mut conn = self.take(caller.deadline)?;
@@ -166,20 +155,29 @@ impl Channel for RedisKv {
         reading.recheck = self.recheck("LIST", params, format!("list {prefix} (at most {limit})"));
         Ok(reading)
     }
+}
+
+impl Channel for RedisKv {
+    fn kind(&self) -> Kind {
+        Kind::Kv
+    }
+
+    fn keys(&self) -> Option<&dyn KeyReads> {
+        Some(self)
+    }
+
+    /// After the data channels: a concurrent change is refused when the
+    /// save prepares, before anything commits, and a data channel that
+    /// fails to commit leaves Redis untouched.
+    fn commit_stage(&self) -> CommitStage {
+        CommitStage::Effects
+    }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
         match op.key() {
             Some(key) => check_key(caller, key, true),
             None => Err(crate::channels::wrong_kind(Kind::Kv, op.kind(), &op.describe())),
         }
-    }
-
-    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(crate::channels::wrong_kind(Kind::Kv, Kind::Sql, "query"))
-    }
-
-    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Err(crate::channels::wrong_kind(Kind::Kv, Kind::Sql, "execute"))
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
@@ -199,10 +197,6 @@ impl Channel for RedisKv {
 
     fn journal(&self) -> Option<&str> {
         self.journal.as_deref().map(Outbox::base_name)
-    }
-
-    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(ChannelError::Invalid("a kv channel has no migrations".into()))
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::bindings::{Rows, Value};
-use crate::channels::{Caller, Channel, ChannelError, Reading, Recheck, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, KeyReads, Reading, Recheck, Transaction};
 use crate::command::{Kind, Operation, Outcome};
 
 use super::{Held, MAX_LIST, check_key, check_prefix};
@@ -69,10 +69,10 @@ impl TableKv {
     /// The kv channel `name` in a table of `base` (called `base_name`),
     /// creating the table if it is missing.
     pub fn open(name: &str, base_name: &str, base: Arc<dyn Channel>) -> Result<Self, ChannelError> {
-        if base.kind() != Kind::Sql {
+        let Some(base_sql) = base.sql() else {
             return Err(ChannelError::Invalid(format!("channel {base_name} is not a sql channel")));
-        }
-        let (sql, table) = match base.dialect() {
+        };
+        let (sql, table) = match base_sql.dialect() {
             "postgres" => (&POSTGRES, TABLE_POSTGRES),
             _ => (&SQLITE, TABLE_SQLITE),
         };
@@ -95,7 +95,8 @@ impl TableKv {
         max_bytes: usize,
         asked: String,
     ) -> Result<Reading, ChannelError> {
-        let mut reading = self.base.query(statement, &params, &caller.as_host(), max_bytes)?;
+        let base = crate::channels::sql_of(self.base.as_ref(), "query")?;
+        let mut reading = base.query(statement, &params, &caller.as_host(), max_bytes)?;
         reading.recheck = Some(Recheck {
             channel: self.base_name.clone(),
             statement: statement.to_string(),
@@ -152,11 +153,7 @@ impl TableKv {
     }
 }
 
-impl Channel for TableKv {
-    fn kind(&self) -> Kind {
-        Kind::Kv
-    }
-
+impl KeyReads for TableKv {
     fn get(&self, key: &str, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         check_key(caller, key, false)?;
         self.read(self.sql.get, vec![self.space(), text(key)], caller, max_bytes, format!("get {key}"))
@@ -167,6 +164,16 @@ impl Channel for TableKv {
         let limit = limit.min(MAX_LIST);
         let params = vec![self.space(), text(prefix), Value::Integer(limit.into())];
         self.read(self.sql.list, params, caller, max_bytes, format!("list {prefix} (at most {limit})"))
+    }
+}
+
+impl Channel for TableKv {
+    fn kind(&self) -> Kind {
+        Kind::Kv
+    }
+
+    fn keys(&self) -> Option<&dyn KeyReads> {
+        Some(self)
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
@@ -184,22 +191,10 @@ impl Channel for TableKv {
         super::apply(&mut InTable { kv: self, tx, host: caller.as_host() }, op)
     }
 
-    fn query(&self, _: &str, _: &[Value], _: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        Err(crate::channels::wrong_kind(Kind::Kv, Kind::Sql, "query"))
-    }
-
-    fn check(&self, _: &str, _: &Caller) -> Result<(), ChannelError> {
-        Err(crate::channels::wrong_kind(Kind::Kv, Kind::Sql, "execute"))
-    }
-
     /// Never called by a save: the commands apply in the base channel's
     /// transaction.
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         self.base.begin()
-    }
-
-    fn migrate(&self, _: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        Err(ChannelError::Invalid(format!("a kv channel has no migrations; migrate {} instead", self.base_name)))
     }
 }
 

@@ -127,7 +127,7 @@ impl Outbox {
         if base.kind() != Kind::Sql {
             return Err(ChannelError::Invalid(format!("outbox channel {base_name} is not a sql channel")));
         }
-        let postgres = base.dialect() == "postgres";
+        let postgres = base.sql().is_some_and(|sql| sql.dialect() == "postgres");
         let outbox = Outbox { channel: channel.to_string(), base_name: base_name.to_string(), base, postgres };
         let (table, inbox) = if postgres { (TABLE_POSTGRES, INBOX_POSTGRES) } else { (TABLE_SQLITE, INBOX_SQLITE) };
         outbox.host_tx(|tx, host| {
@@ -137,6 +137,11 @@ impl Outbox {
             Ok(())
         })?;
         Ok(outbox)
+    }
+
+    /// The base's SQL (checked when the outbox opened).
+    fn sql(&self) -> Result<&dyn crate::channels::SqlChannel, ChannelError> {
+        crate::channels::sql_of(self.base.as_ref(), "query")
     }
 
     /// The `sql` channel whose transactions hold the rows.
@@ -186,7 +191,7 @@ impl Outbox {
     /// Whether `consumer` has handled message `id` in a committed save.
     pub fn received(&self, consumer: &str, id: &str) -> Result<bool, ChannelError> {
         let host = Caller::host(Instant::now() + Duration::from_secs(10));
-        let rows = self.base.query(RECEIVED, &[text(consumer), text(id)], &host, 1024)?.rows;
+        let rows = self.sql()?.query(RECEIVED, &[text(consumer), text(id)], &host, 1024)?.rows;
         Ok(!rows.values.is_empty())
     }
 
@@ -264,7 +269,7 @@ impl Outbox {
     pub fn pending_bodies(&self) -> Result<Vec<Vec<u8>>, ChannelError> {
         let host = Caller::host(Instant::now() + Duration::from_secs(10));
         let sql = "SELECT body FROM sluice_outbox WHERE channel = ?1 AND state = 'pending'";
-        let rows = self.base.query(sql, &[text(&self.channel)], &host, usize::MAX)?.rows;
+        let rows = self.sql()?.query(sql, &[text(&self.channel)], &host, usize::MAX)?.rows;
         Ok(rows
             .values
             .into_iter()
@@ -307,7 +312,7 @@ impl Outbox {
     pub fn status(&self, limit: u32) -> Result<Rows, ChannelError> {
         let host = Caller::host(Instant::now() + Duration::from_secs(10));
         let params = [text(&self.channel), Value::Integer(limit.into())];
-        Ok(self.base.query(STATUS, &params, &host, usize::MAX)?.rows)
+        Ok(self.sql()?.query(STATUS, &params, &host, usize::MAX)?.rows)
     }
 
     fn update(&self, sql: &str, params: Vec<Value>) -> Result<(), ChannelError> {
@@ -346,11 +351,6 @@ impl Outbox {
 /// outbox in `base`: a save never asks for it.
 pub fn no_transaction(channel: &str, base: &str) -> ChannelError {
     ChannelError::Invalid(format!("channel {channel} applies its commands in the save transaction of {base}"))
-}
-
-/// The refusal of `migrate` on such a channel.
-pub fn no_migrations(kind: Kind, base: &str) -> ChannelError {
-    ChannelError::Invalid(format!("a {} channel has no migrations; migrate {base}", kind.name()))
 }
 
 /// A claimed row: `id, service, target, headers, body, tries`.

@@ -236,6 +236,7 @@ pub(super) fn quote(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::channels::SqlChannel as _;
     use std::time::{Duration, Instant};
 
     use super::*;

@@ -24,9 +24,9 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
 use super::turns::{Turn, Turns, WAIT as BUSY_TIMEOUT};
-use super::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
+use super::{Caller, Channel, ChannelError, Denial, Reading, SqlChannel, Transaction};
 use crate::bindings::Value;
-use crate::command::{Operation, Outcome};
+use crate::command::{Kind, Operation, Outcome};
 use crate::manifest::Access;
 use apply::quote;
 use guard::{Gate, Rules};
@@ -156,13 +156,17 @@ impl SqliteChannel {
     }
 }
 
-impl Channel for SqliteChannel {
-    /// See [`Channel::migrate`] and [`migrate::apply`].
+impl SqlChannel for SqliteChannel {
+    /// See [`SqlChannel::migrate`] and [`migrate::apply`].
     fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
         let mut pooled = self.take()?;
         let report = migrate::apply(&mut pooled.conn, migrations)?;
         give_back(&self.pool, pooled);
         Ok(report)
+    }
+
+    fn dialect(&self) -> &'static str {
+        "sqlite"
     }
 
     fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
@@ -177,6 +181,16 @@ impl Channel for SqliteChannel {
         let checked = authorized(&pooled, sql, caller, true).map(drop);
         give_back(&self.pool, pooled);
         checked
+    }
+}
+
+impl Channel for SqliteChannel {
+    fn kind(&self) -> Kind {
+        Kind::Sql
+    }
+
+    fn sql(&self) -> Option<&dyn SqlChannel> {
+        Some(self)
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {

@@ -115,6 +115,7 @@ impl std::ops::DerefMut for Prepared<'_> {
 
 #[cfg(test)]
 mod tests {
+    use crate::channels::SqlChannel as _;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 

@@ -41,8 +41,9 @@ use tokio_postgres::types::ToSql;
 use super::{check_param_count, quote};
 use crate::bindings::{Rows, Value};
 use crate::channels::turns::{Turn, Turns};
-use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, SqlChannel, Transaction};
 use crate::channels::{DIGEST_ROW as ROW, digest_value};
+use crate::command::Kind;
 use crate::manifest::ChannelGrant;
 use filter::Use;
 use transaction::PostgresTransaction;
@@ -123,7 +124,7 @@ fn identity(caller: &Caller) -> Option<(&str, &ChannelGrant)> {
     Some((caller.service.as_deref().unwrap_or("unknown"), grant))
 }
 
-impl Channel for PostgresChannel {
+impl SqlChannel for PostgresChannel {
     fn query(&self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError> {
         let checked = checked(sql, caller, Use::Read)?;
         let mut client = self.take(caller.deadline)?;
@@ -161,6 +162,27 @@ impl Channel for PostgresChannel {
         checked(sql, caller, Use::Command).map(drop)
     }
 
+    fn dialect(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
+        let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
+        let report = migrate::apply(&mut client, migrations);
+        self.handle().schema_changed();
+        report
+    }
+}
+
+impl Channel for PostgresChannel {
+    fn kind(&self) -> Kind {
+        Kind::Sql
+    }
+
+    fn sql(&self) -> Option<&dyn SqlChannel> {
+        Some(self)
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         self.start(self.turns.one()?)
     }
@@ -185,17 +207,6 @@ impl Channel for PostgresChannel {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
         client.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         Ok(Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: false, _turn: None }))
-    }
-
-    fn dialect(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
-        let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
-        let report = migrate::apply(&mut client, migrations);
-        self.handle().schema_changed();
-        report
     }
 }
 
@@ -291,7 +302,7 @@ fn checked(sql: &str, caller: &Caller, usage: Use) -> Result<filter::Checked, Ch
 }
 
 /// Runs a checked read in the open transaction as `role`; see
-/// [`crate::channels::Channel::query`]. `keep` false only digests.
+/// [`crate::channels::SqlChannel::query`]. `keep` false only digests.
 #[expect(clippy::too_many_arguments, reason = "one read's parts, passed as they are")]
 fn run_read(
     client: &mut conn::Conn,
