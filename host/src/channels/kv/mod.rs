@@ -15,6 +15,7 @@
 pub mod redis;
 mod redis_commit;
 pub(crate) mod redis_journal;
+mod redis_save;
 pub mod table;
 
 use std::collections::BTreeMap;
