@@ -20,7 +20,10 @@
 //!
 //! - kinds reached over the network ([`faults`]: PostgreSQL, Redis, Redis
 //!   with an outbox): a server that stops answering, a commit that breaks
-//!   after another channel committed, a host killed mid-commit.
+//!   after another channel committed, a host killed mid-commit;
+//! - effect kinds ([`effect_faults`]: bus, http-out): a server that stops
+//!   answering costs no save and no row, and gets what was saved once it
+//!   answers again.
 //!
 //! Other cases shared by every kind live beside their machinery: a host
 //! killed under load (`crash.rs`: SQLite, bus, http-out, files), a
@@ -28,6 +31,7 @@
 //! scopes at once (`memory.rs`), a SQLite database locked past the
 //! deadline (`channels.rs`).
 
+mod effect_faults;
 mod faults;
 
 use std::time::{Duration, Instant};
