@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_host::Host;
 use wasmtime::component::Val;
 
 use super::{host_on, told};
