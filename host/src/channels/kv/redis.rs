@@ -2,9 +2,9 @@
 //!
 //! - Reads (`GET`; `SCAN` of the prefix, then `MGET`) run at once on a
 //!   pooled connection whose read and write timeouts are what is left of
-//!   the caller's deadline; a connection's opening, the pool's check and
-//!   the host's own commands wait at most 5 s, so a server that stops
-//!   answering holds no thread for longer.
+//!   the caller's deadline; a connection's opening and the host's own
+//!   commands wait at most 5 s, the pool's check of a connection 250 ms,
+//!   so a server that stops answering holds no thread for longer.
 //! - A save holds one connection. A kept read runs again there after
 //!   `WATCH` of its keys. Every command is checked when it is applied: its
 //!   key is watched and read, a compare-and-swap compared (a mismatch is a
@@ -54,15 +54,15 @@ impl r2d2::ManageConnection for Manager {
         Ok(conn)
     }
 
-    /// Checked on every take, without a round trip (the client knows when
-    /// its connection closed); the take starts with the host's own wait,
-    /// until the caller sets its deadline.
+    /// Checked on every take with a `PING` (a connection the server closed,
+    /// as when it restarted, would fail the scope's first command) that
+    /// waits at most [`PING_WAIT`]: the pool checks its idle connections
+    /// one after another, whatever the caller's deadline. The take then
+    /// starts with the host's own wait, until the caller sets its deadline.
     fn is_valid(&self, conn: &mut Connection) -> Result<(), redis::RedisError> {
-        bound(conn, CONNECT_TIMEOUT)?;
-        if conn.is_open() {
-            return Ok(());
-        }
-        redis::cmd("PING").exec(conn)
+        bound(conn, PING_WAIT)?;
+        redis::cmd("PING").exec(conn)?;
+        bound(conn, CONNECT_TIMEOUT)
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -80,6 +80,8 @@ pub(super) fn bound(conn: &Connection, wait: Duration) -> Result<(), redis::Redi
 const POOL_SIZE: u32 = 16;
 /// How long the host waits for a connection at start-up and for a save.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest the pool's check of a connection waits for its `PING`.
+const PING_WAIT: Duration = Duration::from_millis(250);
 /// Keys one `SCAN` step asks for.
 const SCAN_COUNT: usize = 1000;
 
