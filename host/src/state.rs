@@ -10,10 +10,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{Result as HttpResult, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use std::collections::BTreeMap;
-
 use crate::budget::Budget;
-use crate::channels::{Channels, Transaction};
+use crate::channels::Channels;
 use crate::command::Queue;
 use crate::invoke::Frame;
 use crate::reads::{Isolation, ReadSet};
@@ -73,7 +71,7 @@ pub struct ScopeState {
     pub(crate) conflicts: Vec<crate::scope::Conflicted>,
     /// Transactions begun before the scope ran (its last attempt holds its
     /// channels from the start); the save applies in them.
-    pub(crate) held: BTreeMap<String, Box<dyn Transaction>>,
+    pub(crate) held: crate::scope::transactions::Transactions,
     /// The channels the save opened, for a retry that holds them.
     pub(crate) touched: Vec<String>,
 }
@@ -118,7 +116,7 @@ impl ScopeState {
             tape: None,
             attempt: 1,
             conflicts: Vec::new(),
-            held: BTreeMap::new(),
+            held: Default::default(),
             touched: Vec::new(),
         }
     }

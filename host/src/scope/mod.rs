@@ -12,6 +12,7 @@ mod http;
 mod report;
 mod retry;
 mod save;
+pub(crate) mod transactions;
 mod validate;
 
 pub use finish::{Answer, Ending, Mode};
@@ -436,7 +437,7 @@ impl Scope {
     fn dispose(&mut self) {
         // A last run that never saved gives its channels back first: no
         // guest code runs while it holds them for nothing.
-        self.store.data_mut().held.clear();
+        self.store.data_mut().held = transactions::Transactions::default();
         if matches!(self.stage, Stage::Failed(_) | Stage::Ended) {
             return;
         }

@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use super::transactions::Transactions;
 use super::{Conflicted, Scope, ScopeError, Stage};
 
 impl Scope {
@@ -54,28 +55,7 @@ impl Scope {
     /// the scope runs; its save applies in them.
     fn hold(&mut self, channels: &[String]) -> Result<(), ScopeError> {
         let all = std::sync::Arc::clone(&self.store.data().channels);
-        // A channel journaled in another is held after it, as saves begin them.
-        let mut ordered: Vec<&String> = Vec::new();
-        for name in channels {
-            if let Some(base) = all.get(name).and_then(|c| c.journal())
-                && let Some(base) = channels.iter().find(|c| *c == base)
-                && !ordered.contains(&base)
-            {
-                ordered.push(base);
-            }
-            if !ordered.contains(&name) {
-                ordered.push(name);
-            }
-        }
-        for name in ordered {
-            let Some(channel) = all.get(name) else { continue };
-            let tx = channel.hold().map_err(|e| ScopeError::Channel {
-                channel: name.clone(),
-                reason: e.to_string(),
-                committed: Vec::new(),
-            })?;
-            self.store.data_mut().held.insert(name.clone(), tx);
-        }
+        self.store.data_mut().held = Transactions::hold(&all, channels)?;
         tracing::debug!(scope = %self.id(), attempt = self.attempt(), "holding {} for the last run", channels.join(", "));
         Ok(())
     }

@@ -7,15 +7,15 @@
 //! last round and a failure in any round rolls back all of them. A dry run
 //! does the same and rolls back instead of committing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::AsContextMut;
 use wasmtime::component::Val;
 
+use super::transactions::{Begin, Transactions};
 use super::{AppliedList, Cause, SaveReport, Scope, ScopeError, Stage};
-use crate::channels::{Caller, Channel, ChannelError, Transaction};
+use crate::channels::{Caller, ChannelError};
 use crate::command::{Command, Operation, Outcome, same_name};
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
@@ -78,14 +78,12 @@ impl Scope {
         // Every channel checks it can commit before any does: a failure
         // here applies nothing anywhere.
         let mut open = open;
-        let names: Vec<String> = open.keys().cloned().collect();
-        for (name, tx) in &mut open {
-            if let Err(e) = tx.prepare() {
-                return Err(self.commit_failed(&names, name, e, &[]));
-            }
+        let names = open.names();
+        if let Err((name, e)) = open.prepare() {
+            return Err(self.commit_failed(&names, &name, e, &[]));
         }
         let mut committed: Vec<String> = Vec::new();
-        for (name, tx) in commit_order(open, &self.store.data().channels) {
+        for (name, tx) in open.in_commit_order(&self.store.data().channels) {
             if let Err(e) = tx.commit() {
                 return Err(self.commit_failed(&names, &name, e, &committed));
             }
@@ -142,7 +140,7 @@ impl Scope {
         let cancel = self.store.data().cancel.clone();
         let started = Instant::now();
         // A last attempt began its transactions before it ran.
-        let mut open: BTreeMap<String, Box<dyn Transaction>> = std::mem::take(&mut self.store.data_mut().held);
+        let mut open = std::mem::take(&mut self.store.data_mut().held);
         // Reads from here on (in `on-save`) see the data the save holds:
         // nothing to check them against.
         self.store.data_mut().keep_reads = false;
@@ -195,25 +193,10 @@ impl Scope {
                 // A channel that shares another's transaction (a kv table in
                 // a sql channel) applies its commands in that one.
                 let held = channel.shares().unwrap_or(&first.channel);
-                if !open.contains_key(held) {
-                    let Some(holder) = channels.get(held) else {
-                        return Err(fail(format!("no channel {held:?}")));
-                    };
-                    // The channel that journals this one's commit is begun
-                    // first, as every save begins them.
-                    if let Some(base) = holder.journal()
-                        && !open.contains_key(base)
-                    {
-                        let Some(journal) = channels.get(base) else {
-                            return Err(fail(format!("no channel {base:?}")));
-                        };
-                        open.insert(base.to_string(), begin(journal.as_ref(), base, false)?);
-                    }
-                    open.insert(held.to_string(), begin(holder.as_ref(), held, false)?);
+                if channels.get(held).is_none() {
+                    return Err(fail(format!("no channel {held:?}")));
                 }
-                let Some(tx) = open.get_mut(held) else {
-                    return Err(fail(format!("channel {held:?} was not begun")));
-                };
+                let tx = open.begin(&channels, held, Begin::Save)?;
                 // Each command runs under the grant of the service that
                 // queued it, and ends by that service's deadline counted from
                 // the start of the save (within the scope's own).
@@ -297,7 +280,7 @@ impl Scope {
     /// which its channel refused with `e`.
     fn refused(
         &mut self,
-        open: &BTreeMap<String, Box<dyn Transaction>>,
+        open: &Transactions,
         e: ChannelError,
         command: &Command,
         service: Option<&Arc<crate::registry::Service>>,
@@ -334,26 +317,13 @@ impl Scope {
     }
 
     /// Writes each journaled channel's commit into the transaction of the
-    /// channel that journals it ([`Channel::journal`]), after the last round
+    /// channel that journals it ([`crate::channels::Channel::journal`]),
+    /// after the last round
     /// and before anything commits.
     fn journal(&mut self, mut settled: Settled) -> Result<Settled, ScopeError> {
         let channels = Arc::clone(&self.store.data().channels);
         let host = Caller::host(self.store.data().scope_deadline);
-        let names: Vec<String> = settled.open.keys().cloned().collect();
-        for name in names {
-            let Some(base) = channels.get(&name).and_then(|c| c.journal()).map(str::to_string) else { continue };
-            let Some(mut tx) = settled.open.remove(&name) else { continue };
-            let written = match settled.open.get_mut(&base) {
-                Some(into) => tx.journal(into.as_mut(), &host),
-                None => Err(ChannelError::Unavailable(format!("the journal's channel {base} is not open"))),
-            };
-            settled.open.insert(name.clone(), tx);
-            written.map_err(|e| ScopeError::Channel {
-                channel: name.clone(),
-                reason: format!("cannot journal its commit in {base}: {e}"),
-                committed: Vec::new(),
-            })?;
-        }
+        settled.open.journal(&channels, &host)?;
         Ok(settled)
     }
 
@@ -412,31 +382,13 @@ impl Scope {
 /// Where the rounds left off: the still-open transactions (commit or drop
 /// them), every applied command, and how many rounds ran.
 struct Settled {
-    open: BTreeMap<String, Box<dyn Transaction>>,
+    open: Transactions,
     applied: AppliedList,
     rounds: usize,
     /// How many reads were checked before round 1.
     checked: usize,
     /// The channels that commands were applied to, each once.
     touched: Vec<Arc<str>>,
-}
-
-/// The save's transactions in the order they commit: data channels, then
-/// effect channels, each in name order ([`crate::channels::CommitStage`]).
-fn commit_order(
-    open: BTreeMap<String, Box<dyn Transaction>>,
-    channels: &crate::channels::Channels,
-) -> Vec<(String, Box<dyn Transaction>)> {
-    let mut ordered: Vec<_> = open.into_iter().collect();
-    ordered.sort_by_cached_key(|(name, _)| (channels.get(name).map(|c| c.commit_stage()), name.clone()));
-    ordered
-}
-
-/// Begins the transaction a save applies `name`'s commands in (or, with
-/// `read_only`, checks its reads in).
-pub(super) fn begin(channel: &dyn Channel, name: &str, read_only: bool) -> Result<Box<dyn Transaction>, ScopeError> {
-    let begun = if read_only { channel.snapshot() } else { channel.begin() };
-    begun.map_err(|e| ScopeError::Channel { channel: name.to_string(), reason: e.to_string(), committed: Vec::new() })
 }
 
 /// Work of the save done for `service` (its command, or checking its read:

@@ -6,13 +6,14 @@
 //! save a conflict; nothing is applied, and [`super::retry`] runs the scope
 //! again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::save::overdue;
+use super::transactions::{Begin, Transactions};
 use super::{Cause, Scope, ScopeError};
-use crate::channels::{Caller, ChannelError, Transaction};
+use crate::channels::{Caller, ChannelError};
 
 impl Scope {
     /// Checks the scope's kept reads in `open`, beginning a transaction on
@@ -20,11 +21,7 @@ impl Scope {
     /// scope queued nothing). Returns how many reads were checked. A scope
     /// with no commands and one read needs no check: one read is consistent
     /// on its own.
-    pub(super) fn validate(
-        &mut self,
-        open: &mut BTreeMap<String, Box<dyn Transaction>>,
-        started: Instant,
-    ) -> Result<usize, ScopeError> {
+    pub(super) fn validate(&mut self, open: &mut Transactions, started: Instant) -> Result<usize, ScopeError> {
         let state = self.store.data();
         let reads = state.reads.reads();
         if reads.is_empty() || (state.queue.commands().is_empty() && reads.len() == 1) {
@@ -47,12 +44,11 @@ impl Scope {
                 .iter()
                 .map(|c| channels.get(&c.channel).and_then(|channel| channel.shares()).unwrap_or(&c.channel)),
         );
+        let how = if read_only { Begin::Snapshot } else { Begin::Save };
         for name in needed {
-            if open.contains_key(name) {
-                continue;
+            if channels.get(name).is_some() {
+                open.begin(&channels, name, how)?;
             }
-            let Some(channel) = channels.get(name) else { continue };
-            open.insert(name.to_string(), super::save::begin(channel.as_ref(), name, read_only)?);
         }
         // Nothing reads the set after this: the save holds its channels.
         let set = std::mem::take(&mut self.store.data_mut().reads);
@@ -93,13 +89,8 @@ impl Scope {
 
     /// The conflict error for `service`, remembering the channels `open`
     /// holds: a last attempt holds them from its start.
-    pub(super) fn conflict(
-        &mut self,
-        open: &BTreeMap<String, Box<dyn Transaction>>,
-        service: &str,
-        reason: String,
-    ) -> ScopeError {
-        self.store.data_mut().touched = open.keys().cloned().collect();
+    pub(super) fn conflict(&mut self, open: &Transactions, service: &str, reason: String) -> ScopeError {
+        self.store.data_mut().touched = open.names();
         self.conflict_with(service, reason)
     }
 
