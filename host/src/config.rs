@@ -2,11 +2,14 @@
 //! to reach them. With no file, one embedded SQLite channel is used.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+pub use crate::channels::ChannelConfig;
+use crate::channels::kv::KvConfig;
+use crate::channels::sql::SqlConfig;
 use crate::limits::LimitSettings;
 
 /// The name of the channel every host has when no configuration names any.
@@ -80,82 +83,6 @@ pub enum Isolation {
     ReadCommitted,
 }
 
-/// How to reach one channel; `kind` selects the variant.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase", rename_all_fields = "kebab-case", deny_unknown_fields)]
-pub enum ChannelConfig {
-    /// A SQL database: SQLite or PostgreSQL.
-    Sql {
-        /// Where the database is: `sqlite://data/app.db`, or
-        /// `postgres://user@host:5432/db` (`postgresql://` too).
-        url: String,
-    },
-    /// A key-value store: `sql:NAME` keeps the keys in a table of the `sql`
-    /// channel `NAME` (they commit in its transaction), `redis://HOST:PORT`
-    /// in Redis.
-    Kv {
-        /// Where the keys are, e.g. `sql:main` or `redis://127.0.0.1:6379`.
-        url: String,
-        /// For Redis: a `sql` channel whose save transactions record each
-        /// commit's writes in advance, so that writes a save could not make
-        /// after its data committed (Redis failed, the host was killed)
-        /// are made by the relay (optional).
-        outbox: Option<String>,
-    },
-    /// A directory whose files are read and written through the `kv` reads
-    /// and commands, keys being relative paths.
-    Files {
-        /// The directory, relative to the config file's; created if missing.
-        path: String,
-        /// A `sql` channel whose save transactions record each commit's
-        /// renames in advance, so that a host killed after the data
-        /// committed loses none of them (optional).
-        outbox: Option<String>,
-    },
-    /// A message bus: NATS JetStream. Messages wait in the outbox of the
-    /// `sql` channel `outbox` and are published after the save commits.
-    Bus {
-        /// The server: `nats://127.0.0.1:4222`.
-        url: String,
-        /// The `sql` channel whose save transactions hold the outbox.
-        outbox: String,
-        /// The stream (created if missing): `SLUICE_<NAME>` by default.
-        stream: Option<String>,
-        /// Subjects on the server are `PREFIX.SUBJECT`; the channel's name
-        /// by default.
-        prefix: Option<String>,
-        /// How long the stream remembers message ids to drop a repeat
-        /// (86400, a day, by default).
-        duplicate_window_s: Option<u64>,
-    },
-    /// Outgoing HTTP requests, sent after the save commits from the outbox
-    /// of the `sql` channel `outbox`.
-    #[serde(rename = "http-out")]
-    HttpOut {
-        /// The `sql` channel whose save transactions hold the outbox.
-        outbox: String,
-        /// What a request URL that is a path (`/hooks/orders`) is relative to.
-        base: Option<String>,
-        /// Tries of one request before it is dead (8 by default).
-        tries: Option<u32>,
-        /// The longest one try may take (10000 by default).
-        timeout_ms: Option<u64>,
-    },
-}
-
-impl ChannelConfig {
-    /// The `sql` channel this one needs open first: a `kv` table's, or an
-    /// outbox's.
-    pub fn depends_on(&self) -> Option<&str> {
-        match self {
-            ChannelConfig::Kv { url, outbox } => url.strip_prefix("sql:").or(outbox.as_deref()),
-            ChannelConfig::Bus { outbox, .. } | ChannelConfig::HttpOut { outbox, .. } => Some(outbox),
-            ChannelConfig::Files { outbox, .. } => outbox.as_deref(),
-            ChannelConfig::Sql { .. } => None,
-        }
-    }
-}
-
 impl Config {
     /// The configuration used when there is no file: channel `main` is the
     /// SQLite file `main.db` in `data_dir`, and channel `kv` keeps keys in
@@ -164,10 +91,10 @@ impl Config {
         let url = format!("sqlite://{}", data_dir.join("main.db").display());
         Config {
             channels: BTreeMap::from([
-                (DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql { url }),
+                (DEFAULT_CHANNEL.to_string(), ChannelConfig::Sql(SqlConfig { url })),
                 (
                     DEFAULT_KV_CHANNEL.to_string(),
-                    ChannelConfig::Kv { url: format!("sql:{DEFAULT_CHANNEL}"), outbox: None },
+                    ChannelConfig::Kv(KvConfig { url: format!("sql:{DEFAULT_CHANNEL}"), outbox: None }),
                 ),
             ]),
             limits: LimitSettings::default(),
@@ -191,18 +118,7 @@ impl Config {
             anyhow::bail!("no channels: add a [channels.NAME] table with kind and url");
         }
         for channel in config.channels.values_mut() {
-            if let ChannelConfig::Files { path, .. } = channel
-                && PathBuf::from(&*path).is_relative()
-            {
-                *path = base.join(&*path).display().to_string();
-            }
-            let ChannelConfig::Sql { url } = channel else { continue };
-            if let Some(rest) = url.strip_prefix("sqlite://") {
-                let file = PathBuf::from(rest);
-                if file.is_relative() {
-                    *url = format!("sqlite://{}", base.join(file).display());
-                }
-            }
+            channel.resolve(base);
         }
         Ok(config)
     }
@@ -218,7 +134,7 @@ mod tests {
             Config::parse("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://data/app.db\"\n", Path::new("/srv/app"))?;
         assert_eq!(
             config.channels.get("main"),
-            Some(&ChannelConfig::Sql { url: "sqlite:///srv/app/data/app.db".into() })
+            Some(&ChannelConfig::Sql(SqlConfig { url: "sqlite:///srv/app/data/app.db".into() }))
         );
         Ok(())
     }

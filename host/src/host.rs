@@ -67,7 +67,7 @@ impl Host {
     /// Opens the channels, builds the runtime and discovers the services.
     pub fn open(options: &HostOptions) -> anyhow::Result<Host> {
         let config = HostOptions::config(options)?;
-        let channels = Arc::new(Channels::open(&config)?);
+        let channels = Arc::new(Channels::open(&config.channels)?);
         let registry = Host::discover(options, &config)?;
         Ok(Host {
             registry: RwLock::new(Arc::new(registry)),

@@ -41,9 +41,11 @@
 //! - [`bindings`]: the one `bindgen!` call.
 //! - [`work`]: a unit of work's id and cancel flag, the bottom layer.
 //!
-//! The lower layers (`work`, `bindings`, `limits`, `manifest`, `config`,
-//! `command`, `channels`, `grants`, `reads`, `values`) each use only those
-//! before them; a test (`layers.rs`) fails on an import that points up.
+//! The lower layers (`work`, `bindings`, `limits`, `manifest`, `command`,
+//! `channels`, `config`, `grants`, `reads`, `names`, `values`) each use only
+//! those before them; a test (`layers.rs`) fails on an import that points
+//! up. `config` sits above `channels`: each kind owns its section of
+//! `sluice.toml`.
 
 pub mod bindings;
 pub mod budget;

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, OnceCell};
 
 use super::outbox::relay::{Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
-use super::{Caller, Channel, ChannelError, Denial, Transaction, wrong_kind};
+use super::{Caller, Channel, ChannelError, Denial, Opening, Transaction, wrong_kind};
 use crate::command::{Kind, Operation, Outcome};
 
 /// How long a publish waits for the stream's acknowledgement.
@@ -33,6 +33,42 @@ pub struct BusSettings {
     pub prefix: String,
     /// How long the stream remembers message ids to drop repeats.
     pub duplicate_window: Duration,
+}
+
+/// A `bus` channel's section of `sluice.toml`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BusConfig {
+    /// The server: `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The `sql` channel whose save transactions hold the outbox.
+    pub outbox: String,
+    /// The stream (created if missing): `SLUICE_<NAME>` by default.
+    pub stream: Option<String>,
+    /// Subjects on the server are `PREFIX.SUBJECT`; the channel's name by
+    /// default.
+    pub prefix: Option<String>,
+    /// How long the stream remembers message ids to drop a repeat (86400,
+    /// a day, by default).
+    pub duplicate_window_s: Option<u64>,
+}
+
+impl BusConfig {
+    /// Opens the channel and registers its relay and its subscriptions'
+    /// bus.
+    pub(crate) fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+        let name = at.name().to_string();
+        let settings = BusSettings {
+            url: self.url.clone(),
+            stream: self.stream.clone().unwrap_or_else(|| format!("SLUICE_{}", name.to_uppercase())),
+            prefix: self.prefix.clone().unwrap_or_else(|| name.clone()),
+            duplicate_window: Duration::from_secs(self.duplicate_window_s.unwrap_or(86_400)),
+        };
+        let opened = Arc::new(BusChannel::open(&name, settings, &self.outbox, at.base(&self.outbox)?)?);
+        at.relay(opened.outbox(), opened.clone(), opened.wake());
+        at.bus(Arc::clone(&opened));
+        Ok(opened)
+    }
 }
 
 /// A `bus` channel.

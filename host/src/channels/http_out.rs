@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use super::outbox::relay::{Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
-use super::{Caller, Channel, ChannelError, Denial, Transaction, wrong_kind};
+use super::{Caller, Channel, ChannelError, Denial, Opening, Transaction, wrong_kind};
 use crate::command::{Kind, Operation, Outcome};
 
 /// How an `http-out` channel sends (`sluice.toml`).
@@ -32,6 +32,38 @@ pub struct HttpOutSettings {
     pub tries: u32,
     /// The longest one try may take.
     pub timeout: Duration,
+}
+
+/// An `http-out` channel's section of `sluice.toml`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct HttpOutConfig {
+    /// The `sql` channel whose save transactions hold the outbox.
+    pub outbox: String,
+    /// What a request URL that is a path (`/hooks/orders`) is relative to.
+    pub base: Option<String>,
+    /// Tries of one request before it is dead (8 by default).
+    pub tries: Option<u32>,
+    /// The longest one try may take (10000 by default).
+    pub timeout_ms: Option<u64>,
+}
+
+impl HttpOutConfig {
+    /// Opens the channel and registers its relay.
+    pub(crate) fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+        let base = match &self.base {
+            Some(b) => Some(Url::parse(b).map_err(|e| ChannelError::Invalid(format!("base {b:?}: {e}")))?),
+            None => None,
+        };
+        let settings = HttpOutSettings {
+            base,
+            tries: self.tries.unwrap_or(8).clamp(1, 100),
+            timeout: Duration::from_millis(self.timeout_ms.unwrap_or(10_000).clamp(100, 120_000)),
+        };
+        let opened = Arc::new(HttpOutChannel::open(at.name(), settings, &self.outbox, at.base(&self.outbox)?)?);
+        at.relay(opened.outbox(), opened.clone(), opened.wake());
+        Ok(opened)
+    }
 }
 
 /// An `http-out` channel.

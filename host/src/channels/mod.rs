@@ -23,7 +23,7 @@ use crate::manifest::Access;
 use crate::manifest::ChannelGrant;
 use crate::work::Canceller;
 
-pub use open::{Channels, RelayParts};
+pub use open::{ChannelConfig, Channels, Opening, RelayParts};
 
 /// Why a channel refused or failed a request.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]

@@ -4,10 +4,113 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Channel, ChannelError, bus, files, http_out, kv, outbox, sql};
-use crate::config::{ChannelConfig, Config};
+use std::path::Path;
 
-/// Every channel the host has, by name. Built once per host from [`Config`].
+use serde::Deserialize;
+
+use super::outbox::Outbox;
+use super::outbox::relay::Deliver;
+use super::{Channel, ChannelError, bus, files, http_out, kv, outbox, sql};
+
+/// How to reach one channel: a `[channels.NAME]` table of `sluice.toml`,
+/// whose `kind` selects the variant. This is where the kinds are
+/// registered, one line each; each kind's module owns its section's
+/// fields and opens it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ChannelConfig {
+    /// A SQL database: SQLite or PostgreSQL.
+    Sql(sql::SqlConfig),
+    /// Keys and values, in a table of a `sql` channel or in Redis.
+    Kv(kv::KvConfig),
+    /// A directory, read and written through the `kv` reads and commands.
+    Files(files::FilesConfig),
+    /// A message bus: NATS JetStream, through an outbox.
+    Bus(bus::BusConfig),
+    /// Outgoing HTTP requests, through an outbox.
+    #[serde(rename = "http-out")]
+    HttpOut(http_out::HttpOutConfig),
+}
+
+impl ChannelConfig {
+    /// The `sql` channel this one needs open first: a `kv` table's, or an
+    /// outbox's.
+    pub fn depends_on(&self) -> Option<&str> {
+        match self {
+            ChannelConfig::Sql(_) => None,
+            ChannelConfig::Kv(c) => c.depends_on(),
+            ChannelConfig::Files(c) => c.outbox.as_deref(),
+            ChannelConfig::Bus(c) => Some(&c.outbox),
+            ChannelConfig::HttpOut(c) => Some(&c.outbox),
+        }
+    }
+
+    /// Takes relative paths (a SQLite file, a directory) relative to
+    /// `base`, the configuration file's directory.
+    pub fn resolve(&mut self, base: &Path) {
+        match self {
+            ChannelConfig::Sql(c) => c.resolve(base),
+            ChannelConfig::Files(c) => c.resolve(base),
+            ChannelConfig::Kv(_) | ChannelConfig::Bus(_) | ChannelConfig::HttpOut(_) => {}
+        }
+    }
+
+    fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+        match self {
+            ChannelConfig::Sql(c) => c.open(),
+            ChannelConfig::Kv(c) => c.open(at),
+            ChannelConfig::Files(c) => c.open(at),
+            ChannelConfig::Bus(c) => c.open(at),
+            ChannelConfig::HttpOut(c) => c.open(at),
+        }
+    }
+}
+
+/// What a kind may use while one of its channels opens: the channels
+/// opened before it, and the host's list of relays.
+pub struct Opening<'a> {
+    name: &'a str,
+    channels: &'a mut Channels,
+}
+
+impl Opening<'_> {
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The channels opened so far.
+    pub fn opened(&self) -> &BTreeMap<String, Arc<dyn Channel>> {
+        &self.channels.by_name
+    }
+
+    /// The channel `base`, opened before this one.
+    pub fn base(&self, base: &str) -> Result<Arc<dyn Channel>, ChannelError> {
+        self.channels.by_name.get(base).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.channels.by_name.keys().map(String::as_str).collect();
+            ChannelError::Invalid(format!("no sql channel {base:?}; the host has: {}", known.join(", ")))
+        })
+    }
+
+    /// This channel's outbox in the `sql` channel `base`.
+    pub fn outbox(&self, base: &str) -> Result<Arc<Outbox>, ChannelError> {
+        Ok(Arc::new(Outbox::open(self.name, base, self.base(base)?)?))
+    }
+
+    /// Registers the relay that delivers this channel's rows of `outbox`
+    /// (in `sluice serve`), woken by `wake`.
+    pub fn relay(&mut self, outbox: &Arc<Outbox>, deliver: Arc<dyn Deliver>, wake: &Arc<tokio::sync::Notify>) {
+        self.channels.relays.push(RelayParts::new(self.name, outbox, deliver, wake));
+    }
+
+    /// Registers a bus, for the services it triggers.
+    pub fn bus(&mut self, bus: Arc<bus::BusChannel>) {
+        self.channels.buses.insert(self.name.to_string(), bus);
+    }
+}
+
+/// Every channel the host has, by name. Built once per host from its
+/// configuration.
 #[derive(Clone, Default)]
 pub struct Channels {
     by_name: BTreeMap<String, Arc<dyn Channel>>,
@@ -50,82 +153,16 @@ impl RelayParts {
 }
 
 impl Channels {
-    /// Opens every channel the configuration names.
-    pub fn open(config: &Config) -> anyhow::Result<Self> {
+    /// Opens every channel of `config` (the `[channels]` of `sluice.toml`),
+    /// each by its kind.
+    pub fn open(config: &BTreeMap<String, ChannelConfig>) -> anyhow::Result<Self> {
         let mut channels = Channels::default();
         // Channels kept in a `sql` channel (a kv table, an outbox) after
         // the others: they need it open.
-        let (after, first): (Vec<_>, Vec<_>) = config.channels.iter().partition(|(_, c)| c.depends_on().is_some());
+        let (after, first): (Vec<_>, Vec<_>) = config.iter().partition(|(_, c)| c.depends_on().is_some());
         for (name, channel) in first.into_iter().chain(after) {
-            let base = |base: &str| {
-                channels.by_name.get(base).cloned().ok_or_else(|| {
-                    let known: Vec<&str> = channels.by_name.keys().map(String::as_str).collect();
-                    anyhow::anyhow!("channel {name}: no sql channel {base:?}; the host has: {}", known.join(", "))
-                })
-            };
-            let fail = |e: ChannelError| anyhow::anyhow!("channel {name}: {e}");
-            let opened: Arc<dyn Channel> = match channel {
-                ChannelConfig::Kv { url, outbox } => {
-                    let journal = match outbox {
-                        Some(base_name) => {
-                            Some(Arc::new(outbox::Outbox::open(name, base_name, base(base_name)?).map_err(fail)?))
-                        }
-                        None => None,
-                    };
-                    let (opened, commits) = kv::open(name, url, &channels.by_name, journal.clone()).map_err(fail)?;
-                    if let (Some(journal), Some(commits)) = (journal, commits) {
-                        channels.relays.push(RelayParts::new(name, &journal, commits, &Arc::default()));
-                    }
-                    opened
-                }
-                ChannelConfig::Files { path, outbox } => {
-                    let journal = match outbox {
-                        Some(base_name) => {
-                            Some(Arc::new(outbox::Outbox::open(name, base_name, base(base_name)?).map_err(fail)?))
-                        }
-                        None => None,
-                    };
-                    let opened = Arc::new(files::FilesChannel::open(name, path, journal.clone()).map_err(fail)?);
-                    if let Some(journal) = journal {
-                        let steps = Arc::new(files::journal::Steps { dir: opened.dir() });
-                        channels.relays.push(RelayParts::new(name, &journal, steps, &Arc::default()));
-                    }
-                    opened
-                }
-                ChannelConfig::Sql { url } if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                    Arc::new(sql::PostgresChannel::open(url).map_err(fail)?)
-                }
-                ChannelConfig::Sql { url } => Arc::new(sql::SqliteChannel::open(url).map_err(fail)?),
-                ChannelConfig::Bus { url, outbox, stream, prefix, duplicate_window_s } => {
-                    let settings = bus::BusSettings {
-                        url: url.clone(),
-                        stream: stream.clone().unwrap_or_else(|| format!("SLUICE_{}", name.to_uppercase())),
-                        prefix: prefix.clone().unwrap_or_else(|| name.clone()),
-                        duplicate_window: std::time::Duration::from_secs(duplicate_window_s.unwrap_or(86_400)),
-                    };
-                    let opened = Arc::new(bus::BusChannel::open(name, settings, outbox, base(outbox)?).map_err(fail)?);
-                    channels.relays.push(RelayParts::new(name, opened.outbox(), opened.clone(), opened.wake()));
-                    channels.buses.insert(name.clone(), Arc::clone(&opened));
-                    opened
-                }
-                ChannelConfig::HttpOut { outbox, base: url_base, tries, timeout_ms } => {
-                    let base_url = match url_base {
-                        Some(b) => Some(
-                            reqwest::Url::parse(b).map_err(|e| anyhow::anyhow!("channel {name}: base {b:?}: {e}"))?,
-                        ),
-                        None => None,
-                    };
-                    let settings = http_out::HttpOutSettings {
-                        base: base_url,
-                        tries: tries.unwrap_or(8).clamp(1, 100),
-                        timeout: std::time::Duration::from_millis(timeout_ms.unwrap_or(10_000).clamp(100, 120_000)),
-                    };
-                    let opened =
-                        Arc::new(http_out::HttpOutChannel::open(name, settings, outbox, base(outbox)?).map_err(fail)?);
-                    channels.relays.push(RelayParts::new(name, opened.outbox(), opened.clone(), opened.wake()));
-                    opened
-                }
-            };
+            let mut at = Opening { name, channels: &mut channels };
+            let opened = channel.open(&mut at).map_err(|e| anyhow::anyhow!("channel {name}: {e}"))?;
             channels.by_name.insert(name.clone(), opened);
         }
         Ok(channels)

@@ -31,7 +31,10 @@ use std::time::Instant;
 
 use cap_std::fs::Dir;
 
+mod config;
 pub(crate) mod journal;
+
+pub use config::FilesConfig;
 
 use super::kv::{Held, MAX_LIST, check_key, check_prefix, reading, value_rows};
 use super::outbox::Outbox;

@@ -23,13 +23,45 @@ use std::sync::Arc;
 
 use super::outbox::Outbox;
 use super::outbox::relay::Deliver;
-use super::{Caller, Channel, ChannelError, Denial, Reading};
+use super::{Caller, Channel, ChannelError, Denial, Opening, Reading};
 use crate::bindings::{Rows, Value};
 use crate::command::{Kind, Operation, Outcome};
 use crate::manifest::ChannelGrant;
 
 /// The most keys one `list` returns, whatever the limit asked.
 pub const MAX_LIST: u32 = 1000;
+
+/// A `kv` channel's section of `sluice.toml`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KvConfig {
+    /// Where the keys are: `sql:NAME` keeps them in a table of the `sql`
+    /// channel `NAME` (they commit in its transaction),
+    /// `redis://HOST:PORT` in Redis.
+    pub url: String,
+    /// For Redis: a `sql` channel whose save transactions record each
+    /// commit's writes in advance, so that writes a save could not make
+    /// after its data committed (Redis failed, the host was killed) are
+    /// made by the relay (optional).
+    pub outbox: Option<String>,
+}
+
+impl KvConfig {
+    /// The `sql` channel this one needs open first.
+    pub(crate) fn depends_on(&self) -> Option<&str> {
+        self.url.strip_prefix("sql:").or(self.outbox.as_deref())
+    }
+
+    /// Opens the channel, with its journal's relay when it has one.
+    pub(crate) fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+        let journal = self.outbox.as_deref().map(|base| at.outbox(base)).transpose()?;
+        let (opened, commits) = open(at.name(), &self.url, at.opened(), journal.clone())?;
+        if let (Some(journal), Some(commits)) = (journal, commits) {
+            at.relay(&journal, commits, &Arc::default());
+        }
+        Ok(opened)
+    }
+}
 
 /// A kv channel, and the relay's part of it when it has one (a Redis
 /// channel's journal).

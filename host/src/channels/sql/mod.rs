@@ -156,6 +156,36 @@ impl SqliteChannel {
     }
 }
 
+/// A `sql` channel's section of `sluice.toml`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Where the database is: `sqlite://data/app.db`, or
+    /// `postgres://user@host:5432/db` (`postgresql://` too).
+    pub url: String,
+}
+
+impl SqlConfig {
+    /// A relative SQLite file is taken relative to `base`.
+    pub(crate) fn resolve(&mut self, base: &Path) {
+        if let Some(rest) = self.url.strip_prefix("sqlite://") {
+            let file = PathBuf::from(rest);
+            if file.is_relative() {
+                self.url = format!("sqlite://{}", base.join(file).display());
+            }
+        }
+    }
+
+    /// Opens the database, on PostgreSQL or SQLite as the URL says.
+    pub(crate) fn open(&self) -> Result<Arc<dyn Channel>, ChannelError> {
+        let url = &self.url;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Arc::new(PostgresChannel::open(url)?));
+        }
+        Ok(Arc::new(SqliteChannel::open(url)?))
+    }
+}
+
 impl SqlChannel for SqliteChannel {
     /// See [`SqlChannel::migrate`] and [`migrate::apply`].
     fn migrate(&self, migrations: &[(String, String)]) -> Result<Vec<(String, bool)>, ChannelError> {
