@@ -5,6 +5,7 @@
 use wasmtime::component::Val;
 
 use crate::host::Host;
+use crate::registry::Callee;
 use crate::scope::{Answer, Scope, ScopeError};
 pub use crate::scope::{Ending, Mode};
 use crate::state::ScopeId;
@@ -72,9 +73,17 @@ pub fn run(host: &Host, service: &str, function: &str, args: &[Val], mode: Mode)
 /// A save that is a conflict runs the call again in a fresh scope, as many
 /// times as the host allows ([`Scope::run`]).
 pub fn run_in(scope: Scope, service: &str, function: &str, args: &[Val], mode: Mode) -> Result<CallReport, ScopeError> {
+    let callee = scope.registry().callee(service, function)?;
+    run_callee(scope, &callee, args, mode)
+}
+
+/// [`run_in`] for a function the caller resolved already: every run of the
+/// scope calls it without looking its names up again.
+pub fn run_callee(scope: Scope, callee: &Callee, args: &[Val], mode: Mode) -> Result<CallReport, ScopeError> {
+    let (service, function) = (callee.service().name.as_str(), callee.function().name.as_str());
     scope.run(|scope| {
         let id = scope.id();
-        let results = scope.call(service, function, args)?;
+        let results = scope.call_to(callee, args)?;
         let ending = scope.finish(Answer::Results { service, function, results: &results }, mode)?;
         Ok(CallReport { scope: id, results, ending })
     })

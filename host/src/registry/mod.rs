@@ -173,6 +173,34 @@ impl Registry {
             known: join(self.services.keys().cloned()),
         })
     }
+
+    /// `service.function`, resolved once for a request to carry.
+    pub fn callee(&self, service: &str, function: &str) -> Result<Callee, LookupError> {
+        let service = self.service(service)?;
+        let index = service.function_index(function)?;
+        Ok(Callee { service: Arc::clone(service), index })
+    }
+}
+
+/// A service's function, resolved once by name ([`Registry::callee`]): a
+/// request carries it from its route to every run of its scope instead of
+/// looking the names up again.
+#[derive(Clone)]
+pub struct Callee {
+    service: Arc<Service>,
+    index: usize,
+}
+
+impl Callee {
+    /// The service.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// The function.
+    pub fn function(&self) -> &Function {
+        &self.service.functions[self.index]
+    }
 }
 
 /// Compiles (or reads from the cache, or keeps) every file, on as many

@@ -147,12 +147,17 @@ impl Service {
     /// Finds a function by its WIT name, or by `interface#name` when the
     /// plain name is exported by more than one interface.
     pub fn function(&self, name: &str) -> Result<&Function, LookupError> {
-        if let Some(f) = self.functions.iter().find(|f| f.has_qualified_name(name)) {
-            return Ok(f);
+        self.function_index(name).map(|i| &self.functions[i])
+    }
+
+    /// [`Service::function`]'s place in [`Service::functions`].
+    pub fn function_index(&self, name: &str) -> Result<usize, LookupError> {
+        if let Some(i) = self.functions.iter().position(|f| f.has_qualified_name(name)) {
+            return Ok(i);
         }
-        let matches: Vec<&Function> = self.functions.iter().filter(|f| f.name == name).collect();
+        let matches: Vec<usize> = (0..self.functions.len()).filter(|&i| self.functions[i].name == name).collect();
         match matches.as_slice() {
-            [one] => Ok(one),
+            [one] => Ok(*one),
             [] => Err(LookupError::UnknownFunction {
                 service: self.name.clone(),
                 function: name.to_string(),
@@ -161,7 +166,7 @@ impl Service {
             many => Err(LookupError::Ambiguous {
                 service: self.name.clone(),
                 function: name.to_string(),
-                candidates: join(many.iter().map(|f| f.qualified_name())),
+                candidates: join(many.iter().map(|&i| self.functions[i].qualified_name())),
             }),
         }
     }

@@ -29,7 +29,7 @@ use crate::channels::Channels;
 use crate::command::Command;
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
-use crate::registry::{LookupError, Registry, chain};
+use crate::registry::{Callee, LookupError, Registry, chain};
 use crate::state::{ScopeId, ScopeState};
 
 /// Why a call or a save failed. Every variant names the service (or the
@@ -334,9 +334,15 @@ impl Scope {
     /// this scope first if this is its first use.
     pub fn call(&mut self, service: &str, function: &str, args: &[Val]) -> Result<Vec<Val>, ScopeError> {
         self.check_open()?;
-        let registry = Arc::clone(self.registry());
-        let svc = registry.service(service)?;
-        let func = svc.function(function)?;
+        let callee = self.registry().callee(service, function)?;
+        self.call_to(&callee, args)
+    }
+
+    /// Calls the function `callee` resolved with `args`, instantiating its
+    /// service in this scope first if this is its first use.
+    pub fn call_to(&mut self, callee: &Callee, args: &[Val]) -> Result<Vec<Val>, ScopeError> {
+        self.check_open()?;
+        let (svc, func) = (callee.service(), callee.function());
         let failure =
             |message: String| ScopeError::Arguments { service: svc.name.clone(), function: func.name.clone(), message };
         func.check_arity(args.len()).map_err(failure)?;

@@ -64,8 +64,9 @@ async fn run(
     trace: &Trace,
 ) -> Result<Response, Response> {
     let registry = app.host.registry();
-    let svc = registry.service(service).map_err(|e| Problem::from(e).into_response())?;
-    let func = svc.function(function).map_err(|e| Problem::from(e).into_response())?;
+    // Resolved once: every run of the scope calls it as it is.
+    let callee = registry.callee(service, function).map_err(|e| Problem::from(e).into_response())?;
+    let (svc, func) = (callee.service(), callee.function());
     // Closed by default: only what the manifest exposes is a route. Other
     // services may still call the function inside a scope.
     if !svc.manifest.http.exposes(&func.name) {
@@ -100,6 +101,7 @@ async fn run(
     // Every log line of the scope carries its id, the service and the trace.
     let span = tracing::info_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
     let recording = app.options.record.clone();
+    let run = callee.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let _entered = span.enter();
@@ -114,7 +116,7 @@ async fn run(
                 }
                 ran
             }
-            None => call::run_in(scope, &name, &fname, &args, mode),
+            None => call::run_callee(scope, &run, &args, mode),
         }
     })
     .await;
