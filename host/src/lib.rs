@@ -42,27 +42,17 @@
 //! - [`work`]: a unit of work's id and cancel flag, the bottom layer.
 //!
 //! The lower layers (`work`, `bindings`, `limits`, `manifest`, `command`,
-//! `channels`, `config`, `grants`, `reads`, `names`, `values`) each use only
-//! those before them; a test (`layers.rs`) fails on an import that points
-//! up. `config` sits above `channels`: each kind owns its section of
-//! `sluice.toml`.
+//! `channels`, `config`, `grants`, `reads`, `names`, `values`) are the
+//! crate `sluice-core` (`core/`), re-exported here under the same names:
+//! they cannot use anything of this crate, and the compiler says so.
 
-pub mod bindings;
 pub mod budget;
 pub mod call;
 pub mod case;
-pub mod channels;
-pub mod command;
-pub mod config;
-pub mod grants;
 pub mod host;
 mod interfaces;
 pub mod invoke;
-pub mod limits;
 mod linking;
-pub mod manifest;
-pub mod names;
-pub mod reads;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
@@ -72,12 +62,9 @@ pub mod signature;
 pub mod state;
 pub mod telemetry;
 pub mod triggers;
-pub mod values;
 pub mod watch;
-pub mod work;
 
-#[cfg(test)]
-mod layers;
+pub use sluice_core::{bindings, channels, command, config, grants, limits, manifest, names, reads, values, work};
 
 pub use call::{CallReport, Ending};
 pub use host::{Host, HostOptions};

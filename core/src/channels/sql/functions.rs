@@ -4,7 +4,7 @@
 /// and window functions. Left out: those that reveal the connection's
 /// history (`changes`, `last_insert_rowid`, `total_changes`), load code
 /// (`load_extension`) or describe the build (`sqlite_*`).
-pub(crate) const FUNCTIONS: &[&str] = &[
+pub const FUNCTIONS: &[&str] = &[
     "abs",
     "acos",
     "acosh",

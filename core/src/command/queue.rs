@@ -82,7 +82,7 @@ impl Queue {
 
     /// Counts `bytes` a scope holds for its save other than commands (the
     /// reads it will check) against the same cap.
-    pub(crate) fn charge(&mut self, bytes: usize) {
+    pub fn charge(&mut self, bytes: usize) {
         self.bytes += bytes;
     }
 
@@ -126,7 +126,7 @@ impl Queue {
     }
 
     /// Refuses every later command with `why`.
-    pub(crate) fn close(&mut self, why: &'static str) {
+    pub fn close(&mut self, why: &'static str) {
         self.closed = Some(why);
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::manifest::Manifest;
 
-pub(crate) fn conn() -> (Connection, Gate) {
+pub fn conn() -> (Connection, Gate) {
     let conn = Connection::open_in_memory().expect("memory db");
     conn.execute_batch(
         "CREATE TABLE t (id INTEGER PRIMARY KEY, a UNIQUE, b);
@@ -21,13 +21,13 @@ pub(crate) fn conn() -> (Connection, Gate) {
     (conn, gate)
 }
 
-pub(crate) fn rules(manifest: &str, writes: bool) -> Rules {
+pub fn rules(manifest: &str, writes: bool) -> Rules {
     let manifest = Manifest::parse(manifest).expect("manifest");
     Rules { grant: manifest.channels.get("main").cloned(), writes, keys: Arc::default() }
 }
 
 /// Prepares `sql` under `rules` and judges it.
-pub(crate) fn check(conn: &Connection, gate: &Gate, rules: &Rules, sql: &str) -> Result<(), Denial> {
+pub fn check(conn: &Connection, gate: &Gate, rules: &Rules, sql: &str) -> Result<(), Denial> {
     let entered = gate.enter(Some(rules), None, None);
     match conn.prepare(sql) {
         Ok(_) => entered.judge(),
@@ -35,7 +35,7 @@ pub(crate) fn check(conn: &Connection, gate: &Gate, rules: &Rules, sql: &str) ->
     }
 }
 
-pub(crate) fn table(access: Access, table: &str) -> Denial {
+pub fn table(access: Access, table: &str) -> Denial {
     Denial::Table { access, table: table.into() }
 }
 

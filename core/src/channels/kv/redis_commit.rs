@@ -31,7 +31,7 @@ use super::redis::redis_error;
 use crate::channels::ChannelError;
 
 /// The prefix of the host's own keys on a Redis channel.
-pub(crate) const HOST_PREFIX: &str = "sluice:";
+pub const HOST_PREFIX: &str = "sluice:";
 
 /// How long a prepared save's locks hold when it never commits or gives
 /// them back (its host died).

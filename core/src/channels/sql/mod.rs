@@ -10,7 +10,7 @@ mod differential;
 mod functions;
 mod guard;
 mod implied;
-pub(crate) mod migrate;
+pub mod migrate;
 mod pg;
 mod read;
 mod statements;
@@ -167,7 +167,7 @@ pub struct SqlConfig {
 
 impl SqlConfig {
     /// A relative SQLite file is taken relative to `base`.
-    pub(crate) fn resolve(&mut self, base: &Path) {
+    pub fn resolve(&mut self, base: &Path) {
         if let Some(rest) = self.url.strip_prefix("sqlite://") {
             let file = PathBuf::from(rest);
             if file.is_relative() {
@@ -177,7 +177,7 @@ impl SqlConfig {
     }
 
     /// Opens the database, on PostgreSQL or SQLite as the URL says.
-    pub(crate) fn open(&self) -> Result<Arc<dyn Channel>, ChannelError> {
+    pub fn open(&self) -> Result<Arc<dyn Channel>, ChannelError> {
         let url = &self.url;
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Arc::new(PostgresChannel::open(url)?));

@@ -32,7 +32,7 @@ use std::time::Instant;
 use cap_std::fs::Dir;
 
 mod config;
-pub(crate) mod journal;
+pub mod journal;
 
 pub use config::FilesConfig;
 
@@ -176,7 +176,7 @@ impl FilesChannel {
     }
 
     /// The directory handle, for the relay of its journal.
-    pub(crate) fn dir(&self) -> Arc<Dir> {
+    pub fn dir(&self) -> Arc<Dir> {
         Arc::clone(&self.dir)
     }
 }

@@ -136,7 +136,7 @@ pub(super) fn make(conn: &mut redis::Connection, record: &Record) -> Result<Comm
 }
 
 /// The relay's part: the commits their saves did not make.
-pub(crate) struct Commits {
+pub struct Commits {
     pub(super) pool: Pool,
 }
 

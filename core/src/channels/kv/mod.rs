@@ -14,7 +14,7 @@
 
 pub mod redis;
 mod redis_commit;
-pub(crate) mod redis_journal;
+pub mod redis_journal;
 mod redis_save;
 pub mod table;
 
@@ -48,12 +48,12 @@ pub struct KvConfig {
 
 impl KvConfig {
     /// The `sql` channel this one needs open first.
-    pub(crate) fn depends_on(&self) -> Option<&str> {
+    pub fn depends_on(&self) -> Option<&str> {
         self.url.strip_prefix("sql:").or(self.outbox.as_deref())
     }
 
     /// Opens the channel, with its journal's relay when it has one.
-    pub(crate) fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let journal = self.outbox.as_deref().map(|base| at.outbox(base)).transpose()?;
         let (opened, commits) = open(at.name(), &self.url, at.opened(), journal.clone())?;
         if let (Some(journal), Some(commits)) = (journal, commits) {
@@ -112,7 +112,7 @@ pub fn open(
 
 /// Checks that `caller` may read (`write` false) or write `key`: a granted
 /// prefix covers it. The host itself may do anything.
-pub(crate) fn check_key(caller: &Caller, key: &str, write: bool) -> Result<(), ChannelError> {
+pub fn check_key(caller: &Caller, key: &str, write: bool) -> Result<(), ChannelError> {
     crate::command::check_key(key).map_err(ChannelError::Invalid)?;
     host_key(caller, key)?;
     if caller.host || caller.grant.as_deref().is_some_and(|g| covers(g, key, write)) {
@@ -123,7 +123,7 @@ pub(crate) fn check_key(caller: &Caller, key: &str, write: bool) -> Result<(), C
 
 /// Checks that `caller` may list the keys under `prefix`: one granted
 /// prefix covers every key that starts with it.
-pub(crate) fn check_prefix(caller: &Caller, prefix: &str) -> Result<(), ChannelError> {
+pub fn check_prefix(caller: &Caller, prefix: &str) -> Result<(), ChannelError> {
     if prefix.len() > crate::command::MAX_KEY_BYTES {
         return Err(ChannelError::Invalid(format!(
             "the prefix is {} bytes; at most {} are allowed",
@@ -159,7 +159,7 @@ fn covers(grant: &ChannelGrant, key: &str, write: bool) -> bool {
 
 /// The integer a counter's value holds: decimal text, as Redis keeps it;
 /// none counts as 0.
-pub(crate) fn counter(key: &str, value: Option<&[u8]>) -> Result<i64, ChannelError> {
+pub fn counter(key: &str, value: Option<&[u8]>) -> Result<i64, ChannelError> {
     let Some(bytes) = value else { return Ok(0) };
     std::str::from_utf8(bytes).ok().and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
         ChannelError::Invalid(format!("key {key} holds {} bytes that are not a decimal integer", bytes.len()))
@@ -169,7 +169,7 @@ pub(crate) fn counter(key: &str, value: Option<&[u8]>) -> Result<i64, ChannelErr
 /// A save's view of a key-value store: what a key holds with the save's
 /// writes so far, and a write (`None` removes). [`apply`] builds every kv
 /// command on these two.
-pub(crate) trait Keys {
+pub trait Keys {
     /// What `key` holds now, with this save's writes: its value when it is
     /// at most `max_bytes` long, [`Held::Longer`] otherwise, found without
     /// reading the value (a command reads no more than it needs).
@@ -180,7 +180,7 @@ pub(crate) trait Keys {
 
 /// What a key holds, read no further than a command needs.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Held {
+pub enum Held {
     /// The key is not set.
     Unset,
     /// Its value, no longer than was asked.
@@ -191,7 +191,7 @@ pub(crate) enum Held {
 
 impl Held {
     /// `Held` of an optional value in memory, asked for at most `max_bytes`.
-    pub(crate) fn of(value: Option<&[u8]>, max_bytes: usize) -> Held {
+    pub fn of(value: Option<&[u8]>, max_bytes: usize) -> Held {
         match value {
             None => Held::Unset,
             Some(v) if v.len() > max_bytes => Held::Longer,
@@ -207,7 +207,7 @@ const COUNTER_BYTES: usize = 20;
 /// another value is a conflict; an increment of a value that is not a
 /// decimal integer, or that overflows, is invalid. The outcome is the
 /// number of keys changed (a remove of an unset key changes none).
-pub(crate) fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, ChannelError> {
+pub fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, ChannelError> {
     let changed = match op {
         Operation::Set { key, value } => {
             keys.write(key, Some(value.clone()))?;
@@ -255,7 +255,7 @@ pub(crate) fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, Chan
 
 /// Rows read from a store that is not SQL, as a reading digested the way
 /// every channel digests its rows, within `max_bytes`.
-pub(crate) fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelError> {
+pub fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelError> {
     use std::hash::{Hash as _, Hasher as _};
     let mut digest = super::digester();
     rows.columns.hash(&mut digest);
@@ -274,7 +274,7 @@ pub(crate) fn reading(rows: Rows, max_bytes: usize) -> Result<Reading, ChannelEr
 }
 
 /// A `get`'s rows: a `value` column, no row or one.
-pub(crate) fn value_rows(value: Option<Vec<u8>>) -> Rows {
+pub fn value_rows(value: Option<Vec<u8>>) -> Rows {
     Rows { columns: vec!["value".into()], values: value.into_iter().map(|v| vec![Value::Blob(v)]).collect() }
 }
 

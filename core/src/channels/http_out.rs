@@ -50,7 +50,7 @@ pub struct HttpOutConfig {
 
 impl HttpOutConfig {
     /// Opens the channel and registers its relay.
-    pub(crate) fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let base = match &self.base {
             Some(b) => Some(Url::parse(b).map_err(|e| ChannelError::Invalid(format!("base {b:?}: {e}")))?),
             None => None,

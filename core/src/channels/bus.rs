@@ -56,7 +56,7 @@ pub struct BusConfig {
 impl BusConfig {
     /// Opens the channel and registers its relay and its subscriptions'
     /// bus.
-    pub(crate) fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let name = at.name().to_string();
         let settings = BusSettings {
             url: self.url.clone(),

@@ -55,7 +55,7 @@ const CLOCK: &[&str] = &[
 /// The functions a statement calls that may make its rows differ between
 /// two runs over the same data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Volatility {
+pub struct Volatility {
     /// It calls `random()` or `randomblob()`.
     pub random: bool,
     /// It calls a date or time function, which reads the clock when given
@@ -76,7 +76,7 @@ pub struct Rules {
 
 /// One action SQLite reported while preparing.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Seen {
+pub enum Seen {
     /// A table access: `column` for a read ("" for the whole row),
     /// `trigger` when a trigger did it.
     Table { access: Access, table: String, column: String, trigger: bool },
@@ -112,11 +112,11 @@ struct State {
 /// The authorizer and progress handler of one connection, and what they
 /// apply to the statement running on it now.
 #[derive(Clone, Default)]
-pub(crate) struct Gate(Arc<Mutex<State>>);
+pub struct Gate(Arc<Mutex<State>>);
 
 impl Gate {
     /// Installs the gate on a new connection.
-    pub(crate) fn install(conn: &Connection) -> Gate {
+    pub fn install(conn: &Connection) -> Gate {
         let gate = Gate::default();
         let auth = gate.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| auth.authorize(ctx)));
@@ -128,12 +128,7 @@ impl Gate {
     /// Applies `rules` (or none, for the host's own statements), `deadline`
     /// and `cancel` to what runs on the connection until the returned guard
     /// is dropped.
-    pub(crate) fn enter(
-        &self,
-        rules: Option<&Rules>,
-        deadline: Option<Instant>,
-        cancel: Option<Canceller>,
-    ) -> Entered<'_> {
+    pub fn enter(&self, rules: Option<&Rules>, deadline: Option<Instant>, cancel: Option<Canceller>) -> Entered<'_> {
         let mut state = self.lock();
         *state = State { rules: rules.cloned(), deadline, cancel, ..State::default() };
         Entered(self)
@@ -191,7 +186,7 @@ impl Gate {
     /// judged before under the same rules (`judged`): nothing is judged
     /// again unless SQLite prepares it again (the schema changed), and then
     /// each action as it comes, against the same record.
-    pub(crate) fn enter_judged(
+    pub fn enter_judged(
         &self,
         rules: &Rules,
         deadline: Option<Instant>,
@@ -216,7 +211,7 @@ impl Gate {
 /// What judging a statement found, kept so that the same statement under
 /// the same rules need not be prepared and judged again.
 #[derive(Clone)]
-pub(crate) struct Judged {
+pub struct Judged {
     seen: Arc<BTreeSet<Seen>>,
     volatility: Volatility,
 }
@@ -224,18 +219,18 @@ pub(crate) struct Judged {
 impl Judged {
     /// Whether the statement changes the schema (`raw-sql`): the foreign
     /// keys the connection knows may be out of date after it ran.
-    pub(crate) fn changes_schema(&self) -> bool {
+    pub fn changes_schema(&self) -> bool {
         self.seen.iter().any(|s| matches!(s, Seen::Schema(_)))
     }
 }
 
 /// The gate applied to one statement; dropping it opens the gate again.
-pub(crate) struct Entered<'a>(&'a Gate);
+pub struct Entered<'a>(&'a Gate);
 
 impl Entered<'_> {
     /// Judges what preparing reported, all of it together. Called once the
     /// statement is prepared and before it runs.
-    pub(crate) fn judge(&self) -> Result<(), Denial> {
+    pub fn judge(&self) -> Result<(), Denial> {
         let mut state = self.0.lock();
         state.judged = true;
         if let Some(denial) = state.denial.clone() {
@@ -252,7 +247,7 @@ impl Entered<'_> {
 
     /// Whether SQLite reported reads it did not name a database for, which
     /// [`Entered::resolve`] must tell apart before judging.
-    pub(crate) fn unresolved(&self) -> bool {
+    pub fn unresolved(&self) -> bool {
         !self.0.lock().unresolved.is_empty()
     }
 
@@ -260,7 +255,7 @@ impl Entered<'_> {
     /// schema (`tables`, lower-cased) or the schema table itself as reads of
     /// those tables. A CTE named like a table counts as the table: the
     /// grant then needs the table, never less.
-    pub(crate) fn resolve(&self, tables: &BTreeSet<String>) {
+    pub fn resolve(&self, tables: &BTreeSet<String>) {
         let mut state = self.0.lock();
         for table in std::mem::take(&mut state.unresolved) {
             if tables.contains(&table) || is_schema_table(&table) {
@@ -276,23 +271,23 @@ impl Entered<'_> {
 
     /// What judging found, to keep with the statement; call after
     /// [`Entered::judge`] accepted it.
-    pub(crate) fn judged(&self) -> Judged {
+    pub fn judged(&self) -> Judged {
         let state = self.0.lock();
         Judged { seen: Arc::clone(&state.seen), volatility: state.volatility }
     }
 
     /// The denial the authorizer made, if it made one (a failed prepare).
-    pub(crate) fn denial(&self) -> Option<Denial> {
+    pub fn denial(&self) -> Option<Denial> {
         self.0.lock().denial.clone()
     }
 
     /// The tables the statement writes at its top level (not in triggers).
-    pub(crate) fn written(&self) -> Vec<String> {
+    pub fn written(&self) -> Vec<String> {
         self.tables(|access, trigger| matches!(access, Access::Insert | Access::Update) && !trigger)
     }
 
     /// The tables the statement reads (in triggers too), lower-cased.
-    pub(crate) fn read(&self) -> Vec<String> {
+    pub fn read(&self) -> Vec<String> {
         self.tables(|access, _| access == Access::Read)
     }
 
@@ -311,12 +306,12 @@ impl Entered<'_> {
     }
 
     /// The functions it calls that may make its rows differ between runs.
-    pub(crate) fn volatility(&self) -> Volatility {
+    pub fn volatility(&self) -> Volatility {
         self.0.lock().volatility
     }
 
     /// Whether the statement ran into its deadline.
-    pub(crate) fn overdue(&self) -> bool {
+    pub fn overdue(&self) -> bool {
         self.0.overdue()
     }
 }

@@ -20,14 +20,14 @@ pub struct FilesConfig {
 
 impl FilesConfig {
     /// A relative directory is taken relative to `base`.
-    pub(crate) fn resolve(&mut self, base: &Path) {
+    pub fn resolve(&mut self, base: &Path) {
         if PathBuf::from(&self.path).is_relative() {
             self.path = base.join(&self.path).display().to_string();
         }
     }
 
     /// Opens the directory, with its journal's relay when it has one.
-    pub(crate) fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let journal = self.outbox.as_deref().map(|base| at.outbox(base)).transpose()?;
         let opened = Arc::new(FilesChannel::open(at.name(), &self.path, journal.clone())?);
         if let Some(journal) = journal {

@@ -42,7 +42,7 @@ impl Default for ScopeId {
 /// A scope's cancel flag: set from any thread, seen by wasm at its next
 /// epoch tick, by SQLite within a thousand steps, and by a WASI wait.
 #[derive(Clone, Default)]
-pub struct Canceller(pub(crate) Arc<AtomicBool>);
+pub struct Canceller(pub Arc<AtomicBool>);
 
 impl Canceller {
     /// Cancels the scope.

@@ -19,12 +19,12 @@ pub struct Keys {
     by_table: HashMap<String, BTreeSet<(String, String)>>,
     /// Every table and view of the schema, lower-cased: what a read SQLite
     /// names no database for may be.
-    pub(crate) tables: BTreeSet<String>,
+    pub tables: BTreeSet<String>,
 }
 
 impl Keys {
     /// Reads the foreign keys of every table from the schema.
-    pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Keys> {
+    pub fn load(conn: &Connection) -> rusqlite::Result<Keys> {
         let tables = conn
             .prepare("SELECT lower(name) FROM sqlite_schema WHERE type IN ('table', 'view')")?
             .query_map([], |r| r.get(0))?
@@ -55,7 +55,7 @@ impl Keys {
     }
 
     /// The (table, column) pairs SQLite checks when `table` is written.
-    pub(crate) fn checked_by<'a>(&'a self, table: &str) -> impl Iterator<Item = (&'a str, &'a str)> {
+    pub fn checked_by<'a>(&'a self, table: &str) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.by_table.get(table).into_iter().flatten().map(|(t, c)| (t.as_str(), c.as_str()))
     }
 }
@@ -75,7 +75,7 @@ const DELETE_IS_UPDATE: i64 = 0x04;
 /// then goes on to the insert whether or not the row exists (its jump
 /// target is the next instruction). That replaces an existing row as
 /// surely as a delete does, and counts as one.
-pub(crate) fn deletes_rows(conn: &Connection, sql: &str) -> rusqlite::Result<bool> {
+pub fn deletes_rows(conn: &Connection, sql: &str) -> rusqlite::Result<bool> {
     let mut explain = conn.prepare(&format!("EXPLAIN {sql}"))?;
     // EXPLAIN runs nothing, so the parameters need no values.
     let mut rows = explain.raw_query();

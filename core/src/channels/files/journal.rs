@@ -92,8 +92,9 @@ pub(super) fn kept(outbox: &Outbox) -> HashSet<String> {
 }
 
 /// The relay's part: the steps a commit did not get to.
-pub(crate) struct Steps {
-    pub(crate) dir: Arc<Dir>,
+pub struct Steps {
+    /// The channel's directory.
+    pub dir: Arc<Dir>,
 }
 
 impl Steps {

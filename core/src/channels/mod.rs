@@ -140,15 +140,15 @@ pub struct Caller {
     /// The service, by name (`None` for the host): a kind whose engine
     /// enforces grants per service (PostgreSQL roles) runs its statements
     /// as this service.
-    pub(crate) service: Option<Arc<str>>,
+    pub service: Option<Arc<str>>,
     /// The service's grant (`None` grants nothing); unused for the host.
-    pub(crate) grant: Option<Arc<ChannelGrant>>,
+    pub grant: Option<Arc<ChannelGrant>>,
     /// True for the host's own statements, which no grant limits.
-    pub(crate) host: bool,
+    pub host: bool,
     /// The deadline of the call (or save) the statement runs in.
-    pub(crate) deadline: Instant,
+    pub deadline: Instant,
     /// The scope's cancel flag: a cancelled scope's statement stops too.
-    pub(crate) cancel: Option<Canceller>,
+    pub cancel: Option<Canceller>,
 }
 
 impl Caller {

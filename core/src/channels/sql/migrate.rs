@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension as _};
 use super::unavailable;
 
 /// The table that records which migrations a database has had.
-pub(crate) const MIGRATIONS_TABLE: &str = "sluice_migrations";
+pub const MIGRATIONS_TABLE: &str = "sluice_migrations";
 use crate::channels::ChannelError;
 
 /// Applies each `(name, script)` migration `conn`'s database has not had
@@ -71,7 +71,7 @@ pub(super) fn apply(
 
 /// The refusal of a migration applied with checksum `recorded` whose file
 /// now has `now`.
-pub(crate) fn edited(name: &str, recorded: &str, now: &str) -> ChannelError {
+pub fn edited(name: &str, recorded: &str, now: &str) -> ChannelError {
     ChannelError::Invalid(format!(
         "migration {name} was applied with checksum {recorded}, but the file now has {now}: \
          an applied migration must not change; put the change in a new migration"
@@ -79,7 +79,7 @@ pub(crate) fn edited(name: &str, recorded: &str, now: &str) -> ChannelError {
 }
 
 /// The SHA-256 of a migration's script, in hex.
-pub(crate) fn checksum(sql: &str) -> String {
+pub fn checksum(sql: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
