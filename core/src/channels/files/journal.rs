@@ -20,7 +20,7 @@ use std::time::Duration;
 use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 
-use crate::channels::outbox::relay::{Deliver, Delivery, Failure};
+use crate::channels::outbox::relay::{Deliver, Delivery, Failure, JOURNAL_AFTER};
 use crate::channels::outbox::{Entry, Outbox};
 use crate::channels::{Caller, ChannelError, Transaction};
 use crate::command::Headers;
@@ -33,10 +33,6 @@ pub(super) struct Step {
     /// The staged file renamed onto it (`None`: the path is removed).
     pub staged: Option<String>,
 }
-
-/// How old a row must be before the relay applies it instead of the
-/// commit that wrote it.
-const RELAY_AFTER: Duration = Duration::from_secs(5);
 
 /// Writes `steps`, each with the service that wrote its path, as rows of
 /// `outbox` in `tx`; returns their ids.
@@ -127,7 +123,7 @@ impl Deliver for Steps {
     }
 
     fn min_age(&self) -> Duration {
-        RELAY_AFTER
+        JOURNAL_AFTER
     }
 
     /// Steps go in the order they were written: a later write of a path

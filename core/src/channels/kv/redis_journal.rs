@@ -6,7 +6,7 @@
 //!
 //! The row holds what the commit script needs: the save's token, the keys
 //! it locked and its writes. The relay takes a row a few seconds old
-//! ([`RELAY_AFTER`]) and runs the same script ([`redis_commit::commit`]),
+//! ([`JOURNAL_AFTER`]) and runs the same script ([`redis_commit::commit`]),
 //! which makes the writes only while every lock still holds the save's
 //! token: no other save can have changed those keys in between. A commit
 //! is made once whoever makes it (a marker key tells a repeat). Locks
@@ -18,14 +18,10 @@ use std::time::Duration;
 
 use super::redis::Pool;
 use super::redis_commit::{self, Committed};
-use crate::channels::outbox::relay::{Deliver, Delivery, Failure};
+use crate::channels::outbox::relay::{Deliver, Delivery, Failure, JOURNAL_AFTER};
 use crate::channels::outbox::{Entry, Outbox};
 use crate::channels::{Caller, ChannelError, Transaction};
 use crate::command::Headers;
-
-/// How old a row must be before the relay makes its commit instead of
-/// the save that wrote it.
-const RELAY_AFTER: Duration = Duration::from_secs(5);
 
 /// One save's Redis commit, as its outbox row holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +181,7 @@ impl Deliver for Commits {
     }
 
     fn min_age(&self) -> Duration {
-        RELAY_AFTER
+        JOURNAL_AFTER
     }
 }
 

@@ -35,6 +35,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+/// How old the row of a journaled commit (files, Redis with an `outbox`)
+/// must be before a relay makes the commit instead of the save that wrote
+/// it, which is about to.
+pub const JOURNAL_AFTER: Duration = Duration::from_secs(5);
+
 /// Why one delivery failed.
 #[derive(Debug, Clone)]
 pub struct Failure {
