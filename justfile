@@ -83,10 +83,10 @@ test:
     export SLUICE_COMPONENTS={{quote(components)}} SLUICE_VENV={{quote(venv)}}
     step "build: host tests (dev)" cargo test --workspace --no-run
     step "build: host benches" cargo build --benches -p sluice-host
-    step "test: lib (host, core)" cargo test -p sluice-host -p sluice-core --lib
+    step "test: lib (every crate)" cargo test --workspace --lib
     step "test: sluice bin" cargo test -p sluice-host --bins
     step "test: e2e" cargo test -p sluice-host --test e2e
-    step "test: doc" cargo test -p sluice-host -p sluice-core --doc
+    step "test: doc" cargo test --workspace --doc
     cd guests
     step "build: guests native" cargo test --no-run --target-dir {{quote(target / "guests-native")}}
     step "test: guests native" cargo test --target-dir {{quote(target / "guests-native")}}

@@ -19,6 +19,42 @@ use super::outbox::{Entry, Outbox};
 use super::{Caller, Channel, ChannelError, Denial, Opening, Transaction, wrong_kind};
 use crate::command::{Kind, Operation, Outcome};
 
+use super::grant::{GrantSection, Prefixes};
+
+/// What a service may do on a `bus` channel (`[channels.NAME]`).
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BusGrant {
+    /// Subject prefixes it may publish on (`["orders."]`; `"*"` for every
+    /// subject).
+    #[serde(default)]
+    pub subjects: Prefixes,
+    /// Subject prefixes whose messages it may be run by (`[[subscribe]]`),
+    /// besides those of `subjects`.
+    #[serde(default)]
+    pub read_subjects: Prefixes,
+}
+
+impl BusGrant {
+    /// Whether it may be run by messages on subjects that start with
+    /// `literal` (a subscription's subject up to its first wildcard).
+    pub fn may_subscribe(&self, literal: &str) -> bool {
+        self.read_subjects.allows(literal) || self.subjects.allows(literal)
+    }
+}
+
+impl GrantSection for BusGrant {
+    const KEYS: &'static [&'static str] = &["subjects", "read-subjects"];
+
+    fn summary(&self, parts: &mut Vec<String>) {
+        for (key, prefixes) in [("publishes on", &self.subjects), ("is run by messages on", &self.read_subjects)] {
+            if !prefixes.is_empty() {
+                parts.push(format!("{key} {}", prefixes.describe()));
+            }
+        }
+    }
+}
+
 /// How long a publish waits for the stream's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -211,10 +247,13 @@ impl Channel for BusChannel {
         let Operation::Publish { subject, .. } = op else {
             return Err(wrong_kind(Kind::Bus, op.kind(), &op.describe()));
         };
-        if caller.host || caller.grant.as_deref().is_some_and(|g| g.subjects.allows(subject)) {
+        if caller.host || caller.grant.as_deref().is_some_and(|g| g.bus.subjects.allows(subject)) {
             return Ok(());
         }
-        Err(ChannelError::Denied(Denial::Subject(subject.clone())))
+        Err(ChannelError::Denied(Denial::ungranted(
+            format!("publish on subject {subject}"),
+            format!("subjects = [{subject:?}]"),
+        )))
     }
 
     fn shares(&self) -> Option<&str> {

@@ -21,7 +21,86 @@ use tokio::sync::Notify;
 use super::outbox::relay::{Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
 use super::{Caller, Channel, ChannelError, Denial, Opening, Transaction, wrong_kind};
-use crate::command::{Kind, Operation, Outcome};
+use crate::command::{Kind, Operation, Outcome, check_method};
+
+use super::grant::GrantSection;
+
+/// What a service may do on an `http-out` channel (`[channels.NAME]`).
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpOutGrant {
+    /// Where it may send requests.
+    #[serde(default)]
+    pub destinations: Destinations,
+}
+
+impl GrantSection for HttpOutGrant {
+    const KEYS: &'static [&'static str] = &["destinations"];
+
+    fn summary(&self, parts: &mut Vec<String>) {
+        if !self.destinations.is_empty() {
+            parts.push(format!("sends {}", self.destinations.describe()));
+        }
+    }
+}
+
+/// The destinations an `http-out` grant allows: `"METHOD HOST"` or
+/// `"METHOD HOST:PORT"`, `*` for any method (`"POST api.example.com"`,
+/// `"* 127.0.0.1:9090"`). A host without a port allows every port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Destinations(Vec<(String, String, Option<u16>)>);
+
+impl Destinations {
+    /// Whether a `method` request to `host` on `port` is allowed.
+    pub fn allows(&self, method: &str, host: &str, port: u16) -> bool {
+        self.0
+            .iter()
+            .any(|(m, h, p)| (m == "*" || m == method) && h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port))
+    }
+
+    /// Whether nothing is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The destinations, for people.
+    pub fn describe(&self) -> String {
+        let one = |(m, h, p): &(String, String, Option<u16>)| match p {
+            Some(p) => format!("{m} {h}:{p}"),
+            None => format!("{m} {h}"),
+        };
+        self.0.iter().map(one).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Destinations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let lines = <Vec<String> as serde::Deserialize>::deserialize(d)?;
+        let mut out = Vec::new();
+        for line in lines {
+            let bad = || {
+                serde::de::Error::custom(format!(
+                    "destination {line:?} is not \"METHOD HOST\" or \"METHOD HOST:PORT\" (for example \"POST api.example.com\")"
+                ))
+            };
+            let (method, target) = line.split_once(' ').ok_or_else(bad)?;
+            if method != "*" && check_method(method).is_err() {
+                return Err(bad());
+            }
+            let (host, port) = match target.rsplit_once(':') {
+                Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => {
+                    (h, Some(p.parse::<u16>().map_err(|_| bad())?))
+                }
+                _ => (target, None),
+            };
+            if host.is_empty() || host == "*" || host.contains(['/', ' ', '@']) {
+                return Err(bad());
+            }
+            out.push((method.to_string(), host.to_ascii_lowercase(), port));
+        }
+        Ok(Destinations(out))
+    }
+}
 
 /// How an `http-out` channel sends (`sluice.toml`).
 #[derive(Debug, Clone, PartialEq)]
@@ -185,10 +264,13 @@ impl Channel for HttpOutChannel {
         let url = self.resolve(url)?;
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(0);
-        if caller.host || caller.grant.as_deref().is_some_and(|g| g.destinations.allows(method, host, port)) {
+        if caller.host || caller.grant.as_deref().is_some_and(|g| g.http_out.destinations.allows(method, host, port)) {
             return Ok(());
         }
-        Err(ChannelError::Denied(Denial::Destination { method: method.clone(), host: format!("{host}:{port}") }))
+        Err(ChannelError::Denied(Denial::ungranted(
+            format!("send {method} requests to {host}:{port}"),
+            format!("destinations = [\"{method} {host}:{port}\"]"),
+        )))
     }
 
     fn shares(&self) -> Option<&str> {

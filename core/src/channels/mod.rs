@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod files;
+pub mod grant;
 pub mod http_out;
 pub mod kv;
 mod open;
@@ -18,9 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bindings::{Rows, Value};
+use crate::channels::grant::ChannelGrant;
+use crate::channels::sql::grant::Access;
 use crate::command::{Kind, Operation, Outcome};
-use crate::manifest::Access;
-use crate::manifest::ChannelGrant;
 use crate::work::Canceller;
 
 pub use open::{ChannelConfig, Channels, Opening, RelayParts};
@@ -96,23 +97,24 @@ pub enum Denial {
     /// Something no grant allows (transaction control, `ATTACH`, a pragma,
     /// a function outside the allow-list), described.
     Never(String),
-    /// A key of a `kv` channel that no granted prefix covers.
-    Key {
-        /// Whether it would be written (`keys`) or only read (`read-keys`).
-        write: bool,
-        /// The key, or the prefix of a list.
-        key: String,
+    /// Something the service's grant on the channel lacks, in the kind's
+    /// own words: each kind says what was refused and the manifest line
+    /// that would grant it ([`Denial::ungranted`]).
+    Ungranted {
+        /// What was refused, as a verb phrase: `write key cart/1`.
+        what: String,
+        /// The line of the channel's section that grants it:
+        /// `keys = ["cart/1"]`.
+        line: String,
     },
-    /// A subject of a `bus` channel that no granted prefix covers.
-    Subject(String),
-    /// A request of an `http-out` channel to a method and host that no
-    /// granted destination allows.
-    Destination {
-        /// The method.
-        method: String,
-        /// The host, with its port: `api.example.com:443`.
-        host: String,
-    },
+}
+
+impl Denial {
+    /// A refusal of `what` (a verb phrase: `publish on subject x`) that
+    /// `line` of the channel's grant section would allow.
+    pub fn ungranted(what: impl Into<String>, line: impl Into<String>) -> Denial {
+        Denial::Ungranted { what: what.into(), line: line.into() }
+    }
 }
 
 impl std::fmt::Display for Denial {
@@ -124,11 +126,7 @@ impl std::fmt::Display for Denial {
             Denial::WriteInRead { table, .. } => write!(f, "a read must not write (table {table})"),
             Denial::Schema(what) => write!(f, "{what} needs raw-sql = true"),
             Denial::Never(what) => write!(f, "no grant allows it to {what}"),
-            Denial::Key { write, key } => {
-                write!(f, "{} key {key} is not granted", if *write { "writing" } else { "reading" })
-            }
-            Denial::Subject(subject) => write!(f, "publishing on subject {subject} is not granted"),
-            Denial::Destination { method, host } => write!(f, "sending {method} to {host} is not granted"),
+            Denial::Ungranted { what, .. } => write!(f, "to {what} is not granted"),
         }
     }
 }

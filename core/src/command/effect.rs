@@ -3,7 +3,16 @@
 
 use serde::Serialize;
 
-pub use crate::manifest::check_method;
+/// The methods a request of an `http-out` channel may use.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Checks a request's method: one of [`METHODS`].
+pub fn check_method(method: &str) -> Result<(), String> {
+    if METHODS.contains(&method) {
+        return Ok(());
+    }
+    Err(format!("method {method:?} is not one of {}", METHODS.join(", ")))
+}
 
 /// The longest subject a `publish` may name.
 pub const MAX_SUBJECT_BYTES: usize = 256;

@@ -12,7 +12,7 @@ mod queue;
 use crate::bindings::{Row, Value};
 use crate::work::ScopeId;
 
-pub use effect::{Headers, check_method, check_subject};
+pub use effect::{Headers, METHODS, check_method, check_subject};
 pub use queue::Queue;
 
 /// One queued write and where it came from.

@@ -12,7 +12,7 @@ use crate::channels::Denial;
 use crate::command::Operation;
 use crate::manifest::{ChannelGrant, Manifest};
 
-pub use crate::manifest::Access;
+pub use crate::channels::sql::grant::Access;
 
 /// Why a request was refused before it reached the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,18 +80,7 @@ impl Grants<'_> {
                 access.verb()
             )),
             Denial::Schema(what) => self.denied(channel, &format!("change the schema ({what})"), "raw-sql = true"),
-            Denial::Key { write, key } => {
-                let (verb, manifest_key) = if *write { ("write", "keys") } else { ("read", "read-keys") };
-                self.denied(channel, &format!("{verb} key {key}"), &format!("{manifest_key} = [{key:?}]"))
-            }
-            Denial::Subject(subject) => {
-                self.denied(channel, &format!("publish on subject {subject}"), &format!("subjects = [{subject:?}]"))
-            }
-            Denial::Destination { method, host } => self.denied(
-                channel,
-                &format!("send {method} requests to {host}"),
-                &format!("destinations = [\"{method} {host}\"]"),
-            ),
+            Denial::Ungranted { what, line } => self.denied(channel, what, line),
             Denial::Never(what) => {
                 Refusal::Denied(format!("{} may not {what} on channel {channel}; no grant allows it", self.service))
             }
@@ -101,15 +90,7 @@ impl Grants<'_> {
     fn check_tables(&self, channel: &str, touched: &[(Access, String)]) -> Result<(), Refusal> {
         let grant = self.manifest.channel(channel);
         for (access, table) in touched {
-            let granted = grant.is_some_and(|g| {
-                let tables = match access {
-                    Access::Read => &g.reads,
-                    Access::Insert => &g.inserts,
-                    Access::Update => &g.updates,
-                    Access::Delete => &g.deletes,
-                };
-                tables.allows(table)
-            });
+            let granted = grant.is_some_and(|g| g.sql.tables(*access).allows(table));
             if !granted {
                 return Err(self.table_denied(channel, *access, table));
             }

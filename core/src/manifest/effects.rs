@@ -63,75 +63,6 @@ impl Subscription {
     }
 }
 
-/// The methods a request of an `http-out` channel may use.
-pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-
-/// Checks a request's method: one of [`METHODS`].
-pub fn check_method(method: &str) -> Result<(), String> {
-    if METHODS.contains(&method) {
-        return Ok(());
-    }
-    Err(format!("method {method:?} is not one of {}", METHODS.join(", ")))
-}
-
-/// The destinations an `http-out` grant allows: `"METHOD HOST"` or
-/// `"METHOD HOST:PORT"`, `*` for any method (`"POST api.example.com"`,
-/// `"* 127.0.0.1:9090"`). A host without a port allows every port.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Destinations(Vec<(String, String, Option<u16>)>);
-
-impl Destinations {
-    /// Whether a `method` request to `host` on `port` is allowed.
-    pub fn allows(&self, method: &str, host: &str, port: u16) -> bool {
-        self.0
-            .iter()
-            .any(|(m, h, p)| (m == "*" || m == method) && h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port))
-    }
-
-    /// Whether nothing is listed.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The destinations, for people.
-    pub fn describe(&self) -> String {
-        let one = |(m, h, p): &(String, String, Option<u16>)| match p {
-            Some(p) => format!("{m} {h}:{p}"),
-            None => format!("{m} {h}"),
-        };
-        self.0.iter().map(one).collect::<Vec<_>>().join(", ")
-    }
-}
-
-impl<'de> Deserialize<'de> for Destinations {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let lines = Vec::<String>::deserialize(d)?;
-        let mut out = Vec::new();
-        for line in lines {
-            let bad = || {
-                serde::de::Error::custom(format!(
-                    "destination {line:?} is not \"METHOD HOST\" or \"METHOD HOST:PORT\" (for example \"POST api.example.com\")"
-                ))
-            };
-            let (method, target) = line.split_once(' ').ok_or_else(bad)?;
-            if method != "*" && check_method(method).is_err() {
-                return Err(bad());
-            }
-            let (host, port) = match target.rsplit_once(':') {
-                Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => {
-                    (h, Some(p.parse::<u16>().map_err(|_| bad())?))
-                }
-                _ => (target, None),
-            };
-            if host.is_empty() || host == "*" || host.contains(['/', ' ', '@']) {
-                return Err(bad());
-            }
-            out.push((method.to_string(), host.to_ascii_lowercase(), port));
-        }
-        Ok(Destinations(out))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::manifest::Manifest;
@@ -139,7 +70,7 @@ mod tests {
     #[test]
     fn destinations_are_a_method_and_a_host() -> Result<(), String> {
         let m = Manifest::parse("[channels.hooks]\ndestinations = [\"POST 127.0.0.1\", \"* Api.Example.com:443\"]\n")?;
-        let d = &m.channel("hooks").ok_or("no grant")?.destinations;
+        let d = &m.channel("hooks").ok_or("no grant")?.http_out.destinations;
         assert!(d.allows("POST", "127.0.0.1", 9090));
         assert!(!d.allows("GET", "127.0.0.1", 9090));
         assert!(d.allows("DELETE", "api.example.com", 443));
@@ -174,9 +105,9 @@ mod tests {
     fn host_tables_are_in_no_grant() {
         let m = Manifest::parse("[channels.main]\nreads = \"*\"\n").unwrap_or_default();
         let main = m.channel("main").cloned().unwrap_or_default();
-        assert!(main.reads.allows("orders"));
-        assert!(!main.reads.allows("sluice_outbox"));
-        assert!(!main.reads.allows("SLUICE_KV"));
+        assert!(main.sql.reads.allows("orders"));
+        assert!(!main.sql.reads.allows("sluice_outbox"));
+        assert!(!main.sql.reads.allows("SLUICE_KV"));
         assert!(Manifest::parse("[channels.main]\nreads = [\"sluice_inbox\"]\n").is_err());
     }
 

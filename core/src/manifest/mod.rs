@@ -22,6 +22,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,7 +32,14 @@ use crate::limits::LimitSettings;
 
 mod effects;
 
-pub use effects::{Destinations, METHODS, Subscription, check_method};
+pub use effects::Subscription;
+
+// Each kind's section of a channel grant is the kind's own; these are its
+// names here, where the manifest is read.
+pub use crate::channels::grant::{ChannelGrant, Prefixes};
+pub use crate::channels::http_out::Destinations;
+pub use crate::channels::sql::grant::{Access, Tables, is_host_table, ungrantable};
+pub use crate::command::{METHODS, check_method};
 
 /// The parsed manifest of one service.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -104,214 +112,6 @@ impl Http {
     }
 }
 
-/// What a statement or command does to a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Access {
-    /// Reads rows.
-    Read,
-    /// Inserts rows.
-    Insert,
-    /// Updates rows.
-    Update,
-    /// Deletes rows.
-    Delete,
-}
-
-impl Access {
-    /// The manifest key that grants it.
-    pub fn key(self) -> &'static str {
-        match self {
-            Access::Read => "reads",
-            Access::Insert => "inserts",
-            Access::Update => "updates",
-            Access::Delete => "deletes",
-        }
-    }
-
-    /// The verb, for messages: `insert into`.
-    pub fn verb(self) -> &'static str {
-        match self {
-            Access::Read => "read",
-            Access::Insert => "insert into",
-            Access::Update => "update",
-            Access::Delete => "delete from",
-        }
-    }
-}
-
-/// What a service may do on one channel.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ChannelGrant {
-    /// Tables it may read (`from.query`, and the tables a written statement reads).
-    #[serde(default)]
-    pub reads: Tables,
-    /// Tables it may insert into.
-    #[serde(default)]
-    pub inserts: Tables,
-    /// Tables it may update.
-    #[serde(default)]
-    pub updates: Tables,
-    /// Tables it may delete from.
-    #[serde(default)]
-    pub deletes: Tables,
-    /// Whether its raw SQL may change the schema (`CREATE`, `DROP`, `ALTER`
-    /// …). Table accesses still need their grants, and no grant allows
-    /// transaction control, `ATTACH`, pragmas or SQL functions outside the
-    /// allow-list.
-    #[serde(default)]
-    pub raw_sql: bool,
-    /// Tables whose reads are not checked at save: a scope that read only
-    /// these may save over changes made since (listing a catalogue, reading
-    /// a price). Reads of other tables are checked.
-    #[serde(default)]
-    pub relaxed_reads: Tables,
-    /// Key prefixes of a `kv` channel it may read and write (`["cart/"]`;
-    /// `"*"` for every key).
-    #[serde(default)]
-    pub keys: Prefixes,
-    /// Key prefixes of a `kv` channel it may only read.
-    #[serde(default)]
-    pub read_keys: Prefixes,
-    /// Subject prefixes of a `bus` channel it may publish on
-    /// (`["orders."]`; `"*"` for every subject).
-    #[serde(default)]
-    pub subjects: Prefixes,
-    /// Subject prefixes of a `bus` channel whose messages it may be run by
-    /// (`[[subscribe]]`), besides those of `subjects`.
-    #[serde(default)]
-    pub read_subjects: Prefixes,
-    /// Where an `http-out` channel may send its requests.
-    #[serde(default)]
-    pub destinations: Destinations,
-}
-
-/// Key prefixes of a `kv` channel: a key is covered when it starts with
-/// one of them. `"*"` covers every key. Keys compare byte for byte.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Prefixes(Vec<String>);
-
-impl Prefixes {
-    /// Whether `key` starts with a listed prefix.
-    pub fn allows(&self, key: &str) -> bool {
-        self.0.iter().any(|p| key.starts_with(p.as_str()))
-    }
-
-    /// Whether nothing is listed.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The prefixes, for people: `cart/, hits/`; `every key` for `"*"`.
-    pub fn describe(&self) -> String {
-        if self.0.iter().any(String::is_empty) {
-            return "every key".into();
-        }
-        self.0.join(", ")
-    }
-}
-
-impl<'de> Deserialize<'de> for Prefixes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // "*" is every key: the empty prefix.
-        let Some(prefixes) = list_or_star(d, "key prefixes")? else { return Ok(Prefixes(vec![String::new()])) };
-        if prefixes.iter().any(String::is_empty) {
-            return Err(serde::de::Error::custom("a key prefix is empty; write \"*\" for every key"));
-        }
-        Ok(Prefixes(prefixes))
-    }
-}
-
-/// A set of table names, or every table (`"*"`). Names compare without
-/// regard to case, as SQL's do.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Tables {
-    /// No table.
-    #[default]
-    None,
-    /// Every table.
-    All,
-    /// These tables, lower-cased.
-    Some(BTreeSet<String>),
-}
-
-impl Tables {
-    /// Whether `table` is in the set.
-    pub fn allows(&self, table: &str) -> bool {
-        if ungrantable(table).is_some() {
-            return false;
-        }
-        match self {
-            Tables::None => false,
-            Tables::All => true,
-            // Names are kept lower-cased; most arrive so already.
-            Tables::Some(names) if table.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) => {
-                names.contains(&table.to_lowercase())
-            }
-            Tables::Some(names) => names.contains(table),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Tables {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let Some(names) = list_or_star(d, "tables")? else { return Ok(Tables::All) };
-        if let Some(empty) = names.iter().find(|n| n.trim().is_empty()) {
-            return Err(serde::de::Error::custom(format!("table name {empty:?} is empty")));
-        }
-        if let Some((name, whose)) = names.iter().find_map(|n| ungrantable(n).map(|w| (n, w))) {
-            return Err(serde::de::Error::custom(format!("table {name:?} is {whose}; no grant covers it")));
-        }
-        if names.is_empty() {
-            return Ok(Tables::None);
-        }
-        Ok(Tables::Some(names.iter().map(|n| n.to_lowercase()).collect()))
-    }
-}
-
-/// Whether `table` is one of the host's own (`sluice_kv`, `sluice_outbox`,
-/// `sluice_migrations` …): no grant covers it, not even `"*"`, so a service
-/// reaches it only through the channel kinds built on it.
-pub fn is_host_table(table: &str) -> bool {
-    table.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("sluice_"))
-}
-
-/// Whose `table` is when it is not the application's: the host's own
-/// ([`is_host_table`]) or the engine's (SQLite's `sqlite_…` tables,
-/// PostgreSQL's `pg_…` catalogs and `information_schema`). No grant covers
-/// such a table, not even `"*"`, on any kind: a grant names the
-/// application's tables only. `None` for an application table.
-pub fn ungrantable(table: &str) -> Option<&'static str> {
-    let starts = |prefix: &str| table.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
-    if is_host_table(table) {
-        Some("the host's own (sluice_…)")
-    } else if starts("sqlite_") || starts("pg_") || table.eq_ignore_ascii_case("information_schema") {
-        Some("the database engine's own catalog")
-    } else {
-        None
-    }
-}
-
-/// A manifest list (`["a", "b"]`) or `"*"` for everything (`None`; also a
-/// list holding `"*"`). A lone string other than `"*"` is an error that
-/// shows the list to write.
-fn list_or_star<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Result<Option<Vec<String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(String),
-        Many(Vec<String>),
-    }
-    match Raw::deserialize(d)? {
-        Raw::One(s) if s == "*" => Ok(None),
-        Raw::One(s) => Err(serde::de::Error::custom(format!(
-            "expected a list of {what} or \"*\", found the string {s:?}; write [{s:?}]"
-        ))),
-        Raw::Many(list) if list.iter().any(|n| n == "*") => Ok(None),
-        Raw::Many(list) => Ok(Some(list)),
-    }
-}
-
 impl Manifest {
     /// Where the manifest of the component at `component` lives: the same
     /// path with `.toml` instead of `.wasm`.
@@ -339,7 +139,7 @@ impl Manifest {
             subscription.check()?;
             let grant = manifest.channel(&subscription.channel);
             let literal = subscription.literal_prefix();
-            if !grant.is_some_and(|g| g.read_subjects.allows(&literal) || g.subjects.allows(&literal)) {
+            if !grant.is_some_and(|g| g.bus.may_subscribe(&literal)) {
                 return Err(format!(
                     "subscribe to {} on channel {} is not granted: add [channels.{}] read-subjects = [{:?}]",
                     subscription.subject, subscription.channel, subscription.channel, subscription.subject
@@ -351,42 +151,11 @@ impl Manifest {
 
     /// What the manifest grants, one line per channel, for people:
     /// `main: reads products, orders; inserts orders`. Empty when it grants
-    /// nothing on any channel.
+    /// nothing on any channel. Each kind's section says its own part.
     pub fn summary(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for (channel, grant) in &self.channels {
-            let mut parts = Vec::new();
-            for (key, tables) in [
-                ("reads", &grant.reads),
-                ("inserts", &grant.inserts),
-                ("updates", &grant.updates),
-                ("deletes", &grant.deletes),
-                ("relaxed reads of", &grant.relaxed_reads),
-            ] {
-                match tables {
-                    Tables::None => {}
-                    Tables::All => parts.push(format!("{key} every table")),
-                    Tables::Some(names) => {
-                        parts.push(format!("{key} {}", names.iter().cloned().collect::<Vec<_>>().join(", ")))
-                    }
-                }
-            }
-            if grant.raw_sql {
-                parts.push("raw SQL".into());
-            }
-            for (key, prefixes) in [
-                ("reads and writes keys", &grant.keys),
-                ("reads keys", &grant.read_keys),
-                ("publishes on", &grant.subjects),
-                ("is run by messages on", &grant.read_subjects),
-            ] {
-                if !prefixes.is_empty() {
-                    parts.push(format!("{key} {}", prefixes.describe()));
-                }
-            }
-            if !grant.destinations.is_empty() {
-                parts.push(format!("sends {}", grant.destinations.describe()));
-            }
+            let parts = grant.summary();
             if !parts.is_empty() {
                 lines.push(format!("{channel}: {}", parts.join("; ")));
             }
@@ -412,10 +181,10 @@ mod tests {
         )?;
         assert!(m.calls.contains("inventory"));
         let main = m.channel("main").ok_or("no main")?;
-        assert!(main.reads.allows("anything"));
-        assert!(main.inserts.allows("ORDERS"));
-        assert!(!main.updates.allows("orders"));
-        assert!(main.raw_sql);
+        assert!(main.sql.reads.allows("anything"));
+        assert!(main.sql.inserts.allows("ORDERS"));
+        assert!(!main.sql.updates.allows("orders"));
+        assert!(main.sql.raw_sql);
         assert_eq!(m.limits.deadline_ms, Some(500));
         assert_eq!(m.summary(), ["main: reads every table; inserts orders; raw SQL"]);
         assert!(Manifest::default().summary().is_empty());

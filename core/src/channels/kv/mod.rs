@@ -12,6 +12,7 @@
 //!   in one script after the data channels committed, recorded in advance
 //!   in an outbox when the channel has one ([`redis_journal`]).
 
+pub mod grant;
 pub mod redis;
 mod redis_commit;
 pub mod redis_journal;
@@ -26,7 +27,6 @@ use super::outbox::relay::Deliver;
 use super::{Caller, Channel, ChannelError, Denial, Opening, Reading};
 use crate::bindings::{Rows, Value};
 use crate::command::{Kind, Operation, Outcome};
-use crate::manifest::ChannelGrant;
 
 /// The most keys one `list` returns, whatever the limit asked.
 pub const MAX_LIST: u32 = 1000;
@@ -115,10 +115,17 @@ pub fn open(
 pub fn check_key(caller: &Caller, key: &str, write: bool) -> Result<(), ChannelError> {
     crate::command::check_key(key).map_err(ChannelError::Invalid)?;
     host_key(caller, key)?;
-    if caller.host || caller.grant.as_deref().is_some_and(|g| covers(g, key, write)) {
+    if caller.host || caller.grant.as_deref().is_some_and(|g| g.kv.covers(key, write)) {
         return Ok(());
     }
-    Err(ChannelError::Denied(Denial::Key { write, key: key.to_string() }))
+    Err(ChannelError::Denied(key_denied(key, write)))
+}
+
+/// The refusal of reading (`write` false) or writing `key`, or listing
+/// under it, with the line that grants it.
+fn key_denied(key: &str, write: bool) -> Denial {
+    let (verb, manifest_key) = if write { ("write", "keys") } else { ("read", "read-keys") };
+    Denial::ungranted(format!("{verb} key {key}"), format!("{manifest_key} = [{key:?}]"))
 }
 
 /// Checks that `caller` may list the keys under `prefix`: one granted
@@ -132,10 +139,10 @@ pub fn check_prefix(caller: &Caller, prefix: &str) -> Result<(), ChannelError> {
         )));
     }
     host_key(caller, prefix)?;
-    if caller.host || caller.grant.as_deref().is_some_and(|g| covers(g, prefix, false)) {
+    if caller.host || caller.grant.as_deref().is_some_and(|g| g.kv.covers(prefix, false)) {
         return Ok(());
     }
-    Err(ChannelError::Denied(Denial::Key { write: false, key: prefix.to_string() }))
+    Err(ChannelError::Denied(key_denied(prefix, false)))
 }
 
 /// Refuses a service a key (or prefix) under `sluice:`, the host's own on
@@ -149,12 +156,6 @@ fn host_key(caller: &Caller, key: &str) -> Result<(), ChannelError> {
         ))));
     }
     Ok(())
-}
-
-/// Whether `grant` covers `key` (and so every key it prefixes): `keys`
-/// for a write, `keys` or `read-keys` for a read.
-fn covers(grant: &ChannelGrant, key: &str, write: bool) -> bool {
-    grant.keys.allows(key) || (!write && grant.read_keys.allows(key))
 }
 
 /// The integer a counter's value holds: decimal text, as Redis keeps it;
@@ -284,7 +285,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn caller(manifest: &str) -> Caller {
-        let grant: ChannelGrant = toml::from_str(manifest).unwrap_or_default();
+        let grant: crate::channels::grant::ChannelGrant = toml::from_str(manifest).unwrap_or_default();
         Caller::service("svc", Some(Arc::new(grant)), Instant::now() + Duration::from_secs(1))
     }
 
@@ -293,7 +294,7 @@ mod tests {
         let c = caller("keys = [\"cart/\"]\nread-keys = [\"prices/\"]");
         assert!(check_key(&c, "cart/ann", true).is_ok());
         assert!(check_key(&c, "prices/1", false).is_ok());
-        assert!(matches!(check_key(&c, "prices/1", true), Err(ChannelError::Denied(Denial::Key { write: true, .. }))));
+        assert!(matches!(check_key(&c, "prices/1", true), Err(ChannelError::Denied(Denial::Ungranted { .. }))));
         assert!(check_key(&c, "carts", false).is_err());
         assert!(check_prefix(&c, "cart/ann/").is_ok());
         assert!(check_prefix(&c, "car").is_err(), "a shorter prefix reaches ungranted keys");

@@ -22,9 +22,10 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 
 use super::SqliteChannel;
 use crate::bindings::Value;
+use crate::channels::grant::ChannelGrant;
+use crate::channels::sql::grant::{SqlGrant, Tables};
 use crate::channels::{Caller, Channel, ChannelError};
 use crate::command::Operation;
-use crate::manifest::{ChannelGrant, Tables};
 
 const TABLES: [&str; 3] = ["t", "s", "u"];
 
@@ -97,12 +98,14 @@ fn grant() -> impl Strategy<Value = ChannelGrant> {
         if names.is_empty() { Tables::None } else { Tables::Some(names.iter().map(|n| n.to_string()).collect()) }
     };
     (tables(), tables(), tables(), tables()).prop_map(move |(r, i, u, d)| ChannelGrant {
-        reads: set(r),
-        inserts: set(i),
-        updates: set(u),
-        deletes: set(d),
-        raw_sql: false,
-        relaxed_reads: Tables::None,
+        sql: SqlGrant {
+            reads: set(r),
+            inserts: set(i),
+            updates: set(u),
+            deletes: set(d),
+            raw_sql: false,
+            relaxed_reads: Tables::None,
+        },
         ..ChannelGrant::default()
     })
 }
@@ -197,10 +200,10 @@ fn allows(grant: &ChannelGrant, touched: &BTreeSet<(&str, String)>, writes: bool
     let targets: BTreeSet<&str> =
         touched.iter().filter(|(a, _)| *a == "update" || *a == "delete").map(|(_, t)| t.as_str()).collect();
     touched.iter().all(|(access, t)| match *access {
-        "read" => grant.reads.allows(t) || targets.contains(t.as_str()),
-        "insert" => writes && grant.inserts.allows(t),
-        "update" => writes && grant.updates.allows(t),
-        _ => writes && grant.deletes.allows(t),
+        "read" => grant.sql.reads.allows(t) || targets.contains(t.as_str()),
+        "insert" => writes && grant.sql.inserts.allows(t),
+        "update" => writes && grant.sql.updates.allows(t),
+        _ => writes && grant.sql.deletes.allows(t),
     })
 }
 
@@ -208,7 +211,7 @@ fn allows(grant: &ChannelGrant, touched: &BTreeSet<(&str, String)>, writes: bool
 fn leak<'a>(grant: &ChannelGrant, values: impl Iterator<Item = &'a str>) -> Option<String> {
     values
         .into_iter()
-        .find(|v| TABLES.iter().any(|t| v.starts_with(&format!("{t}-")) && !grant.reads.allows(t)))
+        .find(|v| TABLES.iter().any(|t| v.starts_with(&format!("{t}-")) && !grant.sql.reads.allows(t)))
         .map(str::to_string)
 }
 
@@ -265,11 +268,11 @@ proptest! {
                     let gone = was.keys().any(|id| !now.contains_key(id));
                     let added = now.keys().any(|id| !was.contains_key(id));
                     let changed = now.iter().any(|(id, row)| was.get(id).is_some_and(|old| old != row));
-                    prop_assert!(!gone || grant.deletes.allows(t), "{sql}: deleted from {t}");
-                    prop_assert!(!added || grant.inserts.allows(t), "{sql}: inserted into {t}");
+                    prop_assert!(!gone || grant.sql.deletes.allows(t), "{sql}: deleted from {t}");
+                    prop_assert!(!added || grant.sql.inserts.allows(t), "{sql}: inserted into {t}");
                     // A row replaced under the same id is a delete and an insert.
-                    let replaced = grant.deletes.allows(t) && grant.inserts.allows(t);
-                    prop_assert!(!changed || grant.updates.allows(t) || replaced, "{sql}: updated {t}");
+                    let replaced = grant.sql.deletes.allows(t) && grant.sql.inserts.allows(t);
+                    prop_assert!(!changed || grant.sql.updates.allows(t) || replaced, "{sql}: updated {t}");
                     let new = now.iter().filter(|(id, row)| was.get(id) != Some(row)).flat_map(|(_, (a, b))| [a.as_deref(), b.as_deref()]).flatten();
                     let foreign = new.filter(|v| !v.starts_with(&format!("{t}-")));
                     prop_assert_eq!(leak(&grant, foreign), None, "{}", sql);

@@ -28,9 +28,9 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use super::functions::FUNCTIONS;
 use super::implied::Keys;
 use crate::channels::Denial;
-use crate::manifest::Access;
-use crate::manifest::ChannelGrant;
-use crate::manifest::ungrantable;
+use crate::channels::grant::ChannelGrant;
+use crate::channels::sql::grant::Access;
+use crate::channels::sql::grant::ungrantable;
 use crate::work::Canceller;
 
 /// How many SQLite virtual machine steps run between two looks at the clock.
@@ -326,7 +326,7 @@ impl Drop for Entered<'_> {
 /// (`SELECT`, recursion, an allowed function), or a denial on the spot for
 /// what no grant allows.
 fn observe(ctx: &AuthContext<'_>, rules: &Rules) -> Result<Option<Seen>, Denial> {
-    let raw = rules.grant.as_ref().is_some_and(|g| g.raw_sql);
+    let raw = rules.grant.as_ref().is_some_and(|g| g.sql.raw_sql);
     let trigger = ctx.accessor.is_some();
     let table = |access: Access, name: &str, column: &str| {
         let trigger = trigger && access != Access::Read;
@@ -414,7 +414,7 @@ fn observe(ctx: &AuthContext<'_>, rules: &Rules) -> Result<Option<Seen>, Denial>
 /// reported, which decides what its own writes cover.
 fn judge<'a>(actions: impl Iterator<Item = &'a Seen>, all: &BTreeSet<Seen>, rules: &Rules) -> Result<(), Denial> {
     let grant = rules.grant.as_deref();
-    let raw = grant.is_some_and(|g| g.raw_sql);
+    let raw = grant.is_some_and(|g| g.sql.raw_sql);
     // A table the statement updates or deletes from is read to find its
     // rows; that read comes with the write grant. Writing a table makes
     // SQLite check the keys of its foreign keys; those reads come with the
@@ -464,12 +464,7 @@ fn judge<'a>(actions: impl Iterator<Item = &'a Seen>, all: &BTreeSet<Seen>, rule
                 {
                     continue;
                 }
-                let granted = grant.is_some_and(|g| match access {
-                    Access::Read => g.reads.allows(table),
-                    Access::Insert => g.inserts.allows(table),
-                    Access::Update => g.updates.allows(table),
-                    Access::Delete => g.deletes.allows(table),
-                });
+                let granted = grant.is_some_and(|g| g.sql.tables(*access).allows(table));
                 if !granted {
                     return Err(Denial::Table { access: *access, table: table.clone() });
                 }

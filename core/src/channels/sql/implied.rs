@@ -102,9 +102,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::channels::sql::grant::Access;
     use crate::channels::sql::guard::tests::{check, conn, rules, table};
     use crate::channels::sql::guard::{Gate, Rules};
-    use crate::manifest::Access;
 
     #[test]
     fn foreign_key_checks_need_no_read_grant_but_other_reads_do() {

@@ -8,6 +8,7 @@ mod apply;
 #[cfg(test)]
 mod differential;
 mod functions;
+pub mod grant;
 mod guard;
 mod implied;
 pub mod migrate;
@@ -26,8 +27,8 @@ use rusqlite::{Connection, ToSql};
 use super::turns::{Turn, Turns, WAIT as BUSY_TIMEOUT};
 use super::{Caller, Channel, ChannelError, Denial, Reading, SqlChannel, Transaction};
 use crate::bindings::Value;
+use crate::channels::sql::grant::Access;
 use crate::command::{Kind, Operation, Outcome};
-use crate::manifest::Access;
 use apply::quote;
 use guard::{Gate, Rules};
 use implied::Keys;
@@ -336,7 +337,7 @@ fn finish_write_check<'c>(
     if writes && !caller.host && !stmt.readonly() {
         let written = entered.written();
         if !written.is_empty() && implied::deletes_rows(&pooled.conn, sql).map_err(invalid)? {
-            let granted = |t: &String| caller.grant.as_ref().is_some_and(|g| g.deletes.allows(t));
+            let granted = |t: &String| caller.grant.as_ref().is_some_and(|g| g.sql.deletes.allows(t));
             if let Some(table) = written.into_iter().find(|t| !granted(t)) {
                 return Err(ChannelError::Denied(Denial::Table { access: Access::Delete, table }));
             }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::guard::Judged;
 use super::implied::Keys;
-use crate::manifest::ChannelGrant;
+use crate::channels::grant::ChannelGrant;
 
 /// How many verdicts one connection keeps; past that it forgets them all
 /// (a service that writes a new statement text every call gains nothing
@@ -143,7 +143,7 @@ mod tests {
     }
 
     fn service(grant: &str) -> Caller {
-        let grant: crate::manifest::ChannelGrant = toml::from_str(grant).expect("grant");
+        let grant: crate::channels::grant::ChannelGrant = toml::from_str(grant).expect("grant");
         Caller::service("probe", Some(Arc::new(grant)), Instant::now() + Duration::from_secs(60))
     }
 

@@ -88,7 +88,7 @@ fn reads_of_no_column_need_the_grant_and_name_their_table() -> Result<(), Channe
         tx.apply(&Operation::Execute { sql: sql.into(), params: vec![] }, &host())?;
     }
     tx.commit()?;
-    let grant: crate::manifest::ChannelGrant =
+    let grant: crate::channels::grant::ChannelGrant =
         toml::from_str("reads = [\"t\"]").map_err(|e| ChannelError::Invalid(e.to_string()))?;
     let caller = Caller::service("probe", Some(Arc::new(grant)), Instant::now() + Duration::from_secs(60));
     for sql in ["SELECT count(*) FROM secret", "SELECT 1 FROM secret", "SELECT EXISTS (SELECT 1 FROM secret)"] {

@@ -19,9 +19,9 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use crate::channels::grant::ChannelGrant;
+use crate::channels::sql::grant::Access;
 use crate::channels::{ChannelError, Denial};
-use crate::manifest::Access;
-use crate::manifest::ChannelGrant;
 
 /// The longest SQL text a service's statement may have (as on SQLite).
 const MAX_SQL_BYTES: usize = 64 << 10;
@@ -183,18 +183,11 @@ fn temporary(statement: &Statement) -> bool {
 /// table each access the statement makes of it.
 fn judge(shape: &Shape, grant: Option<&ChannelGrant>) -> Result<Checked, ChannelError> {
     if let Some(what) = &shape.schema
-        && !grant.is_some_and(|g| g.raw_sql)
+        && !grant.is_some_and(|g| g.sql.raw_sql)
     {
         return Err(ChannelError::Denied(Denial::Schema(what.clone())));
     }
-    let grant_allows = |access: Access, table: &str| {
-        grant.is_some_and(|g| match access {
-            Access::Read => g.reads.allows(table),
-            Access::Insert => g.inserts.allows(table),
-            Access::Update => g.updates.allows(table),
-            Access::Delete => g.deletes.allows(table),
-        })
-    };
+    let grant_allows = |access: Access, table: &str| grant.is_some_and(|g| g.sql.tables(access).allows(table));
     let mut reads = Vec::new();
     for (table, written, read) in &shape.tables {
         if *read {

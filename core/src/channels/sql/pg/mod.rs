@@ -40,11 +40,11 @@ use tokio_postgres::types::ToSql;
 
 use super::{check_param_count, quote};
 use crate::bindings::{Rows, Value};
+use crate::channels::grant::ChannelGrant;
 use crate::channels::turns::{Turn, Turns};
 use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, SqlChannel, Transaction};
 use crate::channels::{DIGEST_ROW as ROW, digest_value};
 use crate::command::Kind;
-use crate::manifest::ChannelGrant;
 use filter::Use;
 use transaction::PostgresTransaction;
 use values::{Cell, Param};

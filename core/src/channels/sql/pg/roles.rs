@@ -19,7 +19,7 @@ use super::conn::Conn;
 use super::link::Link;
 use super::quote;
 use crate::channels::ChannelError;
-use crate::manifest::ChannelGrant;
+use crate::channels::grant::ChannelGrant;
 
 /// The roles this channel has set up, with the grant each was given.
 #[derive(Default)]
@@ -195,23 +195,25 @@ fn sync_in(tx: &mut Link, role: &str, grant: &ChannelGrant) -> Result<(), Channe
         }
     };
     // `allows` leaves out the host's own tables (`sluice_…`), even for `"*"`.
-    let finds = |t: &String| grant.reads.allows(t) || grant.updates.allows(t) || grant.deletes.allows(t);
+    let finds = |t: &String| grant.sql.reads.allows(t) || grant.sql.updates.allows(t) || grant.sql.deletes.allows(t);
     grant_on("SELECT", tables.iter().filter(|t| finds(t)).map(|t| public(t)).collect());
-    for (privilege, set) in [("INSERT", &grant.inserts), ("UPDATE", &grant.updates), ("DELETE", &grant.deletes)] {
+    for (privilege, set) in
+        [("INSERT", &grant.sql.inserts), ("UPDATE", &grant.sql.updates), ("DELETE", &grant.sql.deletes)]
+    {
         grant_on(privilege, tables.iter().filter(|t| set.allows(t)).map(|t| public(t)).collect());
     }
-    for (table, column) in keys.iter().filter(|(t, _)| grant.inserts.allows(t) && !finds(t)) {
+    for (table, column) in keys.iter().filter(|(t, _)| grant.sql.inserts.allows(t) && !finds(t)) {
         grant_on(&format!("SELECT ({})", quote(column)), vec![public(table)]);
     }
     let owned: Vec<String> = sequences
         .iter()
-        .filter(|(t, _)| grant.inserts.allows(t))
+        .filter(|(t, _)| grant.sql.inserts.allows(t))
         .map(|(_, s)| format!("SEQUENCE {}", public(s)))
         .collect();
     for sequence in owned {
         grant_on("USAGE", vec![sequence]);
     }
-    if grant.raw_sql {
+    if grant.sql.raw_sql {
         script.push_str(&format!("GRANT CREATE ON SCHEMA public TO {quoted};"));
     }
     tx.batch_execute(&script)

@@ -14,6 +14,7 @@ use super::save::overdue;
 use super::transactions::{Begin, Transactions};
 use super::{Cause, Scope, ScopeError};
 use crate::channels::{Caller, ChannelError};
+use crate::reads::ReadSet;
 
 impl Scope {
     /// Checks the scope's kept reads in `open`, beginning a transaction on
@@ -21,25 +22,30 @@ impl Scope {
     /// scope queued nothing). Returns how many reads were checked. A scope
     /// with no commands and one read needs no check: one read is consistent
     /// on its own.
-    pub(super) fn validate(&mut self, open: &mut Transactions, started: Instant) -> Result<usize, ScopeError> {
+    pub(super) fn validate(
+        &mut self,
+        open: &mut Transactions,
+        started: Instant,
+        set: ReadSet,
+    ) -> Result<usize, ScopeError> {
         let state = self.store.data();
-        let reads = state.reads.reads();
-        if reads.is_empty() || (state.queue.commands().is_empty() && reads.len() == 1) {
+        let reads = set.reads();
+        if reads.is_empty() || (state.queue().commands().is_empty() && reads.len() == 1) {
             return Ok(0);
         }
-        let registry = Arc::clone(&state.registry);
-        let channels = Arc::clone(&state.channels);
-        let (scope_deadline, cancel) = (state.scope_deadline, state.cancel.clone());
+        let registry = Arc::clone(state.registry());
+        let channels = Arc::clone(state.channels());
+        let (scope_deadline, cancel) = (state.deadline(), state.canceller().clone());
         // A scope that queued nothing checks its reads in snapshots, which
         // hold off no save; one that did holds its channels to the commit.
-        let read_only = state.queue.commands().is_empty();
+        let read_only = state.queue().commands().is_empty();
         // Begun in name order, whatever order the scope used them in: two
         // saves never each hold a channel the other waits for.
-        let mut needed: BTreeSet<&str> = state.reads.channels();
+        let mut needed: BTreeSet<&str> = set.channels();
         // A channel that shares another's transaction needs that one.
         needed.extend(
             state
-                .queue
+                .queue()
                 .commands()
                 .iter()
                 .map(|c| channels.get(&c.channel).and_then(|channel| channel.shares()).unwrap_or(&c.channel)),
@@ -50,8 +56,6 @@ impl Scope {
                 open.begin(&channels, name, how)?;
             }
         }
-        // Nothing reads the set after this: the save holds its channels.
-        let set = std::mem::take(&mut self.store.data_mut().reads);
         for read in set.reads() {
             let Some(tx) = open.get_mut(&read.channel) else { continue };
             let service = registry.service(&read.service).ok();
@@ -90,20 +94,19 @@ impl Scope {
     /// The conflict error for `service`, remembering the channels `open`
     /// holds: a last attempt holds them from its start.
     pub(super) fn conflict(&mut self, open: &Transactions, service: &str, reason: String) -> ScopeError {
-        self.store.data_mut().touched = open.names();
+        self.attempt.touched = open.names();
         self.conflict_with(service, reason)
     }
 
     /// The conflict error for `service`, once the channels to hold on a
     /// last attempt are recorded.
     pub(super) fn conflict_with(&mut self, service: &str, reason: String) -> ScopeError {
-        let state = self.store.data_mut();
-        tracing::info!(scope = %state.id, service, attempt = state.attempt, "conflict: {reason}");
+        tracing::info!(scope = %self.id(), service, attempt = self.attempt.number, "conflict: {reason}");
         ScopeError::Conflict {
             service: service.to_string(),
             reason,
-            attempts: state.attempt,
-            earlier: state.conflicts.clone(),
+            attempts: self.attempt.number,
+            earlier: self.attempt.conflicts.clone(),
         }
     }
 }

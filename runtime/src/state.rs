@@ -21,24 +21,18 @@ use crate::registry::{Registry, Service};
 /// it the stream is closed and further writes fail.
 pub const OUTPUT_CAP: usize = 64 << 10;
 
-/// The store data of one scope.
+/// The store data of one scope, split by owner: who the scope is (its id,
+/// registry, channels, deadline and cancel flag), the call stack
+/// ([`CallStack`], [`crate::invoke`] and [`crate::budget`]), what the guests
+/// printed ([`Output`]), the command queue, the reads kept for the save
+/// ([`Kept`], the `from` interface) and WASI's own state. Its fields are the
+/// runtime's; the scope above works through the methods below.
 pub struct ScopeState {
     pub(crate) id: ScopeId,
     pub(crate) registry: Arc<Registry>,
     pub(crate) channels: Arc<Channels>,
     pub(crate) queue: Queue,
-    /// Service instances of this scope, created on first use.
-    pub(crate) instances: HashMap<String, Instance>,
-    /// Instantiated services in the order they were instantiated; hooks run
-    /// in this order.
-    pub(crate) order: Vec<String>,
-    /// The calls currently executing, outermost first. The last one made any
-    /// host call in progress.
-    pub(crate) frames: Vec<Frame>,
-    /// The names of `frames`, for what is queued or kept under them.
-    pub(crate) chain: crate::invoke::Chain,
-    /// The limits of each call on `frames` (see [`crate::budget`]).
-    pub(crate) budgets: Vec<Budget>,
+    pub(crate) calls: CallStack,
     /// When the scope's guests must have finished, and the timeout it
     /// was computed from.
     pub(crate) scope_deadline: Instant,
@@ -47,39 +41,58 @@ pub struct ScopeState {
     http: WasiHttpCtx,
     http_hooks: NoOutgoingHttp,
     table: ResourceTable,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
-    /// How many bytes of each stream have been sent to the host log.
-    pub(crate) stdout_seen: usize,
-    pub(crate) stderr_seen: usize,
+    output: Output,
     /// Every grant refusal a guest got in this scope, in order.
     pub(crate) denials: Vec<String>,
     /// Set when whoever waits for the scope goes away.
     pub(crate) cancel: crate::budget::Canceller,
+    pub(crate) kept: Kept,
+}
+
+/// The calls of a scope: its instances and the stack of calls running now.
+#[derive(Default)]
+pub(crate) struct CallStack {
+    /// Service instances of this scope, created on first use.
+    pub instances: HashMap<String, Instance>,
+    /// Instantiated services in the order they were instantiated; hooks run
+    /// in this order.
+    pub order: Vec<String>,
+    /// The calls currently executing, outermost first. The last one made any
+    /// host call in progress.
+    pub frames: Vec<Frame>,
+    /// The names of `frames`, for what is queued or kept under them.
+    pub chain: crate::invoke::Chain,
+    /// The limits of each call on `frames` (see [`crate::budget`]).
+    pub budgets: Vec<Budget>,
+}
+
+/// What a scope's guests printed, captured up to [`OUTPUT_CAP`] per stream.
+struct Output {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    /// How many bytes of each stream have been sent to the host log.
+    stdout_seen: usize,
+    stderr_seen: usize,
+}
+
+/// The reads a scope keeps: for the save to check, and with their rows when
+/// the scope is recorded.
+pub(crate) struct Kept {
     /// The reads the save will check (none once the save has begun: the
     /// save holds its channels, so what it reads cannot change under it).
-    pub(crate) reads: ReadSet,
+    pub reads: ReadSet,
     /// Whether reads are kept: the host's isolation is serializable and the
     /// save has not begun.
-    pub(crate) keep_reads: bool,
+    pub keep: bool,
     /// The reads with their rows, when the scope is being recorded.
-    pub(crate) tape: Option<crate::reads::Tape>,
-    /// Which run of the unit of work this is, from 1; a conflict runs it
-    /// again in a new scope.
-    pub(crate) attempt: usize,
-    /// Why each earlier attempt was a conflict.
-    pub(crate) conflicts: Vec<crate::scope::Conflicted>,
-    /// Transactions begun before the scope ran (its last attempt holds its
-    /// channels from the start); the save applies in them.
-    pub(crate) held: crate::scope::transactions::Transactions,
-    /// The channels the save opened, for a retry that holds them.
-    pub(crate) touched: Vec<String>,
+    pub tape: Option<crate::reads::Tape>,
 }
 
 pub use crate::work::ScopeId;
 
 impl ScopeState {
-    pub(crate) fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> ScopeState {
+    /// A new scope's state over `registry` and `channels`.
+    pub fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> ScopeState {
         let scope_timeout = registry.runtime().options().scope_timeout;
         let queued_cap = registry.runtime().options().scope_queued_bytes;
         let started = Instant::now();
@@ -88,51 +101,112 @@ impl ScopeState {
         // No preopened directories, no environment, no arguments, no
         // network: a guest gets clocks, random and captured stdio only.
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        let registry_keeps_reads = registry.runtime().options().isolation == Isolation::Serializable;
+        let keep = registry.runtime().options().isolation == Isolation::Serializable;
         ScopeState {
             id: ScopeId::new(),
             registry,
             channels,
             queue: Queue::new(queued_cap),
-            instances: HashMap::new(),
-            order: Vec::new(),
-            frames: Vec::new(),
-            chain: crate::invoke::Chain::default(),
-            budgets: Vec::new(),
+            calls: CallStack::default(),
             scope_deadline: started + scope_timeout,
             scope_timeout,
             wasi,
             http: WasiHttpCtx::new(),
             http_hooks: NoOutgoingHttp,
             table: ResourceTable::new(),
-            stdout,
-            stderr,
-            stdout_seen: 0,
-            stderr_seen: 0,
+            output: Output { stdout, stderr, stdout_seen: 0, stderr_seen: 0 },
             denials: Vec::new(),
             cancel: crate::budget::Canceller::default(),
-            reads: ReadSet::default(),
-            keep_reads: registry_keeps_reads,
-            tape: None,
-            attempt: 1,
-            conflicts: Vec::new(),
-            held: Default::default(),
-            touched: Vec::new(),
+            kept: Kept { reads: ReadSet::default(), keep, tape: None },
         }
     }
 
-    /// The state of the next attempt at the same unit of work: a new store's
-    /// worth of everything, but the same id, cancel flag and scope deadline,
-    /// and the conflicts so far.
-    pub(crate) fn next_attempt(&self, conflict: crate::scope::Conflicted) -> ScopeState {
+    /// The state of the next run of the same unit of work: a new store's
+    /// worth of everything, but the same id, cancel flag and scope deadline.
+    pub fn next_attempt(&self) -> ScopeState {
         let mut next = ScopeState::new(Arc::clone(&self.registry), Arc::clone(&self.channels));
         next.id = self.id;
         next.cancel = self.cancel.clone();
         next.scope_deadline = self.scope_deadline;
-        next.attempt = self.attempt + 1;
-        next.conflicts = self.conflicts.clone();
-        next.conflicts.push(conflict);
         next
+    }
+
+    /// The scope's id.
+    pub fn id(&self) -> ScopeId {
+        self.id
+    }
+
+    /// The services the scope runs against.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The channels the scope reads from and saves to.
+    pub fn channels(&self) -> &Arc<Channels> {
+        &self.channels
+    }
+
+    /// When the scope's guests, and its save, must have finished.
+    pub fn deadline(&self) -> Instant {
+        self.scope_deadline
+    }
+
+    /// The scope's cancel flag.
+    pub fn canceller(&self) -> &crate::budget::Canceller {
+        &self.cancel
+    }
+
+    /// The commands queued so far.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// The command queue, for the save to take its rounds from.
+    pub fn queue_mut(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+
+    /// The services instantiated in this scope, in order.
+    pub fn instantiated(&self) -> &[String] {
+        &self.calls.order
+    }
+
+    /// The grant refusals guests got in this scope so far.
+    pub fn denials(&self) -> &[String] {
+        &self.denials
+    }
+
+    /// Everything the scope's guests wrote to stderr so far.
+    pub fn stderr(&self) -> bytes::Bytes {
+        self.output.stderr.contents()
+    }
+
+    /// Everything the scope's guests wrote to stdout so far.
+    pub fn stdout(&self) -> bytes::Bytes {
+        self.output.stdout.contents()
+    }
+
+    /// Starts recording reads with their rows (an empty tape).
+    pub fn record(&mut self) {
+        self.kept.tape = Some(crate::reads::Tape::default());
+    }
+
+    /// The reads recorded since [`ScopeState::record`], in order.
+    pub fn take_tape(&mut self) -> crate::reads::Tape {
+        self.kept.tape.take().unwrap_or_default()
+    }
+
+    /// Stops keeping reads and gives back those kept: the save has begun,
+    /// and holds its channels, so what the scope reads from now on cannot
+    /// change under it.
+    pub fn take_reads(&mut self) -> ReadSet {
+        self.kept.keep = false;
+        std::mem::take(&mut self.kept.reads)
+    }
+
+    /// The reads kept for the save so far.
+    pub fn reads(&self) -> &ReadSet {
+        &self.kept.reads
     }
 
     /// Sends what the guests printed since the last look to the host log,
@@ -140,8 +214,11 @@ impl ScopeState {
     /// or when `None` the innermost running call's. Nothing is copied when
     /// nothing new was printed.
     pub(crate) fn flush_output(&mut self, service: Option<&str>) {
-        let ScopeState { id, frames, stdout, stderr, stdout_seen, stderr_seen, .. } = self;
-        let Some(service) = service.or_else(|| frames.last().map(|f| f.service.name.as_str())) else { return };
+        let ScopeState { id, calls, output, .. } = self;
+        let Some(service) = service.or_else(|| calls.frames.last().map(|f| f.service.name.as_str())) else {
+            return;
+        };
+        let Output { stdout, stderr, stdout_seen, stderr_seen } = output;
         for (stream, pipe, seen) in [("stdout", &*stdout, stdout_seen), ("stderr", &*stderr, stderr_seen)] {
             if printed(pipe) <= *seen {
                 continue;
@@ -157,18 +234,18 @@ impl ScopeState {
     /// The view `from` and `to` work through.
     pub(crate) fn service_view(&mut self) -> ServiceView<'_> {
         let deadline = crate::budget::Deadline::current(self);
-        let service = self.frames.last().map(|f| &f.service);
+        let service = self.calls.frames.last().map(|f| &f.service);
         ServiceView {
             deadline,
             scope: self.id,
-            frames: &self.frames,
-            chain: &mut self.chain,
+            frames: &self.calls.frames,
+            chain: &mut self.calls.chain,
             channels: &self.channels,
             queue: &mut self.queue,
             service,
             denials: &mut self.denials,
-            reads: self.keep_reads.then_some(&mut self.reads),
-            tape: self.tape.as_mut(),
+            reads: self.kept.keep.then_some(&mut self.kept.reads),
+            tape: self.kept.tape.as_mut(),
         }
     }
 }
@@ -191,7 +268,7 @@ impl ScopeState {
     /// call's deadline.
     pub(crate) fn poll_view(&mut self) -> crate::interfaces::poll::PollView<'_> {
         let deadline = crate::budget::Deadline::current(self);
-        let running = self.frames.last().map(|f| f.service.name.clone()).unwrap_or_default();
+        let running = self.calls.frames.last().map(|f| f.service.name.clone()).unwrap_or_default();
         crate::interfaces::poll::PollView { table: &mut self.table, deadline, running }
     }
 }

@@ -243,18 +243,21 @@ enum Stage {
 pub struct Scope {
     store: Store<ScopeState>,
     stage: Stage,
+    /// Which run of the unit of work this is, and what the runs before it
+    /// left (see [`retry`]).
+    attempt: retry::Attempt,
 }
 
 impl Scope {
     /// Starts an empty scope over a registry snapshot. Cheap: nothing is
     /// instantiated until the first call to a service.
     pub fn new(registry: Arc<Registry>, channels: Arc<Channels>) -> Scope {
-        Scope::from_state(ScopeState::new(registry, channels))
+        Scope::from_state(ScopeState::new(registry, channels), retry::Attempt::first())
     }
 
-    fn from_state(state: ScopeState) -> Scope {
-        let engine = state.registry.runtime().engine().clone();
-        let meters_fuel = state.registry.runtime().options().meters_fuel();
+    fn from_state(state: ScopeState, attempt: retry::Attempt) -> Scope {
+        let engine = state.registry().runtime().engine().clone();
+        let meters_fuel = state.registry().runtime().options().meters_fuel();
         let mut store = Store::new(&engine, state);
         store.limiter(|state| state);
         // The callback runs on every epoch tick while a guest runs and
@@ -264,47 +267,47 @@ impl Scope {
         if meters_fuel {
             let _ = store.set_fuel(crate::budget::SCOPE_FUEL);
         }
-        Scope { store, stage: Stage::Open }
+        Scope { store, stage: Stage::Open, attempt }
     }
 
     /// This scope's id.
     pub fn id(&self) -> ScopeId {
-        self.store.data().id
+        self.store.data().id()
     }
 
     /// The scope's cancel flag, to set from another thread when whoever
     /// waits for the scope goes away: its guests, statements and waits stop
     /// at once, and nothing it queued is applied.
     pub fn canceller(&self) -> crate::budget::Canceller {
-        self.store.data().cancel.clone()
+        self.store.data().canceller().clone()
     }
 
     /// The registry this scope runs against.
     pub fn registry(&self) -> &Arc<Registry> {
-        &self.store.data().registry
+        self.store.data().registry()
     }
 
     /// The commands queued and not yet applied, in the order save would
     /// apply them (the commands of later rounds do not exist yet; see
     /// [`Scope::dry_run`]).
     pub fn pending(&self) -> &[Command] {
-        self.store.data().queue.commands()
+        self.store.data().queue().commands()
     }
 
     /// The channels the scope reads from and saves to.
     pub fn channels(&self) -> &Arc<Channels> {
-        &self.store.data().channels
+        self.store.data().channels()
     }
 
     /// Starts recording this scope's reads with their rows (an empty tape);
     /// [`Scope::take_tape`] gives them back.
     pub fn record(&mut self) {
-        self.store.data_mut().tape = Some(crate::reads::Tape::default());
+        self.store.data_mut().record();
     }
 
     /// The reads recorded since [`Scope::record`], in order.
     pub fn take_tape(&mut self) -> crate::reads::Tape {
-        self.store.data_mut().tape.take().unwrap_or_default()
+        self.store.data_mut().take_tape()
     }
 
     /// Queues the receipt of message `id` by `consumer` (a service's
@@ -316,18 +319,15 @@ impl Scope {
         let scope = self.id();
         let op = crate::command::Operation::Receipt { consumer: consumer.to_string(), id: id.to_string() };
         let chain = std::sync::Arc::from([format!("{service}.handle")]);
-        self.store.data_mut().queue.push(scope, service, chain, channel, op).map_err(|reason| ScopeError::Failed {
-            service: service.to_string(),
-            function: "handle".into(),
-            reason,
-            cause: Cause::Other,
+        self.store.data_mut().queue_mut().push(scope, service, chain, channel, op).map_err(|reason| {
+            ScopeError::Failed { service: service.to_string(), function: "handle".into(), reason, cause: Cause::Other }
         })?;
         Ok(())
     }
 
     /// The services instantiated in this scope, in order.
     pub fn instantiated(&self) -> &[String] {
-        &self.store.data().order
+        self.store.data().instantiated()
     }
 
     /// Calls `service.function` with `args`, instantiating the service in
@@ -365,8 +365,8 @@ impl Scope {
         self.dispose();
         let state = self.store.data();
         Transcript {
-            stdout: String::from_utf8_lossy(&state.stdout.contents()).into_owned(),
-            stderr: String::from_utf8_lossy(&state.stderr.contents()).into_owned(),
+            stdout: String::from_utf8_lossy(&state.stdout()).into_owned(),
+            stderr: String::from_utf8_lossy(&state.stderr()).into_owned(),
         }
     }
 
@@ -384,7 +384,7 @@ impl Scope {
     /// The grant refusals guests got in this scope so far. A scope with any
     /// is not saved ([`Scope::finish`]).
     pub fn denials(&self) -> &[String] {
-        &self.store.data().denials
+        self.store.data().denials()
     }
 
     /// Throws the queue away and closes the scope to saving: it can still
@@ -393,7 +393,7 @@ impl Scope {
         if matches!(self.stage, Stage::Open) {
             self.stage = Stage::Unsaved("its queue was discarded".into());
         }
-        self.store.data_mut().queue.take()
+        self.store.data_mut().queue_mut().take()
     }
 
     /// Marks the scope failed and builds the error for `service.function`.
@@ -421,7 +421,7 @@ impl Scope {
         } else {
             (Cause::Other, e.root_cause().to_string())
         };
-        let stderr = self.store.data().stderr.contents();
+        let stderr = self.store.data().stderr();
         let said = last_words(&String::from_utf8_lossy(&stderr));
         if !said.is_empty() {
             reason.push_str(&format!(" (guest stderr: {said})"));
@@ -443,14 +443,14 @@ impl Scope {
     fn dispose(&mut self) {
         // A last run that never saved gives its channels back first: no
         // guest code runs while it holds them for nothing.
-        self.store.data_mut().held = transactions::Transactions::default();
+        self.attempt.held = transactions::Transactions::default();
         if matches!(self.stage, Stage::Failed(_) | Stage::Ended) {
             return;
         }
         self.stage = Stage::Ended;
-        self.store.data_mut().queue.close("the scope is ending; commands queued in dispose are not applied");
+        self.store.data_mut().queue_mut().close("the scope is ending; commands queued in dispose are not applied");
         let registry = Arc::clone(self.registry());
-        for name in self.store.data().order.clone() {
+        for name in self.store.data().instantiated().to_vec() {
             let Ok(service) = registry.service(&name) else { continue };
             let Some(index) = service.hooks.dispose else { continue };
             let target = Target { service, function: "dispose", index };

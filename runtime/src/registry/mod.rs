@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 pub use errors::{LoadError, LookupError};
-pub(crate) use service::{Compiled, Import, chain, compile, join};
+pub use service::chain;
+pub(crate) use service::{Compiled, Import, compile, join};
 pub use service::{Function, HTTP_HANDLER, Hooks, LIFECYCLE, Service};
 
 use crate::runtime::{CodeSource, Runtime};

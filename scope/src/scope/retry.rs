@@ -11,6 +11,35 @@ use std::time::Instant;
 use super::transactions::Transactions;
 use super::{Conflicted, Scope, ScopeError, Stage};
 
+/// Which run of its unit of work a scope is, and what the runs before it
+/// left: the scope owns it, beside its store, since a run's store is new.
+#[derive(Default)]
+pub(super) struct Attempt {
+    /// The run, from 1.
+    pub number: usize,
+    /// Why each earlier run was a conflict.
+    pub conflicts: Vec<Conflicted>,
+    /// Transactions begun before the run (a last run holds its channels from
+    /// the start); the save applies in them.
+    pub held: Transactions,
+    /// The channels the save opened, for a next run that holds them.
+    pub touched: Vec<String>,
+}
+
+impl Attempt {
+    /// The first run.
+    pub fn first() -> Attempt {
+        Attempt { number: 1, ..Attempt::default() }
+    }
+
+    /// The run after this one, which ended in `conflict`.
+    fn next(&self, conflict: Conflicted) -> Attempt {
+        let mut conflicts = self.conflicts.clone();
+        conflicts.push(conflict);
+        Attempt { number: self.number + 1, conflicts, ..Attempt::default() }
+    }
+}
+
 impl Scope {
     /// Runs `attempt` on this scope and, while it ends in a conflict and the
     /// host allows another run, again on a fresh scope of the same unit of
@@ -26,10 +55,11 @@ impl Scope {
                 return outcome;
             }
             let conflict = Conflicted { service: service.clone(), reason: reason.clone() };
-            let state = scope.store.data().next_attempt(conflict);
-            let touched = std::mem::take(&mut scope.store.data_mut().touched);
+            let state = scope.store.data().next_attempt();
+            let next = scope.attempt.next(conflict);
+            let touched = std::mem::take(&mut scope.attempt.touched);
             drop(scope);
-            scope = Scope::from_state(state);
+            scope = Scope::from_state(state, next);
             if scope.attempt() > scope.registry().runtime().options().retries {
                 scope.hold(&touched)?;
             }
@@ -38,24 +68,24 @@ impl Scope {
 
     /// Which run of its unit of work this scope is, from 1.
     pub fn attempt(&self) -> usize {
-        self.store.data().attempt
+        self.attempt.number
     }
 
     /// Whether a conflicted save may run again: retries are left, and the
     /// scope is neither cancelled, past its timeout, nor failed.
     fn may_retry(&self) -> bool {
         let state = self.store.data();
-        state.attempt <= state.registry.runtime().options().retries
-            && !state.cancel.is_cancelled()
-            && Instant::now() < state.scope_deadline
+        self.attempt.number <= state.registry().runtime().options().retries
+            && !state.canceller().is_cancelled()
+            && Instant::now() < state.deadline()
             && matches!(self.stage, Stage::Unsaved(_))
     }
 
     /// Begins the write transactions of `channels` (in name order) before
     /// the scope runs; its save applies in them.
     fn hold(&mut self, channels: &[String]) -> Result<(), ScopeError> {
-        let all = std::sync::Arc::clone(&self.store.data().channels);
-        self.store.data_mut().held = Transactions::hold(&all, channels)?;
+        let all = std::sync::Arc::clone(self.store.data().channels());
+        self.attempt.held = Transactions::hold(&all, channels)?;
         tracing::debug!(scope = %self.id(), attempt = self.attempt(), "holding {} for the last run", channels.join(", "));
         Ok(())
     }

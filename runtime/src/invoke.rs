@@ -82,15 +82,18 @@ pub fn chain(frames: &[Frame]) -> String {
 }
 
 /// The export a guest call goes to.
-pub(crate) struct Target<'a> {
+pub struct Target<'a> {
+    /// The service.
     pub service: &'a Arc<Service>,
+    /// The function or hook, by name, for errors and spans.
     pub function: &'a str,
+    /// The export.
     pub index: ComponentExportIndex,
 }
 
 /// Calls `target` with `args` inside this store, instantiating its service
 /// first if this scope has not used it yet.
-pub(crate) fn call(
+pub fn call(
     store: &mut StoreContextMut<'_, ScopeState>,
     target: Target<'_>,
     args: &[Val],
@@ -104,8 +107,8 @@ pub(crate) fn call(
     )
     .entered();
     let frame = Frame { service: Arc::clone(target.service), function: target.function.to_string() };
-    if store.data().frames.iter().any(|f| f.service.name == frame.service.name) {
-        let mut frames = store.data().frames.clone();
+    if store.data().calls.frames.iter().any(|f| f.service.name == frame.service.name) {
+        let mut frames = store.data().calls.frames.clone();
         frames.push(frame);
         return Err(wasmtime::Error::new(CallCycle { chain: chain(&frames), service: target.service.name.clone() }));
     }
@@ -132,9 +135,9 @@ fn enter_and_call(
     let func = instance.get_func(&mut *store, target.index).ok_or_else(|| {
         wasmtime::Error::msg(format!("{}: the instance has no export {}", frame.service.name, frame.function))
     })?;
-    store.data_mut().frames.push(frame);
+    store.data_mut().calls.frames.push(frame);
     let outcome = func.call(&mut *store, args, results);
-    store.data_mut().frames.pop();
+    store.data_mut().calls.frames.pop();
     outcome?;
     let bytes: usize = results.iter().map(crate::values::size).sum();
     let limit = target.service.limits.result_bytes;
@@ -160,16 +163,16 @@ pub(crate) fn instance(
     store: &mut StoreContextMut<'_, ScopeState>,
     service: &Arc<Service>,
 ) -> wasmtime::Result<Instance> {
-    if let Some(instance) = store.data().instances.get(&service.name) {
+    if let Some(instance) = store.data().calls.instances.get(&service.name) {
         return Ok(*instance);
     }
-    store.data_mut().frames.push(Frame { service: Arc::clone(service), function: "instantiate".into() });
+    store.data_mut().calls.frames.push(Frame { service: Arc::clone(service), function: "instantiate".into() });
     let created = service.pre.instantiate(&mut *store);
-    store.data_mut().frames.pop();
+    store.data_mut().calls.frames.pop();
     let instance = created?;
     let state = store.data_mut();
-    state.instances.insert(service.name.clone(), instance);
-    state.order.push(service.name.clone());
+    state.calls.instances.insert(service.name.clone(), instance);
+    state.calls.order.push(service.name.clone());
     tracing::debug!(scope = %state.id, service = %service.name, "instantiated");
     if let Some(index) = service.hooks.init {
         call(store, Target { service, function: "init", index }, &[], &mut [])?;

@@ -200,11 +200,15 @@ fn forward(linker: &mut Linker<ScopeState>, interface: &str, exporter: &Compiled
             let service = registry.service(&service).map_err(wasmtime::Error::new)?;
             // A recorded scope keeps each call between services; an
             // unrecorded one pays nothing for it.
-            let by: Option<Vec<String>> =
-                store.data().tape.as_ref().map(|_| store.data().frames.iter().map(ToString::to_string).collect());
+            let by: Option<Vec<String>> = store
+                .data()
+                .kept
+                .tape
+                .as_ref()
+                .map(|_| store.data().calls.frames.iter().map(ToString::to_string).collect());
             invoke::call(&mut store, Target { service, function: &function, index }, args, results)?;
             if let Some(by) = by
-                && let Some(tape) = store.data_mut().tape.as_mut()
+                && let Some(tape) = store.data_mut().kept.tape.as_mut()
                 && tape.room(args.iter().chain(results.iter()).map(crate::values::size).sum())
             {
                 tape.calls.push(serde_json::json!({

@@ -40,8 +40,8 @@ impl Scope {
         self.check_open()?;
         let state = self.store.data();
         // The service whose call began the scope was instantiated first.
-        let service = state.order.first().map_or("", String::as_str);
-        let _span = tracing::info_span!("save", scope = %state.id, service, commit).entered();
+        let service = state.instantiated().first().map_or("", String::as_str);
+        let _span = tracing::info_span!("save", scope = %state.id(), service, commit).entered();
         // The save rule lives in `Scope::finish`; this is its last line of
         // defence for a caller that saves directly.
         if !self.denials().is_empty() {
@@ -59,15 +59,14 @@ impl Scope {
             }
         };
         let scope = self.id();
-        let state = self.store.data();
         let mut report = SaveReport {
             scope,
             dry_run: !commit,
             rounds,
             applied,
             after_commit: Vec::new(),
-            attempt: state.attempt,
-            conflicts: state.conflicts.clone(),
+            attempt: self.attempt.number,
+            conflicts: self.attempt.conflicts.clone(),
             reads_checked: checked,
         };
         if !commit {
@@ -83,7 +82,7 @@ impl Scope {
             return Err(self.commit_failed(&names, &name, e, &[]));
         }
         let mut committed: Vec<String> = Vec::new();
-        for (name, tx) in open.in_commit_order(&self.store.data().channels) {
+        for (name, tx) in open.in_commit_order(self.store.data().channels()) {
             if let Err(e) = tx.commit() {
                 return Err(self.commit_failed(&names, &name, e, &committed));
             }
@@ -91,7 +90,7 @@ impl Scope {
         }
         self.stage = Stage::Settled("saved");
         // Effect channels wake their relays: their rows are committed.
-        let channels = Arc::clone(&self.store.data().channels);
+        let channels = Arc::clone(self.store.data().channels());
         // By the commands' own channels: one that shares another's
         // transaction (bus, http-out) is not among the committed names.
         for name in &touched {
@@ -114,9 +113,9 @@ impl Scope {
     /// scope may run again, as for a read that changed.
     fn commit_failed(&mut self, held: &[String], name: &str, e: ChannelError, committed: &[String]) -> ScopeError {
         if let (ChannelError::Conflict(why), true) = (&e, committed.is_empty()) {
-            let service = self.store.data().order.first().cloned().unwrap_or_default();
+            let service = self.store.data().instantiated().first().cloned().unwrap_or_default();
             let reason = format!("channel {name} refused the save: {why}");
-            self.store.data_mut().touched = held.to_vec();
+            self.attempt.touched = held.to_vec();
             let conflict = self.conflict_with(&service, reason);
             self.stage = Stage::Unsaved(conflict.to_string());
             return conflict;
@@ -135,21 +134,21 @@ impl Scope {
     /// every applied command, and the number of rounds.
     fn rounds(&mut self) -> Result<Settled, ScopeError> {
         let registry = Arc::clone(self.registry());
-        let channels = Arc::clone(&self.store.data().channels);
-        let scope_deadline = self.store.data().scope_deadline;
-        let cancel = self.store.data().cancel.clone();
+        let channels = Arc::clone(self.store.data().channels());
+        let scope_deadline = self.store.data().deadline();
+        let cancel = self.store.data().canceller().clone();
         let started = Instant::now();
         // A last attempt began its transactions before it ran.
-        let mut open = std::mem::take(&mut self.store.data_mut().held);
+        let mut open = std::mem::take(&mut self.attempt.held);
         // Reads from here on (in `on-save`) see the data the save holds:
         // nothing to check them against.
-        self.store.data_mut().keep_reads = false;
-        let checked = self.validate(&mut open, started)?;
+        let kept = self.store.data_mut().take_reads();
+        let checked = self.validate(&mut open, started, kept)?;
         let mut applied = AppliedList::default();
         let mut touched: Vec<Arc<str>> = Vec::new();
         let mut round = 0;
         loop {
-            let batch = self.store.data_mut().queue.take();
+            let batch = self.store.data_mut().queue_mut().take();
             if batch.is_empty() {
                 return Ok(Settled { open, applied, rounds: round, checked, touched });
             }
@@ -295,7 +294,7 @@ impl Scope {
                 };
                 command_failed(round, position, command, why, false)
             }
-            ChannelError::Timeout if self.store.data().cancel.is_cancelled() => ScopeError::Failed {
+            ChannelError::Timeout if self.store.data().canceller().is_cancelled() => ScopeError::Failed {
                 service: command.service.to_string(),
                 function: "save".into(),
                 reason: format!("the save was cancelled at {}: the client went away", command.describe()),
@@ -321,8 +320,8 @@ impl Scope {
     /// after the last round
     /// and before anything commits.
     fn journal(&mut self, mut settled: Settled) -> Result<Settled, ScopeError> {
-        let channels = Arc::clone(&self.store.data().channels);
-        let host = Caller::host(self.store.data().scope_deadline);
+        let channels = Arc::clone(self.store.data().channels());
+        let host = Caller::host(self.store.data().deadline());
         settled.open.journal(&channels, &host)?;
         Ok(settled)
     }
@@ -358,10 +357,10 @@ impl Scope {
     /// Calls `on-finally` on every instantiated service that exports it. The
     /// data is committed, so failures are reported, not raised.
     fn on_finally(&mut self) -> Vec<String> {
-        self.store.data_mut().queue.close("the scope is saved; commands queued in on-finally are not applied");
+        self.store.data_mut().queue_mut().close("the scope is saved; commands queued in on-finally are not applied");
         let registry = Arc::clone(self.registry());
         let mut failures = Vec::new();
-        for name in self.store.data().order.clone() {
+        for name in self.store.data().instantiated().to_vec() {
             let Ok(service) = registry.service(&name) else { continue };
             let Some(index) = service.hooks.on_finally else { continue };
             let target = Target { service, function: "on-finally", index };

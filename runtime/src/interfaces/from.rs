@@ -26,7 +26,7 @@ impl Host for ServiceView<'_> {
         let params_json = || params.iter().map(crate::command::value_json).collect();
         self.tape(&channel, || Asked::Query { statement: sql.clone(), params: params_json() }, &reading);
         let grant = caller.grant.clone();
-        let relaxed = |t: &String| grant.as_ref().is_some_and(|g| g.relaxed_reads.allows(t));
+        let relaxed = |t: &String| grant.as_ref().is_some_and(|g| g.sql.relaxed_reads.allows(t));
         // A read of no table cannot change; one of relaxed tables only is
         // not checked; any other is kept for the save to run again.
         if self.reads.is_none() || reading.tables.iter().all(relaxed) {

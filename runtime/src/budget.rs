@@ -26,7 +26,7 @@ const STORE_MEMORIES: usize = 1_000;
 pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// The fuel a scope starts with when fuel is metered: more than any call
 /// may be given, so each call's own budget is what binds.
-pub(crate) const SCOPE_FUEL: u64 = u64::MAX / 2;
+pub const SCOPE_FUEL: u64 = u64::MAX / 2;
 
 /// Whose limit set a budget: the service's own, or the scope's.
 #[derive(Clone)]
@@ -50,7 +50,7 @@ pub(crate) struct Budget {
 pub(crate) fn enter(store: &mut StoreContextMut<'_, ScopeState>, service: &Arc<Service>) {
     let now = Instant::now();
     let state = store.data();
-    let (outer_deadline, outer_owner) = match state.budgets.last() {
+    let (outer_deadline, outer_owner) = match state.calls.budgets.last() {
         Some(b) => (b.deadline, b.deadline_owner.clone()),
         None => (state.scope_deadline, Owner::Scope),
     };
@@ -69,17 +69,17 @@ pub(crate) fn enter(store: &mut StoreContextMut<'_, ScopeState>, service: &Arc<S
             budget.fuel_owner = Owner::Service(Arc::clone(service));
             budget.fuel_limit = limit;
             let _ = store.set_fuel(limit);
-        } else if let Some(outer) = store.data().budgets.last() {
+        } else if let Some(outer) = store.data().calls.budgets.last() {
             budget.fuel_owner = outer.fuel_owner.clone();
             budget.fuel_limit = outer.fuel_limit;
         }
     }
-    store.data_mut().budgets.push(budget);
+    store.data_mut().calls.budgets.push(budget);
 }
 
 /// Ends the innermost call: gives back the fuel held from its caller.
 pub(crate) fn leave(store: &mut StoreContextMut<'_, ScopeState>) {
-    let Some(budget) = store.data_mut().budgets.pop() else { return };
+    let Some(budget) = store.data_mut().calls.budgets.pop() else { return };
     if budget.fuel_reserve > 0
         && let Ok(left) = store.get_fuel()
     {
@@ -93,7 +93,7 @@ pub(crate) fn explain(store: &StoreContextMut<'_, ScopeState>, service: &str, e:
     if e.downcast_ref::<Trap>() != Some(&Trap::OutOfFuel) {
         return e;
     }
-    let breach = match store.data().budgets.last() {
+    let breach = match store.data().calls.budgets.last() {
         Some(Budget { fuel_owner: Owner::Service(owner), fuel_limit, .. }) => Breach::new(
             &owner.name,
             "fuel",
@@ -129,7 +129,7 @@ pub(crate) struct Deadline {
 impl Deadline {
     /// The innermost call's deadline (the scope's, outside any call).
     pub(crate) fn current(state: &ScopeState) -> Deadline {
-        let (at, owner) = match state.budgets.last() {
+        let (at, owner) = match state.calls.budgets.last() {
             Some(b) => (b.deadline, b.deadline_owner.clone()),
             None => (state.scope_deadline, Owner::Scope),
         };
@@ -169,13 +169,13 @@ impl Deadline {
 
 /// The epoch callback: runs on every tick while guest code runs, and stops
 /// it once the innermost call's deadline has passed.
-pub(crate) fn on_epoch(store: StoreContextMut<'_, ScopeState>) -> wasmtime::Result<UpdateDeadline> {
+pub fn on_epoch(store: StoreContextMut<'_, ScopeState>) -> wasmtime::Result<UpdateDeadline> {
     let state = store.data();
     let deadline = Deadline::current(state);
     if Instant::now() < deadline.at && !deadline.cancel.is_cancelled() {
         return Ok(UpdateDeadline::Continue(1));
     }
-    let running = state.frames.last().map(|f| f.service.name.as_str()).unwrap_or_default();
+    let running = state.calls.frames.last().map(|f| f.service.name.as_str()).unwrap_or_default();
     Err(deadline.passed(running))
 }
 
@@ -187,7 +187,7 @@ impl ScopeState {
     /// The service whose code is running, for limits checked from inside a
     /// guest call.
     fn running(&self) -> Option<&std::sync::Arc<Service>> {
-        self.frames.last().map(|frame| &frame.service)
+        self.calls.frames.last().map(|frame| &frame.service)
     }
 }
 

@@ -62,7 +62,8 @@ pub struct Function {
     /// The names its author gave the types of its parameters and results,
     /// decoded from the component's WIT (none when it could not be).
     pub names: FunctionNames,
-    pub(crate) index: ComponentExportIndex,
+    /// Where the function is among the component's exports.
+    pub index: ComponentExportIndex,
 }
 
 impl Function {
@@ -377,8 +378,8 @@ fn function(
     }
 }
 
-/// An error and its causes on one line.
-pub(crate) fn chain(e: &wasmtime::Error) -> String {
+/// An error with its causes, on one line: `outer: inner: root`.
+pub fn chain(e: &wasmtime::Error) -> String {
     e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
 }
 

@@ -1,0 +1,15 @@
+//! Sluice's HTTP host and what runs beside it, above the scope: `sluice
+//! serve` (axum), hot reload of the services directory, and the logs,
+//! spans and their export.
+//!
+//! - [`server`]: `sluice serve`, thin over [`sluice_scope::call`].
+//! - [`watch`]: hot reload of the services directory.
+//! - [`telemetry`]: the log format and level, and OpenTelemetry export.
+
+pub mod server;
+pub mod telemetry;
+pub mod watch;
+
+use sluice_core::{manifest, names, values};
+use sluice_runtime::{budget, registry, signature, state};
+use sluice_scope::{call, case, host, scope};
