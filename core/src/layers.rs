@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first: what each may use is what comes before it.
 const ORDER: &[&str] =
-    &["work", "bindings", "limits", "command", "channels", "manifest", "config", "grants", "reads", "names", "values"];
+    &["work", "bindings", "limits", "channels", "command", "manifest", "config", "grants", "reads", "names", "values"];
 
 /// The files of module `name`: `src/NAME.rs`, or every file under `src/NAME/`.
 fn files(name: &str) -> Vec<PathBuf> {

@@ -10,16 +10,18 @@
 //! - [`work`]: a unit of work's id and cancel flag.
 //! - [`bindings`]: the one `bindgen!` call.
 //! - [`limits`]: resource limits, their defaults, caps and breaches.
-//! - [`manifest`]: `services/<name>.toml`, a service's grants and limits.
-//! - [`command`]: queued commands as data, checked when queued, and the
-//!   scope's `Queue` of them.
 //! - [`channels`]: channel kinds behind one trait: `sql` (SQLite,
 //!   PostgreSQL), `kv` (a table of a `sql` channel, Redis), `files`, and
 //!   the effects delivered through an outbox after the save: `bus` (NATS
 //!   JetStream) and `http-out`. Each kind owns its section of
-//!   `sluice.toml`.
+//!   `sluice.toml`, its section of a channel grant, its commands and its
+//!   refusals; `channels/open.rs`, `grant.rs` and `ops.rs` register them.
+//! - [`command`]: queued commands (a kind's operation, with where it came
+//!   from) and the scope's `Queue` of them.
+//! - [`manifest`]: `services/<name>.toml`, a service's grants (each kind's
+//!   section) and limits.
 //! - [`config`]: `sluice.toml`, the operator's channels and limits.
-//! - [`grants`]: grant checks for reads and commands, raw SQL parsed.
+//! - [`grants`]: a service's grants as its refusals are told.
 //! - [`reads`]: the reads a scope keeps to check at save, and the isolation
 //!   setting.
 //! - [`names`]: names shown to people.

@@ -36,7 +36,13 @@ impl Fake {
 
 impl Channel for Fake {
     fn kind(&self) -> Kind {
-        Kind::Sql
+        sluice_host::channels::sql::KIND
+    }
+
+    /// The gate of a `sql` channel's built commands: the table grant.
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        let Operation::Sql(op) = op else { panic!("a fake sql channel took {}", op.describe()) };
+        sluice_host::channels::sql::check_table_grant(op, caller).map_err(ChannelError::Denied)
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {

@@ -9,6 +9,7 @@ use wasmtime::component::Val;
 
 use crate::support::s;
 use crate::support::{Fixture, product};
+use sluice_host::command::SqlOp;
 
 fn strings(items: &[&str]) -> Val {
     Val::List(items.iter().map(|i| s(i)).collect())
@@ -60,7 +61,7 @@ fn commands_apply_only_at_save() {
         )
         .expect("queue");
     assert_eq!(scope.pending().len(), 1);
-    assert!(matches!(&scope.pending()[0].op, Operation::Execute { .. }));
+    assert!(matches!(&scope.pending()[0].op, Operation::Sql(SqlOp::Execute { .. })));
     let read = scope
         .call("probe", "query", &[s("main"), s("SELECT count(*) AS n FROM products"), Val::List(vec![])])
         .expect("read");

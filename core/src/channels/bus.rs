@@ -17,9 +17,94 @@ use tokio::sync::{Notify, OnceCell};
 use super::outbox::relay::{Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
 use super::{Caller, Channel, ChannelError, Denial, Opening, Transaction, wrong_kind};
-use crate::command::{Kind, Operation, Outcome};
+use crate::channels::ops::{Kind, Operation, Outcome};
 
 use super::grant::{GrantSection, Prefixes};
+use super::headers::Headers;
+use super::ops::{Family, bytes_json};
+
+/// The `bus` kind.
+pub const KIND: Kind = Kind::named("bus");
+
+/// A command of a `bus` channel.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BusOp {
+    /// Publish a message once the save has committed.
+    Publish {
+        /// The subject, within the channel's subjects.
+        subject: String,
+        /// The message's bytes.
+        #[serde(serialize_with = "bytes_json")]
+        payload: Vec<u8>,
+        /// Its headers, in order.
+        headers: Headers,
+    },
+    /// Record, in the save, that a triggered service handled a message: the
+    /// host queues it for the scope a message runs, never a service.
+    Receipt {
+        /// The subscription: `service/subject`.
+        consumer: String,
+        /// The message's id.
+        id: String,
+    },
+}
+
+impl Family for BusOp {
+    fn kind(&self) -> Kind {
+        KIND
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self {
+            BusOp::Publish { subject, headers, .. } => {
+                check_subject(subject)?;
+                headers.check_message()
+            }
+            BusOp::Receipt { .. } => Ok(()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            BusOp::Publish { subject, payload, .. } => format!("publish {subject} ({} bytes)", payload.len()),
+            BusOp::Receipt { consumer, id } => format!("receipt of message {id} for {consumer}"),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            BusOp::Publish { subject, payload, headers } => subject.len() + payload.len() + headers.size(),
+            BusOp::Receipt { consumer, id } => consumer.len() + id.len(),
+        }
+    }
+}
+
+/// The longest subject a `publish` may name.
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
+/// Checks a subject to publish on: dot-separated tokens of printable ASCII,
+/// none empty, no wildcard (`*`, `>`), at most [`MAX_SUBJECT_BYTES`].
+pub fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.is_empty() {
+        return Err("the subject is empty".into());
+    }
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(format!("the subject is {} bytes; at most {MAX_SUBJECT_BYTES} are allowed", subject.len()));
+    }
+    if !subject.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("subject {subject:?} has a space or a character that is not printable ASCII"));
+    }
+    for token in subject.split('.') {
+        if token.is_empty() {
+            return Err(format!("subject {subject:?} has an empty token (two dots, or a dot at an end)"));
+        }
+        if token == "*" || token == ">" {
+            return Err(format!("subject {subject:?} has a wildcard; a message is published on one subject"));
+        }
+    }
+    Ok(())
+}
 
 /// What a service may do on a `bus` channel (`[channels.NAME]`).
 #[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
@@ -129,7 +214,7 @@ impl BusChannel {
         if !settings.url.starts_with("nats://") {
             return Err(ChannelError::Invalid(format!("url {:?} is not nats://HOST:PORT", settings.url)));
         }
-        crate::command::check_subject(&settings.prefix)
+        crate::channels::bus::check_subject(&settings.prefix)
             .map_err(|e| ChannelError::Invalid(format!("prefix {:?}: {e}", settings.prefix)))?;
         let outbox = Arc::new(Outbox::open(name, base_name, base)?);
         Ok(BusChannel {
@@ -240,12 +325,12 @@ impl Deliver for BusChannel {
 
 impl Channel for BusChannel {
     fn kind(&self) -> Kind {
-        Kind::Bus
+        crate::channels::bus::KIND
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        let Operation::Publish { subject, .. } = op else {
-            return Err(wrong_kind(Kind::Bus, op.kind(), &op.describe()));
+        let Operation::Bus(BusOp::Publish { subject, .. }) = op else {
+            return Err(wrong_kind(crate::channels::bus::KIND, op.kind(), &op.describe()));
         };
         if caller.host || caller.grant.as_deref().is_some_and(|g| g.bus.subjects.allows(subject)) {
             return Ok(());
@@ -262,10 +347,10 @@ impl Channel for BusChannel {
 
     fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         let (subject, payload, headers) = match op {
-            Operation::Publish { subject, payload, headers } => (subject, payload, headers),
+            Operation::Bus(BusOp::Publish { subject, payload, headers }) => (subject, payload, headers),
             // Only the host queues receipts (no `to` function makes one).
-            Operation::Receipt { consumer, id } => return self.outbox.receipt(tx, consumer, id, caller),
-            _ => return Err(wrong_kind(Kind::Bus, op.kind(), &op.describe())),
+            Operation::Bus(BusOp::Receipt { consumer, id }) => return self.outbox.receipt(tx, consumer, id, caller),
+            _ => return Err(wrong_kind(crate::channels::bus::KIND, op.kind(), &op.describe())),
         };
         // Checked again: the grant may have changed since it was queued.
         self.check_command(op, caller)?;
@@ -279,5 +364,19 @@ impl Channel for BusChannel {
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Err(super::outbox::no_transaction(&self.name, self.outbox.base_name()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_plain_tokens() {
+        assert!(check_subject("orders.placed").is_ok());
+        for bad in ["", "orders..placed", ".orders", "orders.*", "orders.>", "a b", "é"] {
+            assert!(check_subject(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_subject(&"a".repeat(300)).is_err());
     }
 }

@@ -21,7 +21,73 @@ use tokio::sync::Notify;
 use super::outbox::relay::{Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
 use super::{Caller, Channel, ChannelError, Denial, Opening, Transaction, wrong_kind};
-use crate::command::{Kind, Operation, Outcome, check_method};
+use crate::channels::ops::{Operation, Outcome};
+
+use super::headers::Headers;
+use super::ops::{Family, Kind, bytes_json, clip};
+
+/// The `http-out` kind.
+pub const KIND: Kind = Kind::named("http-out");
+
+/// A command of an `http-out` channel.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HttpOp {
+    /// Send an HTTP request once the save has committed.
+    Send {
+        /// The method: `POST`.
+        method: String,
+        /// Where to: an absolute `http(s)` URL, or a path under the
+        /// channel's `base`.
+        url: String,
+        /// Its headers, in order.
+        headers: Headers,
+        /// Its body.
+        #[serde(serialize_with = "bytes_json")]
+        body: Vec<u8>,
+    },
+}
+
+/// How much of a URL a description shows.
+const DESCRIBED_URL: usize = 200;
+
+impl Family for HttpOp {
+    fn kind(&self) -> Kind {
+        KIND
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let HttpOp::Send { method, url, headers, .. } = self;
+        check_method(method)?;
+        if url.trim().is_empty() {
+            return Err("the url is empty".into());
+        }
+        headers.check_request()
+    }
+
+    fn describe(&self) -> String {
+        let HttpOp::Send { method, url, body, .. } = self;
+        let mut url = url.clone();
+        clip(&mut url, DESCRIBED_URL);
+        format!("send {method} {url} ({} bytes)", body.len())
+    }
+
+    fn size(&self) -> usize {
+        let HttpOp::Send { method, url, headers, body } = self;
+        method.len() + url.len() + headers.size() + body.len()
+    }
+}
+
+/// The methods a request of an `http-out` channel may use.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Checks a request's method: one of [`METHODS`].
+pub fn check_method(method: &str) -> Result<(), String> {
+    if METHODS.contains(&method) {
+        return Ok(());
+    }
+    Err(format!("method {method:?} is not one of {}", METHODS.join(", ")))
+}
 
 use super::grant::GrantSection;
 
@@ -254,12 +320,12 @@ impl Deliver for HttpOutChannel {
 
 impl Channel for HttpOutChannel {
     fn kind(&self) -> Kind {
-        Kind::HttpOut
+        crate::channels::http_out::KIND
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        let Operation::Send { method, url, .. } = op else {
-            return Err(wrong_kind(Kind::HttpOut, op.kind(), &op.describe()));
+        let Operation::HttpOut(HttpOp::Send { method, url, .. }) = op else {
+            return Err(wrong_kind(crate::channels::http_out::KIND, op.kind(), &op.describe()));
         };
         let url = self.resolve(url)?;
         let host = url.host_str().unwrap_or_default();
@@ -278,8 +344,8 @@ impl Channel for HttpOutChannel {
     }
 
     fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        let Operation::Send { method, url, headers, body } = op else {
-            return Err(wrong_kind(Kind::HttpOut, op.kind(), &op.describe()));
+        let Operation::HttpOut(HttpOp::Send { method, url, headers, body }) = op else {
+            return Err(wrong_kind(crate::channels::http_out::KIND, op.kind(), &op.describe()));
         };
         // Checked again: the grant (or the base) may have changed since.
         self.check_command(op, caller)?;

@@ -8,9 +8,11 @@
 pub mod bus;
 pub mod files;
 pub mod grant;
+pub mod headers;
 pub mod http_out;
 pub mod kv;
 mod open;
+pub mod ops;
 pub mod outbox;
 pub mod sql;
 pub mod turns;
@@ -21,8 +23,8 @@ use std::time::Instant;
 use crate::bindings::{Rows, Value};
 use crate::channels::grant::ChannelGrant;
 use crate::channels::sql::grant::Access;
-use crate::command::{Kind, Operation, Outcome};
 use crate::work::Canceller;
+pub use ops::{Kind, Operation, Outcome};
 
 pub use open::{ChannelConfig, Channels, Opening, RelayParts};
 
@@ -224,7 +226,7 @@ pub fn digester() -> impl std::hash::Hasher {
 pub const DIGEST_ROW: u8 = 0xff;
 
 /// Adds one value to a [`Reading::digest`], tagged with its type, and
-/// returns its size as [`crate::command::value_size`] counts it. The SQLite
+/// returns its size as [`crate::channels::ops::value_size`] counts it. The SQLite
 /// channel hashes the same tags as it streams rows.
 pub fn digest_value(digest: &mut impl std::hash::Hasher, value: &Value) -> usize {
     match value {
@@ -280,13 +282,12 @@ pub trait Channel: Send + Sync {
         None
     }
 
-    /// Checks, as it is queued, that `caller` may queue `op` (a command of
-    /// this channel's kind): the `kv` kind checks the key's prefix. SQL
-    /// commands are checked by [`crate::grants`] and [`SqlChannel::check`].
-    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        let _ = (op, caller);
-        Ok(())
-    }
+    /// The gate of every command, as it is queued: whether `caller` may
+    /// queue `op` under its grant on this channel (a table and operation,
+    /// the service's own SQL, a key's prefix, a subject, a destination),
+    /// and a command of another kind is refused ([`wrong_kind`]). Every kind
+    /// says its own: a service is granted nothing by default.
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError>;
 
     /// The channel whose save transaction this channel's commands apply in,
     /// when they apply in another's ([`Channel::apply_shared`]): a `kv`
@@ -386,13 +387,13 @@ pub trait KeyReads: Send + Sync {
 /// The SQL of `channel`, or the refusal of `what` (`query`, `execute`,
 /// `migrate`) on a channel of another kind.
 pub fn sql_of<'a>(channel: &'a dyn Channel, what: &str) -> Result<&'a dyn SqlChannel, ChannelError> {
-    channel.sql().ok_or_else(|| wrong_kind(channel.kind(), Kind::Sql, what))
+    channel.sql().ok_or_else(|| wrong_kind(channel.kind(), crate::channels::sql::KIND, what))
 }
 
 /// The key reads of `channel`, or the refusal of `what` (`get`, `list`) on
 /// a channel of another kind.
 pub fn keys_of<'a>(channel: &'a dyn Channel, what: &str) -> Result<&'a dyn KeyReads, ChannelError> {
-    channel.keys().ok_or_else(|| wrong_kind(channel.kind(), Kind::Kv, what))
+    channel.keys().ok_or_else(|| wrong_kind(channel.kind(), crate::channels::kv::KIND, what))
 }
 
 /// Where a channel commits in a save ([`Channel::commit_stage`]).

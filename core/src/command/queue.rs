@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::{Command, Operation};
+use crate::command::SqlOp;
 use crate::work::ScopeId;
 
 /// The commands a scope has queued and not yet applied, in order.
@@ -71,7 +72,7 @@ impl Queue {
                  service's, or applied in an earlier save round)"
             ));
         };
-        if matches!(command.op, Operation::Insert { .. }) {
+        if matches!(command.op, Operation::Sql(SqlOp::Insert { .. })) {
             return Err(format!(
                 "ticket {ticket} is an insert, which always adds one row; expect counts updates, deletes and executes"
             ));
@@ -167,9 +168,10 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::KvOp;
 
     fn push(queue: &mut Queue, service: &str, channel: &str) -> u64 {
-        let op = Operation::Remove { key: "k".into() };
+        let op = Operation::Kv(KvOp::Remove { key: "k".into() });
         let chain: Arc<[String]> = Arc::from([format!("{service}.f")]);
         queue.push(ScopeId(uuid::Uuid::nil()), service, chain, channel, op).expect("queued")
     }

@@ -1,15 +1,14 @@
-//! Grant checks (Tecture's toolings): a service's grants, checked by the
-//! host when a command is queued (the table and operation of `insert`,
-//! `update` and `delete`), and enforced by the engine that owns the data on
-//! everything a service's own SQL does (see [`crate::channels`]). A refusal
-//! names the service, the channel, the table and the operation, and quotes
-//! the manifest line that would grant it.
+//! A service's grants as its refusals are told: each channel kind judges
+//! its own section of the grant (a table and operation, the service's own
+//! SQL by the engine that owns the data, a key's prefix, a subject, a
+//! destination; see [`crate::channels`]), and what it refused becomes, here,
+//! a message that names the service, the channel and what was refused, and
+//! quotes the manifest line that would grant it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::channels::Denial;
-use crate::command::Operation;
 use crate::manifest::{ChannelGrant, Manifest};
 
 pub use crate::channels::sql::grant::Access;
@@ -48,28 +47,6 @@ impl Grants<'_> {
         self.manifest.channel(channel).cloned()
     }
 
-    /// Checks an `insert`, `update` or `delete` as it is queued: the host
-    /// builds its statement, so its table and operation are all it does.
-    /// `execute` carries the service's own SQL, which the channel checks.
-    pub fn check_command(&self, channel: &str, op: &Operation) -> Result<(), Refusal> {
-        let (access, table) = match op {
-            Operation::Insert { table, .. } => (Access::Insert, table),
-            Operation::Update { table, .. } => (Access::Update, table),
-            Operation::Delete { table, .. } => (Access::Delete, table),
-            // The channel checks the service's own SQL, a kv channel the
-            // key's prefix, a bus the subject, http-out the destination.
-            Operation::Execute { .. }
-            | Operation::Set { .. }
-            | Operation::Remove { .. }
-            | Operation::Swap { .. }
-            | Operation::Increment { .. }
-            | Operation::Publish { .. }
-            | Operation::Receipt { .. }
-            | Operation::Send { .. } => return Ok(()),
-        };
-        self.check_tables(channel, &[(access, table.to_lowercase())])
-    }
-
     /// What the guest is told when the engine refused its statement.
     pub fn refusal(&self, channel: &str, denial: &Denial) -> Refusal {
         match denial {
@@ -85,17 +62,6 @@ impl Grants<'_> {
                 Refusal::Denied(format!("{} may not {what} on channel {channel}; no grant allows it", self.service))
             }
         }
-    }
-
-    fn check_tables(&self, channel: &str, touched: &[(Access, String)]) -> Result<(), Refusal> {
-        let grant = self.manifest.channel(channel);
-        for (access, table) in touched {
-            let granted = grant.is_some_and(|g| g.sql.tables(*access).allows(table));
-            if !granted {
-                return Err(self.table_denied(channel, *access, table));
-            }
-        }
-        Ok(())
     }
 
     /// `access` to `table` refused: with the manifest line that grants it,
@@ -122,17 +88,25 @@ impl Grants<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
     use crate::bindings::{Row, Value};
+    use crate::channels::Caller;
+    use crate::channels::sql::check_table_grant;
+    use crate::command::SqlOp;
 
-    fn check(manifest: &str, channel: &str, op: Operation) -> Result<(), Refusal> {
+    /// The `sql` kind's gate on a command queued on `channel`, refused as
+    /// the guest is told.
+    fn check(manifest: &str, channel: &str, op: SqlOp) -> Result<(), Refusal> {
         let manifest = Manifest::parse(manifest).map_err(Refusal::Invalid)?;
         let grants = Grants { service: "svc", manifest: &manifest, path: Path::new("services/svc.toml") };
-        grants.check_command(channel, &op)
+        let caller = Caller::service("svc", grants.on(channel), Instant::now());
+        check_table_grant(&op, &caller).map_err(|denial| grants.refusal(channel, &denial))
     }
 
-    fn insert(table: &str) -> Operation {
-        Operation::Insert { table: table.into(), row: Row { columns: vec!["a".into()], values: vec![Value::Null] } }
+    fn insert(table: &str) -> SqlOp {
+        SqlOp::Insert { table: table.into(), row: Row { columns: vec!["a".into()], values: vec![Value::Null] } }
     }
 
     #[test]

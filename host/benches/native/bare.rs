@@ -21,6 +21,7 @@ use std::sync::Arc;
 use sluice_host::bindings::sluice::service::{from, to, types};
 use sluice_host::bindings::{Error, Imports, Row, Rows, Value};
 use sluice_host::channels::Channel;
+use sluice_host::command::SqlOp;
 use sluice_host::command::{Operation, Queue};
 use sluice_host::registry::Registry;
 use sluice_host::state::ScopeId;
@@ -97,7 +98,7 @@ impl to::Host for State {
         if let Err(e) = known(&channel) {
             return Ok(Err(e));
         }
-        self.push(&channel, Operation::Insert { table, row })
+        self.push(&channel, Operation::Sql(SqlOp::Insert { table, row }))
     }
 
     fn update(
@@ -110,21 +111,21 @@ impl to::Host for State {
         if let Err(e) = known(&channel) {
             return Ok(Err(e));
         }
-        self.push(&channel, Operation::Update { table, key, changes })
+        self.push(&channel, Operation::Sql(SqlOp::Update { table, key, changes }))
     }
 
     fn delete(&mut self, channel: String, table: String, key: Row) -> wasmtime::Result<Result<u64, Error>> {
         if let Err(e) = known(&channel) {
             return Ok(Err(e));
         }
-        self.push(&channel, Operation::Delete { table, key })
+        self.push(&channel, Operation::Sql(SqlOp::Delete { table, key }))
     }
 
     fn execute(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
         if let Err(e) = known(&channel) {
             return Ok(Err(e));
         }
-        self.push(&channel, Operation::Execute { sql, params })
+        self.push(&channel, Operation::Sql(SqlOp::Execute { sql, params }))
     }
 
     fn expect(&mut self, ticket: u64, rows: u64) -> wasmtime::Result<Result<(), Error>> {

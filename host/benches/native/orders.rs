@@ -12,6 +12,7 @@
 use sluice_host::bindings::{Row, Value};
 use sluice_host::channels::{Caller, Channel};
 use sluice_host::command::Queue;
+use sluice_host::command::SqlOp;
 use sluice_host::command::{Command, Operation, Outcome};
 use sluice_host::state::ScopeId;
 
@@ -67,7 +68,7 @@ impl<'a> Orders<'a> {
             ("status", text("placed")),
         ]);
         let frames = [frame("orders", "place")];
-        let ticket = self.push(&frames, Operation::Insert { table: "orders".into(), row })?;
+        let ticket = self.push(&frames, Operation::Sql(SqlOp::Insert { table: "orders".into(), row }))?;
         self.placed.push(ticket);
         Ok(total_cents)
     }
@@ -83,10 +84,10 @@ impl<'a> Orders<'a> {
             return Err(OrderError::OutOfStock(on_hand));
         }
         let frames = [frame("orders", "place"), frame("inventory", "reserve")];
-        let op = Operation::Execute {
+        let op = Operation::Sql(SqlOp::Execute {
             sql: "UPDATE stock SET on_hand = on_hand - ?2 WHERE product_id = ?1 AND on_hand >= ?2".into(),
             params: vec![Value::Integer(product_id), Value::Integer(i64::from(quantity))],
-        };
+        });
         self.push(&frames, op)?;
         Ok(())
     }
@@ -115,7 +116,7 @@ impl<'a> Orders<'a> {
         let frames = [frame("orders", "on-save")];
         for order_id in events {
             let row = row(&[("order_id", Value::Integer(order_id)), ("event", text("placed"))]);
-            self.push(&frames, Operation::Insert { table: "order_events".into(), row })?;
+            self.push(&frames, Operation::Sql(SqlOp::Insert { table: "order_events".into(), row }))?;
         }
         for command in self.queue.take() {
             tx.apply(&command.op, &caller).map_err(store)?;

@@ -6,13 +6,14 @@ use crate::bindings::sluice::service::to::Host;
 use crate::bindings::sluice::service::types::Request;
 use crate::bindings::{Error, Row, Value};
 use crate::channels::Caller;
+use crate::command::{BusOp, HttpOp, KvOp, SqlOp};
 use crate::command::{Headers, Operation};
 use crate::limits::{Breach, size};
 use crate::state::ServiceView;
 
 impl Host for ServiceView<'_> {
     fn insert(&mut self, channel: String, table: String, row: Row) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("insert", &channel, Operation::Insert { table, row })
+        self.enqueue("insert", &channel, Operation::Sql(SqlOp::Insert { table, row }))
     }
 
     fn update(
@@ -22,23 +23,23 @@ impl Host for ServiceView<'_> {
         key: Row,
         changes: Row,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("update", &channel, Operation::Update { table, key, changes })
+        self.enqueue("update", &channel, Operation::Sql(SqlOp::Update { table, key, changes }))
     }
 
     fn delete(&mut self, channel: String, table: String, key: Row) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("delete", &channel, Operation::Delete { table, key })
+        self.enqueue("delete", &channel, Operation::Sql(SqlOp::Delete { table, key }))
     }
 
     fn execute(&mut self, channel: String, sql: String, params: Vec<Value>) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("execute", &channel, Operation::Execute { sql, params })
+        self.enqueue("execute", &channel, Operation::Sql(SqlOp::Execute { sql, params }))
     }
 
     fn set(&mut self, channel: String, key: String, value: Vec<u8>) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("set", &channel, Operation::Set { key, value })
+        self.enqueue("set", &channel, Operation::Kv(KvOp::Set { key, value }))
     }
 
     fn remove(&mut self, channel: String, key: String) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("remove", &channel, Operation::Remove { key })
+        self.enqueue("remove", &channel, Operation::Kv(KvOp::Remove { key }))
     }
 
     fn compare_and_swap(
@@ -48,11 +49,11 @@ impl Host for ServiceView<'_> {
         expected: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("compare-and-swap", &channel, Operation::Swap { key, expected, value })
+        self.enqueue("compare-and-swap", &channel, Operation::Kv(KvOp::Swap { key, expected, value }))
     }
 
     fn increment(&mut self, channel: String, key: String, by: i64) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("increment", &channel, Operation::Increment { key, by })
+        self.enqueue("increment", &channel, Operation::Kv(KvOp::Increment { key, by }))
     }
 
     fn publish(
@@ -62,12 +63,20 @@ impl Host for ServiceView<'_> {
         payload: Vec<u8>,
         headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<u64, Error>> {
-        self.enqueue("publish", &channel, Operation::Publish { subject, payload, headers: Headers(headers) })
+        self.enqueue(
+            "publish",
+            &channel,
+            Operation::Bus(BusOp::Publish { subject, payload, headers: Headers(headers) }),
+        )
     }
 
     fn send(&mut self, channel: String, request: Request) -> wasmtime::Result<Result<u64, Error>> {
         let Request { method, url, headers, body } = request;
-        self.enqueue("send", &channel, Operation::Send { method, url, headers: Headers(headers), body })
+        self.enqueue(
+            "send",
+            &channel,
+            Operation::HttpOut(HttpOp::Send { method, url, headers: Headers(headers), body }),
+        )
     }
 
     fn expect(&mut self, ticket: u64, rows: u64) -> wasmtime::Result<Result<(), Error>> {
@@ -131,24 +140,13 @@ impl ServiceView<'_> {
             return Err(wasmtime::Error::new(Breach::new(name, "commands", detail)));
         }
         // After the sizes: a huge statement is refused before it is parsed.
-        if let Err(refusal) = service.grants().check_command(channel, &op) {
-            return Ok(Err(self.refused(refusal)));
-        }
-        // The service's own SQL: the engine checks it now, under the
-        // service's grant, and again when the save runs it. A kv channel
-        // checks the key's prefix.
-        if matches!(op, Operation::Execute { .. }) || op.kind() != crate::command::Kind::Sql {
-            let caller = Caller::service(name, service.grants().on(channel), self.deadline.at)
-                .cancelled_by(&self.deadline.cancel);
-            let checked = match &op {
-                Operation::Execute { sql, .. } => {
-                    crate::channels::sql_of(target.as_ref(), "execute").and_then(|t| t.check(sql, &caller))
-                }
-                other => target.check_command(other, &caller),
-            };
-            if let Err(e) = checked {
-                return self.channel_failed(channel, e, "a command");
-            }
+        // The channel's kind judges the grant: a table and operation, the
+        // service's own SQL (by the engine, now and again at save), a key's
+        // prefix, a subject, a destination.
+        let caller =
+            Caller::service(name, service.grants().on(channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
+        if let Err(e) = target.check_command(&op, &caller) {
+            return self.channel_failed(channel, e, "a command");
         }
         Ok(self
             .queue

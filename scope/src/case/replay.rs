@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use super::Case;
 use crate::bindings::Value;
 use crate::channels::{Caller, Channel, ChannelError, KeyReads, Reading, SqlChannel, Transaction};
+use crate::command::SqlOp;
 use crate::command::{Kind, Operation, Outcome};
 use crate::reads::{Asked, Taped, json_rows};
 
@@ -86,7 +87,7 @@ impl State {
             }
         }
         match op {
-            Operation::Insert { .. } => Outcome::Inserted(0),
+            Operation::Sql(SqlOp::Insert { .. }) => Outcome::Inserted(0),
             _ => Outcome::Affected(1),
         }
     }
@@ -125,10 +126,15 @@ pub struct ReplayChannel {
 impl ReplayChannel {
     /// The channel `name` of kind `kind` (its name in `sluice.toml`).
     pub fn new(name: &str, kind: &str, state: &Arc<State>) -> Result<ReplayChannel, String> {
-        let kind = [Kind::Sql, Kind::Kv, Kind::Bus, Kind::HttpOut]
-            .into_iter()
-            .find(|k| k.name() == kind)
-            .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out)"))?;
+        let kind = [
+            crate::channels::sql::KIND,
+            crate::channels::kv::KIND,
+            crate::channels::bus::KIND,
+            crate::channels::http_out::KIND,
+        ]
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out)"))?;
         Ok(ReplayChannel { name: name.to_string(), kind, state: Arc::clone(state) })
     }
 }
@@ -169,11 +175,25 @@ impl Channel for ReplayChannel {
     }
 
     fn sql(&self) -> Option<&dyn SqlChannel> {
-        (self.kind == Kind::Sql).then_some(self as &dyn SqlChannel)
+        (self.kind == crate::channels::sql::KIND).then_some(self as &dyn SqlChannel)
     }
 
     fn keys(&self) -> Option<&dyn KeyReads> {
-        (self.kind == Kind::Kv).then_some(self as &dyn KeyReads)
+        (self.kind == crate::channels::kv::KIND).then_some(self as &dyn KeyReads)
+    }
+
+    /// The gates that need no server, as the real kinds apply them: a
+    /// table and operation, a key's prefix. The service's own SQL and an
+    /// `http-out` destination need the real channel, which a replay lacks.
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        if op.kind() != self.kind {
+            return Err(crate::channels::wrong_kind(self.kind, op.kind(), &op.describe()));
+        }
+        match op {
+            Operation::Sql(op) => crate::channels::sql::check_table_grant(op, caller).map_err(ChannelError::Denied),
+            Operation::Kv(op) => crate::channels::kv::check_key(caller, op.written(), true),
+            _ => Ok(()),
+        }
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {

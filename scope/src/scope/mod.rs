@@ -26,6 +26,7 @@ use wasmtime::component::Val;
 use wasmtime::{AsContextMut, Store, Trap};
 
 use crate::channels::Channels;
+use crate::command::BusOp;
 use crate::command::Command;
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
@@ -317,7 +318,7 @@ impl Scope {
     pub fn queue_receipt(&mut self, service: &str, channel: &str, consumer: &str, id: &str) -> Result<(), ScopeError> {
         self.check_open()?;
         let scope = self.id();
-        let op = crate::command::Operation::Receipt { consumer: consumer.to_string(), id: id.to_string() };
+        let op = crate::command::Operation::Bus(BusOp::Receipt { consumer: consumer.to_string(), id: id.to_string() });
         let chain = std::sync::Arc::from([format!("{service}.handle")]);
         self.store.data_mut().queue_mut().push(scope, service, chain, channel, op).map_err(|reason| {
             ScopeError::Failed { service: service.to_string(), function: "handle".into(), reason, cause: Cause::Other }

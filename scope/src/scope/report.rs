@@ -178,7 +178,7 @@ pub struct SaveReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Operation;
+    use crate::command::{KvOp, Operation};
 
     fn command(ticket: u64) -> Command {
         Command {
@@ -187,7 +187,7 @@ mod tests {
             service: "s".into(),
             chain: std::sync::Arc::from(["s.f".to_string()]),
             channel: "main".into(),
-            op: Operation::Remove { key: format!("k{ticket}") },
+            op: Operation::Kv(KvOp::Remove { key: format!("k{ticket}") }),
             expect: None,
         }
     }

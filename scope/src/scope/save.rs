@@ -16,6 +16,7 @@ use wasmtime::component::Val;
 use super::transactions::{Begin, Transactions};
 use super::{AppliedList, Cause, SaveReport, Scope, ScopeError, Stage};
 use crate::channels::{Caller, ChannelError};
+use crate::command::BusOp;
 use crate::command::{Command, Operation, Outcome, same_name};
 use crate::invoke::{self, Target};
 use crate::limits::Breach;
@@ -250,7 +251,7 @@ impl Scope {
                     }
                     // Outcomes are only built for services that have an on-save hook.
                     // A receipt is the host's, not the service's.
-                    if hooked && !matches!(command.op, Operation::Receipt { .. }) {
+                    if hooked && !matches!(command.op, Operation::Bus(BusOp::Receipt { .. })) {
                         outcome_for(&mut by_service, command, outcome);
                     }
                 }

@@ -20,10 +20,10 @@ use std::time::Duration;
 use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
 
+use crate::channels::headers::Headers;
 use crate::channels::outbox::relay::{Deliver, Delivery, Failure, JOURNAL_AFTER};
 use crate::channels::outbox::{Entry, Outbox};
 use crate::channels::{Caller, ChannelError, Transaction};
-use crate::command::Headers;
 
 /// One step of a commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -41,7 +41,7 @@ use super::outbox::Outbox;
 use super::turns::{Turn, Turns};
 use super::{Caller, Channel, ChannelError, CommitStage, KeyReads, Reading, Recheck, Transaction};
 use crate::bindings::{Rows, Value};
-use crate::command::{Kind, Operation, Outcome};
+use crate::channels::ops::{Kind, Operation, Outcome};
 use journal::Step;
 
 /// The prefix of staged files: no path may have a component starting with it.
@@ -333,7 +333,7 @@ impl KeyReads for FilesChannel {
 
 impl Channel for FilesChannel {
     fn kind(&self) -> Kind {
-        Kind::Kv
+        crate::channels::kv::KIND
     }
 
     fn keys(&self) -> Option<&dyn KeyReads> {
@@ -345,7 +345,9 @@ impl Channel for FilesChannel {
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        let Some(key) = op.key() else { return Err(super::wrong_kind(Kind::Kv, op.kind(), &op.describe())) };
+        let Some(key) = op.key() else {
+            return Err(super::wrong_kind(crate::channels::kv::KIND, op.kind(), &op.describe()));
+        };
         check_key(caller, key, true)?;
         check_path(&self.dir, key)
     }

@@ -13,6 +13,7 @@
 //!   in an outbox when the channel has one ([`redis_journal`]).
 
 pub mod grant;
+pub mod ops;
 pub mod redis;
 mod redis_commit;
 pub mod redis_journal;
@@ -26,7 +27,11 @@ use super::outbox::Outbox;
 use super::outbox::relay::Deliver;
 use super::{Caller, Channel, ChannelError, Denial, Opening, Reading};
 use crate::bindings::{Rows, Value};
-use crate::command::{Kind, Operation, Outcome};
+use crate::channels::kv::ops::KvOp;
+use crate::channels::ops::{Kind, Operation, Outcome};
+
+/// The `kv` kind.
+pub const KIND: Kind = Kind::named("kv");
 
 /// The most keys one `list` returns, whatever the limit asked.
 pub const MAX_LIST: u32 = 1000;
@@ -113,7 +118,7 @@ pub fn open(
 /// Checks that `caller` may read (`write` false) or write `key`: a granted
 /// prefix covers it. The host itself may do anything.
 pub fn check_key(caller: &Caller, key: &str, write: bool) -> Result<(), ChannelError> {
-    crate::command::check_key(key).map_err(ChannelError::Invalid)?;
+    crate::channels::kv::ops::check_key(key).map_err(ChannelError::Invalid)?;
     host_key(caller, key)?;
     if caller.host || caller.grant.as_deref().is_some_and(|g| g.kv.covers(key, write)) {
         return Ok(());
@@ -131,11 +136,11 @@ fn key_denied(key: &str, write: bool) -> Denial {
 /// Checks that `caller` may list the keys under `prefix`: one granted
 /// prefix covers every key that starts with it.
 pub fn check_prefix(caller: &Caller, prefix: &str) -> Result<(), ChannelError> {
-    if prefix.len() > crate::command::MAX_KEY_BYTES {
+    if prefix.len() > crate::channels::kv::ops::MAX_KEY_BYTES {
         return Err(ChannelError::Invalid(format!(
             "the prefix is {} bytes; at most {} are allowed",
             prefix.len(),
-            crate::command::MAX_KEY_BYTES
+            crate::channels::kv::ops::MAX_KEY_BYTES
         )));
     }
     host_key(caller, prefix)?;
@@ -210,16 +215,16 @@ const COUNTER_BYTES: usize = 20;
 /// number of keys changed (a remove of an unset key changes none).
 pub fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, ChannelError> {
     let changed = match op {
-        Operation::Set { key, value } => {
+        Operation::Kv(KvOp::Set { key, value }) => {
             keys.write(key, Some(value.clone()))?;
             1
         }
-        Operation::Remove { key } => {
+        Operation::Kv(KvOp::Remove { key }) => {
             let was = keys.current(key, 0)? != Held::Unset;
             keys.write(key, None)?;
             u64::from(was)
         }
-        Operation::Swap { key, expected, value } => {
+        Operation::Kv(KvOp::Swap { key, expected, value }) => {
             // A value longer than the expected one differs from it unread.
             let now = keys.current(key, expected.as_ref().map_or(0, Vec::len))?;
             let same = match (&now, expected) {
@@ -233,7 +238,7 @@ pub fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, ChannelErro
             keys.write(key, value.clone())?;
             1
         }
-        Operation::Increment { key, by } => {
+        Operation::Kv(KvOp::Increment { key, by }) => {
             let now = match keys.current(key, COUNTER_BYTES)? {
                 Held::Unset => 0,
                 Held::Value(bytes) => counter(key, Some(&bytes))?,
@@ -249,7 +254,7 @@ pub fn apply(keys: &mut dyn Keys, op: &Operation) -> Result<Outcome, ChannelErro
             keys.write(key, Some(sum.to_string().into_bytes()))?;
             1
         }
-        other => return Err(super::wrong_kind(Kind::Kv, other.kind(), &other.describe())),
+        other => return Err(super::wrong_kind(crate::channels::kv::KIND, other.kind(), &other.describe())),
     };
     Ok(Outcome::Affected(changed))
 }

@@ -28,10 +28,10 @@ use super::redis_journal;
 use super::redis_save::RedisTransaction;
 use super::{MAX_LIST, check_key, check_prefix, reading, value_rows};
 use crate::bindings::{Rows, Value};
+use crate::channels::ops::{Kind, Operation};
 use crate::channels::outbox::Outbox;
 use crate::channels::outbox::relay::Deliver;
 use crate::channels::{Caller, Channel, ChannelError, CommitStage, KeyReads, Reading, Recheck, Transaction};
-use crate::command::{Kind, Operation};
 
 pub(super) type Pool = r2d2::Pool<Manager>;
 pub(super) type Pooled = r2d2::PooledConnection<Manager>;
@@ -159,7 +159,7 @@ impl KeyReads for RedisKv {
 
 impl Channel for RedisKv {
     fn kind(&self) -> Kind {
-        Kind::Kv
+        crate::channels::kv::KIND
     }
 
     fn keys(&self) -> Option<&dyn KeyReads> {
@@ -176,7 +176,7 @@ impl Channel for RedisKv {
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
         match op.key() {
             Some(key) => check_key(caller, key, true),
-            None => Err(crate::channels::wrong_kind(Kind::Kv, op.kind(), &op.describe())),
+            None => Err(crate::channels::wrong_kind(crate::channels::kv::KIND, op.kind(), &op.describe())),
         }
     }
 

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use super::redis::Pool;
 use super::redis_commit::{self, Committed};
+use crate::channels::headers::Headers;
 use crate::channels::outbox::relay::{Deliver, Delivery, Failure, JOURNAL_AFTER};
 use crate::channels::outbox::{Entry, Outbox};
 use crate::channels::{Caller, ChannelError, Transaction};
-use crate::command::Headers;
 
 /// One save's Redis commit, as its outbox row holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

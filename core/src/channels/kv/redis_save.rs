@@ -12,9 +12,9 @@ use super::redis_commit::{self, Committed, LOCK_TTL};
 use super::redis_journal;
 use super::{Held, MAX_LIST};
 use crate::bindings::Value;
+use crate::channels::ops::{Operation, Outcome};
 use crate::channels::outbox::Outbox;
 use crate::channels::{Caller, ChannelError, Transaction};
-use crate::command::{Operation, Outcome};
 
 /// How long a save that will not commit waits to give its locks back.
 const CLEANUP_WAIT: Duration = Duration::from_millis(500);

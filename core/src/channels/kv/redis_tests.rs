@@ -3,6 +3,7 @@
 //! bounded reads.
 
 use super::*;
+use crate::channels::kv::ops::KvOp;
 
 /// A key watched by a save that another client changes before the
 /// commit makes the commit a conflict, and none of the save's writes
@@ -21,8 +22,11 @@ fn a_watched_key_changed_before_the_commit_is_a_conflict() -> Result<(), Channel
     let (watched, written) = (format!("{ns}watched"), format!("{ns}written"));
     let host = Caller::host(Instant::now() + Duration::from_secs(5));
     let mut tx = channel.begin()?;
-    tx.apply(&Operation::Swap { key: watched.clone(), expected: None, value: Some(b"mine".to_vec()) }, &host)?;
-    tx.apply(&Operation::Set { key: written.clone(), value: b"x".to_vec() }, &host)?;
+    tx.apply(
+        &Operation::Kv(KvOp::Swap { key: watched.clone(), expected: None, value: Some(b"mine".to_vec()) }),
+        &host,
+    )?;
+    tx.apply(&Operation::Kv(KvOp::Set { key: written.clone(), value: b"x".to_vec() }), &host)?;
     redis::cmd("SET").arg(&watched).arg("theirs").exec(&mut other).map_err(redis_error)?;
     let refused = tx.commit();
     assert!(matches!(refused, Err(ChannelError::Conflict(_))), "{refused:?}");
@@ -31,7 +35,7 @@ fn a_watched_key_changed_before_the_commit_is_a_conflict() -> Result<(), Channel
     assert_eq!((now.as_deref(), never), (Some("theirs"), None));
     // Without the change the same save commits.
     let mut tx = channel.begin()?;
-    tx.apply(&Operation::Set { key: written.clone(), value: b"x".to_vec() }, &host)?;
+    tx.apply(&Operation::Kv(KvOp::Set { key: written.clone(), value: b"x".to_vec() }), &host)?;
     tx.commit()?;
     let value: Option<String> = redis::cmd("GET").arg(&written).query(&mut other).map_err(redis_error)?;
     assert_eq!(value.as_deref(), Some("x"));
@@ -108,7 +112,7 @@ fn a_prepared_save_holds_its_keys_until_it_commits_or_gives_them_back() -> Resul
     let Some((channel, mut other, ns)) = server() else { return Ok(()) };
     let key = format!("{ns}counter");
     let host = Caller::host(Instant::now() + Duration::from_secs(5));
-    let increment = Operation::Increment { key: key.clone(), by: 1 };
+    let increment = Operation::Kv(KvOp::Increment { key: key.clone(), by: 1 });
     let mut first = channel.begin()?;
     first.apply(&increment, &host)?;
     first.prepare()?;

@@ -8,10 +8,11 @@
 use std::sync::Arc;
 
 use crate::bindings::{Rows, Value};
+use crate::channels::ops::{Kind, Operation, Outcome};
 use crate::channels::{Caller, Channel, ChannelError, KeyReads, Reading, Recheck, Transaction};
-use crate::command::{Kind, Operation, Outcome};
 
 use super::{Held, MAX_LIST, check_key, check_prefix};
+use crate::channels::sql::ops::SqlOp;
 
 /// The table's statements in one SQL dialect.
 struct Statements {
@@ -80,7 +81,7 @@ impl TableKv {
         // migrations stay theirs.
         let mut tx = base.begin()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        tx.apply(&Operation::Execute { sql: table.into(), params: Vec::new() }, &Caller::host(deadline))?;
+        tx.apply(&Operation::Sql(SqlOp::Execute { sql: table.into(), params: Vec::new() }), &Caller::host(deadline))?;
         tx.commit()?;
         Ok(TableKv { space: name.to_string(), base_name: base_name.to_string(), base, sql })
     }
@@ -140,11 +141,13 @@ impl TableKv {
         host: &Caller,
     ) -> Result<u64, ChannelError> {
         let op = match value {
-            Some(value) => Operation::Execute {
+            Some(value) => Operation::Sql(SqlOp::Execute {
                 sql: self.sql.set.into(),
                 params: vec![self.space(), text(key), Value::Blob(value)],
-            },
-            None => Operation::Execute { sql: self.sql.remove.into(), params: vec![self.space(), text(key)] },
+            }),
+            None => {
+                Operation::Sql(SqlOp::Execute { sql: self.sql.remove.into(), params: vec![self.space(), text(key)] })
+            }
         };
         match tx.apply(&op, host)? {
             Outcome::Affected(n) => Ok(n),
@@ -169,7 +172,7 @@ impl KeyReads for TableKv {
 
 impl Channel for TableKv {
     fn kind(&self) -> Kind {
-        Kind::Kv
+        crate::channels::kv::KIND
     }
 
     fn keys(&self) -> Option<&dyn KeyReads> {
@@ -179,7 +182,7 @@ impl Channel for TableKv {
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
         match op.key() {
             Some(key) => check_key(caller, key, true),
-            None => Err(crate::channels::wrong_kind(Kind::Kv, op.kind(), &op.describe())),
+            None => Err(crate::channels::wrong_kind(crate::channels::kv::KIND, op.kind(), &op.describe())),
         }
     }
 

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::bindings::{Rows, Value};
+use crate::channels::headers::Headers;
+use crate::channels::ops::{Operation, Outcome};
+use crate::channels::sql::ops::SqlOp;
 use crate::channels::{Caller, Channel, ChannelError, Transaction};
-use crate::command::{Headers, Kind, Operation, Outcome};
 
 /// The table, created on the `sql` channel when an effect channel opens.
 const TABLE_SQLITE: &str = "CREATE TABLE IF NOT EXISTS sluice_outbox (
@@ -124,7 +126,7 @@ impl Outbox {
     /// The outbox of effect channel `channel` in the `sql` channel `base`
     /// (called `base_name`), creating the table if it is missing.
     pub fn open(channel: &str, base_name: &str, base: Arc<dyn Channel>) -> Result<Outbox, ChannelError> {
-        if base.kind() != Kind::Sql {
+        if base.kind() != crate::channels::sql::KIND {
             return Err(ChannelError::Invalid(format!("outbox channel {base_name} is not a sql channel")));
         }
         let postgres = base.sql().is_some_and(|sql| sql.dialect() == "postgres");
@@ -132,7 +134,7 @@ impl Outbox {
         let (table, inbox) = if postgres { (TABLE_POSTGRES, INBOX_POSTGRES) } else { (TABLE_SQLITE, INBOX_SQLITE) };
         outbox.host_tx(|tx, host| {
             for sql in [table, INDEX, inbox] {
-                tx.apply(&Operation::Execute { sql: sql.into(), params: Vec::new() }, host)?;
+                tx.apply(&Operation::Sql(SqlOp::Execute { sql: sql.into(), params: Vec::new() }), host)?;
             }
             Ok(())
         })?;
@@ -171,7 +173,7 @@ impl Outbox {
             Value::Blob(body.to_vec()),
             Value::Integer(now_ms()),
         ];
-        tx.apply(&Operation::Execute { sql: INSERT.into(), params }, &caller.as_host())?;
+        tx.apply(&Operation::Sql(SqlOp::Execute { sql: INSERT.into(), params }), &caller.as_host())?;
         Ok(id)
     }
 
@@ -185,7 +187,7 @@ impl Outbox {
         caller: &Caller,
     ) -> Result<Outcome, ChannelError> {
         let params = vec![text(consumer), text(id), Value::Integer(now_ms())];
-        tx.apply(&Operation::Execute { sql: RECEIPT.into(), params }, &caller.as_host())
+        tx.apply(&Operation::Sql(SqlOp::Execute { sql: RECEIPT.into(), params }), &caller.as_host())
     }
 
     /// Whether `consumer` has handled message `id` in a committed save.
@@ -231,7 +233,7 @@ impl Outbox {
             let entries: Vec<Entry> = rows.values.iter().filter_map(|row| entry(row)).collect();
             for e in &entries {
                 let params = vec![text(owner), Value::Integer(until), text(&e.id)];
-                tx.apply(&Operation::Execute { sql: LEASE.into(), params }, host)?;
+                tx.apply(&Operation::Sql(SqlOp::Execute { sql: LEASE.into(), params }), host)?;
             }
             Ok(entries)
         })
@@ -243,7 +245,7 @@ impl Outbox {
         self.host_tx(|tx, host| {
             for id in ids {
                 let params = vec![text(id), text(owner)];
-                tx.apply(&Operation::Execute { sql: UNCLAIM.into(), params }, host)?;
+                tx.apply(&Operation::Sql(SqlOp::Execute { sql: UNCLAIM.into(), params }), host)?;
             }
             Ok(())
         })
@@ -259,7 +261,7 @@ impl Outbox {
         self.host_tx(|tx, host| {
             for id in ids {
                 let params = vec![Value::Integer(now_ms()), text(id)];
-                tx.apply(&Operation::Execute { sql: DELIVERED.into(), params }, host)?;
+                tx.apply(&Operation::Sql(SqlOp::Execute { sql: DELIVERED.into(), params }), host)?;
             }
             Ok(())
         })
@@ -317,7 +319,7 @@ impl Outbox {
 
     fn update(&self, sql: &str, params: Vec<Value>) -> Result<(), ChannelError> {
         self.host_tx(|tx, host| {
-            tx.apply(&Operation::Execute { sql: sql.into(), params: params.clone() }, host).map(drop)
+            tx.apply(&Operation::Sql(SqlOp::Execute { sql: sql.into(), params: params.clone() }), host).map(drop)
         })
     }
 

@@ -12,8 +12,9 @@ use rusqlite::params_from_iter;
 use super::guard::Entered;
 use super::{Pooled, authorized, check_param_count, ran};
 use crate::bindings::{Row, Value};
+use crate::channels::ops::{Operation, Outcome};
+use crate::channels::sql::ops::SqlOp;
 use crate::channels::{Caller, ChannelError, wrong_kind};
-use crate::command::{Kind, Operation, Outcome};
 
 /// How many commands of a run run between two looks at the deadline. The
 /// progress handler interrupts a statement that runs long; this stops a long
@@ -41,9 +42,9 @@ pub(super) fn apply_run(
     let mut rest = ops;
     while let Some(first) = rest.first() {
         let taken = match first {
-            Operation::Execute { sql, .. } => executes(pooled, sql, rest, caller, outcomes)?,
-            op if op.kind() == Kind::Sql => built(pooled, rest, caller, outcomes)?,
-            op => return Err(wrong_kind(Kind::Sql, op.kind(), &op.describe())),
+            Operation::Sql(SqlOp::Execute { sql, .. }) => executes(pooled, sql, rest, caller, outcomes)?,
+            op if op.kind() == crate::channels::sql::KIND => built(pooled, rest, caller, outcomes)?,
+            op => return Err(wrong_kind(crate::channels::sql::KIND, op.kind(), &op.describe())),
         };
         rest = &rest[taken..];
     }
@@ -72,7 +73,7 @@ fn executes(
     let expected = stmt.parameter_count();
     let mut taken = 0;
     for op in ops {
-        let Operation::Execute { sql: next, params } = op else { break };
+        let Operation::Sql(SqlOp::Execute { sql: next, params }) = op else { break };
         if next != sql || (alone && taken == 1) {
             break;
         }
@@ -119,7 +120,7 @@ fn built(
         check_param_count(expected, params.len())?;
         let changed = execute(&mut stmt, params).map_err(|e| ran(e, &entered))?;
         outcomes.push(match op {
-            Operation::Insert { .. } => Outcome::Inserted(pooled.conn.last_insert_rowid()),
+            Operation::Sql(SqlOp::Insert { .. }) => Outcome::Inserted(pooled.conn.last_insert_rowid()),
             _ => Outcome::Affected(changed as u64),
         });
         taken += 1;
@@ -147,23 +148,23 @@ fn execute<'p>(
 /// [`apply_run`] refuses them before it builds one.
 pub(super) fn sql_of(op: &Operation) -> Cow<'_, str> {
     match op {
-        Operation::Insert { table, row } => {
+        Operation::Sql(SqlOp::Insert { table, row }) => {
             let marks: Vec<String> = (1..=row.values.len()).map(|i| format!("?{i}")).collect();
             let columns: Vec<String> = row.columns.iter().map(|c| quote(c)).collect();
             Cow::Owned(format!("INSERT INTO {} ({}) VALUES ({})", quote(table), columns.join(", "), marks.join(", ")))
         }
-        Operation::Update { table, key, changes } => {
+        Operation::Sql(SqlOp::Update { table, key, changes }) => {
             let set: Vec<String> = (changes.columns.iter().zip(&changes.values).enumerate())
                 .map(|(i, (c, _))| format!("{} = ?{}", quote(c), i + 1))
                 .collect();
             let filter = where_clause(key, set.len());
             Cow::Owned(format!("UPDATE {} SET {} WHERE {filter}", quote(table), set.join(", ")))
         }
-        Operation::Delete { table, key } => {
+        Operation::Sql(SqlOp::Delete { table, key }) => {
             Cow::Owned(format!("DELETE FROM {} WHERE {}", quote(table), where_clause(key, 0)))
         }
         // The guest's text as it is: no copy per command.
-        Operation::Execute { sql, .. } => Cow::Borrowed(sql.as_str()),
+        Operation::Sql(SqlOp::Execute { sql, .. }) => Cow::Borrowed(sql.as_str()),
         _ => Cow::Borrowed(""),
     }
 }
@@ -180,10 +181,10 @@ pub(super) fn params_of(op: &Operation) -> Vec<&Value> {
         paired(key).filter(|v| !matches!(v, Value::Null))
     }
     match op {
-        Operation::Insert { row, .. } => row.values.iter().collect(),
-        Operation::Update { key, changes, .. } => paired(changes).chain(key_values(key)).collect(),
-        Operation::Delete { key, .. } => key_values(key).collect(),
-        Operation::Execute { params, .. } => params.iter().collect(),
+        Operation::Sql(SqlOp::Insert { row, .. }) => row.values.iter().collect(),
+        Operation::Sql(SqlOp::Update { key, changes, .. }) => paired(changes).chain(key_values(key)).collect(),
+        Operation::Sql(SqlOp::Delete { key, .. }) => key_values(key).collect(),
+        Operation::Sql(SqlOp::Execute { params, .. }) => params.iter().collect(),
         _ => Vec::new(),
     }
 }
@@ -192,13 +193,16 @@ pub(super) fn params_of(op: &Operation) -> Vec<&Value> {
 /// prepared statement runs both.
 fn same_statement(a: &Operation, b: &Operation) -> bool {
     match (a, b) {
-        (Operation::Insert { table: t, row: r }, Operation::Insert { table: u, row: s }) => {
+        (Operation::Sql(SqlOp::Insert { table: t, row: r }), Operation::Sql(SqlOp::Insert { table: u, row: s })) => {
             t == u && r.columns == s.columns && r.values.len() == s.values.len()
         }
-        (Operation::Update { table: t, key: k, changes: c }, Operation::Update { table: u, key: l, changes: d }) => {
-            t == u && c.columns == d.columns && c.values.len() == d.values.len() && same_key(k, l)
+        (
+            Operation::Sql(SqlOp::Update { table: t, key: k, changes: c }),
+            Operation::Sql(SqlOp::Update { table: u, key: l, changes: d }),
+        ) => t == u && c.columns == d.columns && c.values.len() == d.values.len() && same_key(k, l),
+        (Operation::Sql(SqlOp::Delete { table: t, key: k }), Operation::Sql(SqlOp::Delete { table: u, key: l })) => {
+            t == u && same_key(k, l)
         }
-        (Operation::Delete { table: t, key: k }, Operation::Delete { table: u, key: l }) => t == u && same_key(k, l),
         _ => false,
     }
 }
@@ -257,21 +261,34 @@ mod tests {
         let mut ops = Vec::new();
         for table in ["t", "u"] {
             let t = table.to_string();
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], vec![one.clone(), none.clone()]) });
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["a", "b"], vec![none.clone(), one.clone()]) });
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["b", "a"], vec![one.clone(), one.clone()]) });
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["a"], vec![one.clone()]) });
+            ops.push(Operation::Sql(SqlOp::Insert {
+                table: t.clone(),
+                row: row(&["a", "b"], vec![one.clone(), none.clone()]),
+            }));
+            ops.push(Operation::Sql(SqlOp::Insert {
+                table: t.clone(),
+                row: row(&["a", "b"], vec![none.clone(), one.clone()]),
+            }));
+            ops.push(Operation::Sql(SqlOp::Insert {
+                table: t.clone(),
+                row: row(&["b", "a"], vec![one.clone(), one.clone()]),
+            }));
+            ops.push(Operation::Sql(SqlOp::Insert { table: t.clone(), row: row(&["a"], vec![one.clone()]) }));
             for key in [[one.clone(), none.clone()], [none.clone(), one.clone()], [one.clone(), one.clone()]] {
-                ops.push(Operation::Delete { table: t.clone(), key: row(&["a", "b"], key.to_vec()) });
+                ops.push(Operation::Sql(SqlOp::Delete { table: t.clone(), key: row(&["a", "b"], key.to_vec()) }));
                 for changes in [row(&["b"], vec![one.clone()]), row(&["a"], vec![none.clone()])] {
-                    ops.push(Operation::Update { table: t.clone(), key: row(&["a", "b"], key.to_vec()), changes });
+                    ops.push(Operation::Sql(SqlOp::Update {
+                        table: t.clone(),
+                        key: row(&["a", "b"], key.to_vec()),
+                        changes,
+                    }));
                 }
             }
-            ops.push(Operation::Delete { table: t.clone(), key: row(&["a"], vec![one.clone()]) });
+            ops.push(Operation::Sql(SqlOp::Delete { table: t.clone(), key: row(&["a"], vec![one.clone()]) }));
             // Rows left for the comparison to see.
-            ops.push(Operation::Insert { table: t.clone(), row: row(&["b"], vec![Value::Integer(2)]) });
+            ops.push(Operation::Sql(SqlOp::Insert { table: t.clone(), row: row(&["b"], vec![Value::Integer(2)]) }));
         }
-        ops.push(Operation::Execute { sql: "DELETE FROM t".into(), params: vec![] });
+        ops.push(Operation::Sql(SqlOp::Execute { sql: "DELETE FROM t".into(), params: vec![] }));
         ops
     }
 
@@ -284,7 +301,7 @@ mod tests {
             for b in &ops {
                 let (same, text) = (same_statement(a, b), sql_of(a) == sql_of(b));
                 // Execute runs are matched by their text in `executes`.
-                if !matches!(a, Operation::Execute { .. }) {
+                if !matches!(a, Operation::Sql(SqlOp::Execute { .. })) {
                     assert_eq!(same, text, "{} / {}", sql_of(a), sql_of(b));
                 }
             }
@@ -316,7 +333,7 @@ mod tests {
     /// command's own parameters, and refuses a wrong parameter count.
     #[test]
     fn executes_count_their_rows_with_or_without_returning() -> Result<(), ChannelError> {
-        let exec = |sql: &str, params: Vec<Value>| Operation::Execute { sql: sql.into(), params };
+        let exec = |sql: &str, params: Vec<Value>| Operation::Sql(SqlOp::Execute { sql: sql.into(), params });
         let ops = [
             exec("INSERT INTO t (a, b) VALUES (?1, ?2)", vec![Value::Integer(1), Value::Integer(10)]),
             exec("INSERT INTO t (a, b) VALUES (?1, ?2)", vec![Value::Integer(2), Value::Integer(20)]),
@@ -354,8 +371,8 @@ mod tests {
     /// whose deadline has passed is applied.
     #[test]
     fn a_run_stops_at_its_deadline() -> Result<(), ChannelError> {
-        let insert = Operation::Insert { table: "t".into(), row: row(&["a"], vec![Value::Integer(1)]) };
-        let execute = Operation::Execute { sql: "INSERT INTO t (a) VALUES (1)".into(), params: vec![] };
+        let insert = Operation::Sql(SqlOp::Insert { table: "t".into(), row: row(&["a"], vec![Value::Integer(1)]) });
+        let execute = Operation::Sql(SqlOp::Execute { sql: "INSERT INTO t (a) VALUES (1)".into(), params: vec![] });
         for op in [insert, execute] {
             let run = vec![&op; 1000];
             let late = applied(|tx, _| {
@@ -381,7 +398,7 @@ mod tests {
         let host = Caller::host(Instant::now() + Duration::from_secs(60));
         let mut tx = channel.begin()?;
         for sql in ["CREATE TABLE t (a, b)", "CREATE TABLE u (a, b)"] {
-            tx.apply(&Operation::Execute { sql: sql.into(), params: vec![] }, &host)?;
+            tx.apply(&Operation::Sql(SqlOp::Execute { sql: sql.into(), params: vec![] }), &host)?;
         }
         let outcomes = apply(tx.as_mut(), &host)?;
         tx.commit()?;

@@ -23,9 +23,10 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use super::SqliteChannel;
 use crate::bindings::Value;
 use crate::channels::grant::ChannelGrant;
+use crate::channels::ops::Operation;
 use crate::channels::sql::grant::{SqlGrant, Tables};
+use crate::channels::sql::ops::SqlOp;
 use crate::channels::{Caller, Channel, ChannelError};
-use crate::command::Operation;
 
 const TABLES: [&str; 3] = ["t", "s", "u"];
 
@@ -255,7 +256,7 @@ proptest! {
         let caller = Caller::service("probe", Some(Arc::new(grant.clone())), deadline());
         let decided = channel.check(&sql, &caller).and_then(|()| {
             let mut tx = channel.begin()?;
-            tx.apply(&Operation::Execute { sql: sql.clone(), params: vec![] }, &caller)?;
+            tx.apply(&Operation::Sql(SqlOp::Execute { sql: sql.clone(), params: vec![] }), &caller)?;
             tx.commit()
         });
         let expect = allows(&grant, &touched, true);

@@ -12,6 +12,7 @@ pub mod grant;
 mod guard;
 mod implied;
 pub mod migrate;
+pub mod ops;
 mod pg;
 mod read;
 mod statements;
@@ -27,8 +28,9 @@ use rusqlite::{Connection, ToSql};
 use super::turns::{Turn, Turns, WAIT as BUSY_TIMEOUT};
 use super::{Caller, Channel, ChannelError, Denial, Reading, SqlChannel, Transaction};
 use crate::bindings::Value;
+use crate::channels::ops::{Kind, Operation, Outcome};
 use crate::channels::sql::grant::Access;
-use crate::command::{Kind, Operation, Outcome};
+use crate::channels::sql::ops::SqlOp;
 use apply::quote;
 use guard::{Gate, Rules};
 use implied::Keys;
@@ -36,6 +38,38 @@ use read::read;
 use statements::{Prepared, Verdicts};
 
 pub use pg::PostgresChannel;
+
+/// The `sql` kind.
+pub const KIND: Kind = Kind::named("sql");
+
+/// Checks, as it is queued, that `caller` may queue `op` on a `sql`
+/// channel (both engines): `insert`, `update` and `delete` by the table
+/// grant, since the host builds their statements and the table and
+/// operation are all they do; `execute` by the engine, which prepares the
+/// service's own statement under its grant ([`SqlChannel::check`]).
+fn check_command(channel: &dyn SqlChannel, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+    let Operation::Sql(op) = op else { return Err(super::wrong_kind(KIND, op.kind(), &op.describe())) };
+    if let SqlOp::Execute { sql, .. } = op {
+        return channel.check(sql, caller);
+    }
+    check_table_grant(op, caller).map_err(ChannelError::Denied)
+}
+
+/// Whether `caller`'s grant allows the table and operation of an
+/// `insert`, `update` or `delete` (an `execute` is the engine's to judge).
+pub fn check_table_grant(op: &SqlOp, caller: &Caller) -> Result<(), Denial> {
+    let (access, table) = match op {
+        SqlOp::Insert { table, .. } => (Access::Insert, table),
+        SqlOp::Update { table, .. } => (Access::Update, table),
+        SqlOp::Delete { table, .. } => (Access::Delete, table),
+        SqlOp::Execute { .. } => return Ok(()),
+    };
+    let table = table.to_lowercase();
+    if caller.host || caller.grant.as_deref().is_some_and(|g| g.sql.tables(access).allows(&table)) {
+        return Ok(());
+    }
+    Err(Denial::Table { access, table })
+}
 
 /// Idle connections kept per channel.
 const POOL_SIZE: usize = 8;
@@ -217,11 +251,15 @@ impl SqlChannel for SqliteChannel {
 
 impl Channel for SqliteChannel {
     fn kind(&self) -> Kind {
-        Kind::Sql
+        crate::channels::sql::KIND
     }
 
     fn sql(&self) -> Option<&dyn SqlChannel> {
         Some(self)
+    }
+
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        check_command(self, op, caller)
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {

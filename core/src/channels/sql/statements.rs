@@ -116,12 +116,13 @@ impl std::ops::DerefMut for Prepared<'_> {
 #[cfg(test)]
 mod tests {
     use crate::channels::SqlChannel as _;
+    use crate::channels::sql::ops::SqlOp;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use super::super::SqliteChannel;
+    use crate::channels::ops::Operation;
     use crate::channels::{Caller, Channel, ChannelError, Denial};
-    use crate::command::Operation;
 
     fn channel() -> Result<(tempfile::TempDir, SqliteChannel), ChannelError> {
         let dir = tempfile::tempdir().map_err(|e| ChannelError::Unavailable(e.to_string()))?;
@@ -137,7 +138,7 @@ mod tests {
         let host = Caller::host(Instant::now() + Duration::from_secs(60));
         let mut tx = channel.begin()?;
         for sql in statements {
-            tx.apply(&Operation::Execute { sql: (*sql).into(), params: vec![] }, &host)?;
+            tx.apply(&Operation::Sql(SqlOp::Execute { sql: (*sql).into(), params: vec![] }), &host)?;
         }
         tx.commit()
     }

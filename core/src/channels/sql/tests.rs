@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::bindings::Row;
+use crate::channels::sql::ops::SqlOp;
 use std::time::{Duration, Instant};
 
 /// A channel on a new database file in a temp dir (kept alive by the
@@ -26,11 +27,11 @@ fn row(pairs: &[(&str, Value)]) -> Row {
 
 #[test]
 fn statements_quote_identifiers_and_bind_values() {
-    let op = Operation::Update {
+    let op = Operation::Sql(SqlOp::Update {
         table: "we\"ird".into(),
         key: row(&[("id", Value::Integer(1)), ("gone", Value::Null)]),
         changes: row(&[("name", Value::Text("x'; DROP TABLE t; --".into()))]),
-    };
+    });
     let (sql, params) = (apply::sql_of(&op), apply::params_of(&op));
     assert_eq!(sql, r#"UPDATE "we""ird" SET "name" = ?1 WHERE "id" = ?2 AND "gone" IS NULL"#);
     assert_eq!(params.len(), 2);
@@ -39,13 +40,13 @@ fn statements_quote_identifiers_and_bind_values() {
 #[test]
 fn transaction_rolls_back_when_dropped() -> Result<(), ChannelError> {
     let (_dir, channel) = open()?;
-    let exec = |sql: &str| Operation::Execute { sql: sql.into(), params: vec![] };
+    let exec = |sql: &str| Operation::Sql(SqlOp::Execute { sql: sql.into(), params: vec![] });
     let mut tx = channel.begin()?;
     tx.apply(&exec("CREATE TABLE t (a INTEGER)"), &host())?;
     tx.commit()?;
     let mut tx = channel.begin()?;
     assert_eq!(
-        tx.apply(&Operation::Insert { table: "t".into(), row: row(&[("a", Value::Integer(7))]) }, &host())?,
+        tx.apply(&Operation::Sql(SqlOp::Insert { table: "t".into(), row: row(&[("a", Value::Integer(7))]) }), &host())?,
         Outcome::Inserted(1)
     );
     drop(tx);
@@ -85,7 +86,7 @@ fn reads_of_no_column_need_the_grant_and_name_their_table() -> Result<(), Channe
     let (_dir, channel) = open()?;
     let mut tx = channel.begin()?;
     for sql in ["CREATE TABLE t (a)", "CREATE TABLE secret (b)"] {
-        tx.apply(&Operation::Execute { sql: sql.into(), params: vec![] }, &host())?;
+        tx.apply(&Operation::Sql(SqlOp::Execute { sql: sql.into(), params: vec![] }), &host())?;
     }
     tx.commit()?;
     let grant: crate::channels::grant::ChannelGrant =

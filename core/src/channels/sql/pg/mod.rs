@@ -41,10 +41,10 @@ use tokio_postgres::types::ToSql;
 use super::{check_param_count, quote};
 use crate::bindings::{Rows, Value};
 use crate::channels::grant::ChannelGrant;
+use crate::channels::ops::{Kind, Operation};
 use crate::channels::turns::{Turn, Turns};
 use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, SqlChannel, Transaction};
 use crate::channels::{DIGEST_ROW as ROW, digest_value};
-use crate::command::Kind;
 use filter::Use;
 use transaction::PostgresTransaction;
 use values::{Cell, Param};
@@ -176,11 +176,15 @@ impl SqlChannel for PostgresChannel {
 
 impl Channel for PostgresChannel {
     fn kind(&self) -> Kind {
-        Kind::Sql
+        crate::channels::sql::KIND
     }
 
     fn sql(&self) -> Option<&dyn SqlChannel> {
         Some(self)
+    }
+
+    fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
+        super::check_command(self, op, caller)
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {

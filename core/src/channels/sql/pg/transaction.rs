@@ -9,10 +9,11 @@ use super::filter::Use;
 use super::values::{Cell, Param};
 use super::{Handle, LOST, Pooled, checked, conn, identity, lost, quote, run_read};
 use crate::bindings::{Rows, Value};
+use crate::channels::ops::{Operation, Outcome};
 use crate::channels::sql::check_param_count;
+use crate::channels::sql::ops::SqlOp;
 use crate::channels::turns::Turn;
 use crate::channels::{Caller, ChannelError, Transaction};
-use crate::command::{Kind, Operation, Outcome};
 
 /// One save's transaction: `SERIALIZABLE`, or a read-only snapshot.
 pub(super) struct PostgresTransaction {
@@ -73,13 +74,13 @@ impl PostgresTransaction {
 
 impl Transaction for PostgresTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        if op.kind() != Kind::Sql {
-            return Err(crate::channels::wrong_kind(Kind::Sql, op.kind(), &op.describe()));
+        if op.kind() != crate::channels::sql::KIND {
+            return Err(crate::channels::wrong_kind(crate::channels::sql::KIND, op.kind(), &op.describe()));
         }
         if !self.writes {
             return Err(ChannelError::Invalid("a snapshot applies no command".into()));
         }
-        if let Operation::Execute { sql, params } = op {
+        if let Operation::Sql(SqlOp::Execute { sql, params }) = op {
             let checked = checked(sql, caller, Use::Command)?;
             let role = self.role(caller)?;
             let generation = self.channel.generation();
@@ -97,7 +98,7 @@ impl Transaction for PostgresTransaction {
         // SQL ([`super::roles`]).
         let role = self.role(caller)?;
         let key = match op {
-            Operation::Insert { table, .. } => self.key_of(table)?,
+            Operation::Sql(SqlOp::Insert { table, .. }) => self.key_of(table)?,
             _ => None,
         };
         let (sql, params) = statement(op, key.as_deref());
@@ -117,7 +118,7 @@ impl Transaction for PostgresTransaction {
         }
         let changed = changed?;
         Ok(match op {
-            Operation::Insert { .. } => Outcome::Inserted(0),
+            Operation::Sql(SqlOp::Insert { .. }) => Outcome::Inserted(0),
             _ => Outcome::Affected(changed),
         })
     }
@@ -230,7 +231,7 @@ fn returning(
 fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value>) {
     let mut params: Vec<&Value> = Vec::new();
     let sql = match op {
-        Operation::Insert { table, row } => {
+        Operation::Sql(SqlOp::Insert { table, row }) => {
             let marks: Vec<String> = row.values.iter().map(|v| mark(&mut params, v)).collect();
             let returning = key.map(|k| format!(" RETURNING {}", quote(k))).unwrap_or_default();
             let columns: Vec<String> = row.columns.iter().map(|c| quote(c)).collect();
@@ -241,7 +242,7 @@ fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value
                 marks.join(", ")
             )
         }
-        Operation::Update { table, key, changes } => {
+        Operation::Sql(SqlOp::Update { table, key, changes }) => {
             let set: Vec<String> = changes
                 .columns
                 .iter()
@@ -251,11 +252,11 @@ fn statement<'a>(op: &'a Operation, key: Option<&str>) -> (String, Vec<&'a Value
             let filter = where_clause(key, &mut params);
             format!("UPDATE public.{} SET {} WHERE {filter}", quote(table), set.join(", "))
         }
-        Operation::Delete { table, key } => {
+        Operation::Sql(SqlOp::Delete { table, key }) => {
             let filter = where_clause(key, &mut params);
             format!("DELETE FROM public.{} WHERE {filter}", quote(table))
         }
-        Operation::Execute { sql, params: p } => {
+        Operation::Sql(SqlOp::Execute { sql, params: p }) => {
             params.extend(p.iter());
             sql.clone()
         }

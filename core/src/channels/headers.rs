@@ -1,21 +1,8 @@
-//! The checks of the effect commands (`publish`, `send`) that need no
-//! channel: a subject's form, a method, headers a service may set.
+//! The headers of the effect commands (`publish` on a `bus` channel,
+//! `send` on an `http-out` one): their form, and the ones a service may not
+//! set.
 
 use serde::Serialize;
-
-/// The methods a request of an `http-out` channel may use.
-pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-
-/// Checks a request's method: one of [`METHODS`].
-pub fn check_method(method: &str) -> Result<(), String> {
-    if METHODS.contains(&method) {
-        return Ok(());
-    }
-    Err(format!("method {method:?} is not one of {}", METHODS.join(", ")))
-}
-
-/// The longest subject a `publish` may name.
-pub const MAX_SUBJECT_BYTES: usize = 256;
 
 /// The most headers one message or request may carry.
 pub const MAX_HEADERS: usize = 64;
@@ -86,29 +73,6 @@ impl Headers {
     }
 }
 
-/// Checks a subject to publish on: dot-separated tokens of printable ASCII,
-/// none empty, no wildcard (`*`, `>`), at most [`MAX_SUBJECT_BYTES`].
-pub fn check_subject(subject: &str) -> Result<(), String> {
-    if subject.is_empty() {
-        return Err("the subject is empty".into());
-    }
-    if subject.len() > MAX_SUBJECT_BYTES {
-        return Err(format!("the subject is {} bytes; at most {MAX_SUBJECT_BYTES} are allowed", subject.len()));
-    }
-    if !subject.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(format!("subject {subject:?} has a space or a character that is not printable ASCII"));
-    }
-    for token in subject.split('.') {
-        if token.is_empty() {
-            return Err(format!("subject {subject:?} has an empty token (two dots, or a dot at an end)"));
-        }
-        if token == "*" || token == ">" {
-            return Err(format!("subject {subject:?} has a wildcard; a message is published on one subject"));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,15 +90,6 @@ mod tests {
     }
 
     #[test]
-    fn subjects_are_plain_tokens() {
-        assert!(check_subject("orders.placed").is_ok());
-        for bad in ["", "orders..placed", ".orders", "orders.*", "orders.>", "a b", "é"] {
-            assert!(check_subject(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_subject(&"a".repeat(300)).is_err());
-    }
-
-    #[test]
     fn headers_the_host_owns_are_refused() {
         let one = |n: &str, v: &str| Headers(vec![(n.into(), v.into())]);
         assert!(one("content-type", "application/json").check_request().is_ok());
@@ -146,8 +101,5 @@ mod tests {
         assert!(one("trace", "x").check_message().is_ok());
         assert!(one("x-a", "tab\tand é").check_request().is_ok());
         assert!(one("x-a", "bell\u{7}").check_request().is_err());
-        assert!(check_method("POST").is_ok());
-        assert!(check_method("post").is_err());
-        assert!(check_method("CONNECT").is_err());
     }
 }
