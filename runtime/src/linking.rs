@@ -54,6 +54,7 @@ pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>,
                     .zip(pres)
                     .map(|((c, calls), pre)| Service {
                         manifest_path: crate::manifest::Manifest::path_for(&c.path),
+                        shared_name: std::sync::Arc::from(c.name.as_str()),
                         name: c.name,
                         path: c.path,
                         code: c.code,

@@ -174,10 +174,15 @@ pub struct BusConfig {
     pub duplicate_window_s: Option<u64>,
 }
 
-impl BusConfig {
+impl super::KindConfig for BusConfig {
+    /// Its outbox.
+    fn depends_on(&self) -> Option<&str> {
+        Some(&self.outbox)
+    }
+
     /// Opens the channel and registers its relay and its subscriptions'
     /// bus.
-    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let name = at.name().to_string();
         let settings = BusSettings {
             url: self.url.clone(),

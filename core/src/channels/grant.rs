@@ -21,7 +21,8 @@ pub trait GrantSection: Default + Clone + PartialEq + std::fmt::Debug + Deserial
     fn summary(&self, parts: &mut Vec<String>);
 }
 
-/// Defines [`ChannelGrant`] with one field per registered kind's section.
+/// Defines [`ChannelGrant`] with one field per registered kind's section
+/// (the registration is in [`super::kinds`]).
 macro_rules! sections {
     ($($field:ident: $section:ty),* $(,)?) => {
         /// What a service may do on one channel: each kind's section.
@@ -35,34 +36,29 @@ macro_rules! sections {
 
         impl ChannelGrant {
             /// Every key a section reads, in registration order.
-            fn keys() -> impl Iterator<Item = &'static str> {
-                [$(<$section as GrantSection>::KEYS),*].into_iter().flatten().copied()
+            pub(crate) fn keys() -> impl Iterator<Item = &'static str> {
+                [$(<$section as $crate::channels::grant::GrantSection>::KEYS),*].into_iter().flatten().copied()
             }
 
-            fn from_table(table: &toml::Table) -> Result<ChannelGrant, String> {
-                Ok(ChannelGrant { $($field: section::<$section>(table)?,)* })
+            pub(crate) fn from_table(table: &toml::Table) -> Result<ChannelGrant, String> {
+                Ok(ChannelGrant { $($field: $crate::channels::grant::section::<$section>(table)?,)* })
             }
 
             /// What the grant allows, one part per thing granted, for people.
             pub fn summary(&self) -> Vec<String> {
                 let mut parts = Vec::new();
-                $(GrantSection::summary(&self.$field, &mut parts);)*
+                $($crate::channels::grant::GrantSection::summary(&self.$field, &mut parts);)*
                 parts
             }
         }
     };
 }
+pub(crate) use sections;
 
-// The registration: one line per kind that has a grant section.
-sections! {
-    sql: super::sql::grant::SqlGrant,
-    kv: super::kv::grant::KvGrant,
-    bus: super::bus::BusGrant,
-    http_out: super::http_out::HttpOutGrant,
-}
+pub use super::kinds::ChannelGrant;
 
 /// Parses section `S` from the keys of `table` it owns.
-fn section<S: GrantSection>(table: &toml::Table) -> Result<S, String> {
+pub(crate) fn section<S: GrantSection>(table: &toml::Table) -> Result<S, String> {
     let own: toml::Table =
         table.iter().filter(|(k, _)| S::KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     if own.is_empty() {

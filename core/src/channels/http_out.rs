@@ -193,9 +193,14 @@ pub struct HttpOutConfig {
     pub timeout_ms: Option<u64>,
 }
 
-impl HttpOutConfig {
+impl super::KindConfig for HttpOutConfig {
+    /// Its outbox.
+    fn depends_on(&self) -> Option<&str> {
+        Some(&self.outbox)
+    }
+
     /// Opens the channel and registers its relay.
-    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let base = match &self.base {
             Some(b) => Some(Url::parse(b).map_err(|e| ChannelError::Invalid(format!("base {b:?}: {e}")))?),
             None => None,

@@ -10,6 +10,7 @@ pub mod files;
 pub mod grant;
 pub mod headers;
 pub mod http_out;
+mod kinds;
 pub mod kv;
 mod open;
 pub mod ops;
@@ -26,7 +27,7 @@ use crate::channels::sql::grant::Access;
 use crate::work::Canceller;
 pub use ops::{Kind, Operation, Outcome};
 
-pub use open::{ChannelConfig, Channels, Opening, RelayParts};
+pub use open::{ChannelConfig, Channels, KindConfig, Opening, RelayParts};
 
 /// Why a channel refused or failed a request.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -155,7 +156,12 @@ impl Caller {
     /// The service `name`, with `grant` on the channel (`None` grants
     /// nothing).
     pub fn service(name: &str, grant: Option<Arc<ChannelGrant>>, deadline: Instant) -> Caller {
-        Caller { service: Some(Arc::from(name)), grant, host: false, deadline, cancel: None }
+        Caller::named(Arc::from(name), grant, deadline)
+    }
+
+    /// [`Caller::service`], with a name already shared.
+    pub fn named(name: Arc<str>, grant: Option<Arc<ChannelGrant>>, deadline: Instant) -> Caller {
+        Caller { service: Some(name), grant, host: false, deadline, cancel: None }
     }
 
     /// The host itself: nothing but the deadline applies.

@@ -6,63 +6,78 @@ use std::sync::Arc;
 
 use std::path::Path;
 
-use serde::Deserialize;
-
 use super::outbox::Outbox;
 use super::outbox::relay::Deliver;
-use super::{Channel, ChannelError, bus, files, http_out, kv, outbox, sql};
+use super::{Channel, ChannelError, bus, outbox};
 
-/// How to reach one channel: a `[channels.NAME]` table of `sluice.toml`,
-/// whose `kind` selects the variant. This is where the kinds are
-/// registered, one line each; each kind's module owns its section's
-/// fields and opens it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ChannelConfig {
-    /// A SQL database: SQLite or PostgreSQL.
-    Sql(sql::SqlConfig),
-    /// Keys and values, in a table of a `sql` channel or in Redis.
-    Kv(kv::KvConfig),
-    /// A directory, read and written through the `kv` reads and commands.
-    Files(files::FilesConfig),
-    /// A message bus: NATS JetStream, through an outbox.
-    Bus(bus::BusConfig),
-    /// Outgoing HTTP requests, through an outbox.
-    #[serde(rename = "http-out")]
-    HttpOut(http_out::HttpOutConfig),
-}
-
-impl ChannelConfig {
+/// A kind's section of `sluice.toml` (`[channels.NAME]` with its `kind`):
+/// what it needs opened first, how its paths are read, and how it opens.
+pub trait KindConfig {
     /// The `sql` channel this one needs open first: a `kv` table's, or an
     /// outbox's.
-    pub fn depends_on(&self) -> Option<&str> {
-        match self {
-            ChannelConfig::Sql(_) => None,
-            ChannelConfig::Kv(c) => c.depends_on(),
-            ChannelConfig::Files(c) => c.outbox.as_deref(),
-            ChannelConfig::Bus(c) => Some(&c.outbox),
-            ChannelConfig::HttpOut(c) => Some(&c.outbox),
-        }
+    fn depends_on(&self) -> Option<&str> {
+        None
     }
 
     /// Takes relative paths (a SQLite file, a directory) relative to
     /// `base`, the configuration file's directory.
-    pub fn resolve(&mut self, base: &Path) {
-        match self {
-            ChannelConfig::Sql(c) => c.resolve(base),
-            ChannelConfig::Files(c) => c.resolve(base),
-            ChannelConfig::Kv(_) | ChannelConfig::Bus(_) | ChannelConfig::HttpOut(_) => {}
+    fn resolve(&mut self, base: &Path) {
+        let _ = base;
+    }
+
+    /// Opens the channel, registering its relay when it has one.
+    fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError>;
+}
+
+/// Defines [`ChannelConfig`], one variant per registered kind (the
+/// registration is in [`super::kinds`]): a `[channels.NAME]` table of
+/// `sluice.toml`, whose `kind` selects the variant.
+macro_rules! configs {
+    ($($(#[$doc:meta])* $variant:ident($name:literal, $config:ty)),* $(,)?) => {
+        /// How to reach one channel: a `[channels.NAME]` table of
+        /// `sluice.toml`, whose `kind` selects its kind's section.
+        #[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+        #[serde(tag = "kind")]
+        pub enum ChannelConfig {
+            $(
+                $(#[$doc])*
+                #[serde(rename = $name)]
+                $variant($config),
+            )*
         }
+
+        impl ChannelConfig {
+            pub(crate) fn section(&self) -> &dyn $crate::channels::KindConfig {
+                match self {
+                    $(ChannelConfig::$variant(c) => c,)*
+                }
+            }
+
+            pub(crate) fn section_mut(&mut self) -> &mut dyn $crate::channels::KindConfig {
+                match self {
+                    $(ChannelConfig::$variant(c) => c,)*
+                }
+            }
+        }
+    };
+}
+pub(crate) use configs;
+
+pub use super::kinds::ChannelConfig;
+
+impl ChannelConfig {
+    /// The `sql` channel this one needs open first.
+    pub fn depends_on(&self) -> Option<&str> {
+        self.section().depends_on()
+    }
+
+    /// Takes relative paths relative to `base`.
+    pub fn resolve(&mut self, base: &Path) {
+        self.section_mut().resolve(base);
     }
 
     fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
-        match self {
-            ChannelConfig::Sql(c) => c.open(),
-            ChannelConfig::Kv(c) => c.open(at),
-            ChannelConfig::Files(c) => c.open(at),
-            ChannelConfig::Bus(c) => c.open(at),
-            ChannelConfig::HttpOut(c) => c.open(at),
-        }
+        self.section().open(at)
     }
 }
 

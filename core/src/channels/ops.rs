@@ -47,13 +47,14 @@ pub trait Family {
     }
 }
 
-/// Defines [`Operation`] with one variant per registered family.
+/// Defines [`Operation`] with one variant per registered family (the
+/// registration is in [`super::kinds`]).
 macro_rules! families {
     ($($variant:ident($family:ty)),* $(,)?) => {
         /// What a command does to its channel: a command of one kind's
         /// family. Serialized as the family's own form (`{"kind":
         /// "insert", …}`).
-        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
         #[serde(untagged)]
         pub enum Operation {
             $(
@@ -63,7 +64,7 @@ macro_rules! families {
         }
 
         impl Operation {
-            fn family(&self) -> &dyn Family {
+            pub(crate) fn family(&self) -> &dyn $crate::channels::ops::Family {
                 match self {
                     $(Operation::$variant(op) => op,)*
                 }
@@ -79,14 +80,9 @@ macro_rules! families {
         )*
     };
 }
+pub(crate) use families;
 
-// The registration: one line per kind that takes commands.
-families! {
-    Sql(super::sql::ops::SqlOp),
-    Kv(super::kv::ops::KvOp),
-    Bus(super::bus::BusOp),
-    HttpOut(super::http_out::HttpOp),
-}
+pub use super::kinds::Operation;
 
 impl Operation {
     /// Checks what can be checked without a channel ([`Family::check`]).

@@ -134,8 +134,7 @@ impl ServiceView<'_> {
             );
             return Err(wasmtime::Error::new(Breach::new(&service.name, "command-bytes", detail)));
         }
-        let caller = Caller::service(&service.name, service.grants().on(channel), self.deadline.at)
-            .cancelled_by(&self.deadline.cancel);
+        let caller = service.caller(channel, self.deadline.at).cancelled_by(&self.deadline.cancel);
         Ok(Ok((target, caller, service.limits.result_bytes)))
     }
 

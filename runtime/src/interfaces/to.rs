@@ -5,7 +5,6 @@ use super::from::unknown_channel;
 use crate::bindings::sluice::service::to::Host;
 use crate::bindings::sluice::service::types::Request;
 use crate::bindings::{Error, Row, Value};
-use crate::channels::Caller;
 use crate::command::{BusOp, HttpOp, KvOp, SqlOp};
 use crate::command::{Headers, Operation};
 use crate::limits::{Breach, size};
@@ -143,8 +142,7 @@ impl ServiceView<'_> {
         // The channel's kind judges the grant: a table and operation, the
         // service's own SQL (by the engine, now and again at save), a key's
         // prefix, a subject, a destination.
-        let caller =
-            Caller::service(name, service.grants().on(channel), self.deadline.at).cancelled_by(&self.deadline.cancel);
+        let caller = service.caller(channel, self.deadline.at).cancelled_by(&self.deadline.cancel);
         if let Err(e) = target.check_command(&op, &caller) {
             return self.channel_failed(channel, e, "a command");
         }

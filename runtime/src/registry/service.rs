@@ -7,6 +7,7 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
 use super::{LoadError, LookupError};
+use crate::channels::Caller;
 use crate::grants::Grants;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
@@ -123,6 +124,9 @@ pub struct Service {
     pub digest: String,
     pub(crate) imports: Vec<Import>,
     pub(crate) pre: InstancePre<ScopeState>,
+    /// `name`, shared by every [`Caller`] of the service: a read or command
+    /// names its caller without allocating.
+    pub(crate) shared_name: std::sync::Arc<str>,
 }
 
 /// A component compiled and described, before it is linked.
@@ -140,6 +144,12 @@ pub(crate) struct Compiled {
 }
 
 impl Service {
+    /// The service as the caller of a read or command on `channel`: its
+    /// grant there (none grants nothing) and the call's deadline.
+    pub fn caller(&self, channel: &str, deadline: std::time::Instant) -> Caller {
+        Caller::named(std::sync::Arc::clone(&self.shared_name), self.grants().on(channel), deadline)
+    }
+
     /// Its grants, for checking a read or a command.
     pub fn grants(&self) -> Grants<'_> {
         Grants { service: &self.name, manifest: &self.manifest, path: &self.manifest_path }

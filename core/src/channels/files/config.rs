@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::FilesChannel;
-use crate::channels::{Channel, ChannelError, Opening};
+use crate::channels::{Channel, ChannelError, KindConfig, Opening};
 
 /// A `files` channel's section of `sluice.toml`.
 #[derive(Debug, Clone, serde::Deserialize, PartialEq)]
@@ -18,16 +18,21 @@ pub struct FilesConfig {
     pub outbox: Option<String>,
 }
 
-impl FilesConfig {
+impl KindConfig for FilesConfig {
+    /// Its outbox, when it has one.
+    fn depends_on(&self) -> Option<&str> {
+        self.outbox.as_deref()
+    }
+
     /// A relative directory is taken relative to `base`.
-    pub fn resolve(&mut self, base: &Path) {
+    fn resolve(&mut self, base: &Path) {
         if PathBuf::from(&self.path).is_relative() {
             self.path = base.join(&self.path).display().to_string();
         }
     }
 
     /// Opens the directory, with its journal's relay when it has one.
-    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let journal = self.outbox.as_deref().map(|base| at.outbox(base)).transpose()?;
         let opened = Arc::new(FilesChannel::open(at.name(), &self.path, journal.clone())?);
         if let Some(journal) = journal {

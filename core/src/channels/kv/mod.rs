@@ -51,14 +51,14 @@ pub struct KvConfig {
     pub outbox: Option<String>,
 }
 
-impl KvConfig {
+impl super::KindConfig for KvConfig {
     /// The `sql` channel this one needs open first.
-    pub fn depends_on(&self) -> Option<&str> {
+    fn depends_on(&self) -> Option<&str> {
         self.url.strip_prefix("sql:").or(self.outbox.as_deref())
     }
 
     /// Opens the channel, with its journal's relay when it has one.
-    pub fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
+    fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let journal = self.outbox.as_deref().map(|base| at.outbox(base)).transpose()?;
         let (opened, commits) = open(at.name(), &self.url, at.opened(), journal.clone())?;
         if let (Some(journal), Some(commits)) = (journal, commits) {

@@ -200,9 +200,9 @@ pub struct SqlConfig {
     pub url: String,
 }
 
-impl SqlConfig {
+impl super::KindConfig for SqlConfig {
     /// A relative SQLite file is taken relative to `base`.
-    pub fn resolve(&mut self, base: &Path) {
+    fn resolve(&mut self, base: &Path) {
         if let Some(rest) = self.url.strip_prefix("sqlite://") {
             let file = PathBuf::from(rest);
             if file.is_relative() {
@@ -212,7 +212,7 @@ impl SqlConfig {
     }
 
     /// Opens the database, on PostgreSQL or SQLite as the URL says.
-    pub fn open(&self) -> Result<Arc<dyn Channel>, ChannelError> {
+    fn open(&self, _: &mut super::Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let url = &self.url;
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Arc::new(PostgresChannel::open(url)?));
