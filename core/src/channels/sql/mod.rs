@@ -64,11 +64,11 @@ pub fn check_table_grant(op: &SqlOp, caller: &Caller) -> Result<(), Denial> {
         SqlOp::Delete { table, .. } => (Access::Delete, table),
         SqlOp::Execute { .. } => return Ok(()),
     };
-    let table = table.to_lowercase();
-    if caller.host || caller.grant.as_deref().is_some_and(|g| g.sql.tables(access).allows(&table)) {
+    // `Tables::allows` compares without regard to case.
+    if caller.host || caller.grant.as_deref().is_some_and(|g| g.sql.tables(access).allows(table)) {
         return Ok(());
     }
-    Err(Denial::Table { access, table })
+    Err(Denial::Table { access, table: table.to_lowercase() })
 }
 
 /// Idle connections kept per channel.
