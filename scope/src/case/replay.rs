@@ -1,9 +1,10 @@
 //! The channels of a replay: each answers reads from the case, and its
 //! transactions apply nothing, giving each command the outcome the case
 //! expects for the same command (so `on-save` rounds replay too). Only the
-//! host's own checks run (a grant's tables for `insert`, `update`,
-//! `delete`); what an engine enforces (SQLite's authorizer, key prefixes,
-//! subjects) is not there to check.
+//! gates that need no server run, as the real kinds run them (a grant's
+//! tables for `insert`, `update` and `delete`, a `kv` key's prefix); what
+//! needs the engine or the channel's configuration (SQLite's authorizer on a
+//! service's own SQL, a subject's, a destination's) is not there to check.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
