@@ -107,16 +107,13 @@ pub fn check_subject(subject: &str) -> Result<(), String> {
 }
 
 /// What a service may do on a `bus` channel (`[channels.NAME]`).
-#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BusGrant {
     /// Subject prefixes it may publish on (`["orders."]`; `"*"` for every
     /// subject).
-    #[serde(default)]
     pub subjects: Prefixes,
     /// Subject prefixes whose messages it may be run by (`[[subscribe]]`),
     /// besides those of `subjects`.
-    #[serde(default)]
     pub read_subjects: Prefixes,
 }
 
@@ -130,6 +127,16 @@ impl BusGrant {
 
 impl GrantSection for BusGrant {
     const KEYS: &'static [&'static str] = &["subjects", "read-subjects"];
+
+    fn read<'de, D: serde::Deserializer<'de>>(&mut self, key: &str, value: D) -> Result<(), D::Error> {
+        use serde::Deserialize as _;
+        match key {
+            "subjects" => self.subjects = Prefixes::deserialize(value)?,
+            "read-subjects" => self.read_subjects = Prefixes::deserialize(value)?,
+            _ => {}
+        }
+        Ok(())
+    }
 
     fn summary(&self, parts: &mut Vec<String>) {
         for (key, prefixes) in [("publishes on", &self.subjects), ("is run by messages on", &self.read_subjects)] {

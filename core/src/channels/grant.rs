@@ -10,12 +10,16 @@
 //! section lists is refused.
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
 
 /// One kind's section of a channel grant.
-pub trait GrantSection: Default + Clone + PartialEq + std::fmt::Debug + DeserializeOwned {
+pub trait GrantSection: Default + Clone + PartialEq + std::fmt::Debug {
     /// The keys of `[channels.NAME]` this section reads.
     const KEYS: &'static [&'static str];
+
+    /// Reads the value of `key`, one of [`GrantSection::KEYS`], straight
+    /// from the manifest: an error in it points at its line.
+    fn read<'de, D: Deserializer<'de>>(&mut self, key: &str, value: D) -> Result<(), D::Error>;
 
     /// What it grants, for people, pushed onto `parts`: `reads products`.
     fn summary(&self, parts: &mut Vec<String>);
@@ -40,8 +44,19 @@ macro_rules! sections {
                 [$(<$section as $crate::channels::grant::GrantSection>::KEYS),*].into_iter().flatten().copied()
             }
 
-            pub(crate) fn from_table(table: &toml::Table) -> Result<ChannelGrant, String> {
-                Ok(ChannelGrant { $($field: $crate::channels::grant::section::<$section>(table)?,)* })
+            /// Reads the value of `key` into the section that owns it;
+            /// `None` when no section does.
+            pub(crate) fn read<'de, A: serde::de::MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Option<Result<(), A::Error>> {
+                $(
+                    if <$section as $crate::channels::grant::GrantSection>::KEYS.contains(&key) {
+                        return Some(map.next_value_seed($crate::channels::grant::Field { section: &mut self.$field, key }));
+                    }
+                )*
+                None
             }
 
             /// What the grant allows, one part per thing granted, for people.
@@ -57,28 +72,52 @@ pub(crate) use sections;
 
 pub use super::kinds::ChannelGrant;
 
-/// Parses section `S` from the keys of `table` it owns.
-pub(crate) fn section<S: GrantSection>(table: &toml::Table) -> Result<S, String> {
-    let own: toml::Table =
-        table.iter().filter(|(k, _)| S::KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    if own.is_empty() {
-        return Ok(S::default());
+/// The value of one key, read by the section that owns it.
+pub(crate) struct Field<'a, S> {
+    pub section: &'a mut S,
+    pub key: &'a str,
+}
+
+impl<'de, S: GrantSection> DeserializeSeed<'de> for Field<'_, S> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, value: D) -> Result<(), D::Error> {
+        self.section.read(self.key, value)
     }
-    toml::Value::Table(own).try_into().map_err(|e| e.to_string().trim_end().replace('\n', " "))
 }
 
 impl<'de> Deserialize<'de> for ChannelGrant {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let table = toml::Table::deserialize(d)?;
-        if let Some(unknown) = table.keys().find(|k| !ChannelGrant::keys().any(|known| known == k.as_str())) {
-            let known: Vec<String> = ChannelGrant::keys().map(|k| format!("`{k}`")).collect();
-            return Err(serde::de::Error::custom(format!(
-                "unknown field `{unknown}`, expected one of {}",
-                known.join(", ")
-            )));
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+
+        impl<'de> Visitor<'de> for Keys {
+            type Value = ChannelGrant;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of grants")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ChannelGrant, A::Error> {
+                let mut grant = ChannelGrant::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match grant.read(&key, &mut map) {
+                        Some(read) => read?,
+                        None => return Err(A::Error::unknown_field(&key, fields())),
+                    }
+                }
+                Ok(grant)
+            }
         }
-        ChannelGrant::from_table(&table).map_err(serde::de::Error::custom)
+
+        d.deserialize_map(Keys)
     }
+}
+
+/// Every key of every section, once for the process (for the error that
+/// lists them).
+fn fields() -> &'static [&'static str] {
+    static FIELDS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    FIELDS.get_or_init(|| ChannelGrant::keys().collect::<Vec<_>>().leak())
 }
 
 /// Prefixes of names (a `kv` channel's keys, a `bus` channel's subjects):
@@ -141,6 +180,16 @@ pub fn list_or_star<'de, D: serde::Deserializer<'de>>(d: D, what: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every key a section lists, it reads: a wrong value for any of them
+    /// is refused, never ignored.
+    #[test]
+    fn every_listed_key_is_read() {
+        for key in ChannelGrant::keys() {
+            let wrong = format!("{key} = {{ a = 1 }}\n");
+            assert!(toml::from_str::<ChannelGrant>(&wrong).is_err(), "{key} is listed but not read");
+        }
+    }
 
     /// Every key belongs to exactly one section.
     #[test]

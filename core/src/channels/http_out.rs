@@ -92,16 +92,22 @@ pub fn check_method(method: &str) -> Result<(), String> {
 use super::grant::GrantSection;
 
 /// What a service may do on an `http-out` channel (`[channels.NAME]`).
-#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HttpOutGrant {
     /// Where it may send requests.
-    #[serde(default)]
     pub destinations: Destinations,
 }
 
 impl GrantSection for HttpOutGrant {
     const KEYS: &'static [&'static str] = &["destinations"];
+
+    fn read<'de, D: serde::Deserializer<'de>>(&mut self, key: &str, value: D) -> Result<(), D::Error> {
+        use serde::Deserialize as _;
+        if key == "destinations" {
+            self.destinations = Destinations::deserialize(value)?;
+        }
+        Ok(())
+    }
 
     fn summary(&self, parts: &mut Vec<String>) {
         if !self.destinations.is_empty() {

@@ -9,31 +9,24 @@ use serde::Deserialize;
 use crate::channels::grant::{GrantSection, list_or_star};
 
 /// What a service may do on a `sql` channel (`[channels.NAME]`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SqlGrant {
     /// Tables it may read (`from.query`, and the tables a written statement reads).
-    #[serde(default)]
     pub reads: Tables,
     /// Tables it may insert into.
-    #[serde(default)]
     pub inserts: Tables,
     /// Tables it may update.
-    #[serde(default)]
     pub updates: Tables,
     /// Tables it may delete from.
-    #[serde(default)]
     pub deletes: Tables,
     /// Whether its raw SQL may change the schema (`CREATE`, `DROP`, `ALTER`
     /// …). Table accesses still need their grants, and no grant allows
     /// transaction control, `ATTACH`, pragmas or SQL functions outside the
     /// allow-list.
-    #[serde(default)]
     pub raw_sql: bool,
     /// Tables whose reads are not checked at save: a scope that read only
     /// these may save over changes made since (listing a catalogue, reading
     /// a price). Reads of other tables are checked.
-    #[serde(default)]
     pub relaxed_reads: Tables,
 }
 
@@ -51,6 +44,20 @@ impl SqlGrant {
 
 impl GrantSection for SqlGrant {
     const KEYS: &'static [&'static str] = &["reads", "inserts", "updates", "deletes", "raw-sql", "relaxed-reads"];
+
+    fn read<'de, D: serde::Deserializer<'de>>(&mut self, key: &str, value: D) -> Result<(), D::Error> {
+        use serde::Deserialize as _;
+        match key {
+            "reads" => self.reads = Tables::deserialize(value)?,
+            "inserts" => self.inserts = Tables::deserialize(value)?,
+            "updates" => self.updates = Tables::deserialize(value)?,
+            "deletes" => self.deletes = Tables::deserialize(value)?,
+            "raw-sql" => self.raw_sql = bool::deserialize(value)?,
+            "relaxed-reads" => self.relaxed_reads = Tables::deserialize(value)?,
+            _ => {}
+        }
+        Ok(())
+    }
 
     fn summary(&self, parts: &mut Vec<String>) {
         for (key, tables) in [
