@@ -64,6 +64,7 @@ pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>,
                         manifest: c.manifest,
                         limits: c.limits,
                         digest: c.digest,
+                        sha256: c.sha256,
                         imports: c.imports,
                         pre,
                     })

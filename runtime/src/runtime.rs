@@ -252,13 +252,29 @@ impl Runtime {
     /// A key that changes when the component or anything about the engine
     /// that affects its machine code changes (wasmtime version, settings).
     pub fn digest(&self, bytes: &[u8]) -> String {
+        self.digest_of(&content_digest(bytes))
+    }
+
+    /// [`Runtime::digest`] of a component whose [`content_digest`] is
+    /// `content`: the bytes are hashed once.
+    pub fn digest_of(&self, content: &str) -> String {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut engine_hash);
         let mut sha = Sha256::new();
         sha.update(engine_hash.finish().to_le_bytes());
-        sha.update(bytes);
-        sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        sha.update(content.as_bytes());
+        hex(&sha.finalize())
     }
+}
+
+/// The SHA-256 of a component file's bytes, as `sha256:<hex>`: the same on
+/// every host and engine, and what `sha256sum` says of the file.
+pub fn content_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[expect(unsafe_code, reason = "deserializing machine code is unsafe by nature")]

@@ -104,6 +104,7 @@ pub fn service_json(svc: &Service) -> serde_json::Value {
     json!({
         "name": svc.name,
         "path": svc.path,
+        "sha256": svc.sha256,
         "code": svc.code,
         "functions": functions,
         "calls": calls,

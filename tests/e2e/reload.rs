@@ -16,6 +16,26 @@ fn listed(s: &Served) -> Vec<String> {
     services.iter().filter_map(|s| s["name"].as_str().map(str::to_string)).collect()
 }
 
+/// What this host says it runs of service `name`: the SHA-256 on
+/// `/services`, and the one on `/metrics` (`sluice_service_info`).
+fn version(s: &Served, name: &str) -> (String, String) {
+    let (_, listing) = s.get_json("/services");
+    let services = listing["services"].as_array().cloned().unwrap_or_default();
+    let listed = services.iter().find(|svc| svc["name"] == name).map(|svc| svc["sha256"].clone());
+    let (_, metrics) = s.get("/metrics");
+    let prefix = format!("sluice_service_info{{service=\"{name}\",sha256=\"");
+    let metric = metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|rest| rest.strip_suffix("\"} 1"));
+    (listed.and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), metric.unwrap_or_default().to_string())
+}
+
+/// `sha256:<hex>` of a file's bytes, as `sha256sum` computes it.
+fn sha256_of(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).expect("read component");
+    let hex: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// Whether service `name` exports `function` now.
 fn exports(s: &Served, name: &str, function: &str) -> bool {
     let (_, listing) = s.get_json("/services");
@@ -32,6 +52,8 @@ fn a_replaced_component_is_swapped_in_while_requests_in_flight_finish_on_the_old
     let f = Fixture::new(&["probe"]);
     f.migrate();
     let s = f.serve(&[]);
+    let first = sha256_of(&components().join("probe.wasm"));
+    assert_eq!(version(&s, "probe"), (first.clone(), first), "which version runs, on /services and /metrics");
     std::thread::scope(|threads| {
         // A slow request on the first version...
         let slow = threads.spawn(|| s.post("/services/probe/sleep", &json!({ "ms": 1500 })));
@@ -52,6 +74,8 @@ fn a_replaced_component_is_swapped_in_while_requests_in_flight_finish_on_the_old
     let (status, _) = s.post("/services/probe/sleep", &json!({ "ms": 1 }));
     assert_eq!(status, 404, "the old version is gone for new requests");
     assert!(s.log().contains("reloaded services: added none; changed probe; removed none"), "{}", s.log());
+    let second = sha256_of(&components().join("products.wasm"));
+    assert_eq!(version(&s, "probe"), (second.clone(), second), "the new version's digest, on both");
 }
 
 #[test]

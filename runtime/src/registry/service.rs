@@ -122,6 +122,9 @@ pub struct Service {
     /// A hash of the component's bytes (and the engine settings): two loads
     /// with the same digest run the same code.
     pub digest: String,
+    /// The SHA-256 of the component file's bytes (`sha256:<hex>`): the same
+    /// on every host, so it says which version each host runs.
+    pub sha256: String,
     pub(crate) imports: Vec<Import>,
     pub(crate) pre: InstancePre<ScopeState>,
     /// `name`, shared by every [`Caller`] of the service: a read or command
@@ -141,6 +144,7 @@ pub(crate) struct Compiled {
     pub manifest: Manifest,
     pub limits: Limits,
     pub digest: String,
+    pub sha256: String,
 }
 
 impl Service {
@@ -197,6 +201,7 @@ impl Compiled {
             manifest: s.manifest.clone(),
             limits: s.limits,
             digest: s.digest.clone(),
+            sha256: s.sha256.clone(),
         }
     }
 }
@@ -217,7 +222,8 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         .limits
         .apply(runtime.options().limits, &runtime.caps())
         .map_err(|e| bad_manifest(format!("manifest {}: {e}", Manifest::path_for(path).display())))?;
-    let digest = runtime.digest(&bytes);
+    let sha256 = crate::runtime::content_digest(&bytes);
+    let digest = runtime.digest_of(&sha256);
     if let Some(old) = previous.filter(|old| old.digest == digest) {
         return Ok(Compiled { manifest, limits, path: path.to_path_buf(), ..Compiled::from_service(old) });
     }
@@ -249,6 +255,7 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         manifest,
         limits,
         digest,
+        sha256,
     })
 }
 

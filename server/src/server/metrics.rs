@@ -54,6 +54,13 @@ struct ByChannel {
     channel: String,
 }
 
+/// A loaded service and the SHA-256 of its component.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    service: String,
+    sha256: String,
+}
+
 /// Each new service's duration histogram, with [`BUCKETS`].
 #[derive(Debug, Clone, Copy)]
 struct Durations;
@@ -209,6 +216,8 @@ struct Now {
     reloads: u64,
     /// Per outbox relay: its channel and delivered, failed, dead counts.
     relays: Vec<(String, [u64; 3])>,
+    /// Each loaded service with its component's SHA-256.
+    versions: Vec<Version>,
     process: Vec<(&'static str, &'static str, Sample)>,
 }
 
@@ -239,7 +248,9 @@ impl Now {
             .iter()
             .map(|r| (r.channel.clone(), [load(&r.counts.delivered), load(&r.counts.failed), load(&r.counts.dead)]))
             .collect();
-        Now { gauges, reloads: host.reloads(), relays, process: process_metrics() }
+        let versions =
+            registry.services().map(|s| Version { service: s.name.clone(), sha256: s.sha256.clone() }).collect();
+        Now { gauges, reloads: host.reloads(), relays, versions, process: process_metrics() }
     }
 }
 
@@ -248,6 +259,15 @@ impl Collector for Now {
         for (name, help, value) in &self.gauges {
             let gauge = ConstGauge::new(*value);
             gauge.encode(encoder.encode_descriptor(name, &format!("{help}."), None, gauge.metric_type())?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "sluice_service_info",
+            "The services this host runs, with the SHA-256 of each one's component (always 1).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for version in &self.versions {
+            ConstGauge::new(1).encode(family.encode_family(version)?)?;
         }
         let reloads = ConstCounter::new(self.reloads);
         reloads.encode(encoder.encode_descriptor(

@@ -140,6 +140,11 @@ fn services_schema() -> Json {
         "properties": {
             "name": { "type": "string" },
             "path": { "type": "string" },
+            "sha256": {
+                "type": "string",
+                "pattern": "^sha256:[0-9a-f]{64}$",
+                "description": "The SHA-256 of the component file: which version this host runs.",
+            },
             "code": { "type": "string" },
             "functions": { "type": "array", "items": function },
             "calls": { "type": "array", "items": {
@@ -155,7 +160,7 @@ fn services_schema() -> Json {
             },
             "http-prefix": { "type": ["string", "null"] },
         },
-        "required": ["name", "functions", "grants", "limits"],
+        "required": ["name", "sha256", "functions", "grants", "limits"],
     });
     json!({
         "type": "object",
