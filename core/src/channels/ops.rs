@@ -40,11 +40,6 @@ pub trait Family {
 
     /// About how many bytes the command holds: names, SQL and values.
     fn size(&self) -> usize;
-
-    /// The key a keyed command writes, for the kinds that have keys.
-    fn key(&self) -> Option<&str> {
-        None
-    }
 }
 
 /// Defines [`Operation`] with one variant per registered family (the
@@ -93,11 +88,6 @@ impl Operation {
     /// The kind of channel that applies it.
     pub fn kind(&self) -> Kind {
         self.family().kind()
-    }
-
-    /// The key a keyed command writes.
-    pub fn key(&self) -> Option<&str> {
-        self.family().key()
     }
 
     /// A one-line summary for people.

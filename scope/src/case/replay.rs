@@ -192,7 +192,7 @@ impl Channel for ReplayChannel {
         }
         match op {
             Operation::Sql(op) => crate::channels::sql::check_table_grant(op, caller).map_err(ChannelError::Denied),
-            Operation::Kv(op) => crate::channels::kv::check_key(caller, op.written(), true),
+            Operation::Kv(_) => crate::channels::kv::check_command(op, caller).map(drop),
             _ => Ok(()),
         }
     }

@@ -345,10 +345,7 @@ impl Channel for FilesChannel {
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        let Some(key) = op.key() else {
-            return Err(super::wrong_kind(crate::channels::kv::KIND, op.kind(), &op.describe()));
-        };
-        check_key(caller, key, true)?;
+        let key = super::kv::check_command(op, caller)?;
         check_path(&self.dir, key)
     }
 
@@ -489,8 +486,8 @@ impl FilesTransaction {
 
 impl Transaction for FilesTransaction {
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        if let Some(key) = op.key() {
-            check_path(&self.dir, key)?;
+        if let Operation::Kv(op) = op {
+            check_path(&self.dir, op.written())?;
         }
         self.writer = caller.service.clone();
         super::kv::apply(self, op)

@@ -133,6 +133,18 @@ fn key_denied(key: &str, write: bool) -> Denial {
     Denial::ungranted(format!("{verb} key {key}"), format!("{manifest_key} = [{key:?}]"))
 }
 
+/// The gate of the `kv` kind's commands as they are queued, shared by every
+/// store of the kind (a table, Redis, a directory): a command of another
+/// kind is refused, and its key needs a prefix granted for writing. Returns
+/// the key.
+pub fn check_command<'a>(op: &'a Operation, caller: &Caller) -> Result<&'a str, ChannelError> {
+    let Operation::Kv(op) = op else {
+        return Err(super::wrong_kind(KIND, op.kind(), &op.describe()));
+    };
+    check_key(caller, op.written(), true)?;
+    Ok(op.written())
+}
+
 /// Checks that `caller` may list the keys under `prefix`: one granted
 /// prefix covers every key that starts with it.
 pub fn check_prefix(caller: &Caller, prefix: &str) -> Result<(), ChannelError> {

@@ -97,10 +97,6 @@ impl Family for KvOp {
             KvOp::Increment { key, .. } => key.len() + 8,
         }
     }
-
-    fn key(&self) -> Option<&str> {
-        Some(self.written())
-    }
 }
 
 fn maybe_bytes_json<S: serde::Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {

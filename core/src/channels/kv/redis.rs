@@ -174,10 +174,7 @@ impl Channel for RedisKv {
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        match op.key() {
-            Some(key) => check_key(caller, key, true),
-            None => Err(crate::channels::wrong_kind(crate::channels::kv::KIND, op.kind(), &op.describe())),
-        }
+        super::check_command(op, caller).map(drop)
     }
 
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {

@@ -180,10 +180,7 @@ impl Channel for TableKv {
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        match op.key() {
-            Some(key) => check_key(caller, key, true),
-            None => Err(crate::channels::wrong_kind(crate::channels::kv::KIND, op.kind(), &op.describe())),
-        }
+        super::check_command(op, caller).map(drop)
     }
 
     fn shares(&self) -> Option<&str> {
