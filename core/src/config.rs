@@ -51,6 +51,38 @@ pub struct Config {
     /// How saves treat what their scopes read.
     #[serde(default)]
     pub scopes: ScopeSettings,
+    /// Where the answers of idempotent requests are kept, and for how long.
+    #[serde(default)]
+    pub idempotency: IdempotencySettings,
+}
+
+/// `[idempotency]`: requests that carry a key (`Idempotency-Key`) have
+/// their answer kept in a `sql` channel, written in their scope's save.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IdempotencySettings {
+    /// The `sql` channel that keeps them (`main` by default). A request
+    /// with a key is refused when there is no such channel.
+    #[serde(default = "default_idempotency_channel")]
+    pub channel: String,
+    /// How long an answer is kept after its save, in seconds (a day by
+    /// default); a key used again after that runs again.
+    #[serde(default = "default_idempotency_keep")]
+    pub keep_seconds: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        IdempotencySettings { channel: default_idempotency_channel(), keep_seconds: default_idempotency_keep() }
+    }
+}
+
+fn default_idempotency_channel() -> String {
+    DEFAULT_CHANNEL.into()
+}
+
+fn default_idempotency_keep() -> u64 {
+    24 * 60 * 60
 }
 
 /// `[scopes]`: how saves check what their scopes read, and how often a
@@ -100,6 +132,7 @@ impl Config {
             limits: LimitSettings::default(),
             caps: LimitSettings::default(),
             scopes: ScopeSettings::default(),
+            idempotency: IdempotencySettings::default(),
         }
     }
 

@@ -20,7 +20,7 @@ pub mod scaffold;
 
 pub use sluice_core::{bindings, channels, command, config, grants, limits, manifest, names, reads, values, work};
 pub use sluice_runtime::{budget, invoke, registry, runtime, signature, state};
-pub use sluice_scope::{call, case, host, scope, triggers};
+pub use sluice_scope::{call, case, host, idempotent, scope, triggers};
 pub use sluice_server::{server, telemetry, watch};
 
 pub use call::{CallReport, Ending};

@@ -12,7 +12,7 @@ use sluice_host::call::{self, Ending, Mode};
 use sluice_host::scope::SaveReport;
 use sluice_host::server::{self, ServeOptions};
 use sluice_host::watch::Watcher;
-use sluice_host::{Host, HostOptions, Scope, ScopeError, values};
+use sluice_host::{Host, HostOptions, Scope, ScopeError, idempotent, values};
 use wasmtime::component::wasm_wave::untyped::UntypedFuncCall;
 
 /// `println!` for the CLI's output: when whoever reads it has gone away
@@ -100,6 +100,13 @@ enum Command {
         /// is replaced wherever it appears. Repeatable.
         #[arg(long, value_name = "RULE")]
         redact: Vec<sluice_host::case::redact::Rule>,
+        /// Run the call once per KEY: a repeat of the key (from the CLI or
+        /// over HTTP, on any host on the same database) prints what the
+        /// first call saved and runs nothing; the same key with other
+        /// arguments is an error. Answers are kept in `[idempotency]`'s
+        /// channel (`main`) for a day.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Replay test cases (from `sluice call --record`, or written by hand)
     /// against the current services with no database: each read is
@@ -280,9 +287,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         eprintln!("warning: skipped {}", failure.error);
     }
     match cli.command {
-        Command::Call { target, args, json, dry_run, record, redact } => {
+        Command::Call { target, args, json, dry_run, record, redact, idempotency_key } => {
             let mode = if dry_run { Mode::DryRun } else { Mode::Save };
-            call(&host, &target, &args, json, mode, record.as_deref().map(|file| (file, redact.as_slice())))
+            let record = record.as_deref().map(|file| (file, redact.as_slice()));
+            call(&host, &target, &args, json, mode, record, idempotency_key.as_deref())
         }
         Command::List { json } => {
             cli::list(&host, json);
@@ -323,6 +331,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What `sluice call --idempotency-key` says of a call it did not run.
+fn repeated(target: &str, unrun: idempotent::Unrun, json: bool) -> anyhow::Result<ExitCode> {
+    match unrun {
+        idempotent::Unrun::Stored(stored) => {
+            let body: serde_json::Value = serde_json::from_slice(&stored.body).unwrap_or_default();
+            if json {
+                say!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                say!("result: {}", body["result"]);
+                say!(
+                    "saved {} by an earlier call with this idempotency key; this one ran nothing",
+                    body["scope"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        idempotent::Unrun::Running => {
+            eprintln!("error: {target}: a call with this idempotency key is still running; this one ran nothing");
+            Ok(ExitCode::from(4))
+        }
+        idempotent::Unrun::Different => anyhow::bail!(
+            "{target}: this idempotency key was used for a call with other arguments; this one ran nothing"
+        ),
+        idempotent::Unrun::Refused(e) => Err(e.into()),
+    }
+}
+
 fn call(
     host: &Host,
     target: &str,
@@ -330,6 +365,7 @@ fn call(
     json: bool,
     mode: Mode,
     record: Option<(&std::path::Path, &[sluice_host::case::redact::Rule])>,
+    key: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     // `orders.place("ann", 1, 3)`: a WAVE call, as `wasmtime run --invoke`
     // takes; otherwise the name, then one JSON value per parameter.
@@ -352,15 +388,21 @@ fn call(
         None => json_args(service, func, args)?,
     };
     let scope = Scope::new(Arc::clone(&registry), Arc::clone(&host.channels));
-    let ran = match record {
+    let work = |scope: Scope| match record {
         Some((path, rules)) => {
             let (ran, case) = sluice_host::case::record(scope, service, function, &vals, mode, rules);
             let case = case.map_err(|e| anyhow::anyhow!("cannot redact the case: {e}"))?;
             sluice_host::case::diff::write(path, &case).map_err(anyhow::Error::msg)?;
             eprintln!("recorded the scope as a test case in {}", path.display());
-            ran
+            Ok(ran)
         }
-        None => call::run_in(scope, service, function, &vals, mode),
+        None => Ok(call::run_in(scope, service, function, &vals, mode)),
+    };
+    let fingerprint = || idempotent::call_fingerprint(service, function, &vals);
+    let saved = |ran: &anyhow::Result<Result<call::CallReport, ScopeError>>| matches!(ran, Ok(Ok(r)) if matches!(r.ending, Ending::Saved(_)));
+    let ran = match idempotent::run(host, key, fingerprint, scope, work, saved) {
+        Ok(ran) => ran?,
+        Err(unrun) => return repeated(target, unrun, json),
     };
     let report = match ran {
         Ok(report) => report,

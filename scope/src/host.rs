@@ -6,11 +6,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::channels::Channels;
-use crate::config::Config;
+use crate::channels::sql::answers::Answers;
+use crate::config::{Config, IdempotencySettings};
 use crate::registry::{Changes, Registry};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::scope::Scope;
@@ -61,6 +63,8 @@ pub struct Host {
     reloads: AtomicU64,
     /// The configured channels.
     pub channels: Arc<Channels>,
+    /// Where the answers of idempotent requests are kept, or why nowhere.
+    answers: Result<Arc<Answers>, String>,
 }
 
 impl Host {
@@ -69,12 +73,39 @@ impl Host {
         let config = HostOptions::config(options)?;
         let channels = Arc::new(Channels::open(&config.channels)?);
         let registry = Host::discover(options, &config)?;
+        let answers = Host::answers_in(&channels, &config.idempotency);
         Ok(Host {
             registry: RwLock::new(Arc::new(registry)),
             reloading: Mutex::new(()),
             reloads: AtomicU64::new(0),
             channels,
+            answers,
         })
+    }
+
+    /// The answers of idempotent requests in the channel `[idempotency]`
+    /// names, or why not there: no such channel, not a `sql` one, or its
+    /// table could not be made (logged). Requests with a key are then
+    /// refused, saying why; the host serves the rest.
+    fn answers_in(channels: &Channels, settings: &IdempotencySettings) -> Result<Arc<Answers>, String> {
+        let name = &settings.channel;
+        let Some(channel) = channels.get(name) else {
+            return Err(format!(
+                "idempotency keys need a sql channel to keep their answers in, and there is no channel {name:?} \
+                 ([idempotency] channel in sluice.toml)"
+            ));
+        };
+        let keep = Duration::from_secs(settings.keep_seconds);
+        Answers::open(name, Arc::clone(channel), keep).map(Arc::new).map_err(|e| {
+            let why = format!("channel {name:?} cannot keep the answers of idempotent requests ([idempotency]): {e}");
+            tracing::warn!("{why}");
+            why
+        })
+    }
+
+    /// Where the answers of idempotent requests are kept, or why nowhere.
+    pub fn answers(&self) -> Result<&Arc<Answers>, &str> {
+        self.answers.as_ref().map_err(String::as_str)
     }
 
     /// The runtime and the services of `options`, without opening any

@@ -10,6 +10,8 @@
 //! - [`call`]: one request: a scope, one call, save or discard.
 //! - [`case`]: scopes recorded as test cases, replayed with no channel
 //!   (`sluice call --record`, `sluice test`).
+//! - [`idempotent`]: requests that carry a key run once; a repeat is
+//!   answered from what the first saved.
 //! - [`host`]: the runtime, channels and registry of one process together.
 //! - [`triggers`]: beside `serve`'s routes: the outbox relays, and the
 //!   services run by messages.
@@ -17,6 +19,7 @@
 pub mod call;
 pub mod case;
 pub mod host;
+pub mod idempotent;
 pub mod scope;
 pub mod triggers;
 

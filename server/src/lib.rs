@@ -12,4 +12,4 @@ pub mod watch;
 
 use sluice_core::{manifest, names, values};
 use sluice_runtime::{budget, registry, signature, state};
-use sluice_scope::{call, case, host, scope};
+use sluice_scope::{call, case, host, idempotent, scope};

@@ -6,6 +6,7 @@
 //! queue is applied in full or not at all.
 
 pub mod bus;
+mod claim;
 pub mod files;
 pub mod grant;
 pub mod headers;
@@ -25,6 +26,7 @@ use crate::bindings::{Rows, Value};
 use crate::channels::grant::ChannelGrant;
 use crate::channels::sql::grant::Access;
 use crate::work::Canceller;
+pub use claim::Claim;
 pub use ops::{Kind, Operation, Outcome};
 
 pub use open::{ChannelConfig, Channels, KindConfig, Opening, RelayParts};
@@ -312,13 +314,30 @@ pub trait Channel: Send + Sync {
     /// Starts the transaction a save applies this channel's commands in.
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
 
-    /// Starts the transaction of a scope's last run, before the scope runs:
-    /// until it ends, no other save of this host on the channel may change
-    /// what the scope reads, so contention inside the host cannot make the
-    /// run conflict. Kinds whose [`Channel::begin`] already excludes other
-    /// saves (SQLite's one writer) need nothing more.
-    fn hold(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+    /// Starts the transaction of a scope's last run, before the scope runs,
+    /// holding what `claim` names ([`Claim`]): until it ends, no other
+    /// writer may change what the scope reads there, so contention cannot
+    /// make the run conflict. Kinds whose [`Channel::begin`] already
+    /// excludes every other save (SQLite's one writer) need nothing more.
+    fn hold(&self, claim: &Claim) -> Result<Box<dyn Transaction>, ChannelError> {
+        let _ = claim;
         self.begin()
+    }
+
+    /// Whether saves and last runs on this channel take claims
+    /// ([`Channel::hold`], [`Transaction::share`]): only a kind whose saves
+    /// of several processes could otherwise make a last run lose
+    /// (PostgreSQL). The scope computes no claim for the others.
+    fn claims(&self) -> bool {
+        false
+    }
+
+    /// Adds to `claim` what a last run holding this channel must keep
+    /// other writers off for a service granted `grant` on it: for `sql`,
+    /// the tables the grant names; for a kind kept in another channel's
+    /// table ([`Channel::shares`]), that table. Nothing by default.
+    fn claim(&self, grant: &ChannelGrant, claim: &mut Claim) {
+        let _ = (grant, claim);
     }
 
     /// Starts a transaction for the host's own bookkeeping (the outbox's
@@ -447,6 +466,16 @@ pub trait Transaction: Send {
     /// save compares it with the digest the scope saw. Under `caller`'s
     /// grant and deadline; the rows stop at `max_bytes`.
     fn digest(&mut self, sql: &str, params: &[Value], caller: &Caller, max_bytes: usize) -> Result<u64, ChannelError>;
+
+    /// Takes, before anything else runs in the transaction, what keeps a
+    /// last run that holds `claim` ([`Channel::hold`]) from losing to this
+    /// save: the save waits for such a run to end. Called once, right after
+    /// the transaction begins; nothing by default (SQLite's save already
+    /// excludes every other).
+    fn share(&mut self, claim: &Claim) -> Result<(), ChannelError> {
+        let _ = claim;
+        Ok(())
+    }
 
     /// Runs a statement of the host inside the transaction and returns its
     /// rows: what a channel that [`shares`](Channel::shares) this one reads

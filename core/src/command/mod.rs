@@ -44,7 +44,17 @@ pub struct Command {
     pub expect: Option<u64>,
 }
 
+/// Who queued a command of the host's own (the answer of an idempotent
+/// request): no service can have this name, so no service's grant or
+/// limits apply to it, and it is applied as the host.
+pub const HOST: &str = "(host)";
+
 impl Command {
+    /// Whether the host queued it ([`HOST`]).
+    pub fn is_host(&self) -> bool {
+        &*self.service == HOST
+    }
+
     /// `#ticket chain on channel: summary`, the form used in errors and
     /// logs: `#2 orders.place → inventory.reserve on main: execute …`.
     pub fn describe(&self) -> String {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Command, Operation};
+use super::{Command, HOST, Operation};
 use crate::command::SqlOp;
 use crate::work::ScopeId;
 
@@ -57,6 +57,25 @@ impl Queue {
         }
         let (_, channel) = self.channels.get(channel);
         self.commands.push(Command { scope, ticket, service, chain, channel, op, expect: None });
+        Ok(ticket)
+    }
+
+    /// Appends a command of the host's own (see [`HOST`]) for `channel`,
+    /// which must change `rows` rows when given, and returns its ticket.
+    /// It counts toward no service's limits; it is applied as the host.
+    pub fn push_host(
+        &mut self,
+        scope: ScopeId,
+        what: &str,
+        channel: &str,
+        op: Operation,
+        rows: Option<u64>,
+    ) -> Result<u64, String> {
+        let chain: Arc<[String]> = Arc::from([what.to_string()]);
+        let ticket = self.push(scope, HOST, chain, channel, op)?;
+        if let Some(command) = self.commands.last_mut() {
+            command.expect = rows;
+        }
         Ok(ticket)
     }
 

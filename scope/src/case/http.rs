@@ -112,8 +112,7 @@ pub(super) fn replay(registry: &Arc<Registry>, scope: Scope, call: &HttpCall) ->
         let served = scope.serve_http(service, request, runtime);
         let result = match served {
             Ok(Ok(reply)) => {
-                let status = reply.status.as_u16();
-                scope.finish(Answer::Http { service: &service.name, status }, Mode::Save).map(|e| Ok((reply, e)))
+                scope.finish(Answer::Http { service: &service.name, reply: &reply }, Mode::Save).map(|e| Ok((reply, e)))
             }
             Ok(Err(message)) => Ok(Err(message)),
             Err(e) => Err(e),

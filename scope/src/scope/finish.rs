@@ -5,11 +5,16 @@
 //! CLI, the typed HTTP routes and mounted `wasi:http` components all end
 //! their scopes here, so none of them can save what this rule discards.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use wasmtime::component::Val;
 
+use super::http::HttpReply;
 use super::{SaveReport, Scope, ScopeError};
 use crate::command::Command;
+use crate::idempotent::{Key, Stored};
+use crate::state::ScopeId;
 
 /// How a scope ended.
 #[derive(Debug, Clone, Serialize)]
@@ -77,9 +82,48 @@ pub enum Answer<'a> {
     Http {
         /// The component's service.
         service: &'a str,
-        /// The status it answered with.
-        status: u16,
+        /// What it answered.
+        reply: &'a HttpReply,
     },
+}
+
+impl Answer<'_> {
+    /// What the client is told when the scope saves, as an idempotent
+    /// request keeps it: for a function, the body `sluice serve` answers
+    /// (`{"scope", "result", "ending": {"status": "saved", "attempt"}}`);
+    /// for a component, its response.
+    fn stored(&self, scope: ScopeId, attempt: usize) -> Stored {
+        let scope_header = ("x-sluice-scope".to_string(), scope.to_string());
+        match self {
+            Answer::Results { results, .. } => {
+                let result = match results {
+                    [] => serde_json::Value::Null,
+                    [one] => crate::values::to_json(one),
+                    many => serde_json::Value::Array(many.iter().map(crate::values::to_json).collect()),
+                };
+                let body = serde_json::json!({
+                    "scope": scope, "result": result, "ending": { "status": "saved", "attempt": attempt }
+                });
+                Stored {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/json".into()), scope_header],
+                    body: body.to_string().into_bytes(),
+                }
+            }
+            Answer::Http { reply, .. } => {
+                let mut headers: Vec<(String, String)> = reply
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| {
+                        **name != hyper::header::CONTENT_LENGTH && **name != hyper::header::TRANSFER_ENCODING
+                    })
+                    .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+                    .collect();
+                headers.push(scope_header);
+                Stored { status: reply.status.as_u16(), headers, body: reply.body.to_vec() }
+            }
+        }
+    }
 }
 
 impl Scope {
@@ -101,16 +145,41 @@ impl Scope {
             Answer::Results { results, .. } => {
                 matches!(results.first(), Some(Val::Result(Err(_)))).then(|| format!("{what} returned an error"))
             }
-            Answer::Http { status, .. } => (status >= 400).then(|| format!("{what} answered {status}")),
+            Answer::Http { reply, .. } => {
+                let status = reply.status.as_u16();
+                (status >= 400).then(|| format!("{what} answered {status}"))
+            }
         };
         if let Some(reason) = refused {
             let commands = self.discard();
             tracing::info!(scope = %id, service, "{reason}; discarding {} queued command(s)", commands.len());
             return Ok(Ending::Discarded { reason, commands });
         }
+        // An idempotent request's answer is saved with its effects.
+        if let (Mode::Save, Some(key)) = (mode, self.attempt.key.clone()) {
+            let stored = answer.stored(id, self.attempt());
+            let queued = self.store.data_mut().queue_mut().push_host(
+                id,
+                "the answer of its Idempotency-Key",
+                key.channel(),
+                key.record(&stored),
+                Some(1),
+            );
+            queued.map_err(|reason| ScopeError::Failed {
+                service: service.to_string(),
+                function: "save".into(),
+                reason: format!("its answer could not be kept for its idempotency key: {reason}"),
+                cause: super::Cause::Other,
+            })?;
+        }
         Ok(match mode {
             Mode::Save => Ending::Saved(self.save()?),
             Mode::DryRun => Ending::DryRun(self.dry_run()?),
         })
+    }
+
+    /// Makes the scope's runs hold `key`: a save writes its answer there.
+    pub fn keyed(&mut self, key: Arc<Key>) {
+        self.attempt.key = Some(key);
     }
 }

@@ -139,8 +139,12 @@ impl Scope {
         let scope_deadline = self.store.data().deadline();
         let cancel = self.store.data().canceller().clone();
         let started = Instant::now();
-        // A last attempt began its transactions before it ran.
+        // A last attempt began its transactions before it ran; any other
+        // save shares its claims, to wait for another scope's last run.
         let mut open = std::mem::take(&mut self.attempt.held);
+        if open.is_empty() {
+            open.claim(self.claims(channels.names()));
+        }
         // Reads from here on (in `on-save`) see the data the save holds:
         // nothing to check them against.
         let kept = self.store.data_mut().take_reads();
@@ -200,12 +204,18 @@ impl Scope {
                 // Each command runs under the grant of the service that
                 // queued it, and ends by that service's deadline counted from
                 // the start of the save (within the scope's own).
+                // The host's own commands (an idempotent request's answer)
+                // run as the host, by the scope's deadline.
                 let service = registry.service(&first.service).ok().cloned();
-                let caller = Caller::service(
-                    &first.service,
-                    service.as_ref().and_then(|s| s.grants().on(&first.channel)),
-                    service.as_ref().map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
-                )
+                let caller = if first.is_host() {
+                    Caller::host(scope_deadline)
+                } else {
+                    Caller::service(
+                        &first.service,
+                        service.as_ref().and_then(|s| s.grants().on(&first.channel)),
+                        service.as_ref().map_or(scope_deadline, |s| (started + s.limits.deadline).min(scope_deadline)),
+                    )
+                }
                 .cancelled_by(&cancel);
                 let service = service.as_ref();
                 // Returning early drops `open`, which rolls every channel back.

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::ScopeError;
-use crate::channels::{Caller, Channel, ChannelError, Channels, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, Channels, Claim, Transaction};
 
 /// How a channel's transaction is begun.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,8 @@ pub(crate) enum Begin {
     /// To check the reads of a scope that queued nothing:
     /// [`Channel::snapshot`].
     Snapshot,
-    /// For a last run, before it runs: [`Channel::hold`].
+    /// For a last run, before it runs: [`Channel::hold`], with the
+    /// channel's claim.
     Hold,
 }
 
@@ -31,20 +32,33 @@ pub(crate) enum Begin {
 #[derive(Default)]
 pub(crate) struct Transactions {
     open: BTreeMap<String, Box<dyn Transaction>>,
+    /// The claim on each channel that takes claims: held by a last run
+    /// ([`Begin::Hold`]), shared by a save ([`Begin::Save`]).
+    claims: BTreeMap<String, Claim>,
 }
 
 impl Transactions {
-    /// The transactions of `names` (in name order) begun for a last run.
-    pub(crate) fn hold(channels: &Channels, names: &[String]) -> Result<Transactions, ScopeError> {
-        let mut held = Transactions::default();
-        let mut names: Vec<&String> = names.iter().collect();
-        names.sort();
+    /// The transactions of the channels `claims` names (in name order)
+    /// begun for a last run, each holding its claim.
+    pub(crate) fn hold(channels: &Channels, claims: BTreeMap<String, Claim>) -> Result<Transactions, ScopeError> {
+        let mut held = Transactions { claims, ..Transactions::default() };
+        let names: Vec<String> = held.claims.keys().cloned().collect();
         for name in names {
-            if channels.get(name).is_some() {
-                held.begin(channels, name, Begin::Hold)?;
+            if channels.get(&name).is_some() {
+                held.begin(channels, &name, Begin::Hold)?;
             }
         }
         Ok(held)
+    }
+
+    /// Whether no transaction is open.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Makes `claims` what the saves begun from now on share.
+    pub(crate) fn claim(&mut self, claims: BTreeMap<String, Claim>) {
+        self.claims = claims;
     }
 
     /// The transaction of channel `name`, begun with `how` unless it is
@@ -61,9 +75,11 @@ impl Transactions {
                 && !self.open.contains_key(base)
             {
                 let journal = channels.get(base).ok_or_else(|| failed(base, format!("no channel {base:?}")))?;
-                self.open.insert(base.to_string(), start(journal.as_ref(), base, how)?);
+                let begun = start(journal.as_ref(), base, how, self.claims.get(base))?;
+                self.open.insert(base.to_string(), begun);
             }
-            self.open.insert(name.to_string(), start(channel.as_ref(), name, how)?);
+            let begun = start(channel.as_ref(), name, how, self.claims.get(name))?;
+            self.open.insert(name.to_string(), begun);
         }
         self.open.get_mut(name).ok_or_else(|| failed(name, "was not begun".into()))
     }
@@ -111,12 +127,19 @@ impl Transactions {
     }
 }
 
-/// Begins `channel`'s transaction (called `name`) with `how`.
-fn start(channel: &dyn Channel, name: &str, how: Begin) -> Result<Box<dyn Transaction>, ScopeError> {
-    let begun = match how {
-        Begin::Save => channel.begin(),
-        Begin::Snapshot => channel.snapshot(),
-        Begin::Hold => channel.hold(),
+/// Begins `channel`'s transaction (called `name`) with `how`; a hold
+/// holds `claim`, a save shares it (nothing when there is none).
+fn start(
+    channel: &dyn Channel,
+    name: &str,
+    how: Begin,
+    claim: Option<&Claim>,
+) -> Result<Box<dyn Transaction>, ScopeError> {
+    let begun = match (how, claim) {
+        (Begin::Save, None) => channel.begin(),
+        (Begin::Save, Some(claim)) => channel.begin().and_then(|mut tx| tx.share(claim).map(|()| tx)),
+        (Begin::Snapshot, _) => channel.snapshot(),
+        (Begin::Hold, claim) => channel.hold(claim.unwrap_or(&Claim::default())),
     };
     begun.map_err(|e| failed(name, e.to_string()))
 }

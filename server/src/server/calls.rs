@@ -10,14 +10,16 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::keyed;
 use super::metrics::Outcome;
 use super::trace::Trace;
 use super::{App, Problem, SCOPE_HEADER, scope_header};
 use crate::call::{self, CallReport, Ending, Mode};
+use crate::idempotent;
 use crate::scope::{Cause, Scope, ScopeError};
 use crate::signature;
 
@@ -41,6 +43,7 @@ pub(super) async fn call(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     Extension(trace): Extension<Trace>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // A path or query the extractors cannot read (a name that is not
@@ -50,7 +53,7 @@ pub(super) async fn call(
         (Err(e), _) => return Problem::new(StatusCode::BAD_REQUEST, "arguments", e.body_text()).into_response(),
         (_, Err(e)) => return Problem::new(StatusCode::BAD_REQUEST, "arguments", e.body_text()).into_response(),
     };
-    match run(&app, &service, &function, &query, body, &trace).await {
+    match run(&app, &service, &function, &query, &headers, body, &trace).await {
         Ok(response) | Err(response) => response,
     }
 }
@@ -60,6 +63,7 @@ async fn run(
     service: &str,
     function: &str,
     query: &HashMap<String, String>,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     trace: &Trace,
 ) -> Result<Response, Response> {
@@ -91,6 +95,7 @@ async fn run(
     };
     let args = crate::values::from_named(&func.params, &func.names, &json)
         .map_err(|e| Problem::arguments(&svc.name, &func.name, &e).into_response())?;
+    let key = keyed::key(headers, &format!("{}.{}", svc.name, func.name))?;
 
     let permit = app.turn().await?;
     let started = Instant::now();
@@ -102,10 +107,11 @@ async fn run(
     let span = tracing::info_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
     let recording = app.options.record.clone();
     let run = callee.clone();
+    let host = Arc::clone(&app.host);
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let _entered = span.enter();
-        match recording.filter(crate::server::Recording::sampled) {
+        let work = |scope: Scope| match recording.filter(crate::server::Recording::sampled) {
             Some(recording) => {
                 let scope_id = scope.id();
                 let (ran, case) = crate::case::record(scope, &name, &fname, &args, mode, &recording.rules);
@@ -117,19 +123,25 @@ async fn run(
                 ran
             }
             None => call::run_callee(scope, &run, &args, mode),
-        }
+        };
+        let fingerprint = || idempotent::call_fingerprint(&name, &fname, &args);
+        let saved = |ran: &Result<CallReport, ScopeError>| matches!(ran, Ok(r) if matches!(r.ending, Ending::Saved(_)));
+        idempotent::run(&host, key.as_deref(), fingerprint, scope, work, saved)
     })
     .await;
     guard.disarm();
     let outcome = joined.unwrap_or_else(|e| {
-        Err(ScopeError::Failed {
+        Ok(Err(ScopeError::Failed {
             service: service.to_string(),
             function: function.to_string(),
             reason: format!("the host thread running the scope failed: {e}"),
             cause: Cause::Other,
-        })
+        }))
     });
-    let (response, counted) = answer(&svc.name, &func.name, outcome, app);
+    let (response, counted) = match outcome {
+        Ok(outcome) => answer(&svc.name, &func.name, outcome, app),
+        Err(unrun) => keyed::answer(&format!("{}.{}", svc.name, func.name), unrun),
+    };
     app.answered(&svc.name, &func.name, started, &response, &counted, trace);
     Ok(response)
 }

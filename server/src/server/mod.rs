@@ -8,6 +8,7 @@
 //! component mounted on it, if any ([`mount`]).
 
 mod calls;
+mod keyed;
 pub mod metrics;
 mod mount;
 pub mod openapi;

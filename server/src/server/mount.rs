@@ -16,9 +16,11 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Full;
 
+use super::keyed;
 use super::metrics::Outcome;
 use super::trace::{TRACEPARENT, Trace};
 use super::{App, Problem, SCOPE_HEADER};
+use crate::idempotent;
 use crate::registry::Service;
 use crate::scope::{Answer, Ending, HttpReply, Mode, Scope};
 
@@ -90,6 +92,10 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
         parts.headers.insert("x-forwarded-prefix", value);
     }
     parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
+    let key = match keyed::key(&parts.headers, &service.name) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
     let request = (parts, bytes);
 
     let permit = match app.turn().await {
@@ -106,7 +112,10 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let _entered = span.enter();
-        run(scope, &service, &request, &runtime, &app2)
+        let work = |scope: Scope| run(scope, &service, &request, &runtime, &app2);
+        let saved = |(_, outcome): &(Response, Outcome)| matches!(outcome, Outcome::Ok);
+        idempotent::run(&app2.host, key.as_deref(), || fingerprint(&request), scope, work, saved)
+            .unwrap_or_else(|unrun| keyed::answer(&service.name, unrun))
     })
     .await;
     guard.disarm();
@@ -142,8 +151,7 @@ fn run(
         let id = scope.id();
         let result = match served {
             Ok(Ok(answer)) => {
-                let status = answer.status.as_u16();
-                scope.finish(Answer::Http { service: name, status }, Mode::Save).map(|e| Ok((answer, e)))
+                scope.finish(Answer::Http { service: name, reply: &answer }, Mode::Save).map(|e| Ok((answer, e)))
             }
             Ok(Err(message)) => Ok(Err(message)),
             Err(e) => Err(e),
@@ -187,6 +195,16 @@ fn run(
             (problem.into_response(), Outcome::Error("denied"))
         }
     }
+}
+
+/// What tells a request to a component from another under the same
+/// idempotency key: its method, path and query (as the component sees
+/// them, under the prefix), content type and body.
+fn fingerprint((parts, bytes): &(hyper::http::request::Parts, Bytes)) -> String {
+    let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    let content_type = parts.headers.get(header::CONTENT_TYPE).map_or(&b""[..], HeaderValue::as_bytes);
+    let prefix = parts.headers.get("x-forwarded-prefix").map_or(&b""[..], HeaderValue::as_bytes);
+    idempotent::fingerprint(&[b"http", parts.method.as_str().as_bytes(), prefix, path.as_bytes(), content_type, bytes])
 }
 
 fn unanswered(message: String) -> (Response, Outcome) {

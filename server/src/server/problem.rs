@@ -100,6 +100,8 @@ fn title(kind: &str) -> &'static str {
         "cancelled" => "The client went away",
         "method-not-allowed" => "The route does not take that method",
         "partially-applied" => "The save failed after part of it committed",
+        "in-progress" => "A request with the same idempotency key is still running",
+        "idempotency-key" => "The idempotency key was used for another request",
         _ => "The request failed",
     }
 }

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use crate::bindings::{Rows, Value};
+use crate::channels::grant::ChannelGrant;
 use crate::channels::ops::{Kind, Operation, Outcome};
-use crate::channels::{Caller, Channel, ChannelError, KeyReads, Reading, Recheck, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, Claim, KeyReads, Reading, Recheck, Transaction};
 
 use super::{Held, MAX_LIST, check_key, check_prefix};
 use crate::channels::sql::ops::SqlOp;
@@ -185,6 +186,13 @@ impl Channel for TableKv {
 
     fn shares(&self) -> Option<&str> {
         Some(&self.base_name)
+    }
+
+    /// Its table, when the service may use the channel at all.
+    fn claim(&self, grant: &ChannelGrant, claim: &mut Claim) {
+        if !grant.kv.keys.is_empty() || !grant.kv.read_keys.is_empty() {
+            claim.tables.insert("sluice_kv".into());
+        }
     }
 
     fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
+use crate::channels::Claim;
 use crate::channels::grant::{GrantSection, list_or_star};
 
 /// What a service may do on a `sql` channel (`[channels.NAME]`).
@@ -38,6 +39,31 @@ impl SqlGrant {
             Access::Insert => &self.inserts,
             Access::Update => &self.updates,
             Access::Delete => &self.deletes,
+        }
+    }
+}
+
+impl SqlGrant {
+    /// Adds the tables this grant lets a service read or write to `claim`
+    /// (see [`crate::channels::Claim`]). Relaxed reads are left out: their
+    /// reads are not checked at save, so their writers need not wait.
+    pub fn claim(&self, claim: &mut Claim) {
+        let relaxed = |table: &String| match &self.relaxed_reads {
+            Tables::All => true,
+            Tables::Some(names) => names.contains(table),
+            Tables::None => false,
+        };
+        for (tables, reads) in
+            [(&self.reads, true), (&self.inserts, false), (&self.updates, false), (&self.deletes, false)]
+        {
+            match tables {
+                Tables::None => {}
+                Tables::All if reads && matches!(self.relaxed_reads, Tables::All) => {}
+                Tables::All => claim.every_table = true,
+                Tables::Some(names) => {
+                    claim.tables.extend(names.iter().filter(|t| !reads || !relaxed(t)).cloned());
+                }
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! service's grants on its raw SQL and interrupts a statement at its
 //! caller's deadline.
 
+pub mod answers;
 mod apply;
 #[cfg(test)]
 mod differential;

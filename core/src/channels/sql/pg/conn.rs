@@ -22,6 +22,7 @@
 //! PostgreSQL checks a prepared statement's privileges against the role in
 //! force each time it runs).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
@@ -108,7 +109,7 @@ pub(super) struct Conn {
     generation: u64,
     local: Option<Local>,
     /// A `BEGIN …` to send with the next statement.
-    begin: Option<&'static str>,
+    begin: Option<Cow<'static, str>>,
     /// Set when a transaction's end could not [`RESET`] the session: the
     /// pool drops the connection instead of handing it out again.
     unreset: bool,
@@ -154,7 +155,47 @@ impl Conn {
     /// with its first statement.
     pub(super) fn begin(&mut self, begin: &'static str) {
         self.local = None;
-        self.begin = Some(begin);
+        self.begin = Some(Cow::Borrowed(begin));
+    }
+
+    /// Runs `statements` outside any transaction, for what the session
+    /// keeps until its reset (a last run's locks); when they fail, the
+    /// session is reset at once.
+    pub(super) fn lock_session(&mut self, statements: &str) -> Result<(), ChannelError> {
+        self.link.host_wait(HOST_WAIT);
+        let sent = self.link.batch_execute(statements);
+        if sent.is_err() && self.link.batch_execute(RESET).is_err() {
+            self.unreset = true;
+        }
+        sent
+    }
+
+    /// Opens a transaction with `begin`, sent now: its end then always
+    /// resets the session.
+    pub(super) fn begin_now(&mut self, begin: &str) -> Result<(), ChannelError> {
+        self.local = None;
+        self.begin = None;
+        self.link.host_wait(HOST_WAIT);
+        let sent = self.link.batch_execute(begin);
+        if sent.is_err() {
+            let _ = self.end("ROLLBACK");
+        }
+        sent
+    }
+
+    /// Adds `statement` to the held `BEGIN`, to run first in the
+    /// transaction (a save's shared locks); `false` when the `BEGIN` was
+    /// sent already.
+    pub(super) fn begin_with(&mut self, statement: &str) -> bool {
+        match &mut self.begin {
+            Some(begin) => {
+                let begin = begin.to_mut();
+                begin.push_str("; ");
+                begin.push_str(statement);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether the open transaction has run nothing yet (its `BEGIN` is
@@ -166,7 +207,7 @@ impl Conn {
     /// Sends a `BEGIN` still held, on its own.
     pub(super) fn send_begin(&mut self) -> Result<(), ChannelError> {
         if let Some(begin) = self.begin.take() {
-            self.link.batch_execute(begin)?;
+            self.link.batch_execute(&begin)?;
         }
         Ok(())
     }

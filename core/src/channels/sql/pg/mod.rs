@@ -21,6 +21,7 @@
 //!   (`RETURNING`), or 0 for a table without one.
 
 mod bounded;
+mod claims;
 mod conn;
 mod filter;
 mod link;
@@ -43,7 +44,7 @@ use crate::bindings::{Rows, Value};
 use crate::channels::grant::ChannelGrant;
 use crate::channels::ops::{Kind, Operation};
 use crate::channels::turns::{Turn, Turns};
-use crate::channels::{Caller, Channel, ChannelError, Denial, Reading, SqlChannel, Transaction};
+use crate::channels::{Caller, Channel, ChannelError, Claim, Denial, Reading, SqlChannel, Transaction};
 use crate::channels::{DIGEST_ROW as ROW, digest_value};
 use filter::Use;
 use transaction::PostgresTransaction;
@@ -191,11 +192,30 @@ impl Channel for PostgresChannel {
         self.start(self.turns.one()?)
     }
 
-    /// Every turn of this host at saving on the channel (see
-    /// [`crate::channels::turns`]): the last run's save can then lose only
-    /// to another process.
-    fn hold(&self) -> Result<Box<dyn Transaction>, ChannelError> {
-        self.start(self.turns.all()?)
+    /// A turn, as for a save, and `claim`'s keys taken exclusive before
+    /// the transaction begins ([`claims`]): every save of those tables, on
+    /// this host or another, waits for the last run to end.
+    fn hold(&self, claim: &Claim) -> Result<Box<dyn Transaction>, ChannelError> {
+        let turn = self.turns.one()?;
+        let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
+        if let Some(lock) = claims::for_last_run(claim) {
+            client.lock_session(&lock)?;
+        }
+        client.begin_now("BEGIN ISOLATION LEVEL SERIALIZABLE")?;
+        Ok(Box::new(PostgresTransaction {
+            client: Some(client),
+            channel: self.handle(),
+            writes: true,
+            _turn: Some(turn),
+        }))
+    }
+
+    fn claims(&self) -> bool {
+        true
+    }
+
+    fn claim(&self, grant: &ChannelGrant, claim: &mut Claim) {
+        grant.sql.claim(claim);
     }
 
     /// `READ COMMITTED`, outside the turns: the outbox's claims (`FOR

@@ -13,7 +13,7 @@ use crate::channels::ops::{Operation, Outcome};
 use crate::channels::sql::check_param_count;
 use crate::channels::sql::ops::SqlOp;
 use crate::channels::turns::Turn;
-use crate::channels::{Caller, ChannelError, Transaction};
+use crate::channels::{Caller, ChannelError, Claim, Transaction};
 
 /// One save's transaction: `SERIALIZABLE`, or a read-only snapshot.
 pub(super) struct PostgresTransaction {
@@ -73,6 +73,18 @@ impl PostgresTransaction {
 }
 
 impl Transaction for PostgresTransaction {
+    /// The claim's keys, shared ([`super::claims`]), sent with the held
+    /// `BEGIN`.
+    fn share(&mut self, claim: &Claim) -> Result<(), ChannelError> {
+        let Some(lock) = super::claims::for_save(claim) else { return Ok(()) };
+        let client = self.client()?;
+        if client.begin_with(&lock) {
+            return Ok(());
+        }
+        client.host_wait(conn::HOST_WAIT);
+        client.batch_execute(&lock)
+    }
+
     fn apply(&mut self, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
         if op.kind() != crate::channels::sql::KIND {
             return Err(crate::channels::wrong_kind(crate::channels::sql::KIND, op.kind(), &op.describe()));
