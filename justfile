@@ -99,6 +99,13 @@ test:
 crash kills="50": guests
     SLUICE_COMPONENTS={{components}} SLUICE_CRASH_KILLS={{kills}} SLUICE_REQUIRE_TOOLS=1 cargo test -p sluice-host --test e2e crash -- --nocapture
 
+# The fleet test at length: three `sluice serve` hosts on one PostgreSQL
+# database, 16 clients placing orders with idempotency keys, one host
+# killed with SIGKILL every 6 s for two minutes (`just test` runs two hosts
+# for 4 s). Needs PostgreSQL at 127.0.0.1:5432; the figures go to stderr.
+fleet seconds="120": guests
+    SLUICE_COMPONENTS={{components}} SLUICE_FLEET_HOSTS=3 SLUICE_FLEET_SECONDS={{seconds}} SLUICE_FLEET_KILL_MS=6000 SLUICE_FLEET_STOCK=1000000 SLUICE_REQUIRE_TOOLS=1 cargo test -p sluice-host --test e2e orders_on_a_fleet -- --nocapture
+
 # The sluice:service WIT package (wit/) as a distributable binary package,
 # built with wkg (`wkg build`, installed at a pinned version under the target
 # dir when missing) into target/wit/sluice-service.wasm: a service can use it

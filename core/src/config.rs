@@ -69,12 +69,27 @@ pub struct IdempotencySettings {
     /// default); a key used again after that runs again.
     #[serde(default = "default_idempotency_keep")]
     pub keep_seconds: u64,
+    /// How long the first request holds its key while it runs, in seconds
+    /// (10 by default): a repeat meanwhile is answered 409. After that (a
+    /// host that died running it, or a slow request), a repeat takes the
+    /// key over and runs; the first can then no longer save, so the
+    /// request's effects still apply once.
+    #[serde(default = "default_idempotency_lease")]
+    pub lease_seconds: u64,
 }
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
-        IdempotencySettings { channel: default_idempotency_channel(), keep_seconds: default_idempotency_keep() }
+        IdempotencySettings {
+            channel: default_idempotency_channel(),
+            keep_seconds: default_idempotency_keep(),
+            lease_seconds: default_idempotency_lease(),
+        }
     }
+}
+
+fn default_idempotency_lease() -> u64 {
+    10
 }
 
 fn default_idempotency_channel() -> String {

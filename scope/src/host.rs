@@ -95,8 +95,8 @@ impl Host {
                  ([idempotency] channel in sluice.toml)"
             ));
         };
-        let keep = Duration::from_secs(settings.keep_seconds);
-        Answers::open(name, Arc::clone(channel), keep).map(Arc::new).map_err(|e| {
+        let (keep, lease) = (Duration::from_secs(settings.keep_seconds), Duration::from_secs(settings.lease_seconds));
+        Answers::open(name, Arc::clone(channel), keep, lease).map(Arc::new).map_err(|e| {
             let why = format!("channel {name:?} cannot keep the answers of idempotent requests ([idempotency]): {e}");
             tracing::warn!("{why}");
             why

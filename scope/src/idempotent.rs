@@ -15,7 +15,6 @@
 //!   was applied, so a repeat runs again.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::channels::ChannelError;
 use crate::channels::sql::answers::{self, Answers, Begun, MAX_KEY_BYTES};
@@ -53,23 +52,18 @@ pub enum KeyError {
 }
 
 /// Claims `key` on `host` for the request whose [`fingerprint`] is
-/// `fingerprint` (see the module docs). The claim lasts the scope's
-/// timeout and a margin: a host that dies holding it loses it then.
+/// `fingerprint` (see the module docs), for `[idempotency] lease-seconds`:
+/// a host that dies holding it loses it then.
 pub fn begin(host: &Host, key: &str, fingerprint: &str) -> Result<Keyed, KeyError> {
     check(key)?;
     let answers = host.answers().map_err(|why| KeyError::Invalid(why.to_string()))?;
-    let lease = host.registry().runtime().options().scope_timeout + LEASE_MARGIN;
-    match answers.begin(key, fingerprint, lease).map_err(KeyError::Unavailable)? {
+    match answers.begin(key, fingerprint).map_err(KeyError::Unavailable)? {
         Begun::Run(claim) => Ok(Keyed::Run(Arc::new(Key { answers: Arc::clone(answers), claim }))),
         Begun::Stored(stored) => Ok(Keyed::Stored(stored)),
         Begun::Running => Ok(Keyed::Running),
         Begun::Different => Ok(Keyed::Different),
     }
 }
-
-/// How far past the scope's timeout a claim lasts: the save's commit and
-/// the clocks of two hosts may differ by this much.
-const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 /// A key is 1 to [`MAX_KEY_BYTES`] bytes of visible ASCII.
 fn check(key: &str) -> Result<(), KeyError> {

@@ -13,6 +13,7 @@ mod edge;
 mod effects;
 mod fairness;
 mod files;
+mod fleet;
 mod grants;
 mod hostile;
 mod kv;

@@ -120,7 +120,7 @@ fn fixture_on(db: &Database) -> (Fixture, std::path::PathBuf) {
 }
 
 /// [`fixture_on`] with the example schema applied.
-fn migrated(db: &Database) -> (Fixture, std::path::PathBuf) {
+pub(crate) fn migrated(db: &Database) -> (Fixture, std::path::PathBuf) {
     let (f, config) = fixture_on(db);
     let schema = repo().join("examples/schema").to_string_lossy().into_owned();
     let out = f.command().arg("--config").arg(&config).args(["migrate", &schema]).output().expect("migrate");

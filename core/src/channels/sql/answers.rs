@@ -103,17 +103,23 @@ pub struct Answers {
     channel: Arc<dyn Channel>,
     name: String,
     keep: Duration,
+    lease: Duration,
 }
 
 impl Answers {
-    /// The answers in `channel` (called `name`), kept for `keep`; creates
-    /// the table if it is missing.
-    pub fn open(name: &str, channel: Arc<dyn Channel>, keep: Duration) -> Result<Answers, ChannelError> {
+    /// The answers in `channel` (called `name`), kept for `keep`, each key
+    /// claimed for `lease`; creates the table if it is missing.
+    pub fn open(
+        name: &str,
+        channel: Arc<dyn Channel>,
+        keep: Duration,
+        lease: Duration,
+    ) -> Result<Answers, ChannelError> {
         let Some(sql) = channel.sql() else {
             return Err(ChannelError::Invalid(format!("channel {name} is not a sql channel")));
         };
         let table = if sql.dialect() == "postgres" { TABLE_POSTGRES } else { TABLE_SQLITE };
-        let answers = Answers { channel, name: name.to_string(), keep };
+        let answers = Answers { channel, name: name.to_string(), keep, lease };
         answers.host_tx(|tx, host| tx.apply(&execute(table, Vec::new()), host).map(drop))?;
         Ok(answers)
     }
@@ -129,12 +135,12 @@ impl Answers {
     }
 
     /// Claims `key` for a request whose content hashes to `fingerprint`,
-    /// for at most `lease` (past it, a repeat may take the key over), or
-    /// says why not.
-    pub fn begin(&self, key: &str, fingerprint: &str, lease: Duration) -> Result<Begun, ChannelError> {
+    /// for the lease (past it, a repeat may take the key over), or says
+    /// why not.
+    pub fn begin(&self, key: &str, fingerprint: &str) -> Result<Begun, ChannelError> {
         let owner = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         let keep_ms = i64::try_from(self.keep.as_millis()).unwrap_or(i64::MAX);
         let params = vec![
             text(key),
@@ -272,7 +278,7 @@ mod tests {
     fn answers(dir: &tempfile::TempDir) -> Answers {
         let channel: Arc<dyn Channel> =
             Arc::new(SqliteChannel::open(&format!("sqlite://{}", dir.path().join("main.db").display())).expect("open"));
-        Answers::open("main", channel, Duration::from_secs(60)).expect("answers")
+        Answers::open("main", channel, Duration::from_secs(60), Duration::from_secs(30)).expect("answers")
     }
 
     fn saved(answers: &Answers, claim: &Claim, stored: &Stored) {
@@ -286,30 +292,30 @@ mod tests {
     fn a_key_runs_once_and_then_answers_from_its_row() {
         let dir = tempfile::tempdir().expect("dir");
         let answers = answers(&dir);
-        let lease = Duration::from_secs(30);
-        let Ok(Begun::Run(claim)) = answers.begin("k1", "f1", lease) else { panic!("a new key runs") };
-        assert!(matches!(answers.begin("k1", "f1", lease), Ok(Begun::Running)), "a repeat while it runs");
-        assert!(matches!(answers.begin("k1", "f2", lease), Ok(Begun::Different)), "another request, same key");
+        let Ok(Begun::Run(claim)) = answers.begin("k1", "f1") else { panic!("a new key runs") };
+        assert!(matches!(answers.begin("k1", "f1"), Ok(Begun::Running)), "a repeat while it runs");
+        assert!(matches!(answers.begin("k1", "f2"), Ok(Begun::Different)), "another request, same key");
         let stored = Stored { status: 200, headers: vec![("a".into(), "b".into())], body: b"{}".to_vec() };
         saved(&answers, &claim, &stored);
-        match answers.begin("k1", "f1", lease) {
+        match answers.begin("k1", "f1") {
             Ok(Begun::Stored(s)) => assert_eq!(s, stored),
             other => panic!("a repeat after the save is answered from the row: {other:?}"),
         }
-        assert!(matches!(answers.begin("k1", "f2", lease), Ok(Begun::Different)));
+        assert!(matches!(answers.begin("k1", "f2"), Ok(Begun::Different)));
     }
 
     #[test]
     fn a_released_or_lapsed_key_runs_again_and_the_old_run_cannot_save() {
         let dir = tempfile::tempdir().expect("dir");
-        let answers = answers(&dir);
-        let Ok(Begun::Run(first)) = answers.begin("k", "f", Duration::from_secs(30)) else { panic!("runs") };
+        let mut answers = answers(&dir);
+        let Ok(Begun::Run(first)) = answers.begin("k", "f") else { panic!("runs") };
         answers.release(&first).expect("release");
-        let Ok(Begun::Run(second)) = answers.begin("k", "f", Duration::ZERO) else { panic!("runs again") };
+        answers.lease = Duration::ZERO;
+        let Ok(Begun::Run(second)) = answers.begin("k", "f") else { panic!("runs again") };
         std::thread::sleep(Duration::from_millis(5));
         // The lease of `second` ran out: a repeat takes the key over, and
         // `second`'s save would change no row.
-        let Ok(Begun::Run(third)) = answers.begin("k", "f", Duration::from_secs(30)) else { panic!("taken over") };
+        let Ok(Begun::Run(third)) = answers.begin("k", "f") else { panic!("taken over") };
         let mut tx = answers.channel.begin().expect("begin");
         let stored = Stored { status: 200, headers: Vec::new(), body: Vec::new() };
         let host = Caller::host(Instant::now() + Duration::from_secs(5));
