@@ -92,8 +92,26 @@ pub fn start(host: Arc<Host>, owner: &str) -> Background {
         };
         background.tasks.push(tokio::spawn(relay.run(owner.to_string())));
     }
+    background.tasks.push(tokio::spawn(sweep_answers(Arc::clone(&host))));
     background.tasks.push(tokio::spawn(reconcile(host)));
     background
+}
+
+/// Deletes, every hour, the answers of idempotent requests past their
+/// keep time ([`crate::idempotent`]).
+async fn sweep_answers(host: Arc<Host>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60 * 60));
+    loop {
+        every.tick().await;
+        let Ok(answers) = host.answers() else { return };
+        let answers = Arc::clone(answers);
+        match tokio::task::spawn_blocking(move || answers.sweep()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!("deleted {n} expired answer(s) of idempotent requests"),
+            Ok(Err(e)) => tracing::warn!("the expired answers of idempotent requests could not be deleted: {e}"),
+            Err(e) => tracing::warn!("the sweep of expired answers failed: {e}"),
+        }
+    }
 }
 
 /// One subscription of one service.

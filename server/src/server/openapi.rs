@@ -191,6 +191,7 @@ fn mounted(service: &Service) -> Json {
             "summary": summary,
             "description": description,
             "tags": [service.name],
+            "parameters": [idempotency_key()],
             "responses": { "default": { "description": "Whatever the component answers." } },
         })
     };
@@ -290,7 +291,7 @@ fn operation(service: &Service, f: &Function, schemas: &mut Schemas) -> Json {
             "required": false,
             "description": "Run the save, every round of it, then roll it back and answer with what it would apply.",
             "schema": { "type": "boolean", "default": false },
-        }],
+        }, idempotency_key()],
         "requestBody": {
             "required": !required.is_empty(),
             "content": { "application/json": { "schema": {
@@ -301,6 +302,18 @@ fn operation(service: &Service, f: &Function, schemas: &mut Schemas) -> Json {
             }}},
         },
         "responses": responses,
+    })
+}
+
+/// The `Idempotency-Key` header every route that runs a scope takes
+/// (docs/http.md, *Idempotent requests*).
+pub(super) fn idempotency_key() -> Json {
+    json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "Run the request once: a repeat with the same key is answered with what the first saved (Idempotent-Replayed: true), 409 while the first runs, 422 for another request under the key.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$" },
     })
 }
 
