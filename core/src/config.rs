@@ -54,6 +54,29 @@ pub struct Config {
     /// Where the answers of idempotent requests are kept, and for how long.
     #[serde(default)]
     pub idempotency: IdempotencySettings,
+    /// Where the ticks of scheduled functions are kept.
+    #[serde(default)]
+    pub schedules: ScheduleSettings,
+}
+
+/// `[schedules]`: which ticks of `[[schedule]]`d functions have run is kept
+/// in a `sql` channel, shared by every host of a fleet.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScheduleSettings {
+    /// The `sql` channel (`main` by default). Without one, no schedule runs.
+    #[serde(default = "default_idempotency_channel")]
+    pub channel: String,
+    /// How long a host holds a tick while its scope runs, in seconds (10 by
+    /// default); after that (a host that died) another host runs it.
+    #[serde(default = "default_idempotency_lease")]
+    pub lease_seconds: u64,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        ScheduleSettings { channel: default_idempotency_channel(), lease_seconds: default_idempotency_lease() }
+    }
 }
 
 /// `[idempotency]`: requests that carry a key (`Idempotency-Key`) have
@@ -148,6 +171,7 @@ impl Config {
             caps: LimitSettings::default(),
             scopes: ScopeSettings::default(),
             idempotency: IdempotencySettings::default(),
+            schedules: ScheduleSettings::default(),
         }
     }
 

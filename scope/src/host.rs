@@ -12,7 +12,8 @@ use anyhow::Context as _;
 
 use crate::channels::Channels;
 use crate::channels::sql::answers::Answers;
-use crate::config::{Config, IdempotencySettings};
+use crate::channels::sql::ticks::Ticks;
+use crate::config::{Config, IdempotencySettings, ScheduleSettings};
 use crate::registry::{Changes, Registry};
 use crate::runtime::{Runtime, RuntimeOptions};
 use crate::scope::Scope;
@@ -65,6 +66,8 @@ pub struct Host {
     pub channels: Arc<Channels>,
     /// Where the answers of idempotent requests are kept, or why nowhere.
     answers: Result<Arc<Answers>, String>,
+    /// Where the ticks of scheduled functions are kept, or why nowhere.
+    ticks: Result<Arc<Ticks>, String>,
 }
 
 impl Host {
@@ -74,12 +77,14 @@ impl Host {
         let channels = Arc::new(Channels::open(&config.channels)?);
         let registry = Host::discover(options, &config)?;
         let answers = Host::answers_in(&channels, &config.idempotency);
+        let ticks = Host::ticks_in(&channels, &config.schedules);
         Ok(Host {
             registry: RwLock::new(Arc::new(registry)),
             reloading: Mutex::new(()),
             reloads: AtomicU64::new(0),
             channels,
             answers,
+            ticks,
         })
     }
 
@@ -106,6 +111,27 @@ impl Host {
     /// Where the answers of idempotent requests are kept, or why nowhere.
     pub fn answers(&self) -> Result<&Arc<Answers>, &str> {
         self.answers.as_ref().map_err(String::as_str)
+    }
+
+    /// The ticks of scheduled functions in the channel `[schedules]` names,
+    /// or why not there (logged): then no schedule runs.
+    fn ticks_in(channels: &Channels, settings: &ScheduleSettings) -> Result<Arc<Ticks>, String> {
+        let name = &settings.channel;
+        let Some(channel) = channels.get(name) else {
+            return Err(format!(
+                "schedules need a sql channel to keep their ticks in, and there is no channel {name:?} ([schedules] channel in sluice.toml)"
+            ));
+        };
+        Ticks::open(name, Arc::clone(channel), Duration::from_secs(settings.lease_seconds)).map(Arc::new).map_err(|e| {
+            let why = format!("channel {name:?} cannot keep the ticks of schedules ([schedules]): {e}");
+            tracing::warn!("{why}");
+            why
+        })
+    }
+
+    /// Where the ticks of scheduled functions are kept, or why nowhere.
+    pub fn ticks(&self) -> Result<&Arc<Ticks>, &str> {
+        self.ticks.as_ref().map_err(String::as_str)
     }
 
     /// The runtime and the services of `options`, without opening any

@@ -13,6 +13,7 @@
 //! - [`idempotent`]: requests that carry a key run once; a repeat is
 //!   answered from what the first saved.
 //! - [`host`]: the runtime, channels and registry of one process together.
+//! - [`schedules`]: functions run on a timer, once per tick across hosts.
 //! - [`triggers`]: beside `serve`'s routes: the outbox relays, and the
 //!   services run by messages.
 
@@ -20,6 +21,7 @@ pub mod call;
 pub mod case;
 pub mod host;
 pub mod idempotent;
+pub mod schedules;
 pub mod scope;
 pub mod triggers;
 

@@ -93,6 +93,7 @@ pub fn start(host: Arc<Host>, owner: &str) -> Background {
         background.tasks.push(tokio::spawn(relay.run(owner.to_string())));
     }
     background.tasks.push(tokio::spawn(sweep_answers(Arc::clone(&host))));
+    background.tasks.push(tokio::spawn(crate::schedules::run(Arc::clone(&host))));
     background.tasks.push(tokio::spawn(reconcile(host)));
     background
 }

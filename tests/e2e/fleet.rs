@@ -275,3 +275,76 @@ fn orders_on_a_fleet_under_kills_are_placed_once_and_conflicts_stay_inside() {
         );
     }
 }
+
+/// `probe.tick` every second, on two hosts of one database, one of them
+/// killed and started again, then every host stopped for a while: each
+/// tick's scope saved once (no tick twice in `ticks`), ticks went on
+/// through the kill, and the ticks missed while every host was down were
+/// skipped, not run in a burst on restart.
+#[test]
+fn a_schedule_runs_once_per_tick_across_hosts_and_kills() {
+    let Some(db) = Database::new() else { return };
+    // Made as the host's user (the database's owner), as a migration would.
+    db.client()
+        .batch_execute(
+            "CREATE TABLE ticks (id BIGINT GENERATED ALWAYS AS IDENTITY, at_ms BIGINT NOT NULL); \
+             DO $$ BEGIN EXECUTE format('ALTER TABLE ticks OWNER TO %I', current_database()); END $$",
+        )
+        .expect("table");
+    let f = Fixture::new(&["probe"]);
+    f.write_manifest(
+        "probe",
+        "[channels.main]\ninserts = [\"ticks\"]\n\n[[schedule]]\nfunction = \"tick\"\nevery = \"1s\"\n",
+    );
+    let config = f.dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("[channels.main]\nkind = \"sql\"\nurl = \"{}\"\n\n[schedules]\nlease-seconds = 2\n", db.url()),
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let ticks = |db: &Database| -> Vec<i64> {
+        db.client()
+            .query("SELECT at_ms FROM ticks ORDER BY at_ms", &[])
+            .expect("ticks")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+
+    let a = f.serve(&["--config", &config]);
+    let b = f.serve(&["--config", &config]);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(a); // SIGKILL
+    std::thread::sleep(Duration::from_millis(2500));
+    let a = f.serve(&["--config", &config]);
+    std::thread::sleep(Duration::from_millis(2000));
+    let logs = b.log();
+    drop((a, b));
+    let before = ticks(&db);
+    let Some(&down_at) = before.last() else { panic!("no tick ran:\n{logs}") };
+    std::thread::sleep(Duration::from_millis(4000));
+    let c = f.serve(&["--config", &config]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = c.log();
+    drop(c);
+
+    let all = ticks(&db);
+    let mut distinct = all.clone();
+    distinct.dedup();
+    assert_eq!(distinct, all, "a tick ran twice: {all:?}\n{log}");
+    assert!(all.iter().all(|t| t % 1000 == 0), "ticks fall on whole seconds: {all:?}");
+    assert!(before.len() >= 5, "ticks stopped while one host was killed: {before:?}");
+    let after: Vec<i64> = all.iter().copied().filter(|t| *t > down_at).collect();
+    assert!(!after.is_empty(), "no tick after the restart: {all:?}\n{log}");
+    // The first tick after the restart is the latest one due then: the
+    // three or four that fell while every host was down were skipped.
+    assert!(after[0] - down_at >= 3000, "the missed ticks were run: {all:?}");
+
+    // A schedule of a function the service does not export: the service
+    // does not load, and says why.
+    f.write_manifest("probe", "[[schedule]]\nfunction = \"nope\"\nevery = \"1m\"\n");
+    let out = f.command().args(["--config", &config, "list"]).output().expect("list");
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(said.contains("[[schedule]] names function \"nope\", which it does not export"), "{said}");
+}

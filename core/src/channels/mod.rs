@@ -508,6 +508,31 @@ pub trait Transaction: Send {
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;
 }
 
+/// Runs `work` in a short transaction of the host's own on `channel`
+/// ([`Channel::begin_host`]) and commits it, again (up to five times) when
+/// a concurrent one made it a conflict.
+pub fn in_host_transaction<T>(
+    channel: &dyn Channel,
+    work: impl Fn(&mut dyn Transaction, &Caller) -> Result<T, ChannelError>,
+) -> Result<T, ChannelError> {
+    let mut tries = 0;
+    loop {
+        let host = Caller::host(Instant::now() + std::time::Duration::from_secs(10));
+        let attempt = channel.begin_host().and_then(|mut tx| {
+            let done = work(tx.as_mut(), &host)?;
+            tx.commit()?;
+            Ok(done)
+        });
+        match attempt {
+            Err(ChannelError::Conflict(_)) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The refusal of a read or command of the wrong kind for a channel.
 pub fn wrong_kind(kind: Kind, wanted: Kind, what: &str) -> ChannelError {
     ChannelError::Invalid(format!("this is a {} channel; {what} needs a {} channel", kind.name(), wanted.name()))

@@ -31,8 +31,10 @@ use serde::Deserialize;
 use crate::limits::LimitSettings;
 
 mod effects;
+mod schedule;
 
 pub use effects::Subscription;
+pub use schedule::{Cron, Schedule, When};
 
 // Each kind's section of a channel grant is the kind's own; these are its
 // names here, where the manifest is read.
@@ -60,6 +62,9 @@ pub struct Manifest {
     /// Subjects whose messages run the service (`[[subscribe]]`).
     #[serde(default)]
     pub subscribe: Vec<Subscription>,
+    /// Functions run on a timer (`[[schedule]]`).
+    #[serde(default)]
+    pub schedule: Vec<Schedule>,
 }
 
 /// What of a service is reachable over HTTP. Nothing is by default: calls
@@ -135,6 +140,9 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
         manifest.http.check()?;
+        for schedule in &manifest.schedule {
+            schedule.check()?;
+        }
         for subscription in &manifest.subscribe {
             subscription.check()?;
             let grant = manifest.channel(&subscription.channel);

@@ -39,6 +39,11 @@ impl Guest for Component {
         to::delete(&channel, &table, &Row { columns, values })
     }
 
+    fn tick(at: u64) -> Result<u64, Error> {
+        let at = Value::Integer(i64::try_from(at).unwrap_or(i64::MAX));
+        to::insert("main", "ticks", &Row { columns: vec!["at_ms".into()], values: vec![at] })
+    }
+
     fn query(channel: String, sql: String, params: Vec<Value>) -> Result<Rows, Error> {
         from::query(&channel, &sql, &params)
     }

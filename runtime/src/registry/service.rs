@@ -225,7 +225,8 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
     let sha256 = crate::runtime::content_digest(&bytes);
     let digest = runtime.digest_of(&sha256);
     if let Some(old) = previous.filter(|old| old.digest == digest) {
-        return Ok(Compiled { manifest, limits, path: path.to_path_buf(), ..Compiled::from_service(old) });
+        let compiled = Compiled { manifest, limits, path: path.to_path_buf(), ..Compiled::from_service(old) };
+        return check_schedules(&compiled).map(|()| compiled);
     }
     let (component, code) = runtime.compile(&bytes, &digest).map_err(|e| LoadError::Invalid {
         service: name.clone(),
@@ -244,7 +245,7 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         tracing::warn!(service = %name, "exports {HTTP_HANDLER}.x but its manifest sets no [http] prefix, so it is not mounted");
     }
     let imports = service_imports(runtime, &component);
-    Ok(Compiled {
+    let compiled = Compiled {
         name,
         path: path.to_path_buf(),
         code,
@@ -256,7 +257,36 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         limits,
         digest,
         sha256,
-    })
+    };
+    check_schedules(&compiled).map(|()| compiled)
+}
+
+/// Each `[[schedule]]` names a function the component exports that takes
+/// nothing, or one `u64` (the tick).
+fn check_schedules(compiled: &Compiled) -> Result<(), LoadError> {
+    for schedule in &compiled.manifest.schedule {
+        let function = compiled.functions.iter().find(|f| f.name == schedule.function);
+        let fits = function.is_some_and(|f| match f.params.as_slice() {
+            [] => true,
+            [(_, ty)] => matches!(ty, wasmtime::component::Type::U64),
+            _ => false,
+        });
+        if !fits {
+            let why = match function {
+                None => "which it does not export".to_string(),
+                Some(_) => "which takes other parameters than none or one u64 (the tick, in ms since the epoch)".into(),
+            };
+            return Err(LoadError::Manifest {
+                service: compiled.name.clone(),
+                reason: format!(
+                    "manifest {}: [[schedule]] names function {:?}, {why}",
+                    Manifest::path_for(&compiled.path).display(),
+                    schedule.function
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Gives `functions` the names of their types from the WIT in `bytes`; a

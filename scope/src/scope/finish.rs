@@ -12,7 +12,7 @@ use wasmtime::component::Val;
 
 use super::http::HttpReply;
 use super::{SaveReport, Scope, ScopeError};
-use crate::command::Command;
+use crate::command::{Command, Operation};
 use crate::idempotent::{Key, Stored};
 use crate::state::ScopeId;
 
@@ -158,23 +158,25 @@ impl Scope {
         // An idempotent request's answer is saved with its effects.
         if let (Mode::Save, Some(key)) = (mode, self.attempt.key.clone()) {
             let stored = answer.stored(id, self.attempt());
-            let queued = self.store.data_mut().queue_mut().push_host(
-                id,
-                "the answer of its Idempotency-Key",
-                key.channel(),
-                key.record(&stored),
-                Some(1),
-            );
-            queued.map_err(|reason| ScopeError::Failed {
-                service: service.to_string(),
-                function: "save".into(),
-                reason: format!("its answer could not be kept for its idempotency key: {reason}"),
-                cause: super::Cause::Other,
-            })?;
+            self.queue_host(service, "the answer of its Idempotency-Key", key.channel(), key.record(&stored))?;
         }
         Ok(match mode {
             Mode::Save => Ending::Saved(self.save()?),
             Mode::DryRun => Ending::DryRun(self.dry_run()?),
+        })
+    }
+
+    /// Queues a command of the host's own (`what`, for the report) for
+    /// `channel`, applied in the save as the host; it must change one row,
+    /// else the save is a conflict. For the request of `service`.
+    pub fn queue_host(&mut self, service: &str, what: &str, channel: &str, op: Operation) -> Result<(), ScopeError> {
+        let id = self.id();
+        let queued = self.store.data_mut().queue_mut().push_host(id, what, channel, op, Some(1));
+        queued.map(drop).map_err(|reason| ScopeError::Failed {
+            service: service.to_string(),
+            function: "save".into(),
+            reason: format!("{what} could not be queued: {reason}"),
+            cause: super::Cause::Other,
         })
     }
 

@@ -330,22 +330,7 @@ impl Outbox {
         &self,
         work: impl Fn(&mut dyn Transaction, &Caller) -> Result<T, ChannelError>,
     ) -> Result<T, ChannelError> {
-        let mut tries = 0;
-        loop {
-            let host = Caller::host(Instant::now() + Duration::from_secs(10));
-            let attempt = self.base.begin_host().and_then(|mut tx| {
-                let done = work(tx.as_mut(), &host)?;
-                tx.commit()?;
-                Ok(done)
-            });
-            match attempt {
-                Err(ChannelError::Conflict(_)) if tries < 5 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(5 * tries));
-                }
-                other => return other,
-            }
-        }
+        crate::channels::in_host_transaction(self.base.as_ref(), work)
     }
 }
 

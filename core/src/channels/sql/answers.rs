@@ -16,7 +16,7 @@
 //! Keys are kept for [`Answers::keep`] after their answer, then expire.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bindings::Value;
 use crate::channels::ops::{Operation, Outcome};
@@ -218,28 +218,12 @@ impl Answers {
         })
     }
 
-    /// Runs `work` in a short transaction of the host's, again on a
-    /// conflict (two claims of one key at once on PostgreSQL).
+    /// Runs `work` in a short transaction of the host's.
     fn host_tx<T>(
         &self,
         work: impl Fn(&mut dyn Transaction, &Caller) -> Result<T, ChannelError>,
     ) -> Result<T, ChannelError> {
-        let mut tries = 0;
-        loop {
-            let host = Caller::host(Instant::now() + Duration::from_secs(5));
-            let attempt = self.channel.begin_host().and_then(|mut tx| {
-                let done = work(tx.as_mut(), &host)?;
-                tx.commit()?;
-                Ok(done)
-            });
-            match attempt {
-                Err(ChannelError::Conflict(_)) if tries < 5 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(5 * tries));
-                }
-                other => return other,
-            }
-        }
+        crate::channels::in_host_transaction(self.channel.as_ref(), work)
     }
 }
 
@@ -274,6 +258,7 @@ fn as_text(value: Option<Value>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::channels::sql::SqliteChannel;
+    use std::time::Instant;
 
     fn answers(dir: &tempfile::TempDir) -> Answers {
         let channel: Arc<dyn Channel> =

@@ -17,6 +17,7 @@ pub mod ops;
 mod pg;
 mod read;
 mod statements;
+pub mod ticks;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
