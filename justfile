@@ -99,6 +99,13 @@ test:
 crash kills="50": guests
     SLUICE_COMPONENTS={{components}} SLUICE_CRASH_KILLS={{kills}} SLUICE_REQUIRE_TOOLS=1 cargo test -p sluice-host --test e2e crash -- --nocapture
 
+# Three `sluice serve` hosts on the local PostgreSQL (database
+# sluice_cluster, made when missing) and NATS JetStream, serving the
+# examples, with the webhook receiver; prints their URLs, Ctrl-C stops
+# them (scripts/cluster). Needs psql, PostgreSQL and NATS.
+cluster: build guests
+    scripts/cluster {{target}}/debug/sluice
+
 # The fleet test at length: three `sluice serve` hosts on one PostgreSQL
 # database, 16 clients placing orders with idempotency keys, one host
 # killed with SIGKILL every 6 s for two minutes (`just test` runs two hosts
