@@ -91,10 +91,15 @@ impl Scope {
             && matches!(self.stage, Stage::Unsaved(_))
     }
 
-    /// What a next run must hold on each channel this run's save opened
+    /// What a next run must hold on each channel this run's save opened:
+    /// every one of them, with its claim where it takes claims
     /// ([`Scope::claims`]).
     fn held_claims(&self) -> BTreeMap<String, Claim> {
-        self.claims(self.attempt.touched.iter().map(String::as_str))
+        let mut claims = self.claims(self.attempt.touched.iter().map(String::as_str));
+        for name in &self.attempt.touched {
+            claims.entry(name.clone()).or_default();
+        }
+        claims
     }
 
     /// The claim on each of `names` that takes claims

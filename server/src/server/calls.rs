@@ -95,7 +95,7 @@ async fn run(
     };
     let args = crate::values::from_named(&func.params, &func.names, &json)
         .map_err(|e| Problem::arguments(&svc.name, &func.name, &e).into_response())?;
-    let key = keyed::key(headers, &format!("{}.{}", svc.name, func.name))?;
+    let key = keyed::key(headers, &format!("{}.{}", svc.name, func.name)).map_err(IntoResponse::into_response)?;
 
     let permit = app.turn().await?;
     let started = Instant::now();

@@ -16,18 +16,18 @@ pub(super) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub(super) const REPLAYED: &str = "idempotent-replayed";
 
 /// The request's key, if it sent one; one that is not text is refused.
-pub(super) fn key(headers: &HeaderMap, target: &str) -> Result<Option<String>, Response> {
+pub(super) fn key(headers: &HeaderMap, target: &str) -> Result<Option<String>, Problem> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
         let message = format!("{target}: the request has more than one Idempotency-Key header");
-        return Err(Problem::new(StatusCode::BAD_REQUEST, "arguments", message).into_response());
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "arguments", message));
     }
     match value.to_str() {
         Ok(key) => Ok(Some(key.to_string())),
         Err(_) => {
             let message = format!("{target}: the Idempotency-Key header is not visible ASCII");
-            Err(Problem::new(StatusCode::BAD_REQUEST, "arguments", message).into_response())
+            Err(Problem::new(StatusCode::BAD_REQUEST, "arguments", message))
         }
     }
 }

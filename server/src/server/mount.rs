@@ -94,7 +94,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     parts.headers.entry(header::HOST).or_insert(HeaderValue::from_static("localhost"));
     let key = match keyed::key(&parts.headers, &service.name) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(problem) => return problem.into_response(),
     };
     let request = (parts, bytes);
 
