@@ -127,11 +127,19 @@ tools:
     scripts/python-tools {{venv}}
 
 # Run the benchmarks: criterion (B1 to B4), then HTTP under wrk (B5, B6),
-# and write BENCHMARKS.md from this run (release build; the first takes a while).
+# then a fleet on PostgreSQL against pgbench (B8), and write BENCHMARKS.md
+# from this run (release build; the first takes a while).
 bench: guests polyglot
     SLUICE_COMPONENTS={{components}} cargo bench -p sluice-host --bench scope
     scripts/bench-http {{target}}/bench-http.json
-    scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md
+    scripts/bench-fleet {{target}}/bench-fleet.json
+    scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md {{target}}/bench-fleet.json
+
+# B8 alone: the fleet on one PostgreSQL database against pgbench
+# (scripts/bench-fleet), written into BENCHMARKS.md in place.
+bench-fleet: guests
+    scripts/bench-fleet {{target}}/bench-fleet.json
+    scripts/bench-report --fleet {{target}}/bench-fleet.json BENCHMARKS.md
 
 # Instruction counts of B1 to B4's hot paths under callgrind, against
 # host/benches/counts.baseline: fails when one grew by more than 10% (CI
