@@ -105,3 +105,37 @@ fn bad_http_mounts_are_refused_at_load() {
         assert!(failure.error.to_string().contains(why), "{prefix}: {}", failure.error);
     }
 }
+
+/// `Idempotency-Key` on a mounted component's route (on the embedded
+/// SQLite default): the repeat gets the component's own answer (status,
+/// headers, body) from the stored row and places nothing; another body
+/// under the key is 422; a refused request (here 409 from the component:
+/// out of stock) keeps nothing, so its key runs again.
+#[test]
+fn a_mounted_route_with_an_idempotency_key_runs_once() {
+    let (f, s) = shop();
+    let http = reqwest::blocking::Client::new();
+    let post = |key: &str, body: serde_json::Value| {
+        let response =
+            http.post(s.url("/shop/orders")).header("Idempotency-Key", key).json(&body).send().expect("answer");
+        let status = response.status().as_u16();
+        let replayed = response.headers().get("idempotent-replayed").is_some();
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_string());
+        (status, replayed, content_type, response.text().expect("body"))
+    };
+    let order = json!({ "customer": "ann", "product-id": 1, "quantity": 3 });
+    let first = post("k-1", order.clone());
+    assert_eq!((first.0, first.1), (201, false), "{first:?}");
+    let again = post("k-1", order.clone());
+    assert_eq!((again.0, again.1), (201, true), "{again:?}");
+    assert_eq!((&again.2, &again.3), (&first.2, &first.3), "the same answer, headers and body");
+    assert_eq!(f.count("orders"), 1, "the repeat placed nothing");
+    let other = post("k-1", json!({ "customer": "bob", "product-id": 1, "quantity": 3 }));
+    assert_eq!(other.0, 422, "{other:?}");
+    let too_many = json!({ "customer": "cy", "product-id": 1, "quantity": 30 });
+    let refused = post("k-2", too_many.clone());
+    assert!(refused.0 >= 400 && !refused.1, "{refused:?}");
+    let again = post("k-2", too_many);
+    assert_eq!((again.0, again.1), (refused.0, false), "a refused request's key runs again: {again:?}");
+    assert_eq!(f.count("orders"), 1);
+}
