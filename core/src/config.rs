@@ -57,6 +57,25 @@ pub struct Config {
     /// Where the ticks of scheduled functions are kept.
     #[serde(default)]
     pub schedules: ScheduleSettings,
+    /// Services kept in NATS JetStream for a fleet (`sluice deploy`).
+    pub deploy: Option<DeploySettings>,
+}
+
+/// `[deploy]`: services kept in NATS JetStream: `sluice deploy` puts them
+/// there, and `sluice serve` mirrors them into its services directory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeploySettings {
+    /// The NATS server: `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The key-value bucket of the running versions (`sluice_services`);
+    /// the components are in the object store `BUCKET_objects`.
+    #[serde(default = "default_deploy_bucket")]
+    pub bucket: String,
+}
+
+fn default_deploy_bucket() -> String {
+    "sluice_services".into()
 }
 
 /// `[schedules]`: which ticks of `[[schedule]]`d functions have run is kept
@@ -172,6 +191,7 @@ impl Config {
             scopes: ScopeSettings::default(),
             idempotency: IdempotencySettings::default(),
             schedules: ScheduleSettings::default(),
+            deploy: None,
         }
     }
 

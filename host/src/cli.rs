@@ -141,3 +141,54 @@ pub(crate) fn list(host: &Host, json: bool) {
         say!("no services in {}", host.registry().dir().display());
     }
 }
+
+/// `sluice deploy`: puts a service in the deploy store, removes one, rolls
+/// one back, or lists them.
+pub fn deploy(
+    options: &HostOptions,
+    files: &[PathBuf],
+    remove: Option<&str>,
+    rollback: Option<(&str, Option<&str>)>,
+    list: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some(settings) = options.config()?.deploy else {
+        anyhow::bail!("no [deploy] in the configuration: add [deploy] url = \"nats://HOST:4222\" to sluice.toml");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let store = sluice_host::deploy::Store::open(&settings).await?;
+        if list {
+            for (name, version) in store.list().await? {
+                say!("{name}  {}  manifest {}", version.wasm, version.toml.as_deref().unwrap_or("none"));
+            }
+        } else if let Some(name) = remove {
+            store.remove(name).await?;
+            say!("removed {name}: every host following {} stops serving it", settings.bucket);
+        } else if let Some((name, to)) = rollback {
+            let version = store.rollback(name, to).await?;
+            say!("rolled {name} back to {}", version.wasm);
+        } else {
+            let wasm_path = files.first().ok_or_else(|| anyhow::anyhow!("give the component to deploy"))?;
+            let name = wasm_path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let wasm = std::fs::read(wasm_path).with_context(|| format!("cannot read {}", wasm_path.display()))?;
+            let manifest = match files.get(1) {
+                Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
+                None => None,
+            };
+            let version = store.put(name, &wasm, manifest.as_deref()).await?;
+            say!("deployed {name} {}: every host following {} runs it once it loads", version.wasm, settings.bucket);
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Makes `dir` a mirror of the deploy store, before a host loads it.
+pub fn sync(settings: &sluice_host::config::DeploySettings, dir: &std::path::Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let count = runtime.block_on(async {
+        let store = sluice_host::deploy::Store::open(settings).await?;
+        store.sync(dir).await
+    })?;
+    tracing::info!("{} holds the {count} service(s) of the deploy store {}", dir.display(), settings.bucket);
+    Ok(())
+}

@@ -21,7 +21,7 @@ pub mod scaffold;
 pub use sluice_core::{bindings, channels, command, config, grants, limits, manifest, names, reads, values, work};
 pub use sluice_runtime::{budget, invoke, registry, runtime, signature, state};
 pub use sluice_scope::{call, case, host, idempotent, scope, triggers};
-pub use sluice_server::{server, telemetry, watch};
+pub use sluice_server::{deploy, server, telemetry, watch};
 
 pub use call::{CallReport, Ending};
 pub use host::{Host, HostOptions};

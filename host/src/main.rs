@@ -200,6 +200,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Deploy a service to every host of a fleet (`[deploy]` in
+    /// sluice.toml): `sluice deploy NAME.wasm [NAME.toml]` puts it in NATS
+    /// JetStream, and each `sluice serve` following the store runs it.
+    Deploy {
+        /// The component (its file's stem is the service's name), then its
+        /// manifest if it has one.
+        #[arg(num_args = 1..=2, required_unless_present_any = ["remove", "rollback", "list"])]
+        files: Vec<PathBuf>,
+        /// Remove the service NAME from the fleet.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["files", "rollback", "list"])]
+        remove: Option<String>,
+        /// Run an earlier version of NAME again: the one before the
+        /// current one, or the one `--to` names.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["files", "list"])]
+        rollback: Option<String>,
+        /// With `--rollback`: the version, by its component's digest
+        /// (`sha256:…`, as `--list` and `/services` show it).
+        #[arg(long, value_name = "DIGEST", requires = "rollback")]
+        to: Option<String>,
+        /// List the deployed services and their digests.
+        #[arg(long, conflicts_with = "files")]
+        list: bool,
+    },
     /// Apply the `*.sql` files in DIR, in name order, each once, to a channel
     /// (from DIR/postgres instead on a PostgreSQL channel, when it exists).
     Migrate {
@@ -280,6 +303,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Test { paths, update } = &cli.command {
         return cli::test(&options, paths, *update);
     }
+    if let Command::Deploy { files, remove, rollback, to, list } = &cli.command {
+        let rollback = rollback.as_deref().map(|name| (name, to.as_deref()));
+        return cli::deploy(&options, files, remove.as_deref(), rollback, *list);
+    }
+    // A host of a fleet mirrors the deploy store into its services
+    // directory before it loads them; `serve` then follows the store.
+    let deploy = options.config()?.deploy;
+    if let (Command::Serve { .. }, Some(settings)) = (&cli.command, &deploy) {
+        cli::sync(settings, &options.services)?;
+    }
     let host = Host::open(&options)?;
     let owner = sluice_host::triggers::owner(&options);
     for failure in host.registry().failures() {
@@ -297,7 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate { dir, channel } => cli::migrate(&host, &dir, &channel),
         Command::Outbox { channel, limit, json } => cli::outbox(&host, &channel, limit, json),
-        Command::New { .. } | Command::Test { .. } => Ok(ExitCode::SUCCESS),
+        Command::New { .. } | Command::Test { .. } | Command::Deploy { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve {
             listen,
             max_body_bytes,
@@ -325,8 +358,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = ServeOptions { max_body_bytes, max_concurrent, read_timeout, record, reports };
             let stop =
                 Stop { unready: Duration::from_secs(unready_seconds), drain: Duration::from_secs(drain_seconds) };
-            serve(host, &owner, listen, options, !no_watch, stop)
+            let follow = deploy.map(|settings| (settings, options_services(&host)));
+            serve(host, &owner, listen, options, !no_watch, stop, follow)
         }
+    }
+}
+
+/// The services directory of `host`.
+fn options_services(host: &Host) -> PathBuf {
+    host.registry().dir().to_path_buf()
+}
+
+/// A task stopped when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -345,6 +393,7 @@ fn serve(
     options: ServeOptions,
     watch: bool,
     Stop { unready, drain }: Stop,
+    follow: Option<(sluice_host::config::DeploySettings, PathBuf)>,
 ) -> anyhow::Result<ExitCode> {
     let host = Arc::new(host);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -361,6 +410,15 @@ fn serve(
         // The outbox relays and the services run by messages; dropped (and
         // so stopped) when serving ends.
         let _background = sluice_host::triggers::start(Arc::clone(&host), owner);
+        // Each change of the deploy store, written into the services
+        // directory, where the watcher reloads it.
+        let _following = match follow {
+            Some((settings, dir)) => {
+                let store = sluice_host::deploy::Store::open(&settings).await?;
+                Some(AbortOnDrop(tokio::spawn(store.follow(dir))))
+            }
+            None => None,
+        };
         let registry = host.registry();
         let names: Vec<&str> = registry.services().map(|s| s.name.as_str()).collect();
         // The first line is for programs (tests read the port from it).

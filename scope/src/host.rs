@@ -36,7 +36,7 @@ pub struct HostOptions {
 
 impl HostOptions {
     /// The configuration file's, or the embedded one.
-    fn config(&self) -> anyhow::Result<Config> {
+    pub fn config(&self) -> anyhow::Result<Config> {
         match &self.config {
             Some(path) => Config::load(path),
             None => Ok(Config::embedded(&self.data_dir)),

@@ -4,12 +4,15 @@
 //!
 //! - [`server`]: `sluice serve`, thin over [`sluice_scope::call`].
 //! - [`watch`]: hot reload of the services directory.
+//! - [`deploy`]: services kept in NATS JetStream for a fleet, mirrored into
+//!   the services directory.
 //! - [`telemetry`]: the log format and level, and OpenTelemetry export.
 
+pub mod deploy;
 pub mod server;
 pub mod telemetry;
 pub mod watch;
 
-use sluice_core::{manifest, names, values};
+use sluice_core::{config, manifest, names, values};
 use sluice_runtime::{budget, registry, signature, state};
 use sluice_scope::{call, case, host, idempotent, scope};

@@ -8,6 +8,7 @@ mod conformance;
 mod contract;
 mod costs;
 mod crash;
+mod deploy;
 mod discovery;
 mod edge;
 mod effects;

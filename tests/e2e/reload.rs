@@ -18,7 +18,7 @@ fn listed(s: &Served) -> Vec<String> {
 
 /// What this host says it runs of service `name`: the SHA-256 on
 /// `/services`, and the one on `/metrics` (`sluice_service_info`).
-fn version(s: &Served, name: &str) -> (String, String) {
+pub(crate) fn version(s: &Served, name: &str) -> (String, String) {
     let (_, listing) = s.get_json("/services");
     let services = listing["services"].as_array().cloned().unwrap_or_default();
     let listed = services.iter().find(|svc| svc["name"] == name).map(|svc| svc["sha256"].clone());
@@ -29,7 +29,7 @@ fn version(s: &Served, name: &str) -> (String, String) {
 }
 
 /// `sha256:<hex>` of a file's bytes, as `sha256sum` computes it.
-fn sha256_of(path: &std::path::Path) -> String {
+pub(crate) fn sha256_of(path: &std::path::Path) -> String {
     use sha2::Digest as _;
     let bytes = std::fs::read(path).expect("read component");
     let hex: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
