@@ -24,7 +24,6 @@ use anyhow::{Context as _, bail};
 use async_nats::jetstream::{self, kv, object_store};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt as _;
 
 use crate::config::DeploySettings;
@@ -49,9 +48,9 @@ pub struct Store {
     objects: object_store::ObjectStore,
 }
 
+/// `sha256:HEX` of `bytes`, as `/services` shows a component's.
 fn digest(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    crate::runtime::content_digest(bytes)
 }
 
 fn object_name(service: &str, digest: &str, ext: &str) -> String {

@@ -14,5 +14,5 @@ pub mod telemetry;
 pub mod watch;
 
 use sluice_core::{config, manifest, names, values};
-use sluice_runtime::{budget, registry, signature, state};
+use sluice_runtime::{budget, registry, runtime, signature, state};
 use sluice_scope::{call, case, host, idempotent, scope};
