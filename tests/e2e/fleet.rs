@@ -276,7 +276,7 @@ fn orders_on_a_fleet_under_kills_are_placed_once_and_conflicts_stay_inside() {
     }
 }
 
-/// `probe.tick` every second, on two hosts of one database, one of them
+/// `probe.tick` every second, on three hosts of one database, one of them
 /// killed and started again, then every host stopped for a while: each
 /// tick's scope saved once (no tick twice in `ticks`), ticks went on
 /// through the kill, and the ticks missed while every host was down were
@@ -314,20 +314,21 @@ fn a_schedule_runs_once_per_tick_across_hosts_and_kills() {
 
     let a = f.serve(&["--config", &config]);
     let b = f.serve(&["--config", &config]);
+    let c = f.serve(&["--config", &config]);
     std::thread::sleep(Duration::from_millis(2500));
     drop(a); // SIGKILL
     std::thread::sleep(Duration::from_millis(2500));
     let a = f.serve(&["--config", &config]);
     std::thread::sleep(Duration::from_millis(2000));
-    let logs = b.log();
-    drop((a, b));
+    let logs = b.log() + &c.log();
+    drop((a, b, c));
     let before = ticks(&db);
     let Some(&down_at) = before.last() else { panic!("no tick ran:\n{logs}") };
     std::thread::sleep(Duration::from_millis(4000));
-    let c = f.serve(&["--config", &config]);
+    let d = f.serve(&["--config", &config]);
     std::thread::sleep(Duration::from_millis(1500));
-    let log = c.log();
-    drop(c);
+    let log = d.log();
+    drop(d);
 
     let all = ticks(&db);
     let mut distinct = all.clone();
