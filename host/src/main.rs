@@ -310,8 +310,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A host of a fleet mirrors the deploy store into its services
     // directory before it loads them; `serve` then follows the store.
     let deploy = options.config()?.deploy;
-    if let (Command::Serve { .. }, Some(settings)) = (&cli.command, &deploy) {
-        cli::sync(settings, &options.services)?;
+    // A store that does not answer does not keep the host from starting:
+    // it serves the directory as the last mirror left it, and follows the
+    // store once it answers.
+    if let (Command::Serve { .. }, Some(settings)) = (&cli.command, &deploy)
+        && let Err(e) = cli::sync(settings, &options.services)
+    {
+        tracing::warn!("the deploy store cannot be read ({e:#}); serving the services directory as it is");
     }
     let host = Host::open(&options)?;
     let owner = sluice_host::triggers::owner(&options);
@@ -412,13 +417,7 @@ fn serve(
         let _background = sluice_host::triggers::start(Arc::clone(&host), owner);
         // Each change of the deploy store, written into the services
         // directory, where the watcher reloads it.
-        let _following = match follow {
-            Some((settings, dir)) => {
-                let store = sluice_host::deploy::Store::open(&settings).await?;
-                Some(AbortOnDrop(tokio::spawn(store.follow(dir))))
-            }
-            None => None,
-        };
+        let _following = follow.map(|(settings, dir)| AbortOnDrop(tokio::spawn(sluice_host::deploy::keep_following(settings, dir))));
         let registry = host.registry();
         let names: Vec<&str> = registry.services().map(|s| s.name.as_str()).collect();
         // The first line is for programs (tests read the port from it).

@@ -10,8 +10,10 @@
 //!   ([`Store::put`]), removes a service ([`Store::remove`]) or points the
 //!   key back at the version before ([`Store::rollback`]).
 //! - A host with `[deploy]` makes its services directory a mirror of the
-//!   bucket before it loads anything ([`Store::sync`]), then follows the
-//!   bucket ([`Store::follow`]): each change is written into the directory
+//!   bucket before it loads anything ([`Store::sync`]; a store that does
+//!   not answer leaves the directory as it is, and the host starts), then
+//!   follows the bucket ([`keep_following`], connecting again when the
+//!   store goes away): each change is written into the directory
 //!   (a temporary file renamed into place, its digest checked), where hot
 //!   reload picks it up as it does any file: scopes in flight finish on the
 //!   version they started with, and a component that does not load keeps
@@ -295,6 +297,24 @@ impl Store {
         std::fs::write(&temporary, &bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
         std::fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))?;
         Ok(())
+    }
+}
+
+/// How long a host waits before it connects to the store again.
+const RECONNECT: Duration = Duration::from_secs(5);
+
+/// Follows the store of `settings` into `dir` for as long as the host
+/// serves: connecting again, and taking every service's latest version
+/// again, whenever the store did not answer or the watch ended.
+pub async fn keep_following(settings: DeploySettings, dir: PathBuf) {
+    loop {
+        match Store::open(&settings).await {
+            Ok(store) => store.follow(dir.clone()).await,
+            Err(e) => {
+                tracing::warn!("the deploy store cannot be followed: {e:#}; trying again in {} s", RECONNECT.as_secs())
+            }
+        }
+        tokio::time::sleep(RECONNECT).await;
     }
 }
 

@@ -15,13 +15,18 @@ use crate::support::{Fixture, components, text};
 /// A host of the fleet: empty services directory, a database of its own
 /// (products' `list` needs none of its tables), `[deploy]` on `bucket`.
 fn host(bucket: &str) -> (Fixture, String) {
+    host_on(NATS, bucket)
+}
+
+/// [`host`] with the store at `url`.
+fn host_on(url: &str, bucket: &str) -> (Fixture, String) {
     let f = Fixture::new(&[]);
     let config = f.dir.path().join("sluice.toml");
     let db = f.db_path();
     std::fs::write(
         &config,
         format!(
-            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[deploy]\nurl = \"{NATS}\"\nbucket = \"{bucket}\"\n",
+            "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n[deploy]\nurl = \"{url}\"\nbucket = \"{bucket}\"\n",
             db.display()
         ),
     )
@@ -120,6 +125,13 @@ fn a_deploy_reaches_every_host_and_rolls_back() {
     assert_eq!(status, 404);
     let out = fa.command().args(["--config", &config_a, "deploy", "--remove", "greet"]).output().expect("deploy");
     assert!(!out.status.success() && text(&out.stderr).contains("not deployed"), "{}", text(&out.stderr));
+
+    // A store that does not answer does not keep a host from starting.
+    let (fc, config_c) = host_on("nats://127.0.0.1:1", &bucket);
+    let c = fc.serve(&["--config", &config_c]);
+    let (status, _) = c.get("/healthz");
+    assert_eq!(status, 200);
+    assert!(c.log().contains("the deploy store cannot be read"), "{}", c.log());
 
     nats.delete(&format!("KV_{bucket}"));
     nats.delete(&format!("OBJ_{bucket}_objects"));
