@@ -65,34 +65,30 @@ fn key(table: &str) -> i32 {
 /// keys until it ends, waiting at most [`WAIT`] for a last run to end;
 /// `None` for an empty claim.
 pub(super) fn for_save(claim: &Claim) -> Option<String> {
-    let calls: Vec<String> = keys(claim, false)
-        .into_iter()
-        .map(|(k, exclusive)| {
-            let f = if exclusive { "pg_advisory_xact_lock" } else { "pg_advisory_xact_lock_shared" };
-            format!("{f}({CLASS}, {k})")
-        })
-        .collect();
-    (!calls.is_empty()).then(|| {
-        format!(
-            "SET LOCAL lock_timeout = {}; SELECT {}; SET LOCAL lock_timeout = 0",
-            WAIT.as_millis(),
-            calls.join(", ")
-        )
-    })
+    locking(claim, false)
 }
 
 /// The statements a last run's session runs before its transaction,
 /// waiting at most [`WAIT`] for `claim`'s keys; `None` for an empty claim.
 pub(super) fn for_last_run(claim: &Claim) -> Option<String> {
-    let calls: Vec<String> = keys(claim, true)
+    locking(claim, true)
+}
+
+/// `claim`'s keys taken in one statement, under a lock timeout of
+/// [`WAIT`]: for the transaction (a save) or the session (a last run).
+fn locking(claim: &Claim, last_run: bool) -> Option<String> {
+    let (lock, scope) = if last_run { ("pg_advisory_lock", "") } else { ("pg_advisory_xact_lock", "LOCAL ") };
+    let calls: Vec<String> = keys(claim, last_run)
         .into_iter()
-        .map(|(k, exclusive)| {
-            let f = if exclusive { "pg_advisory_lock" } else { "pg_advisory_lock_shared" };
-            format!("{f}({CLASS}, {k})")
-        })
+        .map(|(k, exclusive)| format!("{lock}{}({CLASS}, {k})", if exclusive { "" } else { "_shared" }))
         .collect();
-    (!calls.is_empty())
-        .then(|| format!("SET lock_timeout = {}; SELECT {}; SET lock_timeout = 0", WAIT.as_millis(), calls.join(", ")))
+    (!calls.is_empty()).then(|| {
+        format!(
+            "SET {scope}lock_timeout = {}; SELECT {}; SET {scope}lock_timeout = 0",
+            WAIT.as_millis(),
+            calls.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]

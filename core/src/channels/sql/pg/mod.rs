@@ -202,12 +202,7 @@ impl Channel for PostgresChannel {
             client.lock_session(&lock)?;
         }
         client.begin_now("BEGIN ISOLATION LEVEL SERIALIZABLE")?;
-        Ok(Box::new(PostgresTransaction {
-            client: Some(client),
-            channel: self.handle(),
-            writes: true,
-            _turn: Some(turn),
-        }))
+        Ok(self.save_transaction(client, turn))
     }
 
     fn claims(&self) -> bool {
@@ -239,12 +234,12 @@ impl PostgresChannel {
     fn start(&self, turn: Turn) -> Result<Box<dyn Transaction>, ChannelError> {
         let mut client = self.take(Instant::now() + CONNECT_TIMEOUT)?;
         client.begin("BEGIN ISOLATION LEVEL SERIALIZABLE");
-        Ok(Box::new(PostgresTransaction {
-            client: Some(client),
-            channel: self.handle(),
-            writes: true,
-            _turn: Some(turn),
-        }))
+        Ok(self.save_transaction(client, turn))
+    }
+
+    /// A save's transaction on `client`, in `turn`.
+    fn save_transaction(&self, client: Pooled, turn: Turn) -> Box<dyn Transaction> {
+        Box::new(PostgresTransaction { client: Some(client), channel: self.handle(), writes: true, _turn: Some(turn) })
     }
 
     /// What a transaction needs of its channel.
