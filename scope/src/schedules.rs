@@ -17,6 +17,10 @@
 //! - **A failed tick** (an `err`, a trap, a conflict after its retries) is
 //!   not marked: it is tried again every [`RETRY`] until it saves or the
 //!   next tick replaces it.
+//! - **One at a time per service**: a service's scheduled scopes (at most
+//!   [`crate::manifest::MAX_SCHEDULES`] schedules each) run one after
+//!   another on a host; a tick due while another of the same service runs
+//!   waits for the next look. Other services' ticks do not wait for it.
 //! - **A host that dies** running a tick holds it until `[schedules]
 //!   lease-seconds` have passed; then another host runs it.
 
@@ -44,7 +48,9 @@ struct Known {
     ran: BTreeMap<String, i64>,
     /// Ticks that failed, with when to try again.
     failed: BTreeMap<String, (i64, Instant)>,
-    /// Schedules whose tick runs on this host now.
+    /// Services with a scheduled scope running on this host now: each
+    /// service's ticks run one at a time, so a service whose scheduled
+    /// scopes are slow holds back only its own ticks.
     running: BTreeSet<String>,
 }
 
@@ -83,7 +89,7 @@ pub(crate) async fn run(host: Arc<Host>) {
                 let mut known = known.lock().unwrap_or_else(PoisonError::into_inner);
                 let ran = known.ran.get(&id).is_some_and(|ran| *ran >= tick);
                 let waiting = known.failed.get(&id).is_some_and(|(t, after)| *t == tick && Instant::now() < *after);
-                if ran || waiting || !known.running.insert(id.clone()) {
+                if ran || waiting || !known.running.insert(service.clone()) {
                     continue;
                 }
             }
@@ -91,7 +97,7 @@ pub(crate) async fn run(host: Arc<Host>) {
             tokio::task::spawn_blocking(move || {
                 let outcome = run_tick(&host, &ticks, &service, &schedule, &id, tick);
                 let mut known = known.lock().unwrap_or_else(PoisonError::into_inner);
-                known.running.remove(&id);
+                known.running.remove(&service);
                 match outcome {
                     Ok(Some(ran)) => {
                         known.ran.insert(id.clone(), ran);

@@ -43,6 +43,10 @@ pub use crate::channels::http_out::Destinations;
 pub use crate::channels::sql::grant::{Access, Tables, is_host_table, ungrantable};
 pub use crate::command::{METHODS, check_method};
 
+/// The most `[[schedule]]`s one manifest may have: each is a scope the
+/// host starts on its own.
+pub const MAX_SCHEDULES: usize = 16;
+
 /// The parsed manifest of one service.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -140,6 +144,12 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))?;
         manifest.http.check()?;
+        if manifest.schedule.len() > MAX_SCHEDULES {
+            return Err(format!(
+                "{} [[schedule]] tables; a service may have at most {MAX_SCHEDULES}",
+                manifest.schedule.len()
+            ));
+        }
         for schedule in &manifest.schedule {
             schedule.check()?;
         }

@@ -244,6 +244,15 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_holds_at_most_sixteen_schedules() {
+        let one = "[[schedule]]\nfunction = \"f\"\nevery = \"1m\"\n";
+        assert!(crate::manifest::Manifest::parse(&one.repeat(super::super::MAX_SCHEDULES)).is_ok());
+        let too_many = crate::manifest::Manifest::parse(&one.repeat(super::super::MAX_SCHEDULES + 1));
+        assert!(too_many.is_err_and(|e| e.contains("at most 16")));
+        assert!(crate::manifest::Manifest::parse("[[schedule]]\nfunction = \"f\"\n").is_err(), "no timing");
+    }
+
+    #[test]
     fn cron_finds_the_latest_matching_minute() {
         assert_eq!(civil(NOW / DAY_MS), (2026, 12, 7));
         let day = NOW - NOW % DAY_MS;
