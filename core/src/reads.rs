@@ -143,6 +143,18 @@ pub enum Asked {
         /// The most keys asked for.
         limit: u32,
     },
+    /// `from.fetch`: the request as the service gave it (never the
+    /// credentials the host attaches).
+    Fetch {
+        /// The method.
+        method: String,
+        /// The path under the channel's base, with its query.
+        path: String,
+        /// The service's headers.
+        headers: Vec<(String, String)>,
+        /// The body, as an array of bytes.
+        body: Vec<u8>,
+    },
 }
 
 /// What a scope being recorded did that a test needs: its reads with their

@@ -86,6 +86,8 @@ pub(crate) struct Kept {
     pub keep: bool,
     /// The reads with their rows, when the scope is being recorded.
     pub tape: Option<crate::reads::Tape>,
+    /// How many fetches the scope made, by channel.
+    pub fetches: HashMap<String, u32>,
 }
 
 pub use crate::work::ScopeId;
@@ -117,7 +119,7 @@ impl ScopeState {
             output: Output { stdout, stderr, stdout_seen: 0, stderr_seen: 0 },
             denials: Vec::new(),
             cancel: crate::budget::Canceller::default(),
-            kept: Kept { reads: ReadSet::default(), keep, tape: None },
+            kept: Kept { reads: ReadSet::default(), keep, tape: None, fetches: HashMap::new() },
         }
     }
 
@@ -246,6 +248,7 @@ impl ScopeState {
             denials: &mut self.denials,
             reads: self.kept.keep.then_some(&mut self.kept.reads),
             tape: self.kept.tape.as_mut(),
+            fetches: &mut self.kept.fetches,
         }
     }
 }
@@ -323,6 +326,8 @@ pub struct ServiceView<'a> {
     pub(crate) reads: Option<&'a mut ReadSet>,
     /// Where reads are recorded with their rows; `None` when they are not.
     pub(crate) tape: Option<&'a mut crate::reads::Tape>,
+    /// How many fetches the scope made, by channel.
+    pub(crate) fetches: &'a mut HashMap<String, u32>,
     /// The calling function's deadline: the channel interrupts a statement
     /// still running at it.
     pub(crate) deadline: crate::budget::Deadline,

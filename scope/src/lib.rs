@@ -14,6 +14,8 @@
 //!   answered from what the first saved.
 //! - [`host`]: the runtime, channels and registry of one process together.
 //! - [`schedules`]: functions run on a timer, once per tick across hosts.
+//! - [`replies`]: the answers to sends, run through the sending service's
+//!   handler once per request across hosts.
 //! - [`triggers`]: beside `serve`'s routes: the outbox relays, and the
 //!   services run by messages.
 
@@ -21,6 +23,7 @@ pub mod call;
 pub mod case;
 pub mod host;
 pub mod idempotent;
+pub mod replies;
 pub mod schedules;
 pub mod scope;
 pub mod triggers;

@@ -94,6 +94,7 @@ pub fn start(host: Arc<Host>, owner: &str) -> Background {
     }
     background.tasks.push(tokio::spawn(sweep_answers(Arc::clone(&host))));
     background.tasks.push(tokio::spawn(crate::schedules::run(Arc::clone(&host))));
+    background.tasks.push(tokio::spawn(crate::replies::run(Arc::clone(&host), owner.to_string())));
     background.tasks.push(tokio::spawn(reconcile(host)));
     background
 }

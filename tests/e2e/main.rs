@@ -13,6 +13,7 @@ mod discovery;
 mod edge;
 mod effects;
 mod fairness;
+mod fetch;
 mod files;
 mod fleet;
 mod grants;

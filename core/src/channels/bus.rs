@@ -283,7 +283,7 @@ impl BusChannel {
     }
 
     async fn publish(&self, entry: &Entry) -> Result<(), Failure> {
-        let transient = |reason: String| Failure { reason, permanent: false };
+        let transient = |reason: String| Failure { reason, permanent: false, answer: None };
         let jetstream = self.jetstream().await.map_err(transient)?;
         let mut headers = async_nats::HeaderMap::new();
         for (name, value) in &entry.headers.0 {
@@ -300,6 +300,7 @@ impl BusChannel {
         let ack = jetstream.send_publish(subject, message).await.map_err(|e| Failure {
             permanent: matches!(e.kind(), async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded),
             reason: e.to_string(),
+            answer: None,
         })?;
         tokio::time::timeout(PUBLISH_TIMEOUT, ack)
             .await
@@ -311,7 +312,7 @@ impl BusChannel {
 
 impl Deliver for BusChannel {
     fn deliver<'a>(&'a self, entry: &'a Entry) -> Delivery<'a> {
-        Box::pin(self.publish(entry))
+        Box::pin(async move { self.publish(entry).await.map(|()| None) })
     }
 
     /// A message is tried until the stream has it: none is ever dropped,
@@ -330,8 +331,10 @@ impl Deliver for BusChannel {
         true
     }
 
-    fn prepare(&self) -> Delivery<'_> {
-        Box::pin(async { self.jetstream().await.map(drop).map_err(|reason| Failure { reason, permanent: false }) })
+    fn prepare(&self) -> super::outbox::relay::Ready<'_> {
+        Box::pin(async {
+            self.jetstream().await.map(drop).map_err(|reason| Failure { reason, permanent: false, answer: None })
+        })
     }
 }
 

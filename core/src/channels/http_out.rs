@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::Url;
 use tokio::sync::Notify;
 
-use super::outbox::relay::{Deliver, Delivery, Failure};
+use super::outbox::relay::{Answer, Deliver, Delivery, Failure};
 use super::outbox::{Entry, Outbox};
 use super::{Caller, Channel, ChannelError, Denial, Opening, Transaction, wrong_kind};
 use crate::channels::ops::{Operation, Outcome};
@@ -45,8 +45,24 @@ pub enum HttpOp {
         /// Its body.
         #[serde(serialize_with = "bytes_json")]
         body: Vec<u8>,
+        /// Where its answer goes, when the service asked for it
+        /// (`to.reply-to`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply: Option<ReplyTo>,
     },
 }
+
+/// The function of the sending service that gets a request's answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReplyTo {
+    /// The function's name.
+    pub handler: String,
+    /// What the service gets back with the answer.
+    pub tag: String,
+}
+
+/// The longest a reply's tag may be.
+pub const MAX_TAG: usize = 1024;
 
 /// How much of a URL a description shows.
 const DESCRIBED_URL: usize = 200;
@@ -73,8 +89,12 @@ impl Family for HttpOp {
     }
 
     fn size(&self) -> usize {
-        let HttpOp::Send { method, url, headers, body } = self;
-        method.len() + url.len() + headers.size() + body.len()
+        let HttpOp::Send { method, url, headers, body, reply } = self;
+        method.len()
+            + url.len()
+            + headers.size()
+            + body.len()
+            + reply.as_ref().map_or(0, |r| r.handler.len() + r.tag.len())
     }
 }
 
@@ -183,6 +203,10 @@ pub struct HttpOutSettings {
     pub tries: u32,
     /// The longest one try may take.
     pub timeout: Duration,
+    /// What is attached to every request as it is sent.
+    pub credentials: super::secret::Credentials,
+    /// The most bytes of an answer's body kept for a reply handler.
+    pub reply_bytes: usize,
 }
 
 /// An `http-out` channel's section of `sluice.toml`.
@@ -197,6 +221,13 @@ pub struct HttpOutConfig {
     pub tries: Option<u32>,
     /// The longest one try may take (10000 by default).
     pub timeout_ms: Option<u64>,
+    /// Credentials attached to every request when it is sent, from the
+    /// environment or a file ([`super::secret`]); never stored in the
+    /// outbox.
+    pub credentials: Option<super::secret::CredentialsConfig>,
+    /// The most bytes of an answer's body kept for the service's reply
+    /// handler (65536 by default, at most 4 MiB).
+    pub reply_bytes: Option<u64>,
 }
 
 impl super::KindConfig for HttpOutConfig {
@@ -211,10 +242,16 @@ impl super::KindConfig for HttpOutConfig {
             Some(b) => Some(Url::parse(b).map_err(|e| ChannelError::Invalid(format!("base {b:?}: {e}")))?),
             None => None,
         };
+        let credentials = match &self.credentials {
+            Some(c) => super::secret::Credentials::resolve(at.name(), c)?,
+            None => super::secret::Credentials::default(),
+        };
         let settings = HttpOutSettings {
             base,
             tries: self.tries.unwrap_or(8).clamp(1, 100),
             timeout: Duration::from_millis(self.timeout_ms.unwrap_or(10_000).clamp(100, 120_000)),
+            credentials,
+            reply_bytes: usize::try_from(self.reply_bytes.unwrap_or(64 << 10).min(4 << 20)).unwrap_or(64 << 10),
         };
         let opened = Arc::new(HttpOutChannel::open(at.name(), settings, &self.outbox, at.base(&self.outbox)?)?);
         at.relay(opened.outbox(), opened.clone(), opened.wake());
@@ -281,25 +318,68 @@ impl HttpOutChannel {
         Ok(resolved)
     }
 
-    async fn send(&self, entry: &Entry) -> Result<(), Failure> {
-        let permanent = |reason: String| Failure { reason, permanent: true };
+    async fn send(&self, entry: &Entry) -> Result<Option<Answer>, Failure> {
+        let permanent = |reason: String| Failure { reason, permanent: true, answer: None };
         let (method, url) = entry.target.split_once(' ').ok_or_else(|| permanent("a malformed row".into()))?;
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| permanent(e.to_string()))?;
+        let mut url = Url::parse(url).map_err(|e| permanent(e.to_string()))?;
+        self.settings.credentials.attach_query(&mut url);
         let mut request = self.client.request(method, url).header("Idempotency-Key", &entry.id);
         for (name, value) in &entry.headers.0 {
             request = request.header(name.as_str(), value.as_str());
         }
-        let answer = request
+        let answer = self
+            .settings
+            .credentials
+            .attach_headers(request)
             .body(entry.body.clone())
             .send()
             .await
-            .map_err(|e| Failure { reason: error_chain(&e), permanent: false })?;
+            .map_err(|e| Failure { reason: error_chain(&e.without_url()), permanent: false, answer: None })?;
         let status = answer.status();
-        if status.is_success() {
-            return Ok(());
-        }
         let again = status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429);
-        Err(Failure { reason: format!("the receiver answered {status}"), permanent: !again })
+        // The answer is read only for a service that asked for it, and
+        // only as far as `reply-bytes`.
+        let kept = match entry.reply {
+            true => Some(self.read_answer(answer).await),
+            false => None,
+        };
+        if status.is_success() {
+            return Ok(kept);
+        }
+        Err(Failure { reason: format!("the receiver answered {status}"), permanent: !again, answer: kept })
+    }
+
+    /// The answer for a reply handler: status, headers and a body of at
+    /// most `reply-bytes` (read no further), with why the body was not
+    /// kept when it was longer.
+    async fn read_answer(&self, mut answer: reqwest::Response) -> Answer {
+        let status = answer.status().as_u16();
+        let headers = answer
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let limit = self.settings.reply_bytes;
+        let mut body = Vec::new();
+        let mut cut = None;
+        if answer.content_length().is_some_and(|n| n > limit as u64) {
+            cut = Some(format!("the answer's body is longer than {limit} bytes (reply-bytes); it was not kept"));
+        }
+        while cut.is_none() {
+            match answer.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
+                    cut = Some(format!("the answer's body passed {limit} bytes (reply-bytes); it was not kept"));
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => cut = Some(format!("the answer's body broke off: {}", error_chain(&e.without_url()))),
+            }
+        }
+        if cut.is_some() {
+            body.clear();
+        }
+        Answer { status, headers, body, cut }
     }
 }
 
@@ -335,10 +415,11 @@ impl Channel for HttpOutChannel {
     }
 
     fn check_command(&self, op: &Operation, caller: &Caller) -> Result<(), ChannelError> {
-        let Operation::HttpOut(HttpOp::Send { method, url, .. }) = op else {
+        let Operation::HttpOut(HttpOp::Send { method, url, headers, .. }) = op else {
             return Err(wrong_kind(crate::channels::http_out::KIND, op.kind(), &op.describe()));
         };
         let url = self.resolve(url)?;
+        self.settings.credentials.check(&headers.0, &url).map_err(ChannelError::Invalid)?;
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(0);
         if caller.host || caller.grant.as_deref().is_some_and(|g| g.http_out.destinations.allows(method, host, port)) {
@@ -355,14 +436,18 @@ impl Channel for HttpOutChannel {
     }
 
     fn apply_shared(&self, tx: &mut dyn Transaction, op: &Operation, caller: &Caller) -> Result<Outcome, ChannelError> {
-        let Operation::HttpOut(HttpOp::Send { method, url, headers, body }) = op else {
+        let Operation::HttpOut(HttpOp::Send { method, url, headers, body, reply }) = op else {
             return Err(wrong_kind(crate::channels::http_out::KIND, op.kind(), &op.describe()));
         };
         // Checked again: the grant (or the base) may have changed since.
         self.check_command(op, caller)?;
         let target = format!("{method} {}", self.resolve(url)?);
         let service = caller.service.as_deref().unwrap_or("host");
-        self.outbox.insert(tx, service, &target, headers, body, caller).map(|_| Outcome::Affected(1))
+        let id = self.outbox.insert(tx, service, &target, headers, body, caller)?;
+        if let Some(reply) = reply {
+            self.outbox.want_reply(tx, &id, service, &reply.handler, &reply.tag, caller)?;
+        }
+        Ok(Outcome::Affected(1))
     }
 
     fn committed(&self) {

@@ -3,7 +3,7 @@
 //! name), its section of a service's channel grant, and its commands, when
 //! it has any. Everything else of a kind is in its own module.
 
-use super::{bus, files, http_out, kv, sql};
+use super::{bus, files, http, http_out, kv, sql};
 
 super::open::configs! {
     /// A SQL database: SQLite or PostgreSQL.
@@ -16,6 +16,8 @@ super::open::configs! {
     Bus("bus", bus::BusConfig),
     /// Outgoing HTTP requests, through an outbox.
     HttpOut("http-out", http_out::HttpOutConfig),
+    /// An HTTP API, read at call time.
+    Http("http", http::HttpConfig),
 }
 
 super::grant::sections! {
@@ -23,6 +25,7 @@ super::grant::sections! {
     kv: kv::grant::KvGrant,
     bus: bus::BusGrant,
     http_out: http_out::HttpOutGrant,
+    http: http::grant::HttpGrant,
 }
 
 super::ops::families! {

@@ -10,12 +10,14 @@ mod claim;
 pub mod files;
 pub mod grant;
 pub mod headers;
+pub mod http;
 pub mod http_out;
 mod kinds;
 pub mod kv;
 mod open;
 pub mod ops;
 pub mod outbox;
+pub mod secret;
 pub mod sql;
 pub mod turns;
 
@@ -290,6 +292,11 @@ pub trait Channel: Send + Sync {
         None
     }
 
+    /// Its fetches (`http` kinds).
+    fn fetches(&self) -> Option<&dyn Fetches> {
+        None
+    }
+
     /// The gate of every command, as it is queued: whether `caller` may
     /// queue `op` under its grant on this channel (a table and operation,
     /// the service's own SQL, a key's prefix, a subject, a destination),
@@ -407,6 +414,23 @@ pub trait KeyReads: Send + Sync {
     /// Lists at once the keys that start with `prefix`, at most `limit`, in
     /// byte order: rows of `key` and `value`.
     fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
+}
+
+/// The fetches of a channel ([`Channel::fetches`]).
+pub trait Fetches: Send + Sync {
+    /// Sends one request at once, under `caller`'s grant and deadline, and
+    /// reads its answer: one row of `status`, `headers` and `body`
+    /// ([`http::answer_rows`]), stopping at `max_bytes`.
+    fn fetch(&self, asked: &http::fetch::Asked, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
+
+    /// The most fetches one scope may make on the channel.
+    fn per_scope(&self) -> u32;
+}
+
+/// The fetches of `channel`, or the refusal of a fetch on a channel of
+/// another kind.
+pub fn fetches_of(channel: &dyn Channel) -> Result<&dyn Fetches, ChannelError> {
+    channel.fetches().ok_or_else(|| wrong_kind(channel.kind(), crate::channels::http::KIND, "fetch"))
 }
 
 /// The SQL of `channel`, or the refusal of `what` (`query`, `execute`,

@@ -100,6 +100,30 @@ impl Queue {
         Ok(())
     }
 
+    /// Sends the answer to `service`'s queued `send` with `ticket` to
+    /// `reply` (`to.reply-to`).
+    pub fn reply_to(
+        &mut self,
+        service: &str,
+        ticket: u64,
+        reply: crate::channels::http_out::ReplyTo,
+    ) -> Result<(), String> {
+        if let Some(why) = self.closed {
+            return Err(why.to_string());
+        }
+        let Some(command) = self.commands.iter_mut().find(|c| c.ticket == ticket && *c.service == *service) else {
+            return Err(format!(
+                "no command with ticket {ticket} queued by {service} waits to be applied (it may be another \
+                 service's, or applied in an earlier save round)"
+            ));
+        };
+        let Operation::HttpOut(crate::channels::http_out::HttpOp::Send { reply: wanted, .. }) = &mut command.op else {
+            return Err(format!("ticket {ticket} is not a send; only a send has an answer to reply with"));
+        };
+        *wanted = Some(reply);
+        Ok(())
+    }
+
     /// Counts `bytes` a scope holds for its save other than commands (the
     /// reads it will check) against the same cap.
     pub fn charge(&mut self, bytes: usize) {

@@ -101,6 +101,40 @@ impl Guest for Component {
         to::send(&channel, &sluice_guest::types::Request { method, url, headers: Vec::new(), body })
     }
 
+    fn send_replied(channel: String, url: String, body: Vec<u8>, tag: String) -> Result<u64, Error> {
+        let request = sluice_guest::types::Request { method: "POST".into(), url, headers: Vec::new(), body };
+        let ticket = to::send(&channel, &request)?;
+        to::reply_to(ticket, "replied", &tag)?;
+        Ok(ticket)
+    }
+
+    fn replied(reply: sluice_guest::types::Reply) -> Result<(), Refusal> {
+        if reply.tag == "refuse" {
+            return Err(Refusal { code: "refused".into(), message: "this reply is refused".into() });
+        }
+        let (status, body) = match &reply.response {
+            Some(r) => (Value::Integer(r.status.into()), Value::Text(String::from_utf8_lossy(&r.body).into_owned())),
+            None => (Value::Null, Value::Null),
+        };
+        let failure = reply.failure.clone().map_or(Value::Null, Value::Text);
+        let row = Row {
+            columns: vec!["tag".into(), "request".into(), "status".into(), "body".into(), "failure".into()],
+            values: vec![Value::Text(reply.tag), Value::Text(reply.id), status, body, failure],
+        };
+        to::insert("main", "replies", &row)
+            .map(drop)
+            .map_err(|e| Refusal { code: "insert".into(), message: format!("{e:?}") })
+    }
+
+    fn fetch(
+        channel: String,
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<sluice_guest::types::Response, Error> {
+        from::fetch(&channel, &sluice_guest::types::Request { method, url: path, headers, body: Vec::new() })
+    }
+
     fn kv_remove(channel: String, key: String) -> Result<u64, Error> {
         to::remove(&channel, &key)
     }

@@ -91,6 +91,10 @@ impl from::Host for State {
     fn list(&mut self, _: String, _: String, _: u32) -> wasmtime::Result<Result<Vec<types::Entry>, Error>> {
         not_here()
     }
+
+    fn fetch(&mut self, _: String, _: types::Request) -> wasmtime::Result<Result<types::Response, Error>> {
+        not_here()
+    }
 }
 
 impl to::Host for State {
@@ -131,6 +135,10 @@ impl to::Host for State {
     fn expect(&mut self, ticket: u64, rows: u64) -> wasmtime::Result<Result<(), Error>> {
         let service = self.stack.last().and_then(|f| f.split('.').next()).unwrap_or_default();
         Ok(self.queue.expect(service, ticket, rows).map_err(Error::Invalid))
+    }
+
+    fn reply_to(&mut self, _: u64, _: String, _: String) -> wasmtime::Result<Result<(), Error>> {
+        not_here()
     }
 
     fn set(&mut self, _: String, _: String, _: Vec<u8>) -> wasmtime::Result<Result<u64, Error>> {

@@ -3,9 +3,10 @@
 //! stops reading rows at the service's `result-bytes`.
 
 use crate::bindings::sluice::service::from::Host;
-use crate::bindings::sluice::service::types::Entry;
+use crate::bindings::sluice::service::types::{Entry, Request, Response};
 use crate::bindings::{Error, Rows, Value};
-use crate::channels::{Caller, ChannelError, Reading, keys_of, sql_of};
+use crate::channels::http::fetch::Asked as Fetch;
+use crate::channels::{Caller, ChannelError, Reading, fetches_of, keys_of, sql_of};
 use crate::grants::Refusal;
 use crate::limits::{Breach, size};
 use crate::reads::{Asked, Read, Taped};
@@ -91,6 +92,56 @@ impl Host for ServiceView<'_> {
             })
             .collect();
         Ok(Ok(entries))
+    }
+
+    fn fetch(&mut self, channel: String, request: Request) -> wasmtime::Result<Result<Response, Error>> {
+        let _span = self.span("fetch", &channel);
+        let asked = request.method.len()
+            + request.url.len()
+            + request.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+            + request.body.len();
+        let (target, caller, max_bytes) = match self.reader(&channel, asked)? {
+            Ok(reader) => reader,
+            Err(e) => return Ok(Err(e)),
+        };
+        let fetches = match fetches_of(target.as_ref()) {
+            Ok(fetches) => fetches,
+            Err(e) => return self.channel_failed(&channel, e, "a fetch"),
+        };
+        let made = self.fetches.entry(channel.clone()).or_default();
+        if *made >= fetches.per_scope() {
+            let detail = format!(
+                "made more than {} fetches on {channel} in one scope, the channel's limit (fetches-per-scope in \
+                 sluice.toml)",
+                fetches.per_scope()
+            );
+            return Err(wasmtime::Error::new(Breach::new(self.service(), "fetches-per-scope", detail)));
+        }
+        *made += 1;
+        let Request { method, url, headers, body } = request;
+        let fetch = Fetch { method, path: url, headers, body };
+        let reading = match fetches.fetch(&fetch, &caller, max_bytes) {
+            Ok(reading) => reading,
+            Err(e) => return self.channel_failed(&channel, e, "a fetch"),
+        };
+        let Some(answer) = crate::channels::http::rows_answer(&reading.rows) else {
+            return Ok(Err(Error::Unavailable(format!("{}: {channel} gave a malformed answer", self.service()))));
+        };
+        self.tape(
+            &channel,
+            || Asked::Fetch {
+                method: fetch.method.clone(),
+                path: fetch.path.clone(),
+                headers: fetch.headers.clone(),
+                body: fetch.body.clone(),
+            },
+            &reading,
+        );
+        let relaxed = caller.grant.as_ref().is_some_and(|g| g.http.relaxed_fetches.allows(fetch.route()));
+        if self.reads.is_some() && !relaxed {
+            self.keep(channel, String::new(), Vec::new(), &reading)?;
+        }
+        Ok(Ok(Response { status: answer.status, headers: answer.headers, body: answer.body }))
     }
 }
 

@@ -74,7 +74,7 @@ impl Host for ServiceView<'_> {
         self.enqueue(
             "send",
             &channel,
-            Operation::HttpOut(HttpOp::Send { method, url, headers: Headers(headers), body }),
+            Operation::HttpOut(HttpOp::Send { method, url, headers: Headers(headers), body, reply: None }),
         )
     }
 
@@ -82,6 +82,25 @@ impl Host for ServiceView<'_> {
         let _span = self.span("expect", "");
         let name = self.service().to_string();
         Ok(self.queue.expect(&name, ticket, rows).map_err(|why| Error::Invalid(format!("{name}: {why}"))))
+    }
+
+    fn reply_to(&mut self, ticket: u64, handler: String, tag: String) -> wasmtime::Result<Result<(), Error>> {
+        let _span = self.span("reply-to", "");
+        let name = self.service().to_string();
+        let invalid = |why: String| Ok(Err(Error::Invalid(format!("{name}: {why}"))));
+        if tag.len() > crate::channels::http_out::MAX_TAG {
+            return invalid(format!(
+                "a reply's tag is {} bytes; at most {} are kept",
+                tag.len(),
+                crate::channels::http_out::MAX_TAG
+            ));
+        }
+        let takes_one = self.service.is_some_and(|s| s.function(&handler).is_ok_and(|f| f.params.len() == 1));
+        if !takes_one {
+            return invalid(format!("it exports no function {handler:?} taking one parameter (a reply) for reply-to"));
+        }
+        let reply = crate::channels::http_out::ReplyTo { handler, tag };
+        Ok(self.queue.reply_to(&name, ticket, reply).map_err(|why| Error::Invalid(format!("{name}: {why}"))))
     }
 }
 

@@ -12,7 +12,8 @@ use serde_json::Value as Json;
 
 use super::Case;
 use crate::bindings::Value;
-use crate::channels::{Caller, Channel, ChannelError, KeyReads, Reading, SqlChannel, Transaction};
+use crate::channels::http::fetch::Asked as Fetch;
+use crate::channels::{Caller, Channel, ChannelError, Fetches, KeyReads, Reading, SqlChannel, Transaction};
 use crate::command::SqlOp;
 use crate::command::{Kind, Operation, Outcome};
 use crate::reads::{Asked, Taped, json_rows};
@@ -114,6 +115,7 @@ pub fn describe(asked: &Asked) -> String {
         }
         Asked::Get { key } => format!("get {key}"),
         Asked::List { prefix, limit } => format!("list {prefix} (at most {limit})"),
+        Asked::Fetch { method, path, .. } => format!("fetch {method} {path}"),
     }
 }
 
@@ -132,10 +134,11 @@ impl ReplayChannel {
             crate::channels::kv::KIND,
             crate::channels::bus::KIND,
             crate::channels::http_out::KIND,
+            crate::channels::http::KIND,
         ]
         .into_iter()
         .find(|k| k.name() == kind)
-        .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out)"))?;
+        .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out, http)"))?;
         Ok(ReplayChannel { name: name.to_string(), kind, state: Arc::clone(state) })
     }
 }
@@ -170,6 +173,31 @@ impl KeyReads for ReplayChannel {
     }
 }
 
+/// A fetch is answered from the tape, with no network, once the
+/// service's grant allows it (a gate that needs no server).
+impl Fetches for ReplayChannel {
+    fn fetch(&self, asked: &Fetch, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        let route = asked.route();
+        if !caller.host && !caller.grant.as_deref().is_some_and(|g| g.http.fetch.allows(&asked.method, route)) {
+            return Err(ChannelError::Denied(crate::channels::Denial::ungranted(
+                format!("fetch {} {route}", asked.method),
+                format!("fetch = [\"{} {route}\"]", asked.method),
+            )));
+        }
+        let taped = Asked::Fetch {
+            method: asked.method.clone(),
+            path: asked.path.clone(),
+            headers: asked.headers.clone(),
+            body: asked.body.clone(),
+        };
+        self.state.answer(&self.name, &taped, caller)
+    }
+
+    fn per_scope(&self) -> u32 {
+        u32::MAX
+    }
+}
+
 impl Channel for ReplayChannel {
     fn kind(&self) -> Kind {
         self.kind
@@ -181,6 +209,10 @@ impl Channel for ReplayChannel {
 
     fn keys(&self) -> Option<&dyn KeyReads> {
         (self.kind == crate::channels::kv::KIND).then_some(self as &dyn KeyReads)
+    }
+
+    fn fetches(&self) -> Option<&dyn Fetches> {
+        (self.kind == crate::channels::http::KIND).then_some(self as &dyn Fetches)
     }
 
     /// The gates that need no server, as the real kinds apply them: a

@@ -1,6 +1,6 @@
 //! The conformance suite: one set of hostile and fault cases, written once,
 //! that every channel kind of a family passes. A kind is registered with
-//! one line in [`SQL_KINDS`], [`KV_KINDS`] or [`EFFECT_KINDS`] (its name and how a host gets a
+//! one line in [`SQL_KINDS`], [`KV_KINDS`], [`EFFECT_KINDS`] or [`FETCH_KINDS`] (its name and how a host gets a
 //! channel `x` of it), and fails here until it holds.
 //!
 //! - SQL kinds: a grant of `"*"` reaches no host table and no catalog, for
@@ -17,6 +17,12 @@
 //!   refused to `get` and to `list`, before it is held and in time; a
 //!   counter or a swap over a long value is judged without reading it
 //!   whole.
+//!
+//! - fetch kinds (http): a method or path just outside the grant, or
+//!   escaping it, is refused before anything is sent; a request over
+//!   `command-bytes` breaks the limit before it is sent; an answer over
+//!   `result-bytes` is refused while it streams in, in time; an API that
+//!   never answers costs the caller its deadline and nothing more.
 //!
 //! - kinds reached over the network ([`faults`]: PostgreSQL, Redis, Redis
 //!   with an outbox): a server that stops answering, a commit that breaks
@@ -345,6 +351,91 @@ fn every_effect_kind_holds_its_grant_and_its_size_limit() {
         let answer = told(&host, "probe", function, &effect_args(target, 10));
         assert!(answer.starts_with("saved: "), "{name}: {answer}");
         assert_eq!(f.count("sluice_outbox"), 1, "{name}: the granted effect is not in the outbox");
+        eprintln!("conformance: {name}: passed");
+    }
+}
+
+/// A kind of the fetch family (read at call time from an API): its name
+/// and the `sluice.toml` lines of a channel `x` of it on `base`.
+struct FetchKind {
+    name: &'static str,
+    open: fn(base: &str) -> String,
+}
+
+const FETCH_KINDS: &[FetchKind] = &[FetchKind { name: "http", open: http }];
+
+fn http(base: &str) -> String {
+    format!("[channels.x]\nkind = \"http\"\nbase = \"{base}/api\"\n")
+}
+
+/// `probe.fetch("x", method, path, headers)`.
+fn fetch_args(method: &str, path: &str, headers: &[(&str, String)]) -> Vec<Val> {
+    let headers = headers.iter().map(|(n, v)| Val::Tuple(vec![s(n), s(v)])).collect();
+    vec![s("x"), s(method), s(path), Val::List(headers)]
+}
+
+/// Fetch kinds: the grant is a method and a path prefix, and nothing
+/// outside it reaches the API; a request over `command-bytes` and an
+/// answer over `result-bytes` break their limits (the answer while it
+/// streams, in time); an API that never answers costs the caller its
+/// deadline only.
+#[test]
+fn every_fetch_kind_holds_its_grant_and_its_limits() {
+    for kind in FETCH_KINDS {
+        let api = crate::receiver::Receiver::start();
+        api.answer("/api/granted/a", 200, &[], b"ok");
+        api.stream("/api/granted/huge", 512 << 20);
+        let f = Fixture::new(&["probe"]);
+        f.write_manifest(
+            "probe",
+            "[channels.x]\nfetch = [\"GET /granted/\"]\n[limits]\ncommand-bytes = 65536\nresult-bytes = 1048576\ndeadline-ms = 500\n",
+        );
+        let main = format!("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n", f.db_path().display());
+        let host = host_on(&f, &format!("{main}{}", (kind.open)(&api.base)));
+        let name = kind.name;
+        let answer = told(&host, "probe", "fetch", &fetch_args("GET", "/granted/a", &[]));
+        assert!(answer.contains("\"status\":200"), "{name}: {answer}");
+        let reached = api.received().len();
+        for (method, path) in
+            [("HEAD", "/granted/a"), ("GET", "/granted"), ("GET", "/grantedx/a"), ("GET", "/other/granted/a")]
+        {
+            let answer = told(&host, "probe", "fetch", &fetch_args(method, path, &[]));
+            assert!(answer.contains("\"denied\""), "{name}: {method} {path}: {answer}");
+        }
+        for path in [
+            "/granted/../admin",
+            "/granted/%2E%2E/admin",
+            "/granted/a/..",
+            "/granted\\..\\admin",
+            "http://127.0.0.1:9/granted/a",
+        ] {
+            let answer = told(&host, "probe", "fetch", &fetch_args("GET", path, &[]));
+            assert!(answer.contains("\"invalid\""), "{name}: {path}: {answer}");
+        }
+        let big = [("x-big", "h".repeat(100_000))];
+        let answer = told(&host, "probe", "fetch", &fetch_args("GET", "/granted/a", &big));
+        assert!(answer.contains("limits.command-bytes"), "{name}: a request over command-bytes: {answer}");
+        assert_eq!(api.received().len(), reached, "{name}: a refused fetch reached the API");
+        let started = Instant::now();
+        let answer = told(&host, "probe", "fetch", &fetch_args("GET", "/granted/huge", &[]));
+        assert!(answer.contains("result-bytes"), "{name}: an answer over result-bytes: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{name}: {:?}", started.elapsed());
+        // An API that takes the connection and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let silent_base = format!("http://{}", silent.local_addr().expect("address"));
+        let f = Fixture::new(&["probe"]);
+        f.write_manifest("probe", "[channels.x]\nfetch = [\"GET /\"]\n[limits]\ndeadline-ms = 300\n");
+        let main = format!("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n", f.db_path().display());
+        let host = host_on(&f, &format!("{main}{}", (kind.open)(&silent_base)));
+        let started = Instant::now();
+        let answer = told(&host, "probe", "fetch", &fetch_args("GET", "/a", &[]));
+        assert!(answer.contains("deadline"), "{name}: a silent API: {answer}");
+        assert!(
+            started.elapsed() < Duration::from_millis(300) + Duration::from_secs(1),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+        drop(silent);
         eprintln!("conformance: {name}: passed");
     }
 }

@@ -95,21 +95,24 @@ pub struct Steps {
 
 impl Steps {
     async fn run(&self, entry: &Entry) -> Result<(), Failure> {
-        let step: Step = serde_json::from_slice(&entry.body)
-            .map_err(|e| Failure { reason: format!("a malformed step: {e}"), permanent: true })?;
+        let step: Step = serde_json::from_slice(&entry.body).map_err(|e| Failure {
+            reason: format!("a malformed step: {e}"),
+            permanent: true,
+            answer: None,
+        })?;
         apply(&self.dir, &step).map_err(|e| {
             let permanent = permanent(&e);
             if let (true, Some(staged)) = (permanent, &step.staged) {
                 let _ = self.dir.remove_file(staged);
             }
-            Failure { reason: format!("{}: {e}", step.path), permanent }
+            Failure { reason: format!("{}: {e}", step.path), permanent, answer: None }
         })
     }
 }
 
 impl Deliver for Steps {
     fn deliver<'a>(&'a self, entry: &'a Entry) -> Delivery<'a> {
-        Box::pin(self.run(entry))
+        Box::pin(async move { self.run(entry).await.map(|()| None) })
     }
 
     /// A step is tried until it is done: it is a committed write. One that

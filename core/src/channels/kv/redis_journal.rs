@@ -138,8 +138,11 @@ pub struct Commits {
 
 impl Commits {
     async fn run(&self, entry: &Entry) -> Result<(), Failure> {
-        let record = Record::decode(&entry.body)
-            .map_err(|e| Failure { reason: format!("a malformed commit: {e}"), permanent: true })?;
+        let record = Record::decode(&entry.body).map_err(|e| Failure {
+            reason: format!("a malformed commit: {e}"),
+            permanent: true,
+            answer: None,
+        })?;
         let pool = self.pool.clone();
         let record = Arc::new(record);
         let made = Arc::clone(&record);
@@ -150,7 +153,11 @@ impl Commits {
             make(&mut conn, &made)
         })
         .await
-        .map_err(|e| Failure { reason: format!("the commit's task failed: {e}"), permanent: false })?;
+        .map_err(|e| Failure {
+            reason: format!("the commit's task failed: {e}"),
+            permanent: false,
+            answer: None,
+        })?;
         match done {
             Ok(Committed::Now | Committed::Before) => Ok(()),
             Ok(Committed::LocksLost) => Err(Failure {
@@ -159,15 +166,16 @@ impl Commits {
                     redis_commit::locks_lost()
                 ),
                 permanent: true,
+                answer: None,
             }),
-            Err(e) => Err(Failure { reason: e.to_string(), permanent: false }),
+            Err(e) => Err(Failure { reason: e.to_string(), permanent: false, answer: None }),
         }
     }
 }
 
 impl Deliver for Commits {
     fn deliver<'a>(&'a self, entry: &'a Entry) -> Delivery<'a> {
-        Box::pin(self.run(entry))
+        Box::pin(async move { self.run(entry).await.map(|()| None) })
     }
 
     /// A commit is tried until it is made, or its locks are gone (then it

@@ -11,6 +11,7 @@
 //! (`Nats-Msg-Id`, `Idempotency-Key`) for the receiver to drop the repeat.
 
 pub mod relay;
+pub mod replies;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,7 +70,8 @@ const INDEX: &str = "CREATE INDEX IF NOT EXISTS sluice_outbox_due ON sluice_outb
 
 const INSERT: &str = "INSERT INTO sluice_outbox (id, channel, service, target, headers, body, created_ms, next_ms) \
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
-const DUE: &str = "SELECT id, service, target, headers, body, tries FROM sluice_outbox \
+const DUE: &str = "SELECT id, service, target, headers, body, tries, \
+                   EXISTS (SELECT 1 FROM sluice_replies r WHERE r.id = sluice_outbox.id) FROM sluice_outbox \
                    WHERE channel = ?1 AND state = 'pending' AND next_ms <= ?2 AND created_ms <= ?4 \
                    AND (lease_until_ms IS NULL OR lease_until_ms <= ?2)";
 const DUE_ORDER: &str = " ORDER BY created_ms, id LIMIT ?3";
@@ -103,6 +105,8 @@ pub struct Entry {
     pub body: Vec<u8>,
     /// Which try this is, from 1.
     pub tries: u32,
+    /// Whether its service wants the answer ([`replies`]).
+    pub reply: bool,
 }
 
 /// The outbox table of one `sql` channel, seen by one effect channel
@@ -131,9 +135,13 @@ impl Outbox {
         }
         let postgres = base.sql().is_some_and(|sql| sql.dialect() == "postgres");
         let outbox = Outbox { channel: channel.to_string(), base_name: base_name.to_string(), base, postgres };
-        let (table, inbox) = if postgres { (TABLE_POSTGRES, INBOX_POSTGRES) } else { (TABLE_SQLITE, INBOX_SQLITE) };
+        let (table, inbox, answers) = if postgres {
+            (TABLE_POSTGRES, INBOX_POSTGRES, replies::TABLE_POSTGRES)
+        } else {
+            (TABLE_SQLITE, INBOX_SQLITE, replies::TABLE_SQLITE)
+        };
         outbox.host_tx(|tx, host| {
-            for sql in [table, INDEX, inbox] {
+            for sql in [table, INDEX, inbox, answers, replies::INDEX] {
                 tx.apply(&Operation::Sql(SqlOp::Execute { sql: sql.into(), params: Vec::new() }), host)?;
             }
             Ok(())
@@ -340,13 +348,21 @@ pub fn no_transaction(channel: &str, base: &str) -> ChannelError {
     ChannelError::Invalid(format!("channel {channel} applies its commands in the save transaction of {base}"))
 }
 
-/// A claimed row: `id, service, target, headers, body, tries`.
+/// A claimed row: `id, service, target, headers, body, tries, reply`.
 fn entry(row: &[Value]) -> Option<Entry> {
-    let [Value::Text(id), Value::Text(service), Value::Text(target), Value::Text(headers), body, Value::Integer(tries)] =
-        row
+    let [
+        Value::Text(id),
+        Value::Text(service),
+        Value::Text(target),
+        Value::Text(headers),
+        body,
+        Value::Integer(tries),
+        reply,
+    ] = row
     else {
         return None;
     };
+    let reply = matches!(reply, Value::Integer(1));
     let body = match body {
         Value::Blob(b) => b.clone(),
         Value::Text(t) => t.clone().into_bytes(),
@@ -359,6 +375,7 @@ fn entry(row: &[Value]) -> Option<Entry> {
         headers: Headers(serde_json::from_str(headers).unwrap_or_default()),
         body,
         tries: u32::try_from(*tries + 1).unwrap_or(u32::MAX),
+        reply,
     })
 }
 

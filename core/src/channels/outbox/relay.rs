@@ -48,10 +48,33 @@ pub struct Failure {
     /// Whether trying again cannot help (a 4xx answer): the row is dead at
     /// once.
     pub permanent: bool,
+    /// What the receiver answered, when it answered (an `http-out` row
+    /// whose service asked for the reply).
+    pub answer: Option<Answer>,
 }
 
-/// A future of one delivery.
-pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'a>>;
+/// What a receiver answered one delivery, kept for the service's reply
+/// handler (`to.reply-to`): status, headers and a body of at most the
+/// channel's `reply-bytes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Why the body is not kept (it was longer than the channel keeps, or
+    /// broke off); it is then empty.
+    pub cut: Option<String>,
+}
+
+/// A future of a receiver made ready.
+pub type Ready<'a> = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send + 'a>>;
+
+/// A future of one delivery: done, with the receiver's answer when the
+/// row wants it kept ([`Entry::reply`]).
+pub type Delivery<'a> = Pin<Box<dyn Future<Output = Result<Option<Answer>, Failure>> + Send + 'a>>;
 
 /// What an effect channel does with one claimed row.
 pub trait Deliver: Send + Sync + 'static {
@@ -74,7 +97,7 @@ pub trait Deliver: Send + Sync + 'static {
     }
     /// Readies the receiver before the first claim (a bus connects and
     /// creates its stream, so that services subscribed to it find it).
-    fn prepare(&self) -> Delivery<'_> {
+    fn prepare(&self) -> Ready<'_> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -168,11 +191,15 @@ impl Relay {
     }
 
     /// Delivers one row within the channel's timeout.
-    async fn attempt(deliver: &dyn Deliver, entry: &Entry) -> Result<(), Failure> {
+    async fn attempt(deliver: &dyn Deliver, entry: &Entry) -> Result<Option<Answer>, Failure> {
         let timeout = deliver.timeout();
         match tokio::time::timeout(timeout, deliver.deliver(entry)).await {
             Ok(result) => result,
-            Err(_) => Err(Failure { reason: format!("no answer within {} ms", timeout.as_millis()), permanent: false }),
+            Err(_) => Err(Failure {
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+                permanent: false,
+                answer: None,
+            }),
         }
     }
 
@@ -291,15 +318,18 @@ fn mark(
     outbox: &Outbox,
     channel: &str,
     entry: &Entry,
-    result: Result<(), Failure>,
+    result: Result<Option<Answer>, Failure>,
     tries: Option<u32>,
     counts: &Counts,
 ) -> Option<Duration> {
     let mut again = None;
     let marked = match result {
-        Ok(()) => {
+        Ok(answer) => {
             counts.delivered.fetch_add(1, Ordering::Relaxed);
-            outbox.delivered(&entry.id)
+            match (entry.reply, answer) {
+                (true, answer) => outbox.replied(&entry.id, answer.as_ref(), None),
+                (false, _) => outbox.delivered(&entry.id),
+            }
         }
         Err(failure) => {
             counts.failed.fetch_add(1, Ordering::Relaxed);
@@ -307,7 +337,11 @@ fn mark(
             if failure.permanent || spent {
                 counts.dead.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(channel, id = %entry.id, service = %entry.service, "{} is dead after {} tries: {}", entry.target, entry.tries, failure.reason);
-                outbox.failed(&entry.id, &failure.reason, None)
+                if entry.reply {
+                    outbox.replied(&entry.id, failure.answer.as_ref(), Some(&failure.reason))
+                } else {
+                    outbox.failed(&entry.id, &failure.reason, None)
+                }
             } else {
                 let after = backoff(entry.tries);
                 again = Some(after);
