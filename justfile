@@ -6,7 +6,7 @@ components := target / "components"
 # The venv with the Python tools the tests use.
 venv := target / "venv"
 # The example services, served by `just run`.
-examples := "orders products inventory api cart notifications"
+examples := "orders products inventory api cart notifications payments"
 
 # List the recipes.
 default:

@@ -56,8 +56,15 @@ pub(crate) async fn run(host: Arc<Host>, owner: String) {
                 break;
             }
             let limit = u32::try_from(IN_FLIGHT - busy).unwrap_or(1);
+            let full: Vec<String> = running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .filter(|(_, n)| **n >= PER_SERVICE)
+                .map(|(service, _)| service.clone())
+                .collect();
             let (claimer, who) = (Arc::clone(outbox), owner.clone());
-            let claimed = tokio::task::spawn_blocking(move || claimer.claim_replies(&who, limit, LEASE)).await;
+            let claimed = tokio::task::spawn_blocking(move || claimer.claim_replies(&who, limit, LEASE, &full)).await;
             let replies = match claimed {
                 Ok(Ok(replies)) => replies,
                 Ok(Err(e)) => {

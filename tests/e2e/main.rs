@@ -20,6 +20,7 @@ mod grants;
 mod hostile;
 mod kv;
 mod memory;
+mod payments;
 mod polyglot;
 mod postgres;
 mod postgres_sandbox;

@@ -95,9 +95,12 @@ impl Host for ServiceView<'_> {
                 crate::channels::http_out::MAX_TAG
             ));
         }
-        let takes_one = self.service.is_some_and(|s| s.function(&handler).is_ok_and(|f| f.params.len() == 1));
-        if !takes_one {
-            return invalid(format!("it exports no function {handler:?} taking one parameter (a reply) for reply-to"));
+        let takes_reply = self.service.is_some_and(|s| s.function(&handler).is_ok_and(|f| takes_a_reply(&f.params)));
+        if !takes_reply {
+            return invalid(format!(
+                "it exports no function {handler:?} taking one sluice:service reply (tag, id, response, failure) \
+                 for reply-to"
+            ));
         }
         let reply = crate::channels::http_out::ReplyTo { handler, tag };
         Ok(self.queue.reply_to(&name, ticket, reply).map_err(|why| Error::Invalid(format!("{name}: {why}"))))
@@ -170,4 +173,11 @@ impl ServiceView<'_> {
             .push(self.scope, name, self.chain.of(self.frames), channel, op)
             .map_err(|why| Error::Invalid(format!("{name}: {why}"))))
     }
+}
+
+/// Whether `params` are one `reply` record (`sluice:service/types`): its
+/// fields by name, in order (wasmtime's types are structural).
+fn takes_a_reply(params: &[(String, wasmtime::component::types::Type)]) -> bool {
+    let [(_, wasmtime::component::types::Type::Record(record))] = params else { return false };
+    record.fields().map(|f| f.name).eq(["tag", "id", "response", "failure"])
 }

@@ -43,7 +43,8 @@ const READY: &str = "UPDATE sluice_replies SET state = 'ready', status = ?1, hea
                      WHERE id = ?5 AND state = 'waiting'";
 const DUE: &str = "SELECT id, service, handler, tag, status, headers, body, failure, runs FROM sluice_replies \
                    WHERE channel = ?1 AND state = 'ready' AND next_ms <= ?2 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms <= ?2) ORDER BY created_ms, id LIMIT ?3";
+                   AND (lease_until_ms IS NULL OR lease_until_ms <= ?2)";
+const DUE_ORDER: &str = " ORDER BY created_ms, id LIMIT ?3";
 const LEASE: &str = "UPDATE sluice_replies SET lease_owner = ?1, lease_until_ms = ?2, runs = runs + 1 WHERE id = ?3";
 const DONE: &str = "UPDATE sluice_replies SET state = 'done', done_ms = ?1, lease_owner = NULL, lease_until_ms = NULL \
                     WHERE id = ?2 AND lease_owner = ?3 AND state = 'ready'";
@@ -118,14 +119,28 @@ impl Outbox {
         })
     }
 
-    /// Claims up to `limit` ready replies for `owner`, for `lease`.
-    pub fn claim_replies(&self, owner: &str, limit: u32, lease: Duration) -> Result<Vec<Reply>, ChannelError> {
+    /// Claims up to `limit` ready replies for `owner`, for `lease`, none of
+    /// the services in `skip` (those at their share of replies running).
+    pub fn claim_replies(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+        skip: &[String],
+    ) -> Result<Vec<Reply>, ChannelError> {
         let now = now_ms();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let lock = if self.postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let skipped = match skip.len() {
+            0 => String::new(),
+            n => {
+                format!(" AND service NOT IN ({})", (4..4 + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", "))
+            }
+        };
         self.host_tx(|tx, host| {
-            let params = vec![text(&self.channel), Value::Integer(now), Value::Integer(limit.into())];
-            let rows = tx.rows(&format!("{DUE}{lock}"), &params, host)?;
+            let mut params = vec![text(&self.channel), Value::Integer(now), Value::Integer(limit.into())];
+            params.extend(skip.iter().map(|s| text(s)));
+            let rows = tx.rows(&format!("{DUE}{skipped}{DUE_ORDER}{lock}"), &params, host)?;
             let replies: Vec<Reply> = rows.values.iter().filter_map(|row| reply(row, owner)).collect();
             for r in &replies {
                 tx.apply(&execute(LEASE, vec![text(owner), Value::Integer(until), text(&r.id)]), host)?;
