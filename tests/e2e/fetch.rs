@@ -374,7 +374,9 @@ fn replies_to_sends_run_their_handler_once() {
 #[test]
 fn replies_are_handled_once_across_host_kills() {
     let receiver = Receiver::start();
-    receiver.answer("/hooks/pay", 200, &[], b"ok");
+    receiver.answer("/hooks/pay?key=k", 200, &[], b"ok");
+    // A slow API: the kills fall while requests and replies are in flight.
+    receiver.delay(Duration::from_millis(40));
     let f = Fixture::new(&["probe"]);
     f.migrate();
     replies_table(&f);
@@ -393,11 +395,13 @@ fn replies_are_handled_once_across_host_kills() {
             );
             assert_eq!(status, 200, "{body}");
         }
-        std::thread::sleep(Duration::from_millis(100 * round));
+        std::thread::sleep(Duration::from_millis(60 * round));
         drop(served); // SIGKILL
     }
     let served = f.serve_env(&env, &[]);
     served.wait_for("every reply handled", |_| handled(&f).len() >= sent);
+    let bodies = handled(&f).iter().filter(|r| r.2.as_deref() == Some("ok")).count();
+    assert_eq!(bodies, sent, "every reply carried the answer's body");
     std::thread::sleep(Duration::from_millis(500));
     let rows = handled(&f);
     let tags: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();

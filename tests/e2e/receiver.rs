@@ -42,6 +42,8 @@ struct State {
     streams: std::collections::HashMap<String, usize>,
     /// Bytes of streams written so far.
     streamed: usize,
+    /// How long to wait before answering.
+    delay: std::time::Duration,
 }
 
 /// The receiver; its thread runs until the process ends.
@@ -79,6 +81,11 @@ impl Receiver {
     pub fn answer(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &[u8]) {
         let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         self.lock().canned.insert(path.to_string(), Canned { status, headers, body: body.to_vec() });
+    }
+
+    /// Waits `delay` before each answer: a slow API.
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.lock().delay = delay;
     }
 
     /// Answers `path` with `bytes` bytes in chunks, with no length.
@@ -126,13 +133,14 @@ fn answer(stream: std::net::TcpStream, state: &Mutex<State>) -> std::io::Result<
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     let condition = headers.iter().find(|(n, _)| n == "if-none-match").map(|(_, v)| v.clone());
-    let (status, canned, streamed) = {
+    let (status, canned, streamed, delay) = {
         let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let canned = state.canned.get(&path).cloned();
         let streamed = state.streams.get(&path).copied();
         state.received.push(Received { method, path, headers, body });
-        (state.always.unwrap_or(200), canned, streamed)
+        (state.always.unwrap_or(200), canned, streamed, state.delay)
     };
+    std::thread::sleep(delay);
     let mut stream = stream;
     if let Some(total) = streamed {
         write!(stream, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")?;
