@@ -162,9 +162,10 @@ fn migrate_is_idempotent() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "already applied 0001_products.sql\nalready applied 0002_orders.sql\nalready applied 0003_inventory.sql\n"
+        "already applied 0001_products.sql\nalready applied 0002_orders.sql\nalready applied 0003_inventory.sql\n\
+         already applied 0004_payments.sql\n"
     );
-    assert_eq!(f.count("sluice_migrations"), 3);
+    assert_eq!(f.count("sluice_migrations"), 4);
 }
 
 /// An applied migration that was edited afterwards is refused, naming it:

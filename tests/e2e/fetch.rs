@@ -313,8 +313,11 @@ fn replies_table(f: &Fixture) {
         .expect("replies table");
 }
 
-/// `(tag, status, body, failure)` of each handled reply, by tag.
-fn handled(f: &Fixture) -> Vec<(String, Option<i64>, Option<String>, Option<String>)> {
+/// One handled reply: tag, status, body, failure.
+type Handled = (String, Option<i64>, Option<String>, Option<String>);
+
+/// Each handled reply, by tag.
+fn handled(f: &Fixture) -> Vec<Handled> {
     let db = f.db();
     let mut rows = db.prepare("SELECT tag, status, body, failure FROM replies ORDER BY tag").expect("select");
     rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -416,4 +419,37 @@ fn replies_are_handled_once_across_host_kills() {
         "measured: {sent} replies over 3 host kills, each handled once; the API got {} requests",
         receiver.received().len()
     );
+}
+
+/// A channel with `redirects` follows a redirect only to a path under its
+/// base that the service's grant covers, checked as the first request was;
+/// never to another host, and not past its count (the last one is then
+/// answered as it came).
+#[test]
+fn redirects_are_followed_only_within_the_base_and_the_grant() {
+    let receiver = Receiver::start();
+    receiver.answer("/api/quotes/old?key=k", 302, &[("location", "/api/quotes/new")], b"");
+    receiver.answer("/api/quotes/new?key=k", 200, &[], b"new");
+    receiver.answer("/api/quotes/away?key=k", 301, &[("location", "/api/admin")], b"");
+    receiver.answer("/api/quotes/out?key=k", 307, &[("location", "http://127.0.0.2:1/api/quotes/new")], b"");
+    receiver.answer("/api/quotes/loop?key=k", 302, &[("location", "/api/quotes/loop")], b"");
+    let f = Fixture::new(&["probe"]);
+    probe(&f, "fetch = [\"GET /quotes/\"]");
+    let credentials = secret_file(&f, "k");
+    let host = host_with(&f, config(&f, &receiver, "redirects = 2", &credentials));
+    let moved = fetched(&host, "GET", "/quotes/old", &[]).expect("fetch");
+    assert_eq!(moved["ok"]["status"], 200, "{moved}");
+    assert_eq!(body_text(&moved), "new");
+    let hop = receiver.received().into_iter().find(|r| r.path == "/api/quotes/new?key=k").expect("the hop");
+    assert_eq!(hop.header("authorization"), Some("Bearer k"), "the hop carries the credentials once");
+    let away = fetched(&host, "GET", "/quotes/away", &[]).expect("fetch").to_string();
+    assert!(away.contains("denied") && away.contains("GET /admin"), "{away}");
+    assert!(!receiver.received().iter().any(|r| r.path.starts_with("/api/admin")), "the hop left the grant");
+    let out = fetched(&host, "GET", "/quotes/out", &[]).expect("fetch").to_string();
+    assert!(out.contains("invalid") && out.contains("outside the channel's base"), "{out}");
+    // Past its count, the last redirect is answered as it came.
+    let before = receiver.received().len();
+    let looped = fetched(&host, "GET", "/quotes/loop", &[]).expect("fetch");
+    assert_eq!(looped["ok"]["status"], 302, "{looped}");
+    assert_eq!(receiver.received().len() - before, 3, "the first request and two hops");
 }

@@ -43,16 +43,38 @@ impl Drop for PaymentsApi {
 
 #[test]
 fn the_payments_example_charges_through_the_api() {
+    charges_through_the_api(None);
+}
+
+/// The same on PostgreSQL: the replies are claimed with `FOR UPDATE SKIP
+/// LOCKED`, and the service's SQL runs as its role.
+#[test]
+fn the_payments_example_charges_through_the_api_on_postgres() {
+    let Some(db) = crate::postgres::Database::new() else { return };
+    charges_through_the_api(Some(db.url()));
+}
+
+/// The example as the README runs it, with `main` on SQLite or at `url`.
+fn charges_through_the_api(url: Option<String>) {
     const KEY: &str = "sk_test_e2e_5f4e3d";
     let api = PaymentsApi::start(KEY);
     let f = Fixture::new(&["payments"]);
-    f.migrate();
     let example = std::fs::read_to_string(repo().join("examples/payments.toml")).expect("examples/payments.toml");
-    let config = example
-        .replace("sqlite://../data/example/main.db", &format!("sqlite://{}", f.db_path().display()))
-        .replace("http://127.0.0.1:9191", &api.base);
+    let main = url.unwrap_or_else(|| format!("sqlite://{}", f.db_path().display()));
+    let config = example.replace("sqlite://../data/example/main.db", &main).replace("http://127.0.0.1:9191", &api.base);
     let path = f.dir.path().join("payments.toml");
     std::fs::write(&path, config).expect("config");
+    let schema = repo().join("examples/schema").to_string_lossy().into_owned();
+    // Every command opens every channel, whose credentials must resolve.
+    let out = f
+        .command()
+        .arg("--config")
+        .arg(&path)
+        .env("PAYMENTS_KEY", KEY)
+        .args(["migrate", &schema])
+        .output()
+        .expect("migrate");
+    assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
     let env = [("SLUICE_CONFIG", path.to_string_lossy().into_owned()), ("PAYMENTS_KEY", KEY.to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let served = f.serve_env(&env, &[]);

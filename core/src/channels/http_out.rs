@@ -243,7 +243,7 @@ impl super::KindConfig for HttpOutConfig {
             None => None,
         };
         let credentials = match &self.credentials {
-            Some(c) => super::secret::Credentials::resolve(at.name(), c)?,
+            Some(c) => super::secret::Credentials::resolve(c)?,
             None => super::secret::Credentials::default(),
         };
         let settings = HttpOutSettings {
@@ -384,7 +384,7 @@ impl HttpOutChannel {
 }
 
 /// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

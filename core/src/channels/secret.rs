@@ -85,11 +85,10 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Resolves `config` for channel `channel`: every reference read now,
-    /// from the environment or a file.
-    pub fn resolve(channel: &str, config: &CredentialsConfig) -> Result<Credentials, ChannelError> {
-        let bad =
-            |what: &str, why: String| ChannelError::Invalid(format!("channel {channel}: credentials {what}: {why}"));
+    /// Resolves `config`: every reference read now, from the environment
+    /// or a file. (The channel's opener names the channel in an error.)
+    pub fn resolve(config: &CredentialsConfig) -> Result<Credentials, ChannelError> {
+        let bad = |what: &str, why: String| ChannelError::Invalid(format!("credentials {what}: {why}"));
         let mut headers = Vec::new();
         for (name, template) in &config.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -246,12 +245,12 @@ mod tests {
         // (The process's own environment: setting a variable would need
         // unsafe code.)
         let home = std::env::var("HOME").expect("HOME is set");
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("key");
-        std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::write(&file, "from-file\n").expect("write");
         let mut c = config(&[("Authorization", "Bearer ${env:HOME}")]);
         c.query.insert("key".into(), format!("${{file:{}}}", file.display()));
-        let creds = Credentials::resolve("pay", &c).unwrap();
+        let creds = Credentials::resolve(&c).expect("resolves");
         assert_eq!(creds.headers[0].1.expose(), format!("Bearer {home}"));
         assert_eq!(creds.query[0].1.expose(), "from-file");
         let shown = format!("{creds:?}");
@@ -262,12 +261,12 @@ mod tests {
 
     #[test]
     fn literal_and_missing_secrets_are_refused() {
-        let literal = Credentials::resolve("pay", &config(&[("Authorization", "Bearer abc")])).unwrap_err();
+        let literal = Credentials::resolve(&config(&[("Authorization", "Bearer abc")])).expect_err("refused");
         assert!(literal.to_string().contains("${env:NAME}"), "{literal}");
         assert!(!literal.to_string().contains("abc"), "{literal}");
-        let missing = Credentials::resolve("pay", &config(&[("X-Key", "${env:SLUICE_TEST_UNSET_X}")])).unwrap_err();
+        let missing = Credentials::resolve(&config(&[("X-Key", "${env:SLUICE_TEST_UNSET_X}")])).expect_err("refused");
         assert!(missing.to_string().contains("SLUICE_TEST_UNSET_X is not set"), "{missing}");
-        let other = Credentials::resolve("pay", &config(&[("X-Key", "${vault:x}")])).unwrap_err();
+        let other = Credentials::resolve(&config(&[("X-Key", "${vault:x}")])).expect_err("refused");
         assert!(other.to_string().contains("is not ${env:NAME}"), "{other}");
     }
 }

@@ -83,14 +83,14 @@ impl Client {
             .thread_name(format!("sluice-http-{name}"))
             .enable_all()
             .build()
-            .map_err(|e| ChannelError::Invalid(format!("channel {name}: cannot start its runtime: {e}")))?;
+            .map_err(|e| ChannelError::Invalid(format!("cannot start its runtime: {e}")))?;
         let http = {
             let _in = runtime.enter();
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|e| ChannelError::Invalid(format!("channel {name}: cannot build the HTTP client: {e}")))?
+                .map_err(|e| ChannelError::Invalid(format!("cannot build the HTTP client: {e}")))?
         };
         Ok(Client { name: name.to_string(), base, timeout, credentials, http, runtime: Some(runtime) })
     }
@@ -243,13 +243,15 @@ enum Sent {
 /// and body (a `Content-Length` over it is refused before any of the
 /// body is read).
 async fn send(request: reqwest::RequestBuilder, follow: bool, max_bytes: usize) -> Result<Hop, Sent> {
-    let mut answer = request.send().await.map_err(|e| failed(&e))?;
+    let mut answer = request.send().await.map_err(failed)?;
     let status = answer.status();
     let location = answer.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
-    if follow && status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
-        if let Some(location) = location {
-            return Ok(Hop::Redirect(redirect_method(status.as_u16()).to_string(), location));
-        }
+    if follow
+        && status.is_redirection()
+        && status != reqwest::StatusCode::NOT_MODIFIED
+        && let Some(location) = location
+    {
+        return Ok(Hop::Redirect(redirect_method(status.as_u16()).to_string(), location));
     }
     let mut bytes = 0;
     let mut headers = Vec::with_capacity(answer.headers().len());
@@ -266,7 +268,7 @@ async fn send(request: reqwest::RequestBuilder, follow: bool, max_bytes: usize) 
         return Err(Sent::TooLarge(bytes.saturating_add(usize::try_from(length).unwrap_or(usize::MAX))));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|e| failed(&e))? {
+    while let Some(chunk) = answer.chunk().await.map_err(failed)? {
         if bytes + body.len() + chunk.len() > max_bytes {
             return Err(Sent::TooLarge(bytes + body.len() + chunk.len()));
         }
@@ -287,13 +289,7 @@ fn redirect_method(status: u16) -> &'static str {
 
 /// A client error and its causes on one line, without its URL (which
 /// holds the credentials' query parameters).
-fn failed(e: &reqwest::Error) -> Sent {
-    let mut text = String::from(if e.is_timeout() { "timed out" } else { "the request failed" });
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    Sent::Failed(text)
+fn failed(e: reqwest::Error) -> Sent {
+    let timeout = if e.is_timeout() { "timed out: " } else { "" };
+    Sent::Failed(format!("{timeout}{}", crate::channels::http_out::error_chain(&e.without_url())))
 }

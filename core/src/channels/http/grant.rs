@@ -122,7 +122,7 @@ mod tests {
         let grant: HttpGrant = toml::from_str::<crate::channels::grant::ChannelGrant>(
             "fetch = [\"GET /quotes/\", \"* /status\"]\nrelaxed-fetches = [\"/status\"]",
         )
-        .unwrap()
+        .expect("a grant")
         .http;
         assert!(grant.fetch.allows("GET", "/quotes/1") && !grant.fetch.allows("POST", "/quotes/1"));
         assert!(grant.fetch.allows("HEAD", "/status") && !grant.fetch.allows("GET", "/admin"));

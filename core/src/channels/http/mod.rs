@@ -62,7 +62,7 @@ pub struct HttpConfig {
 impl super::KindConfig for HttpConfig {
     fn open(&self, at: &mut Opening<'_>) -> Result<Arc<dyn Channel>, ChannelError> {
         let name = at.name().to_string();
-        let invalid = |why: String| ChannelError::Invalid(format!("channel {name}: {why}"));
+        let invalid = ChannelError::Invalid;
         let base = Url::parse(&self.base).map_err(|e| invalid(format!("base {:?}: {e}", self.base)))?;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none_or(str::is_empty) {
             return Err(invalid(format!("base {:?} is not an http(s) URL with a host", self.base)));
@@ -75,7 +75,7 @@ impl super::KindConfig for HttpConfig {
             super::http_out::check_method(m).map_err(invalid)?;
         }
         let credentials = match &self.credentials {
-            Some(c) => Credentials::resolve(&name, c)?,
+            Some(c) => Credentials::resolve(c)?,
             None => Credentials::default(),
         };
         let timeout = Duration::from_millis(self.timeout_ms.unwrap_or(10_000).clamp(100, 120_000));
@@ -111,7 +111,7 @@ impl Inner {
     /// Checks `asked` for `caller` before anything is sent: method, path,
     /// headers, body and grant. Returns its URL.
     fn check(&self, asked: &Asked, caller: &Caller) -> Result<Url, ChannelError> {
-        if !self.methods.iter().any(|m| *m == asked.method) {
+        if !self.methods.contains(&asked.method) {
             return Err(ChannelError::Invalid(format!(
                 "channel {} allows {} (its methods in sluice.toml), not {:?}",
                 self.name(),
@@ -141,8 +141,9 @@ impl Inner {
         )))
     }
 
-    /// Sends `asked` and reads its answer, following redirects the
-    /// channel allows, each hop checked as the first.
+    /// Sends `asked` and reads its answer, following as many redirects as
+    /// the channel allows, each hop checked as the first; a redirect past
+    /// them is answered as it came.
     fn send(
         &self,
         asked: &Asked,
@@ -173,6 +174,7 @@ impl Inner {
                 }
             }
         }
+        // (The last hop follows nothing, so it always answers.)
         Err(ChannelError::Unavailable(format!("more than {} redirects", self.redirects)))
     }
 }
