@@ -45,6 +45,12 @@ pub(crate) async fn run(host: Arc<Host>, owner: String) {
     if outboxes.is_empty() {
         return;
     }
+    for outbox in &outboxes {
+        let (outbox, me) = (Arc::clone(outbox), owner.clone());
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || outbox.release_replies(&me)).await {
+            tracing::warn!("the replies an earlier run held could not be given back (their claims lapse): {e}");
+        }
+    }
     let running: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
     let mut every = tokio::time::interval(EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -311,10 +311,12 @@ impl Outbox {
         self.update(RELEASE, vec![text(&self.channel), text(owner)])
     }
 
-    /// Deletes the rows delivered more than `keep` ago.
+    /// Deletes the rows delivered more than `keep` ago, and the replies
+    /// handled (or given up) as long ago.
     pub fn prune(&self, keep: Duration) -> Result<(), ChannelError> {
         let before = now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX / 2);
-        self.update(PRUNE, vec![text(&self.channel), Value::Integer(before)])
+        self.update(PRUNE, vec![text(&self.channel), Value::Integer(before)])?;
+        self.update(replies::PRUNE, vec![text(&self.channel), Value::Integer(before)])
     }
 
     /// The latest `limit` rows of this channel, newest first: `id, service,

@@ -52,6 +52,10 @@ const AGAIN: &str = "UPDATE sluice_replies SET lease_owner = NULL, lease_until_m
                      WHERE id = ?3 AND lease_owner = ?4 AND state = 'ready'";
 const UNCLAIM: &str = "UPDATE sluice_replies SET lease_owner = NULL, lease_until_ms = NULL, runs = runs - 1 \
                        WHERE id = ?1 AND lease_owner = ?2 AND state = 'ready'";
+const RELEASE: &str = "UPDATE sluice_replies SET lease_owner = NULL, lease_until_ms = NULL \
+                       WHERE channel = ?1 AND lease_owner = ?2 AND state = 'ready'";
+pub(super) const PRUNE: &str =
+    "DELETE FROM sluice_replies WHERE channel = ?1 AND state IN ('done', 'failed') AND done_ms < ?2";
 const GIVE_UP: &str = "UPDATE sluice_replies SET state = 'failed', done_ms = ?1, last_error = ?2, lease_owner = NULL, \
                        lease_until_ms = NULL WHERE id = ?3 AND lease_owner = ?4 AND state = 'ready'";
 
@@ -153,6 +157,15 @@ impl Outbox {
     /// `reply` done; it must change one row.
     pub fn reply_done(&self, reply: &Reply) -> Operation {
         execute(DONE, vec![Value::Integer(now_ms()), text(&reply.id), text(&reply.owner)])
+    }
+
+    /// Gives back the replies `owner` holds: a host started again under
+    /// the same name runs at once the replies it held when it died. (A
+    /// reply is saved once whoever runs it: its receipt changes it from
+    /// `ready` to `done`.)
+    pub fn release_replies(&self, owner: &str) -> Result<(), ChannelError> {
+        let op = execute(RELEASE, vec![text(&self.channel), text(owner)]);
+        self.host_tx(|tx, host| tx.apply(&op, host).map(drop))
     }
 
     /// Gives `reply` back unrun, as if it had not been claimed.
