@@ -82,15 +82,7 @@ impl Queue {
     /// Makes the queued command `ticket`, queued by `service`, expect to
     /// change exactly `rows` rows when applied.
     pub fn expect(&mut self, service: &str, ticket: u64, rows: u64) -> Result<(), String> {
-        if let Some(why) = self.closed {
-            return Err(why.to_string());
-        }
-        let Some(command) = self.commands.iter_mut().find(|c| c.ticket == ticket && *c.service == *service) else {
-            return Err(format!(
-                "no command with ticket {ticket} queued by {service} waits to be applied (it may be another \
-                 service's, or applied in an earlier save round)"
-            ));
-        };
+        let command = self.waiting(service, ticket)?;
         if matches!(command.op, Operation::Sql(SqlOp::Insert { .. })) {
             return Err(format!(
                 "ticket {ticket} is an insert, which always adds one row; expect counts updates, deletes and executes"
@@ -108,20 +100,27 @@ impl Queue {
         ticket: u64,
         reply: crate::channels::http_out::ReplyTo,
     ) -> Result<(), String> {
-        if let Some(why) = self.closed {
-            return Err(why.to_string());
-        }
-        let Some(command) = self.commands.iter_mut().find(|c| c.ticket == ticket && *c.service == *service) else {
-            return Err(format!(
-                "no command with ticket {ticket} queued by {service} waits to be applied (it may be another \
-                 service's, or applied in an earlier save round)"
-            ));
-        };
+        let command = self.waiting(service, ticket)?;
         let Operation::HttpOut(crate::channels::http_out::HttpOp::Send { reply: wanted, .. }) = &mut command.op else {
             return Err(format!("ticket {ticket} is not a send; only a send has an answer to reply with"));
         };
         *wanted = Some(reply);
         Ok(())
+    }
+
+    /// The command `ticket` that `service` queued and that waits to be
+    /// applied in this save round, to state more about it; refused once
+    /// the queue is closed.
+    fn waiting(&mut self, service: &str, ticket: u64) -> Result<&mut Command, String> {
+        if let Some(why) = self.closed {
+            return Err(why.to_string());
+        }
+        self.commands.iter_mut().find(|c| c.ticket == ticket && *c.service == *service).ok_or_else(|| {
+            format!(
+                "no command with ticket {ticket} queued by {service} waits to be applied (it may be another \
+                 service's, or applied in an earlier save round)"
+            )
+        })
     }
 
     /// Counts `bytes` a scope holds for its save other than commands (the
