@@ -28,14 +28,18 @@ fn probe(f: &Fixture, grant: &str) {
 /// `http-out` channel `webhooks` to the same receiver; `credentials` is the
 /// credentials section both share. Returns its path.
 fn config(f: &Fixture, receiver: &Receiver, extra: &str, credentials: &str) -> PathBuf {
+    config_on(f, &format!("sqlite://{}", f.db_path().display()), receiver, extra, credentials)
+}
+
+/// [`config`] with `main` at `url`.
+pub(crate) fn config_on(f: &Fixture, url: &str, receiver: &Receiver, extra: &str, credentials: &str) -> PathBuf {
     let path = f.dir.path().join("sluice.toml");
     let text = format!(
-        "[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{db}\"\n\n\
+        "[channels.main]\nkind = \"sql\"\nurl = \"{url}\"\n\n\
          [channels.quotes]\nkind = \"http\"\nbase = \"{base}/api\"\n{extra}\n\
          [channels.quotes.credentials]\n{credentials}\n\n\
          [channels.webhooks]\nkind = \"http-out\"\noutbox = \"main\"\nbase = \"{base}\"\ntimeout-ms = 2000\ntries = 2\n\
          [channels.webhooks.credentials]\n{credentials}\n",
-        db = f.db_path().display(),
         base = receiver.base,
     );
     std::fs::write(&path, text).expect("config");
@@ -44,7 +48,7 @@ fn config(f: &Fixture, receiver: &Receiver, extra: &str, credentials: &str) -> P
 
 /// The secret, in a file of the fixture's, and the credentials section
 /// that attaches it as a bearer token and a query parameter.
-fn secret_file(f: &Fixture, secret: &str) -> String {
+pub(crate) fn secret_file(f: &Fixture, secret: &str) -> String {
     let file = f.dir.path().join("quotes.key");
     std::fs::write(&file, format!("{secret}\n")).expect("secret");
     format!(

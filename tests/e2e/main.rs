@@ -26,6 +26,7 @@ mod postgres;
 mod postgres_sandbox;
 mod receiver;
 mod reload;
+mod replies;
 mod sandbox;
 mod save;
 mod scaffold;
