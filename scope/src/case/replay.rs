@@ -177,13 +177,7 @@ impl KeyReads for ReplayChannel {
 /// service's grant allows it (a gate that needs no server).
 impl Fetches for ReplayChannel {
     fn fetch(&self, asked: &Fetch, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
-        let route = asked.route();
-        if !caller.host && !caller.grant.as_deref().is_some_and(|g| g.http.fetch.allows(&asked.method, route)) {
-            return Err(ChannelError::Denied(crate::channels::Denial::ungranted(
-                format!("fetch {} {route}", asked.method),
-                format!("fetch = [\"{} {route}\"]", asked.method),
-            )));
-        }
+        crate::channels::http::granted(asked, caller)?;
         let taped = Asked::Fetch {
             method: asked.method.clone(),
             path: asked.path.clone(),

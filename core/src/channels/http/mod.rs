@@ -131,14 +131,7 @@ impl Inner {
         if matches!(asked.method.as_str(), "GET" | "HEAD") && !asked.body.is_empty() {
             return Err(ChannelError::Invalid(format!("a {} request has no body", asked.method)));
         }
-        let route = asked.route();
-        if caller.host || caller.grant.as_deref().is_some_and(|g| g.http.fetch.allows(&asked.method, route)) {
-            return Ok(url);
-        }
-        Err(ChannelError::Denied(Denial::ungranted(
-            format!("fetch {} {route}", asked.method),
-            format!("fetch = [\"{} {route}\"]", asked.method),
-        )))
+        granted(asked, caller).map(|()| url)
     }
 
     /// Sends `asked` and reads its answer, following as many redirects as
@@ -177,6 +170,20 @@ impl Inner {
         // (The last hop follows nothing, so it always answers.)
         Err(ChannelError::Unavailable(format!("more than {} redirects", self.redirects)))
     }
+}
+
+/// Whether `caller`'s grant has a `fetch` entry for `asked`'s method and
+/// path; the refusal names the line that would grant it. (A replayed case
+/// checks fetches with it too.)
+pub fn granted(asked: &Asked, caller: &Caller) -> Result<(), ChannelError> {
+    let route = asked.route();
+    if caller.host || caller.grant.as_deref().is_some_and(|g| g.http.fetch.allows(&asked.method, route)) {
+        return Ok(());
+    }
+    Err(ChannelError::Denied(Denial::ungranted(
+        format!("fetch {} {route}", asked.method),
+        format!("fetch = [\"{} {route}\"]", asked.method),
+    )))
 }
 
 /// The digest of an answer: its status and `ETag`, or without one its
@@ -253,8 +260,7 @@ pub fn rows_answer(rows: &Rows) -> Option<Answer> {
         return None;
     };
     let body = match body {
-        Value::Blob(b) => b.clone(),
-        Value::Text(t) => t.clone().into_bytes(),
+        Value::Blob(_) | Value::Text(_) => super::outbox::bytes(body),
         _ => return None,
     };
     let headers =

@@ -365,11 +365,7 @@ fn entry(row: &[Value]) -> Option<Entry> {
         return None;
     };
     let reply = matches!(reply, Value::Integer(1));
-    let body = match body {
-        Value::Blob(b) => b.clone(),
-        Value::Text(t) => t.clone().into_bytes(),
-        _ => Vec::new(),
-    };
+    let body = bytes(body);
     Some(Entry {
         id: id.clone(),
         service: service.clone(),
@@ -379,6 +375,15 @@ fn entry(row: &[Value]) -> Option<Entry> {
         tries: u32::try_from(*tries + 1).unwrap_or(u32::MAX),
         reply,
     })
+}
+
+/// The bytes of a stored body: a blob, or text (empty for anything else).
+pub fn bytes(value: &Value) -> Vec<u8> {
+    match value {
+        Value::Blob(b) => b.clone(),
+        Value::Text(t) => t.clone().into_bytes(),
+        _ => Vec::new(),
+    }
 }
 
 fn text(s: &str) -> Value {

@@ -214,11 +214,7 @@ fn reply(row: &[Value], owner: &str) -> Option<Reply> {
         (Value::Integer(status), Value::Text(headers)) => Some(Answer {
             status: u16::try_from(*status).ok()?,
             headers: serde_json::from_str(headers).unwrap_or_default(),
-            body: match body {
-                Value::Blob(b) => b.clone(),
-                Value::Text(t) => t.clone().into_bytes(),
-                _ => Vec::new(),
-            },
+            body: super::bytes(body),
             cut: None,
         }),
         _ => None,
