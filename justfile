@@ -7,6 +7,8 @@ components := target / "components"
 venv := target / "venv"
 # The example services, served by `just run`.
 examples := "orders products inventory api cart notifications payments"
+# The Conduit example's components, served by `just conduit`.
+conduit := "users profiles articles comments conduit-api"
 
 # List the recipes.
 default:
@@ -40,6 +42,27 @@ run: build guests
     sluice() { {{target}}/debug/sluice --data-dir data/example "$@"; }
     sluice migrate examples/schema
     exec {{target}}/debug/sluice --data-dir data/example serve
+
+# Build the host and the Conduit example (examples/conduit: the RealWorld
+# API as five components), migrate its schema into data/conduit, and serve
+# it: the API is under http://127.0.0.1:8080/api (SLUICE_LISTEN=ADDR to
+# move it). The signing key of its tokens is CONDUIT_JWT_KEY, or one made
+# once into data/conduit/jwt.key. SLUICE_CONFIG=examples/conduit/postgres.toml
+# serves it on PostgreSQL instead.
+conduit: build guests
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir=data/conduit/services
+    mkdir -p "$dir"
+    for s in {{conduit}}; do cp {{components}}/$s.wasm {{components}}/$s.toml "$dir/"; done
+    if [ -z "${CONDUIT_JWT_KEY:-}" ]; then
+        [ -s data/conduit/jwt.key ] || (umask 077; head -c 32 /dev/urandom | base64 > data/conduit/jwt.key)
+        export CONDUIT_JWT_KEY=$(cat data/conduit/jwt.key)
+    fi
+    sluice() { {{target}}/debug/sluice --config "${SLUICE_CONFIG:-examples/conduit/sluice.toml}" --services "$dir" "$@"; }
+    sluice migrate examples/conduit/schema
+    echo "Conduit: the API is under http://${SLUICE_LISTEN:-127.0.0.1:8080}/api (try: curl -s http://${SLUICE_LISTEN:-127.0.0.1:8080}/api/tags)"
+    sluice serve
 
 # The example scenario through the CLI, one scope per command, on a fresh
 # data/example database.

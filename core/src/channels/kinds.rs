@@ -3,7 +3,7 @@
 //! name), its section of a service's channel grant, and its commands, when
 //! it has any. Everything else of a kind is in its own module.
 
-use super::{bus, files, http, http_out, kv, sql};
+use super::{bus, files, http, http_out, kv, secrets, sql};
 
 super::open::configs! {
     /// A SQL database: SQLite or PostgreSQL.
@@ -18,6 +18,9 @@ super::open::configs! {
     HttpOut("http-out", http_out::HttpOutConfig),
     /// An HTTP API, read at call time.
     Http("http", http::HttpConfig),
+    /// Named values from the environment or files, read by the services
+    /// granted them.
+    Secrets("secrets", secrets::SecretsConfig),
 }
 
 super::grant::sections! {
@@ -26,6 +29,7 @@ super::grant::sections! {
     bus: bus::BusGrant,
     http_out: http_out::HttpOutGrant,
     http: http::grant::HttpGrant,
+    secrets: secrets::SecretsGrant,
 }
 
 super::ops::families! {

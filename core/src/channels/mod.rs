@@ -18,6 +18,7 @@ mod open;
 pub mod ops;
 pub mod outbox;
 pub mod secret;
+pub mod secrets;
 pub mod sql;
 pub mod turns;
 
@@ -414,6 +415,13 @@ pub trait KeyReads: Send + Sync {
     /// Lists at once the keys that start with `prefix`, at most `limit`, in
     /// byte order: rows of `key` and `value`.
     fn list(&self, prefix: &str, limit: u32, caller: &Caller, max_bytes: usize) -> Result<Reading, ChannelError>;
+
+    /// Whether every value stays the same while the host runs (a `secrets`
+    /// channel's): a read is then neither kept for the save to check nor
+    /// recorded with its value.
+    fn constant(&self) -> bool {
+        false
+    }
 }
 
 /// The fetches of a channel ([`Channel::fetches`]).

@@ -178,6 +178,18 @@ impl Credentials {
     }
 }
 
+/// Resolves one secret's template, which must hold a reference (a
+/// `secrets` channel's value): why not, when it cannot.
+pub fn resolve_secret(template: &str) -> Result<Secret, String> {
+    resolve(template, true)
+}
+
+/// A secret of `text`, for tests of the kinds that hold one.
+#[cfg(test)]
+pub(crate) fn test_secret(text: &str) -> Secret {
+    Secret(text.to_string())
+}
+
 /// Resolves one template: literal text with `${env:NAME}` and
 /// `${file:PATH}` references. With `secret`, at least one reference is
 /// required: a credential written out in `sluice.toml` is refused.

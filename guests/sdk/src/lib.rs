@@ -21,6 +21,8 @@ wit_bindgen::generate!({
 
 pub use sluice::service::{from, to, types};
 
+pub mod time;
+
 /// The wit-bindgen this crate was built with, so a service depends on
 /// `sluice-guest` alone: [`generate!`] and the code it writes use this.
 pub use wit_bindgen;

@@ -135,10 +135,11 @@ impl ReplayChannel {
             crate::channels::bus::KIND,
             crate::channels::http_out::KIND,
             crate::channels::http::KIND,
+            crate::channels::secrets::KIND,
         ]
         .into_iter()
         .find(|k| k.name() == kind)
-        .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out, http)"))?;
+        .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out, http, secrets)"))?;
         Ok(ReplayChannel { name: name.to_string(), kind, state: Arc::clone(state) })
     }
 }
@@ -165,6 +166,11 @@ impl SqlChannel for ReplayChannel {
 
 impl KeyReads for ReplayChannel {
     fn get(&self, key: &str, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
+        if self.kind == crate::channels::secrets::KIND {
+            return Err(ChannelError::Invalid(format!(
+                "a replay has no secrets: a recorded scope keeps that {key} was read, never its value"
+            )));
+        }
         self.state.answer(&self.name, &Asked::Get { key: key.to_string() }, caller)
     }
 
@@ -202,7 +208,9 @@ impl Channel for ReplayChannel {
     }
 
     fn keys(&self) -> Option<&dyn KeyReads> {
-        (self.kind == crate::channels::kv::KIND).then_some(self as &dyn KeyReads)
+        [crate::channels::kv::KIND, crate::channels::secrets::KIND]
+            .contains(&self.kind)
+            .then_some(self as &dyn KeyReads)
     }
 
     fn fetches(&self) -> Option<&dyn Fetches> {
