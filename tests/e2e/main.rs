@@ -4,6 +4,7 @@
 mod cases;
 mod channels;
 mod cli;
+mod conduit;
 mod conformance;
 mod contract;
 mod costs;

@@ -16,15 +16,17 @@ pub const MAX_BODY: usize = 512 << 10;
 pub struct Answer {
     pub status: u16,
     pub body: Option<Json>,
+    /// The methods the route takes, for a 405's `Allow`.
+    pub allow: Option<&'static str>,
 }
 
 impl Answer {
     pub fn json(status: u16, body: Json) -> Answer {
-        Answer { status, body: Some(body) }
+        Answer { status, body: Some(body), allow: None }
     }
 
     pub fn empty(status: u16) -> Answer {
-        Answer { status, body: None }
+        Answer { status, body: None, allow: None }
     }
 
     /// The spec's error body: `{"errors": {"body": [...]}}`.
@@ -118,6 +120,9 @@ pub fn respond(out: ResponseOutparam, answer: &Answer, methods: Option<&str>) {
         set("access-control-allow-methods", methods);
         set("access-control-allow-headers", "Authorization, Content-Type, X-Requested-With");
         set("access-control-max-age", "86400");
+    }
+    if let Some(allow) = answer.allow {
+        set("allow", allow);
     }
     let text = answer.body.as_ref().map(Json::to_string);
     if text.is_some() {

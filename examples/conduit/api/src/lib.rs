@@ -99,13 +99,15 @@ fn route(request: &IncomingRequest) -> Handled {
     let method = request.method();
     let target = request.path_with_query().unwrap_or_default();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = http::query_pairs(query).ok_or_else(|| Answer::error(422, "the query is not valid UTF-8"))?;
+    let query = http::query_pairs(query)
+        .filter(|pairs| pairs.iter().all(|(n, v)| !n.contains('\0') && !v.contains('\0')))
+        .ok_or_else(|| Answer::error(422, "the query is not valid UTF-8, or holds a NUL"))?;
     let segments: Vec<String> = path
         .trim_matches('/')
         .split('/')
-        .map(|s| http::decode(s, false))
+        .map(|s| http::decode(s, false).filter(|s| !s.contains('\0')))
         .collect::<Option<_>>()
-        .ok_or_else(|| Answer::error(404, "the path is not valid UTF-8"))?;
+        .ok_or_else(|| Answer::error(404, "the path is not valid UTF-8, or holds a NUL"))?;
     let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
     let asked = Asked { request, query };
     use Method::{Delete, Get, Post, Put};
@@ -129,18 +131,27 @@ fn route(request: &IncomingRequest) -> Handled {
         (["articles", slug, "comments"], Post) => comment(&asked, slug),
         (["articles", slug, "comments", id], Delete) => delete_comment(&asked, slug, id),
         (["tags"], Get) => tags(),
-        (
-            ["users" | "user" | "tags" | "articles"]
-            | ["users", "login"]
-            | ["profiles", _]
-            | ["profiles", _, "follow"]
-            | ["articles", _]
-            | ["articles", _, "favorite" | "comments"]
-            | ["articles", _, "comments", _],
-            _,
-        ) => Err(Answer::error(405, "this route does not take that method")),
-        _ => Err(Answer::error(404, &format!("no route {path}"))),
+        (route, _) => match allowed(route) {
+            Some(allow) => {
+                Err(Answer { allow: Some(allow), ..Answer::error(405, "this route does not take that method") })
+            }
+            None => Err(Answer::error(404, &format!("no route {path}"))),
+        },
     }
+}
+
+/// The methods a route of the API takes, when `parts` is one.
+fn allowed(parts: &[&str]) -> Option<&'static str> {
+    Some(match parts {
+        ["users"] | ["users", "login"] => "POST",
+        ["user"] => "GET, PUT",
+        ["profiles", _] | ["articles", "feed"] | ["tags"] => "GET",
+        ["articles", _, "comments"] | ["articles"] => "GET, POST",
+        ["profiles", _, "follow"] | ["articles", _, "favorite"] => "POST, DELETE",
+        ["articles", _] => "GET, PUT, DELETE",
+        ["articles", _, "comments", _] => "DELETE",
+        _ => return None,
+    })
 }
 
 // Users and authentication.
@@ -225,9 +236,9 @@ fn create(asked: &Asked) -> Handled {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::Array(tags)) => tags
             .iter()
-            .map(|t| t.as_str().map(str::to_string))
+            .map(|t| t.as_str().filter(|t| !t.contains('\0')).map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Answer::error(422, "tagList must be an array of strings"))?,
+            .ok_or_else(|| Answer::error(422, "tagList must be an array of strings without NUL"))?,
         Some(_) => return Err(Answer::error(422, "tagList must be an array of strings")),
     };
     let draft = Draft { title, description, body, tag_list };
@@ -302,6 +313,8 @@ fn object<'a>(body: &'a Json, name: &str) -> Result<&'a serde_json::Map<String, 
 /// spec's words.
 fn required(fields: &serde_json::Map<String, Json>, name: &str) -> Result<String, String> {
     match fields.get(name) {
+        // PostgreSQL's text holds no NUL: refused here on every store.
+        Some(Json::String(s)) if s.contains('\0') => Err(format!("{name} may not hold a NUL character")),
         Some(Json::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         Some(Json::String(_) | Json::Null) | None => Err(format!("{name} can't be blank")),
         Some(_) => Err(format!("{name} must be a string")),
@@ -325,6 +338,7 @@ fn all_required<const N: usize>(
 fn optional(fields: &serde_json::Map<String, Json>, name: &str) -> Result<Option<String>, Answer> {
     match fields.get(name) {
         None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) if s.contains('\0') => Err(Answer::error(422, &format!("{name} may not hold a NUL character"))),
         Some(Json::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(Answer::error(422, &format!("{name} must be a string"))),
     }

@@ -4,7 +4,8 @@
 const MAX: usize = 96;
 
 /// `How to train your dragon` → `how-to-train-your-dragon`: ASCII letters
-/// and digits, lower-cased, every other run of characters one `-`. A title
+/// and digits, lower-cased, apostrophes dropped (`Ann's` → `anns`), every
+/// other run of characters one `-`. A title
 /// with none of them gives `article`.
 pub fn slugify(title: &str) -> String {
     let mut slug = String::new();
@@ -14,12 +15,18 @@ pub fn slugify(title: &str) -> String {
                 break;
             }
             slug.push(c.to_ascii_lowercase());
+        } else if c == '\'' || c == '\u{2019}' {
+            continue;
         } else if !slug.is_empty() && !slug.ends_with('-') {
             slug.push('-');
         }
     }
-    let slug = slug.trim_end_matches('-');
-    if slug.is_empty() { "article".into() } else { slug.into() }
+    match slug.trim_end_matches('-') {
+        "" => "article".into(),
+        // `/api/articles/feed` is the feed, not an article.
+        "feed" => "feed-article".into(),
+        slug => slug.into(),
+    }
 }
 
 /// `base` with a suffix from `random`, for a slug already taken:
@@ -38,6 +45,8 @@ mod tests {
         assert_eq!(slugify("  Did you train your dragon?! "), "did-you-train-your-dragon");
         assert_eq!(slugify("../../etc/passwd"), "etc-passwd");
         assert_eq!(slugify("日本語"), "article");
+        assert_eq!(slugify("Feed!"), "feed-article");
+        assert_eq!(slugify("Ann's notes"), "anns-notes");
         assert_eq!(slugify(&"a".repeat(500)).len(), MAX);
         assert_eq!(suffixed("x", 0x1234_5678), "x-345678");
     }
