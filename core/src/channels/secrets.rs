@@ -20,7 +20,7 @@
 //! with it what its code does (sign, hash, send): grant it only to the
 //! service that needs it. A secret's value cannot change while the host
 //! runs, so its read is not kept for the save to check, and a recorded
-//! scope keeps that it was read, never the value.
+//! scope does not keep it (a replay, which has no secrets, refuses it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -168,7 +168,7 @@ impl KeyReads for ReplayChannel {
     fn get(&self, key: &str, caller: &Caller, _: usize) -> Result<Reading, ChannelError> {
         if self.kind == crate::channels::secrets::KIND {
             return Err(ChannelError::Invalid(format!(
-                "a replay has no secrets: a recorded scope keeps that {key} was read, never its value"
+                "a replay has no secrets: a recorded scope keeps no read of {key}, nor its value"
             )));
         }
         self.state.answer(&self.name, &Asked::Get { key: key.to_string() }, caller)

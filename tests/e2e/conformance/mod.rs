@@ -1,6 +1,6 @@
 //! The conformance suite: one set of hostile and fault cases, written once,
 //! that every channel kind of a family passes. A kind is registered with
-//! one line in [`SQL_KINDS`], [`KV_KINDS`], [`EFFECT_KINDS`] or [`FETCH_KINDS`] (its name and how a host gets a
+//! one line in [`SQL_KINDS`], [`KV_KINDS`], [`EFFECT_KINDS`], [`FETCH_KINDS`] or [`SECRET_KINDS`] (its name and how a host gets a
 //! channel `x` of it), and fails here until it holds.
 //!
 //! - SQL kinds: a grant of `"*"` reaches no host table and no catalog, for
@@ -23,6 +23,11 @@
 //!   `command-bytes` breaks the limit before it is sent; an answer over
 //!   `result-bytes` is refused while it streams in, in time; an API that
 //!   never answers costs the caller its deadline and nothing more.
+//!
+//! - secret kinds (secrets): a name the grant does not list, however
+//!   close, is refused with no value in the refusal; a value over
+//!   `result-bytes` is refused; no command and no listing; a recorded
+//!   scope keeps no read of it.
 //!
 //! - kinds reached over the network ([`faults`]: PostgreSQL, Redis, Redis
 //!   with an outbox): a server that stops answering, a commit that breaks
@@ -436,6 +441,82 @@ fn every_fetch_kind_holds_its_grant_and_its_limits() {
             started.elapsed()
         );
         drop(silent);
+        eprintln!("conformance: {name}: passed");
+    }
+}
+
+/// A kind of the secrets family (values the operator gives the host,
+/// which a service reads by name): its name, and the `sluice.toml` lines
+/// of a channel `x` holding `jwt` (a short value) and `big` (one over the
+/// test's `result-bytes`), from `env` (the variables the host is given).
+struct SecretKind {
+    name: &'static str,
+    lines: &'static str,
+    env: fn() -> Vec<(&'static str, String)>,
+}
+
+const SECRET_KINDS: &[SecretKind] = &[SecretKind {
+    name: "secrets",
+    lines: "[channels.x]\nkind = \"secrets\"\nvalues = { jwt = \"${env:CONFORMANCE_JWT}\", big = \"${env:CONFORMANCE_BIG}\", \
+            jwtx = \"${env:CONFORMANCE_JWT}\" }\n",
+    env: || vec![("CONFORMANCE_JWT", "s3cr3t-value-0f-the-test".into()), ("CONFORMANCE_BIG", "b".repeat(12_000))],
+}];
+
+/// Secret kinds: a name the grant does not list (a prefix of one, a longer
+/// one) is refused, and the refusal holds no value; a value over
+/// `result-bytes` is refused; no command, no listing; a recorded scope
+/// keeps no read of it.
+#[test]
+fn every_secret_kind_holds_its_grant_and_keeps_its_values() {
+    for kind in SECRET_KINDS {
+        let f = Fixture::new(&["probe"]);
+        f.write_manifest(
+            "probe",
+            "[channels.x]\nsecrets = [\"jwt\", \"big\"]\n[limits]\nresult-bytes = 4096\ncommand-bytes = 65536\n",
+        );
+        let env = (kind.env)();
+        let value = env[0].1.clone();
+        let config = f.dir.path().join("sluice.toml");
+        let main = format!("[channels.main]\nkind = \"sql\"\nurl = \"sqlite://{}\"\n\n", f.db_path().display());
+        std::fs::write(&config, format!("{main}{}", kind.lines)).expect("config");
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config_path = config.to_string_lossy().into_owned();
+        env.push(("SLUICE_CONFIG", &config_path));
+        let name = kind.name;
+        // What the call printed, its JSON made compact.
+        let call = |args: &[&str]| {
+            let out = f.sluice_env(&env, &[&["call", "--json"], args].concat());
+            let printed = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .map_or_else(|_| text(&out.stdout), |json| json.to_string());
+            format!("{printed}{}", text(&out.stderr))
+        };
+        let got = call(&["probe.kv-get", "x", "jwt"]);
+        let bytes: Vec<String> = value.bytes().map(|b| b.to_string()).collect();
+        assert!(got.contains(&bytes.join(",")), "{name}: the granted secret: {got}");
+        for other in ["jw", "jwtx", "JWT"] {
+            let refused = call(&["probe.kv-get", "x", other]);
+            assert!(refused.contains("\"denied\""), "{name}: {other}: {refused}");
+            assert!(!refused.contains(&value) && !refused.contains(&bytes.join(",")), "{name}: {refused}");
+        }
+        let big = call(&["probe.kv-get", "x", "big"]);
+        assert!(big.contains("limits.result-bytes"), "{name}: a value over result-bytes: {big}");
+        for args in [
+            &["probe.kv-set", "x", "jwt", "[1]"][..],
+            &["probe.kv-remove", "x", "jwt"],
+            &["probe.kv-increment", "x", "jwt", "1"],
+            &["probe.kv-list", "x", "j", "10"],
+        ] {
+            let refused = call(args);
+            assert!(refused.contains("\"invalid\""), "{name}: {args:?}: {refused}");
+            assert!(!refused.contains(&value), "{name}: {refused}");
+        }
+        let case = f.dir.path().join("case.json");
+        let recorded = call(&["--record", &case.to_string_lossy(), "probe.kv-get", "x", "jwt"]);
+        let kept = std::fs::read_to_string(&case).unwrap_or_else(|e| panic!("{name}: no case ({e}): {recorded}"));
+        // The probe returns what it read, so the case's result holds it;
+        // its reads do not.
+        let case: serde_json::Value = serde_json::from_str(&kept).expect("a case");
+        assert_eq!(case["reads"], serde_json::json!([]), "{name}: the case keeps the read: {kept}");
         eprintln!("conformance: {name}: passed");
     }
 }
