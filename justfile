@@ -150,19 +150,27 @@ tools:
     scripts/python-tools {{venv}}
 
 # Run the benchmarks: criterion (B1 to B4), then HTTP under wrk (B5, B6),
-# then a fleet on PostgreSQL against pgbench (B8), and write BENCHMARKS.md
+# then a fleet on PostgreSQL against pgbench (B8), then the Conduit example
+# against the shop (B9), and write BENCHMARKS.md
 # from this run (release build; the first takes a while).
 bench: guests polyglot
     SLUICE_COMPONENTS={{components}} cargo bench -p sluice-host --bench scope
     scripts/bench-http {{target}}/bench-http.json
     scripts/bench-fleet {{target}}/bench-fleet.json
-    scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md {{target}}/bench-fleet.json
+    scripts/bench-conduit {{target}}/bench-conduit.json
+    scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md {{target}}/bench-fleet.json {{target}}/bench-conduit.json
 
 # B8 alone: the fleet on one PostgreSQL database against pgbench
 # (scripts/bench-fleet), written into BENCHMARKS.md in place.
 bench-fleet: guests
     scripts/bench-fleet {{target}}/bench-fleet.json
     scripts/bench-report --fleet {{target}}/bench-fleet.json BENCHMARKS.md
+
+# B9 alone: the Conduit example against the shop examples under wrk
+# (scripts/bench-conduit), written into BENCHMARKS.md in place.
+bench-conduit: guests
+    scripts/bench-conduit {{target}}/bench-conduit.json
+    scripts/bench-report --conduit {{target}}/bench-conduit.json BENCHMARKS.md
 
 # Instruction counts of B1 to B4's hot paths under callgrind, against
 # host/benches/counts.baseline: fails when one grew by more than 10% (CI
