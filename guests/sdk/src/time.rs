@@ -41,12 +41,7 @@ pub fn rfc3339(seconds: u64, millis: u32) -> String {
     let days = seconds / 86_400;
     let rest = seconds % 86_400;
     let (year, month, day) = civil(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 /// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's

@@ -139,7 +139,9 @@ impl ReplayChannel {
         ]
         .into_iter()
         .find(|k| k.name() == kind)
-        .ok_or_else(|| format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out, http, secrets)"))?;
+        .ok_or_else(|| {
+            format!("channel {name}: {kind:?} is not a channel kind (sql, kv, bus, http-out, http, secrets)")
+        })?;
         Ok(ReplayChannel { name: name.to_string(), kind, state: Arc::clone(state) })
     }
 }

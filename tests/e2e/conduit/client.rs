@@ -49,14 +49,22 @@ impl Conduit {
         let out = fixture.sluice_env(&env, &["migrate", &schema]);
         assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
         let served = fixture.serve_env(&env, &[]);
-        let client = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("client");
+        let client =
+            reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("client");
         Conduit { fixture, served, client, exchanges: RefCell::new(Vec::new()) }
     }
 
     /// `method path` under `/api` (`template` is the spec's path), with a
     /// token and a JSON body when given: the status and the JSON answer
     /// (`Null` for none).
-    pub fn call(&self, method: &str, path: &str, template: &str, token: Option<&str>, body: Option<Json>) -> (u16, Json) {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        template: &str,
+        token: Option<&str>,
+        body: Option<Json>,
+    ) -> (u16, Json) {
         let method_ = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
         let mut request = self.client.request(method_, self.served.url(&format!("/api{path}")));
         if let Some(token) = token {
@@ -67,8 +75,7 @@ impl Conduit {
         }
         let response = request.send().unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.served.log()));
         let status = response.status().as_u16();
-        let content_type =
-            response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
         let text = response.text().expect("body");
         let body = if text.is_empty() {
             None
@@ -91,7 +98,8 @@ impl Conduit {
 
     /// Registers a user; their token.
     pub fn register(&self, username: &str, password: &str) -> String {
-        let user = json!({"user": {"username": username, "email": format!("{username}@conduit.test"), "password": password}});
+        let user =
+            json!({"user": {"username": username, "email": format!("{username}@conduit.test"), "password": password}});
         let (status, body) = self.call("POST", "/users", "/users", None, Some(user));
         assert_eq!(status, 201, "{body}");
         body["user"]["token"].as_str().expect("a token").to_string()

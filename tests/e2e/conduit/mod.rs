@@ -35,7 +35,10 @@ fn the_conduit_flows_pass_on_postgres() {
 
 /// The reasons of a 422 (`errors.body`), joined.
 fn reasons(body: &Json) -> String {
-    body["errors"]["body"].as_array().map(|r| r.iter().filter_map(Json::as_str).collect::<Vec<_>>().join("; ")).unwrap_or_default()
+    body["errors"]["body"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Json::as_str).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
 }
 
 fn flows(c: &Conduit) {
@@ -100,7 +103,10 @@ fn users(c: &Conduit) -> String {
 fn profiles(c: &Conduit, jake: &str, ann: &str) {
     let (status, body) = c.get("/profiles/jake", "/profiles/{username}", None);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["profile"], json!({"username": "jake", "bio": "I like to skateboard", "image": "https://i.stack.imgur.com/xHWG8.jpg", "following": false}));
+    assert_eq!(
+        body["profile"],
+        json!({"username": "jake", "bio": "I like to skateboard", "image": "https://i.stack.imgur.com/xHWG8.jpg", "following": false})
+    );
     let follow = |method: &str, token: Option<&str>, name: &str| {
         c.call(method, &format!("/profiles/{name}/follow"), "/profiles/{username}/follow", token, None)
     };
@@ -152,27 +158,44 @@ fn articles(c: &Conduit, jake: &str, ann: &str) -> String {
     assert_eq!(listed[0]["author"]["username"], "ann", "newest first: {body}");
     assert!(listed.iter().all(|a| a.get("body").is_none()), "lists leave the body out: {body}");
     let slugs = |body: &Json| -> Vec<String> {
-        body["articles"].as_array().expect("articles").iter().filter_map(|a| a["slug"].as_str().map(str::to_string)).collect()
+        body["articles"]
+            .as_array()
+            .expect("articles")
+            .iter()
+            .filter_map(|a| a["slug"].as_str().map(str::to_string))
+            .collect()
     };
     let (_, body) = list("?tag=dragons", None);
     assert_eq!((body["articlesCount"].as_u64(), slugs(&body).len()), (Some(2), 2), "{body}");
     let (_, body) = list("?author=ann", None);
     assert_eq!(slugs(&body), ["anns-notes"], "{body}");
     let (_, body) = list("?tag=dragons&limit=1&offset=1", None);
-    assert_eq!((body["articlesCount"].as_u64(), slugs(&body)), (Some(2), vec!["how-to-train-your-dragon".to_string()]), "{body}");
+    assert_eq!(
+        (body["articlesCount"].as_u64(), slugs(&body)),
+        (Some(2), vec!["how-to-train-your-dragon".to_string()]),
+        "{body}"
+    );
     assert_eq!(list("?limit=0", None).0, 422);
     assert_eq!(list("?offset=-1", None).0, 422);
 
-    let (status, body) = c.call("POST", "/articles/how-to-train-your-dragon/favorite", "/articles/{slug}/favorite", Some(ann), None);
+    let (status, body) =
+        c.call("POST", "/articles/how-to-train-your-dragon/favorite", "/articles/{slug}/favorite", Some(ann), None);
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["article"]["favorited"].as_bool(), body["article"]["favoritesCount"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(
+        (body["article"]["favorited"].as_bool(), body["article"]["favoritesCount"].as_u64()),
+        (Some(true), Some(1))
+    );
     let (_, body) = list("?favorited=ann", Some(ann));
     assert_eq!(slugs(&body), ["how-to-train-your-dragon"], "{body}");
     assert_eq!(body["articles"][0]["favorited"], true, "{body}");
     let (_, body) = c.get("/articles/how-to-train-your-dragon", "/articles/{slug}", None);
-    assert_eq!((body["article"]["favorited"].as_bool(), body["article"]["favoritesCount"].as_u64()), (Some(false), Some(1)));
+    assert_eq!(
+        (body["article"]["favorited"].as_bool(), body["article"]["favoritesCount"].as_u64()),
+        (Some(false), Some(1))
+    );
     assert_eq!(body["article"]["body"], "You have to believe", "{body}");
-    let (status, body) = c.call("DELETE", "/articles/how-to-train-your-dragon/favorite", "/articles/{slug}/favorite", Some(ann), None);
+    let (status, body) =
+        c.call("DELETE", "/articles/how-to-train-your-dragon/favorite", "/articles/{slug}/favorite", Some(ann), None);
     assert_eq!((status, body["article"]["favoritesCount"].as_u64()), (200, Some(0)), "{body}");
     assert_eq!(c.call("POST", "/articles/nope/favorite", "/articles/{slug}/favorite", Some(ann), None).0, 404);
 
@@ -182,10 +205,13 @@ fn articles(c: &Conduit, jake: &str, ann: &str) -> String {
     let (_, body) = c.get("/articles/feed", "/articles/feed", Some(jake));
     assert_eq!(body["articlesCount"], 0, "jake follows nobody: {body}");
 
-    let edit = |token: &str, slug: &str, body: Json| c.call("PUT", &format!("/articles/{slug}"), "/articles/{slug}", Some(token), Some(body));
+    let edit = |token: &str, slug: &str, body: Json| {
+        c.call("PUT", &format!("/articles/{slug}"), "/articles/{slug}", Some(token), Some(body))
+    };
     let (status, body) = edit(ann, "how-to-train-your-dragon", json!({"article": {"title": "mine"}}));
     assert_eq!(status, 403, "{body}");
-    let (status, body) = edit(jake, "how-to-train-your-dragon", json!({"article": {"title": "Did you train your dragon?"}}));
+    let (status, body) =
+        edit(jake, "how-to-train-your-dragon", json!({"article": {"title": "Did you train your dragon?"}}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["article"]["slug"], "did-you-train-your-dragon", "a new title, a new slug: {body}");
     assert_ne!(body["article"]["updatedAt"], body["article"]["createdAt"], "{body}");
@@ -216,9 +242,15 @@ fn comments(c: &Conduit, jake: &str, ann: &str, slug: &str) {
     assert_eq!(status, 200, "{body}");
     let listed = body["comments"].as_array().expect("comments");
     assert_eq!(listed.len(), 2, "{body}");
-    assert_eq!((listed[0]["id"].as_i64(), listed[0]["author"]["following"].as_bool()), (Some(id), Some(false)), "oldest first: {body}");
+    assert_eq!(
+        (listed[0]["id"].as_i64(), listed[0]["author"]["following"].as_bool()),
+        (Some(id), Some(false)),
+        "oldest first: {body}"
+    );
 
-    let remove = |token: &str, id: i64| c.call("DELETE", &format!("{path}/{id}"), "/articles/{slug}/comments/{id}", Some(token), None);
+    let remove = |token: &str, id: i64| {
+        c.call("DELETE", &format!("{path}/{id}"), "/articles/{slug}/comments/{id}", Some(token), None)
+    };
     assert_eq!(remove(jake, id).0, 403, "jake may not delete ann's comment");
     let (status, body) = remove(ann, id);
     assert_eq!((status, body), (204, Json::Null));
@@ -259,7 +291,8 @@ fn edges(c: &Conduit) {
         .send()
         .expect("OPTIONS");
     assert_eq!(preflight.status().as_u16(), 204);
-    let header = |name: &str| preflight.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let header =
+        |name: &str| preflight.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert_eq!(header("access-control-allow-origin"), "*");
     assert!(header("access-control-allow-headers").contains("Authorization"), "{:?}", preflight.headers());
     assert!(header("access-control-allow-headers").contains("Content-Type"), "{:?}", preflight.headers());

@@ -201,7 +201,8 @@ fn profile(asked: &Asked, name: &str) -> Handled {
 
 fn follow(asked: &Asked, name: &str, on: bool) -> Handled {
     let (user, _) = asked.user()?;
-    let found = if on { profiles::follow(user.id, name) } else { profiles::unfollow(user.id, name) }.map_err(problem)?;
+    let found =
+        if on { profiles::follow(user.id, name) } else { profiles::unfollow(user.id, name) }.map_err(problem)?;
     Ok(Answer::json(200, json!({ "profile": shapes::profile(&found) })))
 }
 
@@ -209,8 +210,13 @@ fn follow(asked: &Asked, name: &str, on: bool) -> Handled {
 
 fn list(asked: &Asked) -> Handled {
     let (limit, offset) = asked.paging()?;
-    let filter =
-        Filter { tag: asked.param("tag"), author: asked.param("author"), favorited: asked.param("favorited"), limit, offset };
+    let filter = Filter {
+        tag: asked.param("tag"),
+        author: asked.param("author"),
+        favorited: asked.param("favorited"),
+        limit,
+        offset,
+    };
     let page = articles::search(asked.viewer()?, &filter).map_err(problem)?;
     Ok(Answer::json(200, shapes::page(&page)))
 }
@@ -338,7 +344,9 @@ fn all_required<const N: usize>(
 fn optional(fields: &serde_json::Map<String, Json>, name: &str) -> Result<Option<String>, Answer> {
     match fields.get(name) {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) if s.contains('\0') => Err(Answer::error(422, &format!("{name} may not hold a NUL character"))),
+        Some(Json::String(s)) if s.contains('\0') => {
+            Err(Answer::error(422, &format!("{name} may not hold a NUL character")))
+        }
         Some(Json::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(Answer::error(422, &format!("{name} must be a string"))),
     }

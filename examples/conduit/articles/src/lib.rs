@@ -11,7 +11,7 @@ mod slug;
 use std::collections::HashMap;
 
 use conduit::app::profiles::{self, Problem, Profile};
-use exports::conduit::app::articles::{Article, Draft, Filter, Revision, Guest, Page};
+use exports::conduit::app::articles::{Article, Draft, Filter, Guest, Page, Revision};
 use sluice_guest::types::Value;
 use sluice_guest::{from, row, time, to};
 
@@ -38,7 +38,8 @@ impl Guest for Component {
     fn search(viewer: Option<i64>, filter: Filter) -> Result<Page, Problem> {
         let mut conditions: Vec<(&str, Value)> = Vec::new();
         if let Some(tag) = filter.tag {
-            conditions.push(("EXISTS (SELECT 1 FROM article_tags t WHERE t.article = a.id AND t.tag = ?N)", tag.into()));
+            conditions
+                .push(("EXISTS (SELECT 1 FROM article_tags t WHERE t.article = a.id AND t.tag = ?N)", tag.into()));
         }
         if let Some(author) = filter.author {
             conditions.push(("a.author IN (SELECT u.id FROM users u WHERE u.username = ?N)", author.into()));
@@ -143,8 +144,8 @@ impl Guest for Component {
         if !set.is_empty() {
             found.updated_at = time::now_rfc3339();
             set.push(("updated_at", found.updated_at.as_str().into()));
-            let ticket =
-                to::update(CHANNEL, "articles", &row(&[("id", found.id.into())]), &row(&set)).map_err(Problem::Store)?;
+            let ticket = to::update(CHANNEL, "articles", &row(&[("id", found.id.into())]), &row(&set))
+                .map_err(Problem::Store)?;
             to::expect(ticket, 1).map_err(Problem::Store)?;
         }
         shown(Some(viewer), found)
@@ -183,8 +184,8 @@ impl Guest for Component {
     }
 
     fn id_of(slug: String) -> Result<i64, Problem> {
-        let rows =
-            from::query(CHANNEL, "SELECT id FROM articles WHERE slug = ?1", &[slug.as_str().into()]).map_err(Problem::Store)?;
+        let rows = from::query(CHANNEL, "SELECT id FROM articles WHERE slug = ?1", &[slug.as_str().into()])
+            .map_err(Problem::Store)?;
         rows.value(0, "id").ok_or_else(|| not_found(&slug))
     }
 
@@ -239,8 +240,11 @@ fn page(viewer: Option<i64>, conditions: &[(&str, Value)], limit: u32, offset: u
     }
     // The page's statement binds the viewer first; the count's does not.
     let filter = |first: usize| {
-        let parts: Vec<String> =
-            conditions.iter().enumerate().map(|(i, (text, _))| text.replace("?N", &format!("?{}", first + i))).collect();
+        let parts: Vec<String> = conditions
+            .iter()
+            .enumerate()
+            .map(|(i, (text, _))| text.replace("?N", &format!("?{}", first + i)))
+            .collect();
         if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) }
     };
     let values = conditions.iter().map(|(_, value)| value.clone());
@@ -255,8 +259,12 @@ fn page(viewer: Option<i64>, conditions: &[(&str, Value)], limit: u32, offset: u
     );
     let rows = from::query(CHANNEL, &sql, &params).map_err(Problem::Store)?;
     let found: Vec<Stored> = rows.iter().filter_map(|r| stored_of(&r)).collect();
-    let counted = from::query(CHANNEL, &format!("SELECT COUNT(*) AS n FROM articles a{}", filter(1)), &values.collect::<Vec<_>>())
-        .map_err(Problem::Store)?;
+    let counted = from::query(
+        CHANNEL,
+        &format!("SELECT COUNT(*) AS n FROM articles a{}", filter(1)),
+        &values.collect::<Vec<_>>(),
+    )
+    .map_err(Problem::Store)?;
     let count = counted.value(0, "n").unwrap_or(0);
     let mut tags = tags_by_article(&found.iter().map(|s| s.id).collect::<Vec<_>>())?;
     let authors = authors(viewer, found.iter().map(|s| s.author).collect())?;

@@ -71,10 +71,11 @@ impl Guest for Component {
 
     fn remove(viewer: i64, slug: String, id: i64) -> Result<(), Problem> {
         let article = articles::id_of(&slug)?;
-        let rows = from::query(CHANNEL, "SELECT author FROM comments WHERE id = ?1 AND article = ?2", &[
-            id.into(),
-            article.into(),
-        ])
+        let rows = from::query(
+            CHANNEL,
+            "SELECT author FROM comments WHERE id = ?1 AND article = ?2",
+            &[id.into(), article.into()],
+        )
         .map_err(Problem::Store)?;
         match rows.value::<i64>(0, "author") {
             None => Err(Problem::NotFound(format!("no comment {id} on {slug}"))),

@@ -143,11 +143,13 @@ impl Guest for Component {
         if let Some(password) = changes.password {
             let hash = password::hash(&password, &time::random_bytes(16)).map_err(invalid_store)?;
             let key = row(&[("user_id", id.into())]);
-            let ticket = to::update(CHANNEL, "passwords", &key, &row(&[("hash", hash.into())])).map_err(Problem::Store)?;
+            let ticket =
+                to::update(CHANNEL, "passwords", &key, &row(&[("hash", hash.into())])).map_err(Problem::Store)?;
             to::expect(ticket, 1).map_err(Problem::Store)?;
         }
         if !set.is_empty() {
-            let ticket = to::update(CHANNEL, "users", &row(&[("id", id.into())]), &row(&set)).map_err(Problem::Store)?;
+            let ticket =
+                to::update(CHANNEL, "users", &row(&[("id", id.into())]), &row(&set)).map_err(Problem::Store)?;
             // The user must still be there when the save applies it.
             to::expect(ticket, 1).map_err(Problem::Store)?;
         }
@@ -167,7 +169,9 @@ fn signed_in(user: User) -> Result<SignedIn, Problem> {
 fn key() -> Result<Vec<u8>, Problem> {
     match from::get(KEYS, JWT_KEY).map_err(Problem::Store)? {
         Some(key) if key.len() >= MIN_KEY => Ok(key),
-        Some(_) => Err(invalid_store(format!("the secret {JWT_KEY} of channel {KEYS} is shorter than {MIN_KEY} bytes"))),
+        Some(_) => {
+            Err(invalid_store(format!("the secret {JWT_KEY} of channel {KEYS} is shorter than {MIN_KEY} bytes")))
+        }
         None => Err(invalid_store(format!("channel {KEYS} has no secret {JWT_KEY}"))),
     }
 }
@@ -197,7 +201,12 @@ fn user_of(rows: &sluice_guest::types::Rows) -> Option<User> {
 /// The read is kept: a user registered with the same name before this
 /// scope saves makes the save a conflict, and the scope runs again and
 /// finds the name taken, so the answer is a 422, never a failed insert.
-fn taken(except: Option<i64>, username: Option<&str>, email: Option<&str>, reasons: &mut Vec<String>) -> Result<(), Problem> {
+fn taken(
+    except: Option<i64>,
+    username: Option<&str>,
+    email: Option<&str>,
+    reasons: &mut Vec<String>,
+) -> Result<(), Problem> {
     if username.is_none() && email.is_none() {
         return Ok(());
     }

@@ -85,7 +85,8 @@ mod tests {
         parts[1] = &forged;
         assert_eq!(verify(KEY, &parts.join("."), 1), Err(Refused::Signature));
         // The "none" algorithm, unsigned.
-        let none = format!("{}.{}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#), B64.encode(r#"{"sub":"42","exp":1000}"#));
+        let none =
+            format!("{}.{}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#), B64.encode(r#"{"sub":"42","exp":1000}"#));
         assert_eq!(verify(KEY, &none, 1), Err(Refused::Malformed));
         assert_eq!(verify(KEY, "not a token", 1), Err(Refused::Malformed));
         assert_eq!(verify(KEY, &format!("{token}.x"), 1), Err(Refused::Malformed));
