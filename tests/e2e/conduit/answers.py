@@ -4,7 +4,8 @@ content type, JSON body) must be an answer the document describes for that
 operation, its body valid against the response's schema, its content type
 the one the response names. A 401, 403 or 404 the document does not list
 for an operation is allowed where error-handling.md requires it, and its
-body must then be the spec's error body (GenericErrorModel).
+body must then be the spec's error body (GenericErrorModel). Every
+operation of the document must have been answered with a success once.
 
     python answers.py OPENAPI_YML EXCHANGES_JSON
 
@@ -96,6 +97,12 @@ def main(spec_path, exchanges_path):
         else:
             problems += validate(x["body"], pointer + "/content/application~1json/schema", where)
         checked += 1
+    # Every operation of the document was answered with a success once.
+    succeeded = {(x["method"], x["template"]) for x in exchanges if 200 <= x["status"] < 300}
+    for template, operations in spec["paths"].items():
+        for method in operations:
+            if (method, template) not in succeeded:
+                problems.append(f"{method.upper()} {template}: never answered with a success")
     print(f"checked {checked} answers against {spec_path}")
     if problems:
         print("\n".join(problems))
