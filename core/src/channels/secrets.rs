@@ -177,9 +177,13 @@ mod tests {
 
     #[test]
     fn a_grant_names_each_secret() {
-        let parse = |text: &str| -> Result<crate::manifest::Manifest, String> {
-            toml::from_str::<crate::manifest::Manifest>(text).map_err(|e| e.to_string())
+        let read = |names: &[&str]| {
+            let value = toml::Value::Array(names.iter().map(|n| toml::Value::String(n.to_string())).collect());
+            let mut grant = SecretsGrant::default();
+            grant.read("secrets", value).map(|()| grant).map_err(|e| e.to_string())
         };
-        assert!(parse("[channels.keys]\nsecrets = [\"*\"]\n").is_err_and(|e| e.contains("name each secret")));
+        assert_eq!(read(&["jwt"]).map(|g| g.names), Ok(vec!["jwt".to_string()]));
+        assert!(read(&["*"]).is_err_and(|e| e.contains("name each secret")));
+        assert!(read(&[""]).is_err());
     }
 }
