@@ -28,7 +28,7 @@ fn a_new_rust_service_builds_and_runs() {
         .output()
         .expect("run sluice new");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("wrote 14 files into order-history"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("wrote 15 files into order-history"), "{}", text(&out.stdout));
     let project = work.path().join("order-history");
     let readme = std::fs::read_to_string(project.join("README.md")).expect("README");
     assert!(readme.contains("cargo build --release --target wasm32-wasip2"), "{readme}");

@@ -7,6 +7,9 @@ use super::{MANIFEST, WORLD, with_wit};
 /// package from the project's `wit/deps/`.
 pub(super) const SDK_LIB: &str = include_str!("../../../guests/sdk/src/lib.rs");
 
+/// Its module of ids and times.
+const SDK_TIME: &str = include_str!("../../../guests/sdk/src/time.rs");
+
 /// Where the SDK reads the `sluice:service` package in this repository, and
 /// where its copy in a new project reads it.
 pub(super) const SDK_WIT: (&str, &str) = (r#"path: "../../wit","#, r#"path: "../wit/deps/sluice-service","#);
@@ -20,6 +23,7 @@ publish = false
 
 [dependencies]
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+wasip2 = "1"
 "#;
 
 /// The Rust project's files, by path.
@@ -28,6 +32,7 @@ pub(super) fn files(name: &str) -> Vec<(String, String)> {
     let files = vec![
         ("sluice-guest/Cargo.toml".to_string(), SDK_CARGO.to_string()),
         ("sluice-guest/src/lib.rs".to_string(), SDK_LIB.replacen(SDK_WIT.0, SDK_WIT.1, 1)),
+        ("sluice-guest/src/time.rs".to_string(), SDK_TIME.to_string()),
         ("Cargo.toml".to_string(), RUST_CARGO.replace("NAME", name)),
         ("src/lib.rs".to_string(), RUST_LIB.replace("NAME_MODULE", &lib).replace("NAME", name)),
         ("wit/world.wit".to_string(), WORLD.replace("NAME", name)),
