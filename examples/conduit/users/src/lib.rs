@@ -82,12 +82,21 @@ impl Guest for Component {
         )
         .map_err(Problem::Store)?;
         let stored: Option<String> = found.value(0, "password_hash");
+        let refused = || Err(Problem::Unauthorized("email or password is invalid".into()));
         // A password longer than any accepted is not hashed at all.
+        if password.len() > MAX_PASSWORD {
+            return refused();
+        }
         match (user_of(&found), stored) {
-            (Some(user), Some(stored)) if password.len() <= MAX_PASSWORD && password::verify(&password, &stored) => {
-                signed_in(user)
+            (Some(user), Some(stored)) if password::verify(&password, &stored) => signed_in(user),
+            (Some(_), Some(_)) => refused(),
+            _ => {
+                // No such user: hash all the same, so that the answer takes
+                // as long as for a wrong password and tells nobody which
+                // emails have accounts.
+                let _ = password::hash(&password, &[0; 16]);
+                refused()
             }
-            _ => Err(Problem::Unauthorized("email or password is invalid".into())),
         }
     }
 
