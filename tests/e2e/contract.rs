@@ -41,18 +41,28 @@ fn every_answer_matches_the_published_openapi_document() {
     let f = Fixture::new(&["orders", "products", "inventory", "api", "cart", "notifications"]);
     f.migrate();
     let served = f.serve(&[]);
+    let url = served.url("/openapi.json");
+    let args = [url.as_str(), "--checks", CHECKS, "--max-examples", EXAMPLES];
+    fuzz(&schemathesis, &args, f.dir.path(), "the examples", "the published document");
+}
+
+/// Runs `schemathesis run ARGS` in `dir` (its cache of examples goes there,
+/// not in the checkout), over `what`, and fails unless every answer held
+/// to `document` and it sent a fair number of requests ("777 generated,
+/// 777 passed").
+pub(crate) fn fuzz(schemathesis: &std::path::Path, args: &[&str], dir: &std::path::Path, what: &str, document: &str) {
     let started = Instant::now();
-    let out = Command::new(&schemathesis)
-        .args(["run", &served.url("/openapi.json"), "--checks", CHECKS, "--max-examples", EXAMPLES, "--no-color"])
+    let out = Command::new(schemathesis)
+        .arg("run")
+        .args(args)
+        .arg("--no-color")
         .env("SCHEMATHESIS_TELEMETRY", "false")
-        // Its cache of examples goes in the fixture, not the checkout.
-        .current_dir(f.dir.path())
+        .current_dir(dir)
         .output()
         .expect("run schemathesis");
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("measured: schemathesis over the examples took {:?}", started.elapsed());
-    assert!(out.status.success(), "answers that break the published document:\n{report}");
-    // "777 generated, 777 passed": it sent a fair number of requests.
+    eprintln!("measured: schemathesis over {what} took {:?}", started.elapsed());
+    assert!(out.status.success(), "answers that break {document}:\n{report}");
     let tested = report.lines().find(|l| l.contains(" generated, ")).unwrap_or_default().trim().to_string();
     let generated: u32 = tested.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(generated >= 200, "schemathesis sent only {generated} requests: {report}");
