@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use super::grant::GrantSection;
 use super::secret::Secret;
-use super::{Caller, Channel, ChannelError, Denial, KeyReads, Opening, Reading, Transaction};
+use super::{Caller, Channel, ChannelError, Denial, KeyReads, Opening, Reading, Transaction, wrong_kind};
 use crate::channels::ops::{Kind, Operation};
 
 /// The `secrets` kind.
@@ -73,13 +73,10 @@ impl Channel for SecretsChannel {
         Some(self)
     }
 
-    /// A `secrets` channel takes no command of any kind.
+    /// A `secrets` channel takes no command of any kind: the one refusal
+    /// of a command on a channel of another kind.
     fn check_command(&self, op: &Operation, _: &Caller) -> Result<(), ChannelError> {
-        Err(ChannelError::Invalid(format!(
-            "this is a secrets channel; it takes no command ({} needs a {} channel)",
-            op.describe(),
-            op.kind().name()
-        )))
+        Err(wrong_kind(KIND, op.kind(), &op.describe()))
     }
 
     /// Never reached: it takes no command and keeps no read.
