@@ -149,16 +149,24 @@ wit-package:
 tools:
     scripts/python-tools {{venv}}
 
-# Run the benchmarks: criterion (B1 to B4), then HTTP under wrk (B5, B6),
-# then a fleet on PostgreSQL against pgbench (B8), then the Conduit example
-# against the shop (B9), and write BENCHMARKS.md
-# from this run (release build; the first takes a while).
+# Run the benchmarks: criterion (B1 to B4), the instruction counts (B4's
+# like-for-like figure), then HTTP under wrk (B5, B6), then a fleet on
+# PostgreSQL against pgbench (B8), then the Conduit example against the shop
+# (B9), then how the costs grow, and write BENCHMARKS.md and
+# docs/growth.svg from this run (release build; the first takes a while).
 bench: guests polyglot
     SLUICE_COMPONENTS={{components}} cargo bench -p sluice-host --bench scope
+    scripts/counts > {{target}}/counts.md || true
     scripts/bench-http {{target}}/bench-http.json
     scripts/bench-fleet {{target}}/bench-fleet.json
     scripts/bench-conduit {{target}}/bench-conduit.json
-    scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md {{target}}/bench-fleet.json {{target}}/bench-conduit.json
+    scripts/bench-growth {{target}}/bench-growth.json
+    scripts/bench-report {{target}}/criterion {{target}}/bench-http.json BENCHMARKS.md {{target}}/bench-fleet.json {{target}}/bench-conduit.json --growth {{target}}/bench-growth.json --counts {{target}}/counts.md
+
+# How the costs grow alone (scripts/bench-growth): services loaded, rows
+# kept, request size; prints the JSON's path.
+bench-growth: guests
+    SLUICE_COMPONENTS={{components}} scripts/bench-growth {{target}}/bench-growth.json
 
 # B8 alone: the fleet on one PostgreSQL database against pgbench
 # (scripts/bench-fleet), written into BENCHMARKS.md in place.

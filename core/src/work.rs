@@ -55,3 +55,35 @@ impl Canceller {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// Whether a unit of work's spans (`request`, `scope`, `save`) are exported
+/// (OpenTelemetry), set once by the host's telemetry set-up.
+static SPANS_EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Says whether a unit of work's spans are exported: they are made at
+/// `info` then, so that the default filter sends them; at `debug`
+/// otherwise, where the default filter drops them before they cost
+/// anything. Without export nobody reads them at `info`: the one line per
+/// request (`answered`) already names its scope, trace, service and status,
+/// and every line logged inside a scope names its scope.
+pub fn export_spans(exported: bool) {
+    SPANS_EXPORTED.store(exported, Ordering::Relaxed);
+}
+
+/// See [`export_spans`].
+pub fn spans_exported() -> bool {
+    SPANS_EXPORTED.load(Ordering::Relaxed)
+}
+
+/// A unit of work's span: `info_span!` while spans are exported,
+/// `debug_span!` otherwise (see [`export_spans`]).
+#[macro_export]
+macro_rules! work_span {
+    ($name:literal, $($fields:tt)*) => {
+        if $crate::work::spans_exported() {
+            ::tracing::info_span!($name, $($fields)*)
+        } else {
+            ::tracing::debug_span!($name, $($fields)*)
+        }
+    };
+}

@@ -13,9 +13,11 @@
 //!   (`native/bare.rs`: the components with the least host there can be)
 //!   and by the native port (`native/orders.rs`), so that B3's gap splits
 //!   into Sluice's part and what the components cost by being components;
-//! - `b4_save_100`: saving 100 queued inserts (B4), and `b4_native_100`:
-//!   rusqlite issuing the same 100 inserts in one transaction on one
-//!   prepared statement, on the same database file.
+//! - `b4_save_100`, `b4_save_10000`: saving 100 and 10,000 queued inserts
+//!   (B4), and `b4_native_100`, `b4_native_10000`: rusqlite issuing the
+//!   same inserts in one transaction on one prepared statement, on the same
+//!   database file. Callgrind counts no kernel work, so neither side's
+//!   `fsync` is in these: the like-for-like comparison of the work.
 //!
 //! With no arguments (`cargo bench --bench counts`) it runs itself under
 //! callgrind once per measure, prints the counts beside the baseline kept
@@ -65,6 +67,8 @@ const MEASURES: &[(&str, u32)] = &[
     ("b3_native_20", 2),
     ("b4_save_100", 3),
     ("b4_native_100", 3),
+    ("b4_save_10000", 1),
+    ("b4_native_10000", 1),
 ];
 
 /// The counted region: callgrind collects only while this runs.
@@ -183,9 +187,10 @@ fn run_one(name: &str, n: u32) {
                 assert_eq!(orders.pending().len(), 20);
             });
         }
-        "b4_save_100" => {
+        "b4_save_100" | "b4_save_10000" => {
             let (_fixture, host) = host(&["bench"]);
-            let args = [Val::U32(100), Val::String("INSERT INTO blobs (data) VALUES (x'07')".into())];
+            let n = if name.ends_with("_100") { 100 } else { 10_000 };
+            let args = [Val::U32(n), Val::String("INSERT INTO blobs (data) VALUES (x'07')".into())];
             let queued = || {
                 let mut scope = host.scope();
                 scope.call("bench", "execute", &args).expect("queue");
@@ -201,14 +206,15 @@ fn run_one(name: &str, n: u32) {
                 },
             );
         }
-        "b4_native_100" => {
+        "b4_native_100" | "b4_native_10000" => {
             let (fixture, _host) = host(&["bench"]);
             let mut db = fixture.db();
+            let n = if name.ends_with("_100") { 100 } else { 10_000 };
             count(times, || {
                 let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("begin");
                 {
                     let mut stmt = tx.prepare_cached("INSERT INTO blobs (data) VALUES (x'07')").expect("prepare");
-                    for _ in 0..100 {
+                    for _ in 0..n {
                         stmt.execute([]).expect("insert");
                     }
                 }

@@ -167,14 +167,14 @@ pub(crate) fn instance(
         return Ok(*instance);
     }
     store.data_mut().calls.frames.push(Frame { service: Arc::clone(service), function: "instantiate".into() });
-    let created = service.pre.instantiate(&mut *store);
+    let created = service.code().and_then(|c| c.pre.instantiate(&mut *store));
     store.data_mut().calls.frames.pop();
     let instance = created?;
     let state = store.data_mut();
     state.calls.instances.insert(service.name.clone(), instance);
     state.calls.order.push(service.name.clone());
     tracing::debug!(scope = %state.id, service = %service.name, "instantiated");
-    if let Some(index) = service.hooks.init {
+    if let Some(index) = service.code().ok().and_then(|c| c.hooks.init) {
         call(store, Target { service, function: "init", index }, &[], &mut [])?;
     }
     Ok(instance)

@@ -12,13 +12,15 @@ use std::sync::Arc;
 use wasmtime::component::{Linker, Val};
 
 use crate::invoke::{self, Target};
-use crate::registry::{Compiled, Function, Import, LoadError, LoadFailure, Service, chain, join};
+use crate::registry::{
+    Code, Compiled, Function, HookSet, Import, LoadError, LoadFailure, Loader, Service, chain, join,
+};
 use crate::runtime::Runtime;
 use crate::state::ScopeState;
 
 /// Links every compiled component against the host and the other services.
 /// Returns the services that linked and a failure for each that did not.
-pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>, Vec<LoadFailure>) {
+pub(crate) fn link(runtime: &Arc<Runtime>, compiled: Vec<Compiled>) -> (Vec<Service>, Vec<LoadFailure>) {
     let mut alive = compiled;
     let mut failures = Vec::new();
     // Interfaces whose exporter failed, for a clearer error in the importer.
@@ -39,7 +41,7 @@ pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>,
             }
         }
         if failed.is_empty() {
-            let linker = forwarding_linker(runtime, &alive, &exporters);
+            let linker = Arc::new(forwarding_linker(runtime, &alive, &exporters));
             let mut pres = Vec::with_capacity(alive.len());
             for (i, c) in alive.iter().enumerate() {
                 match linker.instantiate_pre(&c.component) {
@@ -48,25 +50,36 @@ pub(crate) fn link(runtime: &Runtime, compiled: Vec<Compiled>) -> (Vec<Service>,
                 }
             }
             if failed.is_empty() {
+                // With a cache, a service's code is dropped once it linked
+                // and read again on its first use; without one it is kept.
+                let keep = !runtime.caches();
                 let services = alive
                     .into_iter()
                     .zip(calls)
                     .zip(pres)
-                    .map(|((c, calls), pre)| Service {
-                        manifest_path: crate::manifest::Manifest::path_for(&c.path),
-                        shared_name: std::sync::Arc::from(c.name.as_str()),
-                        name: c.name,
-                        path: c.path,
-                        code: c.code,
-                        functions: c.functions,
-                        hooks: c.hooks,
-                        calls,
-                        manifest: c.manifest,
-                        limits: c.limits,
-                        digest: c.digest,
-                        sha256: c.sha256,
-                        imports: c.imports,
-                        pre,
+                    .map(|((c, calls), pre)| {
+                        let loaded = std::sync::OnceLock::new();
+                        if keep {
+                            let _ = loaded.set(Code { pre, functions: c.exports, hooks: c.hooks.clone() });
+                        }
+                        Service {
+                            manifest_path: crate::manifest::Manifest::path_for(&c.path),
+                            shared_name: std::sync::Arc::from(c.name.as_str()),
+                            name: c.name,
+                            path: c.path,
+                            code: c.code,
+                            functions: c.functions,
+                            hooks: HookSet::from(&c.hooks),
+                            calls,
+                            manifest: c.manifest,
+                            limits: c.limits,
+                            digest: c.digest,
+                            sha256: c.sha256,
+                            imports: c.imports,
+                            loaded,
+                            loading: std::sync::Mutex::new(()),
+                            loader: Loader { runtime: Arc::clone(runtime), linker: Arc::clone(&linker) },
+                        }
                     })
                     .collect();
                 return (services, failures);
@@ -194,12 +207,13 @@ fn forward(linker: &mut Linker<ScopeState>, interface: &str, exporter: &Compiled
     for f in exporter.functions.iter().filter(|f| f.interface.as_deref() == Some(interface)) {
         let service = exporter.name.clone();
         let function = f.name.clone();
-        let index = f.index;
+        let slot = f.slot;
         instance.func_new(&f.name, move |mut store, _ty, args: &[Val], results: &mut [Val]| {
             // The exporter is looked up in the scope's own registry snapshot,
             // so a scope never mixes versions of a service.
             let registry = Arc::clone(&store.data().registry);
             let service = registry.service(&service).map_err(wasmtime::Error::new)?;
+            let index = service.code()?.functions[slot];
             // A recorded scope keeps each call between services; an
             // unrecorded one pays nothing for it.
             let by: Option<Vec<String>> = store

@@ -249,6 +249,19 @@ impl Runtime {
         Ok((component, CodeSource::Compiled))
     }
 
+    /// The compiled component of `digest` from the cache, if this host has
+    /// a cache and the entry is there and usable.
+    pub fn cached(&self, digest: &str) -> Option<Component> {
+        let cached = self.options.cache_dir.as_ref()?.join(format!("{digest}.cwasm"));
+        load_cached(&self.engine, &cached).ok()
+    }
+
+    /// Whether compiled components are cached on disk, so that a service's
+    /// code can be dropped and read again cheaply.
+    pub fn caches(&self) -> bool {
+        self.options.cache_dir.is_some()
+    }
+
     /// A key that changes when the component or anything about the engine
     /// that affects its machine code changes (wasmtime version, settings).
     pub fn digest(&self, bytes: &[u8]) -> String {

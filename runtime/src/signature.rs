@@ -99,7 +99,7 @@ pub fn service_json(svc: &Service) -> serde_json::Value {
         ("http", h.http),
     ]
     .into_iter()
-    .filter_map(|(n, i)| i.map(|_| n))
+    .filter_map(|(n, present)| present.then_some(n))
     .collect();
     json!({
         "name": svc.name,

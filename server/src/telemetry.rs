@@ -60,6 +60,8 @@ pub fn init(options: &LogOptions) -> Result<Telemetry, String> {
         None if endpoint_in_env() => Some(provider(None)?),
         None => None,
     };
+    // Units of work make their spans at `info` only when they are exported.
+    sluice_core::work::export_spans(provider.is_some());
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("sluice")));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(options.ansi);

@@ -45,6 +45,16 @@ impl Guest for Component {
         to::insert("main", "blobs", &row(&[("data", Value::Blob(vec![7]))]))?;
         Ok(last)
     }
+
+    fn read_rows(n: i64) -> Result<u32, Error> {
+        let rows = from::query("main", "SELECT rowid, data FROM blobs WHERE rowid <= ?1", &[Value::Integer(n)])?;
+        to::insert("main", "blobs", &row(&[("data", Value::Blob(vec![7]))]))?;
+        Ok(u32::try_from(rows.len()).unwrap_or(u32::MAX))
+    }
+
+    fn measure(text: String) -> u32 {
+        u32::try_from(text.len()).unwrap_or(u32::MAX)
+    }
 }
 
 export!(Component);

@@ -43,6 +43,10 @@ struct State {
     queue: Queue,
     /// `service.function` of each call in progress, outermost first.
     stack: Vec<&'static str>,
+    /// The chains of the stacks seen, each built once and shared by every
+    /// command queued under it, as the host's call stack keeps them: no
+    /// allocation per command.
+    chains: Vec<(Vec<&'static str>, Arc<[String]>)>,
     /// `inventory`'s `reserve`, once it is instantiated.
     reserve: Option<Func>,
 }
@@ -56,7 +60,14 @@ impl WasiView for State {
 impl State {
     fn push(&mut self, channel: &str, op: Operation) -> wasmtime::Result<Result<u64, Error>> {
         let service = self.stack.last().and_then(|f| f.split('.').next()).unwrap_or_default();
-        let chain: Arc<[String]> = self.stack.iter().map(ToString::to_string).collect();
+        let chain = match self.chains.iter().find(|(stack, _)| *stack == self.stack) {
+            Some((_, chain)) => Arc::clone(chain),
+            None => {
+                let chain: Arc<[String]> = self.stack.iter().map(ToString::to_string).collect();
+                self.chains.push((self.stack.clone(), Arc::clone(&chain)));
+                chain
+            }
+        };
         Ok(self.queue.push(self.scope, service, chain, channel, op).map_err(Error::Invalid))
     }
 }
@@ -253,6 +264,7 @@ impl BareHost {
             scope: ScopeId::new(),
             queue: Queue::default(),
             stack: Vec::new(),
+            chains: Vec::new(),
             reserve: None,
         };
         let mut store = Store::new(&self.engine, state);

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 pub use errors::{LoadError, LookupError};
 pub use service::chain;
-pub(crate) use service::{Compiled, Import, compile, join};
-pub use service::{Function, HTTP_HANDLER, Hooks, LIFECYCLE, Service};
+pub use service::{Code, Function, HTTP_HANDLER, HookSet, Hooks, LIFECYCLE, Service};
+pub(crate) use service::{Compiled, Import, Loader, compile, join};
 
 use crate::runtime::{CodeSource, Runtime};
 
@@ -84,13 +84,13 @@ impl Registry {
         for ((path, old), result) in paths.into_iter().zip(olds).zip(results) {
             match result {
                 Ok(c) => compiled.push(c),
-                Err(error) => match old {
-                    Some(old) => {
+                Err(error) => match old.map(|old| (old, Compiled::from_service(old))) {
+                    Some((old, Ok(kept))) => {
                         tracing::warn!(service = %old.name, "the new version is broken, the previous one keeps serving: {error}");
-                        compiled.push(Compiled::from_service(old));
+                        compiled.push(kept);
                         failures.push(LoadFailure { path, error, kept_previous: true });
                     }
-                    None => failures.push(LoadFailure { path, error, kept_previous: false }),
+                    _ => failures.push(LoadFailure { path, error, kept_previous: false }),
                 },
             }
         }
@@ -163,7 +163,7 @@ impl Registry {
     pub fn mounted(&self, path: &str) -> Option<&Arc<Service>> {
         self.services
             .values()
-            .filter(|s| s.hooks.http.is_some() && s.manifest.http.covers(path))
+            .filter(|s| s.hooks.http && s.manifest.http.covers(path))
             .max_by_key(|s| s.manifest.http.prefix.as_ref().map_or(0, String::len))
     }
 

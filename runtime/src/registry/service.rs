@@ -2,9 +2,10 @@
 //! and how a component file is read, checked and compiled into one.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
 use super::{LoadError, LookupError};
 use crate::channels::Caller;
@@ -18,7 +19,8 @@ use crate::state::ScopeState;
 /// The interface a service exports to receive the scope's hooks.
 pub const LIFECYCLE: &str = "sluice:service/lifecycle@0.1.0";
 
-/// The export indices of the lifecycle hooks a service exports.
+/// The export indices of the lifecycle hooks a service exports, in its
+/// loaded code ([`Code::hooks`]); [`Service::hooks`] says which it exports.
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     /// `init`, after instantiation.
@@ -36,6 +38,50 @@ pub struct Hooks {
     /// `wasi:http/incoming-handler.handle`, for a component `sluice serve`
     /// mounts under its manifest's `http.prefix`.
     pub http: Option<ComponentExportIndex>,
+}
+
+/// Which lifecycle hooks a service exports, known without its code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HookSet {
+    /// `init`.
+    pub init: bool,
+    /// `on-save`.
+    pub on_save: bool,
+    /// `on-finally`.
+    pub on_finally: bool,
+    /// `dispose`.
+    pub dispose: bool,
+    /// `wasi:http/incoming-handler.handle`.
+    pub http: bool,
+}
+
+impl From<&Hooks> for HookSet {
+    fn from(h: &Hooks) -> HookSet {
+        HookSet {
+            init: h.init.is_some(),
+            on_save: h.on_save.is_some(),
+            on_finally: h.on_finally.is_some(),
+            dispose: h.dispose.is_some(),
+            http: h.http.is_some(),
+        }
+    }
+}
+
+/// A service's code, linked and ready to be instantiated once per scope:
+/// what a service holds only once it is used (see [`Service::code`]).
+pub struct Code {
+    pub(crate) pre: InstancePre<ScopeState>,
+    /// The export index of each of [`Service::functions`], in their order.
+    pub functions: Vec<ComponentExportIndex>,
+    /// The hooks' export indices.
+    pub hooks: Hooks,
+}
+
+/// Where a service's code comes from when it is first used: the engine and
+/// its cache, and the linker of the registry that loaded it.
+pub(crate) struct Loader {
+    pub runtime: Arc<Runtime>,
+    pub linker: Arc<Linker<ScopeState>>,
 }
 
 /// The interface a `wasi:http` component exports, without its version.
@@ -63,8 +109,8 @@ pub struct Function {
     /// The names its author gave the types of its parameters and results,
     /// decoded from the component's WIT (none when it could not be).
     pub names: FunctionNames,
-    /// Where the function is among the component's exports.
-    pub index: ComponentExportIndex,
+    /// Its place in [`Service::functions`], and so in [`Code::functions`].
+    pub slot: usize,
 }
 
 impl Function {
@@ -96,8 +142,10 @@ impl Function {
     }
 }
 
-/// A loaded service: its compiled component, pre-linked and ready to be
-/// instantiated once per scope.
+/// A loaded service: what it exports, imports and is granted, and its code,
+/// pre-linked and ready to be instantiated once per scope. With a
+/// compilation cache the code is held only from the service's first use: a
+/// service nobody calls costs its description, not its machine code.
 pub struct Service {
     /// The service name: the file stem.
     pub name: String,
@@ -109,7 +157,7 @@ pub struct Service {
     /// [`Service::hooks`], not here).
     pub functions: Vec<Function>,
     /// The lifecycle hooks it exports.
-    pub hooks: Hooks,
+    pub hooks: HookSet,
     /// The interfaces it imports from other services, with the exporter:
     /// `("acme:inventory/stock@0.1.0", "inventory")`.
     pub calls: Vec<(String, String)>,
@@ -126,7 +174,12 @@ pub struct Service {
     /// on every host, so it says which version each host runs.
     pub sha256: String,
     pub(crate) imports: Vec<Import>,
-    pub(crate) pre: InstancePre<ScopeState>,
+    /// Its code, once loaded: at link time without a compilation cache, on
+    /// first use with one.
+    pub(crate) loaded: OnceLock<Code>,
+    /// Held while the code is being loaded, so it is loaded once.
+    pub(crate) loading: Mutex<()>,
+    pub(crate) loader: Loader,
     /// `name`, shared by every [`Caller`] of the service: a read or command
     /// names its caller without allocating.
     pub(crate) shared_name: std::sync::Arc<str>,
@@ -139,6 +192,8 @@ pub(crate) struct Compiled {
     pub code: CodeSource,
     pub component: Component,
     pub functions: Vec<Function>,
+    /// The export index of each of `functions`, in `component`.
+    pub exports: Vec<ComponentExportIndex>,
     pub hooks: Hooks,
     pub imports: Vec<Import>,
     pub manifest: Manifest,
@@ -148,6 +203,55 @@ pub(crate) struct Compiled {
 }
 
 impl Service {
+    /// Its code, loaded on first use: from the compilation cache (or
+    /// compiled again from its file, if that still has the bytes it was
+    /// loaded from) and linked with the registry's linker. A failure is not
+    /// kept: the next use tries again.
+    pub fn code(&self) -> wasmtime::Result<&Code> {
+        if let Some(code) = self.loaded.get() {
+            return Ok(code);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(code) = self.loaded.get() {
+            return Ok(code);
+        }
+        let code = self
+            .load_code()
+            .map_err(|e| wasmtime::Error::msg(format!("{}: its code could not be loaded: {e}", self.name)))?;
+        Ok(self.loaded.get_or_init(|| code))
+    }
+
+    /// Whether its code is loaded now.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.get().is_some()
+    }
+
+    fn load_code(&self) -> Result<Code, String> {
+        let runtime = &self.loader.runtime;
+        let component = match runtime.cached(&self.digest) {
+            Some(component) => component,
+            None => {
+                let bytes =
+                    std::fs::read(&self.path).map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+                if crate::runtime::content_digest(&bytes) != self.sha256 {
+                    return Err(format!(
+                        "{} changed since it was loaded; the reload that follows the change loads it",
+                        self.path.display()
+                    ));
+                }
+                runtime.compile(&bytes, &self.digest).map_err(|e| chain(&e))?.0
+            }
+        };
+        let (functions, hooks) = exports(runtime, &component);
+        let same = functions.len() == self.functions.len()
+            && functions.iter().zip(&self.functions).all(|(a, b)| a.name == b.name && a.interface == b.interface);
+        if !same {
+            return Err("its exports differ from the ones it was loaded with".into());
+        }
+        let pre = self.loader.linker.instantiate_pre(&component).map_err(|e| chain(&e))?;
+        Ok(Code { pre, functions: export_indices(&component, &functions), hooks })
+    }
+
     /// The service as the caller of a read or command on `channel`: its
     /// grant there (none grants nothing) and the call's deadline.
     pub fn caller(&self, channel: &str, deadline: std::time::Instant) -> Caller {
@@ -188,21 +292,28 @@ impl Service {
 }
 
 impl Compiled {
-    /// A loaded service taken apart again, to be linked into a new registry.
-    pub(crate) fn from_service(s: &Service) -> Compiled {
-        Compiled {
+    /// A loaded service taken apart again, to be linked into a new registry
+    /// (its code loaded, if it was not).
+    pub(crate) fn from_service(s: &Service) -> Result<Compiled, LoadError> {
+        let code = s.code().map_err(|e| LoadError::Invalid {
+            service: s.name.clone(),
+            path: s.path.clone(),
+            reason: chain(&e),
+        })?;
+        Ok(Compiled {
             name: s.name.clone(),
             path: s.path.clone(),
             code: CodeSource::Kept,
-            component: s.pre.component().clone(),
+            component: code.pre.component().clone(),
             functions: s.functions.clone(),
-            hooks: s.hooks.clone(),
+            exports: code.functions.clone(),
+            hooks: code.hooks.clone(),
             imports: s.imports.clone(),
             manifest: s.manifest.clone(),
             limits: s.limits,
             digest: s.digest.clone(),
             sha256: s.sha256.clone(),
-        }
+        })
     }
 }
 
@@ -224,8 +335,10 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         .map_err(|e| bad_manifest(format!("manifest {}: {e}", Manifest::path_for(path).display())))?;
     let sha256 = crate::runtime::content_digest(&bytes);
     let digest = runtime.digest_of(&sha256);
-    if let Some(old) = previous.filter(|old| old.digest == digest) {
-        let compiled = Compiled { manifest, limits, path: path.to_path_buf(), ..Compiled::from_service(old) };
+    // The running version's code, when it is the same and loaded; otherwise
+    // the cache has it.
+    if let Some(old) = previous.filter(|old| old.digest == digest && old.loaded.get().is_some()) {
+        let compiled = Compiled { manifest, limits, path: path.to_path_buf(), ..Compiled::from_service(old)? };
         return check_schedules(&compiled).map(|()| compiled);
     }
     let (component, code) = runtime.compile(&bytes, &digest).map_err(|e| LoadError::Invalid {
@@ -235,6 +348,7 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
     })?;
     let (mut functions, hooks) = exports(runtime, &component);
     name_types(&name, &bytes, &mut functions);
+    let exports = export_indices(&component, &functions);
     if manifest.http.prefix.is_some() && hooks.http.is_none() {
         return Err(bad_manifest(format!(
             "manifest {} mounts it under http.prefix, but it does not export {HTTP_HANDLER}.x",
@@ -251,6 +365,7 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         code,
         component,
         functions,
+        exports,
         hooks,
         imports,
         manifest,
@@ -335,6 +450,20 @@ fn check_header(service: &str, path: &Path, bytes: &[u8]) -> Result<(), LoadErro
     Ok(())
 }
 
+/// The export index of each of `functions` in `component`.
+fn export_indices(component: &Component, functions: &[Function]) -> Vec<ComponentExportIndex> {
+    functions
+        .iter()
+        .filter_map(|f| {
+            let iface = match &f.interface {
+                Some(i) => Some(component.get_export_index(None, i)?),
+                None => None,
+            };
+            component.get_export_index(iface.as_ref(), &f.name)
+        })
+        .collect()
+}
+
 /// The business functions and the lifecycle hooks a component exports.
 fn exports(runtime: &Runtime, component: &Component) -> (Vec<Function>, Hooks) {
     let engine = runtime.engine();
@@ -344,8 +473,8 @@ fn exports(runtime: &Runtime, component: &Component) -> (Vec<Function>, Hooks) {
     for (export, item) in ty.exports(engine) {
         match item.ty {
             ComponentItem::ComponentFunc(func) => {
-                if let Some(index) = component.get_export_index(None, export) {
-                    functions.push(function(None, export, &func, index));
+                if component.get_export_index(None, export).is_some() {
+                    functions.push(function(None, export, &func, functions.len()));
                 }
             }
             ComponentItem::ComponentInstance(instance) => {
@@ -360,7 +489,7 @@ fn exports(runtime: &Runtime, component: &Component) -> (Vec<Function>, Hooks) {
                         continue;
                     };
                     if export != LIFECYCLE {
-                        functions.push(function(Some(export), name, &func, index));
+                        functions.push(function(Some(export), name, &func, functions.len()));
                         continue;
                     }
                     match name {
@@ -413,7 +542,7 @@ fn function(
     interface: Option<&str>,
     name: &str,
     func: &wasmtime::component::types::ComponentFunc,
-    index: ComponentExportIndex,
+    slot: usize,
 ) -> Function {
     Function {
         interface: interface.map(str::to_string),
@@ -421,7 +550,7 @@ fn function(
         params: func.params().map(|(n, t)| (n.to_string(), t)).collect(),
         results: func.results().collect(),
         names: FunctionNames::default(),
-        index,
+        slot,
     }
 }
 

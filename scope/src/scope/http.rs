@@ -66,7 +66,7 @@ impl Scope {
         response: ResponseSender,
     ) -> Result<(), ScopeError> {
         self.check_open()?;
-        let Some(index) = service.hooks.http else {
+        let Some(index) = service.code().ok().and_then(|c| c.hooks.http) else {
             return Err(ScopeError::Failed {
                 service: service.name.clone(),
                 function: "handle".into(),

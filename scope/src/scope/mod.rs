@@ -351,7 +351,8 @@ impl Scope {
             crate::values::check(ty, func.names.param(i), arg, name).map_err(|e| failure(format!("argument {e}")))?;
         }
         let mut results = vec![Val::Bool(false); func.results.len()];
-        let target = Target { service: svc, function: &func.name, index: func.index };
+        let index = svc.code().map_err(|e| self.fail(&svc.name, &func.name, &e))?.functions[func.slot];
+        let target = Target { service: svc, function: &func.name, index };
         let outcome = invoke::call(&mut self.store.as_context_mut(), target, args, &mut results);
         match outcome {
             Ok(()) => Ok(results),
@@ -453,7 +454,7 @@ impl Scope {
         let registry = Arc::clone(self.registry());
         for name in self.store.data().instantiated().to_vec() {
             let Ok(service) = registry.service(&name) else { continue };
-            let Some(index) = service.hooks.dispose else { continue };
+            let Some(index) = service.code().ok().and_then(|c| c.hooks.dispose) else { continue };
             let target = Target { service, function: "dispose", index };
             if let Err(e) = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []) {
                 tracing::warn!(scope = %self.id(), service = %name, "{name}.dispose failed: {}", self.reason(&e));

@@ -42,7 +42,7 @@ impl Scope {
         let state = self.store.data();
         // The service whose call began the scope was instantiated first.
         let service = state.instantiated().first().map_or("", String::as_str);
-        let _span = tracing::info_span!("save", scope = %state.id(), service, commit).entered();
+        let _span = sluice_core::work_span!("save", scope = %state.id(), service, commit).entered();
         // The save rule lives in `Scope::finish`; this is its last line of
         // defence for a caller that saves directly.
         if !self.denials().is_empty() {
@@ -245,7 +245,7 @@ impl Scope {
                 // The outcomes come first: a command whose count was not the
                 // one expected is the save's error even when a later command
                 // of the run failed.
-                let hooked = service.is_some_and(|s| s.hooks.on_save.is_some());
+                let hooked = service.is_some_and(|s| s.hooks.on_save);
                 // Looked at one by one only when there is something to see.
                 let checked = hooked || run.iter().any(|c| c.expect.is_some());
                 let done = if checked { outcomes.get(at..).unwrap_or_default() } else { &[] };
@@ -342,10 +342,11 @@ impl Scope {
         let registry = Arc::clone(self.registry());
         for (name, outcomes) in by_service {
             let Ok(service) = registry.service(&name) else { continue };
-            let Some(index) = service.hooks.on_save else { continue };
+            let Some(code) = service.code().ok() else { continue };
+            let Some(index) = code.hooks.on_save else { continue };
             let args = [Val::List(outcomes)];
             let target = Target { service, function: "on-save", index };
-            let mut results = if service.hooks.on_save_refuses { vec![Val::Bool(false)] } else { Vec::new() };
+            let mut results = if code.hooks.on_save_refuses { vec![Val::Bool(false)] } else { Vec::new() };
             let called = invoke::call(&mut self.store.as_context_mut(), target, &args, &mut results);
             called.map_err(|e| self.fail(&name, "on-save", &e))?;
             if let Some(Val::Result(Err(refusal))) = results.first() {
@@ -373,7 +374,7 @@ impl Scope {
         let mut failures = Vec::new();
         for name in self.store.data().instantiated().to_vec() {
             let Ok(service) = registry.service(&name) else { continue };
-            let Some(index) = service.hooks.on_finally else { continue };
+            let Some(index) = service.code().ok().and_then(|c| c.hooks.on_finally) else { continue };
             let target = Target { service, function: "on-finally", index };
             let called = invoke::call(&mut self.store.as_context_mut(), target, &[], &mut []);
             if let Err(e) = called {

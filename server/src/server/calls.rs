@@ -102,9 +102,9 @@ async fn run(
     let (name, fname) = (svc.name.clone(), func.name.clone());
     let channels = Arc::clone(&app.host.channels);
     let scope = Scope::new(Arc::clone(&registry), channels);
-    let guard = super::CancelOnDrop::new(scope.canceller());
+    let guard = super::CancelOnDrop::new(&scope);
     // Every log line of the scope carries its id, the service and the trace.
-    let span = tracing::info_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
+    let span = sluice_core::work_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
     let recording = app.options.record.clone();
     let run = callee.clone();
     let host = Arc::clone(&app.host);

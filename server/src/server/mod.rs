@@ -182,11 +182,11 @@ impl App {
 /// Cancels a scope if the request's future is dropped before its answer is
 /// ready: hyper drops it when the client hangs up, and the scope, running on
 /// a blocking thread, would otherwise go on to its deadline for nobody.
-pub(crate) struct CancelOnDrop(Option<crate::budget::Canceller>);
+pub(crate) struct CancelOnDrop(Option<(crate::budget::Canceller, crate::state::ScopeId)>);
 
 impl CancelOnDrop {
-    pub(crate) fn new(canceller: crate::budget::Canceller) -> CancelOnDrop {
-        CancelOnDrop(Some(canceller))
+    pub(crate) fn new(scope: &crate::scope::Scope) -> CancelOnDrop {
+        CancelOnDrop(Some((scope.canceller(), scope.id())))
     }
 
     /// The scope finished: dropping the guard no longer cancels it.
@@ -197,8 +197,8 @@ impl CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(canceller) = self.0.take() {
-            tracing::info!("the client went away; cancelling its scope");
+        if let Some((canceller, scope)) = self.0.take() {
+            tracing::info!(%scope, "the client went away; cancelling its scope");
             canceller.cancel();
         }
     }

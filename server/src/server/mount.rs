@@ -96,6 +96,8 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
         Ok(key) => key,
         Err(problem) => return problem.into_response(),
     };
+    // The log line names the method with the path: `GET /proxy/`.
+    let what = format!("{} {path}", parts.method);
     let request = (parts, bytes);
 
     let permit = match app.turn().await {
@@ -107,8 +109,8 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
     let name = service.name.clone();
     let app2 = Arc::clone(&app);
     let scope = Scope::new(registry, Arc::clone(&app.host.channels));
-    let guard = super::CancelOnDrop::new(scope.canceller());
-    let span = tracing::info_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
+    let guard = super::CancelOnDrop::new(&scope);
+    let span = sluice_core::work_span!("scope", scope = %scope.id(), service = %name, trace_id = %trace.trace_id);
     let joined = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let _entered = span.enter();
@@ -124,7 +126,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: Request) -> Res
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", format!("{name}: the host thread failed: {e}"));
         (problem.into_response(), Outcome::Error("trap"))
     });
-    app.answered(&name, &path, started, &response, &outcome, &trace);
+    app.answered(&name, &what, started, &response, &outcome, &trace);
     response
 }
 

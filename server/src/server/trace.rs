@@ -83,7 +83,7 @@ pub(crate) async fn traced(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
+    let span = sluice_core::work_span!("request", method = %request.method(), path = %request.uri().path());
     let trace = Trace::of_span(&span, request.headers());
     request.extensions_mut().insert(trace.clone());
     let mut response = next.run(request).instrument(span).await;
