@@ -58,7 +58,7 @@ crate-type = ["cdylib"]
 sluice-guest = { path = "sluice-guest" }
 
 [profile.release]
-opt-level = "s"
+opt-level = 3
 strip = "debuginfo"
 "#;
 
