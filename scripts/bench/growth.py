@@ -51,7 +51,7 @@ def section(path):
         f"one connection, {growth['seconds']} s. The host with no service: {kib(alone)} resident. The plot:",
         "[docs/growth.svg](docs/growth.svg).",
         "",
-        "| services | start | resident | resident per service | reload | call p50 | resident after calls |",
+        "| services | start | resident | resident per service | reload | call p50 | resident after the reload and the calls |",
         "|---|---|---|---|---|---|---|",
     ]
     for p in services:

@@ -472,10 +472,8 @@ fn exports(runtime: &Runtime, component: &Component) -> (Vec<Function>, Hooks) {
     let mut hooks = Hooks::default();
     for (export, item) in ty.exports(engine) {
         match item.ty {
-            ComponentItem::ComponentFunc(func) => {
-                if component.get_export_index(None, export).is_some() {
-                    functions.push(function(None, export, &func, functions.len()));
-                }
+            ComponentItem::ComponentFunc(func) if component.get_export_index(None, export).is_some() => {
+                functions.push(function(None, export, &func, functions.len()));
             }
             ComponentItem::ComponentInstance(instance) => {
                 let Some(iface) = component.get_export_index(None, export) else { continue };

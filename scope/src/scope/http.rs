@@ -66,13 +66,15 @@ impl Scope {
         response: ResponseSender,
     ) -> Result<(), ScopeError> {
         self.check_open()?;
-        let Some(index) = service.code().ok().and_then(|c| c.hooks.http) else {
-            return Err(ScopeError::Failed {
-                service: service.name.clone(),
-                function: "handle".into(),
-                reason: "it does not export wasi:http/incoming-handler".into(),
-                cause: Cause::Other,
-            });
+        let failed = |reason: String| ScopeError::Failed {
+            service: service.name.clone(),
+            function: "handle".into(),
+            reason,
+            cause: Cause::Other,
+        };
+        let code = service.code().map_err(|e| failed(format!("{e:#}")))?;
+        let Some(index) = code.hooks.http else {
+            return Err(failed("it does not export wasi:http/incoming-handler".into()));
         };
         let request = request.map(|body| {
             body.map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} })
