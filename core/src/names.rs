@@ -8,14 +8,20 @@
 //! the OpenAPI document read types through it (`line-item` rather than
 //! `record { sku: string, quantity: u32 }`). Doc comments are not kept:
 //! wit-bindgen leaves them out of the WIT it embeds in a component.
+//!
+//! Decoding validates the whole component and is most of a start with a
+//! warm compilation cache, so the host keeps what it decoded beside the
+//! compiled code (serialized with serde) and reads that instead.
 
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use wit_parser::{Resolve, Type as WitType, TypeDefKind, TypeOwner, WorldItem};
 
 /// A named type: a record, variant, enum, flags or resource as its author
 /// wrote it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Named {
     /// The WIT name (`line-item`).
     pub name: String,
@@ -38,7 +44,7 @@ impl Named {
 /// payloads (an empty tree for a case without one), a result's `ok` and `err`.
 /// A tree that does not reach as deep as the type (no names were decoded)
 /// answers every part with the empty tree, so the type is then written out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Names {
     named: Option<Arc<Named>>,
     parts: Vec<Names>,
@@ -65,7 +71,7 @@ impl Names {
 }
 
 /// The names of one exported function's types.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionNames {
     /// One tree per parameter, in order.
     pub params: Vec<Names>,
@@ -87,7 +93,7 @@ impl FunctionNames {
 
 /// One exported function with its names: `interface` is the export's name
 /// (`acme:orders/orders@0.1.0`) or `None` for a function the world exports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportNames {
     /// The exported interface, as the component names it.
     pub interface: Option<String>,

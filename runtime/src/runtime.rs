@@ -256,6 +256,25 @@ impl Runtime {
         load_cached(&self.engine, &cached).ok()
     }
 
+    /// The names of a component's types (`names::exports`) kept in the cache
+    /// beside its compiled code, if there are.
+    pub fn cached_names(&self, digest: &str) -> Option<Vec<crate::names::ExportNames>> {
+        let path = self.options.cache_dir.as_ref()?.join(format!("{digest}.names.json"));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// Keeps `names` in the cache beside the compiled code of `digest`; a
+    /// failure to write costs only the next start's time.
+    pub fn cache_names(&self, digest: &str, names: &[crate::names::ExportNames]) {
+        let Some(dir) = &self.options.cache_dir else { return };
+        let path = dir.join(format!("{digest}.names.json"));
+        let written =
+            serde_json::to_vec(names).map_err(anyhow::Error::from).and_then(|bytes| write_then_rename(&path, &bytes));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), "cannot write the names to the cache: {e:#}");
+        }
+    }
+
     /// Whether compiled components are cached on disk, so that a service's
     /// code can be dropped and read again cheaply.
     pub fn caches(&self) -> bool {
@@ -303,9 +322,12 @@ fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
 }
 
 fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let bytes = component.serialize()?;
-    // Write then rename, so a crash or a concurrent host never leaves a
-    // half-written entry under the final name.
+    write_then_rename(path, &component.serialize()?)
+}
+
+/// Writes a cache entry then renames it into place, so a crash or a
+/// concurrent host never leaves a half-written entry under the final name.
+fn write_then_rename(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;

@@ -57,9 +57,18 @@ fn restart_reuses_compiled_code() {
     options.runtime.cache_dir = Some(f.dir.path().join("own-cache"));
     let first = sluice_host::Host::open(&options).expect("first start");
     assert_eq!(first.registry().service("probe").expect("probe").code, CodeSource::Compiled);
+    let names = |host: &sluice_host::Host| -> Vec<_> {
+        host.registry().service("probe").expect("probe").functions.iter().map(|f| f.names.clone()).collect()
+    };
+    let decoded = names(&first);
+    assert!(decoded.iter().any(|n| n.params.iter().any(|p| p.named().is_some())), "probe names some of its types");
     drop(first);
     let second = sluice_host::Host::open(&options).expect("second start");
     assert_eq!(second.registry().service("probe").expect("probe").code, CodeSource::Cached);
+    // The names decoded from its WIT come from the cache too, the same.
+    assert_eq!(names(&second), decoded);
+    let kept = std::fs::read_dir(f.dir.path().join("own-cache")).expect("cache dir").flatten();
+    assert!(kept.into_iter().any(|e| e.file_name().to_string_lossy().ends_with(".names.json")), "names cached");
     // Rewriting a cache entry in place under a running host must not crash
     // it: cached code is read into memory, not mapped from the file.
 

@@ -347,7 +347,7 @@ pub(crate) fn compile(runtime: &Runtime, path: &Path, previous: Option<&Service>
         reason: chain(&e),
     })?;
     let (mut functions, hooks) = exports(runtime, &component);
-    name_types(&name, &bytes, &mut functions);
+    name_types(runtime, &digest, &name, &bytes, &mut functions);
     let exports = export_indices(&component, &functions);
     if manifest.http.prefix.is_some() && hooks.http.is_none() {
         return Err(bad_manifest(format!(
@@ -406,9 +406,14 @@ fn check_schedules(compiled: &Compiled) -> Result<(), LoadError> {
 
 /// Gives `functions` the names of their types from the WIT in `bytes`; a
 /// component whose WIT cannot be decoded keeps its types unnamed (shown
-/// written out), with a warning.
-fn name_types(service: &str, bytes: &[u8], functions: &mut [Function]) {
-    match crate::names::exports(bytes) {
+/// written out), with a warning. What was decoded is kept in the cache
+/// beside the compiled code, and read from there the next time.
+fn name_types(runtime: &Runtime, digest: &str, service: &str, bytes: &[u8], functions: &mut [Function]) {
+    let decoded = match runtime.cached_names(digest) {
+        Some(names) => Ok(names),
+        None => crate::names::exports(bytes).inspect(|names| runtime.cache_names(digest, names)),
+    };
+    match decoded {
         Ok(exports) => {
             for export in exports {
                 let same = |f: &&mut Function| f.name == export.function && f.interface == export.interface;
