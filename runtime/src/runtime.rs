@@ -233,7 +233,7 @@ impl Runtime {
         let Some(dir) = &self.options.cache_dir else {
             return Ok((Component::new(&self.engine, bytes)?, CodeSource::Compiled));
         };
-        let cached = dir.join(format!("{digest}.cwasm"));
+        let cached = cache_entry(dir, digest, "cwasm");
         if cached.exists() {
             match load_cached(&self.engine, &cached) {
                 Ok(component) => return Ok((component, CodeSource::Cached)),
@@ -252,14 +252,14 @@ impl Runtime {
     /// The compiled component of `digest` from the cache, if this host has
     /// a cache and the entry is there and usable.
     pub fn cached(&self, digest: &str) -> Option<Component> {
-        let cached = self.options.cache_dir.as_ref()?.join(format!("{digest}.cwasm"));
+        let cached = cache_entry(self.options.cache_dir.as_ref()?, digest, "cwasm");
         load_cached(&self.engine, &cached).ok()
     }
 
     /// The names of a component's types (`names::exports`) kept in the cache
     /// beside its compiled code, if there are.
     pub fn cached_names(&self, digest: &str) -> Option<Vec<crate::names::ExportNames>> {
-        let path = self.options.cache_dir.as_ref()?.join(format!("{digest}.names.json"));
+        let path = cache_entry(self.options.cache_dir.as_ref()?, digest, "names.json");
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
@@ -267,7 +267,7 @@ impl Runtime {
     /// failure to write costs only the next start's time.
     pub fn cache_names(&self, digest: &str, names: &[crate::names::ExportNames]) {
         let Some(dir) = &self.options.cache_dir else { return };
-        let path = dir.join(format!("{digest}.names.json"));
+        let path = cache_entry(dir, digest, "names.json");
         let written =
             serde_json::to_vec(names).map_err(anyhow::Error::from).and_then(|bytes| write_then_rename(&path, &bytes));
         if let Err(e) = written {
@@ -319,6 +319,12 @@ fn load_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // its own cache directory, named by the hash of its source and of the
     // engine settings; wasmtime also checks its header and version.
     unsafe { Component::deserialize(engine, &bytes) }
+}
+
+/// The cache entry of `digest` of one kind: `DIGEST.cwasm` (the compiled
+/// code) or `DIGEST.names.json` (the names decoded from its WIT).
+fn cache_entry(dir: &Path, digest: &str, kind: &str) -> std::path::PathBuf {
+    dir.join(format!("{digest}.{kind}"))
 }
 
 fn store_cached(component: &Component, path: &Path) -> anyhow::Result<()> {
